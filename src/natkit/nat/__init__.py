@@ -1,0 +1,1 @@
+"""NAT behaviour: discovery (what NAT am I behind?) and, later, emulation."""

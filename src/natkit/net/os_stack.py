@@ -1,0 +1,322 @@
+"""The OS stack: real sockets through asyncio (uvloop when installed).
+
+Implements :class:`natkit.net.stack.Stack`. UDP endpoints are asyncio
+datagram transports whose ``datagram_received`` calls the component's
+handler directly; streams are asyncio protocols with write flow control
+surfaced as :meth:`OsStreamConnection.drain`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import ssl
+from typing import Any
+
+import psutil
+
+from natkit.addr import Endpoint, Family, Transport
+from natkit.errors import TransportError
+from natkit.net.stack import (
+    ConnectionHandler,
+    DataHandler,
+    DatagramHandler,
+    InterfaceAddress,
+)
+
+__all__ = ["OsDatagramEndpoint", "OsStack", "OsStreamConnection", "OsStreamListener"]
+
+log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())
+
+
+def _endpoint(addr: Any) -> Endpoint:
+    return Endpoint(addr[0], addr[1])
+
+
+def _family_of(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: DatagramHandler) -> None:
+        self.handler = handler
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            self.handler(data, Endpoint(addr[0], addr[1]))
+        except Exception:  # a component bug must not kill the socket
+            log.exception("datagram handler failed")
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable) surface here on Linux; UDP users retransmit.
+        log.debug("UDP error: %s", exc)
+
+
+class OsDatagramEndpoint:
+    """A bound UDP socket."""
+
+    __slots__ = ("_closed", "_local", "_sendto", "_transport")
+
+    def __init__(self, transport: asyncio.DatagramTransport) -> None:
+        self._transport = transport
+        self._sendto = transport.sendto
+        self._local = _endpoint(transport.get_extra_info("sockname"))
+        self._closed = False
+
+    @property
+    def local_endpoint(self) -> Endpoint:
+        return self._local
+
+    def send(self, data: bytes, remote: Endpoint) -> None:
+        if not self._closed:
+            self._sendto(data, remote)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._transport.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class OsStreamConnection(asyncio.Protocol):
+    """A TCP or TLS connection exposed through the stack interface."""
+
+    def __init__(self, tls: bool, on_connected: ConnectionHandler | None = None) -> None:
+        self._tls = tls
+        self._on_connected = on_connected
+        self._handler: DataHandler | None = None
+        self._pending: list[bytes] = []
+        self._transport: asyncio.Transport | None = None
+        self._closed_fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._paused = False
+        self._local = Endpoint("0.0.0.0", 0)
+        self._remote = Endpoint("0.0.0.0", 0)
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._local = _endpoint(transport.get_extra_info("sockname"))
+        self._remote = _endpoint(transport.get_extra_info("peername"))
+        if self._on_connected is not None:
+            try:
+                self._on_connected(self)
+            except Exception:
+                log.exception("connection handler failed")
+                transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._handler is None:
+            self._pending.append(data)
+            return
+        try:
+            self._handler(data)
+        except Exception:
+            log.exception("stream handler failed")
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed_fut.done():
+            self._closed_fut.set_result(None)
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(TransportError("connection lost"))
+        if self._handler is not None:
+            self._handler(b"")
+        else:
+            self._pending.append(b"")
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    # StreamConnection
+    @property
+    def local_endpoint(self) -> Endpoint:
+        return self._local
+
+    @property
+    def remote_endpoint(self) -> Endpoint:
+        return self._remote
+
+    @property
+    def transport(self) -> Transport:
+        return Transport.TLS if self._tls else Transport.TCP
+
+    def set_handler(self, on_data: DataHandler) -> None:
+        self._handler = on_data
+        pending, self._pending = self._pending, []
+        for chunk in pending:
+            on_data(chunk)
+
+    def write(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    @property
+    def write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() if self._transport else 0
+
+    async def drain(self) -> None:
+        if self._closed_fut.done():
+            raise TransportError("connection closed")
+        if not self._paused:
+            return
+        self._drain_waiter = asyncio.get_running_loop().create_future()
+        await self._drain_waiter
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed_fut)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_fut.done()
+
+
+class OsStreamListener:
+    __slots__ = ("_local", "_server")
+
+    def __init__(self, server: asyncio.Server) -> None:
+        self._server = server
+        self._local = _endpoint(server.sockets[0].getsockname())
+
+    @property
+    def local_endpoint(self) -> Endpoint:
+        return self._local
+
+    def close(self) -> None:
+        self._server.close()
+
+    async def wait_closed(self) -> None:
+        await self._server.wait_closed()
+
+
+class OsStack:
+    """Real sockets. ``udp_buffer`` sizes SO_RCVBUF/SO_SNDBUF for servers;
+    ``reuse_port`` lets several processes share a UDP port (SO_REUSEPORT)."""
+
+    def __init__(self, *, udp_buffer: int | None = None, reuse_port: bool = False) -> None:
+        self.udp_buffer = udp_buffer
+        self.reuse_port = reuse_port
+
+    async def open_udp(self, local: Endpoint, on_datagram: DatagramHandler) -> OsDatagramEndpoint:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(_family_of(local.host), socket.SOCK_DGRAM)
+        try:
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if ":" in local.host:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if self.udp_buffer:
+                for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, opt, self.udp_buffer)
+            sock.bind((local.host, local.port))
+            sock.setblocking(False)
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(on_datagram), sock=sock
+            )
+        except OSError as exc:
+            sock.close()
+            raise TransportError(f"cannot bind UDP {local}: {exc.strerror or exc}") from exc
+        return OsDatagramEndpoint(transport)
+
+    async def connect_stream(
+        self,
+        remote: Endpoint,
+        *,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        local: Endpoint | None = None,
+        timeout: float = 10.0,
+    ) -> OsStreamConnection:
+        loop = asyncio.get_running_loop()
+        kwargs: dict[str, Any] = {}
+        if tls is not None:
+            kwargs["ssl"] = tls
+            kwargs["server_hostname"] = server_hostname or remote.host
+        if local is not None:
+            kwargs["local_addr"] = (local.host, local.port)
+        try:
+            async with asyncio.timeout(timeout):
+                _, proto = await loop.create_connection(
+                    lambda: OsStreamConnection(tls is not None),
+                    remote.host,
+                    remote.port,
+                    **kwargs,
+                )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            raise TransportError(f"cannot connect to {remote}: {exc}") from exc
+        return proto
+
+    async def listen_stream(
+        self,
+        local: Endpoint,
+        on_connection: ConnectionHandler,
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> OsStreamListener:
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_server(
+                lambda: OsStreamConnection(tls is not None, on_connection),
+                local.host,
+                local.port,
+                ssl=tls,
+                reuse_address=True,
+                family=_family_of(local.host),
+            )
+        except OSError as exc:
+            raise TransportError(f"cannot listen on {local}: {exc.strerror or exc}") from exc
+        return OsStreamListener(server)
+
+    def local_addresses(self) -> list[InterfaceAddress]:
+        stats = psutil.net_if_stats()
+        out: list[InterfaceAddress] = []
+        for name, addrs in psutil.net_if_addrs().items():
+            if name in stats and not stats[name].isup:
+                continue
+            for a in addrs:
+                if a.family not in (socket.AF_INET, socket.AF_INET6) or not a.netmask:
+                    continue
+                net = ipaddress.ip_network(f"{a.address.partition('%')[0]}/{a.netmask}", strict=False)
+                ip = ipaddress.ip_address(a.address.partition("%")[0])
+                out.append(
+                    InterfaceAddress(
+                        interface=name,
+                        ip=a.address,
+                        prefix_len=net.prefixlen,
+                        family=Family.IPV4 if ip.version == 4 else Family.IPV6,
+                        is_loopback=ip.is_loopback,
+                    )
+                )
+        return out
+
+    async def source_address_for(self, remote: Endpoint) -> str:
+        # Connecting a UDP socket sends nothing; the kernel just picks a route.
+        with socket.socket(_family_of(remote.host), socket.SOCK_DGRAM) as sock:
+            try:
+                sock.connect((remote.host, remote.port or 9))
+            except OSError as exc:
+                raise TransportError(f"no route to {remote}: {exc.strerror or exc}") from exc
+            return str(sock.getsockname()[0])

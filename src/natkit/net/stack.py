@@ -1,0 +1,152 @@
+"""The stack interface: the only way natkit components touch a network.
+
+DESIGN.md principle 2: components are given a :class:`Stack` and never call
+socket APIs themselves. Three stacks implement it: the OS stack (real
+sockets on asyncio/uvloop, :mod:`natkit.net.os`), the simulated internet
+(virtual clock), and the namespace lab. Everything is callback-driven, as
+asyncio protocols are, so that per-packet cost stays low and a simulated
+network can deliver packets without any socket:
+
+* UDP: :meth:`Stack.open_udp` binds a local endpoint and calls
+  ``on_datagram(data, remote)`` for each datagram received; the returned
+  :class:`DatagramEndpoint` sends with ``send(data, remote)``.
+* TCP/TLS: :meth:`Stack.connect_stream` and :meth:`Stack.listen_stream`
+  hand back :class:`StreamConnection` objects; received bytes go to a
+  :data:`DataHandler` (``b""`` signals end of stream, as in the sans-IO
+  cores' ``receive_data``).
+* Time: drivers schedule timers on the running asyncio loop; every stack
+  runs its components on a loop whose ``time()`` is the clock cores receive
+  as ``now`` (monotonic on the OS stack, virtual in the simulator).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from natkit.addr import Endpoint, Family, Transport
+
+__all__ = [
+    "ConnectionHandler",
+    "DataHandler",
+    "DatagramEndpoint",
+    "DatagramHandler",
+    "InterfaceAddress",
+    "Stack",
+    "StreamConnection",
+    "StreamListener",
+]
+
+DatagramHandler = Callable[[bytes, Endpoint], None]
+"""Called with ``(data, remote)`` for every datagram an endpoint receives."""
+
+DataHandler = Callable[[bytes], None]
+"""Called with bytes received on a stream; ``b""`` means the peer closed it."""
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceAddress:
+    """One address configured on one interface of the host."""
+
+    interface: str
+    ip: str
+    prefix_len: int
+    family: Family
+    is_loopback: bool = False
+
+
+@runtime_checkable
+class DatagramEndpoint(Protocol):
+    """A bound UDP socket (or its simulated equivalent)."""
+
+    @property
+    def local_endpoint(self) -> Endpoint: ...
+
+    def send(self, data: bytes, remote: Endpoint) -> None:
+        """Send one datagram; never blocks, may drop under pressure (it is UDP)."""
+
+    def close(self) -> None: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+
+@runtime_checkable
+class StreamConnection(Protocol):
+    """A connected TCP or TLS stream."""
+
+    @property
+    def local_endpoint(self) -> Endpoint: ...
+
+    @property
+    def remote_endpoint(self) -> Endpoint: ...
+
+    @property
+    def transport(self) -> Transport: ...
+
+    def set_handler(self, on_data: DataHandler) -> None:
+        """Route received bytes to ``on_data`` (bytes that arrived before are replayed)."""
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes; never blocks. Use :meth:`drain` to honour back-pressure."""
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+
+ConnectionHandler = Callable[[StreamConnection], None]
+"""Called for each accepted connection; it should call ``set_handler``."""
+
+
+@runtime_checkable
+class StreamListener(Protocol):
+    """A listening TCP/TLS socket."""
+
+    @property
+    def local_endpoint(self) -> Endpoint: ...
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
+@runtime_checkable
+class Stack(Protocol):
+    """A network: the OS's, a simulated one, or a namespace of the lab."""
+
+    async def open_udp(self, local: Endpoint, on_datagram: DatagramHandler) -> DatagramEndpoint:
+        """Bind ``local`` (port 0 picks a free port) and deliver what arrives."""
+
+    async def connect_stream(
+        self,
+        remote: Endpoint,
+        *,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        local: Endpoint | None = None,
+        timeout: float = 10.0,
+    ) -> StreamConnection:
+        """Connect over TCP, or TLS when ``tls`` is given."""
+
+    async def listen_stream(
+        self,
+        local: Endpoint,
+        on_connection: ConnectionHandler,
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> StreamListener:
+        """Accept TCP (or TLS) connections on ``local``."""
+
+    def local_addresses(self) -> list[InterfaceAddress]:
+        """Every address of every interface that is up, IPv4 and IPv6."""
+
+    async def source_address_for(self, remote: Endpoint) -> str:
+        """The local IP the host would send from to reach ``remote`` (a route lookup)."""

@@ -1,0 +1,299 @@
+"""The STUN server core: Binding over UDP, TCP and TLS (RFC 8489 §6.3, §7;
+RFC 5780 §6; RFC 3489 §8-9), sans-IO.
+
+Theory of operation
+-------------------
+The server owns one to four local transport addresses. With only a primary
+address it is a plain RFC 8489 server: it answers Binding requests with
+XOR-MAPPED-ADDRESS, answers comprehension-required attributes it does not
+know (including CHANGE-REQUEST) with 420, and malformed requests with 400.
+Given an alternate address (a second IP and port) and ``rfc5780=True`` it
+listens on all four combinations (primary/alternate IP x primary/alternate
+port) and becomes a full NAT behaviour discovery server: OTHER-ADDRESS,
+RESPONSE-ORIGIN, CHANGE-REQUEST answered from the changed address,
+RESPONSE-PORT, PADDING; and an RFC 3489 server for cookie-less requests
+(MAPPED-ADDRESS, SOURCE-ADDRESS, CHANGED-ADDRESS).
+
+Safety: a response only ever goes to the request's source, except that
+RESPONSE-PORT may change the port on the same IP (and only when RFC 5780
+is enabled). RFC 3489's RESPONSE-ADDRESS is recognised and ignored, never
+honoured: honouring it makes a reflector. Error responses (400, 401, 420)
+are rate-limited per source IP; past the limit requests are dropped.
+
+Outputs are :class:`~natkit.addr.Datagram` values naming the local address
+to send from, which is how CHANGE-REQUEST is carried out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from natkit.addr import Datagram, Endpoint, Transport
+from natkit.errors import MalformedMessageError
+from natkit.ratelimit import RateLimiter
+from natkit.stun import attributes as at
+from natkit.stun.attributes import ChangeRequest
+from natkit.stun.auth import Authenticated, LongTermAuthenticator, Rejected, ShortTermAuthenticator
+from natkit.stun.constants import (
+    HEADER_LENGTH,
+    MAGIC_COOKIE_BYTES,
+    AttributeType,
+    ErrorCode,
+    MessageClass,
+    Method,
+)
+from natkit.stun.message import (
+    Integrity,
+    StunMessage,
+    parse_message,
+    serialize_message,
+    split_message_type,
+)
+
+__all__ = ["ServerStats", "StunServer", "StunServerConfig"]
+
+_BASE_UNDERSTOOD = frozenset(
+    {
+        AttributeType.MAPPED_ADDRESS,
+        AttributeType.XOR_MAPPED_ADDRESS,
+        AttributeType.USERNAME,
+        AttributeType.USERHASH,
+        AttributeType.MESSAGE_INTEGRITY,
+        AttributeType.MESSAGE_INTEGRITY_SHA256,
+        AttributeType.ERROR_CODE,
+        AttributeType.UNKNOWN_ATTRIBUTES,
+        AttributeType.REALM,
+        AttributeType.NONCE,
+        AttributeType.PASSWORD_ALGORITHM,
+        AttributeType.RESPONSE_ADDRESS,  # recognised, deliberately never honoured
+        AttributeType.SOURCE_ADDRESS,
+        AttributeType.CHANGED_ADDRESS,
+        AttributeType.REFLECTED_FROM,
+    }
+)
+_RFC5780_UNDERSTOOD = _BASE_UNDERSTOOD | {
+    AttributeType.CHANGE_REQUEST,
+    AttributeType.RESPONSE_PORT,
+    AttributeType.PADDING,
+}
+MAX_PADDING = 1400
+
+
+@dataclass(frozen=True, slots=True)
+class StunServerConfig:
+    """``primary`` and ``alternate`` are (IP, port) pairs; the four sockets of
+    an RFC 5780 server are their IP x port combinations. ``advertised`` maps a
+    local IP to the public one to put in OTHER-ADDRESS etc. when the server
+    sits behind a 1:1 NAT."""
+
+    primary: Endpoint
+    alternate: Endpoint | None = None
+    rfc5780: bool = False
+    classic: bool = True
+    software: str | None = "natkit"
+    authenticator: LongTermAuthenticator | ShortTermAuthenticator | None = None
+    error_rate: float = 20.0
+    error_burst: float = 40.0
+    advertised: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.rfc5780 and self.alternate is None:
+            raise ValueError("RFC 5780 needs an alternate address")
+        if self.alternate is not None and (
+            self.alternate.host == self.primary.host or self.alternate.port == self.primary.port
+        ):
+            raise ValueError("the alternate address needs a different IP and a different port")
+        if self.rfc5780:
+            for ep in (self.primary, self.alternate):
+                assert ep is not None
+                if ep.port == 0 or ep.ip.is_unspecified:
+                    raise ValueError("RFC 5780 needs explicit IPs and ports, not wildcards")
+
+    @property
+    def local_endpoints(self) -> list[Endpoint]:
+        """Every local transport address the server listens on."""
+        p, a = self.primary, self.alternate
+        if a is None or not self.rfc5780:
+            return [p]
+        return [p, Endpoint(p.host, a.port), Endpoint(a.host, p.port), a]
+
+
+@dataclass(slots=True)
+class ServerStats:
+    requests: int = 0
+    responses: int = 0
+    error_responses: int = 0
+    dropped: int = 0
+    rate_limited: int = 0
+
+
+class StunServer:
+    """Answers Binding requests; see the module docstring."""
+
+    def __init__(self, config: StunServerConfig) -> None:
+        self.config = config
+        self.stats = ServerStats()
+        self._out: list[Datagram] = []
+        self._limiter = RateLimiter(config.error_rate, config.error_burst)
+        self._understood = _RFC5780_UNDERSTOOD if config.rfc5780 else _BASE_UNDERSTOOD
+        self._software = config.software
+
+    # -- sans-IO surface -----------------------------------------------------------
+
+    def receive_datagram(
+        self,
+        data: bytes,
+        addr: Endpoint,
+        *,
+        local: Endpoint,
+        now: float,
+        transport: Transport = Transport.UDP,
+    ) -> None:
+        """Handle one datagram (or one framed message of a stream) that
+        arrived at ``local`` from ``addr``; any answer is queued."""
+        self.stats.requests += 1
+        try:
+            msg = parse_message(data, allow_classic=self.config.classic)
+        except MalformedMessageError as exc:
+            if exc.error_code is not None:
+                self._error_from_header(data, addr, local, exc.error_code, now)
+            else:
+                self.stats.dropped += 1
+            return
+        if msg.message_class != MessageClass.REQUEST:
+            self.stats.dropped += 1  # indications (keepalives) and stray responses
+            return
+        try:
+            self._handle_request(msg, addr, local, transport, now)
+        except MalformedMessageError:
+            self._send_error(msg, ErrorCode.BAD_REQUEST, addr, local, now)
+
+    def datagrams_to_send(self, *, now: float) -> list[Datagram]:
+        del now
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, *, now: float) -> None:
+        del now
+
+    # -- request handling ------------------------------------------------------------
+
+    def _handle_request(
+        self, msg: StunMessage, addr: Endpoint, local: Endpoint, transport: Transport, now: float
+    ) -> None:
+        if msg.method != Method.BINDING:
+            self._send_error(msg, ErrorCode.BAD_REQUEST, addr, local, now)
+            return
+        unknown = msg.unknown_required(self._understood)
+        if unknown:
+            if self._allowed_error(addr, now):
+                resp = msg.error_response(ErrorCode.UNKNOWN_ATTRIBUTE)
+                resp.add(at.UNKNOWN_ATTRIBUTES, unknown)
+                self._emit(resp, addr, local, error=True)
+            return
+        key = None
+        integrity = None
+        auth = self.config.authenticator
+        if auth is not None:
+            verdict = auth.check(msg, addr, now=now)
+            if isinstance(verdict, Rejected):
+                if self._allowed_error(addr, now):
+                    self._emit(verdict.response, addr, local, error=True)
+                return
+            assert isinstance(verdict, Authenticated)
+            key, integrity = verdict.key, verdict.integrity
+
+        dest = addr
+        source = local
+        resp = msg.success()
+        if self.config.rfc5780:
+            change = msg.get(at.CHANGE_REQUEST) or ChangeRequest()
+            port = msg.get(at.RESPONSE_PORT)
+            if transport.is_stream and (change.change_ip or change.change_port or port is not None):
+                self._send_error(msg, ErrorCode.BAD_REQUEST, addr, local, now)
+                return
+            source = self._changed(local, change)
+            if port is not None:
+                dest = Endpoint(addr.host, port)
+        if msg.classic:
+            resp.add(at.MAPPED_ADDRESS, addr)
+            resp.add(at.SOURCE_ADDRESS, self._public(source))
+            if self.config.rfc5780:
+                resp.add(at.CHANGED_ADDRESS, self._public(self._other(local)))
+        else:
+            resp.add(at.XOR_MAPPED_ADDRESS, addr)
+            if self.config.rfc5780:
+                resp.add(at.RESPONSE_ORIGIN, self._public(source))
+                resp.add(at.OTHER_ADDRESS, self._public(self._other(local)))
+                padding = msg.get(at.PADDING)
+                if padding is not None:
+                    # RFC 5780 §7.6: pad to the request's size to probe fragmentation.
+                    resp.add(at.PADDING, bytes(min(len(padding), MAX_PADDING)))
+        if self._software is not None:
+            resp.add(at.SOFTWARE, self._software)
+        data = serialize_message(
+            resp,
+            key=key,
+            integrity=integrity or Integrity.SHA1,
+            fingerprint=msg.has_fingerprint,
+        )
+        self.stats.responses += 1
+        self._out.append(Datagram(data, dest, source))
+
+    def _changed(self, local: Endpoint, change: ChangeRequest) -> Endpoint:
+        alt = self.config.alternate
+        p = self.config.primary
+        if alt is None:
+            return local
+        host, port = local.host, local.port
+        if change.change_ip:
+            host = alt.host if host == p.host else p.host
+        if change.change_port:
+            port = alt.port if port == p.port else p.port
+        return Endpoint(host, port)
+
+    def _other(self, local: Endpoint) -> Endpoint:
+        return self._changed(local, ChangeRequest(change_ip=True, change_port=True))
+
+    def _public(self, ep: Endpoint) -> Endpoint:
+        public = self.config.advertised.get(ep.host)
+        return ep if public is None else Endpoint(public, ep.port)
+
+    # -- errors ----------------------------------------------------------------------
+
+    def _allowed_error(self, addr: Endpoint, now: float) -> bool:
+        if self._limiter.allow(addr.host, now=now):
+            return True
+        self.stats.rate_limited += 1
+        return False
+
+    def _send_error(
+        self, msg: StunMessage, code: int, addr: Endpoint, local: Endpoint, now: float
+    ) -> None:
+        if self._allowed_error(addr, now):
+            self._emit(msg.error_response(code), addr, local, error=True)
+
+    def _emit(self, resp: StunMessage, addr: Endpoint, local: Endpoint, *, error: bool) -> None:
+        if self._software is not None:
+            resp.add(at.SOFTWARE, self._software)
+        if error:
+            self.stats.error_responses += 1
+        else:
+            self.stats.responses += 1
+        self._out.append(Datagram(serialize_message(resp), addr, local))
+
+    def _error_from_header(
+        self, data: bytes, addr: Endpoint, local: Endpoint, code: int, now: float
+    ) -> None:
+        """Answer a request whose header parsed but whose body did not."""
+        msg_type = int.from_bytes(data[0:2], "big")
+        method, cls = split_message_type(msg_type)
+        if cls != MessageClass.REQUEST or len(data) < HEADER_LENGTH:
+            self.stats.dropped += 1
+            return
+        cookie_ok = data[4:8] == MAGIC_COOKIE_BYTES
+        tid = data[8:20] if cookie_ok else data[4:20]
+        self._send_error(StunMessage(method, cls, tid), code, addr, local, now)
