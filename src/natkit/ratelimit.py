@@ -42,7 +42,11 @@ class RateLimiter:
         return True
 
     def _evict(self, now: float) -> None:
-        full = [k for k, (t, last) in self._buckets.items() if t + (now - last) * self.rate >= self.burst]
+        full = [
+            k
+            for k, (t, last) in self._buckets.items()
+            if t + (now - last) * self.rate >= self.burst
+        ]
         for k in full:
             del self._buckets[k]
         while len(self._buckets) >= self.max_keys:

@@ -38,7 +38,7 @@ async def natcheck(
     loop = asyncio.get_running_loop()
     family_any = "::" if ":" in server.host else "0.0.0.0"
     source_ip = bind_ip or await stack.source_address_for(server)
-    endpoints: dict[Endpoint, DatagramEndpoint] = {}
+    endpoints: dict[Endpoint | None, DatagramEndpoint] = {}
     locals_: list[Endpoint] = []
     core_box: list[NatCheck] = []
     driver_box: list[CoreDriver[NatCheckEvent]] = []

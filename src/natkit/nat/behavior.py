@@ -88,7 +88,9 @@ class BehaviorTest:
         self._hairpin_started = False
         self._mapping_tests_sent = False
         self._mapping_done = self._filtering_done = self._hairpin_done = False
-        self._lifetime_wanted = lifetime and bool(sockets.lifetime_probes) and sockets.lifetime_sender is not None
+        self._lifetime_wanted = (
+            lifetime and bool(sockets.lifetime_probes) and sockets.lifetime_sender is not None
+        )
         self._lifetime_done = not self._lifetime_wanted
         self._lifetime_max = lifetime_max
         self._lifetime_resolution = lifetime_resolution
@@ -115,7 +117,12 @@ class BehaviorTest:
 
     @property
     def done(self) -> bool:
-        return self._mapping_done and self._filtering_done and self._hairpin_done and self._lifetime_done
+        return (
+            self._mapping_done
+            and self._filtering_done
+            and self._hairpin_done
+            and self._lifetime_done
+        )
 
     def get_timer(self) -> float | None:
         return min(self._scheduled.values()) if self._scheduled else None
@@ -189,12 +196,16 @@ class BehaviorTest:
             return
         r.nat_present = True
         if other is None or other.host == self.server.host or other.port == self.server.port:
-            r.notes.append("mapping: the server reports no usable OTHER-ADDRESS (not an RFC 5780 server)")
+            r.notes.append(
+                "mapping: the server reports no usable OTHER-ADDRESS (not an RFC 5780 server)"
+            )
             self._mapping_done = True
             return
         if not self._mapping_tests_sent:
             self._mapping_tests_sent = True
-            self.prober.probe("behavior.map2", self.s.mapping, Endpoint(other.host, self.server.port), now=now)
+            self.prober.probe(
+                "behavior.map2", self.s.mapping, Endpoint(other.host, self.server.port), now=now
+            )
             self.prober.probe("behavior.map3", self.s.mapping, other, now=now)
             return
         t2, t3 = o.get("map2"), o.get("map3")
@@ -286,7 +297,12 @@ class BehaviorTest:
         self._lifetime_alive.clear()
         self._scheduled.clear()
         for idx, _ in enumerate(ladder):
-            self.prober.probe(f"behavior.life{self._round}.map.{idx}", self.s.lifetime_probes[idx], self.server, now=now)
+            self.prober.probe(
+                f"behavior.life{self._round}.map.{idx}",
+                self.s.lifetime_probes[idx],
+                self.server,
+                now=now,
+            )
 
     def _on_lifetime(self, key: str, outcome: ProbeOutcome, now: float) -> None:
         round_text, _, rest = key.removeprefix("life").partition(".")
@@ -302,7 +318,9 @@ class BehaviorTest:
         else:
             idx = int(rest)
             expected = self.s.lifetime_probes[idx]
-            self._lifetime_alive[idx] = outcome.response is not None and outcome.arrived_at == expected
+            self._lifetime_alive[idx] = (
+                outcome.response is not None and outcome.arrived_at == expected
+            )
         if len(self._lifetime_alive) == len(self._ladder):
             self._end_round(now)
 

@@ -94,7 +94,10 @@ class ClassicTest:
             self._finish(NatType.UNDETERMINED, "the server reports no alternate address")
             return
         if ca.host == self.server.host or ca.port == self.server.port:
-            self._finish(NatType.UNDETERMINED, "the server's alternate address is not a different IP and port")
+            self._finish(
+                NatType.UNDETERMINED,
+                "the server's alternate address is not a different IP and port",
+            )
             return
         t2 = o.get("test2")
         if t2 is None:
@@ -130,7 +133,9 @@ class ClassicTest:
         if t3.succeeded:
             expected = Endpoint(self.server.host, ca.port)
             if t3.source != expected:
-                self._finish(NatType.UNDETERMINED, f"Test III answered from {t3.source}, not {expected}")
+                self._finish(
+                    NatType.UNDETERMINED, f"Test III answered from {t3.source}, not {expected}"
+                )
                 return
             self._finish(NatType.RESTRICTED_CONE)
         else:

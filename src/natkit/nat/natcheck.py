@@ -125,7 +125,9 @@ class NatCheck:
         self.server = server
         self.config = config
         client_config = probe_config(
-            config.rto, config.rc, config.rm,
+            config.rto,
+            config.rc,
+            config.rm,
             StunClientConfig(rng=config.rng, software=config.software),
         )
         self.prober = Prober(list(locals), client_config)
@@ -227,8 +229,12 @@ class NatCheck:
             public_address=public,
             classic=c.nat_type if c else None,
             classic_reason=c.reason if c else "",
-            nat_present=b.nat_present if b else (
-                None if c is None or c.public_address is None else c.public_address != c.local_address
+            nat_present=b.nat_present
+            if b
+            else (
+                None
+                if c is None or c.public_address is None
+                else c.public_address != c.local_address
             ),
             mapping=b.mapping if b else None,
             filtering=b.filtering if b else None,

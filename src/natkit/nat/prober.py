@@ -174,16 +174,27 @@ class Prober:
                 case ResponseReceived(response=resp, source=src):
                     self.outcomes.append(
                         ProbeOutcome(
-                            name=name, local=loc, server=server, response=resp, source=src,
-                            at=now, arrived_at=arrived,
+                            name=name,
+                            local=loc,
+                            server=server,
+                            response=resp,
+                            source=src,
+                            at=now,
+                            arrived_at=arrived,
                         )
                     )
                 case TransactionTimedOut() | TransactionFailed():
                     self.outcomes.append(
-                        ProbeOutcome(name=name, local=loc, server=server, response=None, source=None, at=now)
+                        ProbeOutcome(
+                            name=name, local=loc, server=server, response=None, source=None, at=now
+                        )
                     )
 
 
-def probe_config(rto: float, rc: int, rm: int, base: StunClientConfig | None = None) -> StunClientConfig:
+def probe_config(
+    rto: float, rc: int, rm: int, base: StunClientConfig | None = None
+) -> StunClientConfig:
     """Discovery wants short transactions: a lost probe is an answer, not an error."""
-    return dataclasses.replace(base or StunClientConfig(), rto=rto, rc=rc, rm=rm, rto_min=rto, rto_max=rto)
+    return dataclasses.replace(
+        base or StunClientConfig(), rto=rto, rc=rc, rm=rm, rto_min=rto, rto_max=rto
+    )

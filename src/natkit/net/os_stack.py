@@ -22,8 +22,8 @@ from natkit.addr import Endpoint, Family, Transport
 from natkit.errors import TransportError
 from natkit.net.stack import (
     ConnectionHandler,
-    DataHandler,
     DatagramHandler,
+    DataHandler,
     InterfaceAddress,
 )
 
@@ -299,7 +299,9 @@ class OsStack:
             for a in addrs:
                 if a.family not in (socket.AF_INET, socket.AF_INET6) or not a.netmask:
                     continue
-                net = ipaddress.ip_network(f"{a.address.partition('%')[0]}/{a.netmask}", strict=False)
+                net = ipaddress.ip_network(
+                    f"{a.address.partition('%')[0]}/{a.netmask}", strict=False
+                )
                 ip = ipaddress.ip_address(a.address.partition("%")[0])
                 out.append(
                     InterfaceAddress(

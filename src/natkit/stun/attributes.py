@@ -91,7 +91,9 @@ def _decode_xor_address(value: bytes, tid: bytes) -> Endpoint:
         n = int.from_bytes(raw, "big") ^ MAGIC_COOKIE
         return Endpoint(f"{n >> 24}.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}", port)
     if family == Family.IPV6 and len(raw) == 16:
-        return Endpoint(str(ipaddress.IPv6Address(_xor_bytes(raw, MAGIC_COOKIE_BYTES + tid[-12:]))), port)
+        return Endpoint(
+            str(ipaddress.IPv6Address(_xor_bytes(raw, MAGIC_COOKIE_BYTES + tid[-12:]))), port
+        )
     raise _bad(f"bad address family {family} or length {len(value)}")
 
 
@@ -102,7 +104,9 @@ def _encode_xor_address(ep: Endpoint, tid: bytes) -> bytes:
         return _ADDR_HEAD.pack(0, Family.IPV4, xport) + _U32.pack(
             int.from_bytes(packed, "big") ^ MAGIC_COOKIE
         )
-    return _ADDR_HEAD.pack(0, Family.IPV6, xport) + _xor_bytes(packed, MAGIC_COOKIE_BYTES + tid[-12:])
+    return _ADDR_HEAD.pack(0, Family.IPV6, xport) + _xor_bytes(
+        packed, MAGIC_COOKIE_BYTES + tid[-12:]
+    )
 
 
 # -- scalars and text --------------------------------------------------------
@@ -287,14 +291,22 @@ _domain = _text_codec(255)
 
 A = AttributeType
 MAPPED_ADDRESS: AttrSpec[Endpoint] = AttrSpec(A.MAPPED_ADDRESS, _decode_address, _encode_address)
-XOR_MAPPED_ADDRESS: AttrSpec[Endpoint] = AttrSpec(A.XOR_MAPPED_ADDRESS, _decode_xor_address, _encode_xor_address)
-RESPONSE_ADDRESS: AttrSpec[Endpoint] = AttrSpec(A.RESPONSE_ADDRESS, _decode_address, _encode_address)
+XOR_MAPPED_ADDRESS: AttrSpec[Endpoint] = AttrSpec(
+    A.XOR_MAPPED_ADDRESS, _decode_xor_address, _encode_xor_address
+)
+RESPONSE_ADDRESS: AttrSpec[Endpoint] = AttrSpec(
+    A.RESPONSE_ADDRESS, _decode_address, _encode_address
+)
 SOURCE_ADDRESS: AttrSpec[Endpoint] = AttrSpec(A.SOURCE_ADDRESS, _decode_address, _encode_address)
 CHANGED_ADDRESS: AttrSpec[Endpoint] = AttrSpec(A.CHANGED_ADDRESS, _decode_address, _encode_address)
 RESPONSE_ORIGIN: AttrSpec[Endpoint] = AttrSpec(A.RESPONSE_ORIGIN, _decode_address, _encode_address)
 OTHER_ADDRESS: AttrSpec[Endpoint] = AttrSpec(A.OTHER_ADDRESS, _decode_address, _encode_address)
-ALTERNATE_SERVER: AttrSpec[Endpoint] = AttrSpec(A.ALTERNATE_SERVER, _decode_address, _encode_address)
-XOR_PEER_ADDRESS: AttrSpec[Endpoint] = AttrSpec(A.XOR_PEER_ADDRESS, _decode_xor_address, _encode_xor_address)
+ALTERNATE_SERVER: AttrSpec[Endpoint] = AttrSpec(
+    A.ALTERNATE_SERVER, _decode_address, _encode_address
+)
+XOR_PEER_ADDRESS: AttrSpec[Endpoint] = AttrSpec(
+    A.XOR_PEER_ADDRESS, _decode_xor_address, _encode_xor_address
+)
 XOR_RELAYED_ADDRESS: AttrSpec[Endpoint] = AttrSpec(
     A.XOR_RELAYED_ADDRESS, _decode_xor_address, _encode_xor_address
 )
@@ -304,12 +316,18 @@ NONCE: AttrSpec[str] = AttrSpec(A.NONCE, *_long_text)
 SOFTWARE: AttrSpec[str] = AttrSpec(A.SOFTWARE, *_long_text)
 ALTERNATE_DOMAIN: AttrSpec[str] = AttrSpec(A.ALTERNATE_DOMAIN, *_domain)
 USERHASH: AttrSpec[bytes] = AttrSpec(A.USERHASH, _decode_userhash, _encode_raw)
-ERROR_CODE: AttrSpec[ErrorCodeValue] = AttrSpec(A.ERROR_CODE, _decode_error_code, _encode_error_code)
-UNKNOWN_ATTRIBUTES: AttrSpec[tuple[int, ...]] = AttrSpec(A.UNKNOWN_ATTRIBUTES, _decode_unknown, _encode_unknown)
+ERROR_CODE: AttrSpec[ErrorCodeValue] = AttrSpec(
+    A.ERROR_CODE, _decode_error_code, _encode_error_code
+)
+UNKNOWN_ATTRIBUTES: AttrSpec[tuple[int, ...]] = AttrSpec(
+    A.UNKNOWN_ATTRIBUTES, _decode_unknown, _encode_unknown
+)
 CHANGE_REQUEST: AttrSpec[ChangeRequest] = AttrSpec(
     A.CHANGE_REQUEST, _decode_change_request, _encode_change_request
 )
-RESPONSE_PORT: AttrSpec[int] = AttrSpec(A.RESPONSE_PORT, _decode_response_port, _encode_response_port)
+RESPONSE_PORT: AttrSpec[int] = AttrSpec(
+    A.RESPONSE_PORT, _decode_response_port, _encode_response_port
+)
 PADDING: AttrSpec[bytes] = AttrSpec(A.PADDING, _decode_raw, _encode_raw)
 PASSWORD_ALGORITHMS: AttrSpec[tuple[PasswordAlgorithmParams, ...]] = AttrSpec(
     A.PASSWORD_ALGORITHMS, _decode_algorithms, _encode_algorithms
@@ -324,7 +342,9 @@ ICE_CONTROLLING: AttrSpec[int] = AttrSpec(A.ICE_CONTROLLING, _decode_u64, _encod
 LIFETIME: AttrSpec[int] = AttrSpec(A.LIFETIME, _decode_u32, _encode_u32)
 DATA: AttrSpec[bytes] = AttrSpec(A.DATA, _decode_raw, _encode_raw)
 MESSAGE_INTEGRITY: AttrSpec[bytes] = AttrSpec(A.MESSAGE_INTEGRITY, _decode_raw, _encode_raw)
-MESSAGE_INTEGRITY_SHA256: AttrSpec[bytes] = AttrSpec(A.MESSAGE_INTEGRITY_SHA256, _decode_raw, _encode_raw)
+MESSAGE_INTEGRITY_SHA256: AttrSpec[bytes] = AttrSpec(
+    A.MESSAGE_INTEGRITY_SHA256, _decode_raw, _encode_raw
+)
 FINGERPRINT: AttrSpec[int] = AttrSpec(A.FINGERPRINT, _decode_u32, _encode_u32)
 
 SUPPORTED_PASSWORD_ALGORITHMS = (PasswordAlgorithm.MD5, PasswordAlgorithm.SHA256)

@@ -57,9 +57,7 @@ def saslprep(text: str) -> str:
     """SASLprep (RFC 4013): stringprep with the B.1/C.1.2 maps, NFKC,
     prohibited output and bidi checks. Raises ``ValueError`` on prohibited input."""
     mapped = "".join(
-        " " if stringprep.in_table_c12(ch) else ch
-        for ch in text
-        if not stringprep.in_table_b1(ch)
+        " " if stringprep.in_table_c12(ch) else ch for ch in text if not stringprep.in_table_b1(ch)
     )
     norm = unicodedata.normalize("NFKC", mapped)
     prohibited = (
@@ -98,7 +96,7 @@ def _opaque_string(text: str) -> str:
 
 def prepare_password(text: str, profile: PasswordProfile = PasswordProfile.OPAQUE_STRING) -> str:
     """Prepare a password (or realm) per ``profile``; ``ValueError`` if disallowed."""
-    if profile is PasswordProfile.NONE or text.isascii() and text.isprintable():
+    if profile is PasswordProfile.NONE or (text.isascii() and text.isprintable()):
         # Printable ASCII is unchanged by both profiles; skip the tables.
         return text
     if profile is PasswordProfile.SASLPREP:
@@ -106,7 +104,9 @@ def prepare_password(text: str, profile: PasswordProfile = PasswordProfile.OPAQU
     return _opaque_string(text)
 
 
-def short_term_key(password: str, profile: PasswordProfile = PasswordProfile.OPAQUE_STRING) -> bytes:
+def short_term_key(
+    password: str, profile: PasswordProfile = PasswordProfile.OPAQUE_STRING
+) -> bytes:
     """RFC 8489 §9.1.1: the HMAC key is the prepared password itself."""
     return prepare_password(password, profile).encode("utf-8")
 

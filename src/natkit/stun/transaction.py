@@ -379,7 +379,9 @@ class StunClient:
             self._auth.pop(txn.server, None)
             self._events.append(
                 ResponseReceived(
-                    transaction_id=txn.user_tid, response=msg, source=txn.server,
+                    transaction_id=txn.user_tid,
+                    response=msg,
+                    source=txn.server,
                     rtt=now - txn.last_sent,
                 )
             )
@@ -392,7 +394,8 @@ class StunClient:
             if not usable:
                 self._events.append(
                     TransactionFailed(
-                        transaction_id=txn.user_tid, server=txn.server,
+                        transaction_id=txn.user_tid,
+                        server=txn.server,
                         reason="server offers no password algorithm we support",
                     )
                 )

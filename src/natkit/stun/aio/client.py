@@ -25,6 +25,8 @@ from natkit.stun.transaction import Credentials, StunClient, StunClientConfig
 
 __all__ = ["AsyncStunClient"]
 
+ANY_IPV4 = Endpoint("0.0.0.0", 0)
+
 
 class _StreamSender:
     """Lets the datagram driver write a stream client's output to its connection."""
@@ -68,7 +70,7 @@ class AsyncStunClient:
     async def open_udp(
         cls,
         stack: Stack,
-        local: Endpoint = Endpoint("0.0.0.0", 0),
+        local: Endpoint = ANY_IPV4,
         *,
         server: Endpoint | None = None,
         config: StunClientConfig | None = None,
@@ -140,7 +142,9 @@ class AsyncStunClient:
         target = server or self.default_server
         if target is None:
             raise ValueError("no server given")
-        tid = self.core.send_request(request, target, now=self.driver.now(), credentials=credentials)
+        tid = self.core.send_request(
+            request, target, now=self.driver.now(), credentials=credentials
+        )
         fut: asyncio.Future[ResponseReceived] = asyncio.get_running_loop().create_future()
         self._futures[tid] = fut
         self.driver.flush()
@@ -155,7 +159,9 @@ class AsyncStunClient:
         resp = await self.request(StunMessage.request(Method.BINDING, b""), server)
         if not resp.is_success:
             err = resp.response.error
-            raise TransactionError(f"Binding failed: {err.code if err else '?'} {err.reason if err else ''}")
+            raise TransactionError(
+                f"Binding failed: {err.code if err else '?'} {err.reason if err else ''}"
+            )
         mapped = resp.response.get(at.XOR_MAPPED_ADDRESS) or resp.response.get(at.MAPPED_ADDRESS)
         if mapped is None:
             raise TransactionError("Binding response carries no mapped address")

@@ -79,9 +79,7 @@ class StunServerRunner:
                 self.udp[ep.local_endpoint] = ep
             if self.tcp:
                 primary = core.config.primary
-                self.listeners.append(
-                    await self.stack.listen_stream(primary, self._on_connection)
-                )
+                self.listeners.append(await self.stack.listen_stream(primary, self._on_connection))
             for ep_tls in self.tls_endpoints:
                 self.listeners.append(
                     await self.stack.listen_stream(ep_tls, self._on_connection, tls=self.tls)
@@ -126,7 +124,11 @@ class StunServerRunner:
                 return
             for message in messages:
                 core.receive_datagram(
-                    message, peer, local=self._primary_for(local), now=loop.time(), transport=transport
+                    message,
+                    peer,
+                    local=self._primary_for(local),
+                    now=loop.time(),
+                    transport=transport,
                 )
                 for out, _, _ in core.datagrams_to_send(now=0.0):
                     conn.write(out)

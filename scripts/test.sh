@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# natkit's whole test suite: lint, types, then every test (interop and lab
+# tests included; they need root for namespaces and the Debian peers that
+# scripts/setup.sh installs). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh --no-demo
+echo "==> ruff"
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
+echo "==> mypy --strict"
+.venv/bin/mypy
+echo "==> pytest"
+exec .venv/bin/python -m pytest "$@"

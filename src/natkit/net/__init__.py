@@ -1,0 +1,1 @@
+"""Networks natkit runs on: the stack interface and its implementations."""
