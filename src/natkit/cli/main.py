@@ -264,6 +264,12 @@ def _print_natcheck(result: dict[str, Any]) -> None:
 @app.command()
 def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    primary: Annotated[str, typer.Option(help="The server's primary ADDR:PORT.")] = str(
+        DEMO_PRIMARY
+    ),
+    alternate: Annotated[str, typer.Option(help="The server's alternate ADDR:PORT.")] = str(
+        DEMO_ALTERNATE
+    ),
 ) -> None:
     """natkit's main job on embedded defaults: a local STUN server pair
     (127.0.0.1:3478 and 127.0.0.2:3479) and natcheck against it."""
@@ -271,7 +277,9 @@ def demo(
     from natkit.net.loop import run
 
     try:
-        result = run(_demo(NatCheckConfig(), quiet=as_json))
+        result = run(
+            _demo(_endpoint_arg(primary), _endpoint_arg(alternate), NatCheckConfig(), quiet=as_json)
+        )
     except NatkitError as exc:
         raise _fail(str(exc)) from exc
     if as_json:
@@ -284,17 +292,19 @@ def demo(
         )
 
 
-async def _demo(config: Any, *, quiet: bool) -> dict[str, Any]:
+async def _demo(
+    primary: Endpoint, alternate: Endpoint, config: Any, *, quiet: bool
+) -> dict[str, Any]:
     from natkit.net.os_stack import OsStack
     from natkit.stun.aio import StunServerRunner
     from natkit.stun.server import StunServerConfig
 
     stack = OsStack()
-    cfg = StunServerConfig(primary=DEMO_PRIMARY, alternate=DEMO_ALTERNATE, rfc5780=True)
+    cfg = StunServerConfig(primary=primary, alternate=alternate, rfc5780=True)
     async with StunServerRunner(stack, cfg):
         if not quiet:
-            err_console.print(f"STUN server (RFC 5780) on {DEMO_PRIMARY} and {DEMO_ALTERNATE}")
-        return await _natcheck(str(DEMO_PRIMARY), config, None, quiet=quiet)
+            err_console.print(f"STUN server (RFC 5780) on {primary} and {alternate}")
+        return await _natcheck(str(primary), config, None, quiet=quiet)
 
 
 def main() -> None:

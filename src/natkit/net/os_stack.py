@@ -299,15 +299,13 @@ class OsStack:
             for a in addrs:
                 if a.family not in (socket.AF_INET, socket.AF_INET6) or not a.netmask:
                     continue
-                net = ipaddress.ip_network(
-                    f"{a.address.partition('%')[0]}/{a.netmask}", strict=False
-                )
                 ip = ipaddress.ip_address(a.address.partition("%")[0])
+                mask = int(ipaddress.ip_address(a.netmask.partition("/")[0]))
                 out.append(
                     InterfaceAddress(
                         interface=name,
                         ip=a.address,
-                        prefix_len=net.prefixlen,
+                        prefix_len=bin(mask).count("1"),
                         family=Family.IPV4 if ip.version == 4 else Family.IPV6,
                         is_loopback=ip.is_loopback,
                     )

@@ -176,7 +176,7 @@ class StunClient:
         self._out: list[Datagram] = []
         self._events: deque[StunEvent] = deque()
         self._rto: dict[str, _RtoState] = {}
-        self._auth: dict[Endpoint, _AuthState] = {}
+        self._auth: dict[tuple[Endpoint, LongTermCredentials], _AuthState] = {}
 
     # -- commands ---------------------------------------------------------------
 
@@ -319,7 +319,7 @@ class StunClient:
             msg.add(at.USERNAME, creds.username)
             key = short_term_key(creds.password, creds.profile)
         elif isinstance(creds, LongTermCredentials):
-            auth = self._auth.get(txn.server)
+            auth = self._auth.get((txn.server, creds))
             if auth is not None:
                 self._add_long_term(msg, creds, auth)
                 key = auth.key
@@ -368,7 +368,7 @@ class StunClient:
         del self._by_tid[txn.tid]
         realm = msg.get(at.REALM)
         nonce = msg.get(at.NONCE)
-        used = self._auth.get(txn.server) if txn.key is not None else None
+        used = self._auth.get((txn.server, creds)) if txn.key is not None else None
         if (
             realm is None
             or nonce is None
@@ -376,7 +376,7 @@ class StunClient:
             # A signed request refused with the very nonce it carried: wrong credentials.
             or (code == ErrorCode.UNAUTHENTICATED and used is not None and used.nonce == nonce)
         ):
-            self._auth.pop(txn.server, None)
+            self._auth.pop((txn.server, creds), None)
             self._events.append(
                 ResponseReceived(
                     transaction_id=txn.user_tid,
@@ -402,7 +402,7 @@ class StunClient:
                 return
             algorithm = PasswordAlgorithm(usable[0])
         key = long_term_key(creds.username, realm, creds.password, algorithm, creds.profile)
-        self._auth[txn.server] = _AuthState(realm, nonce, algorithm, offered, key)
+        self._auth[(txn.server, creds)] = _AuthState(realm, nonce, algorithm, offered, key)
         retry = _Transaction(
             txn.user_tid,
             self.new_transaction_id(),
