@@ -26,16 +26,20 @@ to send from, which is how CHANGE-REQUEST is carried out.
 
 from __future__ import annotations
 
+import struct
+import zlib
 from dataclasses import dataclass, field
 
-from natkit.addr import Datagram, Endpoint, Transport
+from natkit.addr import Datagram, Endpoint, Transport, ip_of
 from natkit.errors import MalformedMessageError
 from natkit.ratelimit import RateLimiter
 from natkit.stun import attributes as at
 from natkit.stun.attributes import ChangeRequest
 from natkit.stun.auth import Authenticated, LongTermAuthenticator, Rejected, ShortTermAuthenticator
 from natkit.stun.constants import (
+    FINGERPRINT_XOR,
     HEADER_LENGTH,
+    MAGIC_COOKIE,
     MAGIC_COOKIE_BYTES,
     AttributeType,
     ErrorCode,
@@ -77,6 +81,14 @@ _RFC5780_UNDERSTOOD = _BASE_UNDERSTOOD | {
     AttributeType.PADDING,
 }
 MAX_PADDING = 1400
+
+_ATTR_HEAD = struct.Struct("!HH")
+_BINDING_EMPTY = b"\x00\x01\x00\x00"  # Binding request, length 0
+_BINDING_FP = b"\x00\x01\x00\x08"  # Binding request, length 8 (FINGERPRINT only)
+_FP_HEAD = b"\x80\x28\x00\x04"
+_HEADER_SUCCESS = b"\x01\x01"  # Binding success response
+_XOR_V4 = struct.Struct("!HHBBHI")  # XOR-MAPPED-ADDRESS, IPv4, whole attribute
+_XOR_V6_HEAD = struct.Struct("!HHBBH")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +149,17 @@ class StunServer:
         self._limiter = RateLimiter(config.error_rate, config.error_burst)
         self._understood = _RFC5780_UNDERSTOOD if config.rfc5780 else _BASE_UNDERSTOOD
         self._software = config.software
+        # The common case - a bare Binding request, maybe with FINGERPRINT, to a
+        # server without RFC 5780 or authentication - is answered by
+        # _fast_binding without building message objects. It produces the same
+        # bytes as the general path (a test holds it to that).
+        self._fast = not config.rfc5780 and config.authenticator is None
+        self._software_attr = b""
+        if config.software is not None:
+            sw = config.software.encode("utf-8")
+            self._software_attr = (
+                _ATTR_HEAD.pack(AttributeType.SOFTWARE, len(sw)) + sw + bytes(-len(sw) % 4)
+            )
 
     # -- sans-IO surface -----------------------------------------------------------
 
@@ -152,6 +175,12 @@ class StunServer:
         """Handle one datagram (or one framed message of a stream) that
         arrived at ``local`` from ``addr``; any answer is queued."""
         self.stats.requests += 1
+        if self._fast and len(data) <= 28:
+            fast = self._fast_binding(data, addr)
+            if fast is not None:
+                self.stats.responses += 1
+                self._out.append(Datagram(fast, addr, local))
+                return
         try:
             msg = parse_message(data, allow_classic=self.config.classic)
         except MalformedMessageError as exc:
@@ -167,6 +196,42 @@ class StunServer:
             self._handle_request(msg, addr, local, transport, now)
         except MalformedMessageError:
             self._send_error(msg, ErrorCode.BAD_REQUEST, addr, local, now)
+
+    def _fast_binding(self, data: bytes, addr: Endpoint) -> bytes | None:
+        """Answer a bare Binding request (RFC 8489 §7.3), or ``None`` to take
+        the general path. Only the 20-byte form and the 28-byte form with a
+        valid FINGERPRINT qualify."""
+        n = len(data)
+        if data[0:4] == _BINDING_EMPTY and data[4:8] == MAGIC_COOKIE_BYTES and n == 20:
+            with_fp = False
+        elif (
+            n == 28
+            and data[0:4] == _BINDING_FP
+            and data[4:8] == MAGIC_COOKIE_BYTES
+            and data[20:24] == _FP_HEAD
+            and int.from_bytes(data[24:28], "big")
+            == (zlib.crc32(data[:20]) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
+        ):
+            with_fp = True
+        else:
+            return None
+        packed = ip_of(addr.host).packed
+        xport = addr.port ^ 0x2112
+        if len(packed) == 4:
+            xaddr = _XOR_V4.pack(
+                0x0020, 8, 0, 1, xport, int.from_bytes(packed, "big") ^ MAGIC_COOKIE
+            )
+        else:
+            mask = int.from_bytes(MAGIC_COOKIE_BYTES + data[8:20], "big")
+            xaddr = _XOR_V6_HEAD.pack(0x0020, 20, 0, 2, xport) + (
+                int.from_bytes(packed, "big") ^ mask
+            ).to_bytes(16, "big")
+        body = xaddr + self._software_attr
+        if not with_fp:
+            return _HEADER_SUCCESS + len(body).to_bytes(2, "big") + data[4:20] + body
+        out = _HEADER_SUCCESS + (len(body) + 8).to_bytes(2, "big") + data[4:20] + body
+        crc = (zlib.crc32(out) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
+        return out + _FP_HEAD + crc.to_bytes(4, "big")
 
     def datagrams_to_send(self, *, now: float) -> list[Datagram]:
         del now
