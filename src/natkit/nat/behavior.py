@@ -17,13 +17,21 @@ Each independent test has its own local socket, so all of them run at once:
 * Hairpinning (§4.5), sockets M and H: once both know their mapped
   addresses, each sends a request to the other's. Either request arriving
   means the NAT hairpins. Sending both ways opens both filters, so a NAT
-  with address-and-port-dependent filtering is measured fairly.
+  with endpoint-independent mapping is measured fairly whatever it filters.
+  Silence proves nothing when mapping and filtering are both
+  endpoint-dependent: each request leaves through a new mapping that the
+  other socket never addressed, so its filter drops the request whether or
+  not the NAT hairpins. The verdict is then ``None`` with a note.
 * Port preservation: M1's port equals M's local port.
 * Binding lifetime (§4.6), optional, sockets X1..Xn and Y: each X does Test I
   to learn its mapping; after t_i seconds, Y asks the server to answer to
   X_i's mapped port (RESPONSE-PORT). The answer arrives at X_i only while its
-  mapping lives. A ladder of t_i runs in parallel, then rounds of finer
-  ladders inside the bracket found, until it is narrower than the resolution.
+  mapping lives. t_i is counted at the NAT: from X_i's last send to the
+  probe's arrival, taken as one round trip after Y sends it. A ladder of t_i
+  runs in parallel; a round ends once a probe found its mapping dead and
+  every shorter one has answered (longer ones would only die too), then
+  rounds of finer ladders run inside the bracket found, until it is
+  narrower than the resolution.
 
 Answers that come from the wrong server address make the affected verdict
 ``None`` with a note, rather than a guess.
@@ -100,6 +108,7 @@ class BehaviorTest:
         self._scheduled: dict[int, float] = {}  # probe index -> absolute send time
         self._lifetime_mapped: dict[int, Endpoint] = {}
         self._lifetime_alive: dict[int, bool] = {}
+        self._round_tids: list[bytes] = []
         self._low = 0.0
         self._high: float | None = None
 
@@ -136,13 +145,14 @@ class BehaviorTest:
                     self._lifetime_alive[idx] = False
                     continue
                 assert self.s.lifetime_sender is not None
-                self.prober.probe(
+                tid = self.prober.probe(
                     f"behavior.life{self._round}.{idx}",
                     self.s.lifetime_sender,
                     self.server,
                     now=now,
                     response_port=mapped.port,
                 )
+                self._round_tids.append(tid)
 
     def on_request_seen(self, local: Endpoint, transaction_id: bytes) -> None:
         name = self._hairpin_tids.get(transaction_id)
@@ -163,8 +173,7 @@ class BehaviorTest:
         self._o[key] = outcome
         if key.startswith("hairpin.") and not self._hairpin_done:
             if all(k in self._o for k in ("hairpin.m2h", "hairpin.h2m")):
-                self.result.hairpinning = False
-                self._hairpin_done = True
+                self._decide_hairpin()
             return
         self._decide_mapping(now)
         self._decide_filtering()
@@ -287,22 +296,48 @@ class BehaviorTest:
         tid = self.prober.probe("behavior.hairpin.h2m", self.s.hairpin, t_m.mapped, now=now)
         self._hairpin_tids[tid] = "h2m"
 
+    def _decide_hairpin(self) -> None:
+        """Neither hairpinned request arrived: a "no" only if the test was fair.
+
+        Mapping and filtering are settled by now: their probes started no
+        later than the hairpinning probes, on the same schedule."""
+        r = self.result
+        if (
+            r.mapping is Mapping.ENDPOINT_INDEPENDENT
+            or r.filtering is Filtering.ENDPOINT_INDEPENDENT
+        ):
+            r.hairpinning = False
+        else:
+            r.notes.append(
+                "hairpinning: cannot tell (no request arrived, but unless mapping or filtering "
+                "is endpoint-independent the NAT's filter drops them even when it hairpins)"
+            )
+        self._hairpin_done = True
+
     # -- binding lifetime (§4.6) -----------------------------------------------------
 
+    def _cancel_round(self) -> None:
+        """Drop the round's pending probes (those longer than the bracket found)."""
+        for tid in self._round_tids:
+            self.prober.cancel(tid)
+        self._round_tids.clear()
+        self._scheduled.clear()
+
     def _start_round(self, ladder: list[float], now: float) -> None:
+        self._cancel_round()
         self._round += 1
         self._ladder = ladder
         self._round_start = now
         self._lifetime_mapped.clear()
         self._lifetime_alive.clear()
-        self._scheduled.clear()
         for idx, _ in enumerate(ladder):
-            self.prober.probe(
+            tid = self.prober.probe(
                 f"behavior.life{self._round}.map.{idx}",
                 self.s.lifetime_probes[idx],
                 self.server,
                 now=now,
             )
+            self._round_tids.append(tid)
 
     def _on_lifetime(self, key: str, outcome: ProbeOutcome, now: float) -> None:
         round_text, _, rest = key.removeprefix("life").partition(".")
@@ -314,15 +349,26 @@ class BehaviorTest:
                 self._lifetime_alive[idx] = False
             else:
                 self._lifetime_mapped[idx] = outcome.mapped
-                self._scheduled[idx] = outcome.at + self._ladder[idx]
+                # The NAT refreshed the mapping when the request last left, one
+                # RTT before this answer; Y's probe reaches the NAT one RTT after
+                # Y sends it. Without this the bounds are short by two RTTs.
+                rtt = outcome.rtt or 0.0
+                self._scheduled[idx] = outcome.at - rtt + self._ladder[idx] - rtt
         else:
             idx = int(rest)
             expected = self.s.lifetime_probes[idx]
             self._lifetime_alive[idx] = (
                 outcome.response is not None and outcome.arrived_at == expected
             )
-        if len(self._lifetime_alive) == len(self._ladder):
+        if self._round_settled():
             self._end_round(now)
+
+    def _round_settled(self) -> bool:
+        known = self._lifetime_alive
+        first_dead = min((self._ladder[i] for i, ok in known.items() if not ok), default=None)
+        if first_dead is None:
+            return len(known) == len(self._ladder)
+        return all(i in known for i, t in enumerate(self._ladder) if t < first_dead)
 
     def _end_round(self, now: float) -> None:
         alive = [self._ladder[i] for i, ok in self._lifetime_alive.items() if ok]
@@ -332,6 +378,7 @@ class BehaviorTest:
         high = min(high_candidates) if high_candidates else self._high
         self._low, self._high = max(self._low, low), high
         r = self.result
+        self._cancel_round()
         if high is None:
             r.lifetime = self._low
             r.lifetime_bounds = (self._low, None)

@@ -39,6 +39,8 @@ class ProbeOutcome:
     at: float
     arrived_at: Endpoint | None = None
     """The socket the response reached (RESPONSE-PORT sends it elsewhere)."""
+    rtt: float | None = None
+    """Seconds since the request's last (re)send, when answered."""
 
     @property
     def mapped(self) -> Endpoint | None:
@@ -171,7 +173,7 @@ class Prober:
             name, loc, server = entry
             arrived = self._arrived.pop(event.transaction_id, None)
             match event:
-                case ResponseReceived(response=resp, source=src):
+                case ResponseReceived(response=resp, source=src, rtt=rtt):
                     self.outcomes.append(
                         ProbeOutcome(
                             name=name,
@@ -181,6 +183,7 @@ class Prober:
                             source=src,
                             at=now,
                             arrived_at=arrived,
+                            rtt=rtt,
                         )
                     )
                 case TransactionTimedOut() | TransactionFailed():
