@@ -42,10 +42,16 @@ def _family_of(host: str) -> int:
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
-    __slots__ = ("handler",)
+    __slots__ = ("handler", "lost")
 
     def __init__(self, handler: DatagramHandler) -> None:
         self.handler = handler
+        # transport.close() only schedules the socket's release; this says when it happened.
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         try:
@@ -61,10 +67,13 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 class OsDatagramEndpoint:
     """A bound UDP socket."""
 
-    __slots__ = ("_closed", "_local", "_sendto", "_transport")
+    __slots__ = ("_closed", "_local", "_lost", "_sendto", "_transport")
 
-    def __init__(self, transport: asyncio.DatagramTransport) -> None:
+    def __init__(
+        self, transport: asyncio.DatagramTransport, lost: asyncio.Future[None] | None = None
+    ) -> None:
         self._transport = transport
+        self._lost = lost
         self._sendto = transport.sendto
         self._local = _endpoint(transport.get_extra_info("sockname"))
         self._closed = False
@@ -81,6 +90,11 @@ class OsDatagramEndpoint:
         if not self._closed:
             self._closed = True
             self._transport.close()
+
+    async def wait_closed(self) -> None:
+        """Return once the socket is released (its address can be bound again)."""
+        if self._lost is not None:
+            await asyncio.shield(self._lost)
 
     @property
     def closed(self) -> bool:
@@ -233,13 +247,13 @@ class OsStack:
                         sock.setsockopt(socket.SOL_SOCKET, opt, self.udp_buffer)
             sock.bind((local.host, local.port))
             sock.setblocking(False)
-            transport, _ = await loop.create_datagram_endpoint(
+            transport, protocol = await loop.create_datagram_endpoint(
                 lambda: _UdpProtocol(on_datagram), sock=sock
             )
         except OSError as exc:
             sock.close()
             raise TransportError(f"cannot bind UDP {local}: {exc.strerror or exc}") from exc
-        return OsDatagramEndpoint(transport)
+        return OsDatagramEndpoint(transport, protocol.lost)
 
     async def connect_stream(
         self,

@@ -69,6 +69,9 @@ class DatagramEndpoint(Protocol):
 
     def close(self) -> None: ...
 
+    async def wait_closed(self) -> None:
+        """After :meth:`close`: return once the local address is free to bind again."""
+
     @property
     def closed(self) -> bool: ...
 

@@ -45,6 +45,9 @@ class _StreamSender:
     def close(self) -> None:
         self.conn.close()
 
+    async def wait_closed(self) -> None:
+        await self.conn.wait_closed()
+
     @property
     def closed(self) -> bool:
         return self.conn.closed

@@ -154,6 +154,8 @@ class StunServerRunner:
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
+        for ep in self.udp.values():
+            await ep.wait_closed()
         for listener in self.listeners:
             await listener.wait_closed()
 
