@@ -196,7 +196,9 @@ def _decode_error_code(value: bytes, _tid: bytes) -> ErrorCodeValue:
 def _encode_error_code(err: ErrorCodeValue, _tid: bytes) -> bytes:
     if not 300 <= err.code <= 699:
         raise ValueError(f"STUN error code out of range: {err.code}")
-    reason = err.reason.encode("utf-8")[:763]
+    # Cut at a character boundary: a split UTF-8 sequence would make our own
+    # message one that every receiver (this codec included) rejects.
+    reason = err.reason.encode("utf-8")[:763].decode("utf-8", "ignore").encode("utf-8")
     return bytes((0, 0, err.code // 100, err.code % 100)) + reason
 
 

@@ -32,6 +32,7 @@ requests must carry a valid integrity attribute, or they are ignored
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 from collections import deque
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ from natkit.stun.events import (
     TransactionTimedOut,
 )
 from natkit.stun.message import (
+    Attribute,
     Integrity,
     StunMessage,
     parse_message,
@@ -92,6 +94,30 @@ _AUTH_ATTRS = frozenset(
 _RTO_CACHE_LIFETIME = 600.0  # RFC 8489 §6.2.1: stale after 10 minutes
 _MAX_AUTH_RETRIES = 3
 _SUPPORTED_ALGORITHMS = frozenset(int(a) for a in PasswordAlgorithm)
+_XOR_ADDRESSES: dict[int, at.AttrSpec[Endpoint]] = {
+    spec.type: spec for spec in (at.XOR_MAPPED_ADDRESS, at.XOR_PEER_ADDRESS, at.XOR_RELAYED_ADDRESS)
+}
+
+
+def _attributes_for(msg: StunMessage, tid: bytes) -> list[Attribute]:
+    """``msg``'s attributes as they must be sent under ``tid``.
+
+    An IPv6 XOR address is XORed with the transaction ID (RFC 8489 §14.2), so
+    one encoded under the caller's (or the first attempt's) ID would decode to
+    another address under a new ID: re-encode those.
+    """
+    if msg.xor_tid == tid:
+        return list(msg.attributes)
+    out: list[Attribute] = []
+    for attr in msg.attributes:
+        spec = _XOR_ADDRESSES.get(attr.type)
+        value = attr.value
+        if spec is not None:
+            # A malformed one is not ours to fix: it goes out as the caller built it.
+            with contextlib.suppress(MalformedMessageError):
+                value = spec.encode(spec.decode(value, msg.xor_tid), tid)
+        out.append(Attribute(attr.type, value))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +228,7 @@ class StunClient:
         tid = request.transaction_id
         if len(tid) != 12 or tid in self._by_tid:
             tid = self.new_transaction_id()
+            request.attributes = _attributes_for(request, tid)
             request.transaction_id = tid
         txn = _Transaction(tid, tid, request, server, credentials)
         self._start(txn, now)
@@ -212,7 +239,9 @@ class StunClient:
         if indication.message_class != MessageClass.INDICATION:
             raise LocalProtocolError("send_indication needs an indication")
         if len(indication.transaction_id) != 12:
-            indication.transaction_id = self.new_transaction_id()
+            tid = self.new_transaction_id()
+            indication.attributes = _attributes_for(indication, tid)
+            indication.transaction_id = tid
         data = serialize_message(indication, fingerprint=self.config.fingerprint)
         self._out.append(Datagram(data, server))
 
@@ -308,7 +337,7 @@ class StunClient:
     def _encode(self, txn: _Transaction) -> tuple[bytes, bytes | None]:
         req = txn.request
         cfg = self.config
-        attrs = [a for a in req.attributes if a.type not in _AUTH_ATTRS]
+        attrs = [a for a in _attributes_for(req, txn.tid) if a.type not in _AUTH_ATTRS]
         msg = StunMessage(req.method, MessageClass.REQUEST, txn.tid, attrs)
         if cfg.software is not None and not msg.has(AttributeType.SOFTWARE):
             msg.add(at.SOFTWARE, cfg.software)
@@ -365,9 +394,12 @@ class StunClient:
     def _retry_with_auth(self, txn: _Transaction, msg: StunMessage, code: int, now: float) -> None:
         creds = txn.credentials
         assert isinstance(creds, LongTermCredentials)  # checked by the caller
-        del self._by_tid[txn.tid]
+        # Decode before the transaction goes: a malformed challenge raises here
+        # and is treated as lost, so retransmission and the timeout still apply.
         realm = msg.get(at.REALM)
         nonce = msg.get(at.NONCE)
+        offered_attr = msg.get(at.PASSWORD_ALGORITHMS)
+        del self._by_tid[txn.tid]
         used = self._auth.get((txn.server, creds)) if txn.key is not None else None
         if (
             realm is None
@@ -389,7 +421,7 @@ class StunClient:
         offered: tuple[PasswordAlgorithmParams, ...] | None = None
         algorithm = PasswordAlgorithm.MD5
         if nonce_features(nonce) & SecurityFeature.PASSWORD_ALGORITHMS:
-            offered = msg.get(at.PASSWORD_ALGORITHMS) or ()
+            offered = offered_attr or ()
             usable = [p.algorithm for p in offered if p.algorithm in _SUPPORTED_ALGORITHMS]
             if not usable:
                 self._events.append(
@@ -401,7 +433,17 @@ class StunClient:
                 )
                 return
             algorithm = PasswordAlgorithm(usable[0])
-        key = long_term_key(creds.username, realm, creds.password, algorithm, creds.profile)
+        try:
+            key = long_term_key(creds.username, realm, creds.password, algorithm, creds.profile)
+        except ValueError as exc:  # a realm (or password) the profile disallows
+            self._events.append(
+                TransactionFailed(
+                    transaction_id=txn.user_tid,
+                    server=txn.server,
+                    reason=f"cannot derive the long-term key: {exc}",
+                )
+            )
+            return
         self._auth[(txn.server, creds)] = _AuthState(realm, nonce, algorithm, offered, key)
         retry = _Transaction(
             txn.user_tid,
