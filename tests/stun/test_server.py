@@ -102,6 +102,14 @@ def test_fingerprint_is_echoed_when_the_request_had_one(fingerprint: bool) -> No
     assert resp.has_fingerprint is fingerprint
 
 
+@pytest.mark.parametrize("fingerprint", [False, True], ids=["without", "with"])
+def test_fingerprint_is_echoed_on_error_responses_too(fingerprint: bool) -> None:
+    req = serialize_message(_binding().add_raw(0x7F01, bytes(4)), fingerprint=fingerprint)
+    resp, _ = _one(_plain(), req)
+    assert _code(resp) == 420
+    assert resp.has_fingerprint is fingerprint
+
+
 def test_optional_unknown_attribute_is_ignored() -> None:
     resp, _ = _one(_plain(), _binding().add_raw(0xC001, b"whatever"))
     assert resp.message_class == MessageClass.SUCCESS

@@ -254,10 +254,9 @@ class StunServer:
             return
         unknown = msg.unknown_required(self._understood)
         if unknown:
-            if self._allowed_error(addr, now):
-                resp = msg.error_response(ErrorCode.UNKNOWN_ATTRIBUTE)
-                resp.add(at.UNKNOWN_ATTRIBUTES, unknown)
-                self._emit(resp, addr, local, error=True)
+            resp = msg.error_response(ErrorCode.UNKNOWN_ATTRIBUTE)
+            resp.add(at.UNKNOWN_ATTRIBUTES, unknown)
+            self._reject(msg, resp, addr, local, now)
             return
         key = None
         integrity = None
@@ -265,8 +264,7 @@ class StunServer:
         if auth is not None:
             verdict = auth.check(msg, addr, now=now)
             if isinstance(verdict, Rejected):
-                if self._allowed_error(addr, now):
-                    self._emit(verdict.response, addr, local, error=True)
+                self._reject(msg, verdict.response, addr, local, now)
                 return
             assert isinstance(verdict, Authenticated)
             key, integrity = verdict.key, verdict.integrity
@@ -311,8 +309,7 @@ class StunServer:
     def _changed(self, local: Endpoint, change: ChangeRequest) -> Endpoint:
         alt = self.config.alternate
         p = self.config.primary
-        if alt is None:
-            return local
+        assert alt is not None  # only called in RFC 5780 mode, which requires it
         host, port = local.host, local.port
         if change.change_ip:
             host = alt.host if host == p.host else p.host
@@ -338,17 +335,21 @@ class StunServer:
     def _send_error(
         self, msg: StunMessage, code: int, addr: Endpoint, local: Endpoint, now: float
     ) -> None:
-        if self._allowed_error(addr, now):
-            self._emit(msg.error_response(code), addr, local, error=True)
+        self._reject(msg, msg.error_response(code), addr, local, now)
 
-    def _emit(self, resp: StunMessage, addr: Endpoint, local: Endpoint, *, error: bool) -> None:
+    def _reject(
+        self, msg: StunMessage, resp: StunMessage, addr: Endpoint, local: Endpoint, now: float
+    ) -> None:
+        """Send an (unsigned) error response, within the per-source rate limit.
+        FINGERPRINT is echoed as on success responses, so that agents which
+        demultiplex by it (ICE) recognise the answer."""
+        if not self._allowed_error(addr, now):
+            return
         if self._software is not None:
             resp.add(at.SOFTWARE, self._software)
-        if error:
-            self.stats.error_responses += 1
-        else:
-            self.stats.responses += 1
-        self._out.append(Datagram(serialize_message(resp), addr, local))
+        self.stats.error_responses += 1
+        data = serialize_message(resp, fingerprint=msg.has_fingerprint and not msg.classic)
+        self._out.append(Datagram(data, addr, local))
 
     def _error_from_header(
         self, data: bytes, addr: Endpoint, local: Endpoint, code: int, now: float

@@ -377,7 +377,7 @@ class StunClient:
             err = msg.error
             code = err.code if err else 0
             if code in (ErrorCode.UNAUTHENTICATED, ErrorCode.STALE_NONCE):
-                self._retry_with_auth(txn, msg, code, now)
+                self._retry_with_auth(txn, msg, addr, code, now)
                 return
         if txn.key is not None and not verify_integrity(msg, txn.key):
             return  # §9.1.4 / §9.2.5: as if never received
@@ -391,7 +391,9 @@ class StunClient:
             ResponseReceived(transaction_id=txn.user_tid, response=msg, source=addr, rtt=rtt)
         )
 
-    def _retry_with_auth(self, txn: _Transaction, msg: StunMessage, code: int, now: float) -> None:
+    def _retry_with_auth(
+        self, txn: _Transaction, msg: StunMessage, addr: Endpoint, code: int, now: float
+    ) -> None:
         creds = txn.credentials
         assert isinstance(creds, LongTermCredentials)  # checked by the caller
         # Decode before the transaction goes: a malformed challenge raises here
@@ -413,7 +415,7 @@ class StunClient:
                 ResponseReceived(
                     transaction_id=txn.user_tid,
                     response=msg,
-                    source=txn.server,
+                    source=addr,
                     rtt=now - txn.last_sent,
                 )
             )
