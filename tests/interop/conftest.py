@@ -32,7 +32,7 @@ import pytest
 from natkit.addr import Endpoint
 from natkit.errors import MalformedMessageError, TransportError
 from natkit.net.os_stack import OsDatagramEndpoint, OsStack
-from natkit.net.stack import DatagramHandler
+from natkit.net.stack import DatagramHandler, Responder
 from natkit.stun import attributes as at
 from natkit.stun.aio import StunServerRunner
 from natkit.stun.constants import MessageClass, Method
@@ -393,12 +393,26 @@ class TappedStack(OsStack):
         super().__init__()
         self.sources: list[Endpoint] = []
 
-    async def open_udp(self, local: Endpoint, on_datagram: DatagramHandler) -> OsDatagramEndpoint:
+    async def open_udp(
+        self,
+        local: Endpoint,
+        on_datagram: DatagramHandler,
+        *,
+        responder: Responder | None = None,
+    ) -> OsDatagramEndpoint:
         def tap(data: bytes, remote: Endpoint) -> None:
             self.sources.append(remote)
             on_datagram(data, remote)
 
-        return await super().open_udp(local, tap)
+        def tap_responder(data: bytes, remote: Endpoint) -> bytes | None:
+            self.sources.append(remote)
+            reply = responder(data, remote) if responder is not None else None
+            if reply is not None:
+                return reply
+            self.sources.pop()  # the handler records it
+            return None
+
+        return await super().open_udp(local, tap, responder=tap_responder)
 
 
 @dataclass

@@ -147,3 +147,25 @@ async def test_source_address_for_loopback() -> None:
     stack = OsStack()
     assert await stack.source_address_for(Endpoint("127.0.0.1", 3478)) == "127.0.0.1"
     assert await stack.source_address_for(Endpoint("::1", 3478)) == "::1"
+
+
+async def test_responder_answers_inline_or_passes_on() -> None:
+    stack = OsStack()
+    handled: list[bytes] = []
+
+    def responder(data: bytes, remote: Endpoint) -> bytes | None:
+        return b"inline:" + data if data.startswith(b"fast") else None
+
+    server = await stack.open_udp(LOOP4, lambda d, r: handled.append(d), responder=responder)
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    client = await stack.open_udp(LOOP4, lambda d, r: got.put_nowait(d))
+    try:
+        client.send(b"fast one", server.local_endpoint)
+        assert await asyncio.wait_for(got.get(), 5) == b"inline:fast one"
+        client.send(b"slow one", server.local_endpoint)
+        client.send(b"fast two", server.local_endpoint)
+        assert await asyncio.wait_for(got.get(), 5) == b"inline:fast two"
+        assert handled == [b"slow one"]
+    finally:
+        client.close()
+        server.close()

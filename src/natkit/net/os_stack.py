@@ -25,6 +25,7 @@ from natkit.net.stack import (
     DatagramHandler,
     DataHandler,
     InterfaceAddress,
+    Responder,
 )
 
 __all__ = ["OsDatagramEndpoint", "OsStack", "OsStreamConnection", "OsStreamListener"]
@@ -42,10 +43,12 @@ def _family_of(host: str) -> int:
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
-    __slots__ = ("handler", "lost")
+    __slots__ = ("handler", "lost", "responder", "transport")
 
-    def __init__(self, handler: DatagramHandler) -> None:
+    def __init__(self, handler: DatagramHandler, responder: Responder | None = None) -> None:
         self.handler = handler
+        self.responder = responder
+        self.transport: asyncio.DatagramTransport | None = None
         # transport.close() only schedules the socket's release; this says when it happened.
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -53,9 +56,19 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         if not self.lost.done():
             self.lost.set_result(None)
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
     def datagram_received(self, data: bytes, addr: Any) -> None:
         try:
-            self.handler(data, Endpoint(addr[0], addr[1]))
+            remote = Endpoint(addr[0], addr[1])
+            responder = self.responder
+            if responder is not None:
+                reply = responder(data, remote)
+                if reply is not None:
+                    self.transport.sendto(reply, addr)  # type: ignore[union-attr]
+                    return
+            self.handler(data, remote)
         except Exception:  # a component bug must not kill the socket
             log.exception("datagram handler failed")
 
@@ -233,7 +246,13 @@ class OsStack:
         self.udp_buffer = udp_buffer
         self.reuse_port = reuse_port
 
-    async def open_udp(self, local: Endpoint, on_datagram: DatagramHandler) -> OsDatagramEndpoint:
+    async def open_udp(
+        self,
+        local: Endpoint,
+        on_datagram: DatagramHandler,
+        *,
+        responder: Responder | None = None,
+    ) -> OsDatagramEndpoint:
         loop = asyncio.get_running_loop()
         sock = socket.socket(_family_of(local.host), socket.SOCK_DGRAM)
         try:
@@ -248,7 +267,7 @@ class OsStack:
             sock.bind((local.host, local.port))
             sock.setblocking(False)
             transport, protocol = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(on_datagram), sock=sock
+                lambda: _UdpProtocol(on_datagram, responder), sock=sock
             )
         except OSError as exc:
             sock.close()

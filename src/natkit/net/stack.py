@@ -34,6 +34,7 @@ __all__ = [
     "DatagramEndpoint",
     "DatagramHandler",
     "InterfaceAddress",
+    "Responder",
     "Stack",
     "StreamConnection",
     "StreamListener",
@@ -41,6 +42,12 @@ __all__ = [
 
 DatagramHandler = Callable[[bytes, Endpoint], None]
 """Called with ``(data, remote)`` for every datagram an endpoint receives."""
+
+Responder = Callable[[bytes, Endpoint], bytes | None]
+"""An optional inline answerer for a UDP endpoint: given ``(data, remote)`` it
+returns the reply to send straight back to ``remote``, or ``None`` to pass the
+datagram on to the endpoint's handler. Servers use it for their hottest path
+(STUN Binding); stacks call it before anything else."""
 
 DataHandler = Callable[[bytes], None]
 """Called with bytes received on a stream; ``b""`` means the peer closed it."""
@@ -125,8 +132,15 @@ class StreamListener(Protocol):
 class Stack(Protocol):
     """A network: the OS's, a simulated one, or a namespace of the lab."""
 
-    async def open_udp(self, local: Endpoint, on_datagram: DatagramHandler) -> DatagramEndpoint:
-        """Bind ``local`` (port 0 picks a free port) and deliver what arrives."""
+    async def open_udp(
+        self,
+        local: Endpoint,
+        on_datagram: DatagramHandler,
+        *,
+        responder: Responder | None = None,
+    ) -> DatagramEndpoint:
+        """Bind ``local`` (port 0 picks a free port) and deliver what arrives
+        (after ``responder``, when given, has declined to answer it)."""
 
     async def connect_stream(
         self,

@@ -83,8 +83,9 @@ _RFC5780_UNDERSTOOD = _BASE_UNDERSTOOD | {
 MAX_PADDING = 1400
 
 _ATTR_HEAD = struct.Struct("!HH")
-_BINDING_EMPTY = b"\x00\x01\x00\x00"  # Binding request, length 0
-_BINDING_FP = b"\x00\x01\x00\x08"  # Binding request, length 8 (FINGERPRINT only)
+_PLAIN_HEAD = b"\x00\x01\x00\x00" + MAGIC_COOKIE_BYTES  # Binding request, no attributes
+_FP_REQUEST_HEAD = b"\x00\x01\x00\x08" + MAGIC_COOKIE_BYTES  # ... with FINGERPRINT only
+_XOR_CACHE_SIZE = 65536
 _FP_HEAD = b"\x80\x28\x00\x04"
 _HEADER_SUCCESS = b"\x01\x01"  # Binding success response
 _XOR_V4 = struct.Struct("!HHBBHI")  # XOR-MAPPED-ADDRESS, IPv4, whole attribute
@@ -160,6 +161,14 @@ class StunServer:
             self._software_attr = (
                 _ATTR_HEAD.pack(AttributeType.SOFTWARE, len(sw)) + sw + bytes(-len(sw) % 4)
             )
+        # Response header prefixes (type and length) for each address family,
+        # with and without FINGERPRINT; the XOR'd IPv4 address per source.
+        sw_len = len(self._software_attr)
+        self._head_v4 = _HEADER_SUCCESS + (12 + sw_len).to_bytes(2, "big")
+        self._head_v4_fp = _HEADER_SUCCESS + (20 + sw_len).to_bytes(2, "big")
+        self._head_v6 = _HEADER_SUCCESS + (24 + sw_len).to_bytes(2, "big")
+        self._head_v6_fp = _HEADER_SUCCESS + (32 + sw_len).to_bytes(2, "big")
+        self._xor_cache: dict[Endpoint, bytes] = {}
 
     # -- sans-IO surface -----------------------------------------------------------
 
@@ -174,13 +183,11 @@ class StunServer:
     ) -> None:
         """Handle one datagram (or one framed message of a stream) that
         arrived at ``local`` from ``addr``; any answer is queued."""
+        fast = self.answer_binding(data, addr)
+        if fast is not None:
+            self._out.append(Datagram(fast, addr, local))
+            return
         self.stats.requests += 1
-        if self._fast and len(data) <= 28:
-            fast = self._fast_binding(data, addr)
-            if fast is not None:
-                self.stats.responses += 1
-                self._out.append(Datagram(fast, addr, local))
-                return
         try:
             msg = parse_message(data, allow_classic=self.config.classic)
         except MalformedMessageError as exc:
@@ -197,17 +204,35 @@ class StunServer:
         except MalformedMessageError:
             self._send_error(msg, ErrorCode.BAD_REQUEST, addr, local, now)
 
+    def answer_binding(self, data: bytes, addr: Endpoint) -> bytes | None:
+        """Answer a bare Binding request inline, or return ``None``.
+
+        The one place where a core returns output instead of queueing it:
+        drivers whose transport can reply synchronously (the OS stack's UDP
+        *responder* lane) call this before anything else, which saves most of
+        the per-datagram Python work on the hottest path a STUN server has.
+        ``None`` means "not the common case": pass the datagram to
+        :meth:`receive_datagram` as usual.
+        """
+        if not self._fast or len(data) > 28:
+            return None
+        answer = self._fast_binding(data, addr)
+        if answer is not None:
+            stats = self.stats
+            stats.requests += 1
+            stats.responses += 1
+        return answer
+
     def _fast_binding(self, data: bytes, addr: Endpoint) -> bytes | None:
         """Answer a bare Binding request (RFC 8489 §7.3), or ``None`` to take
         the general path. Only the 20-byte form and the 28-byte form with a
         valid FINGERPRINT qualify."""
-        n = len(data)
-        if data[0:4] == _BINDING_EMPTY and data[4:8] == MAGIC_COOKIE_BYTES and n == 20:
+        head = data[0:8]
+        if head == _PLAIN_HEAD and len(data) == 20:
             with_fp = False
         elif (
-            n == 28
-            and data[0:4] == _BINDING_FP
-            and data[4:8] == MAGIC_COOKIE_BYTES
+            head == _FP_REQUEST_HEAD
+            and len(data) == 28
             and data[20:24] == _FP_HEAD
             and int.from_bytes(data[24:28], "big")
             == (zlib.crc32(data[:20]) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
@@ -215,23 +240,36 @@ class StunServer:
             with_fp = True
         else:
             return None
-        packed = ip_of(addr.host).packed
-        xport = addr.port ^ 0x2112
-        if len(packed) == 4:
-            xaddr = _XOR_V4.pack(
-                0x0020, 8, 0, 1, xport, int.from_bytes(packed, "big") ^ MAGIC_COOKIE
-            )
+        xaddr = self._xor_cache.get(addr)
+        if xaddr is None:
+            xaddr = self._xor_v4(addr) if ":" not in addr.host else None
+        if xaddr is not None:
+            header = self._head_v4_fp if with_fp else self._head_v4
+            body = xaddr
         else:
+            packed = ip_of(addr.host).packed
             mask = int.from_bytes(MAGIC_COOKIE_BYTES + data[8:20], "big")
-            xaddr = _XOR_V6_HEAD.pack(0x0020, 20, 0, 2, xport) + (
+            body = _XOR_V6_HEAD.pack(0x0020, 20, 0, 2, addr.port ^ 0x2112) + (
                 int.from_bytes(packed, "big") ^ mask
             ).to_bytes(16, "big")
-        body = xaddr + self._software_attr
+            header = self._head_v6_fp if with_fp else self._head_v6
+        out = header + data[4:20] + body + self._software_attr
         if not with_fp:
-            return _HEADER_SUCCESS + len(body).to_bytes(2, "big") + data[4:20] + body
-        out = _HEADER_SUCCESS + (len(body) + 8).to_bytes(2, "big") + data[4:20] + body
-        crc = (zlib.crc32(out) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
-        return out + _FP_HEAD + crc.to_bytes(4, "big")
+            return out
+        return (
+            out + _FP_HEAD + ((zlib.crc32(out) ^ FINGERPRINT_XOR) & 0xFFFFFFFF).to_bytes(4, "big")
+        )
+
+    def _xor_v4(self, addr: Endpoint) -> bytes:
+        cache = self._xor_cache
+        if len(cache) >= _XOR_CACHE_SIZE:
+            cache.clear()
+        packed = ip_of(addr.host).packed
+        xaddr = _XOR_V4.pack(
+            0x0020, 8, 0, 1, addr.port ^ 0x2112, int.from_bytes(packed, "big") ^ MAGIC_COOKIE
+        )
+        cache[addr] = xaddr
+        return xaddr
 
     def datagrams_to_send(self, *, now: float) -> list[Datagram]:
         del now

@@ -74,7 +74,7 @@ class StunServerRunner:
                     core.receive_datagram(data, addr, local=holder[0], now=loop.time())
                     self._send_udp()
 
-                ep = await self.stack.open_udp(local, on_datagram)
+                ep = await self.stack.open_udp(local, on_datagram, responder=core.answer_binding)
                 holder.append(ep.local_endpoint)
                 self.udp[ep.local_endpoint] = ep
             if self.tcp:
