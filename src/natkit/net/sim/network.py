@@ -1,0 +1,388 @@
+"""The simulated internet: hosts, links and middleboxes under a virtual clock.
+
+Theory of operation
+-------------------
+An :class:`Internet` is a tree of address *domains*. The root domain is the
+public internet; every middlebox (a NAT or firewall, anything with the
+sans-IO packet-core shape of :class:`natkit.nat.box.NatBox`) sits in one
+domain with its outside and owns a private domain on its inside. Hosts
+attach to exactly one domain. A packet sent by a host is delivered inside
+its domain when the destination IP lives there, and otherwise handed to the
+domain's gateway middlebox (which translates it into its own outer domain),
+or dropped at the root. That is enough for everything the traversal matrix
+needs: hosts behind one NAT, behind NATs in tandem (carrier-grade NAT), or
+behind the same NAT as their peer.
+
+Every attachment is a :class:`Link` with a one-way delay, jitter, loss and
+duplication; all randomness comes from one seeded generator, so a run
+replays exactly from its seed. Packets move by ``loop.call_at`` on the
+running loop, which for simulations is a
+:class:`~natkit.net.sim.clock.VirtualClockLoop`.
+
+Each host has a :class:`~natkit.net.sim.stack.SimStack` implementing the
+stack interface, so natkit's ordinary asyncio code (servers, clients,
+drivers) runs on simulated hosts unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from natkit.addr import Endpoint
+from natkit.packet import IpProto, Packet
+
+__all__ = [
+    "Domain",
+    "Internet",
+    "Link",
+    "Middlebox",
+    "PacketCore",
+    "Side",
+    "SimHost",
+    "TraceRecord",
+]
+
+
+class Side:
+    """Which interface of a middlebox a packet arrives on or leaves from.
+
+    Plain string constants keep the per-packet path cheap and let packet
+    cores from :mod:`natkit.nat.box` use their own enum with the same values.
+    """
+
+    INSIDE = "inside"
+    OUTSIDE = "outside"
+
+
+class PacketCore(Protocol):
+    """What the simulator needs from a NAT or firewall core."""
+
+    def receive_packet(self, packet: Packet, *, side: Any, now: float) -> None: ...
+
+    def packets_to_send(self, *, now: float) -> list[tuple[Any, Packet]]: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, *, now: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One-way characteristics of an attachment, applied in both directions."""
+
+    delay: float = 0.005
+    jitter: float = 0.0
+    loss: float = 0.0
+    duplicate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if (
+            self.delay < 0
+            or self.jitter < 0
+            or not 0 <= self.loss <= 1
+            or not 0 <= self.duplicate <= 1
+        ):
+            raise ValueError(f"impossible link {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRecord:
+    """One step of one packet's path (``what``: sent, delivered, dropped, forwarded)."""
+
+    time: float
+    where: str
+    what: str
+    packet: Packet
+    note: str = ""
+
+
+@dataclass(eq=False)
+class Domain:
+    """An address realm: the public internet, or the inside of a middlebox."""
+
+    name: str
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+    gateway: Middlebox | None = None  # None for the root (the internet)
+    hosts: dict[str, SimHost] = field(default_factory=dict)  # by IP
+    middleboxes: dict[str, Middlebox] = field(default_factory=dict)  # by outside IP
+    _next_host: int = 2
+
+    def allocate_ip(self) -> str:
+        net = self.networks[0]
+        while True:
+            candidate = str(net.network_address + self._next_host)
+            self._next_host += 1
+            if candidate not in self.hosts and candidate not in self.middleboxes:
+                return candidate
+
+
+class SimHost:
+    """A host: IPs in one domain, a link to it, and a stack for applications."""
+
+    def __init__(
+        self, internet: Internet, name: str, domain: Domain, ips: list[str], link: Link
+    ) -> None:
+        from natkit.net.sim.stack import SimStack
+
+        self.internet = internet
+        self.name = name
+        self.domain = domain
+        self.ips = ips
+        self.link = link
+        self.stack = SimStack(self)
+        self.received: Callable[[Packet], None] = self.stack.deliver
+
+    @property
+    def ip(self) -> str:
+        return self.ips[0]
+
+    def send(self, packet: Packet) -> None:
+        """Put a packet on this host's link."""
+        self.internet.transmit(packet, self.domain, self.link, self.name)
+
+    def __repr__(self) -> str:
+        return f"<SimHost {self.name} {self.ips}>"
+
+
+class Middlebox:
+    """A NAT or firewall core between an outer and an inner domain."""
+
+    def __init__(
+        self,
+        internet: Internet,
+        name: str,
+        core: PacketCore,
+        outer: Domain,
+        inner: Domain,
+        public_ips: list[str],
+        link: Link,
+        inside_link: Link,
+    ) -> None:
+        self.internet = internet
+        self.name = name
+        self.core = core
+        self.outer = outer
+        self.inner = inner
+        self.public_ips = public_ips
+        self.link = link
+        self.inside_link = inside_link
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.packets = 0
+
+    def arrive(self, packet: Packet, side: str) -> None:
+        self.packets += 1
+        loop = self.internet.loop
+        core = self.core
+        core.receive_packet(packet, side=side, now=loop.time())
+        self.flush()
+
+    def flush(self) -> None:
+        loop = self.internet.loop
+        for side, out in self.core.packets_to_send(now=loop.time()):
+            if str(getattr(side, "value", side)) == Side.OUTSIDE:
+                self.internet.transmit(out, self.outer, self.link, self.name)
+            else:
+                self.internet.transmit(out, self.inner, self.inside_link, self.name)
+        deadline = self.core.get_timer()
+        if deadline != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = None if deadline is None else loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.core.handle_timer(now=self.internet.loop.time())
+        self.flush()
+
+    def __repr__(self) -> str:
+        return f"<Middlebox {self.name} {self.public_ips}>"
+
+
+class Internet:
+    """Build a topology, then run asyncio code on its hosts' stacks.
+
+    Create it inside a running :class:`~natkit.net.sim.clock.VirtualClockLoop`
+    (``run_virtual``); ``seed`` fixes every random choice of the network.
+    """
+
+    def __init__(
+        self, *, seed: int = 0, trace: bool = False, default_link: Link | None = None
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.rng = random.Random(seed)
+        self.default_link = default_link or Link()
+        self.root = Domain(
+            "internet", [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]
+        )
+        self.hosts: dict[str, SimHost] = {}
+        self.middleboxes: dict[str, Middlebox] = {}
+        self.tracing = trace
+        self.trace: list[TraceRecord] = []
+        self.taps: list[Callable[[float, str, Packet], None]] = []
+        self.delivered = 0
+        self.dropped = 0
+
+    # -- topology --------------------------------------------------------------------
+
+    def add_host(
+        self,
+        name: str,
+        ips: str | Sequence[str] | None = None,
+        *,
+        behind: Middlebox | None = None,
+        link: Link | None = None,
+    ) -> SimHost:
+        """A host on the internet (give its IPs) or behind ``behind`` (IPs optional)."""
+        if name in self.hosts or name in self.middleboxes:
+            raise ValueError(f"name {name!r} is taken")
+        domain = behind.inner if behind is not None else self.root
+        if ips is None:
+            if behind is None:
+                raise ValueError("a host on the internet needs an IP")
+            ip_list = [domain.allocate_ip()]
+        else:
+            ip_list = [ips] if isinstance(ips, str) else list(ips)
+        for ip in ip_list:
+            self._claim(domain, ip)
+        host = SimHost(self, name, domain, ip_list, link or self.default_link)
+        for ip in ip_list:
+            domain.hosts[ip] = host
+        self.hosts[name] = host
+        return host
+
+    def add_middlebox(
+        self,
+        name: str,
+        core: PacketCore,
+        public_ips: Sequence[str],
+        *,
+        inside: str | Sequence[str] = "192.168.1.0/24",
+        behind: Middlebox | None = None,
+        link: Link | None = None,
+        inside_link: Link | None = None,
+    ) -> Middlebox:
+        """A NAT/firewall whose outside holds ``public_ips`` (in the internet or
+        inside ``behind``, for NATs in tandem) and whose inside is ``inside``."""
+        if name in self.hosts or name in self.middleboxes:
+            raise ValueError(f"name {name!r} is taken")
+        outer = behind.inner if behind is not None else self.root
+        nets = [inside] if isinstance(inside, str) else list(inside)
+        inner = Domain(f"{name}-inside", [ipaddress.ip_network(n) for n in nets])
+        for ip in public_ips:
+            self._claim(outer, ip)
+        box = Middlebox(
+            self,
+            name,
+            core,
+            outer,
+            inner,
+            list(public_ips),
+            link or self.default_link,
+            inside_link or Link(delay=0.001),
+        )
+        inner.gateway = box
+        for ip in public_ips:
+            outer.middleboxes[ip] = box
+        self.middleboxes[name] = box
+        return box
+
+    def _claim(self, domain: Domain, ip: str) -> None:
+        addr = ipaddress.ip_address(ip)
+        if domain is not self.root and not any(addr in net for net in domain.networks):
+            raise ValueError(f"{ip} is not inside {domain.name} ({domain.networks})")
+        if ip in domain.hosts or ip in domain.middleboxes:
+            raise ValueError(f"{ip} is already used in {domain.name}")
+
+    # -- packet movement ---------------------------------------------------------------
+
+    def transmit(self, packet: Packet, domain: Domain, link: Link, origin: str) -> None:
+        """Move ``packet`` into ``domain`` over ``link`` (called by senders)."""
+        if self.tracing:
+            self._record(origin, "sent", packet)
+        for tap in self.taps:
+            tap(self.loop.time(), origin, packet)
+        rng = self.rng
+        if link.loss and rng.random() < link.loss:
+            self._drop(origin, packet, "link loss")
+            return
+        copies = 2 if link.duplicate and rng.random() < link.duplicate else 1
+        for _ in range(copies):
+            delay = link.delay
+            if link.jitter:
+                delay = max(0.0, delay + rng.uniform(-link.jitter, link.jitter))
+            self.loop.call_at(self.loop.time() + delay, self._route, packet, domain)
+
+    def _route(self, packet: Packet, domain: Domain) -> None:
+        dst = packet.dst.host
+        host = domain.hosts.get(dst)
+        if host is not None:
+            self._after(host.link, self._deliver_host, host, packet)
+            return
+        box = domain.middleboxes.get(dst)
+        if box is not None:
+            self._after(box.link, box.arrive, packet, Side.OUTSIDE)
+            return
+        gateway = domain.gateway
+        if gateway is not None and not self._local(domain, dst):
+            self._after(gateway.inside_link, gateway.arrive, packet, Side.INSIDE)
+            return
+        self._drop(domain.name, packet, "no route")
+
+    def _after(self, link: Link, fn: Callable[..., None], *args: Any) -> None:
+        # The second half of the path: the receiver's own link.
+        delay = link.delay
+        if link.jitter:
+            delay = max(0.0, delay + self.rng.uniform(-link.jitter, link.jitter))
+        if link.loss and self.rng.random() < link.loss:
+            self._drop("link", args[-1] if isinstance(args[-1], Packet) else args[0], "link loss")
+            return
+        if delay:
+            self.loop.call_at(self.loop.time() + delay, fn, *args)
+        else:
+            fn(*args)
+
+    def _deliver_host(self, host: SimHost, packet: Packet) -> None:
+        self.delivered += 1
+        if self.tracing:
+            self._record(host.name, "delivered", packet)
+        host.received(packet)
+
+    @staticmethod
+    def _local(domain: Domain, ip: str) -> bool:
+        addr = ipaddress.ip_address(ip)
+        return any(addr in net for net in domain.networks)
+
+    def _drop(self, where: str, packet: Packet, why: str) -> None:
+        self.dropped += 1
+        if self.tracing:
+            self._record(where, "dropped", packet, why)
+
+    def _record(self, where: str, what: str, packet: Packet, note: str = "") -> None:
+        self.trace.append(TraceRecord(self.loop.time(), where, what, packet, note))
+
+    # -- conveniences ----------------------------------------------------------------
+
+    def trace_lines(self, records: Iterable[TraceRecord] | None = None) -> list[str]:
+        """Human-readable trace, one line per step."""
+        out = []
+        for r in records if records is not None else self.trace:
+            proto = "UDP" if r.packet.proto == IpProto.UDP else r.packet.proto.name
+            note = f" ({r.note})" if r.note else ""
+            out.append(
+                f"{r.time:10.6f} {r.where:>12} {r.what:<9} {proto} {r.packet.src} -> {r.packet.dst}"
+                f" {len(r.packet.payload)}B{note}"
+            )
+        return out
+
+
+def endpoint_on(host: SimHost, port: int = 0) -> Endpoint:
+    """``Endpoint(host.ip, port)``: a convenience for tests and scenarios."""
+    return Endpoint(host.ip, port)
