@@ -213,6 +213,7 @@ def test_tcp_delivers_a_reliable_ordered_stream(loss: float, seed: int) -> None:
         conn.close()
         await asyncio.wait_for(conn.wait_closed(), 600)
         await asyncio.wait_for(server_side[0][1].wait(), 600)
+        assert eof.is_set()  # the server closed its side in answer to our FIN
         return b"".join(server_side[0][0]), b"".join(chunks)
 
     to_server, to_client = run_virtual(main)
