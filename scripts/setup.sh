@@ -17,7 +17,7 @@ done
 PYTHON=${PYTHON:-python3}
 # Debian packages: third-party peers for interop tests, tools for the lab,
 # and a C compiler for bench/stunload.c (the STUN load generator).
-DEB_PACKAGES=(python3-venv stun-server stun-client coturn gcc libc6-dev)
+DEB_PACKAGES=(python3-venv stun-server stun-client coturn gcc libc6-dev tshark)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -43,6 +43,9 @@ install_debian_packages() {
     as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod +x $policy" && made_policy=1
   fi
   local rc=0
+  # tshark must not ask whether non-root users may capture.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" \
+    | as_root debconf-set-selections 2>/dev/null || true
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || rc=$?
   [ $rc -eq 0 ] && { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || rc=$?; }
   [ $made_policy -eq 1 ] && as_root rm -f "$policy"

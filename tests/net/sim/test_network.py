@@ -4,7 +4,11 @@ asyncio code (STUN server, client, natcheck) running unchanged on it."""
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -293,3 +297,54 @@ def test_private_addresses_are_not_routable_from_the_internet() -> None:
     assert packets == 1  # it went through the router ...
     assert any("delivered" in line for line in trace)  # ... reached the server's host ...
     assert not any("no route" in line for line in trace)  # (the server port is just closed)
+
+
+def test_links_write_pcap_files_that_tshark_reads(tmp_path: Path) -> None:
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("tshark is missing: scripts/setup.sh installs Debian's tshark")
+        pytest.skip("tshark not installed (Debian package tshark)")
+    pcap = tmp_path / "client.pcap"
+
+    async def main() -> None:
+        net = Internet(default_link=Link(delay=0.02))
+        runner, primary = await _stun_pair(net)
+        client = net.add_host("client", "192.0.2.7")
+        with pytest.raises(ValueError, match="no link"):
+            net.capture("nobody", tmp_path / "x.pcap")
+        net.capture("client", pcap)
+        async with await AsyncStunClient.open_udp(client.stack, Endpoint("0.0.0.0", 0)) as c:
+            await c.binding(primary)
+        net.close_captures()
+        runner.close()
+
+    run_virtual(main)
+    out = subprocess.run(
+        [
+            tshark,
+            "-r",
+            str(pcap),
+            "-T",
+            "fields",
+            "-e",
+            "frame.time_relative",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "stun.type",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split("\n")
+    rows = [line.split("\t") for line in out if line.strip()]
+    assert [(r[1], r[2]) for r in rows] == [
+        ("192.0.2.7", "203.0.113.10"),
+        ("203.0.113.10", "192.0.2.7"),
+    ]
+    assert rows[0][3] == "0x0001" and rows[1][3] == "0x0101"  # Binding request, success response
+    assert float(rows[1][0]) == pytest.approx(0.08)  # one virtual round trip: 2 x (20 + 20) ms

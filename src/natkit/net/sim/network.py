@@ -31,9 +31,11 @@ import ipaddress
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from natkit.addr import Endpoint
+from natkit.net.pcap import PcapWriter
 from natkit.packet import IpProto, Packet
 
 __all__ = [
@@ -177,6 +179,8 @@ class Middlebox:
 
     def arrive(self, packet: Packet, side: str) -> None:
         self.packets += 1
+        if self.internet.capturing:
+            self.internet.observe(f"{self.name}:{side}", packet)
         loop = self.internet.loop
         core = self.core
         core.receive_packet(packet, side=side, now=loop.time())
@@ -186,9 +190,11 @@ class Middlebox:
         loop = self.internet.loop
         for side, out in self.core.packets_to_send(now=loop.time()):
             if str(getattr(side, "value", side)) == Side.OUTSIDE:
-                self.internet.transmit(out, self.outer, self.link, self.name)
+                self.internet.transmit(out, self.outer, self.link, f"{self.name}:{Side.OUTSIDE}")
             else:
-                self.internet.transmit(out, self.inner, self.inside_link, self.name)
+                self.internet.transmit(
+                    out, self.inner, self.inside_link, f"{self.name}:{Side.INSIDE}"
+                )
         deadline = self.core.get_timer()
         if deadline != self._timer_at:
             if self._timer is not None:
@@ -227,6 +233,7 @@ class Internet:
         self.tracing = trace
         self.trace: list[TraceRecord] = []
         self.taps: list[Callable[[float, str, Packet], None]] = []
+        self._captures: dict[str, list[PcapWriter]] = {}
         self.delivered = 0
         self.dropped = 0
 
@@ -309,6 +316,8 @@ class Internet:
             self._record(origin, "sent", packet)
         for tap in self.taps:
             tap(self.loop.time(), origin, packet)
+        if self._captures:
+            self.observe(origin, packet)
         rng = self.rng
         if link.loss and rng.random() < link.loss:
             self._drop(origin, packet, "link loss")
@@ -351,6 +360,8 @@ class Internet:
 
     def _deliver_host(self, host: SimHost, packet: Packet) -> None:
         self.delivered += 1
+        if self._captures:
+            self.observe(host.name, packet)
         if self.tracing:
             self._record(host.name, "delivered", packet)
         host.received(packet)
@@ -367,6 +378,39 @@ class Internet:
 
     def _record(self, where: str, what: str, packet: Packet, note: str = "") -> None:
         self.trace.append(TraceRecord(self.loop.time(), where, what, packet, note))
+
+    # -- captures ---------------------------------------------------------------------
+
+    def capture(self, link: str, path: str | Path) -> PcapWriter:
+        """Write every packet crossing ``link`` to a pcap file.
+
+        ``link`` names a host (its attachment) or one side of a middlebox,
+        ``"NAME:inside"`` or ``"NAME:outside"``. Close the writer (or call
+        :meth:`close_captures`) when done.
+        """
+        known = set(self.hosts) | {
+            f"{name}:{side}" for name in self.middleboxes for side in (Side.INSIDE, Side.OUTSIDE)
+        }
+        if link not in known:
+            raise ValueError(f"no link {link!r}; known: {sorted(known)}")
+        writer = PcapWriter(path)
+        self._captures.setdefault(link, []).append(writer)
+        return writer
+
+    def close_captures(self) -> None:
+        for writers in self._captures.values():
+            for writer in writers:
+                writer.close()
+        self._captures.clear()
+
+    @property
+    def capturing(self) -> bool:
+        return bool(self._captures)
+
+    def observe(self, link: str, packet: Packet) -> None:
+        """Record ``packet`` crossing ``link`` in that link's captures, if any."""
+        for writer in self._captures.get(link, ()):
+            writer.write(self.loop.time(), packet)
 
     # -- conveniences ----------------------------------------------------------------
 
