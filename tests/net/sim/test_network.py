@@ -15,6 +15,7 @@ import pytest
 from natkit.addr import Endpoint
 from natkit.errors import TransactionTimeout, TransportError
 from natkit.nat.aio import natcheck
+from natkit.nat.events import Side
 from natkit.nat.natcheck import NatCheckConfig
 from natkit.net.sim import Internet, Link, SimulationStalled, run_virtual
 from natkit.net.stack import Stack, StreamConnection
@@ -263,12 +264,12 @@ class _PassThrough:
     """A test middlebox that forwards without translating (a plain router)."""
 
     def __init__(self) -> None:
-        self._out: list[tuple[str, Packet]] = []
+        self._out: list[tuple[Side, Packet]] = []
 
-    def receive_packet(self, packet: Packet, *, side: str, now: float) -> None:
-        self._out.append(("outside" if side == "inside" else "inside", packet))
+    def receive_packet(self, packet: Packet, *, side: Side, now: float) -> None:
+        self._out.append((Side.OUTSIDE if side is Side.INSIDE else Side.INSIDE, packet))
 
-    def packets_to_send(self, *, now: float) -> list[tuple[str, Packet]]:
+    def packets_to_send(self, *, now: float) -> list[tuple[Side, Packet]]:
         out, self._out = self._out, []
         return out
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from natkit.addr import Endpoint
+from natkit.nat.events import Side
 from natkit.net.pcap import PcapWriter
 from natkit.packet import IpProto, Packet
 
@@ -48,17 +49,6 @@ __all__ = [
     "SimHost",
     "TraceRecord",
 ]
-
-
-class Side:
-    """Which interface of a middlebox a packet arrives on or leaves from.
-
-    Plain string constants keep the per-packet path cheap and let packet
-    cores from :mod:`natkit.nat.box` use their own enum with the same values.
-    """
-
-    INSIDE = "inside"
-    OUTSIDE = "outside"
 
 
 class PacketCore(Protocol):
@@ -112,6 +102,9 @@ class Domain:
     gateway: Middlebox | None = None  # None for the root (the internet)
     hosts: dict[str, SimHost] = field(default_factory=dict)  # by IP
     middleboxes: dict[str, Middlebox] = field(default_factory=dict)  # by outside IP
+    routes: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Middlebox]] = field(
+        default_factory=list
+    )  # networks behind non-translating middleboxes (firewalls)
     _next_host: int = 2
 
     def allocate_ip(self) -> str:
@@ -177,7 +170,7 @@ class Middlebox:
         self._timer_at: float | None = None
         self.packets = 0
 
-    def arrive(self, packet: Packet, side: str) -> None:
+    def arrive(self, packet: Packet, side: Side) -> None:
         self.packets += 1
         if self.internet.capturing:
             self.internet.observe(f"{self.name}:{side}", packet)
@@ -189,7 +182,7 @@ class Middlebox:
     def flush(self) -> None:
         loop = self.internet.loop
         for side, out in self.core.packets_to_send(now=loop.time()):
-            if str(getattr(side, "value", side)) == Side.OUTSIDE:
+            if side is Side.OUTSIDE:
                 self.internet.transmit(out, self.outer, self.link, f"{self.name}:{Side.OUTSIDE}")
             else:
                 self.internet.transmit(
@@ -275,9 +268,14 @@ class Internet:
         behind: Middlebox | None = None,
         link: Link | None = None,
         inside_link: Link | None = None,
+        routed: bool = False,
     ) -> Middlebox:
         """A NAT/firewall whose outside holds ``public_ips`` (in the internet or
-        inside ``behind``, for NATs in tandem) and whose inside is ``inside``."""
+        inside ``behind``, for NATs in tandem) and whose inside is ``inside``.
+
+        ``routed=True`` is for a box that does not translate (a firewall): the
+        outer domain then routes the inside networks to it, so the hosts
+        behind it are reachable at their own (public) addresses."""
         if name in self.hosts or name in self.middleboxes:
             raise ValueError(f"name {name!r} is taken")
         outer = behind.inner if behind is not None else self.root
@@ -298,6 +296,8 @@ class Internet:
         inner.gateway = box
         for ip in public_ips:
             outer.middleboxes[ip] = box
+        if routed:
+            outer.routes.extend((net, box) for net in inner.networks)
         self.middleboxes[name] = box
         return box
 
@@ -339,6 +339,12 @@ class Internet:
         if box is not None:
             self._after(box.link, box.arrive, packet, Side.OUTSIDE)
             return
+        if domain.routes:
+            addr = ipaddress.ip_address(dst)
+            for net, routed in domain.routes:
+                if addr in net:
+                    self._after(routed.link, routed.arrive, packet, Side.OUTSIDE)
+                    return
         gateway = domain.gateway
         if gateway is not None and not self._local(domain, dst):
             self._after(gateway.inside_link, gateway.arrive, packet, Side.INSIDE)
