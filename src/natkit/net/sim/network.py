@@ -15,7 +15,7 @@ behind the same NAT as their peer.
 
 Every attachment is a :class:`Link` with a one-way delay, jitter, loss and
 duplication; all randomness comes from one seeded generator, so a run
-replays exactly from its seed. Packets move by ``loop.call_at`` on the
+replays exactly from its seed. Packets move by timers on the
 running loop, which for simulations is a
 :class:`~natkit.net.sim.clock.VirtualClockLoop`.
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from natkit.addr import Endpoint
+from natkit.addr import Endpoint, ip_of
 from natkit.nat.events import Side
 from natkit.net.pcap import PcapWriter
 from natkit.packet import IpProto, Packet
@@ -106,6 +106,7 @@ class Domain:
         default_factory=list
     )  # networks behind non-translating middleboxes (firewalls)
     _next_host: int = 2
+    local_cache: dict[str, bool] = field(default_factory=dict)  # ip -> inside this domain?
 
     def allocate_ip(self) -> str:
         net = self.networks[0]
@@ -174,9 +175,7 @@ class Middlebox:
         self.packets += 1
         if self.internet.capturing:
             self.internet.observe(f"{self.name}:{side}", packet)
-        loop = self.internet.loop
-        core = self.core
-        core.receive_packet(packet, side=side, now=loop.time())
+        self.core.receive_packet(packet, side=side, now=self.internet.loop.time())
         self.flush()
 
     def flush(self) -> None:
@@ -227,6 +226,7 @@ class Internet:
         self.trace: list[TraceRecord] = []
         self.taps: list[Callable[[float, str, Packet], None]] = []
         self._captures: dict[str, list[PcapWriter]] = {}
+        self._buckets: dict[float, list[tuple[Callable[..., None], tuple[Any, ...]]]] = {}
         self.delivered = 0
         self.dropped = 0
 
@@ -311,57 +311,72 @@ class Internet:
     # -- packet movement ---------------------------------------------------------------
 
     def transmit(self, packet: Packet, domain: Domain, link: Link, origin: str) -> None:
-        """Move ``packet`` into ``domain`` over ``link`` (called by senders)."""
+        """Move ``packet`` into ``domain`` over ``link`` (called by senders).
+
+        Routing is static, so the whole hop - the sender's link, then the
+        receiver's - is decided now and scheduled as one event.
+        """
         if self.tracing:
             self._record(origin, "sent", packet)
         for tap in self.taps:
             tap(self.loop.time(), origin, packet)
         if self._captures:
             self.observe(origin, packet)
+        target = self._route(packet, domain)
+        if target is None:
+            self._drop(domain.name, packet, "no route")
+            return
+        rx_link, fn, args = target
         rng = self.rng
-        if link.loss and rng.random() < link.loss:
+        if (link.loss and rng.random() < link.loss) or (
+            rx_link.loss and rng.random() < rx_link.loss
+        ):
             self._drop(origin, packet, "link loss")
             return
         copies = 2 if link.duplicate and rng.random() < link.duplicate else 1
+        now = self.loop.time()
         for _ in range(copies):
-            delay = link.delay
+            delay = link.delay + rx_link.delay
             if link.jitter:
-                delay = max(0.0, delay + rng.uniform(-link.jitter, link.jitter))
-            self.loop.call_at(self.loop.time() + delay, self._route, packet, domain)
+                delay += rng.uniform(-link.jitter, link.jitter)
+            if rx_link.jitter:
+                delay += rng.uniform(-rx_link.jitter, rx_link.jitter)
+            self._at(now + max(0.0, delay), fn, *args)
 
-    def _route(self, packet: Packet, domain: Domain) -> None:
+    def _route(
+        self, packet: Packet, domain: Domain
+    ) -> tuple[Link, Callable[..., None], tuple[Any, ...]] | None:
+        """Where ``packet`` goes in ``domain``: (receiver's link, handler, args)."""
         dst = packet.dst.host
         host = domain.hosts.get(dst)
         if host is not None:
-            self._after(host.link, self._deliver_host, host, packet)
-            return
+            return host.link, self._deliver_host, (host, packet)
         box = domain.middleboxes.get(dst)
         if box is not None:
-            self._after(box.link, box.arrive, packet, Side.OUTSIDE)
-            return
+            return box.link, box.arrive, (packet, Side.OUTSIDE)
         if domain.routes:
-            addr = ipaddress.ip_address(dst)
+            addr = ip_of(dst)
             for net, routed in domain.routes:
                 if addr in net:
-                    self._after(routed.link, routed.arrive, packet, Side.OUTSIDE)
-                    return
+                    return routed.link, routed.arrive, (packet, Side.OUTSIDE)
         gateway = domain.gateway
         if gateway is not None and not self._local(domain, dst):
-            self._after(gateway.inside_link, gateway.arrive, packet, Side.INSIDE)
-            return
-        self._drop(domain.name, packet, "no route")
+            return gateway.inside_link, gateway.arrive, (packet, Side.INSIDE)
+        return None
 
-    def _after(self, link: Link, fn: Callable[..., None], *args: Any) -> None:
-        # The second half of the path: the receiver's own link.
-        delay = link.delay
-        if link.jitter:
-            delay = max(0.0, delay + self.rng.uniform(-link.jitter, link.jitter))
-        if link.loss and self.rng.random() < link.loss:
-            self._drop("link", args[-1] if isinstance(args[-1], Packet) else args[0], "link loss")
-            return
-        if delay:
-            self.loop.call_at(self.loop.time() + delay, fn, *args)
+    def _at(self, when: float, fn: Callable[..., None], *args: Any) -> None:
+        # Packets sent at the same instant over the same kind of link arrive at
+        # the same instant: one loop timer per distinct time, not per packet,
+        # keeps asyncio's timer heap small (FIFO within a time, so runs replay).
+        bucket = self._buckets.get(when)
+        if bucket is None:
+            self._buckets[when] = [(fn, args)]
+            self.loop.call_at(when, self._run_bucket, when)
         else:
+            bucket.append((fn, args))
+
+    def _run_bucket(self, when: float) -> None:
+        for fn, args in self._buckets.pop(when):
             fn(*args)
 
     def _deliver_host(self, host: SimHost, packet: Packet) -> None:
@@ -374,8 +389,14 @@ class Internet:
 
     @staticmethod
     def _local(domain: Domain, ip: str) -> bool:
-        addr = ipaddress.ip_address(ip)
-        return any(addr in net for net in domain.networks)
+        cache = domain.local_cache
+        local = cache.get(ip)
+        if local is None:
+            if len(cache) >= 65536:
+                cache.clear()
+            addr = ip_of(ip)
+            local = cache[ip] = any(addr in net for net in domain.networks)
+        return local
 
     def _drop(self, where: str, packet: Packet, why: str) -> None:
         self.dropped += 1

@@ -120,6 +120,7 @@ class SimStreamConnection:
         self._fin_sent = False
         self._fin_received = False
         self._active = False  # True for the end that sent the SYN
+        self.on_accept: ConnectionHandler | None = None
 
     # -- StreamConnection ------------------------------------------------------------
 
@@ -236,6 +237,10 @@ class SimStreamConnection:
             if self._active or any(f & TcpFlags.SYN for _, _, f in self._unacked):
                 return
             self.established.set_result(None)
+            if self.on_accept is not None:
+                # Synchronously, as an OS stack's accept: the application must
+                # own the connection before this segment's data or FIN arrives.
+                self.on_accept(self)
         if packet.seq != self._rcv_nxt:
             if packet.payload or flags & TcpFlags.FIN:
                 self._emit(TcpFlags.ACK, self._snd_nxt)  # duplicate or out of order
@@ -494,15 +499,8 @@ class SimStack:
         ):
             conn = SimStreamConnection(self, packet.dst, packet.src)
             self._connections[(packet.dst, packet.src)] = conn
+            conn.on_accept = owner.on_connection
             conn.accept_syn(packet)
-
-            def accepted(
-                _: object, conn: SimStreamConnection = conn, owner: SimStreamListener = owner
-            ) -> None:
-                if not conn.established.cancelled() and conn.established.exception() is None:
-                    owner.on_connection(conn)
-
-            conn.established.add_done_callback(accepted)
             return
         # Nobody here: answer with RST (RFC 9293 §3.10.7.1).
         ack = packet.seq + len(packet.payload) + (1 if flags & (TcpFlags.SYN | TcpFlags.FIN) else 0)
