@@ -18,7 +18,7 @@ from natkit.nat.aio import natcheck
 from natkit.nat.events import Side
 from natkit.nat.natcheck import NatCheckConfig
 from natkit.net.sim import Internet, Link, SimulationStalled, run_virtual
-from natkit.net.stack import Stack, StreamConnection
+from natkit.net.stack import DatagramEndpoint, Stack, StreamConnection
 from natkit.packet import Packet
 from natkit.rng import seeded_rng
 from natkit.stun.aio import AsyncStunClient, StunServerRunner
@@ -349,3 +349,28 @@ def test_links_write_pcap_files_that_tshark_reads(tmp_path: Path) -> None:
     ]
     assert rows[0][3] == "0x0001" and rows[1][3] == "0x0101"  # Binding request, success response
     assert float(rows[1][0]) == pytest.approx(0.08)  # one virtual round trip: 2 x (20 + 20) ms
+
+
+def test_a_middlebox_gateway_address_runs_services_for_the_inside() -> None:
+    async def main() -> tuple[bytes, Endpoint]:
+        net = Internet()
+        router = net.add_middlebox(
+            "router", _PassThrough(), ["198.51.100.50"], inside="10.0.0.0/24", gateway_ip="10.0.0.1"
+        )
+        assert router.gateway_host is not None
+        inside = net.add_host("inside", behind=router)
+        gw = router.gateway_host
+        gw_ep_box: list[DatagramEndpoint] = []
+        gw_ep = await gw.stack.open_udp(
+            Endpoint("10.0.0.1", 5351), lambda d, r: gw_ep_box[0].send(b"pong:" + d, r)
+        )
+        gw_ep_box.append(gw_ep)
+        got: asyncio.Future[tuple[bytes, Endpoint]] = asyncio.get_running_loop().create_future()
+        ep = await inside.stack.open_udp(
+            Endpoint("0.0.0.0", 0), lambda d, r: got.set_result((d, r))
+        )
+        ep.send(b"ping", Endpoint("10.0.0.1", 5351))
+        return await got
+
+    data, src = run_virtual(main)
+    assert (data, src) == (b"pong:ping", Endpoint("10.0.0.1", 5351))

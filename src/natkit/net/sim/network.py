@@ -170,6 +170,7 @@ class Middlebox:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.packets = 0
+        self.gateway_host: SimHost | None = None
 
     def arrive(self, packet: Packet, side: Side) -> None:
         self.packets += 1
@@ -269,13 +270,18 @@ class Internet:
         link: Link | None = None,
         inside_link: Link | None = None,
         routed: bool = False,
+        gateway_ip: str | None = None,
     ) -> Middlebox:
         """A NAT/firewall whose outside holds ``public_ips`` (in the internet or
         inside ``behind``, for NATs in tandem) and whose inside is ``inside``.
 
         ``routed=True`` is for a box that does not translate (a firewall): the
         outer domain then routes the inside networks to it, so the hosts
-        behind it are reachable at their own (public) addresses."""
+        behind it are reachable at their own (public) addresses.
+
+        ``gateway_ip`` gives the box an address of its own on the inside (the
+        router's LAN address) with a stack, :attr:`Middlebox.gateway_host`, on
+        which services such as NAT-PMP/PCP run; inside hosts reach it directly."""
         if name in self.hosts or name in self.middleboxes:
             raise ValueError(f"name {name!r} is taken")
         outer = behind.inner if behind is not None else self.root
@@ -298,6 +304,11 @@ class Internet:
             outer.middleboxes[ip] = box
         if routed:
             outer.routes.extend((net, box) for net in inner.networks)
+        if gateway_ip is not None:
+            self._claim(inner, gateway_ip)
+            gw = SimHost(self, f"{name}-gateway", inner, [gateway_ip], Link(delay=0.0))
+            inner.hosts[gateway_ip] = gw
+            box.gateway_host = gw
         self.middleboxes[name] = box
         return box
 
