@@ -17,7 +17,7 @@ done
 PYTHON=${PYTHON:-python3}
 # Debian packages: third-party peers for interop tests, tools for the lab,
 # and a C compiler for bench/stunload.c (the STUN load generator).
-DEB_PACKAGES=(python3-venv stun-server stun-client coturn gcc libc6-dev tshark)
+DEB_PACKAGES=(python3-venv stun-server stun-client coturn gcc libc6-dev tshark nftables)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 

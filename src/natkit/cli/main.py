@@ -20,6 +20,7 @@ from rich.table import Table
 
 from natkit import __version__
 from natkit.addr import Endpoint, parse_endpoint
+from natkit.cli.lab import lab_app
 from natkit.errors import NatkitError
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(lab_app, name="lab")
 console = Console()
 err_console = Console(stderr=True)
 

@@ -1,0 +1,291 @@
+"""``natkit lab``: the NAT lab from the command line.
+
+Each command builds the ready-made lab of :mod:`natkit.net.netns.scenario`
+(a STUN server pair on the lab internet, the NAT chosen with ``--nat``, a
+host ``client`` behind it), does its job, and tears the lab down whatever
+happens; ``natkit lab clean`` removes what a killed run left behind.
+The namespace lab needs root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from natkit.errors import NatkitError
+
+lab_app = typer.Typer(
+    name="lab",
+    help="The NAT lab: real packets through the kernel's NAT or natkit's (needs root).",
+    no_args_is_help=True,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+NAT_HELP = (
+    "kernel-masquerade, kernel-random-fully (the kernel's nftables NAT), or a natkit "
+    "preset on TUN devices: open, full-cone, restricted-cone, port-restricted-cone, "
+    "symmetric, symmetric-udp-firewall, udp-blocked, web-only, linux-masquerade, carrier-grade"
+)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def _nat_engine(nat: str, delay_inside: float = 0.0, delay_outside: float = 0.0) -> Any:
+    from natkit.net.netns.scenario import parse_nat
+
+    try:
+        return parse_nat(nat, delay_inside=delay_inside, delay_outside=delay_outside)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--nat") from exc
+
+
+@contextlib.contextmanager
+def _lab_errors() -> Iterator[None]:
+    """Turn lab failures and interruptions into messages and exit codes
+    (the lab has been torn down by then)."""
+    from natkit.net.netns import LabInterrupted
+
+    try:
+        yield
+    except (KeyboardInterrupt, LabInterrupted) as exc:
+        err_console.print(f"interrupted ({exc or 'SIGINT'}); the lab was torn down")
+        raise typer.Exit(130) from None
+    except NatkitError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@contextlib.contextmanager
+def _standard_lab(nat: str, *, stun: bool = True, **delays: float) -> Iterator[Any]:
+    from natkit.net.netns import Lab
+    from natkit.net.netns.scenario import build_nat_lab, start_stun_server
+
+    engine = _nat_engine(nat, **delays)
+    with Lab() as lab:
+        nat_lab = build_nat_lab(lab, engine)
+        if stun:
+            start_stun_server(nat_lab)
+        yield nat_lab
+
+
+def _wait_interactive(proc: subprocess.Popen[Any], timeout: float | None) -> int:
+    """Wait for a program that owns the terminal: Ctrl-C belongs to it, so
+    this process ignores SIGINT meanwhile (as ``system(3)`` does). SIGTERM
+    and SIGHUP still tear the lab down."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        err_console.print(f"the command ran over {timeout} s; stopping it")
+        return 124
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _banner(nat_lab: Any) -> None:
+    lab = nat_lab.lab
+    err_console.print(f"[bold]natkit lab {lab.run_id}[/bold] (torn down when you leave)")
+    for line in lab.describe():
+        err_console.print(f"  {line}")
+    err_console.print(
+        f"  STUN server (natkit, RFC 5780/3489): {nat_lab.primary}, alternate {nat_lab.alternate}"
+    )
+
+
+@lab_app.command("natcheck")
+def natcheck(
+    nat: Annotated[str, typer.Option("--nat", help=NAT_HELP)],
+    mode: Annotated[
+        str, typer.Option(help="netns: real packets in namespaces; sim: the simulated internet.")
+    ] = "netns",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    stun_client: Annotated[
+        bool, typer.Option("--stun-client", help="Also run Debian's stun client (stun-client).")
+    ] = False,
+    delay_inside: Annotated[
+        float, typer.Option(help="TUN NAT: one-way delay (s) added toward the inside.")
+    ] = 0.0,
+    delay_outside: Annotated[
+        float, typer.Option(help="TUN NAT: one-way delay (s) added toward the outside.")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the emulated NAT's choices.")] = 0,
+) -> None:
+    """Detect the NAT type from a host behind an emulated NAT: detected vs emulated."""
+    from natkit.net.netns.scenario import compare, expected_for
+
+    if mode not in ("netns", "sim"):
+        raise typer.BadParameter("choose netns or sim", param_hint="--mode")
+    engine = _nat_engine(nat, delay_inside, delay_outside)
+    expected = expected_for(engine)
+    report: dict[str, Any] = {"mode": mode, "nat": nat, "emulated": expected.to_json()}
+    stun_report = None
+    if mode == "sim":
+        detected = _sim_natcheck(nat, seed)
+    else:
+        from natkit.net.netns.scenario import run_natcheck, run_stun_client
+
+        with (
+            _lab_errors(),
+            _standard_lab(nat, delay_inside=delay_inside, delay_outside=delay_outside) as nat_lab,
+        ):
+            if not as_json:
+                _banner(nat_lab)
+            detected = run_natcheck(nat_lab)
+            if stun_client:
+                stun_report = run_stun_client(nat_lab)
+        report["engine"] = "kernel" if nat.startswith("kernel-") else "tun"
+    rows = compare(expected, detected, stun_report)
+    report["detected"] = detected
+    if stun_report is not None:
+        report["stun_client"] = {
+            "primary": stun_report.primary,
+            "return_value": stun_report.return_value,
+        }
+    report["comparison"] = [row.to_json() for row in rows]
+    report["match"] = all(row.ok is not False for row in rows)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        table = Table(title=f"{nat} ({mode})")
+        table.add_column("")
+        table.add_column("emulated")
+        table.add_column("detected")
+        table.add_column("")
+        for row in rows:
+            mark = (
+                "-" if row.ok is None else "[green]ok[/green]" if row.ok else "[red]DIFFERS[/red]"
+            )
+            table.add_row(row.what, row.emulated or "-", row.detected or "-", mark)
+        console.print(table)
+        for label, key in (("public address", "public_address"), ("hairpinning", "hairpinning")):
+            console.print(f"{label}: {detected.get(key)}")
+        if expected.note:
+            console.print(f"note: {expected.note}")
+    if not report["match"]:
+        raise typer.Exit(1)
+
+
+def _sim_natcheck(nat: str, seed: int) -> dict[str, Any]:
+    """``--mode sim``: the same scenario in the simulated internet
+    (:mod:`natkit.lab.natcheck`), under a virtual clock."""
+    from natkit.lab.natcheck import run_natcheck_sim
+
+    if nat.startswith("kernel-"):
+        raise _fail(f"{nat} is the kernel's NAT: it exists only with --mode netns", 2)
+    try:
+        outcome = run_natcheck_sim(nat, seed=seed)
+    except NatkitError as exc:
+        raise _fail(str(exc)) from exc
+    return outcome.detected.to_json()
+
+
+@lab_app.command("exec", context_settings={"allow_interspersed_args": False})
+def exec_(
+    host: Annotated[
+        str,
+        typer.Argument(
+            help="client, stun, nat or inet of a lab built for this command, or the "
+            "namespace name (natkit-...) of a lab that is already running."
+        ),
+    ],
+    command: Annotated[list[str], typer.Argument(help="The program and its arguments.")],
+    nat: Annotated[str, typer.Option("--nat", help=NAT_HELP)] = "port-restricted-cone",
+    stun: Annotated[
+        bool, typer.Option("--stun/--no-stun", help="Run the lab's STUN server.")
+    ] = True,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop the command after this many seconds.")
+    ] = None,
+) -> None:
+    """Run a command on a lab host: natkit lab exec client -- stun 203.0.113.10"""
+    from natkit.net.netns.system import check_available, lab_namespaces, netns_exec_argv
+
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise typer.BadParameter("give the command to run after --", param_hint="COMMAND")
+    if host.startswith("natkit-"):
+        with _lab_errors():
+            check_available()
+            if host not in lab_namespaces():
+                raise _fail(f"no lab namespace {host} (running labs: {lab_namespaces()})")
+            proc = subprocess.Popen(netns_exec_argv(host, command))
+            try:
+                code = _wait_interactive(proc, timeout)
+            finally:
+                if proc.poll() is None:
+                    from natkit.net.netns.system import stop_pids
+
+                    stop_pids([proc.pid])
+                    proc.wait()
+        raise typer.Exit(code)
+    with _lab_errors(), _standard_lab(nat, stun=stun) as nat_lab:
+        _banner(nat_lab)
+        proc = nat_lab.lab.exec(host, command, stdin=None)
+        code = _wait_interactive(proc, timeout)
+    raise typer.Exit(code)
+
+
+@lab_app.command()
+def shell(
+    nat: Annotated[str, typer.Option("--nat", help=NAT_HELP)] = "port-restricted-cone",
+    host: Annotated[str, typer.Option(help="The lab host to open the shell on.")] = "client",
+    timeout: Annotated[
+        float | None, typer.Option(help="Close the shell after this many seconds.")
+    ] = None,
+) -> None:
+    """An interactive shell on a host behind the NAT; leave it to tear the lab down."""
+    with _lab_errors(), _standard_lab(nat) as nat_lab:
+        _banner(nat_lab)
+        err_console.print(
+            f"  try: natkit natcheck {nat_lab.primary}   or: stun {nat_lab.primary} -v"
+        )
+        shell_path = os.environ.get("SHELL") or "/bin/bash"
+        env = {
+            "NATKIT_LAB": nat_lab.lab.run_id,
+            "NATKIT_STUN": str(nat_lab.primary),
+            "NATKIT_STUN_ALTERNATE": str(nat_lab.alternate),
+        }
+        proc = nat_lab.lab.exec(host, [shell_path], stdin=None, env=env)
+        code = _wait_interactive(proc, timeout)
+    raise typer.Exit(code)
+
+
+@lab_app.command()
+def clean(
+    run_id: Annotated[
+        str | None, typer.Option(help="Only the lab with this run id (natkit-RUNID-*).")
+    ] = None,
+) -> None:
+    """Remove every leftover natkit-* namespace and the processes inside it."""
+    from natkit.net.netns.system import PREFIX, check_available, lab_namespaces
+    from natkit.net.netns.system import clean as clean_all
+
+    prefix = f"{PREFIX}{run_id}-" if run_id else PREFIX
+    if run_id is not None and not run_id.isalnum():
+        raise typer.BadParameter("a run id is letters and digits", param_hint="--run-id")
+    if not lab_namespaces(prefix):
+        console.print(f"nothing to clean: no {prefix}* namespaces")
+        return
+    with _lab_errors():
+        check_available()
+        report = clean_all(prefix)
+    console.print(
+        f"removed {len(report.namespaces)} namespaces"
+        + (f": {', '.join(report.namespaces)}" if report.namespaces else "")
+    )
+    if report.pids:
+        console.print(f"stopped {len(report.pids)} processes: {' '.join(map(str, report.pids))}")
