@@ -288,6 +288,28 @@ def test_exhausted_port_range_drops_new_mappings(assignment: PortAssignment) -> 
     assert drops(box) == [DropReason.PORTS_EXHAUSTED]
 
 
+def test_a_port_is_free_again_once_its_mapping_timed_out_even_before_the_timer() -> None:
+    box = make_box(port_assignment=PortAssignment.PRESERVING)
+    assert external(box, HOST, REMOTE, now=0.0) == Endpoint(PUBLIC, 5000)
+    assert external(box, HOST2, REMOTE, now=119.0) == Endpoint(PUBLIC, 1024)
+    assert external(box, HOST2.with_port(5001), REMOTE, now=120.0) == Endpoint(PUBLIC, 5001)
+    events(box)
+    assert external(box, Endpoint("192.168.1.4", 5000), REMOTE, now=120.0) == Endpoint(PUBLIC, 5000)
+    assert [type(e) for e in events(box)] == [MappingExpired, MappingCreated, PacketTranslated]
+
+
+@pytest.mark.parametrize(
+    "assignment",
+    [pytest.param(a, id=str(a)) for a in (PortAssignment.SEQUENTIAL, PortAssignment.RANDOM)],
+)
+def test_a_full_port_range_frees_timed_out_mappings_first(assignment: PortAssignment) -> None:
+    box = make_box(mapping=APDM, port_assignment=assignment, port_range=(20000, 20001))
+    remotes = [Endpoint("198.51.100.1", p) for p in range(1, 4)]
+    assert {external(box, HOST, r, now=0.0).port for r in remotes[:2]} == {20000, 20001}
+    assert external(box, HOST, remotes[2], now=120.0).port in {20000, 20001}
+    assert [type(e) for e in events(box)].count(MappingExpired) == 2
+
+
 def test_paired_pooling_keeps_each_host_on_one_public_address() -> None:
     box = make_box(mapping=APDM, pooling=Pooling.PAIRED, public_ips=(PUBLIC, PUBLIC2))
     remotes = [Endpoint("198.51.100.1", p) for p in range(1, 9)]

@@ -237,7 +237,7 @@ class _Conn:
 class _Table:
     """The mappings of one protocol."""
 
-    __slots__ = ("by_external", "dynamic", "explicit", "next_port", "proto")
+    __slots__ = ("by_external", "dynamic", "explicit", "next_port", "proto", "used")
 
     def __init__(self, proto: IpProto) -> None:
         self.proto = proto
@@ -245,6 +245,7 @@ class _Table:
         self.explicit: dict[Endpoint, _Binding] = {}  # port mappings, by internal endpoint
         self.by_external: dict[Endpoint, _Binding] = {}  # every live mapping
         self.next_port: dict[str, int] = {}  # sequential assignment, per public address
+        self.used: dict[str, int] = {}  # assigned ports, per public address
 
 
 class _Binding:
@@ -402,6 +403,16 @@ class NatBox:
         """Expire mappings whose time has come (RFC 4787 §4.3, RFC 5382 §5)
         and send the ICMP errors of unsolicited SYNs held long enough
         (RFC 5382 REQ-4)."""
+        self._expire_due(now)
+        held = self._held
+        while held:
+            key, (deadline, side, packet) = next(iter(held.items()))
+            if deadline > now:
+                break
+            del held[key]
+            self._send_icmp(packet, side)
+
+    def _expire_due(self, now: float) -> None:
         heap = self._heap
         while heap and heap[0][0] <= now:
             when, _, binding = heapq.heappop(heap)
@@ -412,13 +423,6 @@ class NatBox:
             else:
                 binding.heap_time = binding.expires
                 heapq.heappush(heap, (binding.expires, next(self._seq), binding))
-        held = self._held
-        while held:
-            key, (deadline, side, packet) = next(iter(held.items()))
-            if deadline > now:
-                break
-            del held[key]
-            self._send_icmp(packet, side)
 
     def next_event(self) -> NatEvent | None:
         """The oldest event not yet taken, or ``None``."""
@@ -488,8 +492,7 @@ class NatBox:
             return None
         binding = _Binding(table, None, internal, external, expires, True)
         table.explicit[internal] = binding
-        table.by_external[external] = binding
-        heapq.heappush(self._heap, (expires, next(self._seq), binding))
+        self._add(binding)
         self._created(binding, None)
         return external
 
@@ -774,8 +777,7 @@ class NatBox:
         timeout = self._udp_timeout if table is self._udp else self.behavior.tcp_transitory_timeout
         binding = _Binding(table, key, src, external, now + timeout, False)
         table.dynamic[key] = binding
-        table.by_external[external] = binding
-        heapq.heappush(self._heap, (binding.expires, next(self._seq), binding))
+        self._add(binding)
         self._created(binding, dst)
         return binding
 
@@ -814,6 +816,11 @@ class NatBox:
     def _free_port(self, table: _Table, ip: str, random: bool, now: float) -> int | None:
         low, high = self.behavior.port_range
         size = high - low + 1
+        if table.used.get(ip, 0) >= size:
+            # Full: mappings that timed out unseen may free some; never scan a full range.
+            self._expire_due(now)
+            if table.used.get(ip, 0) >= size:
+                return None
         if random:
             for _ in range(min(size, _RANDOM_TRIES)):
                 port = self._rng.randint(low, high)
@@ -859,10 +866,20 @@ class NatBox:
             binding.heap_time = expires
             heapq.heappush(self._heap, (expires, next(self._seq), binding))
 
+    def _add(self, binding: _Binding) -> None:
+        table = binding.table
+        table.by_external[binding.external] = binding
+        if self._translate:
+            host = binding.external.host
+            table.used[host] = table.used.get(host, 0) + 1
+        heapq.heappush(self._heap, (binding.expires, next(self._seq), binding))
+
     def _forget(self, binding: _Binding) -> None:
         binding.live = False
         table = binding.table
         del table.by_external[binding.external]
+        if self._translate:
+            table.used[binding.external.host] -= 1
         if binding.explicit:
             del table.explicit[binding.internal]
         else:
