@@ -1,5 +1,6 @@
-"""NAT type detection with real packets: natkit's natcheck and Debian's
-``stun`` client behind the kernel's NATs and natkit's TUN NAT.
+"""NAT type detection with real packets: natkit's natcheck, Debian's ``stun``
+client and coturn's ``turnutils_natdiscovery`` behind the kernel's NATs and
+natkit's TUN NAT.
 
 One lab holds every NAT (and firewall) under test, each with its own client host, beside
 one natkit STUN server pair (203.0.113.10:3478 / .11:3479). The detectors
@@ -19,15 +20,18 @@ import pytest
 
 from natkit.net.netns import Lab
 from natkit.net.netns.scenario import (
+    NatDiscoveryReport,
     NatLab,
     StunClientReport,
     build_nat_lab,
     expected_for,
     parse_nat,
     run_natcheck,
+    run_natdiscovery,
     run_stun_client,
     start_stun_server,
 )
+from natkit.net.netns.system import tool
 
 from .conftest import assert_gone, require_lab, require_program
 
@@ -52,6 +56,7 @@ WORKERS = len(NATS)
 class Answers:
     natcheck: dict[str, Any]
     stun_client: StunClientReport
+    natdiscovery: NatDiscoveryReport | None
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +74,13 @@ def answers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Answ
             )
         start_stun_server(labs[NATS[0]])
 
+        natdiscovery = tool("turnutils_natdiscovery") is not None
+
         def detect(nat_lab: NatLab) -> Answers:
-            return Answers(run_natcheck(nat_lab), run_stun_client(nat_lab))
+            coturn = None
+            if natdiscovery and nat_lab.nat.engine.translates:
+                coturn = run_natdiscovery(nat_lab)
+            return Answers(run_natcheck(nat_lab), run_stun_client(nat_lab), coturn)
 
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
             results = dict(zip(labs, pool.map(detect, labs.values()), strict=True))
@@ -129,6 +139,31 @@ def test_natcheck_finds_the_rfc_5780_behaviour(
 ) -> None:
     found = answers[nat].natcheck
     assert (found["mapping"], found["filtering"]) == (mapping, filtering), found
+
+
+@pytest.mark.parametrize(
+    "nat",
+    [
+        "kernel-masquerade",
+        "kernel-random-fully",
+        "full-cone",
+        "restricted-cone",
+        "port-restricted-cone",
+        "symmetric",
+        "linux-masquerade",
+    ],
+)
+def test_coturn_natdiscovery_agrees_with_natcheck(answers: dict[str, Answers], nat: str) -> None:
+    require_program("turnutils_natdiscovery", "coturn")
+    coturn = answers[nat].natdiscovery
+    assert coturn is not None
+    found = answers[nat].natcheck
+    assert coturn.mapping is not None, coturn.stdout
+    assert coturn.filtering is not None, coturn.stdout
+    assert (coturn.mapping.value, coturn.filtering.value) == (
+        found["mapping"],
+        found["filtering"],
+    )
 
 
 @pytest.mark.parametrize(

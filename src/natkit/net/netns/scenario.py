@@ -39,6 +39,7 @@ from natkit.stun.message import StunMessage, parse_message, serialize_message
 
 __all__ = [
     "KERNEL_NATS",
+    "NatDiscoveryReport",
     "NAT_CHOICES",
     "Expectation",
     "NatLab",
@@ -50,6 +51,7 @@ __all__ = [
     "natkit_argv",
     "parse_nat",
     "run_natcheck",
+    "run_natdiscovery",
     "run_stun_client",
     "start_stun_server",
     "wait_for_stun",
@@ -350,3 +352,41 @@ def compare(
             )
         )
     return rows
+
+
+_NATDISCOVERY_WORDS = {
+    "Endpoint Independent": 0,
+    "Address Dependent": 1,
+    "Address and Port Dependent": 2,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NatDiscoveryReport:
+    """What coturn's ``turnutils_natdiscovery`` (RFC 5780) said."""
+
+    mapping: Mapping | None
+    filtering: Filtering | None
+    stdout: str
+
+
+def run_natdiscovery(nat_lab: NatLab, *, timeout: float = 60.0) -> NatDiscoveryReport:
+    """coturn's ``turnutils_natdiscovery -m -f`` on the client host."""
+    program = tool("turnutils_natdiscovery")
+    if program is None:
+        raise LabUnavailable("turnutils_natdiscovery is missing: apt-get install coturn")
+    primary = nat_lab.primary
+    result = nat_lab.lab.run(
+        nat_lab.client,
+        [program, "-m", "-f", "-p", str(primary.port), primary.host],
+        timeout=timeout,
+    )
+    mappings = list(Mapping)
+    filterings = list(Filtering)
+    mapping = filtering = None
+    for words, index in _NATDISCOVERY_WORDS.items():
+        if f"NAT with {words} Mapping!" in result.stdout:
+            mapping = mappings[index]
+        if f"NAT with {words} Filtering!" in result.stdout:
+            filtering = filterings[index]
+    return NatDiscoveryReport(mapping, filtering, result.stdout)
