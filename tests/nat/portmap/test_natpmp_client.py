@@ -343,3 +343,11 @@ def test_bad_commands_raise_local_protocol_error(proto: IpProto, port: int, life
     client = NatPmpClient(GATEWAY, local_ip=CLIENT_IP)
     with pytest.raises(LocalProtocolError):
         client.map(proto, port, now=0.0, lifetime=lifetime)
+
+
+def test_unknown_result_code_is_reported_by_number() -> None:
+    client = NatPmpClient(GATEWAY, local_ip=CLIENT_IP)
+    client.map(IpProto.UDP, 5000, now=0.0)
+    client.receive_datagram(map_response(result=42, port=0, lifetime=0), GATEWAY, now=0.0)
+    (event,) = events_of(client)
+    assert isinstance(event, MappingFailed) and event.reason == "NAT-PMP result 42"

@@ -186,3 +186,15 @@ def test_server_core_has_no_timers_or_events() -> None:
     assert server.get_timer() is None
     server.handle_timer(now=1.0)
     server.next_event()  # a server reports nothing
+
+
+def test_expired_grant_is_not_renewed_as_such() -> None:
+    box = FakeBox(taken=set())
+    server = NatPmpServer(box, now=0.0)
+    one(server, map_req(lifetime=10), now=0.0)
+    box.mappings.clear()  # the box expired it too
+    box.taken.add(40000)
+    response = one(server, map_req(), now=20.0)
+    # A live grant would have asked the box for its old port 40000 again.
+    assert box.calls[-1][3] is None
+    assert isinstance(response, MapResponse) and response.external_port == 40001

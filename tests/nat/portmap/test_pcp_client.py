@@ -404,3 +404,26 @@ def test_unsupported_version_without_pending_request_is_ignored() -> None:
 def test_bad_lifetime_raises(lifetime: int) -> None:
     with pytest.raises(LocalProtocolError):
         make().map(IpProto.UDP, 5000, now=0.0, lifetime=lifetime)
+
+
+def test_error_response_with_truncated_copy_is_ignored() -> None:
+    client = make()
+    client.map(IpProto.UDP, 5000, now=0.0)
+    response = pcp.PcpResponse(
+        opcode=PcpOpcode.MAP, result=PcpResult.MALFORMED_REQUEST, lifetime=1800, epoch=1, data=b""
+    )
+    client.receive_datagram(pcp.serialize_response(response), GATEWAY, now=0.0)
+    assert events_of(client) == []
+
+
+def test_timers_run_on_the_natpmp_client_after_fallback() -> None:
+    client = make()
+    client.map(IpProto.UDP, 5000, now=0.0)
+    short = natpmp.NatPmpErrorResponse(
+        opcode=1, result=natpmp.NatPmpResult.UNSUPPORTED_VERSION, epoch=3
+    )
+    client.receive_datagram(natpmp.serialize_response(short), GATEWAY, now=0.0)
+    client.datagrams_to_send(now=0.0)
+    assert client.get_timer() == 0.25  # NAT-PMP's schedule now
+    client.handle_timer(now=0.25)
+    assert len(client.datagrams_to_send(now=0.25)) == 2

@@ -301,3 +301,13 @@ def test_peer_data_needs_peer_opcode() -> None:
 )
 def test_error_lifetime_classes(result: PcpResult, long: bool) -> None:
     assert pcp.is_long_lifetime_error(result) is long
+
+
+def test_response_option_lookup() -> None:
+    msg = PcpResponse(
+        opcode=PcpOpcode.ANNOUNCE, result=0, lifetime=0, epoch=0, options=(PcpOption(200),)
+    )
+    assert msg.option(200) == PcpOption(200) and msg.option(2) is None
+    assert pcp.opcode_data_length(PcpOpcode.ANNOUNCE) == 0
+    assert pcp.opcode_data_length(PcpOpcode.PEER) == 56
+    assert pcp.opcode_data_length(77) is None

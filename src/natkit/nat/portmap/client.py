@@ -42,6 +42,7 @@ again (the RFC suggests after a while) builds a new client.
 
 from __future__ import annotations
 
+import abc
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -126,7 +127,7 @@ class _Mapping:
     attempt: _Attempt | None = None
 
 
-class _ClientBase:
+class _ClientBase(abc.ABC):
     """Mapping table, retransmission, renewal and expiry shared by both clients."""
 
     method: PortMapMethod
@@ -141,21 +142,25 @@ class _ClientBase:
 
     # -- hooks -------------------------------------------------------------------
 
+    @abc.abstractmethod
     def _encode(self, m: _Mapping) -> bytes:
-        raise NotImplementedError
+        """The request for ``m`` as it stands (map, renewal or deletion)."""
 
+    @abc.abstractmethod
     def _wait(self, attempt: _Attempt) -> float:
         """The wait after ``attempt``'s latest send."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _exhausted(self, attempt: _Attempt, now: float) -> bool:
-        raise NotImplementedError
+        """Whether ``attempt`` is over (asked when its wait ends)."""
 
+    @abc.abstractmethod
     def _renew_delay(self, lifetime: float) -> float:
-        raise NotImplementedError
+        """How long after a grant of ``lifetime`` seconds to renew it."""
 
+    @abc.abstractmethod
     def _epoch_lost(self, epoch: int, now: float) -> bool:
-        raise NotImplementedError
+        """Whether the server's ``epoch`` at ``now`` shows it lost its state."""
 
     # -- sans-IO surface ---------------------------------------------------------
 

@@ -70,6 +70,7 @@ __all__ = [
     "encode_ip",
     "filter_option",
     "is_long_lifetime_error",
+    "opcode_data_length",
     "parse_filter",
     "parse_request",
     "parse_response",
@@ -287,6 +288,14 @@ _PEER_TAIL = struct.Struct("!H2x16s")
 _OPTION_HEADER = struct.Struct("!BxH")
 
 
+def opcode_data_length(opcode: int) -> int | None:
+    """Octets of opcode-specific data of a known opcode (ANNOUNCE 0, MAP 36,
+    PEER 56); ``None`` for an opcode this module does not know."""
+    if opcode == PcpOpcode.ANNOUNCE:
+        return 0
+    return _DATA_LEN.get(opcode)
+
+
 def _pad4(n: int) -> int:
     return (n + 3) & ~3
 
@@ -383,9 +392,7 @@ def _decode_data(opcode: int, body: bytes, *, strict: bool) -> tuple[OpcodeData,
     known opcodes whose data is short instead of keeping it raw."""
     if opcode == PcpOpcode.ANNOUNCE:
         return b"", 0
-    want = _DATA_LEN.get(opcode)
-    if want is None:
-        return body, len(body)
+    want = _DATA_LEN[opcode]  # callers keep unknown opcodes raw themselves
     if len(body) < want:
         if strict:
             raise _malformed(f"opcode {opcode} data needs {want} octets, got {len(body)}")
@@ -420,9 +427,9 @@ def _decode_data(opcode: int, body: bytes, *, strict: bool) -> tuple[OpcodeData,
 def _decode_options(raw: bytes) -> tuple[PcpOption, ...]:
     options: list[PcpOption] = []
     pos = 0
+    # The message and every option are multiples of 4 octets, so an option
+    # header always fits in what is left.
     while pos < len(raw):
-        if len(raw) - pos < _OPTION_HEADER.size:
-            raise _malformed("truncated option header", PcpResult.MALFORMED_OPTION)
         code, length = _OPTION_HEADER.unpack_from(raw, pos)
         pos += _OPTION_HEADER.size
         if pos + _pad4(length) > len(raw):

@@ -361,11 +361,16 @@ class PcpServer:
 
     def _raw_error(self, data: bytes, result: pcp.PcpResult, addr: Endpoint, now: float) -> None:
         # A request that did not parse: echo its opcode and (§8.3) as much of
-        # it as fits, cut to a multiple of 4 octets.
+        # its opcode data as there is, but never what might be its options,
+        # which could not be parsed back; cut to a multiple of 4 octets.
+        opcode = data[1] & ~pcp.RESPONSE_BIT
         body = data[pcp.HEADER_LEN : pcp.MAX_MESSAGE_LEN]
+        known = pcp.opcode_data_length(opcode)
+        if known is not None:
+            body = body[:known]
         body = body[: len(body) & ~3]
         resp = pcp.PcpResponse(
-            opcode=data[1] & ~pcp.RESPONSE_BIT,
+            opcode=opcode,
             result=result,
             lifetime=self._error_lifetime(result),
             epoch=self._epoch(now),
