@@ -8,12 +8,10 @@ client's edge (public IP ``203.0.113.5``), and a STUN server core on the
 public side (RFC 5780 mode: primary ``198.51.100.1:3478``, alternate
 ``198.51.100.2:3479``, four sockets).
 
-The NAT is a minimal RFC 4787 model described by a :class:`NatBehavior`
-value: a binding per (internal endpoint, mapping key) where the key is
-nothing (endpoint-independent), the remote IP (address-dependent) or the
-remote IP and port (address-and-port-dependent); each binding remembers
-whom it sent to, which is what filtering checks; outbound packets refresh
-it, and it is forgotten ``mapping_lifetime`` seconds after the last one.
+The NAT is described by a :class:`NatBehavior` value in RFC 4787 terms:
+mapping and filtering behaviour, port preservation, hairpinning, and a
+mapping forgotten ``mapping_lifetime`` seconds after the last outbound
+packet.
 ``mapping=None`` means no translation (the client holds the public
 address): with ``filtering=None`` the open Internet, with
 address-and-port-dependent filtering a symmetric UDP firewall.
@@ -27,18 +25,21 @@ when the client is not finished and nothing is scheduled. Everything sent is
 recorded in :attr:`Network.trace`, so a seed's run can be compared byte for
 byte with another's.
 
-This is a stand-in until the package grows its own NAT emulator; keep it
-small.
+The NAT itself is natkit's :class:`~natkit.nat.box.NatBox`; :class:`Nat`
+only adapts it to datagrams and keeps this harness's small vocabulary
+(:class:`NatBehavior`) that the natcheck tables are written in.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from natkit.addr import Datagram, Endpoint
+from natkit.nat.box import NatBehavior as BoxBehavior
+from natkit.nat.box import NatBox, PortAssignment, Side
 from natkit.nat.natcheck import (
     NatCheck,
     NatCheckConfig,
@@ -47,6 +48,7 @@ from natkit.nat.natcheck import (
     NatCheckResult,
 )
 from natkit.nat.types import Filtering, Mapping
+from natkit.packet import IpProto, Packet
 from natkit.rng import seeded_rng
 from natkit.stun.server import StunServer, StunServerConfig
 
@@ -101,65 +103,62 @@ SYMMETRIC_UDP_FIREWALL = NatBehavior(mapping=None, filtering=APDF)
 UDP_BLOCKED = NatBehavior(mapping=None, filtering=None, udp_blocked=True)
 
 
-@dataclass(slots=True)
-class _Binding:
-    internal: Endpoint
-    external: Endpoint
-    expires: float
-    contacted: set[Endpoint] = field(default_factory=set)
+INSIDE_NETWORK = "10.0.0.0/8"
+RANDOM_PORTS = (49152, 65535)
+"""Where a NAT without port preservation picks ports: never a client's own port."""
+
+
+def box_behavior(behavior: NatBehavior) -> BoxBehavior:
+    """The :class:`natkit.nat.box.NatBehavior` that emulates ``behavior``."""
+    if not behavior.translates:
+        return BoxBehavior(
+            translate=False, filtering=behavior.filtering, udp_blocked=behavior.udp_blocked
+        )
+    return BoxBehavior(
+        mapping=behavior.mapping,
+        filtering=behavior.filtering or EIF,
+        port_assignment=(
+            PortAssignment.PRESERVING if behavior.port_preservation else PortAssignment.RANDOM
+        ),
+        port_range=(1024, 65535) if behavior.port_preservation else RANDOM_PORTS,
+        hairpinning=behavior.hairpinning,
+        udp_mapping_timeout=behavior.mapping_lifetime,
+        udp_blocked=behavior.udp_blocked,
+    )
 
 
 class Nat:
-    """One NAT (or firewall, or nothing) with one public IP; see the module docstring."""
+    """natkit's :class:`NatBox` at the client's edge, behind the datagram-level
+    calls the :class:`Network` makes (the client holds the public address
+    when nothing translates)."""
 
     def __init__(self, behavior: NatBehavior, public_ip: str, rng: random.Random) -> None:
         self.behavior = behavior
         self.public_ip = public_ip
-        self._rng = rng
-        self._by_key: dict[tuple[Endpoint, object], _Binding] = {}
-        self._by_external: dict[Endpoint, _Binding] = {}
+        translates = behavior.translates
+        self.box = NatBox(
+            box_behavior(behavior),
+            [public_ip] if translates else [],
+            inside_networks=[INSIDE_NETWORK if translates else f"{public_ip}/32"],
+            rng=rng,
+            trace=False,
+        )
+        self._sent: dict[tuple[Endpoint, Endpoint], Endpoint] = {}
 
     def outbound(self, src: Endpoint, dst: Endpoint, *, now: float) -> Endpoint | None:
         """Translate the source of a packet leaving ``src`` for ``dst``
-        (creating or refreshing a binding), or ``None`` to drop it."""
-        b = self.behavior
-        if b.udp_blocked:
+        (creating or refreshing a mapping), or ``None`` to drop it."""
+        sent = self._pass(Packet(IpProto.UDP, src, dst), Side.INSIDE, now)
+        if sent is None:
             return None
-        if b.mapping is None and b.filtering is None:
-            return src
-        self._expire(now)
-        key: object = None
-        if b.mapping is Mapping.ADDRESS_DEPENDENT:
-            key = dst.host
-        elif b.mapping is Mapping.ADDRESS_AND_PORT_DEPENDENT:
-            key = dst
-        binding = self._by_key.get((src, key))
-        if binding is None:
-            binding = _Binding(src, self._allocate(src), now)
-            self._by_key[(src, key)] = binding
-            self._by_external[binding.external] = binding
-        binding.expires = now + b.mapping_lifetime
-        binding.contacted.add(dst)
-        return binding.external
+        self._sent[src, dst] = sent.src
+        return sent.src
 
     def inbound(self, src: Endpoint, dst: Endpoint, *, now: float) -> Endpoint | None:
         """The internal endpoint a packet from ``src`` to the public ``dst``
-        reaches, or ``None`` when no binding or the filter drops it."""
-        b = self.behavior
-        if b.udp_blocked:
-            return None
-        if b.mapping is None and b.filtering is None:
-            return dst
-        self._expire(now)
-        binding = self._by_external.get(dst)
-        if binding is None:
-            return None
-        if b.filtering is Filtering.ADDRESS_DEPENDENT:
-            if src.host not in {c.host for c in binding.contacted}:
-                return None
-        elif b.filtering is Filtering.ADDRESS_AND_PORT_DEPENDENT and src not in binding.contacted:
-            return None
-        return binding.internal
+        reaches, or ``None`` when no mapping or the filter drops it."""
+        sent = self._pass(Packet(IpProto.UDP, src, dst), Side.OUTSIDE, now)
+        return None if sent is None else sent.dst
 
     def hairpin(
         self, src: Endpoint, dst: Endpoint, *, now: float
@@ -167,35 +166,19 @@ class Nat:
         """A packet from inside to one of our own public endpoints: the
         (external source, internal destination) it is delivered with, or
         ``None``. RFC 4787 REQ-9: the source is the sender's mapping."""
-        external_src = self.outbound(src, dst, now=now)
-        if external_src is None or not self.behavior.hairpinning:
-            return None
-        internal = self.inbound(external_src, dst, now=now)
-        return None if internal is None else (external_src, internal)
+        sent = self._pass(Packet(IpProto.UDP, src, dst), Side.INSIDE, now)
+        return None if sent is None else (sent.src, sent.dst)
 
     def mapping_for(self, internal: Endpoint, remote: Endpoint) -> Endpoint | None:
-        """The public endpoint packets from ``internal`` to ``remote`` leave with now."""
-        for binding in self._by_key.values():
-            if binding.internal == internal and remote in binding.contacted:
-                return binding.external
-        return None
+        """The public endpoint packets from ``internal`` to ``remote`` left with last."""
+        return self._sent.get((internal, remote))
 
-    def _expire(self, now: float) -> None:
-        for key, binding in list(self._by_key.items()):
-            if binding.expires <= now:
-                del self._by_key[key]
-                del self._by_external[binding.external]
-
-    def _allocate(self, internal: Endpoint) -> Endpoint:
-        if not self.behavior.translates:
-            return internal
-        preserved = Endpoint(self.public_ip, internal.port)
-        if self.behavior.port_preservation and preserved not in self._by_external:
-            return preserved
-        while True:
-            candidate = Endpoint(self.public_ip, self._rng.randrange(49152, 65536))
-            if candidate not in self._by_external and candidate != preserved:
-                return candidate
+    def _pass(self, packet: Packet, side: Side, now: float) -> Packet | None:
+        self.box.receive_packet(packet, side=side, now=now)
+        while self.box.next_event() is not None:
+            pass
+        sent = self.box.packets_to_send(now=now)
+        return sent[0][1] if sent else None
 
 
 # -- server variants -----------------------------------------------------------------

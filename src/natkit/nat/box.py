@@ -282,7 +282,7 @@ class _Binding:
         self.explicit = explicit
         self.live = True
         self.permitted: set[object] = set()
-        self.conns: dict[Endpoint, _Conn] = {}
+        self.conns: dict[Endpoint, _Conn] | None = None  # TCP only, made on first use
 
 
 class NatBox:
@@ -712,6 +712,8 @@ class NatBox:
         packet of no connection."""
         flags = int(flags)
         conns = binding.conns
+        if conns is None:
+            conns = binding.conns = {}
         conn = conns.get(remote)
         if conn is not None and conn.expires <= now:
             del conns[remote]
