@@ -95,14 +95,16 @@ def _wait_interactive(proc: subprocess.Popen[Any], timeout: float | None) -> int
         signal.signal(signal.SIGINT, old)
 
 
-def _banner(nat_lab: Any) -> None:
+def _banner(nat_lab: Any, *, stun: bool = True) -> None:
     lab = nat_lab.lab
     err_console.print(f"[bold]natkit lab {lab.run_id}[/bold] (torn down when you leave)")
     for line in lab.describe():
         err_console.print(f"  {line}")
-    err_console.print(
-        f"  STUN server (natkit, RFC 5780/3489): {nat_lab.primary}, alternate {nat_lab.alternate}"
-    )
+    if stun:
+        err_console.print(
+            f"  STUN server (natkit, RFC 5780/3489): {nat_lab.primary}, "
+            f"alternate {nat_lab.alternate}"
+        )
 
 
 @lab_app.command("natcheck")
@@ -133,6 +135,8 @@ def natcheck(
     report: dict[str, Any] = {"mode": mode, "nat": nat, "emulated": expected.to_json()}
     stun_report = None
     if mode == "sim":
+        if stun_client or delay_inside or delay_outside:
+            raise _fail("--stun-client and the delays need --mode netns", 2)
         detected = _sim_natcheck(nat, seed)
     else:
         from natkit.net.netns.scenario import run_natcheck, run_stun_client
@@ -209,6 +213,12 @@ def exec_(
     timeout: Annotated[
         float | None, typer.Option(help="Stop the command after this many seconds.")
     ] = None,
+    delay_inside: Annotated[
+        float, typer.Option(help="TUN NAT: one-way delay (s) added toward the inside.")
+    ] = 0.0,
+    delay_outside: Annotated[
+        float, typer.Option(help="TUN NAT: one-way delay (s) added toward the outside.")
+    ] = 0.0,
 ) -> None:
     """Run a command on a lab host: natkit lab exec client -- stun 203.0.113.10"""
     from natkit.net.netns.system import check_available, lab_namespaces, netns_exec_argv
@@ -232,8 +242,13 @@ def exec_(
                     stop_pids([proc.pid])
                     proc.wait()
         raise typer.Exit(code)
-    with _lab_errors(), _standard_lab(nat, stun=stun) as nat_lab:
-        _banner(nat_lab)
+    with (
+        _lab_errors(),
+        _standard_lab(
+            nat, stun=stun, delay_inside=delay_inside, delay_outside=delay_outside
+        ) as nat_lab,
+    ):
+        _banner(nat_lab, stun=stun)
         proc = nat_lab.lab.exec(host, command, stdin=None)
         code = _wait_interactive(proc, timeout)
     raise typer.Exit(code)
@@ -246,9 +261,18 @@ def shell(
     timeout: Annotated[
         float | None, typer.Option(help="Close the shell after this many seconds.")
     ] = None,
+    delay_inside: Annotated[
+        float, typer.Option(help="TUN NAT: one-way delay (s) added toward the inside.")
+    ] = 0.0,
+    delay_outside: Annotated[
+        float, typer.Option(help="TUN NAT: one-way delay (s) added toward the outside.")
+    ] = 0.0,
 ) -> None:
     """An interactive shell on a host behind the NAT; leave it to tear the lab down."""
-    with _lab_errors(), _standard_lab(nat) as nat_lab:
+    with (
+        _lab_errors(),
+        _standard_lab(nat, delay_inside=delay_inside, delay_outside=delay_outside) as nat_lab,
+    ):
         _banner(nat_lab)
         err_console.print(
             f"  try: natkit natcheck {nat_lab.primary}   or: stun {nat_lab.primary} -v"

@@ -48,6 +48,7 @@ NATS = [
     "symmetric-udp-firewall",
     "udp-blocked",
     "linux-masquerade",
+    "carrier-grade",
 ]
 WORKERS = len(NATS)
 
@@ -253,7 +254,16 @@ def test_port_preservation_is_seen_by_both_detectors(
     assert answers[nat].stun_client.preserves_ports is preserved
 
 
-@pytest.mark.parametrize("nat", [n for n in NATS if n not in ("open", "symmetric-udp-firewall")])
+def test_hairpinning_is_seen_when_the_nat_hairpins(answers: dict[str, Answers]) -> None:
+    found = answers["carrier-grade"]
+    assert found.natcheck["hairpinning"] is True
+    assert found.stun_client.hairpins
+    assert found.natcheck["classic"] == "port-restricted-cone"
+
+
+@pytest.mark.parametrize(
+    "nat", [n for n in NATS if n not in ("open", "symmetric-udp-firewall", "carrier-grade")]
+)
 def test_no_nat_here_hairpins(answers: dict[str, Answers], nat: str) -> None:
     assert answers[nat].natcheck["hairpinning"] is not True
     assert not answers[nat].stun_client.hairpins
