@@ -387,3 +387,16 @@ def test_ssdp_destinations() -> None:
     assert ssdp_destinations_for(gateway, None) == [SSDP_MULTICAST, Endpoint("192.168.1.1", 1900)]
     assert ssdp_destinations_for(None, None) == [SSDP_MULTICAST]
     assert ssdp_destinations_for(gateway, [gateway]) == [gateway]
+
+
+async def test_pcp_renewal_needs_the_previous_mapping(stack: OsStack) -> None:
+    box = FakeBox()
+    async with PortMapServerRunner(stack, PcpServer(box, now=0.0), LOOPBACK) as runner:
+        first = await map_port(stack, runner.local_endpoint, IpProto.UDP, 5000, methods=["pcp"])
+        renewed = await map_port(
+            stack, runner.local_endpoint, IpProto.UDP, 5000, methods=["pcp"], previous=first
+        )
+        assert renewed.external == first.external and renewed.nonce == first.nonce
+        # A fresh request is another nonce: the server keeps the mapping its owner's.
+        with pytest.raises(PortMappingError, match="NOT_AUTHORIZED"):
+            await map_port(stack, runner.local_endpoint, IpProto.UDP, 5000, methods=["pcp"])

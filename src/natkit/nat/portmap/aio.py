@@ -175,11 +175,14 @@ async def _map_pcp_or_natpmp(
     timeout: float,
     pcp_config: PcpClientConfig,
     natpmp_config: NatPmpClientConfig,
+    previous: PortMapping | None,
 ) -> tuple[PortMapping | None, str, bool]:
     """One method's attempt: (mapping or None, why not, whether PCP fell back)."""
     core: PcpClient | NatPmpClient
     if method == PortMapMethod.PCP:
         core = PcpClient(server, local_ip=local_ip, config=pcp_config)
+        if previous is not None and previous.nonce is not None:
+            core.adopt(proto, internal_port, previous.nonce, previous.external)
     else:
         core = NatPmpClient(server, local_ip=local_ip, config=natpmp_config)
 
@@ -433,6 +436,7 @@ async def map_port(
     ssdp_destinations: Sequence[Endpoint] | None = None,
     ssdp_config: SsdpSearchConfig | None = None,
     description: str = "natkit",
+    previous: PortMapping | None = None,
 ) -> PortMapping:
     """Ask the NAT for a mapping of ``internal_port`` (ECC report §6.1).
 
@@ -447,9 +451,11 @@ async def map_port(
     searches ``ssdp_destinations`` (default: the SSDP multicast group and
     the gateway's port 1900).
 
-    The mapping is not renewed: call again (PCP with the same nonce is
-    then a renewal) before ``lifetime`` ends, and :func:`unmap_port` when
-    done. Raises :class:`PortMappingError` listing each method's failure.
+    The mapping is not renewed in the background: to renew it, call again
+    before ``lifetime`` ends with ``previous`` set to it (a PCP server only
+    lets the mapping's nonce renew it, RFC 6887 §11.3; NAT-PMP and UPnP
+    renew by repeating the request), and call :func:`unmap_port` when done.
+    Raises :class:`PortMappingError` listing each method's failure.
     """
     if gateway is None:
         gw_ip = default_gateway()
@@ -465,7 +471,7 @@ async def map_port(
                 proto,
                 internal_port,
                 lifetime=lifetime,
-                external_port=external_port,
+                external_port=external_port or (previous.external.port if previous else None),
                 timeout=timeout,
                 ssdp_config=ssdp_config,
                 description=description,
@@ -491,6 +497,7 @@ async def map_port(
                 timeout=timeout,
                 pcp_config=pcp_cfg,
                 natpmp_config=natpmp_config or NatPmpClientConfig(),
+                previous=previous,
             )
             natpmp_done = natpmp_done or fell_back or method == PortMapMethod.NATPMP
         if mapping is not None:
