@@ -380,19 +380,7 @@ class NatBox:
 
     def get_timer(self) -> float | None:
         """The next mapping expiry or held-SYN deadline, or ``None``."""
-        heap = self._heap
-        # Refreshes do not touch the heap; entries that turn out early are
-        # moved to their mapping's current expiry here.
-        while heap:
-            when, _, binding = heap[0]
-            if not binding.live or when != binding.heap_time:
-                heapq.heappop(heap)
-            elif when < binding.expires:
-                binding.heap_time = binding.expires
-                heapq.heapreplace(heap, (binding.expires, next(self._seq), binding))
-            else:
-                break
-        deadline = heap[0][0] if heap else None
+        deadline = self._next_expiry()
         if self._held:
             held = next(iter(self._held.values()))[0]
             if deadline is None or held < deadline:
@@ -412,17 +400,25 @@ class NatBox:
             del held[key]
             self._send_icmp(packet, side)
 
-    def _expire_due(self, now: float) -> None:
+    def _next_expiry(self) -> float | None:
+        """The earliest live mapping expiry. Refreshes do not touch the heap
+        (that would cost a push per packet): stale entries are dropped and
+        early ones moved to their mapping's current expiry here."""
         heap = self._heap
-        while heap and heap[0][0] <= now:
-            when, _, binding = heapq.heappop(heap)
+        while heap:
+            when, _, binding = heap[0]
             if not binding.live or when != binding.heap_time:
-                continue
-            if binding.expires <= now:
-                self._expire(binding)
-            else:
+                heapq.heappop(heap)
+            elif when < binding.expires:
                 binding.heap_time = binding.expires
-                heapq.heappush(heap, (binding.expires, next(self._seq), binding))
+                heapq.heapreplace(heap, (binding.expires, next(self._seq), binding))
+            else:
+                return when
+        return None
+
+    def _expire_due(self, now: float) -> None:
+        while (when := self._next_expiry()) is not None and when <= now:
+            self._expire(heapq.heappop(self._heap)[2])
 
     def next_event(self) -> NatEvent | None:
         """The oldest event not yet taken, or ``None``."""
@@ -569,7 +565,7 @@ class NatBox:
         if self._open:
             out = p
         else:
-            binding = self._outbound(table, p, dst, now)
+            binding = self._outbound(table, p, now)
             if binding is None:
                 return
             out = (
@@ -630,7 +626,7 @@ class NatBox:
         if not self._hairpinning:
             self._drop(_INSIDE_SIDE, p, DropReason.HAIRPIN_DISABLED)
             return
-        sender = self._outbound(table, p, p.dst, now)
+        sender = self._outbound(table, p, now)
         if sender is None:
             return
         source = sender.external
@@ -642,9 +638,9 @@ class NatBox:
         if self._trace:
             self._events.append(PacketHairpinned(before=p, after=out))
 
-    def _outbound(self, table: _Table, p: Packet, dst: Endpoint, now: float) -> _Binding | None:
+    def _outbound(self, table: _Table, p: Packet, now: float) -> _Binding | None:
         """Find, or create, and refresh the mapping an outbound packet uses."""
-        src = p.src
+        src, dst = p.src, p.dst
         binding = None
         if table.explicit:
             binding = table.explicit.get(src)
@@ -659,7 +655,7 @@ class NatBox:
                 self._expire(binding)
                 binding = None
             if binding is None:
-                binding = self._create(table, key, p, dst, now)
+                binding = self._create(table, key, p, now)
                 if binding is None:
                     return None
         if table is self._tcp and not self._track_tcp(binding, dst, p.flags, True, now):
@@ -758,9 +754,7 @@ class NatBox:
 
     # -- mappings ----------------------------------------------------------------------
 
-    def _create(
-        self, table: _Table, key: object, p: Packet, dst: Endpoint, now: float
-    ) -> _Binding | None:
+    def _create(self, table: _Table, key: object, p: Packet, now: float) -> _Binding | None:
         """A new dynamic mapping for an outbound packet (RFC 4787 §4.1, RFC 5382 §4.1)."""
         src = p.src
         if table is self._tcp and not p.flags & _SYN:
@@ -780,7 +774,7 @@ class NatBox:
         binding = _Binding(table, key, src, external, now + timeout, False)
         table.dynamic[key] = binding
         self._add(binding)
-        self._created(binding, dst)
+        self._created(binding, p.dst)
         return binding
 
     def _allocate(
@@ -831,13 +825,12 @@ class NatBox:
             start = self._rng.randint(low, high)  # nearly full: scan from a random place
         else:
             start = table.next_port.get(ip, low)
-        for i in range(size):
-            port = low + (start - low + i) % size
-            if self._is_free(table, Endpoint(ip, port), now):
-                if not random:
-                    table.next_port[ip] = port + 1 if port < high else low
-                return port
-        return None
+        # Fewer ports are used than the range holds, so the scan finds one.
+        scan = (low + (start - low + i) % size for i in range(size))
+        port = next(p for p in scan if self._is_free(table, Endpoint(ip, p), now))
+        if not random:
+            table.next_port[ip] = port + 1 if port < high else low
+        return port
 
     def _is_free(self, table: _Table, endpoint: Endpoint, now: float) -> bool:
         """No live mapping uses ``endpoint`` (one that timed out unseen is expired now)."""
