@@ -199,13 +199,14 @@ def start_stun_server(nat_lab: NatLab) -> subprocess.Popen[Any]:
     host; returns once every socket answers."""
     lab = nat_lab.lab
     p, a = nat_lab.primary, nat_lab.alternate
+    log_name = f"stun-server-{nat_lab.stun.name}"
     proc = lab.exec(
         nat_lab.stun,
         natkit_argv("stun-server", "--listen", str(p), "--alternate", str(a), "--no-tcp"),
-        log_name=f"stun-server-{nat_lab.stun.name}",
+        log_name=log_name,
     )
     endpoints = [p, Endpoint(p.host, a.port), Endpoint(a.host, p.port), a]
-    wait_for_stun(lab, lab.netns_name("inet"), endpoints, proc=proc)
+    wait_for_stun(lab, lab.netns_name("inet"), endpoints, proc=proc, log_name=log_name)
     return proc
 
 
@@ -215,6 +216,7 @@ def wait_for_stun(
     endpoints: Sequence[Endpoint],
     *,
     proc: subprocess.Popen[Any] | None = None,
+    log_name: str = "",
 ) -> None:
     """Send Binding requests from ``netns`` until each endpoint answered once
     (bounded: :data:`READY_TRIES` rounds of :data:`READY_TRY_TIMEOUT`)."""
@@ -227,8 +229,7 @@ def wait_for_stun(
                 return
             if proc is not None and proc.poll() is not None:
                 raise LabError(
-                    f"the STUN server exited with {proc.returncode}: "
-                    f"{lab.log_text('stun-server-stun')}"
+                    f"the STUN server exited with {proc.returncode}: {lab.log_text(log_name)}"
                 )
             expected: dict[bytes, Endpoint] = {}
             for index, ep in enumerate(pending):

@@ -596,7 +596,8 @@ class Lab:
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], name: str) -> None:
         """Bounded wait for the forwarder's ``ready`` line."""
-        assert proc.stdout is not None  # we asked for a pipe
+        if proc.stdout is None:
+            raise LabError(f"the TUN NAT {name} has no stdout pipe")
         fd = proc.stdout.fileno()
         line = b""
         while not line.endswith(b"\n"):
