@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from natkit.net.sim import SimulationStalled, VirtualClockLoop, run_virtual
+from natkit.net.sim import SimulationFailed, SimulationStalled, VirtualClockLoop, run_virtual
 
 
 def test_an_hour_of_sleeping_takes_no_wall_time() -> None:
@@ -77,3 +77,14 @@ def test_start_time_and_advance_to() -> None:
         assert loop.time() == 200.0
     finally:
         loop.close()
+
+
+def test_an_exception_in_a_callback_fails_the_run() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(1.0, lambda: 1 / 0)
+        await asyncio.sleep(5)
+
+    with pytest.raises(SimulationFailed) as info:
+        run_virtual(main)
+    assert isinstance(info.value.__cause__, ZeroDivisionError)

@@ -1,6 +1,6 @@
 """The simulated internet: a virtual clock, and (built on it) hosts, links and NATs."""
 
-from natkit.net.sim.clock import SimulationStalled, VirtualClockLoop, run_virtual
+from natkit.net.sim.clock import SimulationFailed, SimulationStalled, VirtualClockLoop, run_virtual
 from natkit.net.sim.network import Internet, Link, Middlebox, SimHost, TraceRecord
 from natkit.net.sim.stack import SimStack
 
@@ -10,6 +10,7 @@ __all__ = [
     "Middlebox",
     "SimHost",
     "SimStack",
+    "SimulationFailed",
     "SimulationStalled",
     "TraceRecord",
     "VirtualClockLoop",

@@ -26,13 +26,21 @@ from typing import Any, TypeVar
 
 from natkit.errors import NatkitError
 
-__all__ = ["SimulationStalled", "VirtualClockLoop", "run_virtual"]
+__all__ = ["SimulationFailed", "SimulationStalled", "VirtualClockLoop", "run_virtual"]
 
 T = TypeVar("T")
 
 
 class SimulationStalled(NatkitError):
     """The simulation can make no more progress (or ran out of virtual time)."""
+
+
+class SimulationFailed(NatkitError):
+    """A callback raised inside the simulation; the run stops with it as cause.
+
+    asyncio's default is to log such errors and carry on, which in a
+    simulation silently loses packets: a bug must fail the run instead.
+    """
 
 
 class _VirtualSelector(selectors.BaseSelector):
@@ -56,6 +64,13 @@ class _VirtualSelector(selectors.BaseSelector):
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         loop = self.loop
         assert loop is not None
+        failure = loop.failure
+        if failure is not None:
+            loop.failure = None
+            exc = failure.get("exception")
+            raise SimulationFailed(str(failure.get("message", "callback failed"))) from (
+                exc if isinstance(exc, BaseException) else None
+            )
         if timeout is None:
             raise SimulationStalled(
                 f"nothing left to happen at t={loop.time():.6f}: the awaited result can never come"
@@ -80,6 +95,12 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         self.time_limit = time_limit
         super().__init__(selector)
         selector.loop = self
+        self.failure: dict[str, Any] | None = None
+        self.set_exception_handler(self._record_failure)
+
+    def _record_failure(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if self.failure is None:
+            self.failure = context
 
     def time(self) -> float:
         return self._now

@@ -188,12 +188,18 @@ class Middlebox:
                 self.internet.transmit(
                     out, self.inner, self.inside_link, f"{self.name}:{Side.INSIDE}"
                 )
+        self.rearm()
+
+    def rearm(self) -> None:
+        """Re-arm the core's timer (also after a service changed the core)."""
         deadline = self.core.get_timer()
         if deadline != self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = deadline
-            self._timer = None if deadline is None else loop.call_at(deadline, self._on_timer)
+            self._timer = (
+                None if deadline is None else self.internet.loop.call_at(deadline, self._on_timer)
+            )
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -389,6 +395,10 @@ class Internet:
     def _run_bucket(self, when: float) -> None:
         for fn, args in self._buckets.pop(when):
             fn(*args)
+        # A delivery may have reached a service that changed a core directly
+        # (a NAT-PMP request adding a port mapping): keep every timer current.
+        for box in self.middleboxes.values():
+            box.rearm()
 
     def _deliver_host(self, host: SimHost, packet: Packet) -> None:
         self.delivered += 1
