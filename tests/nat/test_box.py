@@ -151,14 +151,14 @@ def test_outbound_translation_rewrites_only_the_source() -> None:
     packet = Packet(IpProto.UDP, HOST, REMOTE, b"payload", ttl=17)
     [(side, sent)] = out(box, packet)
     assert side is Side.OUTSIDE
-    assert sent == dataclasses.replace(packet, src=Endpoint(PUBLIC, HOST.port))
+    assert sent == packet._replace(src=Endpoint(PUBLIC, HOST.port))
 
 
 def test_inbound_translation_rewrites_only_the_destination() -> None:
     box = make_box()
     mapped = external(box, HOST, REMOTE)
     reply = Packet(IpProto.UDP, REMOTE, mapped, b"answer", ttl=50)
-    assert inn(box, reply) == [(Side.INSIDE, dataclasses.replace(reply, dst=HOST))]
+    assert inn(box, reply) == [(Side.INSIDE, reply._replace(dst=HOST))]
 
 
 def test_mapping_created_event_names_both_ends() -> None:
