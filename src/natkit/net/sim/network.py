@@ -71,6 +71,8 @@ class Link:
     jitter: float = 0.0
     loss: float = 0.0
     duplicate: float = 0.0
+    plain: bool = field(init=False, repr=False, compare=False)
+    """A fixed delay and nothing random: the simulator's fast path."""
 
     def __post_init__(self) -> None:
         if (
@@ -80,6 +82,7 @@ class Link:
             or not 0 <= self.duplicate <= 1
         ):
             raise ValueError(f"impossible link {self}")
+        object.__setattr__(self, "plain", not (self.jitter or self.loss or self.duplicate))
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,17 +336,17 @@ class Internet:
         Routing is static, so the whole hop - the sender's link, then the
         receiver's - is decided now and scheduled as one event.
         """
-        if self.tracing:
-            self._record(origin, "sent", packet)
-        for tap in self.taps:
-            tap(self.loop.time(), origin, packet)
-        if self._captures:
-            self.observe(origin, packet)
+        if self.tracing or self.taps or self._captures:
+            self._observe_send(origin, packet)
         target = self._route(packet, domain)
         if target is None:
             self._drop(domain.name, packet, "no route")
             return
         rx_link, fn, args = target
+        now = self.loop.time()
+        if link.plain and rx_link.plain:
+            self._at(now + link.delay + rx_link.delay, fn, *args)
+            return
         rng = self.rng
         if (link.loss and rng.random() < link.loss) or (
             rx_link.loss and rng.random() < rx_link.loss
@@ -351,7 +354,6 @@ class Internet:
             self._drop(origin, packet, "link loss")
             return
         copies = 2 if link.duplicate and rng.random() < link.duplicate else 1
-        now = self.loop.time()
         for _ in range(copies):
             delay = link.delay + rx_link.delay
             if link.jitter:
@@ -359,6 +361,14 @@ class Internet:
             if rx_link.jitter:
                 delay += rng.uniform(-rx_link.jitter, rx_link.jitter)
             self._at(now + max(0.0, delay), fn, *args)
+
+    def _observe_send(self, origin: str, packet: Packet) -> None:
+        if self.tracing:
+            self._record(origin, "sent", packet)
+        for tap in self.taps:
+            tap(self.loop.time(), origin, packet)
+        if self._captures:
+            self.observe(origin, packet)
 
     def _route(
         self, packet: Packet, domain: Domain
