@@ -147,6 +147,7 @@ def natcheck(
         ):
             if not as_json:
                 _banner(nat_lab)
+            report["lab"] = nat_lab.lab.run_id
             detected = run_natcheck(nat_lab)
             if stun_client:
                 stun_report = run_stun_client(nat_lab)
@@ -301,15 +302,17 @@ def clean(
     prefix = f"{PREFIX}{run_id}-" if run_id else PREFIX
     if run_id is not None and not run_id.isalnum():
         raise typer.BadParameter("a run id is letters and digits", param_hint="--run-id")
-    if not lab_namespaces(prefix):
+    with _lab_errors():
+        if lab_namespaces(prefix):
+            check_available()
+        report = clean_all(prefix)
+    if not (report.namespaces or report.pids or report.workdirs):
         console.print(f"nothing to clean: no {prefix}* namespaces")
         return
-    with _lab_errors():
-        check_available()
-        report = clean_all(prefix)
-    console.print(
-        f"removed {len(report.namespaces)} namespaces"
-        + (f": {', '.join(report.namespaces)}" if report.namespaces else "")
-    )
+    if report.namespaces:
+        names = ", ".join(report.namespaces)
+        console.print(f"removed {len(report.namespaces)} namespaces: {names}")
     if report.pids:
         console.print(f"stopped {len(report.pids)} processes: {' '.join(map(str, report.pids))}")
+    if report.workdirs:
+        console.print(f"removed {len(report.workdirs)} work directories of dead labs")

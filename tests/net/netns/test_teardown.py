@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,7 @@ def test_lab_clean_removes_leftovers_and_the_processes_inside(
     assert_gone(prefix)
     for pid in inside:
         assert not process_alive(pid)
+    assert not list(Path(tempfile.gettempdir()).glob(f"natkit-lab-{run_id}-*"))
 
 
 def test_not_root_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,8 +94,10 @@ def test_not_root_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     before = lab_namespaces()
+    workdirs = set(Path(tempfile.gettempdir()).glob("natkit-lab-*"))
     result = CliRunner().invoke(app, ["lab", "natcheck", "--nat", "full-cone"])
     assert result.exit_code == 1
     assert "needs root" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert lab_namespaces() == before
+    assert set(Path(tempfile.gettempdir()).glob("natkit-lab-*")) <= workdirs

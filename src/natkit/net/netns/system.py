@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from natkit.net.netns.errors import LabError, LabUnavailable
 __all__ = [
     "NETNS_DIR",
     "PREFIX",
+    "WORKDIR_PREFIX",
     "CleanReport",
     "check_available",
     "clean",
@@ -57,6 +59,8 @@ log.addHandler(logging.NullHandler())
 NETNS_DIR = Path("/run/netns")
 PREFIX = "natkit-"
 """Every namespace the lab creates is named ``natkit-<run id>-<role>``."""
+WORKDIR_PREFIX = "natkit-lab-"
+"""A lab's default work directory is ``$TMPDIR/natkit-lab-<run id>-XXXXXXXX``."""
 
 CLONE_NEWNET = 0x40000000
 STOP_TIMEOUT = 3.0
@@ -294,6 +298,7 @@ class CleanReport:
 
     namespaces: list[str] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
+    workdirs: list[Path] = field(default_factory=list)
 
 
 def clean(prefix: str = PREFIX) -> CleanReport:
@@ -311,4 +316,21 @@ def clean(prefix: str = PREFIX) -> CleanReport:
     for name in names:
         if delete_namespace(name):
             report.namespaces.append(name)
+    report.workdirs = _clean_workdirs(prefix)
     return report
+
+
+def _clean_workdirs(prefix: str) -> list[Path]:
+    """Remove the default work directories of labs whose namespaces are all
+    gone (a lab killed with SIGKILL leaves its logs behind)."""
+    wanted = prefix.removeprefix(PREFIX)
+    removed: list[Path] = []
+    for path in sorted(Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*")):
+        run_id = path.name.removeprefix(WORKDIR_PREFIX).split("-", 1)[0]
+        if not path.is_dir() or not f"{run_id}-".startswith(wanted):
+            continue
+        if lab_namespaces(f"{PREFIX}{run_id}-"):
+            continue  # that lab is still running
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed

@@ -60,6 +60,7 @@ from typing import IO, Any
 from natkit.net.netns.errors import LabError
 from natkit.net.netns.system import (
     PREFIX,
+    WORKDIR_PREFIX,
     check_available,
     create_namespace,
     delete_namespace,
@@ -212,7 +213,7 @@ class Lab:
         if not self.run_id.isalnum() or len(self.run_id) > 12:
             raise ValueError("run_id must be 1-12 letters or digits")
         self._own_workdir = workdir is None
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"natkit-lab-{self.run_id}-"))
+        self._workdir = workdir
         self._namespaces: list[str] = []
         self._handles: dict[str, Any] = {}
         self._routers: dict[str, _Router] = {}
@@ -226,6 +227,13 @@ class Lab:
         self._lock = threading.Lock()
         self._owner_pid = os.getpid()
 
+    @property
+    def workdir(self) -> Path:
+        """Where the lab keeps logs (exists once the lab is open)."""
+        if self._workdir is None:
+            raise LabError("the lab has no work directory before it is opened")
+        return self._workdir
+
     # -- lifecycle -----------------------------------------------------------------------
 
     def open(self) -> Lab:
@@ -233,6 +241,8 @@ class Lab:
         if self._opened:
             return self
         check_available()
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{self.run_id}-"))
         self._opened = True
         self._install_signal_handlers()
         atexit.register(self.close)
@@ -297,8 +307,8 @@ class Lab:
                     f.close()
             self._restore_signal_handlers()
             atexit.unregister(self.close)
-            if self._own_workdir:
-                shutil.rmtree(self.workdir, ignore_errors=True)
+            if self._own_workdir and self._workdir is not None:
+                shutil.rmtree(self._workdir, ignore_errors=True)
 
     def _existing_namespaces(self) -> list[str]:
         present = set(lab_namespaces(self.prefix))
