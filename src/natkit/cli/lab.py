@@ -16,13 +16,17 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from natkit.errors import NatkitError
+
+if TYPE_CHECKING:
+    from natkit.net.netns import NatEngine
+    from natkit.net.netns.scenario import NatLab
 
 lab_app = typer.Typer(
     name="lab",
@@ -44,11 +48,13 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _nat_engine(nat: str, delay_inside: float = 0.0, delay_outside: float = 0.0) -> Any:
+def _nat_engine(
+    nat: str, delay_inside: float = 0.0, delay_outside: float = 0.0, seed: int = 0
+) -> NatEngine:
     from natkit.net.netns.scenario import parse_nat
 
     try:
-        return parse_nat(nat, delay_inside=delay_inside, delay_outside=delay_outside)
+        return parse_nat(nat, delay_inside=delay_inside, delay_outside=delay_outside, seed=seed)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--nat") from exc
 
@@ -69,11 +75,18 @@ def _lab_errors() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _standard_lab(nat: str, *, stun: bool = True, **delays: float) -> Iterator[Any]:
+def _standard_lab(
+    nat: str,
+    *,
+    stun: bool = True,
+    delay_inside: float = 0.0,
+    delay_outside: float = 0.0,
+    seed: int = 0,
+) -> Iterator[NatLab]:
     from natkit.net.netns import Lab
     from natkit.net.netns.scenario import build_nat_lab, start_stun_server
 
-    engine = _nat_engine(nat, **delays)
+    engine = _nat_engine(nat, delay_inside, delay_outside, seed)
     with Lab() as lab:
         nat_lab = build_nat_lab(lab, engine)
         if stun:
@@ -95,7 +108,7 @@ def _wait_interactive(proc: subprocess.Popen[Any], timeout: float | None) -> int
         signal.signal(signal.SIGINT, old)
 
 
-def _banner(nat_lab: Any, *, stun: bool = True) -> None:
+def _banner(nat_lab: NatLab, *, stun: bool = True) -> None:
     lab = nat_lab.lab
     err_console.print(f"[bold]natkit lab {lab.run_id}[/bold] (torn down when you leave)")
     for line in lab.describe():
@@ -130,7 +143,7 @@ def natcheck(
 
     if mode not in ("netns", "sim"):
         raise typer.BadParameter("choose netns or sim", param_hint="--mode")
-    engine = _nat_engine(nat, delay_inside, delay_outside)
+    engine = _nat_engine(nat, delay_inside, delay_outside, seed)
     expected = expected_for(engine)
     report: dict[str, Any] = {"mode": mode, "nat": nat, "emulated": expected.to_json()}
     stun_report = None
