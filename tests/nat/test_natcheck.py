@@ -151,7 +151,7 @@ def test_another_seed_changes_the_bytes_not_the_verdict() -> None:
 def test_natcheck_refuses_too_few_sockets() -> None:
     config = NatCheckConfig(rng=random.Random(0))
     locals_ = [Endpoint("10.0.0.2", 40001 + i) for i in range(NatCheck.sockets_needed(config) - 1)]
-    with pytest.raises(ValueError, match="natcheck needs 4 sockets"):
+    with pytest.raises(ValueError, match="natcheck needs 5 sockets"):
         NatCheck(SERVER_PRIMARY, locals_, config)
 
 

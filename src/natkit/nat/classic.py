@@ -2,16 +2,20 @@
 
 Theory of operation
 -------------------
-One local socket. Phase 1 sends three Binding requests to the server's
-primary address at once:
+Two local sockets, A and B. Phase 1 sends three Binding requests to the
+server's primary address at once:
 
 * Test I: plain. No answer: ``udp-blocked``. The answer gives the mapped
   address M1 and the server's CHANGED-ADDRESS / OTHER-ADDRESS (CA).
-* Test II: CHANGE-REQUEST change-IP + change-port; answered from CA.
-* Test III: CHANGE-REQUEST change-port; answered from primary IP, CA port.
+* Test II (from B): CHANGE-REQUEST change-IP + change-port; answered from CA.
+* Test III (from A): CHANGE-REQUEST change-port; answered from primary IP, CA port.
 
 Sending them together is safe: all three go to the same server address, so
-none opens the NAT's filter for another's answer. Then:
+none opens the NAT's filter for another's answer. Test II leaves from its own
+socket because a filtered answer is not always forgotten: Linux conntrack
+keeps an entry for the dropped packet from CA, and when the same socket later
+sends to CA (phase 2), the kernel must pick another external port - which
+would make a port-restricted cone look symmetric. Then:
 
 * M1 equals the local address (no NAT): Test II answered means
   ``open-internet``, unanswered ``symmetric-udp-firewall``.
@@ -51,9 +55,12 @@ class ClassicResult:
 class ClassicTest:
     """Drives the decision tree through a shared :class:`Prober`."""
 
-    def __init__(self, prober: Prober, local: Endpoint, server: Endpoint) -> None:
+    def __init__(
+        self, prober: Prober, local: Endpoint, server: Endpoint, *, test2_local: Endpoint
+    ) -> None:
         self.prober = prober
         self.local = local
+        self.test2_local = test2_local
         self.server = server
         self.result: ClassicResult | None = None
         self._outcomes: dict[str, ProbeOutcome] = {}
@@ -62,7 +69,7 @@ class ClassicTest:
     def start(self, *, now: float) -> None:
         p, loc, srv = self.prober, self.local, self.server
         p.probe("classic.test1", loc, srv, now=now)
-        p.probe("classic.test2", loc, srv, now=now, change=ChangeRequest(True, True))
+        p.probe("classic.test2", self.test2_local, srv, now=now, change=ChangeRequest(True, True))
         p.probe("classic.test3", loc, srv, now=now, change=ChangeRequest(False, True))
 
     def on_outcome(self, outcome: ProbeOutcome, *, now: float) -> None:

@@ -112,7 +112,7 @@ class NatCheck:
 
     @staticmethod
     def sockets_needed(config: NatCheckConfig) -> int:
-        n = 1 if config.classic else 0
+        n = 2 if config.classic else 0
         if config.behavior:
             n += 3
             if config.lifetime:
@@ -138,7 +138,7 @@ class NatCheck:
         self.classic: ClassicTest | None = None
         self.behavior: BehaviorTest | None = None
         if config.classic:
-            self.classic = ClassicTest(self.prober, free.pop(0), server)
+            self.classic = ClassicTest(self.prober, free.pop(0), server, test2_local=free.pop(0))
         if config.behavior:
             mapping, filtering, hairpin = free.pop(0), free.pop(0), free.pop(0)
             sender = free.pop(0) if config.lifetime else None

@@ -192,13 +192,18 @@ def test_natcheck_classic_type_matches_the_emulated_one(
     assert expected.value == classic
 
 
-def test_classic_test_reads_linux_masquerade_as_symmetric(answers: dict[str, Answers]) -> None:
+def test_classic_test_reads_linux_masquerade_as_port_restricted(
+    answers: dict[str, Answers],
+) -> None:
     """What Linux does (docs/lab.md): the unanswered Test II reply leaves a
-    conntrack entry for (alternate address, mapped port), so RFC 3489's Test
-    I to the alternate address from the same socket gets a new port."""
+    conntrack entry for (alternate address, mapped port), so a Test I to the
+    alternate address from the *same* socket would get a new port and look
+    symmetric. natcheck sends Test II from a socket of its own, as Debian's
+    stun client does, and reads masquerade for what it is."""
     found = answers["kernel-masquerade"].natcheck
-    assert found["classic"] == "symmetric"
+    assert found["classic"] == "port-restricted-cone"
     assert found["mapping"] == "endpoint-independent"
+    assert found["filtering"] == "address-and-port-dependent"
 
 
 @pytest.mark.parametrize(
