@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 lab_app = typer.Typer(
     name="lab",
-    help="The NAT lab: real packets through the kernel's NAT or natkit's (needs root).",
+    help="The NAT lab: emulated NATs in the simulated internet, or real packets in namespaces (root).",
     no_args_is_help=True,
 )
 console = Console()

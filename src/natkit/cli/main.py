@@ -273,8 +273,9 @@ def demo(
         DEMO_ALTERNATE
     ),
 ) -> None:
-    """natkit's main job on embedded defaults: a local STUN server pair
-    (127.0.0.1:3478 and 127.0.0.2:3479) and natcheck against it."""
+    """natkit's main job on embedded defaults: a local STUN server pair and natcheck against it.
+
+    The pair listens on 127.0.0.1:3478 and 127.0.0.2:3479 unless told otherwise."""
     from natkit.nat.natcheck import NatCheckConfig
     from natkit.net.loop import run
 
