@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 lab_app = typer.Typer(
     name="lab",
-    help="The NAT lab: emulated NATs in the simulated internet, or real packets in namespaces (root).",
+    help="The NAT lab: emulated NATs, simulated or in namespaces with real packets (root).",
     no_args_is_help=True,
 )
 console = Console()
