@@ -74,12 +74,6 @@ class Packet(NamedTuple):
     ttl: int = 64
     icmp: IcmpError | None = None
 
-    def with_src(self, src: Endpoint) -> Packet:
-        return self._replace(src=src)
-
-    def with_dst(self, dst: Endpoint) -> Packet:
-        return self._replace(dst=dst)
-
     def reply(self, payload: bytes = b"", flags: TcpFlags = NO_FLAGS) -> Packet:
         """A packet from this one's destination back to its source."""
         return Packet(self.proto, self.dst, self.src, payload, flags)

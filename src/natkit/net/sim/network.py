@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from natkit.addr import Endpoint, ip_of
+from natkit.addr import ip_of
 from natkit.nat.events import Side
 from natkit.net.pcap import PcapWriter
 from natkit.packet import IpProto, Packet
@@ -483,8 +483,3 @@ class Internet:
                 f" {len(r.packet.payload)}B{note}"
             )
         return out
-
-
-def endpoint_on(host: SimHost, port: int = 0) -> Endpoint:
-    """``Endpoint(host.ip, port)``: a convenience for tests and scenarios."""
-    return Endpoint(host.ip, port)

@@ -14,7 +14,7 @@ import logging
 import ssl
 from types import TracebackType
 
-from natkit.addr import Endpoint, Transport
+from natkit.addr import Endpoint
 from natkit.errors import MalformedMessageError
 from natkit.net.stack import DatagramEndpoint, Stack, StreamConnection, StreamListener
 from natkit.stun.framing import StreamFramer
@@ -171,12 +171,3 @@ class StunServerRunner:
     ) -> None:
         self.close()
         await self.wait_closed()
-
-    @property
-    def transports(self) -> list[Transport]:
-        out = [Transport.UDP]
-        if self.tcp:
-            out.append(Transport.TCP)
-        if self.tls_endpoints:
-            out.append(Transport.TLS)
-        return out
