@@ -17,7 +17,10 @@ done
 PYTHON=${PYTHON:-python3}
 # Debian packages: third-party peers for interop tests, tools for the lab,
 # and a C compiler for bench/stunload.c (the STUN load generator).
-DEB_PACKAGES=(python3-venv stun-server stun-client coturn gcc libc6-dev tshark nftables)
+# miniupnpd-nftables is named before miniupnpd so apt picks the nftables backend;
+# miniupnpc (upnpc) and natpmpc are the Debian clients the lab compares natkit with.
+DEB_PACKAGES=(python3-venv stun-server stun-client coturn gcc libc6-dev tshark nftables
+  miniupnpd-nftables miniupnpd miniupnpc natpmpc)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -45,6 +48,9 @@ install_debian_packages() {
   local rc=0
   # tshark must not ask whether non-root users may capture.
   echo "wireshark-common wireshark-common/install-setuid boolean false" \
+    | as_root debconf-set-selections 2>/dev/null || true
+  # miniupnpd must not start at boot: the lab runs its own instances in namespaces.
+  echo "miniupnpd miniupnpd/start_daemon boolean false" \
     | as_root debconf-set-selections 2>/dev/null || true
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || rc=$?
   [ $rc -eq 0 ] && { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || rc=$?; }

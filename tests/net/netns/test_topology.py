@@ -50,6 +50,44 @@ def test_addresses_follow_the_plan(lab: Lab) -> None:
     assert guarded.address.startswith("192.0.2.")
 
 
+def test_a_nat_can_take_its_public_address_from_a_wan_network(lab: Lab) -> None:
+    """A non-reserved WAN prefix (what miniupnpd needs) lives on the lab
+    internet's bridge only; NATs on it route through its first address."""
+    first = lab.add_nat("first", KernelNat(), wan_network="100.128.77.0/24")
+    second = lab.add_nat("second", KernelNat(), wan_network="100.128.77.0/24")
+    assert first.public_ips == ("100.128.77.2",)
+    assert second.public_ips == ("100.128.77.3",)
+    with IPRoute(netns=lab.netns_name("inet"), flags=0) as ipr:
+        held = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)}
+    assert "100.128.77.1" in held
+    with IPRoute(netns=first.netns, flags=0) as ipr:
+        route = ipr.route("get", dst="203.0.113.10")[0]
+    assert route.get_attr("RTA_GATEWAY") == "100.128.77.1"
+
+
+@pytest.mark.parametrize(
+    ("engine", "wan_network", "error", "match"),
+    [
+        pytest.param(KernelNat(), "203.0.113.0/25", LabError, "overlaps", id="overlap"),
+        pytest.param(KernelNat(), "100.128.77.0/31", ValueError, "too small", id="too-small"),
+        pytest.param(
+            TunNat("symmetric-udp-firewall"),
+            "100.128.77.0/24",
+            ValueError,
+            "firewall",
+            id="firewall",
+        ),
+    ],
+)
+def test_a_bad_wan_network_is_refused_before_anything_is_built(
+    lab: Lab, engine: KernelNat | TunNat, wan_network: str, error: type[Exception], match: str
+) -> None:
+    before = lab.namespaces()
+    with pytest.raises(error, match=match):
+        lab.add_nat("nat", engine, wan_network=wan_network)
+    assert lab.namespaces() == before
+
+
 def test_closing_removes_namespaces_and_stops_processes(tmp_path: Path) -> None:
     lab = Lab(workdir=tmp_path)
     try:

@@ -86,11 +86,22 @@ class PortMappingError(TransactionError):
         self.attempts = tuple(attempts)
 
 
-def default_gateway(route_table: Path = Path("/proc/net/route")) -> str | None:
-    """The IPv4 default gateway of this network namespace (Linux), or ``None``."""
-    try:
-        lines = route_table.read_text().splitlines()[1:]
-    except OSError:
+# /proc/net is the namespace of the process's main thread; a thread that entered
+# another namespace with setns(2), as the namespace lab's do, reads its own from
+# /proc/thread-self (Linux 3.17+).
+_ROUTE_TABLES = (Path("/proc/thread-self/net/route"), Path("/proc/net/route"))
+
+
+def default_gateway(route_table: Path | None = None) -> str | None:
+    """The IPv4 default gateway of the calling thread's network namespace
+    (Linux), read from ``route_table`` if given, or ``None``."""
+    for table in (route_table,) if route_table is not None else _ROUTE_TABLES:
+        try:
+            lines = table.read_text().splitlines()[1:]
+            break
+        except OSError:
+            continue
+    else:
         return None
     for line in lines:
         fields = line.split()

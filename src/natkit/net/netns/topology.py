@@ -25,8 +25,14 @@ The ``inet`` namespace is the public internet: a router with the
 documentation networks 203.0.113.0/24 (public hosts) and 198.51.100.0/24
 (NAT outsides) on its bridge and no default route. NATs below a NAT form
 tandems (a carrier-grade NAT with 100.64.0.0/10 inside, a home NAT behind
-it). Firewall presets (no translation) get a slice of 192.0.2.0/24 as their
-inside network, since the hosts behind them hold public addresses.
+it). A NAT may take its public address from a *WAN network* of its own
+choosing instead (``add_nat(..., wan_network="100.128.77.0/24")``): the
+upstream router then holds that network's first address on its bridge too.
+miniupnpd needs this, as it refuses to forward on a reserved (documentation,
+private, shared) WAN address; the network still exists only on the lab's
+veths, and nothing routes it anywhere else. Firewall presets (no
+translation) get a slice of 192.0.2.0/24 as their inside network, since the
+hosts behind them hold public addresses.
 
 Teardown (:meth:`Lab.close`) always runs: on leaving the ``with`` block, on
 exceptions, on SIGINT/SIGTERM/SIGHUP while the lab is open (turned into
@@ -194,6 +200,8 @@ class _Router:
     netns: str
     networks: list[ipaddress.IPv4Network]
     gateway: str
+    wan_networks: list[ipaddress.IPv4Network] = field(default_factory=list)
+    """Extra networks on the bridge that NATs below take addresses from."""
     next_port: int = 0
     next_tun: int = 0
     used: set[str] = field(default_factory=set)
@@ -481,15 +489,23 @@ class Lab:
         behind: str | Nat = INET,
         inside_network: str | None = None,
         carrier_grade: bool = False,
+        wan_network: str | None = None,
     ) -> Nat:
         """A NAT router below ``behind`` (``"inet"`` or another NAT: tandems).
 
         Its inside network defaults to 192.168.N.0/24, or 100.64.N.0/24 with
         ``carrier_grade``, or a /28 of 192.0.2.0/24 for a firewall preset
-        (no translation: the hosts behind it hold public addresses).
+        (no translation: the hosts behind it hold public addresses). Its
+        public address comes from the upstream's NAT-outside network
+        (198.51.100.0/24 on ``inet``), or from ``wan_network`` (at most a /30,
+        overlapping no other lab network), whose first address the upstream
+        router then also holds on its bridge.
         """
         self._require_open()
         upstream = self._router(behind.name if isinstance(behind, Nat) else behind)
+        if wan_network is not None and not engine.translates:
+            raise ValueError("a firewall preset has no public address to take from wan_network")
+        wan = self._wan_network(upstream, wan_network)
         if isinstance(engine, KernelNat):
             check_available(nft=True)
         else:
@@ -503,9 +519,9 @@ class Lab:
         public_ips: tuple[str, ...] = ()
         pid: int | None = None
         if engine.translates:
-            public_ips = (self._allocate_nat_address(upstream),)
+            public_ips = (self._allocate_nat_address(upstream, wan),)
         if isinstance(engine, KernelNat):
-            self._setup_kernel_nat(netns, upstream, public_ips[0], engine)
+            self._setup_kernel_nat(netns, upstream, public_ips[0], str(wan[1]), engine)
         else:
             pid = self._setup_tun_nat(name, netns, upstream, network, public_ips, engine)
         nat = Nat(name, netns, engine, public_ips, str(network), router.gateway, upstream.name, pid)
@@ -513,7 +529,7 @@ class Lab:
         return nat
 
     def _next_inside(self, engine: NatEngine, carrier_grade: bool) -> str:
-        taken = {r.networks[0] for r in self._routers.values()}
+        taken = {n for r in self._routers.values() for n in [r.networks[0], *r.wan_networks]}
         candidates: Iterable[ipaddress.IPv4Network]
         if carrier_grade:
             candidates = (ipaddress.IPv4Network(f"100.64.{i}.0/24") for i in range(1, 255))
@@ -526,10 +542,30 @@ class Lab:
                 return str(net)
         raise LabError("no inside network left")
 
-    def _allocate_nat_address(self, upstream: _Router) -> str:
-        """A NAT's public address: the upstream's NAT-outside network
-        (198.51.100.0/24 on inet) from .2 on, else its inside network."""
-        network = upstream.networks[-1]
+    def _wan_network(self, upstream: _Router, wanted: str | None) -> ipaddress.IPv4Network:
+        """The network a NAT below ``upstream`` takes its public address
+        from: the upstream's last network, or ``wanted``, which is put on
+        the upstream's bridge the first time it is asked for."""
+        if wanted is None:
+            return upstream.networks[-1]
+        network = ipaddress.IPv4Network(wanted)
+        if network.prefixlen > 30:
+            raise ValueError(f"wan_network {network} is too small (at most a /30)")
+        if network in upstream.wan_networks:
+            return network
+        for router in self._routers.values():
+            for other in [*router.networks, *router.wan_networks]:
+                if network.overlaps(other):
+                    raise LabError(f"wan_network {network} overlaps {other} of {router.name}")
+        ipr = self._ipr(upstream.netns)
+        index = self._index(upstream.netns, "lan")
+        ipr.addr("add", index=index, address=str(network[1]), prefixlen=network.prefixlen)
+        upstream.wan_networks.append(network)
+        return network
+
+    def _allocate_nat_address(self, upstream: _Router, network: ipaddress.IPv4Network) -> str:
+        """A NAT's public address in ``network`` (see :meth:`_wan_network`)
+        from .2 on."""
         for host in list(network.hosts())[1:]:
             ip = str(host)
             if ip not in upstream.used:
@@ -538,14 +574,13 @@ class Lab:
         raise LabError(f"no address left in {network} of {upstream.name}")
 
     def _setup_kernel_nat(
-        self, netns: str, upstream: _Router, public_ip: str, engine: KernelNat
+        self, netns: str, upstream: _Router, public_ip: str, gateway: str, engine: KernelNat
     ) -> None:
         self._veth_to(upstream, netns, "wan")
         ipr = self._ipr(netns)
         wan = self._index(netns, "wan")
         ipr.addr("add", index=wan, address=public_ip, prefixlen=32)
         ipr.link("set", index=wan, state="up")
-        gateway = str(upstream.networks[-1][1])
         # A /32 and an on-link gateway: everything crosses the upstream router.
         ipr.route("add", dst=f"{gateway}/32", oif=wan, scope=253)
         ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=wan)
