@@ -29,7 +29,7 @@ from typing import Any
 
 from natkit.addr import Endpoint
 from natkit.errors import MalformedMessageError
-from natkit.nat.presets import PRESETS, classic_nat_type, preset
+from natkit.nat.presets import PRESETS, classic_nat_type
 from natkit.nat.types import Filtering, Mapping, NatType
 from natkit.net.netns.errors import LabError, LabUnavailable
 from natkit.net.netns.system import socket_in_namespace, tool
@@ -128,7 +128,7 @@ def expected_for(engine: NatEngine) -> Expectation:
         # classic test would call it symmetric (natcheck uses two).
         words = _STUN_CLIENT_WORDS[NatType.PORT_RESTRICTED_CONE]
         return Expectation(NatType.PORT_RESTRICTED_CONE, Mapping.ENDPOINT_INDEPENDENT, apdf, words)
-    behavior = preset(engine.preset)
+    behavior = engine.behavior
     classic = classic_nat_type(behavior)
     found_mapping: Mapping | None
     if classic is NatType.UDP_BLOCKED:

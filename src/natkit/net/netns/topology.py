@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -63,6 +64,9 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
 
+from natkit.nat.box import NatBehavior
+from natkit.nat.types import Filtering
+from natkit.nat.types import Mapping as NatMapping
 from natkit.net.netns.errors import LabError
 from natkit.net.netns.system import (
     PREFIX,
@@ -132,12 +136,19 @@ class KernelNat:
 @dataclass(frozen=True, slots=True)
 class TunNat:
     """natkit's NAT box (a preset of :mod:`natkit.nat.presets`) on TUN devices,
-    with optional one-way delays (seconds) added to packets leaving on each side."""
+    with optional one-way delays (seconds) added to packets leaving on each side.
+
+    ``mapping``, ``filtering`` and ``hairpinning`` override the preset's, so any
+    RFC 4787 combination exists with real packets (e.g. the nine RFC 5780
+    mapping x filtering cases)."""
 
     preset: str
     delay_inside: float = 0.0
     delay_outside: float = 0.0
     seed: int = 0
+    mapping: NatMapping | None = None
+    filtering: Filtering | None = None
+    hairpinning: bool | None = None
 
     def __post_init__(self) -> None:
         from natkit.nat.presets import preset
@@ -147,14 +158,44 @@ class TunNat:
             raise ValueError("delays must not be negative")
 
     @property
+    def behavior(self) -> NatBehavior:
+        """The preset with this engine's overrides applied."""
+        from natkit.nat.presets import preset
+
+        changes: dict[str, object] = {}
+        if self.mapping is not None:
+            changes["mapping"] = self.mapping
+        if self.filtering is not None:
+            changes["filtering"] = self.filtering
+        if self.hairpinning is not None:
+            changes["hairpinning"] = self.hairpinning
+        return dataclasses.replace(preset(self.preset), **changes)  # type: ignore[arg-type]
+
+    def forwarder_args(self) -> list[str]:
+        """The overrides as ``python -m natkit.net.netns.tun_nat`` options."""
+        args = ["--preset", self.preset]
+        if self.mapping is not None:
+            args += ["--mapping", self.mapping.value]
+        if self.filtering is not None:
+            args += ["--filtering", self.filtering.value]
+        if self.hairpinning is not None:
+            args.append("--hairpinning" if self.hairpinning else "--no-hairpinning")
+        return args
+
+    @property
     def label(self) -> str:
-        return self.preset
+        parts = [self.preset]
+        if self.mapping is not None:
+            parts.append(f"mapping={self.mapping.value}")
+        if self.filtering is not None:
+            parts.append(f"filtering={self.filtering.value}")
+        if self.hairpinning is not None:
+            parts.append("hairpinning" if self.hairpinning else "no-hairpinning")
+        return " ".join(parts)
 
     @property
     def translates(self) -> bool:
-        from natkit.nat.presets import preset
-
-        return preset(self.preset).translate
+        return self.behavior.translate
 
 
 NatEngine = KernelNat | TunNat
@@ -603,8 +644,7 @@ class Lab:
             sys.executable,
             "-m",
             "natkit.net.netns.tun_nat",
-            "--preset",
-            engine.preset,
+            *engine.forwarder_args(),
             "--name",
             name,
             "--inside-network",

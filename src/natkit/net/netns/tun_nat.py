@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -44,6 +45,7 @@ from natkit.errors import MalformedMessageError
 from natkit.nat.box import NatBox
 from natkit.nat.events import PacketDropped, Side
 from natkit.nat.presets import preset
+from natkit.nat.types import Filtering, Mapping
 from natkit.packet import decode_ipv4, encode_ipv4
 from natkit.rng import seeded_rng
 
@@ -250,6 +252,14 @@ def _open_outside(netns: str | None, name: str) -> int:
 
 async def _serve(args: argparse.Namespace) -> ForwarderStats:
     behavior = preset(args.preset)
+    changes: dict[str, object] = {}
+    if args.mapping is not None:
+        changes["mapping"] = Mapping(args.mapping)
+    if args.filtering is not None:
+        changes["filtering"] = Filtering(args.filtering)
+    if args.hairpinning is not None:
+        changes["hairpinning"] = args.hairpinning
+    behavior = dataclasses.replace(behavior, **changes)  # type: ignore[arg-type]
     box = NatBox(
         behavior,
         args.public_ip or [],
@@ -297,6 +307,16 @@ def _parser() -> argparse.ArgumentParser:
         description="natkit's NAT box between two TUN devices (run inside a lab namespace).",
     )
     p.add_argument("--preset", required=True, help="NAT preset (natkit.nat.presets)")
+    p.add_argument("--mapping", choices=[m.value for m in Mapping], help="override the preset's")
+    p.add_argument(
+        "--filtering", choices=[f.value for f in Filtering], help="override the preset's"
+    )
+    p.add_argument(
+        "--hairpinning",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="override the preset's hairpinning",
+    )
     p.add_argument("--name", default="nat")
     p.add_argument("--public-ip", action="append", help="public address (repeatable)")
     p.add_argument(
