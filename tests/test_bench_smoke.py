@@ -4,7 +4,10 @@ only that each benchmark runs, its peers answer the same way, and every
 server it started is gone when it exits.
 
 A missing peer program or C compiler is a skip on a developer's machine and a
-failure in CI (``CI=true``).
+failure in CI (``CI=true``). So is missing root for the namespace-lab
+benchmarks (``bench/tun_nat.py``, ``bench/natcheck.py --lab``), which print
+``{"skipped": reason}`` without it; afterwards none of their lab namespaces
+may be left.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 SMOKE_TIMEOUT = 60.0  # seconds; each smoke run takes a few
+LAB_SMOKE_TIMEOUT = 120.0  # seconds; a lab smoke run takes 5-10, building the lab included
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 
 
@@ -37,17 +41,33 @@ def _require(*programs: str) -> None:
     pytest.skip(message)
 
 
-def _run_smoke(script: str) -> dict[str, Any]:
+def _run_smoke(script: str, *extra: str, timeout: float = SMOKE_TIMEOUT) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, str(BENCH / script), "--smoke"],
+        [sys.executable, str(BENCH / script), "--smoke", *extra],
         capture_output=True,
         text=True,
-        timeout=SMOKE_TIMEOUT,
+        timeout=timeout,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
+
+
+def _run_lab_smoke(script: str, *extra: str) -> dict[str, Any]:
+    result = _run_smoke(script, *extra, timeout=LAB_SMOKE_TIMEOUT)
+    if "skipped" in result:
+        reason = f"the namespace lab is unavailable: {result['skipped']}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI runs as root and must run the lab benchmarks")
+        pytest.skip(reason)
+    return result
+
+
+def _lab_gone(run_id: str) -> bool:
+    from natkit.net.netns import lab_namespaces
+
+    return not lab_namespaces(f"natkit-{run_id}-")
 
 
 def _gone(pid: int) -> bool:
@@ -99,3 +119,48 @@ def test_natcheck_smoke_prints_times_and_same_answer() -> None:
         assert _gone(server["pid"]), name
     assert result["same_answer"] is True
     assert isinstance(result["target"]["met"], bool)
+
+
+@pytest.mark.netns
+@pytest.mark.timeout(LAB_SMOKE_TIMEOUT + 30)
+def test_tun_nat_smoke_prints_rates_loss_and_ratio() -> None:
+    _require("cc")
+    result = _run_lab_smoke("tun_nat.py")
+    assert result["benchmark"] == "tun_nat"
+    assert result["smoke"] is True
+    assert set(result["per_engine"]) == {"tun", "kernel"}
+    for name, engine in result["per_engine"].items():
+        at_10k = engine["offered"]["10000"]
+        assert _is_summary(at_10k["loss"]), name
+        assert _is_summary(at_10k["delivered_rate"]), name
+        assert _is_summary(engine["max_delivered_rate"]), name
+        assert engine["max_delivered_rate"]["median"] > 0, name
+    assert {r["engine"] for r in result["runs"]} == {"tun", "kernel"}
+    assert all(r["duplicates"] == 0 and r["sent"] > 0 for r in result["runs"])
+    assert result["ratio"]["kernel/tun_max_delivered"] > 0
+    assert isinstance(result["target"]["met"], bool)
+    assert _gone(result["forwarder"]["pid"])
+    assert result["forwarder"]["stats"]["written_outside"] > 0
+    assert result["namespaces_left"] == []
+    assert _lab_gone(result["run_id"])
+
+
+@pytest.mark.netns
+@pytest.mark.timeout(LAB_SMOKE_TIMEOUT + 30)
+def test_natcheck_lab_smoke_gives_the_emulated_type_for_both_clients() -> None:
+    result = _run_lab_smoke("natcheck.py", "--lab")
+    assert result["benchmark"] == "natcheck"
+    assert result["mode"] == "lab"
+    assert result["smoke"] is True
+    assert set(result["presets"]) == {"full-cone"}
+    preset = result["presets"]["full-cone"]
+    for key in ("natkit_s", "pystun3_s", "rtt_ms"):
+        assert _is_summary(preset[key]), key
+    assert preset["answers"] == {"natkit": ["full-cone"], "pystun3": ["full-cone"]}
+    assert preset["same_answer"] is True
+    assert preset["ratio"]["natkit/pystun3"] > 0
+    assert preset["rtt_ms"]["median"] >= 1000 * 2 * result["params"]["delay_inside_s"]
+    assert all(_gone(pid) for pid in preset["pid"].values())
+    assert result["same_answer"] is True
+    assert result["namespaces_left"] == []
+    assert _lab_gone(preset["run_id"])
