@@ -20,10 +20,10 @@ would make a port-restricted cone look symmetric. Then:
 * M1 equals the local address (no NAT): Test II answered means
   ``open-internet``, unanswered ``symmetric-udp-firewall``.
 * Behind a NAT, Test II answered: ``full-cone``.
-* Otherwise phase 2, only once Test II has timed out (sending to CA earlier
-  would open the filter Test II measures): Test I again, to CA. A different
-  mapped address: ``symmetric``. The same: Test III answered means
-  ``restricted-cone``, unanswered ``port-restricted-cone``.
+* Otherwise (Test II unanswered): Test I again, to CA, sent from A as soon as
+  Test I's answer names CA - it cannot open the filter Test II measures,
+  which sits on B. A different mapped address: ``symmetric``. The same: Test
+  III answered means ``restricted-cone``, unanswered ``port-restricted-cone``.
 
 Every answer's source address is checked against where it should come
 from. A server without an alternate address, one that ignores
@@ -106,6 +106,10 @@ class ClassicTest:
                 "the server's alternate address is not a different IP and port",
             )
             return
+        if m1 != self.local and not self._phase2_started:
+            # Test II has its own socket, so Test I to CA need not wait for it.
+            self._phase2_started = True
+            self.prober.probe("classic.test1b", self.local, ca, now=now)
         t2 = o.get("test2")
         if t2 is None:
             return
@@ -120,10 +124,6 @@ class ClassicTest:
             return
         if t2.succeeded:
             self._finish(NatType.FULL_CONE)
-            return
-        if not self._phase2_started:
-            self._phase2_started = True
-            self.prober.probe("classic.test1b", self.local, ca, now=now)
             return
         t1b = o.get("test1b")
         if t1b is None:
