@@ -85,3 +85,30 @@ def test_every_truncation_is_rejected(payload: bytes, sport: int, dport: int) ->
     for cut in range(len(wire)):
         with pytest.raises(MalformedMessageError):
             decode_ipv4(wire[:cut])
+
+
+def _reference_checksum(data: bytes) -> int:
+    """RFC 1071 §4.1 as written: add 16-bit words, fold the carries, complement."""
+    if len(data) % 2:
+        data += b"\x00"
+    total = 0
+    for i in range(0, len(data), 2):
+        total += (data[i] << 8) | data[i + 1]
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\x00\x00", b"\xff\xff", b"\xff\xff\xff\xff", b"\x00\x01", b"\x80"],
+    ids=["empty", "zero", "ones", "two-ones", "one", "odd"],
+)
+def test_checksum_edge_cases_match_rfc1071(data: bytes) -> None:
+    assert internet_checksum(data) == _reference_checksum(data)
+
+
+@settings(max_examples=500, derandomize=True, database=None)
+@given(st.binary(max_size=200))
+def test_checksum_matches_the_word_by_word_sum(data: bytes) -> None:
+    assert internet_checksum(data) == _reference_checksum(data)

