@@ -88,3 +88,17 @@ def test_an_exception_in_a_callback_fails_the_run() -> None:
     with pytest.raises(SimulationFailed) as info:
         run_virtual(main)
     assert isinstance(info.value.__cause__, ZeroDivisionError)
+
+
+def test_garbage_collector_settings_are_restored_after_a_run() -> None:
+    import gc
+
+    before = gc.get_threshold()
+
+    async def main() -> tuple[int, int, int]:
+        return gc.get_threshold()
+
+    during = run_virtual(main)
+    assert during[0] >= 20_000
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
