@@ -122,3 +122,20 @@ def test_all_presets_run_in_well_under_a_second_of_wall_time() -> None:
     for preset, _ in CLASSIC:
         run_natcheck_sim(preset, seed=10)
     assert time.perf_counter() - wall < 2.0
+
+
+def test_the_trace_follows_a_packet_through_the_nat() -> None:
+    outcome = run_natcheck_sim("port-restricted-cone", seed=11, trace=True)
+    first = outcome.trace[0].split()
+    client_src = first[4]  # "<t> client sent UDP <src> -> <dst> <n>B"
+    steps = [line.split() for line in outcome.trace]
+    arrived = next(
+        s for s in steps if s[1] == "nat:inside" and s[2] == "arrived" and s[4] == client_src
+    )
+    out = next(
+        s
+        for s in steps
+        if s[1] == "nat:outside" and s[2] == "sent" and float(s[0]) == float(arrived[0])
+    )
+    assert out[4].startswith(NAT_PUBLIC_IP + ":")  # translated source, same instant
+    assert any(s[1] == "stun" and s[2] == "delivered" and s[4] == out[4] for s in steps)

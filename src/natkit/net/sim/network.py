@@ -87,7 +87,8 @@ class Link:
 
 @dataclass(frozen=True, slots=True)
 class TraceRecord:
-    """One step of one packet's path (``what``: sent, delivered, dropped, forwarded)."""
+    """One step of one packet's path (``what``: sent, arrived at a middlebox,
+    delivered to a host, dropped)."""
 
     time: float
     where: str
@@ -177,9 +178,12 @@ class Middlebox:
 
     def arrive(self, packet: Packet, side: Side) -> None:
         self.packets += 1
-        if self.internet.capturing:
-            self.internet.observe(f"{self.name}:{side}", packet)
-        self.core.receive_packet(packet, side=side, now=self.internet.loop.time())
+        net = self.internet
+        if net.capturing:
+            net.observe(f"{self.name}:{side}", packet)
+        if net.tracing:
+            net.record(f"{self.name}:{side}", "arrived", packet)
+        self.core.receive_packet(packet, side=side, now=net.loop.time())
         self.flush()
 
     def flush(self) -> None:
@@ -364,7 +368,7 @@ class Internet:
 
     def _observe_send(self, origin: str, packet: Packet) -> None:
         if self.tracing:
-            self._record(origin, "sent", packet)
+            self.record(origin, "sent", packet)
         for tap in self.taps:
             tap(self.loop.time(), origin, packet)
         if self._captures:
@@ -415,7 +419,7 @@ class Internet:
         if self._captures:
             self.observe(host.name, packet)
         if self.tracing:
-            self._record(host.name, "delivered", packet)
+            self.record(host.name, "delivered", packet)
         host.received(packet)
 
     @staticmethod
@@ -432,9 +436,10 @@ class Internet:
     def _drop(self, where: str, packet: Packet, why: str) -> None:
         self.dropped += 1
         if self.tracing:
-            self._record(where, "dropped", packet, why)
+            self.record(where, "dropped", packet, why)
 
-    def _record(self, where: str, what: str, packet: Packet, note: str = "") -> None:
+    def record(self, where: str, what: str, packet: Packet, note: str = "") -> None:
+        """Append a step to the trace (``what``: sent, arrived, delivered, dropped)."""
         self.trace.append(TraceRecord(self.loop.time(), where, what, packet, note))
 
     # -- captures ---------------------------------------------------------------------
