@@ -46,6 +46,9 @@ def test_demo_json_reports_open_internet_on_loopback() -> None:
     assert data["public_address"] == data["local_address"]
     assert data["other_address"] == f"127.0.0.2:{p2}"
     assert 0 <= data["elapsed_s"] < 2
+    lab = {row["scenario"]: row for row in data["lab"]}
+    assert lab["symmetric"]["detected"]["classic"] == "symmetric"
+    assert all(row["ok"] for row in data["lab"])
 
 
 def test_demo_human_output_is_a_table() -> None:
@@ -56,6 +59,7 @@ def test_demo_human_output_is_a_table() -> None:
     assert result.exit_code == 0, result.output
     assert "open-internet" in result.output
     assert "endpoint-independent" in result.output
+    assert "port-restricted-cone" in result.output  # the lab table
 
 
 def test_natcheck_with_no_server_reports_udp_blocked() -> None:

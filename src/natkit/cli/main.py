@@ -273,9 +273,11 @@ def demo(
         DEMO_ALTERNATE
     ),
 ) -> None:
-    """natkit's main job on embedded defaults: a local STUN server pair and natcheck against it.
+    """natkit's main job on embedded defaults: natcheck on loopback and behind every emulated NAT.
 
-    The pair listens on 127.0.0.1:3478 and 127.0.0.2:3479 unless told otherwise."""
+    A local STUN server pair listens on 127.0.0.1:3478 and 127.0.0.2:3479
+    unless told otherwise; then natcheck runs behind each NAT preset in the
+    simulated internet, detected against emulated."""
     from natkit.nat.natcheck import NatCheckConfig
     from natkit.net.loop import run
 
@@ -285,14 +287,50 @@ def demo(
         )
     except NatkitError as exc:
         raise _fail(str(exc)) from exc
+    lab = _demo_lab()
+    result["lab"] = [outcome.to_json() for outcome in lab]
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:
         _print_natcheck(result)
         console.print(
             "\nOn loopback there is no NAT, so 'open-internet' is the right answer. "
-            "Point [bold]natkit natcheck[/bold] at a public STUN server to see yours."
+            "Point [bold]natkit natcheck[/bold] at a public STUN server to see yours.\n"
         )
+        _print_lab(lab)
+    if not all(outcome.ok for outcome in lab):
+        raise typer.Exit(1)
+
+
+def _demo_lab() -> list[Any]:
+    from natkit.lab.natcheck import run_natcheck_sim
+    from natkit.nat.presets import PRESETS
+
+    return [run_natcheck_sim(name, seed=1) for name in PRESETS]
+
+
+_SHORT = {
+    "endpoint-independent": "EI",
+    "address-dependent": "AD",
+    "address-and-port-dependent": "APD",
+}
+
+
+def _print_lab(outcomes: list[Any]) -> None:
+    table = Table(title="natcheck behind emulated NATs, simulated (natkit lab natcheck)")
+    for column in ("NAT preset", "detected type", "mapping", "filtering", "as emulated"):
+        table.add_column(column, no_wrap=True)
+    for o in outcomes:
+        d = o.detected
+        table.add_row(
+            o.name,
+            d.classic.value if d.classic else "-",
+            _SHORT[d.mapping.value] if d.mapping else "-",
+            _SHORT[d.filtering.value] if d.filtering else "-",
+            "[green]yes[/green]" if o.ok else f"[red]no[/red] ({o.expected.classic.value})",
+        )
+    console.print(table)
+    console.print("EI/AD/APD: endpoint-independent, address-dependent, address-and-port-dependent")
 
 
 async def _demo(
