@@ -212,6 +212,10 @@ class OsStreamConnection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed_fut)
 

@@ -104,7 +104,11 @@ class StreamConnection(Protocol):
 
     async def drain(self) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Close after queued bytes are sent (a peer that never reads can delay this forever)."""
+
+    def abort(self) -> None:
+        """Close at once, discarding queued bytes (TCP RST)."""
 
     async def wait_closed(self) -> None: ...
 

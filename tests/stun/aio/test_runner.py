@@ -17,7 +17,7 @@ from natkit.stun.attributes import ChangeRequest
 from natkit.stun.auth import LongTermAuthenticator, StaticUsers
 from natkit.stun.constants import Method
 from natkit.stun.credentials import NonceIssuer
-from natkit.stun.message import StunMessage
+from natkit.stun.message import StunMessage, serialize_message
 from natkit.stun.server import StunServerConfig
 from natkit.stun.transaction import LongTermCredentials, StunClientConfig
 
@@ -173,3 +173,37 @@ async def test_long_term_authentication_over_udp() -> None:
             )
             assert not bad.is_success
             assert bad.response.error is not None and bad.response.error.code == 401
+
+
+async def test_a_peer_that_never_reads_is_dropped_and_frees_its_slot() -> None:
+    stack = OsStack()
+    cfg = StunServerConfig(primary=Endpoint("127.0.0.1", 0))
+    async with StunServerRunner(stack, cfg, max_connections=1, max_write_buffer=1) as srv:
+        where = srv.listeners[0].local_endpoint
+        greedy = await stack.connect_stream(where)
+        # Never read: pause the client's reading so the server's buffer fills.
+        greedy._transport.pause_reading()  # type: ignore[attr-defined]
+        burst = serialize_message(StunMessage.request(Method.BINDING, bytes(12))) * 2000
+        for _ in range(2000):  # at most 80 MB of requests, ~3x that in answers
+            if greedy.closed:
+                break
+            greedy.write(burst)
+            await asyncio.sleep(0)
+        await asyncio.wait_for(greedy.wait_closed(), 10)
+        assert srv._connections == {}
+        # The slot is free again: a well-behaved client gets an answer.
+        client = await AsyncStunClient.connect(stack, where, config=FAST)
+        try:
+            assert await client.binding() == client.local_endpoint
+        finally:
+            client.close()
+
+
+async def test_idle_connections_are_dropped() -> None:
+    stack = OsStack()
+    cfg = StunServerConfig(primary=Endpoint("127.0.0.1", 0))
+    async with StunServerRunner(stack, cfg, idle_timeout=0.05) as srv:
+        conn = await stack.connect_stream(srv.listeners[0].local_endpoint)
+        conn.set_handler(lambda data: None)
+        await asyncio.wait_for(conn.wait_closed(), 10)
+        assert srv._connections == {}

@@ -160,6 +160,12 @@ class SimStreamConnection:
         if self._fin_received:
             self._finish()
 
+    def abort(self) -> None:
+        """Reset the connection (RST) and forget unsent data."""
+        if not self._closed.done():
+            self._emit(TcpFlags.RST | TcpFlags.ACK, self._snd_nxt)
+            self._fail(TransportError("connection aborted"))
+
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
 
@@ -208,7 +214,7 @@ class SimStreamConnection:
             return
         self._retries += 1
         if self._retries > TCP_MAX_RETRIES:
-            self.abort(TransportError("connection timed out"))
+            self._fail(TransportError("connection timed out"))
             return
         self._rto = min(self._rto * 2, TCP_RTO_MAX)
         for seq, payload, flags in self._unacked:
@@ -218,7 +224,7 @@ class SimStreamConnection:
     def receive(self, packet: Packet) -> None:
         flags = packet.flags
         if flags & TcpFlags.RST:
-            self.abort(TransportError("connection reset by peer"))
+            self._fail(TransportError("connection reset by peer"))
             return
         if flags & TcpFlags.ACK:
             self._on_ack(packet.ack)
@@ -295,7 +301,7 @@ class SimStreamConnection:
             self._closed.set_result(None)
         self._stack.forget(self)
 
-    def abort(self, exc: TransportError) -> None:
+    def _fail(self, exc: TransportError) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -454,7 +460,7 @@ class SimStack:
             async with asyncio.timeout(timeout):
                 await conn.established
         except TimeoutError as exc:
-            conn.abort(TransportError(f"cannot connect to {remote}: timed out"))
+            conn.abort()
             raise TransportError(f"cannot connect to {remote}: timed out") from exc
         except TransportError as exc:
             raise TransportError(f"cannot connect to {remote}: {exc}") from exc

@@ -53,7 +53,7 @@ class StunServerRunner:
         self.idle_timeout = idle_timeout
         self.udp: dict[Endpoint, DatagramEndpoint] = {}
         self.listeners: list[StreamListener] = []
-        self._connections: set[StreamConnection] = set()
+        self._connections: dict[StreamConnection, asyncio.TimerHandle] = {}
         self._closed = asyncio.Event()
 
     @property
@@ -98,29 +98,30 @@ class StunServerRunner:
 
     def _on_connection(self, conn: StreamConnection) -> None:
         if len(self._connections) >= self.max_connections:
-            conn.close()
+            conn.abort()
             return
-        self._connections.add(conn)
         loop = asyncio.get_running_loop()
+        self._connections[conn] = loop.call_later(self.idle_timeout, self._drop, conn, "idle")
         framer = StreamFramer()
         core = self.core
         peer = conn.remote_endpoint
         local = conn.local_endpoint
         transport = conn.transport
-        idle: list[asyncio.TimerHandle] = [loop.call_later(self.idle_timeout, conn.close)]
 
         def on_data(data: bytes) -> None:
             if not data:
-                idle[0].cancel()
-                self._connections.discard(conn)
+                self._forget(conn)
                 return
-            idle[0].cancel()
-            idle[0] = loop.call_later(self.idle_timeout, conn.close)
+            timer = self._connections.get(conn)
+            if timer is None:
+                return  # already dropped
+            timer.cancel()
+            self._connections[conn] = loop.call_later(self.idle_timeout, self._drop, conn, "idle")
             try:
                 messages = framer.feed(data)
             except MalformedMessageError:
                 core.stats.dropped += 1
-                conn.close()
+                self._drop(conn, "not STUN")
                 return
             for message in messages:
                 core.receive_datagram(
@@ -132,12 +133,22 @@ class StunServerRunner:
                 )
                 for out, _, _ in core.datagrams_to_send(now=0.0):
                     conn.write(out)
-            size = getattr(conn, "write_buffer_size", 0)
-            if size > self.max_write_buffer:
-                log.info("closing %s: peer does not read its responses", peer)
-                conn.close()
+            if getattr(conn, "write_buffer_size", 0) > self.max_write_buffer:
+                self._drop(conn, "peer does not read its responses")
 
         conn.set_handler(on_data)
+
+    def _forget(self, conn: StreamConnection) -> None:
+        timer = self._connections.pop(conn, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _drop(self, conn: StreamConnection, why: str) -> None:
+        """Abort a connection: close() would wait for a peer that may never
+        read, keeping its slot for good."""
+        log.info("dropping %s: %s", conn.remote_endpoint, why)
+        self._forget(conn)
+        conn.abort()
 
     def _primary_for(self, local: Endpoint) -> Endpoint:
         # Stream sockets may be bound to a wildcard; responses name the primary.
@@ -149,7 +160,7 @@ class StunServerRunner:
         for listener in self.listeners:
             listener.close()
         for conn in list(self._connections):
-            conn.close()
+            self._drop(conn, "server closing")
         self._closed.set()
 
     async def wait_closed(self) -> None:
