@@ -279,6 +279,9 @@ class _PassThrough:
     def handle_timer(self, *, now: float) -> None:
         pass
 
+    def next_event(self) -> None:
+        return None
+
 
 def test_private_addresses_are_not_routable_from_the_internet() -> None:
     async def main() -> tuple[int, list[str]]:
@@ -374,3 +377,28 @@ def test_a_middlebox_gateway_address_runs_services_for_the_inside() -> None:
 
     data, src = run_virtual(main)
     assert (data, src) == (b"pong:ping", Endpoint("10.0.0.1", 5351))
+
+
+def test_nat_events_are_drained_and_can_be_observed() -> None:
+    from natkit.nat.box import NatBox
+    from natkit.nat.events import MappingCreated, PacketTranslated
+    from natkit.nat.presets import PRESETS
+
+    async def main() -> tuple[list[object], int]:
+        net = Internet()
+        box = NatBox(PRESETS["full-cone"], ["198.51.100.1"], inside_networks=["192.168.1.0/24"])
+        nat = net.add_middlebox("nat", box, ["198.51.100.1"], inside="192.168.1.0/24")
+        seen: list[object] = []
+        nat.on_event = seen.append
+        client = net.add_host("client", behind=nat)
+        net.add_host("sink", "203.0.113.20")
+        ep = await client.stack.open_udp(Endpoint("0.0.0.0", 0), lambda d, r: None)
+        for _ in range(100):
+            ep.send(b"x", Endpoint("203.0.113.20", 9))
+        await asyncio.sleep(1)
+        return seen, len(box._events)  # nothing left queued in the core
+
+    seen, left = run_virtual(main)
+    assert left == 0
+    assert sum(isinstance(e, MappingCreated) for e in seen) == 1
+    assert sum(isinstance(e, PacketTranslated) for e in seen) == 100

@@ -62,6 +62,8 @@ class PacketCore(Protocol):
 
     def handle_timer(self, *, now: float) -> None: ...
 
+    def next_event(self) -> Any | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Link:
@@ -175,6 +177,9 @@ class Middlebox:
         self._timer_at: float | None = None
         self.packets = 0
         self.gateway_host: SimHost | None = None
+        self.on_event: Callable[[Any], None] | None = None
+        """Receives the core's events (NAT mappings, translations, drops); they
+        are drained after every call into the core either way."""
 
     def arrive(self, packet: Packet, side: Side) -> None:
         self.packets += 1
@@ -195,6 +200,11 @@ class Middlebox:
                 self.internet.transmit(
                     out, self.inner, self.inside_link, f"{self.name}:{Side.INSIDE}"
                 )
+        core = self.core
+        on_event = self.on_event
+        while (event := core.next_event()) is not None:
+            if on_event is not None:
+                on_event(event)
         self.rearm()
 
     def rearm(self) -> None:
