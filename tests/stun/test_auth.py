@@ -722,3 +722,26 @@ def test_signed_exchange_carries_fingerprints() -> None:
     assert all(m.has_fingerprint for m in requests_and_success)
     assert verify_integrity(carried[3], SHA256_KEY)
     assert _only_response(client).is_success
+
+
+def test_unknown_attribute_in_an_authenticated_request_gets_a_signed_420() -> None:
+    """RFC 8489 §6.3.1: authentication first, then 420 - signed, so the client
+    accepts it instead of discarding it and timing out."""
+    client, server = _client(), _server(_authenticator())
+    request = _binding().add_raw(0x7F01, bytes(4))
+    client.send_request(request, SERVER, now=0.0, credentials=ALICE)
+    carried = _exchange(client, server, now=0.0)
+    event = _only_response(client)
+    assert _code(event.response) == 420
+    assert event.response.get(at.UNKNOWN_ATTRIBUTES) == (0x7F01,)
+    assert carried[-1].integrity_sha256_offset >= 0  # the 420 is signed
+
+
+def test_unknown_attribute_from_an_unauthenticated_client_gets_the_challenge_first() -> None:
+    server = _server(_authenticator())
+    request = serialize_message(
+        StunMessage.request(Method.BINDING, bytes(12)).add_raw(0x7F01, bytes(4))
+    )
+    server.receive_datagram(request, CLIENT, local=SERVER, now=0.0)
+    [answer] = server.datagrams_to_send(now=0.0)
+    assert _code(parse_message(answer.data)) == 401

@@ -290,12 +290,6 @@ class StunServer:
         if msg.method != Method.BINDING:
             self._send_error(msg, ErrorCode.BAD_REQUEST, addr, local, now)
             return
-        unknown = msg.unknown_required(self._understood)
-        if unknown:
-            resp = msg.error_response(ErrorCode.UNKNOWN_ATTRIBUTE)
-            resp.add(at.UNKNOWN_ATTRIBUTES, unknown)
-            self._reject(msg, resp, addr, local, now)
-            return
         key = None
         integrity = None
         auth = self.config.authenticator
@@ -306,6 +300,15 @@ class StunServer:
                 return
             assert isinstance(verdict, Authenticated)
             key, integrity = verdict.key, verdict.integrity
+        # RFC 8489 §6.3.1: unknown comprehension-required attributes are
+        # checked after authentication, and the 420 is signed like any
+        # response to an authenticated request.
+        unknown = msg.unknown_required(self._understood)
+        if unknown:
+            resp = msg.error_response(ErrorCode.UNKNOWN_ATTRIBUTE)
+            resp.add(at.UNKNOWN_ATTRIBUTES, unknown)
+            self._reject(msg, resp, addr, local, now, key=key, integrity=integrity)
+            return
 
         dest = addr
         source = local
@@ -376,9 +379,17 @@ class StunServer:
         self._reject(msg, msg.error_response(code), addr, local, now)
 
     def _reject(
-        self, msg: StunMessage, resp: StunMessage, addr: Endpoint, local: Endpoint, now: float
+        self,
+        msg: StunMessage,
+        resp: StunMessage,
+        addr: Endpoint,
+        local: Endpoint,
+        now: float,
+        *,
+        key: bytes | None = None,
+        integrity: Integrity | None = None,
     ) -> None:
-        """Send an (unsigned) error response, within the per-source rate limit.
+        """Send an error response (signed when ``key`` is given), within the per-source rate limit.
         FINGERPRINT is echoed as on success responses, so that agents which
         demultiplex by it (ICE) recognise the answer."""
         if not self._allowed_error(addr, now):
@@ -386,7 +397,12 @@ class StunServer:
         if self._software is not None:
             resp.add(at.SOFTWARE, self._software)
         self.stats.error_responses += 1
-        data = serialize_message(resp, fingerprint=msg.has_fingerprint and not msg.classic)
+        data = serialize_message(
+            resp,
+            key=key,
+            integrity=integrity or Integrity.SHA1,
+            fingerprint=msg.has_fingerprint and not msg.classic,
+        )
         self._out.append(Datagram(data, addr, local))
 
     def _error_from_header(
