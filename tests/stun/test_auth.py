@@ -745,3 +745,28 @@ def test_unknown_attribute_from_an_unauthenticated_client_gets_the_challenge_fir
     server.receive_datagram(request, CLIENT, local=SERVER, now=0.0)
     [answer] = server.datagrams_to_send(now=0.0)
     assert _code(parse_message(answer.data)) == 401
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["udp", "stream"])
+def test_a_response_failing_integrity_is_lost_over_udp_and_fails_over_streams(
+    reliable: bool,
+) -> None:
+    client = StunClient(StunClientConfig(rng=random.Random(3), reliable=reliable))
+    server = _server(_authenticator())
+    client.send_request(_binding(), SERVER, now=0.0, credentials=ALICE)
+
+    def corrupt_success(data: bytes) -> bytes:
+        msg = parse_message(data)
+        if msg.message_class != MessageClass.SUCCESS:
+            return data
+        return data[:-1] + bytes([data[-1] ^ 1])  # breaks MESSAGE-INTEGRITY-SHA256
+
+    _exchange(client, server, now=0.0, tamper=corrupt_success)
+    events = _events(client)
+    if reliable:
+        [event] = events
+        assert isinstance(event, TransactionFailed)
+        assert "integrity" in event.reason
+    else:
+        assert events == []
+        assert client.pending == 1  # still waiting, as if the answer were lost

@@ -27,7 +27,7 @@ server announces username anonymity, and retry under a new transaction ID;
 a 438 refreshes the nonce and retries. Realm, nonce and key are remembered
 per server so later requests are signed at once. Responses to signed
 requests must carry a valid integrity attribute, or they are ignored
-(§9.2.5), exactly as if lost.
+(§9.2.5), exactly as if lost - over UDP; over TCP/TLS the transaction fails.
 """
 
 from __future__ import annotations
@@ -380,7 +380,18 @@ class StunClient:
                 self._retry_with_auth(txn, msg, addr, code, now)
                 return
         if txn.key is not None and not verify_integrity(msg, txn.key):
-            return  # §9.1.4 / §9.2.5: as if never received
+            # §9.1.4 / §9.2.5: over UDP as if never received (a forgery must not
+            # end the transaction); over a reliable transport a failure.
+            if self.config.reliable:
+                del self._by_tid[txn.tid]
+                self._events.append(
+                    TransactionFailed(
+                        transaction_id=txn.user_tid,
+                        server=txn.server,
+                        reason="the response failed its integrity check",
+                    )
+                )
+            return
         del self._by_tid[txn.tid]
         rtt = now - txn.last_sent
         if txn.sends == 1:
