@@ -163,3 +163,26 @@ def test_result_serialises_to_json() -> None:
     assert data["mapping"] == "address-and-port-dependent"
     assert data["server"] == "198.51.100.1:3478"
     assert data["binding_lifetime_bounds_s"][0] <= 30.0 <= data["binding_lifetime_bounds_s"][1]
+
+
+def test_lifetime_probes_reach_lifetime_max_beyond_the_default_ladder() -> None:
+    from natkit.nat.behavior import BehaviorSockets, BehaviorTest
+    from natkit.nat.prober import Prober, probe_config
+    from natkit.stun.transaction import StunClientConfig
+
+    probes = tuple(Endpoint("10.0.0.2", 41000 + i) for i in range(12))
+    sockets = BehaviorSockets(
+        Endpoint("10.0.0.2", 40001),
+        Endpoint("10.0.0.2", 40002),
+        Endpoint("10.0.0.2", 40003),
+        Endpoint("10.0.0.2", 40004),
+        probes,
+    )
+    prober = Prober(
+        [sockets.mapping, sockets.filtering, sockets.hairpin, sockets.lifetime_sender, *probes],  # type: ignore[list-item]
+        probe_config(0.2, 4, 4, StunClientConfig(rng=random.Random(1))),
+    )
+    test = BehaviorTest(prober, sockets, SERVER_PRIMARY, lifetime=True, lifetime_max=1200.0)
+    test.start(now=0.0)
+    assert test._ladder[-1] == 1200.0
+    assert len(test._ladder) == len(probes)

@@ -31,7 +31,7 @@ Each independent test has its own local socket, so all of them run at once:
   runs in parallel; a round ends once a probe found its mapping dead and
   every shorter one has answered (longer ones would only die too), then
   rounds of finer ladders run inside the bracket found, until it is
-  narrower than the resolution.
+  narrower than the resolution or four rounds have run.
 
 Answers that come from the wrong server address make the affected verdict
 ``None`` with a note, rather than a guess.
@@ -48,6 +48,7 @@ from natkit.stun.attributes import ChangeRequest
 
 __all__ = ["BehaviorResult", "BehaviorSockets", "BehaviorTest", "LIFETIME_LADDER"]
 
+MAX_LIFETIME_ROUNDS = 4  # a coarse ladder and three finer ones: ~1 s from 600 s
 LIFETIME_LADDER = (5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 450.0, 600.0)
 
 
@@ -121,8 +122,10 @@ class BehaviorTest:
         p.probe("behavior.filter3", s.filtering, srv, now=now, change=ChangeRequest(False, True))
         p.probe("behavior.hairpin1", s.hairpin, srv, now=now)
         if self._lifetime_wanted:
-            ladder = [t for t in LIFETIME_LADDER if t < self._lifetime_max] + [self._lifetime_max]
-            self._start_round(ladder[: len(s.lifetime_probes)], now)
+            # The longest probe is always lifetime_max itself, however many
+            # shorter rungs fit.
+            rungs = [t for t in LIFETIME_LADDER if t < self._lifetime_max]
+            self._start_round([*rungs[: len(s.lifetime_probes) - 1], self._lifetime_max], now)
 
     @property
     def done(self) -> bool:
@@ -140,10 +143,7 @@ class BehaviorTest:
         for idx, when in list(self._scheduled.items()):
             if when <= now:
                 del self._scheduled[idx]
-                mapped = self._lifetime_mapped.get(idx)
-                if mapped is None:
-                    self._lifetime_alive[idx] = False
-                    continue
+                mapped = self._lifetime_mapped[idx]  # scheduled only once mapped
                 assert self.s.lifetime_sender is not None
                 tid = self.prober.probe(
                     f"behavior.life{self._round}.{idx}",
@@ -385,7 +385,7 @@ class BehaviorTest:
             r.notes.append(f"binding lifetime: longer than {self._low:g} s (the longest probe)")
             self._lifetime_done = True
             return
-        if high - self._low <= self._lifetime_resolution or self._round >= 4:
+        if high - self._low <= self._lifetime_resolution or self._round >= MAX_LIFETIME_ROUNDS:
             r.lifetime = self._low
             r.lifetime_bounds = (self._low, high)
             self._lifetime_done = True
