@@ -80,9 +80,15 @@ def test_natcheck_with_no_server_reports_udp_blocked() -> None:
             ["stun-server", "--listen", "127.0.0.1:3478", "--alternate", "127.0.0.1:3479"],
             id="alternate-same-ip",
         ),
+        pytest.param(["stun-server", "--alternate", "127.0.0.2:3479"], id="alternate-wildcard"),
+        pytest.param(
+            ["stun-server", "--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"],
+            id="missing-cert-files",
+        ),
     ],
 )
 def test_bad_arguments_fail_cleanly(args: list[str]) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code != 0
     assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -103,28 +103,26 @@ def stun_server(
     listens = [_endpoint_arg(x) for x in (listen or ["0.0.0.0:3478"])]
     alt = _endpoint_arg(alternate) if alternate else None
     tls: ssl.SSLContext | None = None
-    if tls_cert or tls_key:
-        if not (tls_cert and tls_key):
-            raise _fail("--tls-cert and --tls-key go together")
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(tls_cert, tls_key)
-    tls_eps = [_endpoint_arg(x, 5349) for x in (tls_listen or [])]
-    if tls is not None and not tls_eps:
-        tls_eps = [Endpoint(listens[0].host, 5349)]
-    configs = [
-        StunServerConfig(
-            primary=ep,
-            alternate=alt if i == 0 else None,
-            rfc5780=alt is not None and i == 0,
-            software=software or None,
-        )
-        for i, ep in enumerate(listens)
-    ]
+    if bool(tls_cert) != bool(tls_key):
+        raise _fail("--tls-cert and --tls-key go together")
     try:
+        if tls_cert and tls_key:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(tls_cert, tls_key)
+        tls_eps = [_endpoint_arg(x, 5349) for x in (tls_listen or [])]
+        if tls is not None and not tls_eps:
+            tls_eps = [Endpoint(listens[0].host, 5349)]
+        configs = [
+            StunServerConfig(
+                primary=ep,
+                alternate=alt if i == 0 else None,
+                rfc5780=alt is not None and i == 0,
+                software=software or None,
+            )
+            for i, ep in enumerate(listens)
+        ]
         run(_serve_stun(configs, tls, tls_eps, not no_tcp))
-    except NatkitError as exc:
-        raise _fail(str(exc)) from exc
-    except ValueError as exc:
+    except (NatkitError, ValueError, OSError, ssl.SSLError) as exc:
         raise _fail(str(exc)) from exc
 
 
