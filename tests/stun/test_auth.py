@@ -770,3 +770,19 @@ def test_a_response_failing_integrity_is_lost_over_udp_and_fails_over_streams(
     else:
         assert events == []
         assert client.pending == 1  # still waiting, as if the answer were lost
+
+
+def test_a_sha256_only_server_refuses_legacy_md5_clients() -> None:
+    users = StaticUsers(PASSWORDS, REALM)
+    auth = LongTermAuthenticator(
+        REALM, users.key, NonceIssuer(SECRET), algorithms=(PasswordAlgorithm.SHA256,)
+    )
+    server = _server(auth)
+    challenge = serialize_message(StunMessage.request(Method.BINDING, bytes(12)))
+    server.receive_datagram(challenge, CLIENT, local=SERVER, now=0.0)
+    nonce = parse_message(server.datagrams_to_send(now=0.0)[0].data).get(at.NONCE)
+    assert nonce is not None
+    legacy = StunMessage.request(Method.BINDING, bytes(range(12)))
+    legacy.add(at.USERNAME, "alice").add(at.REALM, REALM).add(at.NONCE, nonce)
+    server.receive_datagram(serialize_message(legacy, key=MD5_KEY), CLIENT, local=SERVER, now=0.0)
+    assert _code(parse_message(server.datagrams_to_send(now=0.0)[0].data)) == 400

@@ -471,3 +471,15 @@ def test_karn_backoff_replaces_an_earlier_estimate() -> None:
     _answer(client, now=1.4)
     assert client.rto_for(SERVER, now=1.4) == pytest.approx(0.6)
     assert client.rto_for(SERVER, now=1.4 + 600.0) == pytest.approx(0.6)
+
+
+def test_the_rto_cache_stays_bounded() -> None:
+    from natkit.stun import transaction
+
+    client = StunClient(StunClientConfig(rng=random.Random(1)))
+    for i in range(transaction._RTO_CACHE_SIZE + 50):
+        server = Endpoint(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 3478)
+        tid = client.send_request(StunMessage.request(Method.BINDING, b""), server, now=float(i))
+        response = StunMessage(Method.BINDING, MessageClass.SUCCESS, tid)
+        client.receive_datagram(serialize_message(response), server, now=float(i) + 0.01)
+    assert len(client._rto) <= transaction._RTO_CACHE_SIZE + 1

@@ -153,6 +153,7 @@ class Prober:
 
     def cancel(self, transaction_id: bytes) -> None:
         entry = self._names.pop(transaction_id, None)
+        self._arrived.pop(transaction_id, None)
         if entry is not None:
             self.clients[entry[1]].cancel(transaction_id)
 

@@ -149,7 +149,9 @@ class LongTermAuthenticator:
         offered = request.get(at.PASSWORD_ALGORITHMS)
         chosen = request.get(at.PASSWORD_ALGORITHM)
         if offered is None and chosen is None:
-            return PasswordAlgorithm.MD5
+            # An RFC 5389 client: MD5 - unless this server was told not to accept it.
+            md5 = PasswordAlgorithmParams(PasswordAlgorithm.MD5)
+            return PasswordAlgorithm.MD5 if md5 in self._algorithms else None
         if not nonce_features(nonce) & SecurityFeature.PASSWORD_ALGORITHMS:
             return None
         if offered is None or chosen is None or tuple(offered) != self._algorithms:

@@ -92,6 +92,7 @@ _AUTH_ATTRS = frozenset(
     }
 )
 _RTO_CACHE_LIFETIME = 600.0  # RFC 8489 §6.2.1: stale after 10 minutes
+_RTO_CACHE_SIZE = 4096  # servers remembered at most (an ICE agent talks to many peers)
 _MAX_AUTH_RETRIES = 3
 _SUPPORTED_ALGORITHMS = frozenset(int(a) for a in PasswordAlgorithm)
 _XOR_ADDRESSES: dict[int, at.AttrSpec[Endpoint]] = {
@@ -309,8 +310,19 @@ class StunClient:
         """The initial RTO the next transaction to ``server`` will use."""
         state = self._rto.get(server.host)
         if state is None or now - state.last_used > _RTO_CACHE_LIFETIME:
+            if state is not None:
+                del self._rto[server.host]  # stale: forget it (RFC 8489 §6.2.1)
+            if len(self._rto) >= _RTO_CACHE_SIZE:
+                self._prune_rto(now)
             return self.config.rto
         return state.rto
+
+    def _prune_rto(self, now: float) -> None:
+        stale = [h for h, st in self._rto.items() if now - st.last_used > _RTO_CACHE_LIFETIME]
+        for host in stale:
+            del self._rto[host]
+        while len(self._rto) >= _RTO_CACHE_SIZE:  # still full: drop the oldest entries
+            del self._rto[next(iter(self._rto))]
 
     # -- internals -------------------------------------------------------------
 
