@@ -39,6 +39,26 @@ def fail(message: str, code: int = 2) -> NoReturn:
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 
 
+def compile_c(source: str, outdir: Path) -> Path:
+    """Compile ``bench/<source>`` (a load tool) with ``cc -O2`` into ``outdir``."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise BenchError(
+            f"no C compiler: bench/{source} needs `cc` (Debian: apt-get install gcc libc6-dev)"
+        )
+    exe = outdir / Path(source).stem
+    proc = subprocess.run(
+        [cc, "-O2", "-Wall", "-o", str(exe), str(BENCH_DIR / source)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise BenchError(f"compiling {source} failed: {proc.stderr.strip()}")
+    return exe
+
+
 def require_binary(name: str, hint: str) -> str:
     path = shutil.which(name, path=_SEARCH_PATH)
     if path is None:

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,9 +33,9 @@ from typing import Any
 import psutil
 
 from benchlib import (
-    BENCH_DIR,
     BenchError,
     Server,
+    compile_c,
     emit,
     fail,
     free_udp_ports,
@@ -57,25 +55,6 @@ _ASYNCIO_SHIM = (
     "import sys; sys.modules['uvloop'] = None; "
     "from natkit.cli.main import main; sys.argv[0] = 'natkit'; main()"
 )
-
-
-def compile_generator(outdir: Path) -> Path:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise BenchError(
-            "no C compiler: bench/stunload.c needs `cc` (Debian: apt-get install gcc libc6-dev)"
-        )
-    exe = outdir / "stunload"
-    proc = subprocess.run(
-        [cc, "-O2", "-Wall", "-o", str(exe), str(BENCH_DIR / "stunload.c")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise BenchError(f"compiling stunload.c failed: {proc.stderr.strip()}")
-    return exe
 
 
 def make_server(variant: str, port: int, workdir: Path, coturn_threads: int) -> Server:
@@ -157,7 +136,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     before = machine()
     with tempfile.TemporaryDirectory(prefix="natkit-bench-") as tmp:
         workdir = Path(tmp)
-        exe = compile_generator(workdir)
+        exe = compile_c("stunload.c", workdir)
         ports = free_udp_ports([HOST], len(variants))
         servers = [
             make_server(v, p, workdir / v, args.coturn_threads)

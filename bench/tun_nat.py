@@ -39,14 +39,13 @@ import json
 import os
 import secrets
 import select
-import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import BENCH_DIR, BenchError, emit, fail, machine, ratio, summary
+from benchlib import BenchError, compile_c, emit, fail, machine, ratio, summary
 
 ENGINES = ("tun", "kernel")
 DEFAULT_RATES = (10_000, 20_000, 30_000, 40_000)
@@ -59,25 +58,6 @@ SINK_PORT_BASE = 20_000
 IDLE_MS = 300
 READY_TIMEOUT = 10.0
 TICK_US = 200
-
-
-def compile_udprate(outdir: Path) -> Path:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise BenchError(
-            "no C compiler: bench/udprate.c needs `cc` (Debian: apt-get install gcc libc6-dev)"
-        )
-    exe = outdir / "udprate"
-    proc = subprocess.run(
-        [cc, "-O2", "-Wall", "-o", str(exe), str(BENCH_DIR / "udprate.c")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise BenchError(f"compiling udprate.c failed: {proc.stderr.strip()}")
-    return exe
 
 
 def _cpu_ticks(pid: int) -> int | None:
@@ -211,7 +191,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     rates: list[int] = args.rates
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="natkit-bench-") as tmp:
-        exe = compile_udprate(Path(tmp))
+        exe = compile_c("udprate.c", Path(tmp))
         lab = Lab(workdir=Path(tmp) / "lab")
         (Path(tmp) / "lab").mkdir()
         forwarder_pid: int | None = None

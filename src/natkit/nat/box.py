@@ -542,18 +542,10 @@ class NatBox:
             reason = DropReason.UNSUPPORTED if kind == _BAD else DropReason.FOREIGN_DESTINATION
             self._drop(_INSIDE_SIDE, p, reason)
             return
-        proto = p.proto
-        if proto is _UDP:
-            if self._udp_blocked:
-                self._drop(_INSIDE_SIDE, p, DropReason.BLOCKED)
-                return
-            table = self._udp
-        elif proto is _TCP:
-            table = self._tcp
-        else:
-            self._drop(_INSIDE_SIDE, p, DropReason.UNSUPPORTED)
+        table = self._table_for(p, _INSIDE_SIDE)
+        if table is None:
             return
-        if self._allowed is not None and (int(proto), dst.port) not in self._allowed:
+        if self._allowed is not None and (int(p.proto), dst.port) not in self._allowed:
             self._drop(_INSIDE_SIDE, p, DropReason.BLOCKED)
             return
         if kind == _OURS:
@@ -568,14 +560,24 @@ class NatBox:
             binding = self._outbound(table, p, now)
             if binding is None:
                 return
-            out = (
-                Packet(proto, binding.external, dst, p.payload, p.flags, p.seq, p.ack, p.ttl)
-                if self._translate
-                else p
-            )
+            out = p._replace(src=binding.external) if self._translate else p
         self._send.append((_OUTSIDE_SIDE, out))
         if self._trace:
             self._events.append(PacketTranslated(direction=Direction.OUTBOUND, before=p, after=out))
+
+    def _table_for(self, p: Packet, side: Side) -> _Table | None:
+        """The mapping table for ``p``'s protocol, or ``None`` after dropping a
+        packet the policy blocks (UDP blocked) or the box does not model."""
+        proto = p.proto
+        if proto is _UDP:
+            if self._udp_blocked:
+                self._drop(side, p, DropReason.BLOCKED)
+                return None
+            return self._udp
+        if proto is _TCP:
+            return self._tcp
+        self._drop(side, p, DropReason.UNSUPPORTED)
+        return None
 
     def _from_outside(self, p: Packet, now: float) -> None:
         kinds = self._kinds
@@ -594,16 +596,8 @@ class NatBox:
             reason = DropReason.UNSUPPORTED if kind == _BAD else DropReason.FOREIGN_SOURCE
             self._drop(_OUTSIDE_SIDE, p, reason)
             return
-        proto = p.proto
-        if proto is _UDP:
-            if self._udp_blocked:
-                self._drop(_OUTSIDE_SIDE, p, DropReason.BLOCKED)
-                return
-            table = self._udp
-        elif proto is _TCP:
-            table = self._tcp
-        else:
-            self._drop(_OUTSIDE_SIDE, p, DropReason.UNSUPPORTED)
+        table = self._table_for(p, _OUTSIDE_SIDE)
+        if table is None:
             return
         if self._open:
             out = p
@@ -611,11 +605,7 @@ class NatBox:
             binding = self._inbound(table, p, src, _OUTSIDE_SIDE, now)
             if binding is None:
                 return
-            out = (
-                Packet(proto, src, binding.internal, p.payload, p.flags, p.seq, p.ack, p.ttl)
-                if self._translate
-                else p
-            )
+            out = p._replace(dst=binding.internal) if self._translate else p
         self._send.append((_INSIDE_SIDE, out))
         if self._trace:
             self._events.append(PacketTranslated(direction=Direction.INBOUND, before=p, after=out))
@@ -633,7 +623,7 @@ class NatBox:
         target = self._inbound(table, p, source, _INSIDE_SIDE, now)
         if target is None:
             return
-        out = Packet(p.proto, source, target.internal, p.payload, p.flags, p.seq, p.ack, p.ttl)
+        out = p._replace(src=source, dst=target.internal)
         self._send.append((_INSIDE_SIDE, out))
         if self._trace:
             self._events.append(PacketHairpinned(before=p, after=out))
