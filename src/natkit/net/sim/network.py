@@ -177,6 +177,8 @@ class Middlebox:
         self._timer_at: float | None = None
         self.packets = 0
         self.gateway_host: SimHost | None = None
+        self._inside_label = f"{name}:{Side.INSIDE.value}"  # trace/capture names,
+        self._outside_label = f"{name}:{Side.OUTSIDE.value}"  # built once, not per packet
         self.on_event: Callable[[Any], None] | None = None
         """Receives the core's events (NAT mappings, translations, drops); they
         are drained after every call into the core either way."""
@@ -184,23 +186,23 @@ class Middlebox:
     def arrive(self, packet: Packet, side: Side) -> None:
         self.packets += 1
         net = self.internet
-        if net.capturing:
-            net.observe(f"{self.name}:{side}", packet)
-        if net.tracing:
-            net.record(f"{self.name}:{side}", "arrived", packet)
+        if net.capturing or net.tracing:
+            label = self._inside_label if side is Side.INSIDE else self._outside_label
+            if net.capturing:
+                net.observe(label, packet)
+            if net.tracing:
+                net.record(label, "arrived", packet)
         self.core.receive_packet(packet, side=side, now=net.loop.time())
         self.flush()
 
     def flush(self) -> None:
-        loop = self.internet.loop
-        for side, out in self.core.packets_to_send(now=loop.time()):
-            if side is Side.OUTSIDE:
-                self.internet.transmit(out, self.outer, self.link, f"{self.name}:{Side.OUTSIDE}")
-            else:
-                self.internet.transmit(
-                    out, self.inner, self.inside_link, f"{self.name}:{Side.INSIDE}"
-                )
         core = self.core
+        net = self.internet
+        for side, out in core.packets_to_send(now=net.loop.time()):
+            if side is Side.OUTSIDE:
+                net.transmit(out, self.outer, self.link, self._outside_label)
+            else:
+                net.transmit(out, self.inner, self.inside_link, self._inside_label)
         on_event = self.on_event
         while (event := core.next_event()) is not None:
             if on_event is not None:
