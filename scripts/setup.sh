@@ -18,9 +18,10 @@ PYTHON=${PYTHON:-python3}
 # Debian packages: third-party peers for interop tests, tools for the lab,
 # and a C compiler for bench/stunload.c (the STUN load generator).
 # miniupnpd-nftables is named before miniupnpd so apt picks the nftables backend;
-# miniupnpc (upnpc) and natpmpc are the Debian clients the lab compares natkit with.
+# miniupnpc (upnpc) and natpmpc are the Debian clients the lab compares natkit with;
+# redis-server backs the Redis store tests, chromium is the browser TURN/ICE peer.
 DEB_PACKAGES=(python3-venv stun-server stun-client coturn gcc libc6-dev tshark nftables
-  miniupnpd-nftables miniupnpd miniupnpc natpmpc)
+  miniupnpd-nftables miniupnpd miniupnpc natpmpc redis-server chromium)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 

@@ -21,6 +21,8 @@ from rich.table import Table
 from natkit import __version__
 from natkit.addr import Endpoint, parse_endpoint
 from natkit.cli.lab import lab_app
+from natkit.cli.turn import turn_app
+from natkit.cli.turn_server import turn_server_command
 from natkit.errors import NatkitError
 
 app = typer.Typer(
@@ -31,6 +33,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(lab_app, name="lab")
+app.add_typer(turn_app, name="turn")
+app.command("turn-server")(turn_server_command)
 console = Console()
 err_console = Console(stderr=True)
 

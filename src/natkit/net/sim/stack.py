@@ -8,7 +8,8 @@ reliable ordered byte stream over lossy simulated links: three-way
 handshake, cumulative ACKs, go-back-N retransmission with a doubling RTO,
 in-order delivery (out-of-order segments are dropped and resent), FIN for
 end of stream, RST for a port nobody listens on. No congestion or flow
-control: the simulator has no bandwidth limits. TLS is not simulated yet.
+control: the simulator has no bandwidth limits. TLS runs over it for real
+(:mod:`natkit.net.sim.tls`): the same SSL contexts as on the OS stack.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from natkit.addr import Endpoint, Family, Transport
 from natkit.errors import TransportError
+from natkit.net.sim.tls import SimTlsConnection
 from natkit.net.stack import (
     ConnectionHandler,
     DatagramHandler,
@@ -317,10 +319,17 @@ class SimStreamConnection:
 
 
 class SimStreamListener:
-    def __init__(self, stack: SimStack, local: Endpoint, on_connection: ConnectionHandler) -> None:
+    def __init__(
+        self,
+        stack: SimStack,
+        local: Endpoint,
+        on_connection: ConnectionHandler,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._stack = stack
         self._local = local
         self.on_connection = on_connection
+        self.tls = tls
         self._closed = asyncio.Event()
 
     @property
@@ -441,9 +450,7 @@ class SimStack:
         server_hostname: str | None = None,
         local: Endpoint | None = None,
         timeout: float = 10.0,
-    ) -> SimStreamConnection:
-        if tls is not None:
-            raise TransportError("TLS is not simulated yet")
+    ) -> SimStreamConnection | SimTlsConnection:
         src_ip = (
             local.host
             if local is not None and local.host not in WILDCARDS
@@ -459,12 +466,18 @@ class SimStack:
         try:
             async with asyncio.timeout(timeout):
                 await conn.established
+                if tls is None:
+                    return conn
+                session = SimTlsConnection(
+                    conn, tls, server_side=False, server_hostname=server_hostname
+                )
+                await session.handshake()
+                return session
         except TimeoutError as exc:
             conn.abort()
             raise TransportError(f"cannot connect to {remote}: timed out") from exc
         except TransportError as exc:
             raise TransportError(f"cannot connect to {remote}: {exc}") from exc
-        return conn
 
     async def listen_stream(
         self,
@@ -473,9 +486,9 @@ class SimStack:
         *,
         tls: ssl.SSLContext | None = None,
     ) -> SimStreamListener:
-        if tls is not None:
-            raise TransportError("TLS is not simulated yet")
-        return self._bind(IpProto.TCP, local, lambda ep: SimStreamListener(self, ep, on_connection))
+        return self._bind(
+            IpProto.TCP, local, lambda ep: SimStreamListener(self, ep, on_connection, tls)
+        )
 
     # -- packets from the network ----------------------------------------------------------
 
@@ -505,7 +518,7 @@ class SimStack:
         ):
             conn = SimStreamConnection(self, packet.dst, packet.src)
             self._connections[(packet.dst, packet.src)] = conn
-            conn.on_accept = owner.on_connection
+            conn.on_accept = owner.on_connection if owner.tls is None else _tls_acceptor(owner)
             conn.accept_syn(packet)
             return
         # Nobody here: answer with RST (RFC 9293 §3.10.7.1).
@@ -521,3 +534,16 @@ class SimStack:
                 ack,
             )
         )
+
+
+def _tls_acceptor(listener: SimStreamListener) -> ConnectionHandler:
+    """Wrap accepted connections in TLS; hand them on once the handshake is done."""
+    context = listener.tls
+    if context is None:
+        raise TransportError("not a TLS listener")
+
+    def accept(raw: object) -> None:
+        if isinstance(raw, SimStreamConnection):
+            SimTlsConnection(raw, context, server_side=True, on_established=listener.on_connection)
+
+    return accept

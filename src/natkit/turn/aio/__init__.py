@@ -1,0 +1,1 @@
+"""asyncio drivers for the TURN cores."""
