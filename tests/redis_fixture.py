@@ -9,7 +9,9 @@ session. ``redis_url`` (function scope) empties database 0 and gives its URL.
 
 A missing redis-server skips on a developer's machine and fails in CI
 (``CI=true``), like the interop peers. Use it from a conftest with
-``from tests.redis_fixture import redis_server, redis_url  # noqa: F401``
+``from tests.redis_fixture import redis_server_fixture, redis_url_fixture``
+(the functions are named ``*_fixture`` so that importing them does not
+shadow the fixture names that tests take as arguments)
 (or ``pytest_plugins = ["tests.redis_fixture"]`` in the root conftest).
 """
 
@@ -101,8 +103,8 @@ def start_redis_server(workdir: object) -> RedisServer:
         raise
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+@pytest.fixture(scope="session", name="redis_server")
+def redis_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = start_redis_server(tmp_path_factory.mktemp("redis"))
     try:
         yield server
@@ -110,8 +112,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         server.process.stop()
 
 
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
+@pytest.fixture(name="redis_url")
+def redis_url_fixture(redis_server: RedisServer) -> str:
     """Database 0 of the session's redis-server, emptied for this test."""
     reply = redis_server.command("FLUSHDB")
     assert reply == b"+OK", reply

@@ -5,7 +5,7 @@
 second SQLite connection to the same file, a second Redis client on the same
 database (two servers sharing one view); the memory store has only one
 handle, the same object each time. Every handle is closed in teardown.
-Import both names (and the Redis fixtures) into a conftest to use them.
+Import the ``*_fixture`` functions (and the Redis ones) to use them.
 """
 
 from __future__ import annotations
@@ -56,13 +56,13 @@ class StoreFactory:
             await store.close()
 
 
-@pytest.fixture
-def fake_clock() -> FakeClock:
+@pytest.fixture(name="fake_clock")
+def fake_clock_fixture() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=BACKENDS)
-async def store_factory(
+@pytest.fixture(name="store_factory", params=BACKENDS)
+async def store_factory_fixture(
     request: pytest.FixtureRequest, tmp_path: Path, fake_clock: FakeClock
 ) -> AsyncIterator[StoreFactory]:
     kind = str(request.param)
@@ -79,6 +79,6 @@ async def store_factory(
         await factory.close()
 
 
-@pytest.fixture
-async def store(store_factory: StoreFactory) -> Store:
+@pytest.fixture(name="store")
+async def store_fixture(store_factory: StoreFactory) -> Store:
     return await store_factory.open()

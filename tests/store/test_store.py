@@ -58,11 +58,11 @@ async def test_scan_lists_one_namespace_only(store: Store) -> None:
 
 
 async def test_scan_returns_every_entry_of_a_large_namespace(store: Store) -> None:
-    for i in range(1200):  # more than one Redis SCAN batch
+    for i in range(600):  # more than one Redis SCAN batch (500)
         await store.put(NS, f"k{i}", {"i": i})
     found = await store.scan(NS)
-    assert len(found) == 1200
-    assert found["k1199"] == {"i": 1199}
+    assert len(found) == 600
+    assert found["k599"] == {"i": 599}
 
 
 async def test_unicode_namespaces_keys_and_values(store: Store) -> None:

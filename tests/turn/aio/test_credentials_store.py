@@ -1,0 +1,237 @@
+"""TURN users and REST secrets in the store, and StoreCredentials mirroring
+them for the server: the same tests over memory, SQLite and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from natkit.store import MemoryStore, Store, StoreError
+from natkit.stun.constants import PasswordAlgorithm
+from natkit.stun.credentials import long_term_key, userhash
+from natkit.turn.aio.credentials import (
+    StoreCredentials,
+    add_secret,
+    add_user,
+    list_secrets,
+    list_users,
+    remove_secret,
+    remove_user,
+    secret_id,
+    users_namespace,
+)
+from natkit.turn.credentials import rest_credentials
+
+from ...redis_fixture import redis_server_fixture, redis_url_fixture  # noqa: F401
+from ...store.fixtures import (  # noqa: F401
+    FakeClock,
+    StoreFactory,
+    fake_clock_fixture,
+    store_factory_fixture,
+)
+
+REALM = "example.org"
+MD5, SHA256 = PasswordAlgorithm.MD5, PasswordAlgorithm.SHA256
+NOW = 1_700_000_000.0
+
+
+def _key(user: str, password: str, alg: PasswordAlgorithm = MD5, realm: str = REALM) -> bytes:
+    return long_term_key(user, realm, password, alg)
+
+
+def _rest_key(secret: str, user: str, *, expiry: int, alg: PasswordAlgorithm = MD5) -> bytes:
+    username, password = rest_credentials(secret, user, expiry=expiry)
+    return long_term_key(username, REALM, password, alg)
+
+
+async def _two(factory: StoreFactory) -> tuple[Store, StoreCredentials]:
+    """An admin handle, and a server's credentials loaded from another handle."""
+    admin = await factory.open()
+    server = await StoreCredentials.load(await factory.open(), REALM)
+    return admin, server
+
+
+async def test_users_are_stored_as_keys_never_passwords(store_factory: StoreFactory) -> None:
+    store = await store_factory.open()
+    assert await add_user(store, REALM, "alice", "wonderland") is True
+    doc = await store.get(users_namespace(REALM), "alice")
+    assert doc == {
+        "md5": _key("alice", "wonderland").hex(),
+        "sha256": _key("alice", "wonderland", SHA256).hex(),
+    }
+    assert "wonderland" not in str(doc)
+
+
+async def test_a_user_added_elsewhere_works_after_refresh(store_factory: StoreFactory) -> None:
+    admin, server = await _two(store_factory)
+    await add_user(admin, REALM, "alice", "pw")
+    assert server.keys("alice", MD5, wallclock=NOW) == ()
+    await server.refresh()
+    assert server.keys("alice", MD5, wallclock=NOW) == (_key("alice", "pw"),)
+    assert server.keys("alice", SHA256, wallclock=NOW) == (_key("alice", "pw", SHA256),)
+    assert server.username_for_hash(userhash("alice", REALM)) == "alice"
+
+
+async def test_a_removed_user_stops_working_after_refresh(store_factory: StoreFactory) -> None:
+    admin, server = await _two(store_factory)
+    await add_user(admin, REALM, "alice", "pw")
+    await server.refresh()
+    assert await remove_user(admin, REALM, "alice") is True
+    assert await remove_user(admin, REALM, "alice") is False
+    await server.refresh()
+    assert server.keys("alice", MD5, wallclock=NOW) == ()
+    assert server.username_for_hash(userhash("alice", REALM)) is None
+
+
+async def test_a_new_password_replaces_the_old_one(store_factory: StoreFactory) -> None:
+    admin, server = await _two(store_factory)
+    await add_user(admin, REALM, "alice", "old")
+    assert await add_user(admin, REALM, "alice", "new") is False
+    await server.refresh()
+    assert server.keys("alice", MD5, wallclock=NOW) == (_key("alice", "new"),)
+
+
+async def test_users_belong_to_their_realm(store_factory: StoreFactory) -> None:
+    admin, server = await _two(store_factory)
+    await add_user(admin, "other.example", "bob", "pw")
+    await add_user(admin, REALM, "carol", "pw")
+    await add_user(admin, REALM, "alice", "pw")
+    await server.refresh()
+    assert server.keys("bob", MD5, wallclock=NOW) == ()
+    assert await list_users(admin, REALM) == ["alice", "carol"]
+    assert await list_users(admin, "other.example") == ["bob"]
+
+
+async def test_rest_usernames_verify_under_a_stored_secret(store_factory: StoreFactory) -> None:
+    admin, server = await _two(store_factory)
+    await add_secret(admin, REALM, "s3cret", label="web")
+    await server.refresh()
+    expiry = int(NOW) + 3600
+    username, _password = rest_credentials("s3cret", "alice", expiry=expiry)
+    assert server.keys(username, MD5, wallclock=NOW) == (
+        _rest_key("s3cret", "alice", expiry=expiry),
+    )
+    assert server.keys(username, SHA256, wallclock=NOW) == (
+        _rest_key("s3cret", "alice", expiry=expiry, alg=SHA256),
+    )
+    assert server.keys(username, MD5, wallclock=expiry + 1) == ()  # expired username
+
+
+async def test_secrets_rotate(store_factory: StoreFactory, fake_clock: FakeClock) -> None:
+    admin, server = await _two(store_factory)
+    old = await add_secret(admin, REALM, "old-secret", label="2025")
+    fake_clock.advance(60)
+    await add_secret(admin, REALM, "new-secret", label="2026")
+    await server.refresh()
+    expiry = int(NOW) + 3600
+    old_name, _ = rest_credentials("old-secret", "u", expiry=expiry)
+    new_name, _ = rest_credentials("new-secret", "u", expiry=expiry)
+    old_key = _rest_key("old-secret", "u", expiry=expiry)
+    new_key = _rest_key("new-secret", "u", expiry=expiry)
+    assert old_key in server.keys(old_name, MD5, wallclock=NOW)  # both valid during rotation
+    assert new_key in server.keys(new_name, MD5, wallclock=NOW)
+    assert await remove_secret(admin, REALM, old.id) is True  # by id
+    await server.refresh()
+    assert old_key not in server.keys(old_name, MD5, wallclock=NOW)
+    assert server.keys(new_name, MD5, wallclock=NOW) == (new_key,)
+    assert await remove_secret(admin, REALM, "new-secret") is True  # by the secret itself
+    assert await remove_secret(admin, REALM, "new-secret") is False
+    await server.refresh()
+    assert server.keys(new_name, MD5, wallclock=NOW) == ()
+
+
+async def test_list_secrets_is_oldest_first(
+    store_factory: StoreFactory, fake_clock: FakeClock
+) -> None:
+    store = await store_factory.open()
+    await add_secret(store, REALM, "b-second", label="one")
+    fake_clock.advance(1)
+    await add_secret(store, REALM, "a-first")
+    listed = await list_secrets(store, REALM)
+    assert [(s.secret, s.label, s.created) for s in listed] == [
+        ("b-second", "one", NOW),
+        ("a-first", None, NOW + 1),
+    ]
+    assert listed[0].id == secret_id("b-second") and len(listed[0].id) == 12
+    assert listed[0].to_json()["secret"] is None
+    assert listed[0].to_json(reveal=True)["secret"] == "b-second"
+
+
+async def test_a_secret_with_a_ttl_retires_itself(
+    store_factory: StoreFactory, fake_clock: FakeClock
+) -> None:
+    admin, server = await _two(store_factory)
+    await add_secret(admin, REALM, "temporary", ttl=600)
+    await server.refresh()
+    assert len(server.rest.secrets) == 1
+    fake_clock.advance(600)
+    await server.refresh()
+    assert server.rest.secrets == ()
+
+
+async def test_malformed_user_documents_are_skipped(
+    store_factory: StoreFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin, server = await _two(store_factory)
+    await admin.put(users_namespace(REALM), "bad", {"md5": "zz", "sha256": "00"})
+    await admin.put(users_namespace(REALM), "half", {"md5": _key("half", "pw").hex()})
+    with caplog.at_level(logging.WARNING, logger="natkit.turn.aio.credentials"):
+        await server.refresh()
+    assert server.keys("bad", MD5, wallclock=NOW) == ()
+    assert server.keys("half", MD5, wallclock=NOW) == (_key("half", "pw"),)
+    assert server.keys("half", SHA256, wallclock=NOW) == ()
+    assert "malformed" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("realm", "user"), [pytest.param("", "u", id="no-realm"), pytest.param(REALM, "", id="no-user")]
+)
+async def test_empty_realms_and_users_are_refused(realm: str, user: str) -> None:
+    with pytest.raises(ValueError, match="non-empty"):
+        await add_user(MemoryStore(), realm, user, "pw")
+
+
+class _FlakyStore(MemoryStore):
+    broken = False
+
+    async def scan(self, ns: str) -> dict[str, dict[str, object]]:
+        if self.broken:
+            raise StoreError("the store is down")
+        return await super().scan(ns)
+
+
+async def test_a_failed_refresh_keeps_the_previous_users() -> None:
+    store = _FlakyStore()
+    await add_user(store, REALM, "alice", "pw")
+    server = await StoreCredentials.load(store, REALM)
+    store.broken = True
+    with pytest.raises(StoreError):
+        await server.refresh()
+    assert server.keys("alice", MD5, wallclock=NOW) == (_key("alice", "pw"),)
+
+
+async def test_keep_fresh_refreshes_and_survives_outages(caplog: pytest.LogCaptureFixture) -> None:
+    store = _FlakyStore()
+    server = await StoreCredentials.load(store, REALM)
+    task = asyncio.create_task(server.keep_fresh(0))
+    try:
+        await add_user(store, REALM, "alice", "pw")
+        while server.refreshes < 3:
+            await asyncio.sleep(0)
+        assert server.keys("alice", MD5, wallclock=NOW) == (_key("alice", "pw"),)
+        store.broken = True
+        with caplog.at_level(logging.WARNING, logger="natkit.turn.aio.credentials"):
+            for _ in range(5):
+                await asyncio.sleep(0)
+            store.broken = False
+            before = server.refreshes
+            while server.refreshes == before:
+                await asyncio.sleep(0)
+        assert caplog.text.count("cannot refresh") == 1  # once per outage
+        assert "reachable again" in caplog.text
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
