@@ -12,7 +12,7 @@ store warm a cache before they call in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from natkit.addr import Endpoint
@@ -39,8 +39,11 @@ __all__ = [
     "StaticUsers",
 ]
 
-KeyLookup = Callable[[str, PasswordAlgorithm], bytes | None]
-"""``(username, algorithm) -> key`` or ``None`` for an unknown user."""
+KeyLookup = Callable[[str, PasswordAlgorithm], bytes | Sequence[bytes] | None]
+"""``(username, algorithm) -> key`` or ``None`` for an unknown user. A lookup
+may also return several candidate keys (TURN REST credentials while shared
+secrets rotate: one key per valid secret); the request is authentic if any
+of them verifies its integrity, and that key signs the response."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,18 @@ class StaticUsers:
 
 def _integrity_of(request: StunMessage) -> Integrity:
     return Integrity.SHA256 if request.integrity_sha256_offset >= 0 else Integrity.SHA1
+
+
+def _verified_key(request: StunMessage, found: bytes | Sequence[bytes] | None) -> bytes | None:
+    """The first candidate key that verifies ``request``'s integrity, if any."""
+    if found is None:
+        return None
+    if isinstance(found, bytes):
+        return found if verify_integrity(request, found) else None
+    for key in found:
+        if verify_integrity(request, key):
+            return key
+    return None
 
 
 class LongTermAuthenticator:
@@ -139,8 +154,9 @@ class LongTermAuthenticator:
             return Rejected(request.error_response(ErrorCode.BAD_REQUEST))
         if username is None and digest is not None:
             username = self._username_for_hash(digest) if self._username_for_hash else None
-        key = self._keys(username, algorithm) if username is not None else None
-        if username is None or key is None or not verify_integrity(request, key):
+        found = self._keys(username, algorithm) if username is not None else None
+        key = _verified_key(request, found)
+        if username is None or key is None:
             return self._challenge(request, ErrorCode.UNAUTHENTICATED, client, now)
         return Authenticated(username, key, _integrity_of(request))
 
