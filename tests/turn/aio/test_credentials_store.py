@@ -235,3 +235,16 @@ async def test_keep_fresh_refreshes_and_survives_outages(caplog: pytest.LogCaptu
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_a_refresh_without_changes_keeps_the_mirror(store_factory: StoreFactory) -> None:
+    admin, server = await _two(store_factory)
+    await add_user(admin, REALM, "alice", "pw")
+    await add_secret(admin, REALM, "s")
+    await server.refresh()
+    users, rest = server.users, server.rest
+    await server.refresh()
+    assert server.users is users and server.rest is rest
+    await add_user(admin, REALM, "bob", "pw")
+    await server.refresh()
+    assert server.users is not users and server.rest is rest

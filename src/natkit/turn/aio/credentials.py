@@ -218,6 +218,7 @@ class StoreCredentials(CredentialSource):
         self.users = StaticCredentials({}, realm)
         self.rest = RestCredentials((), realm, separator=separator)
         self._source = CombinedCredentials((self.users, self.rest))
+        self._users_docs: dict[str, Document] = {}
         self.refreshes = 0
 
     @classmethod
@@ -228,16 +229,21 @@ class StoreCredentials(CredentialSource):
         return source
 
     async def refresh(self) -> None:
-        """Reload users and secrets from the store."""
+        """Reload users and secrets from the store (rebuilding only what changed:
+        10k users cost ~60 ms of key parsing and USERHASHes to rebuild)."""
         users_docs = await self.store.scan(users_namespace(self.realm))
-        secrets = await list_secrets(self.store, self.realm)
-        keys = {
-            name: by_alg
-            for name, doc in users_docs.items()
-            if (by_alg := _user_keys(name, doc)) is not None
-        }
-        users = StaticCredentials(keys, self.realm)
-        rest = RestCredentials([s.secret for s in secrets], self.realm, separator=self.separator)
+        secrets = tuple(s.secret for s in await list_secrets(self.store, self.realm))
+        users, rest = self.users, self.rest
+        if users_docs != self._users_docs:
+            keys = {
+                name: by_alg
+                for name, doc in users_docs.items()
+                if (by_alg := _user_keys(name, doc)) is not None
+            }
+            users = StaticCredentials(keys, self.realm)
+            self._users_docs = users_docs
+        if secrets != rest.secrets:
+            rest = RestCredentials(secrets, self.realm, separator=self.separator)
         self.users, self.rest = users, rest
         self._source = CombinedCredentials((users, rest))
         self.refreshes += 1
