@@ -1,0 +1,287 @@
+"""Headless Chromium as a TURN client: WebRTC data channels through a relay.
+
+The most used TURN client in the world is a browser. This harness starts
+Debian's Chromium (``/usr/bin/chromium``) through the Python ``playwright``
+package (never ``playwright install``: the browser is the system's), opens
+``data/webrtc_relay.html`` and lets its two RTCPeerConnections, both with
+``iceTransportPolicy: 'relay'`` and one TURN server, join with a data
+channel. Candidates and descriptions are exchanged inside the page, so the
+only network path between the two connections is the TURN server: each
+side allocates a relay, installs a permission (and usually a channel) for
+the other side's relayed address, and ICE, DTLS, SCTP and the messages all
+travel client -> server -> relay -> relay -> server -> client on loopback.
+
+:func:`relay_data_channel` waits (bounded) for the channel to open, sends
+messages both ways, waits for all of them and reads ``getStats()`` for the
+selected candidate pair of each side. On any failure it raises
+:class:`RelayFailed` with everything the page saw (ICE candidate errors
+carry the TURN error code and reason phrase, e.g. ``401`` or ``403``),
+which is usually enough to say what the server did wrong.
+
+Chromium flags are those of ../shared/PEERS.md: ``--no-sandbox`` (root),
+headless, no GPU/QUIC/background networking, no proxy; playwright gives
+every launch a fresh profile. ``--ignore-certificate-errors`` lets a
+``turns:`` URL reach a server with a test CA's certificate.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .conftest import require_module, require_program
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
+
+__all__ = [
+    "CHROMIUM_ARGS",
+    "CandidateStats",
+    "IceServer",
+    "RelayFailed",
+    "RelayResult",
+    "SelectedPair",
+    "chromium",
+    "relay_data_channel",
+    "require_chromium",
+    "turn_url",
+]
+
+PAGE = Path(__file__).parent / "data" / "webrtc_relay.html"
+
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-proxy-server",
+)
+"""Flags for every launch (playwright adds ``--headless`` and the profile)."""
+
+LAUNCH_TIMEOUT = 20.0
+"""Seconds Chromium gets to start (about 1 s here)."""
+
+
+def require_chromium() -> str:
+    """The Chromium executable; skip (fail in CI) if it or playwright is missing."""
+    path = require_program("chromium", "chromium")
+    require_module("playwright", "playwright")
+    return path
+
+
+@asynccontextmanager
+async def chromium(
+    *, ignore_certificate_errors: bool = False, extra_args: Sequence[str] = ()
+) -> AsyncIterator[Browser]:
+    """A headless Chromium for the duration of the block; always closed after.
+
+    Playwright's driver owns the browser process: closing the browser (or the
+    driver, if the block raises before that) ends it.
+    """
+    from playwright.async_api import async_playwright
+
+    executable = require_chromium()
+    args = list(CHROMIUM_ARGS)
+    if ignore_certificate_errors:
+        args.append("--ignore-certificate-errors")
+    args.extend(extra_args)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=executable,
+            args=args,
+            headless=True,
+            timeout=LAUNCH_TIMEOUT * 1000,
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+def turn_url(host: str, port: int, transport: str) -> str:
+    """The ICE server URL (RFC 7065) for ``transport`` ``udp``, ``tcp`` or ``tls``."""
+    if transport == "udp":
+        return f"turn:{host}:{port}?transport=udp"
+    if transport == "tcp":
+        return f"turn:{host}:{port}?transport=tcp"
+    if transport == "tls":
+        return f"turns:{host}:{port}?transport=tcp"
+    raise ValueError(f"unknown TURN transport {transport!r}")
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """One RTCIceServer: a TURN URL and long-term (or REST) credentials."""
+
+    url: str
+    username: str
+    credential: str
+
+    def as_js(self) -> dict[str, str]:
+        return {"urls": self.url, "username": self.username, "credential": self.credential}
+
+
+@dataclass(frozen=True)
+class CandidateStats:
+    """The fields of an RTCIceCandidateStats the tests look at."""
+
+    candidate_type: str
+    address: str
+    port: int
+    protocol: str
+    relay_protocol: str | None
+    url: str | None
+
+    @classmethod
+    def from_js(cls, stat: dict[str, Any]) -> CandidateStats:
+        return cls(
+            candidate_type=str(stat.get("candidateType")),
+            address=str(stat.get("address") or stat.get("ip") or ""),
+            port=int(stat.get("port") or 0),
+            protocol=str(stat.get("protocol")),
+            relay_protocol=stat.get("relayProtocol"),
+            url=stat.get("url"),
+        )
+
+
+@dataclass(frozen=True)
+class SelectedPair:
+    """A side's selected candidate pair (RTCIceCandidatePairStats and its ends)."""
+
+    local: CandidateStats
+    remote: CandidateStats
+    state: str
+    bytes_sent: int
+    bytes_received: int
+
+    @classmethod
+    def from_js(cls, side: dict[str, Any]) -> SelectedPair:
+        pair = side["pair"]
+        return cls(
+            local=CandidateStats.from_js(side["local"]),
+            remote=CandidateStats.from_js(side["remote"]),
+            state=str(pair.get("state")),
+            bytes_sent=int(pair.get("bytesSent") or 0),
+            bytes_received=int(pair.get("bytesReceived") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class RelayResult:
+    """What one run through the relay produced."""
+
+    pc1: SelectedPair
+    pc2: SelectedPair
+    received_by_pc1: list[str]
+    received_by_pc2: list[str]
+    candidates: dict[str, list[str]]
+    connect_seconds: float
+    transfer_seconds: float
+    log: list[str] = field(default_factory=list)
+
+
+class RelayFailed(AssertionError):
+    """The page did not get a data channel through the relay (or lost messages)."""
+
+    def __init__(self, what: str, state: dict[str, Any] | None, console: list[str]) -> None:
+        details = json.dumps(state, indent=1, default=str) if state is not None else "(no state)"
+        console_text = "\n".join(console[-50:]) or "(empty)"
+        super().__init__(f"{what}\npage state: {details}\nconsole:\n{console_text}")
+        self.state = state
+
+
+def expected_messages(sender: str, receiver: str, count: int) -> list[str]:
+    """The messages the page sends from ``sender`` to ``receiver``, in order."""
+    return [f"{sender}->{receiver} {i}" for i in range(count)]
+
+
+async def relay_data_channel(
+    browser: Browser,
+    server: IceServer,
+    *,
+    messages: int = 100,
+    timeout: float = 20.0,
+) -> RelayResult:
+    """Connect two relay-only RTCPeerConnections through ``server``, send
+    ``messages`` each way and return what arrived and the selected pairs.
+
+    Bounded: ``timeout`` seconds for the channel to open and again for the
+    messages. Raises :class:`RelayFailed` with the page's state otherwise.
+    """
+    from playwright.async_api import Error as PlaywrightError
+
+    context = await browser.new_context()
+    console: list[str] = []
+    try:
+        page = await context.new_page()
+        page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
+        page.on("pageerror", lambda exc: console.append(f"pageerror: {exc}"))
+        await page.goto(PAGE.as_uri())
+
+        async def state() -> dict[str, Any] | None:
+            try:
+                value = await page.evaluate("natkitRelay.state")
+            except PlaywrightError:
+                return None
+            return value if isinstance(value, dict) else None
+
+        started = time.monotonic()
+        await page.evaluate("server => natkitRelay.start(server)", server.as_js())
+        try:
+            await page.wait_for_function(
+                "['open', 'failed'].includes(natkitRelay.state.phase)",
+                polling=20,
+                timeout=timeout * 1000,
+            )
+        except PlaywrightError as exc:
+            raise RelayFailed(
+                f"no data channel through {server.url} within {timeout} s ({exc})",
+                await state(),
+                console,
+            ) from None
+        opened = time.monotonic()
+        if await page.evaluate("natkitRelay.state.phase") != "open":
+            raise RelayFailed(f"ICE failed through {server.url}", await state(), console)
+
+        await page.evaluate("count => natkitRelay.sendBoth(count)", messages)
+        try:
+            await page.wait_for_function(
+                "count => natkitRelay.state.received.pc1.length >= count"
+                " && natkitRelay.state.received.pc2.length >= count",
+                arg=messages,
+                polling=20,
+                timeout=timeout * 1000,
+            )
+        except PlaywrightError as exc:
+            raise RelayFailed(
+                f"not all {messages} messages each way arrived through {server.url} ({exc})",
+                await state(),
+                console,
+            ) from None
+        done = time.monotonic()
+
+        pairs = await page.evaluate("natkitRelay.selectedPairs()")
+        final = await state()
+        await page.evaluate("natkitRelay.close()")
+        if final is None or pairs.get("pc1") is None or pairs.get("pc2") is None:
+            raise RelayFailed(f"no selected candidate pair: {pairs}", final, console)
+        return RelayResult(
+            pc1=SelectedPair.from_js(pairs["pc1"]),
+            pc2=SelectedPair.from_js(pairs["pc2"]),
+            received_by_pc1=list(final["received"]["pc1"]),
+            received_by_pc2=list(final["received"]["pc2"]),
+            candidates={name: list(lines) for name, lines in final["candidates"].items()},
+            connect_seconds=opened - started,
+            transfer_seconds=done - opened,
+            log=list(final["log"]),
+        )
+    finally:
+        await context.close()

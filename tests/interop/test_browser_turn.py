@@ -1,0 +1,233 @@
+"""A real browser through the TURN server: headless Chromium's WebRTC stack.
+
+One page, two RTCPeerConnections with ``iceTransportPolicy: 'relay'`` and a
+single TURN server (tests/interop/browser.py): the data channel can only
+open through two relayed allocations on that server. Each case sends
+messages both ways, checks every one arrived in order, and checks from
+``getStats()`` that both ends of each side's selected candidate pair are
+``relay`` candidates on the server's relay address and port range, gathered
+from the URL the page was given (so the traffic went through this server
+and this transport: UDP, TCP, or TLS with a test CA's certificate and
+``--ignore-certificate-errors``), and that the server counted the
+allocations.
+
+coturn runs every case as the control: when natkit's server fails a case
+that coturn passes, the harness is right and the server is not.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+
+from natkit.addr import Endpoint
+from natkit.turn.credentials import rest_credentials
+
+from .browser import IceServer, RelayResult, chromium, relay_data_channel, turn_url
+from .conftest import (
+    LOOPBACK,
+    ManagedProcess,
+    free_ports,
+    require_program,
+    start_process,
+    wait_for_stun,
+)
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(60)]
+
+REALM = "example.org"
+USER = ("test", "test")
+REST_SECRET = "natkit-browser-secret"
+MIN_PORT = 61000
+MAX_PORT = 65535
+MESSAGES = 100
+CONNECT_TIMEOUT = 20.0
+TCP_READY_TRIES = 200
+
+
+@dataclass
+class TurnUnderTest:
+    """A running TURN server the browser is pointed at."""
+
+    name: str
+    host: str
+    port: int  # UDP and TCP
+    tls_port: int
+    min_port: int
+    max_port: int
+    allocations: Callable[[], int]  # allocations the server has created so far
+
+    def ice_server(self, transport: str, auth: str) -> IceServer:
+        port = self.tls_port if transport == "tls" else self.port
+        url = turn_url(self.host, port, transport)
+        if auth == "rest":
+            username, password = rest_credentials(
+                REST_SECRET, "browser", expiry=int(time.time()) + 3600
+            )
+            return IceServer(url, username, password)
+        return IceServer(url, *USER)
+
+
+def wait_for_tcp(endpoint: Endpoint, process: ManagedProcess) -> None:
+    """Connect until ``endpoint`` accepts (bounded), failing if ``process`` exits."""
+    for _ in range(TCP_READY_TRIES):
+        if process.popen.poll() is not None:
+            pytest.fail(f"{process.name} exited:\n{process.log()}", pytrace=False)
+        try:
+            with socket.create_connection(endpoint, timeout=0.05):
+                return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"{process.name} never accepted TCP on {endpoint}:\n{process.log()}")
+
+
+def write_certificate(ca: trustme.CA, directory: Path) -> tuple[Path, Path]:
+    """A server certificate for 127.0.0.1 from the session's test CA, as PEM files."""
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_path, key_path = directory / "turn-cert.pem", directory / "turn-key.pem"
+    for index, blob in enumerate(cert.cert_chain_pems):
+        blob.write_to_path(str(cert_path), append=index > 0)
+    cert.private_key_pem.write_to_path(str(key_path))
+    return cert_path, key_path
+
+
+COTURN_TURN_CONFIG = """\
+# natkit interop: coturn as a TURN server for headless Chromium on loopback.
+listening-ip={host}
+relay-ip={host}
+listening-port={port}
+tls-listening-port={tls_port}
+min-port={min_port}
+max-port={max_port}
+{auth}
+realm={realm}
+allow-loopback-peers
+cert={cert}
+pkey={pkey}
+no-dtls
+no-cli
+no-rfc5780
+pidfile={dir}/turnserver.pid
+log-file={dir}/turnserver.log
+simple-log
+verbose
+userdb={dir}/turndb
+"""
+
+
+def coturn_allocations(log_path: Path) -> Callable[[], int]:
+    def count() -> int:
+        try:
+            text = log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return 0
+        return text.count("ALLOCATE processed, success")
+
+    return count
+
+
+def coturn_auth(auth: str) -> str:
+    """coturn's keys for static users or REST secrets (``use-auth-secret``
+    replaces the static users: one server does one or the other)."""
+    if auth == "rest":
+        return f"use-auth-secret\nstatic-auth-secret={REST_SECRET}"
+    return f"lt-cred-mech\nuser={USER[0]}:{USER[1]}"
+
+
+@asynccontextmanager
+async def start_coturn(
+    tmp_path: Path, tls_ca: trustme.CA, auth: str
+) -> AsyncIterator[TurnUnderTest]:
+    """coturn's turnserver on 127.0.0.1 (UDP+TCP on one port, TLS on another)."""
+    turnserver = require_program("turnserver", "coturn")
+    port, tls_port = free_ports(2, hosts=(LOOPBACK,))
+    cert, pkey = write_certificate(tls_ca, tmp_path)
+    config = tmp_path / "turnserver.conf"
+    config.write_text(
+        COTURN_TURN_CONFIG.format(
+            host=LOOPBACK,
+            port=port,
+            tls_port=tls_port,
+            min_port=MIN_PORT,
+            max_port=MAX_PORT,
+            auth=coturn_auth(auth),
+            realm=REALM,
+            cert=cert,
+            pkey=pkey,
+            dir=tmp_path,
+        )
+    )
+    proc = start_process("turnserver", [turnserver, "-c", str(config)], tmp_path)
+    try:
+        wait_for_stun([Endpoint(LOOPBACK, port)], proc)
+        wait_for_tcp(Endpoint(LOOPBACK, tls_port), proc)
+        yield TurnUnderTest(
+            "coturn",
+            LOOPBACK,
+            port,
+            tls_port,
+            MIN_PORT,
+            MAX_PORT,
+            coturn_allocations(tmp_path / "turnserver.log"),
+        )
+    finally:
+        proc.stop()
+
+
+SERVERS = {"coturn": start_coturn}
+
+CASES = [
+    ("udp", "static"),
+    ("tcp", "static"),
+    ("tls", "static"),
+    ("udp", "rest"),
+    ("tls", "rest"),
+]
+PARAMS = [
+    pytest.param(server, transport, auth, id=f"{server}-{transport}-{auth}")
+    for server in SERVERS
+    for transport, auth in CASES
+]
+
+
+def check_relayed(
+    result: RelayResult, server: TurnUnderTest, ice: IceServer, transport: str
+) -> None:
+    relay_protocol = "tls" if transport == "tls" else transport
+    pairs = {"pc1": result.pc1, "pc2": result.pc2}
+    for name, pair in pairs.items():
+        other = pairs["pc2" if name == "pc1" else "pc1"]
+        assert pair.state == "succeeded", (name, pair)
+        assert pair.local.candidate_type == "relay", (name, pair.local)
+        assert pair.remote.candidate_type == "relay", (name, pair.remote)
+        assert pair.local.url == ice.url, (name, pair.local)
+        assert pair.local.relay_protocol == relay_protocol, (name, pair.local)
+        for end in (pair.local, pair.remote):
+            assert end.address == server.host, (name, end)
+            assert server.min_port <= end.port <= server.max_port, (name, end)
+        # The remote end is the other side's relayed address: both allocations are ours.
+        assert (pair.remote.address, pair.remote.port) == (other.local.address, other.local.port)
+        assert pair.bytes_sent > 0 and pair.bytes_received > 0, (name, pair)
+
+
+@pytest.mark.parametrize(("server", "transport", "auth"), PARAMS)
+async def test_chromium_data_channel_through_turn(
+    tmp_path: Path, tls_ca: trustme.CA, server: str, transport: str, auth: str
+) -> None:
+    async with SERVERS[server](tmp_path, tls_ca, auth) as turn:
+        ice = turn.ice_server(transport, auth)
+        async with chromium(ignore_certificate_errors=transport == "tls") as browser:
+            result = await relay_data_channel(
+                browser, ice, messages=MESSAGES, timeout=CONNECT_TIMEOUT
+            )
+        assert result.received_by_pc2 == [f"pc1->pc2 {i}" for i in range(MESSAGES)]
+        assert result.received_by_pc1 == [f"pc2->pc1 {i}" for i in range(MESSAGES)]
+        check_relayed(result, turn, ice, transport)
+        assert turn.allocations() >= 2
