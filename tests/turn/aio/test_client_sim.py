@@ -1,0 +1,299 @@
+"""AsyncTurnClient against natkit's own TurnServerRunner on the simulated
+internet, under the virtual clock: the same asyncio code as on the OS stack.
+
+Topology: the TURN server on 203.0.113.10, a UDP/TCP peer on 203.0.113.20,
+the client on 198.51.100.5 (public) or behind a port-restricted NAT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from ipaddress import ip_network
+from typing import Any, TypeVar
+
+import pytest
+
+from natkit.addr import Endpoint, Transport
+from natkit.nat.box import NatBox
+from natkit.nat.presets import PRESETS
+from natkit.net.sim import Internet, Link, run_virtual
+from natkit.net.sim.network import SimHost
+from natkit.net.stack import StreamConnection
+from natkit.turn.aio.client import AsyncTurnClient, TurnRequestError
+from natkit.turn.aio.server import TurnServerRunner
+from natkit.turn.attributes import TransportProtocol
+from natkit.turn.client import TurnClientConfig
+from natkit.turn.client_events import AllocationRefreshed, TurnClientEvent
+from natkit.turn.credentials import StaticCredentials
+from natkit.turn.server import TurnServerConfig
+
+T = TypeVar("T")
+
+USER, PASSWORD, REALM = "alice", "secret", "sim.example"
+TURN_IP, ALT_IP, PEER_IP, CLIENT_IP = "203.0.113.10", "203.0.113.11", "203.0.113.20", "198.51.100.5"
+UDP, TCP, TLS = Transport.UDP, Transport.TCP, Transport.TLS
+PORTS = {UDP: 3478, TCP: 3478, TLS: 443}
+
+
+@dataclass
+class World:
+    net: Internet
+    server: TurnServerRunner
+    peer: SimHost
+    client_host: SimHost
+    tls_client: ssl.SSLContext | None
+
+
+def server_config(ip: str, **kw: Any) -> TurnServerConfig:
+    return TurnServerConfig(
+        realm=REALM,
+        relay_ips=(ip,),
+        min_port=61000,
+        max_port=65535,
+        allowed_peers=(ip_network("203.0.113.0/24"),),
+        rng=random.Random(3),
+        **kw,
+    )
+
+
+async def start_server(
+    host: SimHost, ip: str, tls: ssl.SSLContext | None, **kw: Any
+) -> TurnServerRunner:
+    listen = [(UDP, Endpoint(ip, 3478)), (TCP, Endpoint(ip, 3478))]
+    if tls is not None:
+        listen.append((TLS, Endpoint(ip, 443)))
+    runner = TurnServerRunner(
+        host.stack,
+        server_config(ip, **kw),
+        StaticCredentials.from_passwords({USER: PASSWORD}, REALM),
+        listen=listen,
+        tls=tls,
+    )
+    await runner.start()
+    return runner
+
+
+def run(
+    body: Callable[[World], Awaitable[T]],
+    *,
+    tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
+    behind_nat: bool = False,
+) -> T:
+    async def main() -> T:
+        net = Internet(seed=7, default_link=Link(delay=0.01))
+        turn = net.add_host("turn", TURN_IP)
+        peer = net.add_host("peer", PEER_IP)
+        if behind_nat:
+            box = NatBox(
+                PRESETS["port-restricted-cone"],
+                ["198.51.100.1"],
+                inside_networks=["192.168.1.0/24"],
+            )
+            nat = net.add_middlebox("nat", box, ["198.51.100.1"], inside="192.168.1.0/24")
+            client_host = net.add_host("client", behind=nat)
+        else:
+            client_host = net.add_host("client", CLIENT_IP)
+        server = await start_server(turn, TURN_IP, tls[0] if tls else None)
+        try:
+            return await body(World(net, server, peer, client_host, tls[1] if tls else None))
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    return run_virtual(main)
+
+
+async def connect(world: World, transport: Transport = UDP, **kw: Any) -> AsyncTurnClient:
+    return await AsyncTurnClient.connect(
+        world.client_host.stack,
+        Endpoint(TURN_IP, PORTS[transport]),
+        transport=transport,
+        credentials=(USER, PASSWORD),
+        tls=world.tls_client if transport == TLS else None,
+        server_hostname="localhost" if transport == TLS else None,
+        config=kw.pop("config", TurnClientConfig(rng=random.Random(11), auto_bind=False)),
+        **kw,
+    )
+
+
+class UdpPeer:
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[tuple[bytes, Endpoint]] = asyncio.Queue()
+        self.endpoint = Endpoint(PEER_IP, 5000)
+        self.sock: Any = None
+
+    @classmethod
+    async def open(cls, world: World) -> UdpPeer:
+        peer = cls()
+        peer.sock = await world.peer.stack.open_udp(
+            peer.endpoint, lambda d, a: peer.received.put_nowait((d, a))
+        )
+        return peer
+
+    async def next(self) -> tuple[bytes, Endpoint]:
+        return await asyncio.wait_for(self.received.get(), 5.0)
+
+
+async def both_ways(client: AsyncTurnClient, peer: UdpPeer, tag: bytes) -> None:
+    client.send_to(b"out " + tag, peer.endpoint)
+    assert await peer.next() == (b"out " + tag, client.relayed)
+    peer.sock.send(b"in " + tag, client.relayed)
+    assert await asyncio.wait_for(client.recv(), 5.0) == (b"in " + tag, peer.endpoint)
+
+
+# -- tests -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", [UDP, TCP, TLS])
+def test_allocate_permission_channel_and_data_both_ways(
+    transport: Transport, tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
+) -> None:
+    async def body(world: World) -> None:
+        peer = await UdpPeer.open(world)
+        async with await connect(world, transport) as client:
+            alloc = await client.allocate()
+            assert alloc.relayed_endpoint.host == TURN_IP
+            assert alloc.mapped is not None and alloc.mapped.host == CLIENT_IP
+            await client.create_permission(peer.endpoint)
+            await both_ways(client, peer, b"indication")
+            await client.bind_channel(peer.endpoint)
+            for size in (0, 1, 3, 500):
+                await both_ways(client, peer, b"c" * size)
+            core = client.core
+            assert (core.sent_indications, core.received_indications) == (1, 1)
+            assert (core.sent_channel_data, core.received_channel_data) == (4, 4)
+        assert world.server.core.allocations() == []  # close() released it
+
+    run(body, tls=(tls_server_context, tls_client_context))
+
+
+def test_a_client_behind_a_nat_relays_with_an_auto_bound_channel() -> None:
+    async def body(world: World) -> None:
+        peer = await UdpPeer.open(world)
+        config = TurnClientConfig(rng=random.Random(2))
+        async with await connect(world, config=config) as client:
+            alloc = await client.allocate()
+            assert alloc.mapped is not None and alloc.mapped.host == "198.51.100.1"
+            client.send_to(b"queued", peer.endpoint)  # before any permission
+            assert (await peer.next())[0] == b"queued"
+            await asyncio.sleep(1.0)
+            assert client.core.channel_for(peer.endpoint) is not None
+            await both_ways(client, peer, b"channel")
+            assert client.core.received_channel_data == 1
+
+    run(body, behind_nat=True)
+
+
+def test_an_hour_of_refreshes_keeps_allocation_permission_and_channel_alive() -> None:
+    async def body(world: World) -> None:
+        peer = await UdpPeer.open(world)
+        refreshed: list[TurnClientEvent] = []
+        client = await connect(world, on_event=refreshed.append)
+        async with client:
+            await client.allocate()
+            await client.create_permission(peer.endpoint)
+            await client.bind_channel(peer.endpoint)
+            for minute in range(0, 60, 10):
+                await asyncio.sleep(600.0)  # idle longer than permissions and channels last
+                await both_ways(client, peer, b"minute %d" % minute)
+            assert sum(isinstance(e, AllocationRefreshed) for e in refreshed) >= 6
+            assert client.core.sent_indications == 0  # always through the channel
+
+    run(body)
+
+
+def test_close_releases_the_allocation_on_the_server() -> None:
+    async def body(world: World) -> None:
+        client = await connect(world)
+        await client.allocate()
+        assert len(world.server.core.allocations()) == 1
+        await client.close()
+        assert world.server.core.allocations() == []
+        with pytest.raises(Exception, match="closed"):
+            await client.recv()
+
+    run(body)
+
+
+def test_wrong_password_raises_with_401() -> None:
+    async def body(world: World) -> None:
+        client = await AsyncTurnClient.connect(
+            world.client_host.stack, Endpoint(TURN_IP, 3478), credentials=(USER, "nope")
+        )
+        async with client:
+            with pytest.raises(TurnRequestError) as info:
+                await client.allocate()
+            assert info.value.code == 401
+
+    run(body)
+
+
+@pytest.mark.parametrize("transport", [UDP, TCP])
+def test_alternate_server_redirects_the_allocation(transport: Transport) -> None:
+    async def body(world: World) -> None:
+        alt_host = world.net.add_host("alt", ALT_IP)
+        alt = await start_server(alt_host, ALT_IP, None)
+        # The first server answers every Allocate with 300 and the alternate.
+        redirecting = await start_server(
+            world.net.add_host("front", "203.0.113.12"),
+            "203.0.113.12",
+            None,
+            alternate_server=Endpoint(ALT_IP, 3478),
+        )
+        try:
+            client = await AsyncTurnClient.connect(
+                world.client_host.stack,
+                Endpoint("203.0.113.12", 3478),
+                transport=transport,
+                credentials=(USER, PASSWORD),
+            )
+            async with client:
+                alloc = await client.allocate()
+                assert alloc.server == Endpoint(ALT_IP, 3478)
+                assert alloc.relayed_endpoint.host == ALT_IP
+                assert len(alt.core.allocations()) == 1
+                assert redirecting.core.allocations() == []
+        finally:
+            for runner in (alt, redirecting):
+                runner.close()
+                await runner.wait_closed()
+
+    run(body)
+
+
+def test_rfc6062_connect_and_accept_through_natkit_server() -> None:
+    async def body(world: World) -> None:
+        accepted: asyncio.Queue[StreamConnection] = asyncio.Queue()
+        listener = await world.peer.stack.listen_stream(
+            Endpoint(PEER_IP, 7000), accepted.put_nowait
+        )
+        async with await connect(world, TCP) as client:
+            alloc = await client.allocate(transport=TransportProtocol.TCP)
+            conn = await client.connect_peer(listener.local_endpoint)
+            inbound = await asyncio.wait_for(accepted.get(), 5.0)
+            assert inbound.remote_endpoint.host == alloc.relayed_endpoint.host
+            got: asyncio.Queue[bytes] = asyncio.Queue()
+            inbound.set_handler(got.put_nowait)
+            conn.write(b"to peer")
+            assert await asyncio.wait_for(got.get(), 5.0) == b"to peer"
+            inbound.write(b"to client")
+            assert await asyncio.wait_for(conn.read(), 5.0) == b"to client"
+
+            await client.create_permission(PEER_IP)
+            accepting = asyncio.ensure_future(client.accept_peer())
+            outbound = await world.peer.stack.connect_stream(alloc.relayed_endpoint)
+            taken = await asyncio.wait_for(accepting, 5.0)
+            assert taken.remote_endpoint == outbound.local_endpoint
+            back: asyncio.Queue[bytes] = asyncio.Queue()
+            outbound.set_handler(back.put_nowait)
+            taken.write(b"accepted")
+            assert await asyncio.wait_for(back.get(), 5.0) == b"accepted"
+            for c in (conn, inbound, taken, outbound):
+                c.close()
+        listener.close()
+
+    run(body)
