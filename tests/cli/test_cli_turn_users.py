@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from tests.redis_fixture import redis_server_fixture, redis_url_fixture  # noqa: F401
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from natkit.cli import turn as turn_cli
 from natkit.cli.main import app
@@ -29,7 +29,7 @@ def db_fixture(tmp_path: Path) -> str:
     return f"sqlite:{tmp_path / 'natkit.db'}"
 
 
-def _run(*args: str, input: str | None = None, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def _run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
     return runner.invoke(app, ["turn", *args], input=input, env=env)
 
 

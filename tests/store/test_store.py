@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
@@ -208,3 +209,12 @@ async def test_async_with_closes_the_store(store_factory: StoreFactory) -> None:
     if store_factory.kind != "memory":
         with pytest.raises(StoreError):
             await store.put(NS, "k", {"a": 2})
+
+
+async def test_increments_from_two_handles_are_atomic(store_factory: StoreFactory) -> None:
+    first = await store_factory.open()
+    second = await store_factory.open()
+    await asyncio.gather(
+        *(handle.incr("test/counters", "c") for _ in range(50) for handle in (first, second))
+    )
+    assert await first.incr("test/counters", "c", 0) == 100

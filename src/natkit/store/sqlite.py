@@ -60,6 +60,8 @@ class SqliteStore(Store):
         self.url = f"sqlite:{path}"
         self._conn: aiosqlite.Connection | None = conn
         self._lock = asyncio.Lock()
+        self.journal_mode = ""
+        """What SQLite granted for ``PRAGMA journal_mode = WAL`` (``wal`` on a local disk)."""
 
     @classmethod
     async def open(cls, path: str | Path, *, clock: Clock = time.time) -> SqliteStore:
@@ -95,9 +97,6 @@ class SqliteStore(Store):
         store = cls(path, conn, clock=clock)
         store.journal_mode = str(next(iter(mode))[0])
         return store
-
-    journal_mode: str = ""
-    """What SQLite granted for ``PRAGMA journal_mode = WAL`` (``wal`` on a local disk)."""
 
     def _db(self) -> aiosqlite.Connection:
         if self._conn is None:
