@@ -102,3 +102,19 @@ def test_the_shown_url_hides_the_password() -> None:
 def test_a_bad_prefix_is_refused() -> None:
     with pytest.raises(StoreError, match="prefix"):
         split_redis_url("redis://localhost/0?prefix=a:b")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        pytest.param("redis://h:notaport/0", "bad redis URL", id="port"),
+        pytest.param("redis://h:6379/abc", "database is a number", id="db"),
+    ],
+)
+def test_bad_redis_urls_are_store_errors(url: str, message: str) -> None:
+    with pytest.raises(StoreError, match=message):
+        split_redis_url(url)
+
+
+def test_urls_without_a_password_are_shown_as_given() -> None:
+    assert split_redis_url("unix:///run/redis.sock?db=1")[2] == "unix:///run/redis.sock?db=1"

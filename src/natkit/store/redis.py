@@ -106,7 +106,14 @@ def _ttl_ms(ttl: float) -> int:
 
 def split_redis_url(url: str) -> tuple[str, str, str]:
     """``(url for redis-py, key prefix, url without password for display)``."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise StoreError(f"bad redis URL: {exc}") from exc
+    db = parts.path.strip("/")
+    if parts.scheme != "unix" and db and not db.isdigit():
+        raise StoreError(f"bad redis URL: the database is a number (HOST:PORT/0), not {db!r}")
     query = parse_qsl(parts.query, keep_blank_values=True)
     prefix = DEFAULT_PREFIX
     rest = []
@@ -118,15 +125,15 @@ def split_redis_url(url: str) -> tuple[str, str, str]:
         else:
             rest.append((name, value))
     client_url = urlunsplit(parts._replace(query=urlencode(rest)))
+    if parts.password is None:
+        return client_url, prefix, url
     netloc = parts.hostname or ""
     if ":" in netloc:
         netloc = f"[{netloc}]"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    if parts.username or parts.password:
-        netloc = f"{parts.username or ''}:***@{netloc}"
-    shown = urlunsplit(parts._replace(netloc=netloc))
-    return client_url, prefix, shown
+    if port is not None:
+        netloc += f":{port}"
+    netloc = f"{parts.username or ''}:***@{netloc}"
+    return client_url, prefix, urlunsplit(parts._replace(netloc=netloc))
 
 
 class RedisStore(Store):
