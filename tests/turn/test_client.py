@@ -614,6 +614,18 @@ def test_first_send_binds_a_channel_automatically_and_switches_to_it() -> None:
     assert out(client) == [pack_channel_data(0x4000, b"second")]
 
 
+def test_a_refused_auto_bind_is_not_retried_for_every_packet() -> None:
+    client = allocated()
+    client.send_to(b"1", PEER, now=0.0)
+    perm, bind = requests(client)
+    feed(client, success(perm))
+    feed(client, error(bind, 508, reason="Insufficient Capacity"))
+    out(client)
+    client.send_to(b"2", PEER, now=1.0)
+    (wire,) = out(client, 1.0)
+    assert parse_message(wire).method == Method.SEND
+
+
 def test_auto_bound_channels_expire_when_idle() -> None:
     client = allocated(lifetime=3600)
     client.send_to(b"x", PEER, now=0.0)

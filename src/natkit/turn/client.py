@@ -319,6 +319,7 @@ class TurnClient:
         self._channels: dict[int, _Channel] = {}
         self._channel_of: dict[Endpoint, _Channel] = {}
         self._cooldown: dict[int, float] = {}
+        self._no_auto_bind: set[Endpoint] = set()  # peers whose auto-bind was refused
         self._next_channel = CHANNEL_MIN
         self._next_request = 1
         self._out: list[Datagram] = []
@@ -522,7 +523,12 @@ class TurnClient:
             perm = self._perms[ip] = _Permission(ip)
             self._send_permission((ip,), now, request_id=None, refresh=False)
         perm.used = True
-        if self.config.auto_bind and ch is None and self._free_channel(now) is not None:
+        if (
+            self.config.auto_bind
+            and ch is None
+            and peer not in self._no_auto_bind
+            and self._free_channel(now) is not None
+        ):
             self._bind(peer, now, keep=False)
         if perm.state is _Perm.INSTALLED:
             self._send_indication(data, peer)
@@ -1077,6 +1083,8 @@ class TurnClient:
         if code == ErrorCode.ALLOCATION_MISMATCH:
             self._lose(code, reason)
             return
+        if not ch.keep:
+            self._no_auto_bind.add(ch.peer)  # one refusal is enough: Send indications it is
         self._drop_channel(ch, now)
         self._events.append(
             ChannelBindFailed(channel=ch.number, peer=ch.peer, code=code, reason=reason)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import pytest
 
 from natkit.addr import Endpoint, Transport
+from natkit.errors import TransactionError
 from natkit.nat.box import NatBox
 from natkit.nat.presets import PRESETS
 from natkit.net.sim import Internet, Link, run_virtual
@@ -295,5 +296,51 @@ def test_rfc6062_connect_and_accept_through_natkit_server() -> None:
             for c in (conn, inbound, taken, outbound):
                 c.close()
         listener.close()
+
+    run(body)
+
+
+def test_a_kicked_allocation_is_lost_at_the_next_refresh_and_recv_raises() -> None:
+    async def body(world: World) -> None:
+        events: list[TurnClientEvent] = []
+        async with await connect(world, on_event=events.append) as client:
+            await client.allocate()
+            (info,) = world.server.core.allocations()
+            assert world.server.kick(info.allocation_id)
+            reading = asyncio.ensure_future(client.recv())
+            await asyncio.sleep(600.0)  # the refresh at 540 s gets 437
+            with pytest.raises(TransactionError, match="lost"):
+                await reading
+            assert [type(e).__name__ for e in events][-1] == "AllocationLost"
+
+    run(body)
+
+
+def test_on_data_callback_receives_what_recv_would() -> None:
+    async def body(world: World) -> None:
+        peer = await UdpPeer.open(world)
+        seen: list[tuple[bytes, Endpoint]] = []
+        async with await connect(world, on_data=lambda d, p: seen.append((d, p))) as client:
+            await client.allocate()
+            await client.create_permission(peer.endpoint)
+            peer.sock.send(b"one", client.relayed)
+            await client.bind_channel(peer.endpoint)
+            peer.sock.send(b"two", client.relayed)
+            await asyncio.sleep(0.5)
+        assert seen == [(b"one", peer.endpoint), (b"two", peer.endpoint)]
+
+    run(body)
+
+
+def test_close_gives_up_on_an_unreachable_server_after_its_timeout() -> None:
+    async def body(world: World) -> None:
+        client = await connect(world)
+        await client.allocate()
+        world.server.close()
+        await world.server.wait_closed()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await client.close(timeout=2.0)
+        assert loop.time() - start == pytest.approx(2.0)
 
     run(body)
