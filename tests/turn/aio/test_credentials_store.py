@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 
 import pytest
 
+from natkit.addr import Endpoint
 from natkit.store import MemoryStore, Store, StoreError
-from natkit.stun.constants import PasswordAlgorithm
-from natkit.stun.credentials import long_term_key, userhash
+from natkit.stun.auth import LongTermAuthenticator
+from natkit.stun.constants import Method, PasswordAlgorithm
+from natkit.stun.credentials import NonceIssuer, long_term_key, userhash
+from natkit.stun.events import ResponseReceived
+from natkit.stun.message import StunMessage
+from natkit.stun.server import StunServer, StunServerConfig
+from natkit.stun.transaction import LongTermCredentials, StunClient, StunClientConfig
 from natkit.turn.aio.credentials import (
     StoreCredentials,
     add_secret,
@@ -22,7 +29,7 @@ from natkit.turn.aio.credentials import (
     secret_id,
     users_namespace,
 )
-from natkit.turn.credentials import rest_credentials
+from natkit.turn.credentials import CredentialSource, rest_credentials
 
 from ...redis_fixture import redis_server_fixture, redis_url_fixture  # noqa: F401
 from ...store.fixtures import (  # noqa: F401
@@ -248,3 +255,46 @@ async def test_a_refresh_without_changes_keeps_the_mirror(store_factory: StoreFa
     await add_user(admin, REALM, "bob", "pw")
     await server.refresh()
     assert server.users is not users and server.rest is rest
+
+
+SERVER = Endpoint("192.0.2.1", 3478)
+CLIENT = Endpoint("203.0.113.7", 50000)
+
+
+def _binding_through(source: CredentialSource, username: str, password: str) -> bool:
+    """A real STUN client with long-term credentials against a server whose
+    authenticator asks ``source``: did the signed retry succeed?"""
+    auth = LongTermAuthenticator(
+        REALM,
+        lambda user, alg: source.keys(user, alg, wallclock=NOW),
+        NonceIssuer(b"nonce secret"),
+        username_for_hash=source.username_for_hash,
+    )
+    server = StunServer(StunServerConfig(primary=SERVER, authenticator=auth))
+    client = StunClient(StunClientConfig(rng=random.Random(7)))
+    client.send_request(
+        StunMessage.request(Method.BINDING, b""),
+        SERVER,
+        now=0.0,
+        credentials=LongTermCredentials(username, password),
+    )
+    for _ in range(4):  # request, 401, signed retry, answer
+        for dg in client.datagrams_to_send(now=0.0):
+            server.receive_datagram(dg.data, CLIENT, local=SERVER, now=0.0)
+        for dg in server.datagrams_to_send(now=0.0):
+            client.receive_datagram(dg.data, SERVER, now=0.0)
+    events = []
+    while (event := client.next_event()) is not None:
+        events.append(event)
+    return any(isinstance(e, ResponseReceived) and e.is_success for e in events)
+
+
+async def test_a_stun_client_authenticates_with_a_stored_user_and_a_rest_secret() -> None:
+    store = MemoryStore()
+    await add_user(store, REALM, "alice", "wonderland")
+    await add_secret(store, REALM, "rest-secret")
+    source = await StoreCredentials.load(store, REALM)
+    assert _binding_through(source, "alice", "wonderland")
+    assert not _binding_through(source, "alice", "wrong")
+    username, password = rest_credentials("rest-secret", "bob", expiry=int(NOW) + 60)
+    assert _binding_through(source, username, password)
