@@ -103,13 +103,24 @@ def start_redis_server(workdir: object) -> RedisServer:
         raise
 
 
+_shared: list[RedisServer] = []
+_users = 0
+
+
 @pytest.fixture(scope="session", name="redis_server")
 def redis_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis_server(tmp_path_factory.mktemp("redis"))
+    """One redis-server per session, however many modules import this fixture
+    (each import is its own session fixture; they share the process by count)."""
+    global _users
+    if not _shared:
+        _shared.append(start_redis_server(tmp_path_factory.mktemp("redis")))
+    _users += 1
     try:
-        yield server
+        yield _shared[0]
     finally:
-        server.process.stop()
+        _users -= 1
+        if _users == 0:
+            _shared.pop().process.stop()
 
 
 @pytest.fixture(name="redis_url")
