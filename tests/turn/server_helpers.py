@@ -102,6 +102,8 @@ class FakeDriver:
 class Client:
     """One TURN client 5-tuple with long-term credentials."""
 
+    _count = 0
+
     def __init__(
         self,
         driver: FakeDriver,
@@ -129,7 +131,8 @@ class Client:
         self.realm = realm
         self.nonce: str | None = None
         self.offered: tuple[PasswordAlgorithmParams, ...] | None = None
-        self.rng = random.Random(7)
+        Client._count += 1
+        self.rng = random.Random(Client._count)
 
     @property
     def key(self) -> bytes:
@@ -201,7 +204,8 @@ class Client:
         got = self.responses(self.send_raw(data, now))
         if not got:
             return None
-        resp = got[-1]
+        resp: StunMessage | None = got[-1]
+        assert resp is not None
         err = resp.error
         if err is not None and err.code == 438:
             self.learn(resp)

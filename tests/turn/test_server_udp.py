@@ -3,6 +3,8 @@ ChannelData (RFC 8656 §7-12)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from natkit.addr import Endpoint, Transport
 from natkit.stun import attributes as at
 from natkit.stun.constants import MessageClass, Method
@@ -24,7 +26,7 @@ from .server_helpers import (
 )
 
 
-def _allocated(now: float = 0.0, **overrides: object) -> tuple[Client, Endpoint]:
+def _allocated(now: float = 0.0, **overrides: Any) -> tuple[Client, Endpoint]:
     _server, driver = make_server(**overrides)
     client = Client(driver)
     resp = client.allocate(now)

@@ -34,7 +34,6 @@ __all__ = ["DEFAULT_DENIED_CLASSES", "PeerPolicy"]
 DEFAULT_DENIED_CLASSES = frozenset(AddressClass) - {AddressClass.GLOBAL, AddressClass.DOCUMENTATION}
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_CACHE_MAX = 65536
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -42,19 +41,30 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 class PeerPolicy:
     """``allowed(host)``: may the relay exchange packets with IP ``host``?"""
 
-    __slots__ = ("_allowed", "_cache", "_denied")
+    __slots__ = ("_allowed", "_cache", "_cache_size", "_denied")
 
-    def __init__(self, allowed: Iterable[IPNetwork] = (), denied: Iterable[IPNetwork] = ()) -> None:
+    def __init__(
+        self,
+        allowed: Iterable[IPNetwork] = (),
+        denied: Iterable[IPNetwork] = (),
+        *,
+        cache_size: int = 65536,
+    ) -> None:
         self._allowed = tuple(allowed)
         self._denied = tuple(denied)
         self._cache: dict[str, bool] = {}
+        self._cache_size = cache_size
+
+    def __len__(self) -> int:
+        """Cached verdicts (bounded by ``cache_size``)."""
+        return len(self._cache)
 
     def allowed(self, host: str) -> bool:
         """The verdict for one IP literal (anything unparsable is denied)."""
         verdict = self._cache.get(host)
         if verdict is None:
             verdict = self._decide(host)
-            if len(self._cache) >= _CACHE_MAX:
+            if len(self._cache) >= self._cache_size:
                 self._cache.clear()
             self._cache[host] = verdict
         return verdict
