@@ -92,15 +92,16 @@ verbose
 """
 
 
-@pytest.fixture
-def coturn_turn(tmp_path: Path, tls_ca: trustme.CA) -> Iterator[Coturn]:
+def start_coturn(workdir: Path, tls_ca: trustme.CA, extra: str = "") -> Coturn:
+    """coturn on 127.0.0.1 (and ::1 when present) with UDP/TCP and TLS listeners."""
     turnserver = require_program("turnserver", "coturn")
+    workdir.mkdir(parents=True, exist_ok=True)
     port, tls_port = free_ports(2, hosts=(LOOPBACK,))
     cert = tls_ca.issue_cert("localhost", "127.0.0.1", "::1")
-    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
-    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(workdir / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(workdir / "key.pem"))
     ips = [LOOPBACK, "::1"] if HAS_IPV6 else [LOOPBACK]
-    config = tmp_path / "turnserver.conf"
+    config = workdir / "turnserver.conf"
     config.write_text(
         COTURN_TURN_CONFIG.format(
             listening="\n".join(f"listening-ip={ip}" for ip in ips),
@@ -112,18 +113,29 @@ def coturn_turn(tmp_path: Path, tls_ca: trustme.CA) -> Iterator[Coturn]:
             user=USER,
             password=PASSWORD,
             realm=REALM,
-            dir=tmp_path,
+            dir=workdir,
         )
+        + extra
     )
-    proc = start_process("turnserver", [turnserver, "-c", str(config)], tmp_path)
+    proc = start_process("turnserver", [turnserver, "-c", str(config)], workdir)
     try:
         udp = Endpoint(LOOPBACK, port)
         wait_for_stun([udp], proc)
-        yield Coturn(
-            udp, Endpoint(LOOPBACK, tls_port), Endpoint("::1", port) if HAS_IPV6 else None, proc
-        )
-    finally:
+    except BaseException:
         proc.stop()
+        raise
+    return Coturn(
+        udp, Endpoint(LOOPBACK, tls_port), Endpoint("::1", port) if HAS_IPV6 else None, proc
+    )
+
+
+@pytest.fixture
+def coturn_turn(tmp_path: Path, tls_ca: trustme.CA) -> Iterator[Coturn]:
+    server = start_coturn(tmp_path, tls_ca)
+    try:
+        yield server
+    finally:
+        server.process.stop()
 
 
 @dataclass
@@ -326,3 +338,49 @@ async def test_rfc6062_connect_and_accept_tcp_peers(
                 c.close()
     finally:
         listener.close()
+
+
+async def test_even_port_reservation_hands_the_next_port_to_a_second_client(
+    coturn_turn: Coturn, tls_ca: trustme.CA
+) -> None:
+    async with await _connect(coturn_turn, Transport.UDP, tls_ca) as first:
+        alloc = await asyncio.wait_for(first.allocate(even_port=True), STEP)
+        assert alloc.relayed_endpoint.port % 2 == 0
+        assert alloc.reservation_token is not None
+        async with await _connect(coturn_turn, Transport.UDP, tls_ca) as second:
+            reserved = await asyncio.wait_for(
+                second.allocate(reservation_token=alloc.reservation_token), STEP
+            )
+            assert reserved.relayed_endpoint.port == alloc.relayed_endpoint.port + 1
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="this machine has no ::1 loopback")
+async def test_dual_allocation_gets_an_ipv4_and_an_ipv6_relay(
+    coturn_turn: Coturn, tls_ca: trustme.CA
+) -> None:
+    async with await _connect(coturn_turn, Transport.UDP, tls_ca) as client:
+        alloc = await asyncio.wait_for(client.allocate(additional_family=Family.IPV6), STEP)
+        assert [r.host for r in alloc.relayed] == [LOOPBACK, "::1"], alloc
+
+
+@pytest.mark.parametrize("transport", [Transport.UDP, Transport.TCP, Transport.TLS])
+async def test_alternate_server_redirect_is_followed(
+    tmp_path: Path, tls_ca: trustme.CA, transport: Transport
+) -> None:
+    back = start_coturn(tmp_path / "back", tls_ca)
+    try:
+        front = start_coturn(
+            tmp_path / "front",
+            tls_ca,
+            f"alternate-server={back.udp}\ntls-alternate-server={back.tls}\n",
+        )
+        try:
+            async with await _connect(front, transport, tls_ca) as client:
+                alloc = await asyncio.wait_for(client.allocate(), STEP)
+                expected = back.tls if transport == Transport.TLS else back.udp
+                assert alloc.server == expected
+                assert client.server == expected
+        finally:
+            front.process.stop()
+    finally:
+        back.process.stop()

@@ -217,6 +217,21 @@ def test_dual_allocation_reports_the_address_error_of_the_refused_family() -> No
     assert event.address_error == refusal
 
 
+def test_dual_allocation_also_speaks_coturns_draft_code_points() -> None:
+    client = make_client()
+    client.allocate(now=0.0, additional_family=Family.IPV6)
+    req = authenticate(client)
+    assert req.get_raw(0x8032) == b"\x02\x00\x00\x00"  # draft ADDITIONAL-ADDRESS-FAMILY
+    resp = req.success().add(at.XOR_RELAYED_ADDRESS, RELAYED)
+    resp.add_raw(0x8033, b"\x02\x00\x04\x28")  # draft ADDRESS-ERROR-CODE 440
+    feed(client, serialize_message(resp, key=KEY))
+    (event,) = events(client)
+    assert event.address_error == AddressErrorCode(Family.IPV6, 440, "")
+    strict = make_client(draft_dual_allocation=False)
+    strict.allocate(now=0.0, additional_family=Family.IPV6)
+    assert one_request(strict).get_raw(0x8032) is None
+
+
 def test_ipv6_allocation_requests_the_family_and_refuses_ipv4_peers() -> None:
     client = make_client()
     client.allocate(now=0.0, family=Family.IPV6)

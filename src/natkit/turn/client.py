@@ -124,6 +124,12 @@ __all__ = [
 
 _CHANNEL_HEAD = struct.Struct("!HH")
 _DATA_INDICATION = b"\x00\x17"  # Method.DATA, class indication (RFC 8489 §5 bit layout)
+# coturn 4.6 implements dual allocation with the code points of the turnbis
+# drafts (0x8032 ADDITIONAL-ADDRESS-FAMILY, 0x8033 ADDRESS-ERROR-CODE), not RFC
+# 8656's 0x8000/0x8001. Both are comprehension-optional, so a server ignores
+# the one it does not know: sending both makes dual allocation work with either.
+_DRAFT_ADDITIONAL_ADDRESS_FAMILY = 0x8032
+_DRAFT_ADDRESS_ERROR_CODE = 0x8033
 _CHANNEL_REUSE_DELAY = 300.0  # RFC 8656 §12: a number stays tied to its peer 5 min after expiry
 
 
@@ -139,6 +145,7 @@ class TurnClientConfig:
     channel_refresh: float = 540.0  # channel bindings last 600 s (§12)
     max_queued: int = 64  # packets waiting for a permission, per peer IP
     max_redirects: int = 3
+    draft_dual_allocation: bool = True  # also send coturn's 0x8032 (see _DRAFT_...)
     rto: float = 0.5
     rc: int = 7
     rm: int = 16
@@ -749,6 +756,8 @@ class TurnClient:
             msg.add(tat.REQUESTED_ADDRESS_FAMILY, int(Family.IPV6))
         if p.additional_family is not None:
             msg.add(tat.ADDITIONAL_ADDRESS_FAMILY, int(p.additional_family))
+            if self.config.draft_dual_allocation:
+                msg.add_raw(_DRAFT_ADDITIONAL_ADDRESS_FAMILY, bytes((p.additional_family, 0, 0, 0)))
         if p.even_port is not None:
             msg.add(tat.EVEN_PORT, p.even_port)
         if p.reservation_token is not None:
@@ -916,6 +925,10 @@ class TurnClient:
             mapped = resp.get(at.XOR_MAPPED_ADDRESS)
             token = resp.get(tat.RESERVATION_TOKEN)
             address_error = resp.get(tat.ADDRESS_ERROR_CODE)
+            if address_error is None and self.config.draft_dual_allocation:
+                raw = resp.get_raw(_DRAFT_ADDRESS_ERROR_CODE)
+                if raw is not None:
+                    address_error = tat.ADDRESS_ERROR_CODE.decode(raw, resp.xor_tid)
             if not relayed:
                 self._fail(None, "Allocate success without XOR-RELAYED-ADDRESS")
                 return
