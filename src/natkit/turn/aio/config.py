@@ -1,0 +1,414 @@
+"""Operator settings of ``natkit turn-server``: one set of keys for the
+command line and the TOML file.
+
+Theory of operation
+-------------------
+:class:`TurnServerSettings` holds what an operator configures, spelled as
+the command's flags (``listen``, ``realm``, ``user``, ``auth-secret``,
+``external-ip``, ``relay-ip``, ``min-port`` ...). :func:`load_toml` reads a
+file written with those keys (dashes or underscores, either works) and
+:func:`build_settings` merges it with the flags given on the command line:
+a flag given replaces the file's value (lists too: ``--user`` on the command
+line replaces the file's ``user`` list instead of adding to it, so what a
+command line says is what runs). Every value is checked here, once, and a
+bad one raises :class:`ConfigError` naming the key; nothing downstream has
+to validate again.
+
+:meth:`TurnServerSettings.core_config` turns the settings into the core's
+frozen :class:`~natkit.turn.server.TurnServerConfig`, and
+:meth:`TurnServerSettings.listeners` into the runner's ``(Transport,
+Endpoint)`` list. :func:`resolve_relay_ips` picks relay addresses when none
+are configured (the listening IPs, or the host's default-route source
+address when it listens on a wildcard).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from natkit.addr import Endpoint, Transport, canonical_ip, parse_endpoint
+from natkit.errors import NatkitError, TransportError
+from natkit.net.stack import Stack
+from natkit.turn.server import IPNetwork, TurnServerConfig
+
+__all__ = [
+    "ADMIN_DEFAULT",
+    "ConfigError",
+    "TurnServerSettings",
+    "build_settings",
+    "load_toml",
+    "parse_external_ip",
+    "parse_listen",
+    "resolve_relay_ips",
+]
+
+ADMIN_DEFAULT = Endpoint("127.0.0.1", 9641)
+TURN_PORT = 3478
+TURNS_PORT = 5349
+WILDCARDS = ("0.0.0.0", "::")
+
+
+class ConfigError(NatkitError, ValueError):
+    """A setting that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnServerSettings:
+    """Everything ``natkit turn-server`` can be told. Field names are the
+    flags' names with underscores; see docs/turn-server.md for each."""
+
+    realm: str
+    listen: tuple[tuple[Transport, Endpoint], ...] = (
+        (Transport.UDP, Endpoint("0.0.0.0", TURN_PORT)),
+        (Transport.TCP, Endpoint("0.0.0.0", TURN_PORT)),
+    )
+    users: tuple[tuple[str, str], ...] = ()
+    auth_secrets: tuple[str, ...] = ()
+    store: str | None = None
+    external_ips: tuple[tuple[str | None, str], ...] = ()  # (private or None, public)
+    relay_ips: tuple[str, ...] = ()
+    min_port: int = 49152
+    max_port: int = 65535
+    allow_peers: tuple[IPNetwork, ...] = ()
+    deny_peers: tuple[IPNetwork, ...] = ()
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    alternate_server: Endpoint | None = None
+    max_allocations: int = 0
+    user_quota: int = 0
+    max_bps: int = 0
+    bps_capacity: int = 0
+    default_lifetime: float = 600.0
+    max_lifetime: float = 3600.0
+    tcp_relay: bool = True
+    admin: Endpoint | None = ADMIN_DEFAULT
+    admin_token: str | None = None
+    max_connections: int = 4096
+    idle_timeout: float = 300.0
+    software: str | None = "natkit"
+
+    @property
+    def needs_tls(self) -> bool:
+        return any(t is Transport.TLS for t, _ in self.listen)
+
+    def listeners(self) -> list[tuple[Transport, Endpoint]]:
+        return list(self.listen)
+
+    def external_map(self, relay_ips: Sequence[str]) -> dict[str, str]:
+        """Relay IP -> advertised IP. A bare ``PUBLIC`` applies to every relay
+        IP of its family that has no explicit ``PRIVATE=PUBLIC`` entry."""
+        out: dict[str, str] = {}
+        for private, public in self.external_ips:
+            if private is not None:
+                if private not in relay_ips:
+                    raise ConfigError(
+                        f"external-ip: {private} is not a relay IP ({', '.join(relay_ips)})"
+                    )
+                out[private] = public
+        for private, public in self.external_ips:
+            if private is None:
+                for ip in relay_ips:
+                    if (":" in ip) == (":" in public) and ip not in out:
+                        out[ip] = public
+        return out
+
+    def core_config(self, relay_ips: Sequence[str], **extra: Any) -> TurnServerConfig:
+        """The core's config for relays on ``relay_ips`` (``extra``: rng, wallclock)."""
+        return TurnServerConfig(
+            realm=self.realm,
+            relay_ips=tuple(relay_ips),
+            external_ips=self.external_map(relay_ips),
+            min_port=self.min_port,
+            max_port=self.max_port,
+            default_lifetime=self.default_lifetime,
+            max_lifetime=self.max_lifetime,
+            allowed_peers=self.allow_peers,
+            denied_peers=self.deny_peers,
+            max_allocations_per_user=self.user_quota,
+            max_allocations=self.max_allocations,
+            max_bps_per_allocation=self.max_bps,
+            max_bps_total=self.bps_capacity,
+            alternate_server=self.alternate_server,
+            software=self.software,
+            tcp_relay=self.tcp_relay,
+            **extra,
+        )
+
+
+# -- parsing single values -----------------------------------------------------------
+
+
+def parse_listen(text: str) -> list[tuple[Transport, Endpoint]]:
+    """``udp:IP:PORT``, ``tcp:...``, ``tls:...`` (``tls`` defaults to port
+    5349, the others to 3478), or a plain ``IP[:PORT]`` for UDP and TCP both."""
+    scheme, sep, rest = text.partition(":")
+    kinds: tuple[Transport, ...]
+    if sep and scheme.lower() in ("udp", "tcp", "tls"):
+        kinds = (Transport(scheme.lower()),)
+    else:
+        kinds, rest = (Transport.UDP, Transport.TCP), text
+    default = TURNS_PORT if kinds == (Transport.TLS,) else TURN_PORT
+    try:
+        ep = parse_endpoint(rest, default)
+    except ValueError as exc:
+        raise ConfigError(
+            f"listen: {text!r} is not [udp:|tcp:|tls:]ADDR[:PORT] (host names are not accepted)"
+        ) from exc
+    return [(kind, ep) for kind in kinds]
+
+
+def parse_external_ip(text: str) -> tuple[str | None, str]:
+    """``PUBLIC``, ``PRIVATE=PUBLIC``, or coturn's ``PUBLIC/PRIVATE``."""
+    private: str | None
+    if "=" in text:
+        private, _, public = text.partition("=")
+    elif "/" in text:
+        public, _, private = text.partition("/")
+    else:
+        private, public = None, text
+    try:
+        pub = canonical_ip(public.strip())
+        priv = canonical_ip(private.strip()) if private is not None else None
+    except ValueError as exc:
+        raise ConfigError(f"external-ip: {text!r} is not PUBLIC or PRIVATE=PUBLIC") from exc
+    if priv is not None and (":" in priv) != (":" in pub):
+        raise ConfigError(f"external-ip: {text!r} mixes IPv4 and IPv6")
+    return priv, pub
+
+
+def _user(text: str) -> tuple[str, str]:
+    name, sep, password = text.partition(":")
+    if not sep or not name or not password:
+        raise ConfigError(f"user: {text!r} is not NAME:PASSWORD")
+    return name, password
+
+
+def _network(key: str, text: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {text!r} is not an IP or CIDR") from exc
+
+
+def _endpoint(key: str, text: str, default_port: int) -> Endpoint:
+    try:
+        return parse_endpoint(text, default_port)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {text!r} is not ADDR:PORT") from exc
+
+
+def _ip(key: str, text: str) -> str:
+    try:
+        return canonical_ip(text.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {text!r} is not an IP address") from exc
+
+
+# -- the file and the merge -----------------------------------------------------------
+
+_LIST_KEYS = frozenset(
+    {"listen", "user", "auth-secret", "external-ip", "relay-ip", "allow-peer", "deny-peer"}
+)
+_INT_KEYS = frozenset(
+    {
+        "min-port",
+        "max-port",
+        "max-allocations",
+        "user-quota",
+        "max-bps",
+        "bps-capacity",
+        "max-connections",
+    }
+)
+_FLOAT_KEYS = frozenset({"default-lifetime", "max-lifetime", "idle-timeout"})
+_STR_KEYS = frozenset(
+    {"realm", "store", "tls-cert", "tls-key", "alternate-server", "admin", "admin-token"}
+)
+_BOOL_KEYS = frozenset({"no-admin", "no-tcp-relay"})
+_NULLABLE_STR_KEYS = frozenset({"software"})
+KEYS = _LIST_KEYS | _INT_KEYS | _FLOAT_KEYS | _STR_KEYS | _BOOL_KEYS | _NULLABLE_STR_KEYS
+
+
+def _norm(key: str) -> str:
+    return key.replace("_", "-").lower()
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file of ``turn-server`` keys (top level, or under a
+    ``[turn-server]`` table). Unknown keys are errors: a typo must not be
+    silently ignored on a server."""
+    try:
+        with path.open("rb") as f:
+            doc = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {path} is not valid TOML: {exc}") from exc
+    for table in ("turn-server", "turn_server"):
+        if isinstance(doc.get(table), dict):
+            doc = doc[table]
+            break
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        k = _norm(key)
+        if k not in KEYS:
+            raise ConfigError(f"config: unknown key {key!r} in {path}")
+        out[k] = value
+    return out
+
+
+def _typed(key: str, value: Any) -> Any:
+    """Check a TOML value's type for ``key`` (flags arrive already typed)."""
+    if key in _LIST_KEYS:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings")
+        return value
+    if key in _INT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if key in _FLOAT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if key in _BOOL_KEYS:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if key in _NULLABLE_STR_KEYS:
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def build_settings(file: Mapping[str, Any], flags: Mapping[str, Any]) -> TurnServerSettings:
+    """Merge the file's keys with the flags given (``None`` / empty list:
+    not given) and check everything. Keys are the flags' names, dashed."""
+    merged: dict[str, Any] = {}
+    for key, value in file.items():
+        merged[_norm(key)] = _typed(_norm(key), value)
+    for key, value in flags.items():
+        k = _norm(key)
+        if k not in KEYS:
+            raise ConfigError(f"unknown setting {key!r}")
+        if value is None or (k in _LIST_KEYS and not value) or (k in _BOOL_KEYS and not value):
+            continue
+        merged[k] = _typed(k, list(value) if k in _LIST_KEYS else value)
+    return _settings(merged)
+
+
+def _settings(m: dict[str, Any]) -> TurnServerSettings:
+    realm = m.get("realm")
+    if not realm:
+        raise ConfigError("realm: required (e.g. --realm example.org)")
+    kw: dict[str, Any] = {"realm": realm}
+    if "listen" in m:
+        listen: list[tuple[Transport, Endpoint]] = []
+        for text in m["listen"]:
+            for item in parse_listen(text):
+                if item in listen:
+                    raise ConfigError(f"listen: {item[0]}:{item[1]} given twice")
+                listen.append(item)
+        if not listen:
+            raise ConfigError("listen: at least one listener is needed")
+        kw["listen"] = tuple(listen)
+    kw["users"] = tuple(_user(u) for u in m.get("user", ()))
+    names = [u for u, _ in kw["users"]]
+    if len(set(names)) != len(names):
+        raise ConfigError("user: a name is given twice")
+    secrets = m.get("auth-secret", ())
+    if any(not s for s in secrets):
+        raise ConfigError("auth-secret: empty secret")
+    kw["auth_secrets"] = tuple(secrets)
+    kw["store"] = m.get("store") or None
+    kw["external_ips"] = tuple(parse_external_ip(x) for x in m.get("external-ip", ()))
+    kw["relay_ips"] = tuple(_ip("relay-ip", x) for x in m.get("relay-ip", ()))
+    for ip in kw["relay_ips"]:
+        if ip in WILDCARDS:
+            raise ConfigError(f"relay-ip: {ip} is a wildcard; give the address to relay from")
+    families = [":" in ip for ip in kw["relay_ips"]]
+    if len(set(families)) != len(families):
+        raise ConfigError("relay-ip: at most one IPv4 and one IPv6 address")
+    for key in ("min-port", "max-port"):
+        if key in m and not 1 <= m[key] <= 65535:
+            raise ConfigError(f"{key}: {m[key]} is not a port (1-65535)")
+    kw["min_port"] = m.get("min-port", 49152)
+    kw["max_port"] = m.get("max-port", 65535)
+    if kw["min_port"] > kw["max_port"]:
+        raise ConfigError(f"min-port {kw['min_port']} is above max-port {kw['max_port']}")
+    kw["allow_peers"] = tuple(_network("allow-peer", x) for x in m.get("allow-peer", ()))
+    kw["deny_peers"] = tuple(_network("deny-peer", x) for x in m.get("deny-peer", ()))
+    cert, pem_key = m.get("tls-cert"), m.get("tls-key")
+    if bool(cert) != bool(pem_key):
+        raise ConfigError("tls-cert and tls-key go together")
+    kw["tls_cert"] = Path(cert) if cert else None
+    kw["tls_key"] = Path(pem_key) if pem_key else None
+    if "alternate-server" in m:
+        kw["alternate_server"] = _endpoint("alternate-server", m["alternate-server"], TURN_PORT)
+        if kw["alternate_server"].host in WILDCARDS:
+            raise ConfigError("alternate-server: a wildcard address cannot be advertised")
+    for k in ("max-allocations", "user-quota", "max-bps", "bps-capacity"):
+        if m.get(k, 0) < 0:
+            raise ConfigError(f"{k}: must be 0 (no limit) or more")
+        kw[k.replace("-", "_")] = m.get(k, 0)
+    kw["default_lifetime"] = m.get("default-lifetime", 600.0)
+    kw["max_lifetime"] = m.get("max-lifetime", 3600.0)
+    if kw["default_lifetime"] <= 0 or kw["max_lifetime"] < kw["default_lifetime"]:
+        raise ConfigError("lifetimes: need 0 < default-lifetime <= max-lifetime")
+    kw["tcp_relay"] = not m.get("no-tcp-relay", False)
+    if m.get("no-admin"):
+        kw["admin"] = None
+    elif "admin" in m:
+        kw["admin"] = _endpoint("admin", m["admin"], ADMIN_DEFAULT.port)
+    kw["admin_token"] = m.get("admin-token") or None
+    if "max-connections" in m:
+        if m["max-connections"] < 1:
+            raise ConfigError("max-connections: must be at least 1")
+        kw["max_connections"] = m["max-connections"]
+    if "idle-timeout" in m:
+        if m["idle-timeout"] <= 0:
+            raise ConfigError("idle-timeout: must be positive")
+        kw["idle_timeout"] = m["idle-timeout"]
+    if "software" in m:
+        kw["software"] = m["software"] or None
+    settings = TurnServerSettings(**kw)
+    if settings.needs_tls and settings.tls_cert is None:
+        raise ConfigError("a tls: listener needs --tls-cert and --tls-key")
+    if settings.tls_cert is not None and not settings.needs_tls:
+        # A certificate without a TLS listener: listen on TLS at the usual port.
+        host = settings.listen[0][1].host
+        settings = dataclasses.replace(
+            settings, listen=(*settings.listen, (Transport.TLS, Endpoint(host, TURNS_PORT)))
+        )
+    return settings
+
+
+async def resolve_relay_ips(stack: Stack, settings: TurnServerSettings) -> list[str]:
+    """The relay IPs to use: the configured ones; else each family's first
+    concrete listening IP; else (wildcard listeners) the address the host
+    sends from on its default route, for IPv4."""
+    if settings.relay_ips:
+        return list(settings.relay_ips)
+    out: list[str] = []
+    for _, ep in settings.listen:
+        if ep.host not in WILDCARDS and all((":" in ip) != (":" in ep.host) for ip in out):
+            out.append(ep.host)
+    if out:
+        return out
+    try:
+        return [await stack.source_address_for(Endpoint("198.51.100.1", 9))]
+    except TransportError as exc:
+        raise ConfigError(
+            f"relay-ip: cannot pick one ({exc}); give --relay-ip with this host's address"
+        ) from exc

@@ -1,0 +1,844 @@
+"""Runs a :class:`~natkit.turn.server.TurnServer` core on a stack: client
+listeners over UDP, TCP and TLS, relay sockets, RFC 6062 peer connections,
+one timer, metrics and the admin endpoint.
+
+Theory of operation
+-------------------
+The core decides everything; this driver moves bytes and owns sockets.
+
+* Client packets: a UDP listener's datagram, or one message framed out of a
+  TCP/TLS stream by :class:`~natkit.stun.framing.StreamFramer`, first goes
+  to ``core.relay_client_packet`` (the hot path: ChannelData and Send to a
+  bound peer come back as one datagram to send on the relay socket, with no
+  queue, event or log line in between); anything else goes to
+  ``core.receive_datagram`` and is followed by :meth:`_flush`.
+* Peer packets arrive on relay sockets and take the same two ways
+  (``relay_peer_packet`` / ``receive_peer_datagram``).
+* :meth:`_flush` sends what the core queued, handles its events (open or
+  close relay sockets, connect to or bridge RFC 6062 peers, count
+  allocations) and re-arms the single ``loop.call_at(core.get_timer())``.
+* Relay sockets are opened on :class:`~natkit.turn.events.RelayRequested`
+  (a bind error answers ``relay_failed``, which the core turns into 508)
+  and closed on :class:`~natkit.turn.events.RelayReleased`.
+* Stream clients: ``(local, remote)`` names the connection client-bound
+  datagrams are written to. A connection that sends garbage, stops reading
+  (write buffer past ``max_write_buffer``) or, holding no allocation, stays
+  silent for ``idle_timeout`` is aborted, not closed (close() waits for a
+  peer that may never read). Its end is reported with ``core.stream_closed``
+  so its allocations go (RFC 8656 §3.1).
+* RFC 6062: once :class:`~natkit.turn.events.ConnectionBound` arrives, the
+  client data connection stops being framed and its bytes are piped raw to
+  the peer connection and back. When the receiving side's write buffer
+  passes ``bridge_buffer``, reading from the sending side pauses until it
+  drains (back-pressure instead of unbounded buffering).
+* Shutdown: stop accepting, ``core.shutdown``, flush, close every socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from types import TracebackType
+from typing import Any
+
+from natkit.addr import Endpoint, Transport
+from natkit.errors import MalformedMessageError, TransportError
+from natkit.net.admin import AdminServer
+from natkit.net.stack import DatagramEndpoint, Stack, StreamConnection, StreamListener
+from natkit.stun.framing import StreamFramer
+from natkit.turn.aio.metrics import CONTENT_TYPE, RunnerCounters, TurnMetrics
+from natkit.turn.credentials import CredentialSource
+from natkit.turn.events import (
+    AllocationCreated,
+    AllocationDeleted,
+    AuthenticationFailed,
+    ConnectionBound,
+    PeerConnectionReleased,
+    PeerConnectRequested,
+    RelayReleased,
+    RelayRequested,
+    TurnServerEvent,
+)
+from natkit.turn.server import AllocationInfo, TurnDatagram, TurnServer, TurnServerConfig
+
+__all__ = ["TurnServerRunner", "session_json"]
+
+log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())
+
+_UDP = Transport.UDP
+_TCP = Transport.TCP
+ConnKey = tuple[Endpoint, Endpoint]  # (local, remote)
+
+
+def _reading_control(
+    conn: StreamConnection,
+) -> tuple[Callable[[], None], Callable[[], None]] | None:
+    """Pause/resume reading of a stream, where the stack can (the Stack
+    interface has no such call yet; the OS stack's transport does)."""
+    pause = getattr(conn, "pause_reading", None)
+    resume = getattr(conn, "resume_reading", None)
+    if callable(pause) and callable(resume):
+        return pause, resume
+    transport = getattr(conn, "_transport", None)
+    if transport is not None and hasattr(transport, "pause_reading"):
+        return transport.pause_reading, transport.resume_reading
+    return None
+
+
+def _buffered(conn: StreamConnection) -> int:
+    size = getattr(conn, "write_buffer_size", 0)
+    return size if isinstance(size, int) else 0
+
+
+class _Pipe:
+    """One direction of an RFC 6062 bridge: bytes read from ``src`` are
+    written to ``dst``; reading ``src`` pauses while ``dst`` is backed up."""
+
+    __slots__ = ("cap", "control", "dst", "paused", "src", "task")
+
+    def __init__(self, src: StreamConnection, dst: StreamConnection, cap: int) -> None:
+        self.src = src
+        self.dst = dst
+        self.cap = cap
+        self.control = _reading_control(src)
+        self.paused = False
+        self.task: asyncio.Task[None] | None = None
+
+    def push(self, data: bytes) -> None:
+        dst = self.dst
+        dst.write(data)
+        if not self.paused and _buffered(dst) > self.cap and self.control is not None:
+            self.paused = True
+            self.control[0]()
+            self.task = asyncio.get_running_loop().create_task(self._wait_drained())
+
+    async def _wait_drained(self) -> None:
+        try:
+            await self.dst.drain()
+        except TransportError:
+            return
+        self.paused = False
+        if self.control is not None and not self.src.closed:
+            self.control[1]()
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+class _Peer:
+    """An RFC 6062 peer TCP connection, before and after it is bound."""
+
+    __slots__ = ("cid", "client", "conn", "pending", "pipe", "relay", "runner")
+
+    def __init__(self, runner: TurnServerRunner, cid: int, conn: StreamConnection) -> None:
+        self.runner = runner
+        self.cid = cid
+        self.conn = conn
+        self.relay = conn.local_endpoint
+        self.pending = bytearray()
+        self.client: _Client | None = None
+        self.pipe: _Pipe | None = None
+        conn.set_handler(self.on_data)
+
+    def on_data(self, data: bytes) -> None:
+        pipe = self.pipe
+        if pipe is not None:
+            if data:
+                pipe.push(data)
+            else:
+                self.runner._bridge_ended(self, self.client)
+            return
+        if not data:
+            # Gone before ConnectionBind: nothing to deliver it to (RFC 6062 §5.3).
+            self.runner._peer_ended(self)
+            return
+        # Not bound yet (RFC 6062 §5.2-5.3): hold the peer's bytes, within reason.
+        self.pending += data
+        if len(self.pending) > self.runner.bridge_buffer:
+            control = _reading_control(self.conn)
+            if control is not None:
+                control[0]()
+            elif len(self.pending) > 4 * self.runner.bridge_buffer:
+                self.runner._release_peer(self.cid)
+
+
+class _Client:
+    """A client TCP/TLS connection: framed STUN/ChannelData until it becomes
+    an RFC 6062 data connection, raw bytes after."""
+
+    __slots__ = (
+        "conn",
+        "framer",
+        "gone",
+        "key",
+        "last",
+        "local",
+        "peer",
+        "pipe",
+        "remote",
+        "runner",
+        "timer",
+        "transport",
+    )
+
+    def __init__(self, runner: TurnServerRunner, conn: StreamConnection) -> None:
+        self.runner = runner
+        self.conn = conn
+        self.local = conn.local_endpoint
+        self.remote = conn.remote_endpoint
+        self.key: ConnKey = (self.local, self.remote)
+        self.transport = conn.transport
+        self.framer = StreamFramer(channel_data=True)
+        self.peer: _Peer | None = None
+        self.pipe: _Pipe | None = None
+        self.gone = False
+        loop = runner._loop
+        self.last = loop.time()
+        self.timer = loop.call_later(runner.idle_timeout, self.check_idle)
+
+    def on_data(self, data: bytes) -> None:
+        pipe = self.pipe
+        if pipe is not None:
+            if data:
+                pipe.push(data)
+            else:
+                self.runner._bridge_ended(self.peer, self)
+            return
+        runner = self.runner
+        if not data:
+            runner._client_gone(self, "closed by the client")
+            return
+        if self.gone:
+            return
+        now = runner._loop.time()
+        self.last = now
+        framer = self.framer
+        try:
+            messages = framer.feed(data)
+        except MalformedMessageError:
+            messages = None
+        # ChannelData (first bits 01) needs an allocation on this connection: before
+        # one exists, such bytes are something else (an HTTP request starts "GET"),
+        # which the framer would otherwise wait for, for up to 64 KiB.
+        if messages is not None and self.key not in runner._stream_allocations:
+            pending = framer._buf
+            if (pending and pending[0] >> 6 == 1) or any(m[0] >> 6 == 1 for m in messages):
+                messages = None
+        if messages is None:
+            runner.core.stats.dropped += 1
+            runner._client_gone(self, "not STUN or ChannelData", abort=True)
+            return
+        core = runner.core
+        relay_client = core.relay_client_packet
+        udp = runner._udp
+        local, remote = self.local, self.remote
+        for i, message in enumerate(messages):
+            out = relay_client(message, remote, local, now)
+            if out is not None:
+                ep = udp.get(out.local)
+                if ep is not None:
+                    ep.send(out.data, out.remote)
+                continue
+            core.receive_datagram(message, remote, local=local, transport=self.transport, now=now)
+            runner._flush()
+            if self._ended():
+                return
+            if self.pipe is not None:
+                # ConnectionBind succeeded (RFC 6062 §5.4): what follows is raw.
+                rest = b"".join(messages[i + 1 :]) + bytes(self.framer._buf)
+                self.framer = StreamFramer(channel_data=True)
+                if rest:
+                    self.pipe.push(rest)
+                return
+        if _buffered(self.conn) > runner.max_write_buffer:
+            runner._client_gone(self, "does not read its responses", abort=True)
+
+    def _ended(self) -> bool:
+        # (A method, so that type checkers re-read the flag after calls into the core.)
+        return self.gone
+
+    def write(self, data: bytes) -> None:
+        conn = self.conn
+        conn.write(data)
+        if _buffered(conn) > self.runner.max_write_buffer:
+            self.runner._client_gone(self, "does not read what is relayed to it", abort=True)
+
+    def check_idle(self) -> None:
+        if self.gone:
+            return
+        runner = self.runner
+        now = runner._loop.time()
+        if self.pipe is None and self.key not in runner._stream_allocations:
+            due = self.last + runner.idle_timeout
+            if now >= due:
+                runner._client_gone(self, "idle", abort=True)
+                return
+            self.timer = runner._loop.call_at(due, self.check_idle)
+            return
+        # Holding an allocation (its lifetime governs) or bridging: look again later.
+        self.timer = runner._loop.call_later(runner.idle_timeout, self.check_idle)
+
+
+def session_json(info: AllocationInfo, now: float) -> dict[str, Any]:
+    """One allocation as ``GET /sessions`` and ``natkit turn sessions --json`` show it."""
+    ft = info.five_tuple
+    return {
+        "id": info.allocation_id,
+        "username": info.username,
+        "client": str(ft.client),
+        "server": str(ft.server),
+        "transport": str(ft.transport),
+        "relays": [str(r) for r in info.relays],
+        "age_s": round(now - info.created, 1),
+        "expires_in_s": round(info.expires - now, 1),
+        "permissions": list(info.permissions),
+        "channels": {f"{n:#06x}": str(peer) for n, peer in sorted(info.channels.items())},
+        "packets_in": info.packets_in,
+        "packets_out": info.packets_out,
+        "bytes_in": info.bytes_in,
+        "bytes_out": info.bytes_out,
+    }
+
+
+class TurnServerRunner:
+    """``start()``, ``close()``, ``wait_closed()``, or ``async with``.
+
+    ``listen``: ``(transport, endpoint)`` pairs (UDP, TCP, TLS; port 0 picks
+    one, see :attr:`endpoints`). ``tls`` is required for TLS listeners.
+    ``admin``: where the HTTP admin endpoint listens (None: nowhere).
+    ``refresh_credentials``: awaited every ``refresh_interval`` seconds (a
+    store mirror's refresh); its failures are logged, never fatal.
+    """
+
+    def __init__(
+        self,
+        stack: Stack,
+        config: TurnServerConfig,
+        credentials: CredentialSource,
+        *,
+        listen: Sequence[tuple[Transport, Endpoint]],
+        tls: ssl.SSLContext | None = None,
+        admin: Endpoint | None = None,
+        admin_token: str | None = None,
+        max_connections: int = 4096,
+        idle_timeout: float = 300.0,
+        max_write_buffer: int = 256 * 1024,
+        bridge_buffer: int = 256 * 1024,
+        connect_timeout: float = 10.0,
+        refresh_credentials: Callable[[], Awaitable[None]] | None = None,
+        refresh_interval: float = 5.0,
+    ) -> None:
+        if not listen:
+            raise ValueError("a TURN server needs at least one listener")
+        if tls is None and any(t is Transport.TLS for t, _ in listen):
+            raise ValueError("TLS listeners need a TLS context")
+        self.stack = stack
+        self.config = config
+        self.core = TurnServer(config, credentials)
+        self.listen = list(listen)
+        self.tls = tls
+        self.admin_endpoint = admin
+        self.admin_token = admin_token
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.max_write_buffer = max_write_buffer
+        self.bridge_buffer = bridge_buffer
+        self.connect_timeout = connect_timeout
+        self.refresh_credentials = refresh_credentials
+        self.refresh_interval = refresh_interval
+        self.counters = RunnerCounters()
+        self.metrics_collector = TurnMetrics(
+            lambda: self.core.stats,
+            allocations=self._allocation_count,
+            connections=self._connection_counts,
+            peer_connections=lambda: len(self._peers),
+            counters=self.counters,
+        )
+        self.admin: AdminServer | None = None
+        # Every UDP socket (listeners and relays), by local endpoint: where datagrams leave from.
+        self._udp: dict[Endpoint, DatagramEndpoint] = {}
+        self.udp_listeners: dict[Endpoint, DatagramEndpoint] = {}
+        self.stream_listeners: list[tuple[Transport, StreamListener]] = []
+        self.relays: dict[Endpoint, DatagramEndpoint] = {}
+        self.relay_listeners: dict[Endpoint, StreamListener] = {}
+        self._streams: dict[ConnKey, _Client] = {}
+        self._stream_allocations: set[ConnKey] = set()
+        self._peers: dict[int, _Peer] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing_sockets: list[DatagramEndpoint | StreamListener] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._loop = asyncio.get_running_loop()  # construct inside the loop that runs it
+        self._started = False
+        self._closing = False
+        self._closed = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> list[tuple[Transport, Endpoint]]:
+        """The listeners as bound (ports resolved when 0 was asked for)."""
+        out: list[tuple[Transport, Endpoint]] = [(_UDP, ep) for ep in self.udp_listeners]
+        out.extend((t, listener.local_endpoint) for t, listener in self.stream_listeners)
+        return out
+
+    def endpoint(self, transport: Transport) -> Endpoint:
+        """The first bound listener of ``transport``."""
+        for t, ep in self.endpoints:
+            if t is transport:
+                return ep
+        raise LookupError(f"no {transport} listener")
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._started = True
+        try:
+            for transport, local in self.listen:
+                if transport is _UDP:
+                    holder: list[Endpoint] = [local]
+                    ep = await self.stack.open_udp(local, self._client_udp_handler(holder))
+                    holder[0] = ep.local_endpoint
+                    self.udp_listeners[ep.local_endpoint] = ep
+                    self._udp[ep.local_endpoint] = ep
+                elif transport.is_stream:
+                    tls = self.tls if transport is Transport.TLS else None
+                    listener = await self.stack.listen_stream(local, self._on_client, tls=tls)
+                    self.stream_listeners.append((transport, listener))
+                else:
+                    raise ValueError(f"cannot listen on {transport}")
+            if self.admin_endpoint is not None:
+                self.admin = AdminServer(
+                    self.stack, self.admin_endpoint, self, token=self.admin_token
+                )
+                await self.admin.start()
+            if self.refresh_credentials is not None:
+                self._spawn(self._refresh_loop(self.refresh_credentials))
+        except BaseException:
+            self.close()
+            raise
+        self._arm()
+
+    def close(self) -> None:
+        """Stop accepting, end every allocation (``core.shutdown``), close every socket."""
+        if self._closing:
+            return
+        self._closing = True
+        for _, listener in self.stream_listeners:
+            listener.close()
+            self._closing_sockets.append(listener)
+        if self._started:
+            self.core.shutdown(now=self._loop.time())
+            self._flush()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
+        for cid in list(self._peers):
+            self._release_peer(cid)
+        for client in list(self._streams.values()):
+            self._client_gone(client, "server shutting down", abort=_buffered(client.conn) > 0)
+        for relay in list(self.relays):
+            self._close_relay(relay, _UDP)
+        for relay in list(self.relay_listeners):
+            self._close_relay(relay, _TCP)
+        for ep in self.udp_listeners.values():
+            ep.close()
+            self._closing_sockets.append(ep)
+        self._udp.clear()
+        if self.admin is not None:
+            self.admin.close()
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        """After :meth:`close`: return once every socket is released."""
+        await self._closed.wait()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for sock in self._closing_sockets:
+            with contextlib.suppress(Exception):
+                await sock.wait_closed()
+        self._closing_sockets.clear()
+        if self.admin is not None:
+            await self.admin.wait_closed()
+
+    async def __aenter__(self) -> TurnServerRunner:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+        await self.wait_closed()
+
+    # -- the core's outputs ------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Send what the core queued, handle its events, re-arm the timer."""
+        core = self.core
+        send = self._send
+        for datagram in core.datagrams_to_send():
+            send(datagram)
+        while (event := core.next_event()) is not None:
+            self._on_event(event)
+        self._arm()
+
+    def _send(self, dg: TurnDatagram) -> None:
+        if dg.transport is _UDP:
+            ep = self._udp.get(dg.local)
+            if ep is not None:
+                ep.send(dg.data, dg.remote)
+            else:
+                log.debug("no UDP socket at %s; dropping a datagram for %s", dg.local, dg.remote)
+            return
+        client = self._streams.get((dg.local, dg.remote))
+        if client is not None and not client.gone:
+            client.write(dg.data)
+
+    def _arm(self) -> None:
+        if self._closing:
+            return
+        deadline = self.core.get_timer()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.core.handle_timer(now=self._loop.time())
+        self._flush()
+
+    def _on_event(self, event: TurnServerEvent) -> None:
+        match event:
+            case RelayRequested():
+                if self._closing:
+                    self.core.relay_failed(event.request_id, now=self._loop.time())
+                else:
+                    self._spawn(self._open_relays(event))
+            case RelayReleased(relay=relay, transport=transport):
+                self._close_relay(relay, transport)
+            case PeerConnectRequested():
+                if self._closing:
+                    self.core.peer_connect_failed(event.connection_id, now=self._loop.time())
+                else:
+                    self._spawn(self._connect_peer(event))
+            case ConnectionBound(connection_id=cid, data_connection=ft):
+                self._bind_connection(cid, (ft.server, ft.client))
+            case PeerConnectionReleased(connection_id=cid):
+                self._release_peer(cid)
+            case AllocationCreated(five_tuple=ft):
+                if ft.transport.is_stream:
+                    self._stream_allocations.add((ft.server, ft.client))
+                log.info(
+                    "allocation %d for %s from %s over %s: relays %s",
+                    event.allocation_id,
+                    event.username,
+                    ft.client,
+                    ft.transport,
+                    ", ".join(str(r) for r in event.relays),
+                )
+            case AllocationDeleted(five_tuple=ft):
+                self.counters.observe(event)
+                key = (ft.server, ft.client)
+                self._stream_allocations.discard(key)
+                log.info("allocation %d deleted: %s", event.allocation_id, event.reason)
+                if event.reason == "kicked" and ft.transport.is_stream:
+                    client = self._streams.get(key)
+                    if client is not None:
+                        self._client_gone(client, "kicked", abort=True)
+            case AuthenticationFailed():
+                log.debug(
+                    "authentication failed for %s (%s): %d",
+                    event.client,
+                    event.username,
+                    event.code,
+                )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("TURN runner task failed", exc_info=task.exception())
+
+    # -- UDP ---------------------------------------------------------------------------
+
+    def _client_udp_handler(self, holder: list[Endpoint]) -> Callable[[bytes, Endpoint], None]:
+        core = self.core
+        relay_client = core.relay_client_packet
+        receive = core.receive_datagram
+        udp = self._udp
+        time = self._loop.time
+        flush = self._flush
+
+        def on_datagram(data: bytes, client: Endpoint) -> None:
+            local = holder[0]
+            out = relay_client(data, client, local, time())
+            if out is not None:
+                ep = udp.get(out.local)
+                if ep is not None:
+                    ep.send(out.data, out.remote)
+                return
+            receive(data, client, local=local, transport=_UDP, now=time())
+            flush()
+
+        return on_datagram
+
+    def _relay_udp_handler(self, holder: list[Endpoint]) -> Callable[[bytes, Endpoint], None]:
+        core = self.core
+        relay_peer = core.relay_peer_packet
+        receive = core.receive_peer_datagram
+        udp = self._udp
+        time = self._loop.time
+        flush = self._flush
+        send = self._send
+
+        def on_datagram(data: bytes, peer: Endpoint) -> None:
+            relay = holder[0]
+            out = relay_peer(data, peer, relay, time())
+            if out is not None:
+                if out.transport is _UDP:
+                    ep = udp.get(out.local)
+                    if ep is not None:
+                        ep.send(out.data, out.remote)
+                else:
+                    send(out)
+                return
+            receive(data, peer, relay=relay, now=time())
+            flush()
+
+        return on_datagram
+
+    async def _open_relays(self, event: RelayRequested) -> None:
+        """Bind the relay sockets the core asked for; answer relay_opened/failed."""
+        opened: list[tuple[Endpoint, DatagramEndpoint | StreamListener]] = []
+        wanted = list(event.relays)
+        if event.reserve is not None:
+            wanted.append(event.reserve)
+        try:
+            for local in wanted:
+                held = self.relays.get(local)
+                if held is not None and event.transport is _UDP:
+                    opened.append((local, held))  # a reservation (RFC 8656 §14.2), now used
+                    continue
+                if event.transport is _TCP:
+                    listener = await self.stack.listen_stream(local, self._peer_acceptor(local))
+                    opened.append((listener.local_endpoint, listener))
+                else:
+                    holder = [local]
+                    udp = await self.stack.open_udp(local, self._relay_udp_handler(holder))
+                    holder[0] = udp.local_endpoint
+                    opened.append((udp.local_endpoint, udp))
+        except (TransportError, OSError) as exc:
+            log.warning("cannot open relay %s: %s", ", ".join(map(str, wanted)), exc)
+            for local, bound in opened:
+                if self.relays.get(local) is not bound:
+                    bound.close()
+            self.counters.relay_bind_failures += 1
+            if not self._closing:
+                self.core.relay_failed(event.request_id, now=self._loop.time())
+                self._flush()
+            return
+        if self._closing:
+            for _, bound in opened:
+                bound.close()
+            return
+        for local, bound in opened:
+            if isinstance(bound, DatagramEndpoint):
+                self.relays[local] = bound
+                self._udp[local] = bound
+            else:
+                self.relay_listeners[local] = bound
+        relays = tuple(local for local, _ in opened[: len(event.relays)])
+        self.core.relay_opened(event.request_id, relays, now=self._loop.time())
+        self._flush()
+
+    def _close_relay(self, relay: Endpoint, transport: Transport) -> None:
+        sock: DatagramEndpoint | StreamListener | None
+        if transport is _TCP:
+            sock = self.relay_listeners.pop(relay, None)
+        else:
+            sock = self.relays.pop(relay, None)
+            self._udp.pop(relay, None)
+        if sock is not None:
+            sock.close()
+            if self._closing:
+                self._closing_sockets.append(sock)
+
+    # -- client streams ------------------------------------------------------------------
+
+    def _on_client(self, conn: StreamConnection) -> None:
+        if self._closing or len(self._streams) >= self.max_connections:
+            self.counters.connections_rejected += 1
+            conn.abort()
+            return
+        client = _Client(self, conn)
+        self._streams[client.key] = client
+        conn.set_handler(client.on_data)
+
+    def _client_gone(self, client: _Client, why: str, *, abort: bool = False) -> None:
+        """A client connection ended (or is being ended): forget it, tell the core."""
+        if client.gone:
+            return
+        client.gone = True
+        client.timer.cancel()
+        if self._streams.get(client.key) is client:
+            del self._streams[client.key]
+        log.debug("client connection %s: %s", client.remote, why)
+        if abort:
+            client.conn.abort()
+        else:
+            client.conn.close()
+        if client.peer is not None:
+            self._release_peer(client.peer.cid)
+        if not self._closing:
+            self.core.stream_closed(client.remote, local=client.local, now=self._loop.time())
+            self._flush()
+
+    def _allocation_count(self) -> int:
+        stats = self.core.stats
+        return stats.allocations_created - stats.allocations_deleted
+
+    def _connection_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for client in self._streams.values():
+            counts[str(client.transport)] = counts.get(str(client.transport), 0) + 1
+        return counts
+
+    # -- RFC 6062 --------------------------------------------------------------------------
+
+    def _peer_acceptor(self, relay: Endpoint) -> Callable[[StreamConnection], None]:
+        def on_connection(conn: StreamConnection) -> None:
+            if self._closing:
+                conn.abort()
+                return
+            cid = self.core.peer_connection_accepted(
+                relay, conn.remote_endpoint, now=self._loop.time()
+            )
+            if cid is None:
+                conn.abort()
+            else:
+                self._peers[cid] = _Peer(self, cid, conn)
+            self._flush()
+
+        return on_connection
+
+    async def _connect_peer(self, event: PeerConnectRequested) -> None:
+        stack, peer, relay = self.stack, event.peer, event.relay
+        try:
+            try:
+                conn = await stack.connect_stream(peer, local=relay, timeout=self.connect_timeout)
+            except TransportError:
+                # The relay's own listener holds that port; without SO_REUSEPORT on both
+                # sockets the OS refuses a second bind, so connect from the relay IP.
+                conn = await stack.connect_stream(
+                    peer, local=Endpoint(relay.host, 0), timeout=self.connect_timeout
+                )
+        except TransportError as exc:
+            log.info("RFC 6062 connect %s -> %s failed: %s", relay, peer, exc)
+            if not self._closing:
+                self.core.peer_connect_failed(event.connection_id, now=self._loop.time())
+                self._flush()
+            return
+        if self._closing:
+            conn.abort()
+            return
+        self._peers[event.connection_id] = _Peer(self, event.connection_id, conn)
+        self.core.peer_connected(event.connection_id, now=self._loop.time())
+        self._flush()
+
+    def _bind_connection(self, cid: int, key: ConnKey) -> None:
+        """ConnectionBound: pipe the data connection and the peer connection."""
+        peer = self._peers.get(cid)
+        client = self._streams.get(key)
+        if peer is None or client is None:
+            if client is not None:
+                self._client_gone(client, "its peer connection is gone")
+            if peer is not None:
+                self._release_peer(cid)
+            return
+        peer.client = client
+        client.peer = peer
+        client.pipe = _Pipe(client.conn, peer.conn, self.bridge_buffer)
+        peer.pipe = _Pipe(peer.conn, client.conn, self.bridge_buffer)
+        pending, peer.pending = bytes(peer.pending), bytearray()
+        if pending:
+            peer.pipe.push(pending)
+        control = _reading_control(peer.conn)
+        if control is not None:
+            control[1]()
+
+    def _bridge_ended(self, peer: _Peer | None, client: _Client | None) -> None:
+        """One side of a bridge closed: close the other, tell the core."""
+        if peer is not None:
+            self._peer_ended(peer)
+        if client is not None:
+            self._client_gone(client, "bridge closed")
+
+    def _peer_ended(self, peer: _Peer) -> None:
+        if self._peers.get(peer.cid) is not peer:
+            return
+        if not self._closing:
+            self.core.peer_connection_closed(peer.cid, now=self._loop.time())
+        self._release_peer(peer.cid)
+        self._flush()
+
+    def _release_peer(self, cid: int) -> None:
+        peer = self._peers.pop(cid, None)
+        if peer is None:
+            return
+        for pipe in (peer.pipe, peer.client.pipe if peer.client else None):
+            if pipe is not None:
+                pipe.cancel()
+        peer.conn.close()
+        client = peer.client
+        if client is not None:
+            client.peer = None
+            self._client_gone(client, "peer connection released")
+
+    # -- credentials ---------------------------------------------------------------------
+
+    async def _refresh_loop(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_interval)
+            try:
+                await refresh()
+            except Exception as exc:  # a store outage must not stop relaying
+                log.warning("credential refresh failed: %s", exc)
+
+    # -- admin (natkit.net.admin.AdminApp) -------------------------------------------------
+
+    def metrics(self) -> tuple[bytes, str]:
+        return self.metrics_collector.render(), CONTENT_TYPE
+
+    def sessions(self) -> list[dict[str, Any]]:
+        now = self._loop.time()
+        return [session_json(info, now) for info in self.core.allocations()]
+
+    def kick(self, session_id: int) -> bool:
+        if not any(a.allocation_id == session_id for a in self.core.allocations()):
+            return False
+        self.core.kick(session_id, now=self._loop.time())
+        self._flush()
+        return True
+
+    def healthy(self) -> bool:
+        return self._started and not self._closing

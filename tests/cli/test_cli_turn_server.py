@@ -1,0 +1,158 @@
+"""natkit turn-server, natkit turn sessions / kick: argument errors (exit 1,
+one line, no traceback) and one real server in a subprocess on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.turn.aio._runner_client import PASSWORD, REALM, USER, HandClient
+from typer.testing import CliRunner
+
+from natkit.addr import Endpoint
+from natkit.cli.main import app
+from natkit.net.os_stack import OsStack
+
+runner = CliRunner()
+BASE = ["turn-server", "--realm", REALM, "--user", f"{USER}:{PASSWORD}"]
+
+
+def _free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _fails(args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_turn_server_is_listed_in_help() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert "turn-server" in result.output
+    result = runner.invoke(app, ["turn", "--help"])
+    assert "sessions" in result.output and "kick" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["turn-server", "--user", "a:b"], "realm", id="no-realm"),
+        pytest.param(["turn-server", "--realm", "r"], "no credentials", id="no-credentials"),
+        pytest.param([*BASE, "--listen", "turn.example:3478"], "listen", id="host-name"),
+        pytest.param([*BASE, "--listen", "tls:127.0.0.1:0"], "tls-cert", id="tls-no-cert"),
+        pytest.param([*BASE, "--user", "bob"], "NAME:PASSWORD", id="bad-user"),
+        pytest.param([*BASE, "--allow-peer", "bogus"], "allow-peer", id="bad-cidr"),
+        pytest.param([*BASE, "--min-port", "9", "--max-port", "8"], "max-port", id="range"),
+        pytest.param(
+            [*BASE, "--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"],
+            "no such file",
+            id="missing-pem",
+        ),
+        pytest.param([*BASE, "--config", "/nonexistent.toml"], "cannot read", id="no-config"),
+    ],
+)
+def test_argument_errors_exit_1_with_a_message(args: list[str], message: str) -> None:
+    _fails(args, message)
+
+
+def test_a_listen_port_in_use_is_an_error(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        _fails([*BASE, "--listen", f"udp:127.0.0.1:{port}", "--no-admin"], "cannot bind")
+
+
+def test_a_config_file_with_a_typo_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "natkit.toml"
+    path.write_text('realm = "r"\nusers = ["a:b"]\n')
+    _fails(["turn-server", "--config", str(path)], "unknown key 'users'")
+
+
+def test_sessions_without_a_server_is_an_error() -> None:
+    port = _free_port(socket.SOCK_STREAM)
+    _fails(["turn", "sessions", "--admin", f"127.0.0.1:{port}"], "cannot reach")
+    _fails(["turn", "kick", "1", "--admin", f"http://127.0.0.1:{port}"], "cannot reach")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Endpoint, str]]:
+    """``natkit turn-server`` on loopback free ports, read until it says it listens."""
+    port, admin = _free_port(), _free_port(socket.SOCK_STREAM)
+    config = tmp_path / "natkit.toml"
+    config.write_text(
+        f'realm = "{REALM}"\nuser = ["{USER}:{PASSWORD}"]\n'
+        'allow-peer = ["127.0.0.0/8"]\nmin-port = 63100\nmax-port = 63199\n'
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "natkit.cli.main",
+            "turn-server",
+            "--config",
+            str(config),
+            "--listen",
+            f"udp:127.0.0.1:{port}",
+            "--admin",
+            f"127.0.0.1:{admin}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        assert proc.stderr is not None
+        seen = b""
+        deadline = time.monotonic() + 20
+        while b"admin endpoint on" not in seen:
+            ready, _, _ = select.select([proc.stderr], [], [], max(0, deadline - time.monotonic()))
+            line = proc.stderr.readline() if ready else b""
+            assert line, f"turn-server did not start: {seen.decode()}"
+            seen += line
+        assert f"udp:127.0.0.1:{port}".encode() in seen
+        yield proc, Endpoint("127.0.0.1", port), f"127.0.0.1:{admin}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+async def test_turn_server_allocates_lists_kicks_and_stops_on_sigterm(
+    server: tuple[subprocess.Popen[bytes], Endpoint, str],
+) -> None:
+    proc, where, admin = server
+    client = await HandClient.udp(OsStack(), where)
+    try:
+        relay = await client.allocate()
+        assert relay.host == "127.0.0.1" and 63100 <= relay.port <= 63199
+        listed = runner.invoke(app, ["turn", "sessions", "--admin", admin, "--json"])
+        assert listed.exit_code == 0, listed.output
+        (session,) = json.loads(listed.stdout)
+        assert session["relays"] == [str(relay)] and session["username"] == USER
+        table = runner.invoke(app, ["turn", "sessions", "--admin", admin])
+        assert table.exit_code == 0 and USER in table.output
+        kicked = runner.invoke(app, ["turn", "kick", str(session["id"]), "--admin", admin])
+        assert kicked.exit_code == 0, kicked.output
+        again = runner.invoke(app, ["turn", "kick", str(session["id"]), "--admin", admin])
+        assert again.exit_code == 1 and "no allocation" in again.output
+        empty = runner.invoke(app, ["turn", "sessions", "--admin", admin, "--json"])
+        assert json.loads(empty.stdout) == []
+    finally:
+        client.close()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0

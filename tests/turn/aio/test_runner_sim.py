@@ -1,0 +1,111 @@
+"""TurnServerRunner unchanged on the simulated internet (virtual clock): a
+client behind a symmetric NAT relays to a public peer, allocations expire and
+their relay sockets close, and TLS on port 443 passes a web-only firewall."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+from natkit.addr import Endpoint, Transport
+from natkit.nat.box import NatBox
+from natkit.nat.presets import PRESETS
+from natkit.net.sim import Internet, Link, SimHost, run_virtual
+from natkit.turn.aio.server import TurnServerRunner
+from tests.turn.aio._runner_client import HandClient, Peer
+from tests.turn.aio.test_runner import CREDENTIALS, config
+
+SERVER_IP, PEER_IP, NAT_IP = "203.0.113.10", "198.51.100.20", "198.51.100.1"
+UDP, TCP, TLS = Transport.UDP, Transport.TCP, Transport.TLS
+
+
+def _world(preset: str = "symmetric") -> tuple[Internet, SimHost, SimHost, SimHost]:
+    net = Internet(seed=1, default_link=Link(delay=0.01))
+    server = net.add_host("turn", SERVER_IP)
+    peer = net.add_host("peer", PEER_IP)
+    if PRESETS[preset].translate:
+        box = NatBox(PRESETS[preset], [NAT_IP], inside_networks=["192.168.1.0/24"])
+        nat = net.add_middlebox("nat", box, [NAT_IP], inside="192.168.1.0/24")
+    else:  # a firewall: hosts behind it keep public addresses
+        inside = "192.0.2.128/25"
+        box = NatBox(PRESETS[preset], [], inside_networks=[inside], trace=False)
+        nat = net.add_middlebox("fw", box, [], inside=inside, routed=True)
+    alice = net.add_host("alice", behind=nat)
+    return net, server, peer, alice
+
+
+def _runner(
+    server: SimHost, listen: list[tuple[Transport, Endpoint]], **kw: object
+) -> TurnServerRunner:
+    return TurnServerRunner(
+        server.stack,
+        config(relay_ips=(SERVER_IP,), allowed_peers=()),
+        CREDENTIALS,
+        listen=listen,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_client_behind_a_symmetric_nat_relays_through_channels() -> None:
+    async def main() -> tuple[Endpoint, bytes, object]:
+        _, server, peer_host, alice = _world()
+        async with _runner(server, [(UDP, Endpoint(SERVER_IP, 3478))]):
+            client = await HandClient.udp(
+                alice.stack, Endpoint(SERVER_IP, 3478), Endpoint("0.0.0.0", 0)
+            )
+            peer = await Peer.open(peer_host.stack, Endpoint(PEER_IP, 5000))
+            relay = await client.allocate()
+            await client.bind_channel(0x4000, peer.endpoint)
+            client.send_channel(0x4000, b"from behind the NAT")
+            got, src = await peer.recv()
+            peer.send(b"reply", relay)
+            back = await client.next_data()
+            return src, got, back
+
+    src, got, back = run_virtual(main)
+    assert src.host == SERVER_IP and got == b"from behind the NAT"
+    assert back == (0x4000, b"reply")
+
+
+def test_expired_allocations_close_their_relay_sockets() -> None:
+    async def main() -> tuple[int, int, bool, float]:
+        _, server, _, alice = _world("full-cone")
+        runner = _runner(server, [(UDP, Endpoint(SERVER_IP, 3478))])
+        async with runner:
+            clients = [
+                await HandClient.udp(alice.stack, Endpoint(SERVER_IP, 3478), Endpoint("0.0.0.0", 0))
+                for _ in range(5)
+            ]
+            relays = [await c.allocate() for c in clients]
+            socks = [runner.relays[r] for r in relays]
+            during = len(runner.relays)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            await asyncio.sleep(601)  # virtual time: the 600 s lifetime runs out
+            return during, len(runner.relays), all(s.closed for s in socks), loop.time() - start
+
+    during, after, closed, elapsed = run_virtual(main)
+    assert (during, after, closed) == (5, 0, True)
+    assert elapsed >= 600
+
+
+def test_tls_on_443_through_a_web_only_firewall(
+    tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
+) -> None:
+    async def main() -> bytes:
+        _, server, peer_host, alice = _world("web-only")
+        listen = [(UDP, Endpoint(SERVER_IP, 3478)), (TLS, Endpoint(SERVER_IP, 443))]
+        async with _runner(server, listen, tls=tls_server_context):
+            client = await HandClient.stream(
+                alice.stack, Endpoint(SERVER_IP, 443), tls=tls_client_context
+            )
+            peer = await Peer.open(peer_host.stack, Endpoint(PEER_IP, 5000))
+            relay = await client.allocate()
+            await client.permit(peer.endpoint)
+            peer.send(b"through the firewall", relay)
+            who, data = await client.next_data()
+            assert who == peer.endpoint
+            client.close()
+            return data
+
+    assert run_virtual(main) == b"through the firewall"

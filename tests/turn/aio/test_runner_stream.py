@@ -1,0 +1,207 @@
+"""TurnServerRunner with TCP and TLS clients on loopback: relaying, the end
+of a connection deleting its allocation, stalled readers, and RFC 6062 TCP
+relaying (Connect and ConnectionAttempt) with raw bytes piped both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+
+import pytest
+
+from natkit.addr import Endpoint, Transport
+from natkit.net.os_stack import OsStack
+from natkit.net.stack import StreamConnection
+from natkit.stun import attributes as at
+from natkit.stun.constants import MessageClass, Method
+from natkit.stun.message import parse_message
+from natkit.turn import attributes as tat
+from natkit.turn.aio.server import TurnServerRunner
+from natkit.turn.attributes import TransportProtocol
+from tests.turn.aio._runner_client import HandClient, Peer, until
+from tests.turn.aio.test_runner import CREDENTIALS, LO, config
+
+TCP, TLS, UDP = Transport.TCP, Transport.TLS, Transport.UDP
+
+
+@pytest.fixture
+async def runner(tls_server_context: ssl.SSLContext) -> AsyncIterator[TurnServerRunner]:
+    r = TurnServerRunner(
+        OsStack(),
+        config(),
+        CREDENTIALS,
+        listen=[(UDP, Endpoint(LO, 0)), (TCP, Endpoint(LO, 0)), (TLS, Endpoint(LO, 0))],
+        tls=tls_server_context,
+    )
+    await r.start()
+    yield r
+    r.close()
+    await r.wait_closed()
+
+
+async def _relay_round_trip(client: HandClient) -> None:
+    peer = await Peer.open(OsStack(), Endpoint(LO, 0))
+    try:
+        relay = await client.allocate()
+        await client.permit(peer.endpoint)
+        client.send_indication(peer.endpoint, b"over a stream")
+        assert await peer.recv() == (b"over a stream", relay)
+        peer.send(b"indicated", relay)
+        assert await client.next_data() == (peer.endpoint, b"indicated")
+        await client.bind_channel(0x4001, peer.endpoint)
+        client.send_channel(0x4001, b"odd")  # padded to 4 on streams (RFC 8656 §12.5)
+        assert await peer.recv() == (b"odd", relay)
+        peer.send(b"z" * 121, relay)
+        assert await client.next_data() == (0x4001, b"z" * 121)
+    finally:
+        peer.close()
+
+
+async def test_tcp_client_relays_both_ways(runner: TurnServerRunner) -> None:
+    client = await HandClient.stream(OsStack(), runner.endpoint(TCP))
+    try:
+        await _relay_round_trip(client)
+    finally:
+        client.close()
+
+
+async def test_tls_client_relays_both_ways(
+    runner: TurnServerRunner, tls_client_context: ssl.SSLContext
+) -> None:
+    client = await HandClient.stream(OsStack(), runner.endpoint(TLS), tls=tls_client_context)
+    try:
+        await _relay_round_trip(client)
+    finally:
+        client.close()
+
+
+async def test_closing_the_connection_deletes_its_allocation(runner: TurnServerRunner) -> None:
+    client = await HandClient.stream(OsStack(), runner.endpoint(TCP))
+    relay = await client.allocate()
+    sock = runner.relays[relay]
+    client.close()
+    await until(lambda: not runner.relays)
+    assert runner.relays == {} and sock.closed
+    assert runner.core.allocations() == []
+    assert runner.counters.deleted_by_reason == {"connection closed": 1}
+    assert runner._streams == {}
+
+
+async def test_garbage_on_a_stream_aborts_it(runner: TurnServerRunner) -> None:
+    conn = await OsStack().connect_stream(runner.endpoint(TCP))
+    conn.set_handler(lambda data: None)
+    conn.write(b"GET / HTTP/1.1\r\n\r\n")
+    await asyncio.wait_for(conn.wait_closed(), 5)
+    assert runner._streams == {}
+
+
+async def test_connections_over_the_limit_are_refused() -> None:
+    r = TurnServerRunner(
+        OsStack(), config(), CREDENTIALS, listen=[(TCP, Endpoint(LO, 0))], max_connections=1
+    )
+    async with r:
+        first = await HandClient.stream(OsStack(), r.endpoint(TCP))
+        await first.allocate()
+        second = await OsStack().connect_stream(r.endpoint(TCP))
+        second.set_handler(lambda data: None)
+        await asyncio.wait_for(second.wait_closed(), 5)
+        assert r.counters.connections_rejected == 1
+        first.close()
+
+
+async def _raw_conn(
+    conn: StreamConnection,
+) -> asyncio.Queue[bytes]:
+    q: asyncio.Queue[bytes] = asyncio.Queue()
+    conn.set_handler(q.put_nowait)
+    return q
+
+
+async def _read_exactly(q: asyncio.Queue[bytes], n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = await asyncio.wait_for(q.get(), 5)
+        assert chunk, "connection closed early"
+        buf += chunk
+    return buf
+
+
+async def test_rfc6062_connect_pipes_raw_bytes_both_ways(runner: TurnServerRunner) -> None:
+    stack = OsStack()
+    accepted: asyncio.Queue[StreamConnection] = asyncio.Queue()
+    peer_listener = await stack.listen_stream(Endpoint(LO, 0), accepted.put_nowait)
+    control = await HandClient.stream(stack, runner.endpoint(TCP))
+    data = await HandClient.stream(stack, runner.endpoint(TCP))
+    try:
+        relay = await control.allocate(transport=TransportProtocol.TCP)
+        assert relay in runner.relay_listeners
+        await control.permit(peer_listener.local_endpoint)
+        cid = await control.connect_peer(peer_listener.local_endpoint)
+        peer_conn = await asyncio.wait_for(accepted.get(), 5)
+        assert peer_conn.remote_endpoint.host == relay.host
+        peer_q = await _raw_conn(peer_conn)
+        resp = await data.connection_bind(cid)
+        assert resp.message_class == MessageClass.SUCCESS
+        # From now on the data connection carries raw bytes, not STUN.
+        assert data.conn is not None and data.raw is not None
+        data_q = data.raw
+        data.conn.write(b"GET / HTTP/1.0\r\n\r\n")
+        assert await _read_exactly(peer_q, 18) == b"GET / HTTP/1.0\r\n\r\n"
+        big = bytes(range(256)) * 4096  # 1 MiB through the bridge, in order
+        peer_conn.write(big)
+        assert await _read_exactly(data_q, len(big)) == big
+        # The peer hangs up: the data connection closes too.
+        peer_conn.close()
+        await asyncio.wait_for(data.conn.wait_closed(), 5)
+        assert runner._peers == {}
+    finally:
+        control.close()
+        data.close()
+        peer_listener.close()
+
+
+async def test_rfc6062_peer_connecting_to_the_relay_is_announced_and_bridged(
+    runner: TurnServerRunner,
+) -> None:
+    stack = OsStack()
+    control = await HandClient.stream(stack, runner.endpoint(TCP))
+    data = await HandClient.stream(stack, runner.endpoint(TCP))
+    try:
+        relay = await control.allocate(transport=TransportProtocol.TCP)
+        peer_ip = Endpoint(LO, 0)
+        await control.permit(peer_ip)
+        peer_conn = await stack.connect_stream(relay)
+        peer_q = await _raw_conn(peer_conn)
+        peer_conn.write(b"early bytes ")  # before the client binds: held for it
+        ind = parse_message(await asyncio.wait_for(control.inbox.get(), 5))
+        assert ind.method == Method.CONNECTION_ATTEMPT
+        assert ind.get(at.XOR_PEER_ADDRESS) == peer_conn.local_endpoint
+        cid = ind.get(tat.CONNECTION_ID)
+        assert cid is not None
+        resp = await data.connection_bind(cid)
+        assert resp.message_class == MessageClass.SUCCESS
+        assert data.conn is not None and data.raw is not None
+        data_q = data.raw
+        assert await _read_exactly(data_q, 12) == b"early bytes "
+        data.conn.write(b"answer")
+        assert await _read_exactly(peer_q, 6) == b"answer"
+        # The client's data connection ends: the peer's goes too.
+        data.conn.close()
+        await asyncio.wait_for(peer_conn.wait_closed(), 5)
+    finally:
+        control.close()
+        data.close()
+
+
+async def test_rfc6062_a_peer_without_permission_is_refused(runner: TurnServerRunner) -> None:
+    stack = OsStack()
+    control = await HandClient.stream(stack, runner.endpoint(TCP))
+    try:
+        relay = await control.allocate(transport=TransportProtocol.TCP)
+        peer_conn = await stack.connect_stream(relay)
+        peer_conn.set_handler(lambda data: None)
+        await asyncio.wait_for(peer_conn.wait_closed(), 5)
+        assert runner._peers == {}
+    finally:
+        control.close()
