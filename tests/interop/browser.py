@@ -47,6 +47,7 @@ __all__ = [
     "RelayResult",
     "SelectedPair",
     "chromium",
+    "expected_messages",
     "relay_data_channel",
     "require_chromium",
     "turn_url",
@@ -158,7 +159,9 @@ class SelectedPair:
 
     local: CandidateStats
     remote: CandidateStats
-    state: str
+    state: str  # "in-progress" while a consent check is out, "succeeded" between
+    nominated: bool
+    responses_received: int  # answers to this side's connectivity checks
     bytes_sent: int
     bytes_received: int
 
@@ -169,6 +172,8 @@ class SelectedPair:
             local=CandidateStats.from_js(side["local"]),
             remote=CandidateStats.from_js(side["remote"]),
             state=str(pair.get("state")),
+            nominated=bool(pair.get("nominated")),
+            responses_received=int(pair.get("responsesReceived") or 0),
             bytes_sent=int(pair.get("bytesSent") or 0),
             bytes_received=int(pair.get("bytesReceived") or 0),
         )
@@ -199,8 +204,9 @@ class RelayFailed(AssertionError):
 
 
 def expected_messages(sender: str, receiver: str, count: int) -> list[str]:
-    """The messages the page sends from ``sender`` to ``receiver``, in order."""
-    return [f"{sender}->{receiver} {i}" for i in range(count)]
+    """The messages the page sends from ``sender`` to ``receiver``, in order
+    (the page's ``message()``: 10 to ~2000 bytes, some beyond one packet)."""
+    return [f"{sender}->{receiver} {i} " + "." * (i * 97 % 2000) for i in range(count)]
 
 
 async def relay_data_channel(
