@@ -526,6 +526,18 @@ def test_send_to_queues_data_until_the_permission_is_installed() -> None:
     assert events(client) == [PermissionCreated(request_id=None, peer_ips=(PEER.host,))]
 
 
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 1200])
+def test_send_indications_are_the_codecs_bytes(size: int) -> None:
+    client = allocated(auto_bind=False)
+    permitted(client, PEER)
+    client.send_to(b"d" * size, PEER, now=0.0)
+    (wire,) = out(client)
+    msg = parse_message(wire)
+    expected = StunMessage(Method.SEND, MessageClass.INDICATION, msg.transaction_id)
+    expected.add(at.XOR_PEER_ADDRESS, PEER).add(at.DATA, b"d" * size)
+    assert wire == serialize_message(expected)
+
+
 def test_the_permission_queue_is_bounded_and_drops_the_oldest() -> None:
     client = allocated(auto_bind=False, max_queued=2)
     for data in (b"1", b"2", b"3"):
@@ -670,6 +682,14 @@ def test_data_indications_from_permitted_peers_become_data_received() -> None:
     feed(client, data_indication(PEER, b"hi"))
     assert events(client) == [DataReceived(peer=PEER, data=b"hi")]
     assert client.parse_incoming(data_indication(PEER, b"fast"), SERVER) == (PEER, b"fast")
+
+
+def test_data_indications_with_other_attributes_take_the_general_path() -> None:
+    client = allocated()
+    permitted(client, PEER)
+    msg = StunMessage(Method.DATA, MessageClass.INDICATION, b"\x04" * 12)
+    msg.add(at.XOR_PEER_ADDRESS, PEER).add(at.DATA, b"hi").add(at.SOFTWARE, "x")
+    assert client.parse_incoming(serialize_message(msg, fingerprint=True), SERVER) == (PEER, b"hi")
 
 
 def test_data_indications_from_peers_without_permission_are_dropped() -> None:

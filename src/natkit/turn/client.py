@@ -123,7 +123,9 @@ __all__ = [
 ]
 
 _CHANNEL_HEAD = struct.Struct("!HH")
-_DATA_INDICATION = b"\x00\x17"  # Method.DATA, class indication (RFC 8489 §5 bit layout)
+# Message types: the method with the class bits interleaved (RFC 8489 §5).
+_DATA_INDICATION = b"\x00\x17"  # Method.DATA, class indication
+_SEND_INDICATION = b"\x00\x16"  # Method.SEND, class indication
 # coturn 4.6 implements dual allocation with the code points of the turnbis
 # drafts (0x8032 ADDITIONAL-ADDRESS-FAMILY, 0x8033 ADDRESS-ERROR-CODE), not RFC
 # 8656's 0x8000/0x8001. Both are comprehension-optional, so a server ignores
@@ -327,6 +329,8 @@ class TurnClient:
         self._channel_of: dict[Endpoint, _Channel] = {}
         self._cooldown: dict[int, float] = {}
         self._no_auto_bind: set[Endpoint] = set()  # peers whose auto-bind was refused
+        self._peer_cache: dict[bytes, Endpoint] = {}  # XOR-PEER-ADDRESS bytes -> peer
+        self._send_cache: dict[Endpoint, bytes] = {}  # peer -> its XOR-PEER-ADDRESS
         self._next_channel = CHANNEL_MIN
         self._next_request = 1
         self._out: list[Datagram] = []
@@ -835,7 +839,35 @@ class TurnClient:
         return any(ch.peer.host == ip and (ch.keep or ch.used) for ch in self._channels.values())
 
     def _send_indication(self, data: bytes, peer: Endpoint) -> None:
-        msg = StunMessage(Method.SEND, MessageClass.INDICATION, self._stun.new_transaction_id())
+        tid = self._stun.new_transaction_id()
+        dont_fragment = self._params is not None and self._params.dont_fragment
+        if peer.family == Family.IPV4 and not dont_fragment and not self.config.fingerprint:
+            # The common case, built directly: an IPv4 XOR-PEER-ADDRESS does not
+            # depend on the transaction ID, so its 12 bytes are cached per peer.
+            head = self._send_cache.get(peer)
+            if head is None:
+                if len(self._send_cache) >= 1024:
+                    self._send_cache.clear()
+                value = tat.XOR_PEER_ADDRESS.encode(peer, tid)
+                head = self._send_cache[peer] = _CHANNEL_HEAD.pack(0x0012, len(value)) + value
+            pad = -len(data) & 3
+            length = len(head) + 4 + len(data) + pad
+            wire = b"".join(
+                (
+                    _SEND_INDICATION,
+                    length.to_bytes(2, "big"),
+                    MAGIC_COOKIE_BYTES,
+                    tid,
+                    head,
+                    _CHANNEL_HEAD.pack(0x0013, len(data)),
+                    data,
+                    bytes(pad),
+                )
+            )
+            self.sent_indications += 1
+            self._out.append(Datagram(wire, self.server))
+            return
+        msg = StunMessage(Method.SEND, MessageClass.INDICATION, tid)
         msg.add(tat.XOR_PEER_ADDRESS, peer).add(tat.DATA, data)
         if self._params is not None and self._params.dont_fragment:
             msg.add(tat.DONT_FRAGMENT, True)
@@ -1156,7 +1188,50 @@ class TurnClient:
         self.received_channel_data += 1
         return ch.peer, data[4 : 4 + length]
 
+    def _fast_data_indication(self, data: bytes) -> tuple[Endpoint, bytes] | bool | None:
+        """The common Data indication - XOR-PEER-ADDRESS (IPv4) and DATA, nothing
+        else - decoded without building a message: ``False`` means "not that
+        shape, take the general path". Peers are few, so their decoded
+        addresses are cached by the attribute's bytes."""
+        n = len(data)
+        if n < 32 or data[2] << 8 | data[3] != n - HEADER_LENGTH or data[4:8] != MAGIC_COOKIE_BYTES:
+            return False
+        pos = HEADER_LENGTH
+        peer_raw = payload = None
+        while pos + 4 <= n:
+            atype, alen = _CHANNEL_HEAD.unpack_from(data, pos)
+            end = pos + 4 + alen
+            if end > n:
+                return False
+            if atype == 0x0012 and peer_raw is None and alen == 8:
+                peer_raw = data[pos + 4 : end]
+            elif atype == 0x0013 and payload is None:
+                payload = data[pos + 4 : end]
+            else:
+                return False
+            pos = end + (-alen & 3)
+        if peer_raw is None or payload is None or pos != n:
+            return False
+        peer = self._peer_cache.get(peer_raw)
+        if peer is None:
+            try:
+                peer = at.XOR_PEER_ADDRESS.decode(peer_raw, b"")
+            except MalformedMessageError:
+                return False
+            if len(self._peer_cache) >= 1024:
+                self._peer_cache.clear()
+            self._peer_cache[peer_raw] = peer
+        perm = self._perms.get(peer.host)
+        if perm is None:
+            return None
+        perm.used = True
+        self.received_indications += 1
+        return peer, payload
+
     def _data_indication(self, data: bytes, *, icmp: bool) -> tuple[Endpoint, bytes] | None:
+        fast = self._fast_data_indication(data)
+        if fast is not False:
+            return fast  # type: ignore[return-value]
         try:
             msg = parse_message(data)
             peer = msg.get(at.XOR_PEER_ADDRESS)
