@@ -273,3 +273,18 @@ def test_send_indication_without_data_is_dropped() -> None:
 def test_send_indication_without_allocation_is_dropped() -> None:
     _, driver = make_server()
     assert Client(driver).send_indication(PEER, b"x") == []
+
+
+def test_icmp_error_is_reported_with_a_data_indication() -> None:
+    c, relay = _allocated()
+    c.server.peer_icmp(relay, PEER, icmp_type=3, icmp_code=3, now=1.0)
+    assert c.driver.pump(1.0) == []  # no permission: nothing
+    c.permit(PEER, now=1.0)
+    c.server.peer_icmp(relay, PEER, icmp_type=3, icmp_code=4, error_data=1400, now=2.0)
+    (ind,) = c.responses(c.driver.pump(2.0))
+    assert ind.method == Method.DATA and ind.get(at.DATA) is None
+    assert ind.get(at.XOR_PEER_ADDRESS) == PEER
+    icmp = ind.get(tat.ICMP)
+    assert icmp is not None and (icmp.icmp_type, icmp.icmp_code, icmp.error_data) == (3, 4, 1400)
+    c.server.peer_icmp(Endpoint("192.0.2.10", 1), PEER, icmp_type=3, icmp_code=3, now=2.0)
+    assert c.driver.pump(2.0) == []

@@ -9,7 +9,7 @@ Plain slotted records, owned and indexed by :class:`natkit.turn.server.TurnServe
 * :class:`Permission` (RFC 8656 §9): one peer IP, 300 s unless refreshed.
 * :class:`Channel` (RFC 8656 §12): one number bound to one peer transport
   address, 600 s unless refreshed; after expiry the number and the peer stay
-  unusable by any other binding for another 5 minutes (§12.2), so the record
+  unusable by any other binding for another 5 minutes (§12), so the record
   lives until ``expires + quarantine``.
 * :class:`Reservation` (§7.2, EVEN-PORT with R): a held relay port, 30 s.
 * :class:`PeerConnection` (RFC 6062 §5.2-5.4): a TCP connection to a peer.

@@ -1,4 +1,4 @@
-"""Which peers a TURN relay may talk to (RFC 8656 §21.3, §17; RFC 6156 §9), sans-IO.
+"""Which peers a TURN relay may talk to (RFC 8656 §21, security considerations), sans-IO.
 
 A relay that forwards to any address lets anyone on the internet reach the
 server's own loopback services, its private network, the cloud metadata

@@ -18,7 +18,7 @@ Inputs, all with the driver's monotonic ``now``:
   announce with ConnectionAttempt, or None when the driver must refuse it:
   no permission, denied peer, or no such allocation).
 * ``stream_closed(client, local=, now=)``: a client TCP/TLS connection
-  ended; allocations on it are deleted (RFC 8656 §3.1).
+  ended; allocations on it are deleted (an allocation lives on its 5-tuple).
 * ``kick(allocation_id, now=)``, ``shutdown(now=)``: operator actions.
 
 Outputs: ``datagrams_to_send()`` -> :class:`TurnDatagram` (``local`` is the
@@ -29,7 +29,48 @@ peer-bound one leaves from; ``transport`` says which socket kind); events via
 Hot path: ``relay_client_packet(data, client, local, now)`` and
 ``relay_peer_packet(data, peer, relay, now)`` return the datagram to send
 (or None to fall back to the general path), so the driver can relay
-ChannelData and peer data without queueing; see their docstrings.
+ChannelData and peer data without queueing; see their docstrings. ``None``
+means "nothing done, nothing counted": the general method then handles the
+packet and counts the drop.
+
+Also: ``peer_icmp(relay, peer, icmp_type=, icmp_code=, error_data=, now=)``
+(an ICMP error for a relayed datagram, RFC 8656 §11.5),
+``peer_connection_closed(connection_id, now=)`` (an RFC 6062 peer
+connection ended), ``allocations()`` (``natkit turn sessions``),
+``table_sizes()`` (entry counts of every internal table), ``stats``.
+
+Theory of operation
+-------------------
+Allocations are indexed by client 5-tuple (one dict for UDP, one for
+streams, keyed ``(client, local)``), by relay endpoint and by id; each holds
+its permissions by peer IP and its channels by number and by peer, so every
+packet costs a few dict lookups. Every request except Binding goes through
+:class:`~natkit.stun.auth.LongTermAuthenticator` over the configured
+:class:`~natkit.turn.credentials.CredentialSource` (several candidate keys
+per user, so REST secrets can rotate); unsigned error answers are limited
+per source IP. Allocate is answered in two steps: the core picks random free
+ports (``config.rng``) and emits :class:`RelayRequested`; the success goes
+out when the driver reports ``relay_opened``. Expiries live in one heap of
+``(deadline, seq, record)``; a refresh that moves a deadline later does not
+touch the heap (the entry re-arms itself when it fires), one that moves it
+earlier pushes a new entry and the old one becomes stale, so each event is
+O(log n) and the heap holds about one entry per live record.
+
+Decisions (see docs/conformance/turn.md):
+
+* DONT-FRAGMENT is accepted and not enforced per allocation: Linux relay
+  sockets already send with DF set (IP_PMTUDISC_WANT); no 420.
+* ``config.wallclock is None``: REST usernames cannot be shown unexpired and
+  are all refused (fail closed); static users are unaffected.
+* Peers are checked by :class:`~natkit.turn.policy.PeerPolicy` on every
+  path; permissions exist only for allowed peers, so the data paths check
+  the permission alone.
+* A RESERVATION-TOKEN Allocate emits :class:`RelayRequested` for the reserved
+  endpoint itself: the driver turns the socket it holds into the relay.
+* An Allocate retransmitted with the same transaction ID (and the last
+  request on an allocation) is answered with the bytes sent the first time.
+* TCP relays from a UDP client are 400 (RFC 6062 §5.1); with
+  ``tcp_relay=False`` they are 442.
 """
 
 from __future__ import annotations
@@ -80,7 +121,7 @@ from natkit.turn.allocation import (
     Permission,
     Reservation,
 )
-from natkit.turn.attributes import FAMILIES, AddressErrorCode, TransportProtocol
+from natkit.turn.attributes import FAMILIES, AddressErrorCode, IcmpValue, TransportProtocol
 from natkit.turn.channel import is_valid_channel
 from natkit.turn.credentials import CredentialSource
 from natkit.turn.events import (
@@ -115,7 +156,8 @@ class TurnDatagram(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class TurnServerConfig:
-    """Defaults are RFC 8656's (§3.2, §9, §11, §12) and secure (peer denial)."""
+    """Defaults are RFC 8656's (§7.2 lifetimes, §9 permissions, §12 channels) and
+    secure (peer denial, fail-closed REST expiry)."""
 
     realm: str
     relay_ips: tuple[str, ...]  # local IPs relay sockets bind to (at most one per family)
@@ -127,7 +169,7 @@ class TurnServerConfig:
     permission_lifetime: float = 300.0
     channel_lifetime: float = 600.0
     nonce_lifetime: float = 3600.0
-    tcp_connect_timeout: float = 30.0  # RFC 6062 §5.3 ConnectionBind deadline
+    tcp_connect_timeout: float = 30.0  # RFC 6062 §5.2-5.3 ConnectionBind deadline
     allowed_peers: tuple[IPNetwork, ...] = ()  # allow-list that overrides the denied ranges
     denied_peers: tuple[IPNetwork, ...] = ()  # denied on top of the default special ranges
     max_allocations_per_user: int = 0  # 0 = no limit
@@ -255,7 +297,7 @@ class TurnServer:
     ) -> None:
         """Handle one datagram (UDP) or one framed message (TCP/TLS) that arrived
         at server address ``local`` from ``client``: STUN requests (RFC 8656
-        §7-11, RFC 6062 §5), Send indications (§10.2) and ChannelData (§12.4).
+        §7-12, RFC 6062 §5), Send indications (§11.2) and ChannelData (§12.6).
         Answers and relayed packets are queued; bad input is answered (400,
         401, ...) or dropped and counted, never raised."""
         self._now = now
@@ -274,7 +316,7 @@ class TurnServer:
     ) -> None:
         """A UDP datagram from ``peer`` arrived at relay address ``relay``: relay
         it to the client as ChannelData when a channel is bound to ``peer``,
-        else as a Data indication (RFC 8656 §10.3, §12.6), if a permission for
+        else as a Data indication (RFC 8656 §11.3, §12.7), if a permission for
         the peer's IP exists and the peer is not denied; otherwise drop it."""
         self._now = now
         out = self.relay_peer_packet(data, peer, relay, now)
@@ -289,7 +331,7 @@ class TurnServer:
     def relay_client_packet(
         self, data: bytes, client: Endpoint, local: Endpoint, now: float
     ) -> TurnDatagram | None:
-        """Hot path for ChannelData from a UDP client (RFC 8656 §12.4).
+        """Hot path for ChannelData from a UDP client (RFC 8656 §12.6).
 
         Returns the datagram to send to the peer now, or ``None``: then
         nothing was done, not even counted, and the driver must hand the
@@ -325,7 +367,7 @@ class TurnServer:
         self, data: bytes, peer: Endpoint, relay: Endpoint, now: float
     ) -> TurnDatagram | None:
         """Hot path for a UDP datagram from ``peer`` at relay ``relay``
-        (RFC 8656 §10.3, §12.6): returns the ChannelData message or Data
+        (RFC 8656 §11.3, §12.7): returns the ChannelData message or Data
         indication to send to the client now, or ``None``: nothing was done
         or counted; the driver passes the datagram to
         :meth:`receive_peer_datagram`, which drops and counts it. A peer
@@ -356,6 +398,32 @@ class TurnServer:
         stats.packets_to_clients += 1
         stats.bytes_to_clients += n
         return TurnDatagram(out, alloc.client, alloc.server, alloc.transport)
+
+    def peer_icmp(
+        self,
+        relay: Endpoint,
+        peer: Endpoint,
+        *,
+        icmp_type: int,
+        icmp_code: int,
+        error_data: int = 0,
+        now: float,
+    ) -> None:
+        """The platform reported an ICMP error for a datagram relay ``relay``
+        sent to ``peer`` (RFC 8656 §11.5): tell the client with a Data
+        indication carrying XOR-PEER-ADDRESS and ICMP (no DATA), if the peer
+        has a permission. Otherwise, and for unknown relays, nothing happens."""
+        self._now = now
+        alloc = self._by_relay.get(relay)
+        if alloc is None or not alloc.udp_relay:
+            return
+        perm = alloc.permissions.get(peer.host)
+        if perm is None or perm.expires <= now:
+            return
+        ind = StunMessage(Method.DATA, MessageClass.INDICATION, self._tid())
+        ind.add(at.XOR_PEER_ADDRESS, peer)
+        ind.add(tat.ICMP, IcmpValue(icmp_type & 0xFF, icmp_code & 0xFF, error_data & 0xFFFFFFFF))
+        self._send(ind, alloc.client, alloc.server, alloc.transport, None, None, False)
 
     def relay_opened(self, request_id: int, relays: Sequence[Endpoint], *, now: float) -> None:
         """The driver opened the relay sockets of :class:`RelayRequested`
@@ -457,7 +525,7 @@ class TurnServer:
             self._drop_connection(conn, emit=False)
 
     def stream_closed(self, client: Endpoint, *, local: Endpoint, now: float) -> None:
-        """A client TCP/TLS connection ended (RFC 8656 §3.1, RFC 6062 §5.5):
+        """A client TCP/TLS connection ended (RFC 6062 §5.5 for data connections):
         delete the allocation on it, or release the peer connection bound
         to it, and cancel an Allocate still waiting for sockets."""
         self._now = now
@@ -1083,7 +1151,7 @@ class TurnServer:
         resp.add(at.LIFETIME, int(lifetime))
         self._answer(ctx, resp)
 
-    # -- CreatePermission (§9) ----------------------------------------------------
+    # -- CreatePermission (§10) ---------------------------------------------------
 
     def _create_permission(self, ctx: _Request, now: float) -> None:
         msg = ctx.msg
@@ -1122,7 +1190,7 @@ class TurnServer:
             self._arm(item, expires)
         # A later expiry is found when the current entry fires and re-armed then.
 
-    # -- ChannelBind (§11) ---------------------------------------------------------
+    # -- ChannelBind (§12.2) -------------------------------------------------------
 
     def _channel_bind(self, ctx: _Request, now: float) -> None:
         msg = ctx.msg
@@ -1167,7 +1235,7 @@ class TurnServer:
         if alloc.by_peer.get(ch.peer) is ch:
             del alloc.by_peer[ch.peer]
 
-    # -- Send indications and ChannelData from clients (§10.2, §12.4) -------------
+    # -- Send indications and ChannelData from clients (§11.2, §12.6) -------------
 
     def _send_indication(
         self, msg: StunMessage, client: Endpoint, local: Endpoint, transport: Transport, now: float
@@ -1253,7 +1321,7 @@ class TurnServer:
         return total is None or total.take(n, now)
 
     def _data_indication(self, peer: Endpoint, data: bytes) -> bytes:
-        """A Data indication (§10.3) with XOR-PEER-ADDRESS and DATA, built directly."""
+        """A Data indication (§11.3) with XOR-PEER-ADDRESS and DATA, built directly."""
         tid = self._rng.randbytes(12)
         n = len(data)
         pad = _PAD[n & 3]
@@ -1544,7 +1612,7 @@ _RELAY_ATTEMPTS = 4  # the first try and three other ports before 508
 _RANDOM_PORT_TRIES = 64
 _PENDING_TIMEOUT = 10.0  # the driver must answer RelayRequested by then
 _RESERVATION_LIFETIME = 30.0  # RFC 8656 §7.2: an unused reservation lasts 30 s
-_CHANNEL_QUARANTINE = 300.0  # RFC 8656 §12.2: no reuse for 5 minutes after expiry
+_CHANNEL_QUARANTINE = 300.0  # RFC 8656 §12: no reuse for 5 minutes after expiry
 _MAX_RELAYED = 65535 - 32  # largest payload that fits a Data indication
 _CD_HEAD = struct.Struct("!HH")
 _STUN_HEAD = struct.Struct("!HHI")
