@@ -306,14 +306,15 @@ async def _read(conn: StreamConnection, want: int) -> bytes:
     return bytes(buf)
 
 
+@pytest.mark.parametrize("transport", [Transport.TCP, Transport.TLS])
 async def test_rfc6062_connect_and_accept_tcp_peers(
-    coturn_turn: Coturn, tls_ca: trustme.CA
+    coturn_turn: Coturn, tls_ca: trustme.CA, transport: Transport
 ) -> None:
     stack = OsStack()
     peer = _TcpPeer()
     listener = await stack.listen_stream(Endpoint(LOOPBACK, 0), peer.accepted.put_nowait)
     try:
-        client = await _connect(coturn_turn, Transport.TCP, tls_ca)
+        client = await _connect(coturn_turn, transport, tls_ca)
         async with client:
             alloc = await asyncio.wait_for(client.allocate(transport=TransportProtocol.TCP), STEP)
             # Outgoing: Connect, then a data connection bound with ConnectionBind.
@@ -384,3 +385,20 @@ async def test_alternate_server_redirect_is_followed(
             front.process.stop()
     finally:
         back.process.stop()
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="this machine has no ::1 loopback")
+@pytest.mark.parametrize("transport", [Transport.UDP, Transport.TCP])
+async def test_client_reaches_coturn_over_ipv6_and_relays_to_an_ipv4_peer(
+    coturn_turn: Coturn, udp_peer: UdpPeer, transport: Transport
+) -> None:
+    assert coturn_turn.udp6 is not None
+    client = await AsyncTurnClient.connect(
+        OsStack(), coturn_turn.udp6, transport=transport, credentials=(USER, PASSWORD)
+    )
+    async with client:
+        alloc = await asyncio.wait_for(client.allocate(), STEP)  # IPv4 relay, the default
+        assert alloc.relayed_endpoint.host == LOOPBACK
+        assert alloc.mapped is not None and alloc.mapped.host == "::1"
+        await asyncio.wait_for(client.create_permission(udp_peer.endpoint), STEP)
+        await _exchange_both_ways(client, udp_peer, b"v6 control")
