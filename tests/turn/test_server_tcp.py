@@ -267,3 +267,39 @@ def test_late_driver_answers_for_unknown_connections_are_ignored() -> None:
     server.peer_connect_failed(99, now=0.0)
     server.peer_connection_closed(99, now=0.0)
     assert isinstance(driver, FakeDriver) and driver.pump(0.0) == []
+
+
+def test_hot_path_for_stream_clients_needs_the_transport() -> None:
+    c, relay = _tcp()
+    c.bind(0x4000, PEER)
+    cd = pack_channel_data(0x4000, b"fast")
+    assert c.server.relay_client_packet(cd, CLIENT, SERVER, 1.0) is None  # not a UDP 5-tuple
+    out = c.server.relay_client_packet(cd, CLIENT, SERVER, 1.0, Transport.TCP)
+    assert out == (b"fast", PEER, relay, Transport.UDP)
+
+
+def test_late_open_after_the_client_left_releases_the_held_port_too() -> None:
+    _, driver = make_server()
+    driver.auto_open = False
+    c = Client(driver, transport=Transport.TCP)
+    c.request(Method.ALLOCATE, [(tat.REQUESTED_TRANSPORT, 17), (tat.EVEN_PORT, True)], now=0.0)
+    (req,) = [e for e in driver.take_events() if isinstance(e, RelayRequested)]
+    assert req.reserve is not None
+    driver.server.stream_closed(CLIENT, local=SERVER, now=1.0)
+    driver.server.relay_opened(req.request_id, req.relays, now=1.5)
+    driver.pump(1.5)
+    released = {e.relay for e in driver.take_events(RelayReleased)}
+    assert released == {req.relays[0], req.reserve}
+    assert all(v == 0 for k, v in driver.server.table_sizes().items() if k != "timers")
+
+
+def test_duplicate_relay_opened_never_releases_a_live_relay() -> None:
+    _, driver = make_server()
+    c = Client(driver)
+    c.allocate(0.0)
+    (req,) = [e for e in driver.take_events() if isinstance(e, RelayRequested)]
+    driver.server.relay_opened(req.request_id, req.relays, now=1.0)
+    driver.server.relay_failed(req.request_id, now=1.0)
+    driver.pump(1.0)
+    assert driver.take_events(RelayReleased) == []
+    assert len(driver.server.allocations()) == 1

@@ -269,6 +269,9 @@ class TurnServer:
         self._by_id: dict[int, Allocation] = {}
         self._pending: dict[int, PendingAllocate] = {}
         self._pending_by_client: dict[tuple[bool, Endpoint, Endpoint], PendingAllocate] = {}
+        # Cancelled Allocates whose RelayRequested is unanswered: request id ->
+        # (relay transport, held port + 1), so a late relay_opened releases all.
+        self._abandoned: dict[int, tuple[Transport, Endpoint | None]] = {}
         self._reservations: dict[bytes, Reservation] = {}
         self._ports: dict[str, set[int]] = {ip: set() for ip in config.relay_ips}
         self._per_user: dict[str, int] = {}
@@ -329,17 +332,24 @@ class TurnServer:
             stats.denied_peers += 1
 
     def relay_client_packet(
-        self, data: bytes, client: Endpoint, local: Endpoint, now: float
+        self,
+        data: bytes,
+        client: Endpoint,
+        local: Endpoint,
+        now: float,
+        transport: Transport = Transport.UDP,
     ) -> TurnDatagram | None:
-        """Hot path for ChannelData from a UDP client (RFC 8656 §12.6).
+        """Hot path for ChannelData from a client (RFC 8656 §12.6): one UDP
+        datagram, or one message framed out of a TCP/TLS stream (then pass
+        the connection's ``transport``: UDP and stream 5-tuples are distinct).
 
         Returns the datagram to send to the peer now, or ``None``: then
         nothing was done, not even counted, and the driver must hand the
         datagram to :meth:`receive_datagram`, which handles everything else
-        (STUN, TCP/TLS clients) and counts drops (unbound or expired
-        channel, no permission, truncated, over quota).
+        (STUN) and counts drops (unbound or expired channel, no permission,
+        truncated, over quota).
         """
-        alloc = self._udp.get((client, local))
+        alloc = (self._udp if transport is _UDP else self._stream).get((client, local))
         if alloc is None or len(data) < 4:
             return None
         b0 = data[0]
@@ -432,9 +442,14 @@ class TurnServer:
         self._now = now
         pending = self._pending.pop(request_id, None)
         if pending is None or not pending.alive:
-            # Cancelled (client gone, timed out, shutdown): give the sockets back.
-            for relay in relays:
-                self._emit(RelayReleased(relay=relay, transport=_relay_transport(pending)))
+            # Cancelled (client gone, timed out, shutdown): give the sockets back,
+            # and the port + 1 the driver holds for EVEN-PORT with R too.
+            abandoned = self._abandoned.pop(request_id, None)
+            held = [] if abandoned is None or abandoned[1] is None else [abandoned[1]]
+            transport = abandoned[0] if abandoned is not None else _UDP
+            for relay in [*relays, *held]:
+                if relay not in self._by_relay:  # never close a live relay
+                    self._emit(RelayReleased(relay=relay, transport=transport))
             return
         pending.alive = False
         self._forget_pending(pending)
@@ -454,6 +469,7 @@ class TurnServer:
         self._now = now
         pending = self._pending.pop(request_id, None)
         if pending is None or not pending.alive:
+            self._abandoned.pop(request_id, None)
             return
         pending.alive = False
         self._forget_pending(pending)
@@ -661,6 +677,7 @@ class TurnServer:
             "channel_peers": sum(len(a.by_peer) for a in self._by_id.values()),
             "pending": len(self._pending),
             "pending_clients": len(self._pending_by_client),
+            "abandoned_requests": len(self._abandoned),
             "reservations": len(self._reservations),
             "ports": sum(len(p) for p in self._ports.values()),
             "users": len(self._per_user),
@@ -967,6 +984,11 @@ class TurnServer:
     def _cancel_pending(self, pending: PendingAllocate) -> None:
         """Give up on a pending Allocate: its ports and quota go back, and a
         late ``relay_opened`` gets its sockets released."""
+        if pending.alive:
+            # The driver still owes an answer: remember what to release then.
+            if len(self._abandoned) >= _ABANDONED_MAX:
+                del self._abandoned[next(iter(self._abandoned))]
+            self._abandoned[pending.request_id] = (pending.relay_transport, pending.reserve)
         pending.alive = False
         self._forget_pending(pending)
         self._pending.pop(pending.request_id, None)
@@ -1275,36 +1297,12 @@ class TurnServer:
     def _client_channel_data(
         self, data: bytes, client: Endpoint, local: Endpoint, transport: Transport, now: float
     ) -> None:
-        if not transport.is_stream:
-            out = self.relay_client_packet(data, client, local, now)
-            if out is not None:
-                self._out.append(out)
-            else:
-                self.stats.dropped += 1
-            return
-        # TCP/TLS: the framer delivered exactly one (unpadded) message.
-        alloc = self._stream.get((client, local))
-        stats = self.stats
-        if alloc is None:
-            stats.dropped += 1
-            return
-        ch = alloc.channels.get(data[0] << 8 | data[1])
-        n = data[2] << 8 | data[3]
-        if ch is None or ch.expires <= now or n + 4 > len(data):
-            stats.dropped += 1
-            return
-        perm = alloc.permissions.get(ch.peer.host)
-        if perm is None or perm.expires <= now:
-            stats.dropped += 1
-            return
-        if self._limited and not self._take_to_peer(alloc, n, now):
-            stats.dropped += 1
-            return
-        alloc.packets_out += 1
-        alloc.bytes_out += n
-        stats.packets_to_peers += 1
-        stats.bytes_to_peers += n
-        self._out.append(TurnDatagram(data[4 : 4 + n], ch.peer, ch.relay, _UDP))
+        # Over TCP/TLS the framer delivered exactly one message, padding stripped.
+        out = self.relay_client_packet(data, client, local, now, transport)
+        if out is not None:
+            self._out.append(out)
+        else:
+            self.stats.dropped += 1
 
     def _take_to_peer(self, alloc: Allocation, n: int, now: float) -> bool:
         bucket = alloc.bucket_to_peer
@@ -1563,10 +1561,6 @@ def _has_family(alloc: Allocation, family: int) -> bool:
     return False
 
 
-def _relay_transport(pending: PendingAllocate | None) -> Transport:
-    return pending.relay_transport if pending is not None else _UDP
-
-
 _UDP = Transport.UDP
 _log = logging.getLogger(__name__)
 _log.addHandler(logging.NullHandler())
@@ -1610,6 +1604,7 @@ _UNDERSTOOD = frozenset(
 )
 _RELAY_ATTEMPTS = 4  # the first try and three other ports before 508
 _RANDOM_PORT_TRIES = 64
+_ABANDONED_MAX = 4096
 _PENDING_TIMEOUT = 10.0  # the driver must answer RelayRequested by then
 _RESERVATION_LIFETIME = 30.0  # RFC 8656 §7.2: an unused reservation lasts 30 s
 _CHANNEL_QUARANTINE = 300.0  # RFC 8656 §12: no reuse for 5 minutes after expiry
