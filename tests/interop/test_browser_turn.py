@@ -28,12 +28,15 @@ import ipaddress
 import socket
 import ssl
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+import pytest_asyncio
 import trustme
 
 from natkit.addr import Endpoint, Transport
@@ -48,6 +51,7 @@ from natkit.turn.server import TurnServerConfig
 
 from .browser import (
     IceServer,
+    RelayFailed,
     RelayResult,
     chromium,
     expected_messages,
@@ -58,10 +62,14 @@ from .conftest import (
     LOOPBACK,
     ManagedProcess,
     free_ports,
+    natkit_command,
     require_program,
     start_process,
     wait_for_stun,
 )
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(60)]
 
@@ -258,7 +266,62 @@ async def start_natkit(
         await runner.wait_closed()
 
 
-SERVERS = {"coturn": start_coturn, "natkit": start_natkit}
+def natkit_metric(admin: Endpoint, name: str) -> int:
+    """One unlabelled sample of ``natkit turn-server``'s /metrics."""
+    with urllib.request.urlopen(f"http://{admin.host}:{admin.port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    for line in text.splitlines():
+        metric, _, value = line.partition(" ")
+        if metric == name:
+            return int(float(value))
+    raise AssertionError(f"no {name} in /metrics:\n{text}")
+
+
+@asynccontextmanager
+async def start_natkit_cli(
+    tmp_path: Path, tls_ca: trustme.CA, auth: str
+) -> AsyncIterator[TurnUnderTest]:
+    """``natkit turn-server`` as a subprocess, the way operators run it: a
+    static user and a REST secret at once, loopback peers allowed, the admin
+    endpoint on loopback for its allocation counters."""
+    udp, tcp, tls, admin_port = free_ports(4, hosts=(LOOPBACK,))
+    cert, pkey = write_certificate(tls_ca, tmp_path)
+    admin = Endpoint(LOOPBACK, admin_port)
+    argv = [
+        *natkit_command(),
+        "turn-server",
+        *("--listen", f"udp:{LOOPBACK}:{udp}"),
+        *("--listen", f"tcp:{LOOPBACK}:{tcp}"),
+        *("--listen", f"tls:{LOOPBACK}:{tls}"),
+        *("--tls-cert", str(cert), "--tls-key", str(pkey)),
+        *("--realm", REALM, "--user", f"{USER[0]}:{USER[1]}", "--auth-secret", REST_SECRET),
+        *("--relay-ip", LOOPBACK, "--allow-peer", "127.0.0.0/8"),
+        *("--min-port", str(MIN_PORT), "--max-port", str(MAX_PORT)),
+        *("--admin", f"{admin.host}:{admin.port}"),
+    ]
+    proc = start_process("natkit-turn-server", argv, tmp_path)
+    status: int | None = None
+    try:
+        wait_for_stun([Endpoint(LOOPBACK, udp)], proc)
+        wait_for_tcp(Endpoint(LOOPBACK, tcp), proc)
+        wait_for_tcp(Endpoint(LOOPBACK, tls), proc)
+        wait_for_tcp(admin, proc)
+        yield TurnUnderTest(
+            "natkit-cli",
+            LOOPBACK,
+            {"udp": udp, "tcp": tcp, "tls": tls},
+            MIN_PORT,
+            MAX_PORT,
+            lambda: natkit_metric(admin, "natkit_turn_allocations_created_total"),
+            lambda: natkit_metric(admin, "natkit_turn_allocations"),
+        )
+    finally:
+        status = proc.stop()
+    # SIGTERM is a graceful shutdown for the command (cli/turn_server.py).
+    assert status == 0, f"natkit turn-server exited with {status}:\n{proc.log()}"
+
+
+SERVERS = {"coturn": start_coturn, "natkit": start_natkit, "natkit-cli": start_natkit_cli}
 
 CASES = [
     ("udp", "static"),
@@ -267,10 +330,13 @@ CASES = [
     ("udp", "rest"),
     ("tls", "rest"),
 ]
+CLI_CASES = [("udp", "static"), ("tls", "rest")]
+"""The subprocess runs the same runner: two cases show the command's flags
+(listeners, certificate, users, secrets, peers) reach it."""
 PARAMS = [
     pytest.param(server, transport, auth, id=f"{server}-{transport}-{auth}")
     for server in SERVERS
-    for transport, auth in CASES
+    for transport, auth in (CLI_CASES if server == "natkit-cli" else CASES)
 ]
 
 
@@ -296,16 +362,22 @@ def check_relayed(
         assert pair.bytes_sent > 0 and pair.bytes_received > 0, (name, pair)
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """One Chromium for the module (each case gets a fresh browser context);
+    certificate errors ignored for the ``turns:`` cases' test CA."""
+    async with chromium(ignore_certificate_errors=True) as launched:
+        yield launched
+
+
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize(("server", "transport", "auth"), PARAMS)
 async def test_chromium_data_channel_through_turn(
-    tmp_path: Path, tls_ca: trustme.CA, server: str, transport: str, auth: str
+    browser: Browser, tmp_path: Path, tls_ca: trustme.CA, server: str, transport: str, auth: str
 ) -> None:
     async with SERVERS[server](tmp_path, tls_ca, auth) as turn:
         ice = turn.ice_server(transport, auth)
-        async with chromium(ignore_certificate_errors=transport == "tls") as browser:
-            result = await relay_data_channel(
-                browser, ice, messages=MESSAGES, timeout=CONNECT_TIMEOUT
-            )
+        result = await relay_data_channel(browser, ice, messages=MESSAGES, timeout=CONNECT_TIMEOUT)
         assert result.received_by_pc2 == expected_messages("pc1", "pc2", MESSAGES)
         assert result.received_by_pc1 == expected_messages("pc2", "pc1", MESSAGES)
         check_relayed(result, turn, ice, transport)
@@ -323,3 +395,31 @@ async def wait_until(condition: Callable[[], bool], what: str, *, timeout: float
             return
         await asyncio.sleep(0.02)
     pytest.fail(f"gave up waiting {timeout} s for {what}")
+
+
+def refused_credentials(turn: TurnUnderTest, case: str) -> IceServer:
+    """A wrong password for the static user, or a REST username that expired
+    a minute ago (with the password its secret gives: only the time is wrong)."""
+    if case == "expired-rest":
+        username, password = rest_credentials(REST_SECRET, "browser", expiry=int(time.time()) - 60)
+        return IceServer(turn.ice_server("udp", "rest").url, username, password)
+    good = turn.ice_server("udp", "static")
+    return IceServer(good.url, good.username, "not-the-password")
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("case", ["wrong-password", "expired-rest"])
+@pytest.mark.parametrize("server", ["coturn", "natkit"])
+async def test_chromium_with_refused_credentials_gets_the_servers_401(
+    browser: Browser, tmp_path: Path, tls_ca: trustme.CA, server: str, case: str
+) -> None:
+    auth = "rest" if case == "expired-rest" else "static"
+    async with SERVERS[server](tmp_path, tls_ca, auth) as turn:
+        ice = refused_credentials(turn, case)
+        with pytest.raises(RelayFailed) as failed:
+            await relay_data_channel(browser, ice, messages=1, timeout=CONNECT_TIMEOUT)
+        assert turn.allocations() == 0
+    assert failed.value.state is not None
+    errors = failed.value.state["errors"]
+    assert {e["pc"] for e in errors} == {"pc1", "pc2"}, errors
+    assert {(e["url"], e["errorCode"]) for e in errors} == {(ice.url, 401)}, errors
