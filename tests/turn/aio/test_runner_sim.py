@@ -109,3 +109,20 @@ def test_tls_on_443_through_a_web_only_firewall(
             return data
 
     assert run_virtual(main) == b"through the firewall"
+
+
+def test_idle_streams_without_an_allocation_are_dropped_and_others_kept() -> None:
+    async def main() -> tuple[bool, bool, int]:
+        _, server, _, alice = _world("full-cone")
+        listen = [(TCP, Endpoint(SERVER_IP, 3478))]
+        runner = _runner(server, listen, idle_timeout=30.0)
+        async with runner:
+            silent = await alice.stack.connect_stream(Endpoint(SERVER_IP, 3478))
+            silent.set_handler(lambda data: None)
+            working = await HandClient.stream(alice.stack, Endpoint(SERVER_IP, 3478))
+            await working.allocate()
+            await asyncio.sleep(100)  # virtual: past the idle timeout, within the lifetime
+            return silent.closed, working.closed.is_set(), len(runner.core.allocations())
+
+    silent_closed, working_closed, allocations = run_virtual(main)
+    assert silent_closed and not working_closed and allocations == 1

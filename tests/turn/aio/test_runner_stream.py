@@ -205,3 +205,16 @@ async def test_rfc6062_a_peer_without_permission_is_refused(runner: TurnServerRu
         assert runner._peers == {}
     finally:
         control.close()
+
+
+async def test_kicking_a_tcp_allocation_closes_its_connection(runner: TurnServerRunner) -> None:
+    client = await HandClient.stream(OsStack(), runner.endpoint(TCP))
+    try:
+        await client.allocate()
+        (info,) = runner.core.allocations()
+        assert runner.kick(info.allocation_id)
+        await asyncio.wait_for(client.closed.wait(), 5)
+        assert runner.relays == {} and runner._streams == {}
+        assert not runner.kick(info.allocation_id)
+    finally:
+        client.close()

@@ -20,7 +20,7 @@ requests_total                     counter  STUN/TURN requests received
 auth_failures_total                counter  credentials that did not verify
 rate_limited_total                 counter  unauthenticated requests refused by the limiter
 denied_peers_total                 counter  requests or packets for denied peer addresses
-quota_rejections_total             counter  486/508 for quotas
+quota_rejections_total             counter  Allocates refused by a quota (486)
 dropped_total                      counter  malformed or unroutable packets dropped
 internal_errors_total              counter  bugs caught at the core's boundary (stays 0)
 relay_bind_failures_total          counter  relay sockets that could not be opened

@@ -442,7 +442,8 @@ class TurnServerRunner:
         for cid in list(self._peers):
             self._release_peer(cid)
         for client in list(self._streams.values()):
-            self._client_gone(client, "server shutting down", abort=_buffered(client.conn) > 0)
+            stuck = _buffered(client.conn) > self.max_write_buffer
+            self._client_gone(client, "server shutting down", abort=stuck)
         for relay in list(self.relays):
             self._close_relay(relay, _UDP)
         for relay in list(self.relay_listeners):
@@ -649,14 +650,15 @@ class TurnServerRunner:
                     opened.append((udp.local_endpoint, udp))
         except (TransportError, OSError) as exc:
             log.warning("cannot open relay %s: %s", ", ".join(map(str, wanted)), exc)
-            for local, bound in opened:
-                if self.relays.get(local) is not bound:
-                    bound.close()
+            self._close_unregistered(opened)
             self.counters.relay_bind_failures += 1
             if not self._closing:
                 self.core.relay_failed(event.request_id, now=self._loop.time())
                 self._flush()
             return
+        except BaseException:  # cancelled by close(): nothing may stay bound
+            self._close_unregistered(opened)
+            raise
         if self._closing:
             for _, bound in opened:
                 bound.close()
@@ -670,6 +672,15 @@ class TurnServerRunner:
         relays = tuple(local for local, _ in opened[: len(event.relays)])
         self.core.relay_opened(event.request_id, relays, now=self._loop.time())
         self._flush()
+
+    def _close_unregistered(
+        self, opened: list[tuple[Endpoint, DatagramEndpoint | StreamListener]]
+    ) -> None:
+        for local, bound in opened:
+            if self.relays.get(local) is not bound:
+                bound.close()
+                if self._closing:
+                    self._closing_sockets.append(bound)
 
     def _close_relay(self, relay: Endpoint, transport: Transport) -> None:
         sock: DatagramEndpoint | StreamListener | None
