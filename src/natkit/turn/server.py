@@ -123,7 +123,7 @@ from natkit.turn.allocation import (
 )
 from natkit.turn.attributes import FAMILIES, AddressErrorCode, IcmpValue, TransportProtocol
 from natkit.turn.channel import is_valid_channel
-from natkit.turn.credentials import CredentialSource
+from natkit.turn.credentials import CombinedCredentials, CredentialSource
 from natkit.turn.events import (
     AllocationCreated,
     AllocationDeleted,
@@ -242,7 +242,9 @@ class TurnServer:
                 raise ValueError("relay_ips holds at most one address per family")
             self._relay_ip[family] = ip
         features = SecurityFeature.PASSWORD_ALGORITHMS
-        if type(credentials).username_for_hash is not CredentialSource.username_for_hash:
+        if _resolves_userhash(credentials):
+            # Announced only when every user can be found by USERHASH: a client
+            # told so sends USERHASH instead of USERNAME (RFC 8489 §9.2.4).
             features |= SecurityFeature.USERNAME_ANONYMITY
         self._nonces = NonceIssuer(
             secret=self._rng.randbytes(32), lifetime=config.nonce_lifetime, features=features
@@ -756,7 +758,10 @@ class TurnServer:
             self._reject(msg, verdict.response, client, local, transport, now)
             return
         ctx = _Request(msg, client, local, transport, verdict.key, verdict.integrity, alloc)
-        unknown = msg.unknown_required(_UNDERSTOOD)
+        understood = _UNDERSTOOD
+        unknown = tuple(
+            t for t, _ in msg.attributes if t < 0x8000 and t not in understood
+        )  # RFC 8489 §14: types below 0x8000 are comprehension-required
         if unknown:
             resp = _error(msg, ErrorCode.UNKNOWN_ATTRIBUTE)
             resp.add(at.UNKNOWN_ATTRIBUTES, unknown)
@@ -1553,6 +1558,14 @@ def _username_of(msg: StunMessage) -> str | None:
         return None
 
 
+def _resolves_userhash(source: CredentialSource) -> bool:
+    """Can ``source`` map every USERHASH to its user? REST usernames are
+    unknown until a request names them, so any REST source means no."""
+    if isinstance(source, CombinedCredentials):
+        return all(_resolves_userhash(s) for s in source.sources)
+    return type(source).username_for_hash is not CredentialSource.username_for_hash
+
+
 def _has_family(alloc: Allocation, family: int) -> bool:
     if family == Family.IPV4:
         return alloc.relay_v4 is not None
@@ -1574,8 +1587,9 @@ _TURN_METHODS = frozenset(
         Method.CONNECTION_BIND,
     }
 )
-_UNDERSTOOD = frozenset(
-    {
+_UNDERSTOOD: frozenset[int] = frozenset(
+    int(t)
+    for t in {
         AttributeType.USERNAME,
         AttributeType.USERHASH,
         AttributeType.MESSAGE_INTEGRITY,
