@@ -163,6 +163,7 @@ async def udp_peer() -> AsyncIterator[UdpPeer]:
         yield UdpPeer(sock.local_endpoint, received, sock)
     finally:
         sock.close()
+        await sock.wait_closed()
 
 
 def _config(**kw: object) -> TurnClientConfig:
@@ -285,6 +286,7 @@ async def test_ipv6_relay_exchanges_data_with_an_ipv6_peer(
             await _exchange_both_ways(client, peer, b"v6 channel")
     finally:
         sock.close()
+        await sock.wait_closed()
 
 
 # -- RFC 6062 ------------------------------------------------------------------------
@@ -337,8 +339,10 @@ async def test_rfc6062_connect_and_accept_tcp_peers(
             assert await _read(outbound, 4) == b"back"
             for c in (conn, inbound, accepted, outbound):
                 c.close()
+                await c.wait_closed()
     finally:
         listener.close()
+        await listener.wait_closed()
 
 
 async def test_even_port_reservation_hands_the_next_port_to_a_second_client(

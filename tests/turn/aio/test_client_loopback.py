@@ -73,3 +73,4 @@ async def test_data_both_ways_through_natkit_server_on_loopback(
         assert runner.core.allocations() == []
     finally:
         peer.close()
+        await peer.wait_closed()

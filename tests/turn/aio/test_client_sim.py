@@ -295,7 +295,9 @@ def test_rfc6062_connect_and_accept_through_natkit_server() -> None:
             assert await asyncio.wait_for(back.get(), 5.0) == b"accepted"
             for c in (conn, inbound, taken, outbound):
                 c.close()
+                await c.wait_closed()
         listener.close()
+        await listener.wait_closed()
 
     run(body)
 

@@ -230,7 +230,9 @@ class AsyncTurnClient:
         self.core: TurnClient
         self.driver: CoreDriver[TurnClientEvent]
         self._sender: DatagramEndpoint | _StreamSender
+        self._udp: DatagramEndpoint | None = None
         self._conn: StreamConnection | None = None
+        self._ready = False  # core and driver exist (a stray datagram may come first)
 
     @classmethod
     async def connect(
@@ -268,12 +270,13 @@ class AsyncTurnClient:
         core = TurnClient(server, self.credentials, self.config)
         self._server = server
         if self.transport == Transport.UDP:
-            if not hasattr(self, "_sender"):
-                self._sender = await self.stack.open_udp(
+            if self._udp is None:  # one socket for the client's life, redirects included
+                self._udp = await self.stack.open_udp(
                     self._local or _wildcard(server), self._on_datagram
                 )
-            self.core = core
-            self.driver = CoreDriver(core, {None: self._sender}, self._on_event)
+            self.core, self._sender = core, self._udp
+            self.driver = CoreDriver(core, {None: self._udp}, self._on_event)
+            self._ready = True
             return
         conn = await self.stack.connect_stream(
             server, tls=self._tls, server_hostname=server_hostname, local=self._local
@@ -304,9 +307,12 @@ class AsyncTurnClient:
             driver.flush()
 
         self.core, self.driver, self._sender, self._conn = core, driver, sender, conn
+        self._ready = True
         conn.set_handler(on_stream)
 
     def _on_datagram(self, data: bytes, addr: Endpoint) -> None:
+        if not self._ready:
+            return
         core = self.core
         got = core.parse_incoming(data, addr)
         if got is not None:
@@ -451,12 +457,23 @@ class AsyncTurnClient:
             with contextlib.suppress(TimeoutError, TransactionError):
                 await asyncio.wait_for(asyncio.shield(fut), timeout)
         self._closed = True
+        conn = self._conn
         self._close_transport()
         self._fail_all(TransactionError("client closed"))
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(None)
-        if self.transport == Transport.UDP and isinstance(self._sender, DatagramEndpoint):
-            self._sender.close()
+        if self._udp is not None:
+            self._udp.close()
+            await self._udp.wait_closed()
+        if conn is not None:
+            # close() lets queued bytes go first; a server that stops reading
+            # could hold that forever, so it gets a second, then a reset.
+            try:
+                await asyncio.wait_for(asyncio.shield(conn.wait_closed()), 1.0)
+            except TimeoutError:
+                conn.abort()
+            except (TransportError, OSError):
+                pass
 
     async def __aenter__(self) -> AsyncTurnClient:
         return self
