@@ -218,3 +218,90 @@ async def test_kicking_a_tcp_allocation_closes_its_connection(runner: TurnServer
         assert not runner.kick(info.allocation_id)
     finally:
         client.close()
+
+
+async def _bound_pair(
+    runner: TurnServerRunner, stack: OsStack
+) -> tuple[HandClient, HandClient, StreamConnection, asyncio.Queue[bytes]]:
+    """An RFC 6062 bridge: (control, data client, peer connection, peer's inbox)."""
+    accepted: asyncio.Queue[StreamConnection] = asyncio.Queue()
+    peer_listener = await stack.listen_stream(Endpoint(LO, 0), accepted.put_nowait)
+    control = await HandClient.stream(stack, runner.endpoint(TCP))
+    data = await HandClient.stream(stack, runner.endpoint(TCP))
+    await control.allocate(transport=TransportProtocol.TCP)
+    await control.permit(peer_listener.local_endpoint)
+    cid = await control.connect_peer(peer_listener.local_endpoint)
+    peer_conn = await asyncio.wait_for(accepted.get(), 5)
+    peer_listener.close()
+    peer_q = await _raw_conn(peer_conn)
+    assert (await data.connection_bind(cid)).message_class == MessageClass.SUCCESS
+    return control, data, peer_conn, peer_q
+
+
+async def test_rfc6062_bridge_pauses_the_sender_instead_of_buffering(
+    runner: TurnServerRunner,
+) -> None:
+    stack = OsStack()
+    control, data, peer_conn, _ = await _bound_pair(runner, stack)
+    try:
+        assert data.conn is not None and data.raw is not None
+        data.conn._transport.pause_reading()  # type: ignore[attr-defined]
+        chunk = b"p" * 65536
+        for _ in range(400):  # 26 MB offered by a peer whose client does not read
+            peer_conn.write(chunk)
+            await asyncio.sleep(0)
+        (client,) = [c for c in runner._streams.values() if c.pipe is not None]
+        # What the server holds for the client stays near the cap; the rest waits in
+        # the peer's own socket because the server stopped reading it.
+        assert getattr(client.conn, "write_buffer_size", 0) <= 2 * runner.bridge_buffer + 65536
+        assert getattr(peer_conn, "write_buffer_size", 0) > 4 * runner.bridge_buffer
+        data.conn._transport.resume_reading()  # type: ignore[attr-defined]
+        got = 0
+        while got < 400 * 65536:
+            got += len(await asyncio.wait_for(data.raw.get(), 5))
+        assert got == 400 * 65536
+    finally:
+        control.close()
+        data.close()
+        peer_conn.close()
+
+
+async def test_a_tcp_client_that_stops_reading_relayed_data_is_aborted() -> None:
+    r = TurnServerRunner(
+        OsStack(), config(), CREDENTIALS, listen=[(TCP, Endpoint(LO, 0))], max_write_buffer=65536
+    )
+    async with r:
+        stack = OsStack()
+        client = await HandClient.stream(stack, r.endpoint(TCP))
+        peer = await Peer.open(stack, Endpoint(LO, 0))
+        relay = await client.allocate()
+        await client.permit(peer.endpoint)
+        assert client.conn is not None
+        client.conn._transport.pause_reading()  # type: ignore[attr-defined]
+        async with asyncio.timeout(10):
+            while r._streams:  # until the server gives up on this client
+                for _ in range(20):
+                    peer.send(b"d" * 1000, relay)
+                await asyncio.sleep(0)
+        # A paused reader cannot see the reset; once it reads again, it does.
+        client.conn._transport.resume_reading()  # type: ignore[attr-defined]
+        await asyncio.wait_for(client.conn.wait_closed(), 5)
+        assert r._streams == {} and r.relays == {}
+        peer.close()
+
+
+async def test_shutdown_closes_tcp_relays_and_peer_connections(
+    tls_server_context: ssl.SSLContext,
+) -> None:
+    r = TurnServerRunner(OsStack(), config(), CREDENTIALS, listen=[(TCP, Endpoint(LO, 0))])
+    await r.start()
+    stack = OsStack()
+    control, data, peer_conn, _ = await _bound_pair(r, stack)
+    relay_listeners = list(r.relay_listeners.values())
+    r.close()
+    await r.wait_closed()
+    await asyncio.wait_for(peer_conn.wait_closed(), 5)
+    assert r.relay_listeners == {} and r._peers == {} and r._streams == {}
+    assert relay_listeners
+    control.close()
+    data.close()
