@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from natkit.addr import Endpoint, Transport
+from natkit.addr import Endpoint, Family, Transport
 from natkit.errors import TransactionError
 from natkit.nat.box import NatBox
 from natkit.nat.presets import PRESETS
@@ -344,5 +344,81 @@ def test_close_gives_up_on_an_unreachable_server_after_its_timeout() -> None:
         start = loop.time()
         await client.close(timeout=2.0)
         assert loop.time() - start == pytest.approx(2.0)
+
+    run(body)
+
+
+def test_stale_nonces_are_renewed_transparently_across_refreshes() -> None:
+    async def body(world: World) -> None:
+        peer = await UdpPeer.open(world)
+        stale = await start_server(
+            world.net.add_host("stale", "203.0.113.13"), "203.0.113.13", None, nonce_lifetime=100.0
+        )
+        try:
+            client = await AsyncTurnClient.connect(
+                world.client_host.stack,
+                Endpoint("203.0.113.13", 3478),
+                credentials=(USER, PASSWORD),
+            )
+            async with client:
+                await client.allocate()
+                first_nonce = client.core.auth.nonce if client.core.auth else None
+                await client.create_permission(peer.endpoint)
+                await asyncio.sleep(1800.0)  # refreshes every 240/540 s, nonces last 100 s
+                await both_ways(client, peer, b"after stale nonces")
+                assert client.core.auth is not None and client.core.auth.nonce != first_nonce
+        finally:
+            stale.close()
+            await stale.wait_closed()
+
+    run(body)
+
+
+def test_dual_allocation_and_an_ipv6_relay_on_natkit_server() -> None:
+    async def body(world: World) -> None:
+        dual_host = world.net.add_host("dual", ["203.0.113.14", "2001:db8::14"])
+        dual = TurnServerRunner(
+            dual_host.stack,
+            TurnServerConfig(
+                realm=REALM,
+                relay_ips=("203.0.113.14", "2001:db8::14"),
+                min_port=61000,
+                max_port=65535,
+                rng=random.Random(5),
+            ),
+            StaticCredentials.from_passwords({USER: PASSWORD}, REALM),
+            listen=[(UDP, Endpoint("203.0.113.14", 3478))],
+        )
+        await dual.start()
+        try:
+            client = await AsyncTurnClient.connect(
+                world.client_host.stack,
+                Endpoint("203.0.113.14", 3478),
+                credentials=(USER, PASSWORD),
+            )
+            async with client:
+                alloc = await client.allocate(additional_family=Family.IPV6)
+                assert [r.host for r in alloc.relayed] == ["203.0.113.14", "2001:db8::14"]
+            # An IPv4 client reaching an IPv6-only peer through an IPv6 relay (RFC 6156).
+            v6_peer = world.net.add_host("v6peer", "2001:db8::20")
+            got: asyncio.Queue[tuple[bytes, Endpoint]] = asyncio.Queue()
+            peer_ep = Endpoint("2001:db8::20", 6000)
+            sock = await v6_peer.stack.open_udp(peer_ep, lambda d, a: got.put_nowait((d, a)))
+            client = await AsyncTurnClient.connect(
+                world.client_host.stack,
+                Endpoint("203.0.113.14", 3478),
+                credentials=(USER, PASSWORD),
+            )
+            async with client:
+                alloc = await client.allocate(family=Family.IPV6)
+                assert alloc.relayed_endpoint.host == "2001:db8::14"
+                await client.bind_channel(peer_ep)
+                client.send_to(b"to v6", peer_ep)
+                assert await asyncio.wait_for(got.get(), 5) == (b"to v6", alloc.relayed_endpoint)
+                sock.send(b"from v6", alloc.relayed_endpoint)
+                assert await asyncio.wait_for(client.recv(), 5) == (b"from v6", peer_ep)
+        finally:
+            dual.close()
+            await dual.wait_closed()
 
     run(body)
