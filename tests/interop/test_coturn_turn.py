@@ -406,3 +406,30 @@ async def test_client_reaches_coturn_over_ipv6_and_relays_to_an_ipv4_peer(
         assert alloc.mapped is not None and alloc.mapped.host == "::1"
         await asyncio.wait_for(client.create_permission(udp_peer.endpoint), STEP)
         await _exchange_both_ways(client, udp_peer, b"v6 control")
+
+
+async def test_437_after_a_crash_on_the_same_port_is_recovered(
+    coturn_turn: Coturn, udp_peer: UdpPeer
+) -> None:
+    """A client that vanished without releasing leaves an allocation on its
+    5-tuple; a new client on the same port gets 437, deletes it with Refresh
+    LIFETIME=0 and allocates again (the decision in natkit.turn.client)."""
+    crashed = await AsyncTurnClient.connect(
+        OsStack(), coturn_turn.udp, credentials=(USER, PASSWORD), local=Endpoint(LOOPBACK, 0)
+    )
+    await asyncio.wait_for(crashed.allocate(), STEP)
+    local = crashed._sender.local_endpoint
+    await crashed.abort()
+    events: list[object] = []
+    client = await AsyncTurnClient.connect(
+        OsStack(),
+        coturn_turn.udp,
+        credentials=(USER, PASSWORD),
+        local=local,
+        on_event=events.append,
+    )
+    async with client:
+        alloc = await asyncio.wait_for(client.allocate(), STEP)
+        assert alloc.mapped == local
+        await asyncio.wait_for(client.create_permission(udp_peer.endpoint), STEP)
+        await _exchange_both_ways(client, udp_peer, b"after 437")

@@ -25,7 +25,11 @@ allocation on this 5-tuple; the likeliest cause is our own earlier Allocate
 whose success response was lost (§7.3's own example is a NAT reusing a dead
 client's mapping). Its relayed address is unknown, so the client deletes it
 with Refresh LIFETIME=0 and allocates once more; a second 437 fails (the
-driver may then try from another local port). 420 naming DONT-FRAGMENT makes
+driver may then try from another local port). coturn answers that 437
+before authenticating, and deletes the allocation up to a second after the
+Refresh: its unsigned 437 to the signed retry is ignored as a forgery would
+be (RFC 8489 §9.2.5), the retransmissions carry on, and the Allocate
+succeeds once the old allocation is gone (about 1.5 s on loopback). 420 naming DONT-FRAGMENT makes
 the client retry without it (§7.1). Any other error is
 :class:`AllocationFailed`.
 

@@ -422,3 +422,22 @@ def test_dual_allocation_and_an_ipv6_relay_on_natkit_server() -> None:
             await dual.wait_closed()
 
     run(body)
+
+
+def test_a_new_client_on_a_crashed_clients_port_recovers_from_437() -> None:
+    async def body(world: World) -> float:
+        local = Endpoint(CLIENT_IP, 40000)
+        crashed = await connect(world, local=local)
+        await crashed.allocate()
+        await crashed.abort()
+        assert len(world.server.core.allocations()) == 1  # left behind
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        async with await connect(world, local=local) as client:
+            alloc = await client.allocate()
+            assert alloc.mapped == local
+            assert len(world.server.core.allocations()) == 1
+        return loop.time() - start
+
+    elapsed = run(body)
+    assert elapsed < 2.0

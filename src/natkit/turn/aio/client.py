@@ -475,6 +475,20 @@ class AsyncTurnClient:
             except (TransportError, OSError):
                 pass
 
+    async def abort(self) -> None:
+        """Close the transport without releasing the allocation (as a crash
+        would): the server keeps it until it expires."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close_transport()
+        self._fail_all(TransactionError("client aborted"))
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+        if self._udp is not None:
+            self._udp.close()
+            await self._udp.wait_closed()
+
     async def __aenter__(self) -> AsyncTurnClient:
         return self
 
