@@ -37,18 +37,20 @@ from typing import TYPE_CHECKING, Any
 from .conftest import require_module, require_program
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser
+    from playwright.async_api import Browser, Page
 
 __all__ = [
     "CHROMIUM_ARGS",
     "CandidateStats",
     "IceServer",
     "RelayFailed",
+    "RelayPage",
     "RelayResult",
     "SelectedPair",
     "chromium",
     "expected_messages",
     "relay_data_channel",
+    "relay_page",
     "require_chromium",
     "turn_url",
 ]
@@ -209,6 +211,97 @@ def expected_messages(sender: str, receiver: str, count: int) -> list[str]:
     return [f"{sender}->{receiver} {i} " + "." * (i * 97 % 2000) for i in range(count)]
 
 
+class RelayPage:
+    """The page's two connections, step by step (see :func:`relay_page`)."""
+
+    def __init__(self, page: Page, console: list[str]) -> None:
+        self.page = page
+        self.console = console
+        self.url = ""
+
+    async def state(self) -> dict[str, Any] | None:
+        """Everything the page has seen (None if the page is gone)."""
+        from playwright.async_api import Error as PlaywrightError
+
+        try:
+            value = await self.page.evaluate("natkitRelay.state")
+        except PlaywrightError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    async def fail(self, what: str) -> RelayFailed:
+        return RelayFailed(what, await self.state(), self.console)
+
+    async def _wait(self, expression: str, arg: Any, timeout: float, what: str) -> None:
+        from playwright.async_api import Error as PlaywrightError
+
+        try:
+            await self.page.wait_for_function(
+                expression, arg=arg, polling=20, timeout=timeout * 1000
+            )
+        except PlaywrightError as exc:
+            raise await self.fail(f"{what} through {self.url} within {timeout} s ({exc})") from None
+
+    async def connect(self, server: IceServer, *, timeout: float = 20.0) -> None:
+        """Start both connections and wait (bounded) for the data channel to open."""
+        self.url = server.url
+        await self.page.evaluate("server => natkitRelay.start(server)", server.as_js())
+        await self._wait(
+            "() => ['open', 'failed'].includes(natkitRelay.state.phase)",
+            None,
+            timeout,
+            "no data channel",
+        )
+        if await self.page.evaluate("natkitRelay.state.phase") != "open":
+            raise await self.fail(f"ICE failed through {server.url}")
+
+    async def exchange(
+        self, count: int, *, interval: float = 0.0, timeout: float = 20.0
+    ) -> tuple[list[str], list[str]]:
+        """Send ``count`` messages each way (one pair every ``interval``
+        seconds, or all at once) and wait for all of them; returns what pc1
+        and pc2 received. ``timeout`` counts from the last message sent."""
+        await self.page.evaluate("natkitRelay.resetReceived()")
+        await self.page.evaluate(
+            "([count, ms]) => natkitRelay.sendPaced(count, ms)", [count, interval * 1000]
+        )
+        await self._wait(
+            "count => natkitRelay.state.received.pc1.length >= count"
+            " && natkitRelay.state.received.pc2.length >= count",
+            count,
+            timeout + count * interval,
+            f"not all {count} messages each way arrived",
+        )
+        received = await self.page.evaluate("natkitRelay.state.received")
+        return list(received["pc1"]), list(received["pc2"])
+
+    async def selected_pairs(self) -> tuple[SelectedPair, SelectedPair]:
+        """Each side's selected candidate pair, from ``getStats()``."""
+        pairs = await self.page.evaluate("natkitRelay.selectedPairs()")
+        if pairs.get("pc1") is None or pairs.get("pc2") is None:
+            raise await self.fail(f"no selected candidate pair: {pairs}")
+        return SelectedPair.from_js(pairs["pc1"]), SelectedPair.from_js(pairs["pc2"])
+
+    async def close(self) -> None:
+        """Close both connections (the browser deallocates its relays)."""
+        await self.page.evaluate("natkitRelay.close()")
+
+
+@asynccontextmanager
+async def relay_page(browser: Browser) -> AsyncIterator[RelayPage]:
+    """The relay page in a fresh browser context, closed after the block."""
+    context = await browser.new_context()
+    console: list[str] = []
+    try:
+        page = await context.new_page()
+        page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
+        page.on("pageerror", lambda exc: console.append(f"pageerror: {exc}"))
+        await page.goto(PAGE.as_uri())
+        yield RelayPage(page, console)
+    finally:
+        await context.close()
+
+
 async def relay_data_channel(
     browser: Browser,
     server: IceServer,
@@ -222,72 +315,24 @@ async def relay_data_channel(
     Bounded: ``timeout`` seconds for the channel to open and again for the
     messages. Raises :class:`RelayFailed` with the page's state otherwise.
     """
-    from playwright.async_api import Error as PlaywrightError
-
-    context = await browser.new_context()
-    console: list[str] = []
-    try:
-        page = await context.new_page()
-        page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
-        page.on("pageerror", lambda exc: console.append(f"pageerror: {exc}"))
-        await page.goto(PAGE.as_uri())
-
-        async def state() -> dict[str, Any] | None:
-            try:
-                value = await page.evaluate("natkitRelay.state")
-            except PlaywrightError:
-                return None
-            return value if isinstance(value, dict) else None
-
+    async with relay_page(browser) as relay:
         started = time.monotonic()
-        await page.evaluate("server => natkitRelay.start(server)", server.as_js())
-        try:
-            await page.wait_for_function(
-                "['open', 'failed'].includes(natkitRelay.state.phase)",
-                polling=20,
-                timeout=timeout * 1000,
-            )
-        except PlaywrightError as exc:
-            raise RelayFailed(
-                f"no data channel through {server.url} within {timeout} s ({exc})",
-                await state(),
-                console,
-            ) from None
+        await relay.connect(server, timeout=timeout)
         opened = time.monotonic()
-        if await page.evaluate("natkitRelay.state.phase") != "open":
-            raise RelayFailed(f"ICE failed through {server.url}", await state(), console)
-
-        await page.evaluate("count => natkitRelay.sendBoth(count)", messages)
-        try:
-            await page.wait_for_function(
-                "count => natkitRelay.state.received.pc1.length >= count"
-                " && natkitRelay.state.received.pc2.length >= count",
-                arg=messages,
-                polling=20,
-                timeout=timeout * 1000,
-            )
-        except PlaywrightError as exc:
-            raise RelayFailed(
-                f"not all {messages} messages each way arrived through {server.url} ({exc})",
-                await state(),
-                console,
-            ) from None
+        received_by_pc1, received_by_pc2 = await relay.exchange(messages, timeout=timeout)
         done = time.monotonic()
-
-        pairs = await page.evaluate("natkitRelay.selectedPairs()")
-        final = await state()
-        await page.evaluate("natkitRelay.close()")
-        if final is None or pairs.get("pc1") is None or pairs.get("pc2") is None:
-            raise RelayFailed(f"no selected candidate pair: {pairs}", final, console)
+        pc1, pc2 = await relay.selected_pairs()
+        final = await relay.state()
+        await relay.close()
+        if final is None:
+            raise await relay.fail("the page went away")
         return RelayResult(
-            pc1=SelectedPair.from_js(pairs["pc1"]),
-            pc2=SelectedPair.from_js(pairs["pc2"]),
-            received_by_pc1=list(final["received"]["pc1"]),
-            received_by_pc2=list(final["received"]["pc2"]),
+            pc1=pc1,
+            pc2=pc2,
+            received_by_pc1=received_by_pc1,
+            received_by_pc2=received_by_pc2,
             candidates={name: list(lines) for name, lines in final["candidates"].items()},
             connect_seconds=opened - started,
             transfer_seconds=done - opened,
             log=list(final["log"]),
         )
-    finally:
-        await context.close()

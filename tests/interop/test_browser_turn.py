@@ -24,6 +24,7 @@ also waits for both allocations to go once the page closes its connections
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import socket
 import ssl
@@ -56,6 +57,7 @@ from .browser import (
     chromium,
     expected_messages,
     relay_data_channel,
+    relay_page,
     turn_url,
 )
 from .conftest import (
@@ -94,6 +96,7 @@ class TurnUnderTest:
     max_port: int
     allocations: Callable[[], int]  # allocations the server has created so far
     live_allocations: Callable[[], int] | None = None  # allocations it holds now
+    refreshed: Callable[[], int] | None = None  # Refresh successes seen (a lower bound)
 
     def ice_server(self, transport: str, auth: str) -> IceServer:
         url = turn_url(self.host, self.ports[transport], transport)
@@ -152,13 +155,15 @@ userdb={dir}/turndb
 """
 
 
-def coturn_allocations(log_path: Path) -> Callable[[], int]:
+def coturn_count(log_path: Path, line: str) -> Callable[[], int]:
+    """How often coturn's verbose log has said ``line`` so far."""
+
     def count() -> int:
         try:
             text = log_path.read_text(errors="replace")
         except FileNotFoundError:
             return 0
-        return text.count("ALLOCATE processed, success")
+        return text.count(line)
 
     return count
 
@@ -171,9 +176,18 @@ def coturn_auth(auth: str) -> str:
     return f"lt-cred-mech\nuser={USER[0]}:{USER[1]}"
 
 
+@dataclass(frozen=True)
+class Lifetimes:
+    """Short lifetimes, so that a test sees the browser refresh: seconds an
+    allocation is granted (the server's default and maximum) and a nonce lasts."""
+
+    allocation: int
+    nonce: int
+
+
 @asynccontextmanager
 async def start_coturn(
-    tmp_path: Path, tls_ca: trustme.CA, auth: str
+    tmp_path: Path, tls_ca: trustme.CA, auth: str, lifetimes: Lifetimes | None = None
 ) -> AsyncIterator[TurnUnderTest]:
     """coturn's turnserver on 127.0.0.1 (UDP+TCP on one port, TLS on another)."""
     turnserver = require_program("turnserver", "coturn")
@@ -194,6 +208,10 @@ async def start_coturn(
             dir=tmp_path,
         )
     )
+    if lifetimes is not None:
+        with config.open("a") as f:
+            f.write(f"max-allocate-lifetime={lifetimes.allocation}\n")
+            f.write(f"stale-nonce={lifetimes.nonce}\n")
     proc = start_process("turnserver", [turnserver, "-c", str(config)], tmp_path)
     try:
         wait_for_stun([Endpoint(LOOPBACK, port)], proc)
@@ -204,7 +222,8 @@ async def start_coturn(
             {"udp": port, "tcp": port, "tls": tls_port},
             MIN_PORT,
             MAX_PORT,
-            coturn_allocations(tmp_path / "turnserver.log"),
+            coturn_count(tmp_path / "turnserver.log", "ALLOCATE processed, success"),
+            refreshed=coturn_count(tmp_path / "turnserver.log", "REFRESH processed, success"),
         )
     finally:
         proc.stop()
@@ -212,7 +231,7 @@ async def start_coturn(
 
 @asynccontextmanager
 async def start_natkit(
-    tmp_path: Path, tls_ca: trustme.CA, auth: str
+    tmp_path: Path, tls_ca: trustme.CA, auth: str, lifetimes: Lifetimes | None = None
 ) -> AsyncIterator[TurnUnderTest]:
     """natkit's TURN server in this process, on the OS stack: UDP, TCP and
     TLS listeners on 127.0.0.1 (ports picked by the kernel), relays on
@@ -235,6 +254,13 @@ async def start_natkit(
         allowed_peers=(ipaddress.ip_network("127.0.0.0/8"),),
         wallclock=time.time,
     )
+    if lifetimes is not None:
+        config = dataclasses.replace(
+            config,
+            default_lifetime=lifetimes.allocation,
+            max_lifetime=lifetimes.allocation,
+            nonce_lifetime=lifetimes.nonce,
+        )
     runner = TurnServerRunner(
         OsStack(),
         config,
@@ -260,6 +286,11 @@ async def start_natkit(
             MAX_PORT,
             lambda: runner.core.stats.allocations_created,
             lambda: len(runner.core.allocations()),
+            lambda: sum(
+                1
+                for a in runner.core.allocations()
+                if a.expires > a.created + config.default_lifetime + 0.1
+            ),
         )
     finally:
         runner.close()
@@ -279,11 +310,13 @@ def natkit_metric(admin: Endpoint, name: str) -> int:
 
 @asynccontextmanager
 async def start_natkit_cli(
-    tmp_path: Path, tls_ca: trustme.CA, auth: str
+    tmp_path: Path, tls_ca: trustme.CA, auth: str, lifetimes: Lifetimes | None = None
 ) -> AsyncIterator[TurnUnderTest]:
     """``natkit turn-server`` as a subprocess, the way operators run it: a
     static user and a REST secret at once, loopback peers allowed, the admin
     endpoint on loopback for its allocation counters."""
+    if lifetimes is not None:
+        raise ValueError("natkit turn-server has no flag for the nonce lifetime")
     udp, tcp, tls, admin_port = free_ports(4, hosts=(LOOPBACK,))
     cert, pkey = write_certificate(tls_ca, tmp_path)
     admin = Endpoint(LOOPBACK, admin_port)
@@ -423,3 +456,33 @@ async def test_chromium_with_refused_credentials_gets_the_servers_401(
     errors = failed.value.state["errors"]
     assert {e["pc"] for e in errors} == {"pc1", "pc2"}, errors
     assert {(e["url"], e["errorCode"]) for e in errors} == {(ice.url, 401)}, errors
+
+
+SHORT = Lifetimes(allocation=2, nonce=1)
+"""libwebrtc refreshes a lifetime under 2 minutes at half of it: every second
+here, and with nonces lasting 1 s the second refresh meets 438 Stale Nonce
+and is retried with the new nonce (seen in a capture of the natkit cases;
+coturn answers a Refresh without LIFETIME with 600 s, so it refreshes once)."""
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize(
+    ("server", "transport"), [("coturn", "udp"), ("natkit", "udp"), ("natkit", "tcp")]
+)
+async def test_chromium_keeps_relaying_across_refreshes_and_stale_nonces(
+    browser: Browser, tmp_path: Path, tls_ca: trustme.CA, server: str, transport: str
+) -> None:
+    count, interval = 14, 0.2
+    async with SERVERS[server](tmp_path, tls_ca, "static", SHORT) as turn:
+        ice = turn.ice_server(transport, "static")
+        async with relay_page(browser) as relay:
+            await relay.connect(ice, timeout=CONNECT_TIMEOUT)
+            to_pc1, to_pc2 = await relay.exchange(count, interval=interval, timeout=5.0)
+            assert to_pc2 == expected_messages("pc1", "pc2", count)
+            assert to_pc1 == expected_messages("pc2", "pc1", count)
+            # 2.8 s of traffic outlived the first 2 s allocations: both were refreshed.
+            assert turn.refreshed is not None
+            assert turn.refreshed() >= 2
+            pc1, pc2 = await relay.selected_pairs()
+            assert pc1.local.candidate_type == pc2.local.candidate_type == "relay"
+            await relay.close()
