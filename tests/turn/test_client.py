@@ -559,6 +559,35 @@ def test_a_refused_permission_drops_its_queue_and_says_so() -> None:
     assert out(client) == []
 
 
+def test_data_to_a_refused_peer_is_dropped_without_asking_again_for_a_while() -> None:
+    client = allocated(auto_bind=False, permission_retry=30.0)
+    client.send_to(b"1", PEER, now=0.0)
+    feed(client, error(one_request(client), 403, reason="Forbidden IP"))
+    events(client)
+    client.send_to(b"2", PEER, now=10.0)
+    assert out(client, 10.0) == []
+    assert client.dropped == 2  # the queued one and this one
+    client.send_to(b"3", PEER, now=31.0)
+    assert one_request(client, 31.0).method == Method.CREATE_PERMISSION
+
+
+def test_explicit_create_permission_retries_a_refused_peer_at_once() -> None:
+    client = allocated(auto_bind=False)
+    client.send_to(b"1", PEER, now=0.0)
+    feed(client, error(one_request(client), 403))
+    client.create_permission(PEER, now=1.0)
+    assert one_request(client, 1.0).method == Method.CREATE_PERMISSION
+
+
+def test_queued_data_older_than_the_queue_delay_is_dropped() -> None:
+    client = allocated(auto_bind=False, max_queue_delay=5.0)
+    client.send_to(b"old", PEER, now=0.0)
+    client.send_to(b"new", PEER, now=4.0)
+    feed(client, success(one_request(client)), now=6.0)
+    assert [parse_message(d).get(at.DATA) for d in out(client, 6.0)] == [b"new"]
+    assert client.dropped == 1
+
+
 # -- channels --------------------------------------------------------------------------
 
 

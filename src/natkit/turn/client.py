@@ -150,6 +150,8 @@ class TurnClientConfig:
     permission_refresh: float = 240.0  # permissions last 300 s (§9)
     channel_refresh: float = 540.0  # channel bindings last 600 s (§12)
     max_queued: int = 64  # packets waiting for a permission, per peer IP
+    max_queue_delay: float = 5.0  # ... and for at most this long (older ones are dropped)
+    permission_retry: float = 30.0  # send_to to an IP the server refused: dropped this long
     max_redirects: int = 3
     draft_dual_allocation: bool = True  # also send coturn's 0x8032 (see _DRAFT_...)
     rto: float = 0.5
@@ -205,7 +207,7 @@ class _Permission:
     used: bool = False
     refresh_at: float | None = None
     refreshing: bool = False
-    queue: deque[tuple[bytes, Endpoint]] = field(default_factory=deque)
+    queue: deque[tuple[bytes, Endpoint, float]] = field(default_factory=deque)
 
 
 @dataclass(slots=True, eq=False)
@@ -332,6 +334,7 @@ class TurnClient:
         self._channels: dict[int, _Channel] = {}
         self._channel_of: dict[Endpoint, _Channel] = {}
         self._cooldown: dict[int, float] = {}
+        self._refused: dict[str, float] = {}  # peer IP -> until when send_to drops its data
         self._no_auto_bind: set[Endpoint] = set()  # peers whose auto-bind was refused
         self._peer_cache: dict[bytes, Endpoint] = {}  # XOR-PEER-ADDRESS bytes -> peer
         self._send_cache: dict[Endpoint, bytes] = {}  # peer -> its XOR-PEER-ADDRESS
@@ -347,6 +350,7 @@ class TurnClient:
         self.sent_indications = 0
         self.received_channel_data = 0
         self.received_indications = 0
+        self.dropped = 0  # outgoing data discarded: queue overflow or age, refused peers
 
     # -- properties ------------------------------------------------------------------
 
@@ -492,6 +496,7 @@ class TurnClient:
         if not ips:
             raise LocalProtocolError("create_permission needs at least one peer")
         for ip in ips:
+            self._refused.pop(ip, None)
             perm = self._perms.get(ip)
             if perm is None:
                 perm = self._perms[ip] = _Permission(ip)
@@ -517,7 +522,10 @@ class TurnClient:
 
         ChannelData when a channel is bound, else a Send indication once the
         peer's IP has a permission; before that the data waits (at most
-        ``max_queued`` packets per IP; older ones are dropped first).
+        ``max_queued`` packets per IP, older ones dropped first, none older
+        than ``max_queue_delay``). Data to an IP whose permission the server
+        refused is dropped for ``permission_retry`` seconds rather than
+        asking again for every packet. Drops are counted in :attr:`dropped`.
         """
         ch = self._channel_of.get(peer)
         if ch is not None and ch.bound:
@@ -535,6 +543,12 @@ class TurnClient:
         perm = self._perms.get(ip)
         if perm is None:
             self._check_family(ip)
+            until = self._refused.get(ip)
+            if until is not None:
+                if now < until:
+                    self.dropped += 1
+                    return
+                del self._refused[ip]
             perm = self._perms[ip] = _Permission(ip)
             self._send_permission((ip,), now, request_id=None, refresh=False)
         perm.used = True
@@ -550,7 +564,8 @@ class TurnClient:
             return
         if len(perm.queue) >= self.config.max_queued:
             perm.queue.popleft()
-        perm.queue.append((data, peer))
+            self.dropped += 1
+        perm.queue.append((data, peer, now))
 
     def connect(self, peer: Endpoint, *, now: float) -> int:
         """RFC 6062 §4.3: ask the server to open a TCP connection to ``peer``.
@@ -1064,10 +1079,7 @@ class TurnClient:
         for perm in perms:
             perm.refreshing = False
         if code == 0:
-            fresh = []
             for perm in perms:
-                if perm.state is _Perm.PENDING:
-                    fresh.append(perm.ip)
                 self._install(perm, now)
             if not pending.refresh:
                 self._events.append(
@@ -1081,6 +1093,8 @@ class TurnClient:
         for perm in perms:
             dropped += len(perm.queue)
             del self._perms[perm.ip]
+            self._refused[perm.ip] = now + self.config.permission_retry
+        self.dropped += dropped
         self._events.append(
             PermissionFailed(
                 request_id=pending.request_id,
@@ -1096,7 +1110,11 @@ class TurnClient:
         perm.refresh_at = now + self.config.permission_refresh
         self._timer_dirty = True
         queue, perm.queue = perm.queue, deque()
-        for data, peer in queue:
+        oldest = now - self.config.max_queue_delay
+        for data, peer, queued_at in queue:
+            if queued_at < oldest:
+                self.dropped += 1
+                continue
             ch = self._channel_of.get(peer)
             if ch is not None and ch.bound:
                 self.sent_channel_data += 1
@@ -1180,6 +1198,7 @@ class TurnClient:
         self._channels.clear()
         self._channel_of.clear()
         self._cooldown.clear()
+        self._refused.clear()
 
     # -- internals: data -------------------------------------------------------------
 
