@@ -261,12 +261,12 @@ class TurnAuth:
     ConnectionBind at once - coturn closes a data connection whose first
     ConnectionBind is unsigned (it answers 401 and hangs up)."""
 
-    credentials: LongTermCredentials
+    credentials: LongTermCredentials = field(repr=False)
     realm: str
     nonce: str
     algorithm: PasswordAlgorithm
     offered: tuple[PasswordAlgorithmParams, ...] | None
-    key: bytes
+    key: bytes = field(repr=False)
 
     def sign(self, msg: StunMessage, *, fingerprint: bool = False) -> bytes:
         """Add USERNAME (or USERHASH), REALM, NONCE and the algorithm

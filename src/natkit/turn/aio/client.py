@@ -209,6 +209,7 @@ class AsyncTurnClient:
         self.credentials = credentials
         self._tls = tls if transport == Transport.TLS else None
         self._server_hostname = server_hostname
+        self._hostname = server_hostname
         self._local = local
         self.config = dataclasses.replace(config or TurnClientConfig(), stream=transport.is_stream)
         self.on_data = on_data
@@ -269,6 +270,7 @@ class AsyncTurnClient:
     async def _open(self, server: Endpoint, server_hostname: str | None) -> None:
         core = TurnClient(server, self.credentials, self.config)
         self._server = server
+        self._hostname = server_hostname  # data connections (RFC 6062) check the same name
         if self.transport == Transport.UDP:
             if self._udp is None:  # one socket for the client's life, redirects included
                 self._udp = await self.stack.open_udp(
@@ -593,7 +595,7 @@ class AsyncTurnClient:
     async def _bind_data_connection(self, connection_id: int, peer: Endpoint) -> TurnPeerConnection:
         server = self.core.server
         conn = await self.stack.connect_stream(
-            server, tls=self._tls, server_hostname=self._server_hostname
+            server, tls=self._tls, server_hostname=self._hostname
         )
         binder = TurnConnectionBinder(
             server, self.credentials, connection_id, self.config, auth=self.core.auth
