@@ -138,10 +138,26 @@ def test_ipv6_peer_data_indication_round_trip() -> None:
     assert ind.get(at.XOR_PEER_ADDRESS) == PEER_V6 and ind.get(at.DATA) == b"six"
 
 
-@pytest.mark.parametrize("number", [0x3FFF, 0x5000, 0x7FFF, 0x0000, 0xFFFF])
+@pytest.mark.parametrize("number", [0x3FFF, 0x8000, 0x0000, 0xFFFF])
 def test_channel_number_out_of_range_is_400(number: int) -> None:
     c, _ = _allocated()
     assert code_of(c.bind(number, PEER)) == 400
+
+
+@pytest.mark.parametrize("number", [0x5000, 0x5DDE, 0x7FFF])
+def test_rfc5766_channel_numbers_are_accepted_by_default(number: int) -> None:
+    c, relay = _allocated()
+    assert code_of(c.bind(number, PEER)) == 0  # coturn's turnutils_uclient uses them
+    assert c.channel_data(number, b"x")[0].remote == PEER
+    c.server.receive_peer_datagram(b"y", PEER, relay=relay, now=1.0)
+    assert c.driver.pump(1.0)[0].data == pack_channel_data(number, b"y")
+
+
+@pytest.mark.parametrize("number", [0x5000, 0x7FFF])
+def test_rfc8656_channel_range_only_when_configured(number: int) -> None:
+    c, _ = _allocated(rfc5766_channels=False)
+    assert code_of(c.bind(number, PEER)) == 400
+    assert code_of(c.bind(0x4FFF, PEER)) == 0
 
 
 def test_channel_bind_without_attributes_is_400() -> None:
@@ -238,8 +254,8 @@ def test_channel_data_on_unbound_channel_is_dropped() -> None:
     [
         pytest.param(b"\x40\x00\x00\x10abc", id="truncated"),
         pytest.param(b"\x40\x00", id="short-header"),
-        pytest.param(b"\x50\x00\x00\x01a", id="number-out-of-range"),
-        pytest.param(b"\x7f\xff\x00\x01a", id="rfc5766-range"),
+        pytest.param(b"\x50\x00\x00\x01a", id="unbound-rfc5766-number"),
+        pytest.param(b"\x7f\xff\x00\x01a", id="unbound-top-number"),
     ],
 )
 def test_bad_channel_data_is_dropped(data: bytes) -> None:

@@ -122,7 +122,7 @@ from natkit.turn.allocation import (
     Reservation,
 )
 from natkit.turn.attributes import FAMILIES, AddressErrorCode, IcmpValue, TransportProtocol
-from natkit.turn.channel import is_valid_channel
+from natkit.turn.channel import CHANNEL_MAX, CHANNEL_MIN
 from natkit.turn.credentials import CombinedCredentials, CredentialSource
 from natkit.turn.events import (
     AllocationCreated,
@@ -182,6 +182,10 @@ class TurnServerConfig:
     algorithms: tuple[PasswordAlgorithm, ...] = (PasswordAlgorithm.SHA256, PasswordAlgorithm.MD5)
     software: str | None = "natkit"
     tcp_relay: bool = True  # RFC 6062
+    # Accept RFC 5766's channel numbers 0x5000-0x7FFF too (coturn does, and its
+    # turnutils_uclient picks numbers from the whole range); False: RFC 8656 §12's
+    # 0x4000-0x4FFF only.
+    rfc5766_channels: bool = True
     rng: Rng = field(default_factory=default_rng)
     wallclock: Callable[[], float] | None = None  # for REST credential expiry
 
@@ -286,6 +290,7 @@ class TurnServer:
         self._total_to_peer = ByteBucket(bps) if bps > 0 else None
         self._total_to_client = ByteBucket(bps) if bps > 0 else None
         self._limited = bps > 0 or config.max_bps_per_allocation > 0
+        self._channel_max = _RFC5766_CHANNEL_MAX if config.rfc5766_channels else CHANNEL_MAX
         sw = config.software
         self._software = sw
 
@@ -1227,7 +1232,12 @@ class TurnServer:
             return
         number = msg.get(tat.CHANNEL_NUMBER)
         peer = msg.get(at.XOR_PEER_ADDRESS)
-        if number is None or peer is None or not is_valid_channel(number) or not alloc.udp_relay:
+        if (
+            number is None
+            or peer is None
+            or not (CHANNEL_MIN <= number <= self._channel_max)
+            or not alloc.udp_relay
+        ):
             self._answer(ctx, _error(msg, ErrorCode.BAD_REQUEST))
             return
         relay = alloc.relay_for(peer)
@@ -1616,6 +1626,7 @@ _UNDERSTOOD: frozenset[int] = frozenset(
         AttributeType.USE_CANDIDATE,
     }
 )
+_RFC5766_CHANNEL_MAX = 0x7FFF  # RFC 5766 §11; 0x8000 and up look like nothing valid
 _RELAY_ATTEMPTS = 4  # the first try and three other ports before 508
 _RANDOM_PORT_TRIES = 64
 _ABANDONED_MAX = 4096
