@@ -16,6 +16,7 @@ from ipaddress import ip_network
 from typing import Any, TypeVar
 
 import pytest
+import trustme
 
 from natkit.addr import Endpoint, Family, Transport
 from natkit.errors import TransactionError
@@ -24,6 +25,9 @@ from natkit.nat.presets import PRESETS
 from natkit.net.sim import Internet, Link, run_virtual
 from natkit.net.sim.network import SimHost
 from natkit.net.stack import StreamConnection
+from natkit.stun import attributes as at
+from natkit.stun.framing import StreamFramer
+from natkit.stun.message import parse_message, serialize_message
 from natkit.turn.aio.client import AsyncTurnClient, TurnRequestError
 from natkit.turn.aio.server import TurnServerRunner
 from natkit.turn.attributes import TransportProtocol
@@ -441,3 +445,48 @@ def test_a_new_client_on_a_crashed_clients_port_recovers_from_437() -> None:
 
     elapsed = run(body)
     assert elapsed < 2.0
+
+
+def test_a_tls_redirect_checks_the_alternate_against_alternate_domain(
+    tls_ca: trustme.CA, tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
+) -> None:
+    """A TLS front (its certificate names front.example) answers 300 with
+    ALTERNATE-SERVER and ALTERNATE-DOMAIN localhost: the client reconnects and
+    checks the alternate's certificate against that name."""
+    front_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("front.example").configure_cert(front_ctx)
+
+    async def body(world: World) -> None:
+        front = world.net.add_host("front", "203.0.113.15")
+
+        def on_connection(conn: StreamConnection) -> None:
+            framer = StreamFramer()
+
+            def on_data(data: bytes) -> None:
+                for raw in framer.feed(data) if data else []:
+                    req = parse_message(raw)
+                    resp = req.error_response(300)
+                    resp.add(at.ALTERNATE_SERVER, Endpoint(TURN_IP, 443))
+                    resp.add(at.ALTERNATE_DOMAIN, "localhost")
+                    conn.write(serialize_message(resp))
+
+            conn.set_handler(on_data)
+
+        listener = await front.stack.listen_stream(
+            Endpoint("203.0.113.15", 443), on_connection, tls=front_ctx
+        )
+        client = await AsyncTurnClient.connect(
+            world.client_host.stack,
+            Endpoint("203.0.113.15", 443),
+            transport=TLS,
+            credentials=(USER, PASSWORD),
+            tls=tls_client_context,
+            server_hostname="front.example",
+        )
+        async with client:
+            alloc = await client.allocate()
+            assert alloc.server == Endpoint(TURN_IP, 443)
+        listener.close()
+        await listener.wait_closed()
+
+    run(body, tls=(tls_server_context, tls_client_context))
