@@ -224,8 +224,10 @@ def _tls_context(settings: TurnServerSettings) -> ssl.SSLContext | None:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
-    except FileNotFoundError as exc:
-        raise NatkitError(f"TLS: no such file: {exc.filename}") from exc
+    except OSError as exc:
+        missing = [str(p) for p in (settings.tls_cert, settings.tls_key) if not p.is_file()]
+        what = f"no such file: {', '.join(missing)}" if missing else (exc.strerror or str(exc))
+        raise NatkitError(f"TLS: {what}") from exc
     except ssl.SSLError as exc:
         raise NatkitError(
             f"TLS: cannot use {settings.tls_cert} / {settings.tls_key}: {exc}"
