@@ -13,7 +13,9 @@ travel client -> server -> relay -> relay -> server -> client on loopback.
 
 :func:`relay_data_channel` waits (bounded) for the channel to open, sends
 messages both ways, waits for all of them and reads ``getStats()`` for the
-selected candidate pair of each side. On any failure it raises
+selected candidate pair of each side. :func:`relay_page` gives the same
+steps one by one (:class:`RelayPage`), for tests that look at the server
+while the connections are up or pace their messages over time. On any failure it raises
 :class:`RelayFailed` with everything the page saw (ICE candidate errors
 carry the TURN error code and reason phrase, e.g. ``401`` or ``403``),
 which is usually enough to say what the server did wrong.
