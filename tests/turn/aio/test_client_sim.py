@@ -490,3 +490,28 @@ def test_a_tls_redirect_checks_the_alternate_against_alternate_domain(
         await listener.wait_closed()
 
     run(body, tls=(tls_server_context, tls_client_context))
+
+
+def test_a_lossy_link_costs_retransmissions_not_the_allocation() -> None:
+    async def body(world: World) -> None:
+        lossy = world.net.add_host("lossy", "198.51.100.9", link=Link(delay=0.02, loss=0.2))
+        peer = await UdpPeer.open(world)
+        events: list[TurnClientEvent] = []
+        client = await AsyncTurnClient.connect(
+            lossy.stack,
+            Endpoint(TURN_IP, 3478),
+            credentials=(USER, PASSWORD),
+            config=TurnClientConfig(rng=random.Random(8), auto_bind=False),
+            on_event=events.append,
+        )
+        async with client:
+            await client.allocate()
+            await client.create_permission(peer.endpoint)
+            await client.bind_channel(peer.endpoint)
+            await asyncio.sleep(3600.0)  # six allocation refreshes, over 20% loss each way
+            assert not any(type(e).__name__ == "AllocationLost" for e in events)
+            for _ in range(20):  # some data is lost; the allocation is not
+                client.send_to(b"still there", peer.endpoint)
+            assert (await peer.next())[0] == b"still there"
+
+    run(body)
