@@ -40,8 +40,37 @@ EXPECTED = [
 ]
 
 
+# After a pause longer than a NAT's UDP binding lifetime (120 s; 30 s for
+# linux-masquerade) the peer speaks first, then the client sends again. A
+# client must keep its binding to the server alive for this to work; where
+# natkit's does not yet, the row is marked.
+NO_KEEPALIVE = pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "the TURN client sends nothing between refreshes (the first, of the permission, "
+        "at 240 s), so the NAT's UDP binding expires: the peer's data dies at the NAT, "
+        "and behind random-port NATs the next packet leaves from a new port (437 at the "
+        "refresh, allocation lost)"
+    ),
+)
+IDLE = 200.0
+AFTER_IDLING = [
+    pytest.param("open", UDP, id="open"),  # no filter, nothing expires
+    pytest.param("full-cone", UDP, id="full-cone", marks=NO_KEEPALIVE),
+    pytest.param("restricted-cone", UDP, id="restricted-cone", marks=NO_KEEPALIVE),
+    pytest.param("port-restricted-cone", UDP, id="port-restricted-cone", marks=NO_KEEPALIVE),
+    pytest.param("symmetric", UDP, id="symmetric", marks=NO_KEEPALIVE),
+    pytest.param("symmetric-udp-firewall", UDP, id="symmetric-udp-firewall", marks=NO_KEEPALIVE),
+    pytest.param("udp-blocked", TCP, id="udp-blocked"),  # TCP bindings last hours
+    pytest.param("web-only", TLS, id="web-only"),
+    pytest.param("linux-masquerade", UDP, id="linux-masquerade", marks=NO_KEEPALIVE),
+    pytest.param("carrier-grade", UDP, id="carrier-grade", marks=NO_KEEPALIVE),
+]
+
+
 def test_every_preset_has_a_row() -> None:
     assert {p.values[0] for p in EXPECTED} == set(PRESETS)
+    assert {p.values[0] for p in AFTER_IDLING} == set(PRESETS)
 
 
 @pytest.mark.parametrize(("preset", "transport", "translated"), EXPECTED)
@@ -75,6 +104,26 @@ def test_a_host_behind_every_preset_reaches_the_peer_through_the_relay(
     tried = [a.transport for a in outcome.attempts]
     assert tried == [t for t, _ in DEFAULT_TRANSPORTS][: tried.index(transport) + 1]
     assert [a.ok for a in outcome.attempts] == [False] * (len(tried) - 1) + [True]
+
+
+@pytest.mark.parametrize(("preset", "transport"), AFTER_IDLING)
+def test_the_relay_still_reaches_the_client_after_it_idled(
+    preset: str,
+    transport: Transport,
+    tls_server_context: ssl.SSLContext,
+    tls_client_context: ssl.SSLContext,
+) -> None:
+    outcome = run_turn_sim(
+        preset,
+        seed=12,
+        idle=IDLE,
+        tls_server=tls_server_context,
+        tls_client=tls_client_context,
+    )
+    assert outcome.transport is transport
+    assert outcome.unsolicited_received is True, outcome.to_json()
+    assert outcome.reached, outcome.to_json()
+    assert outcome.sent == outcome.echoed == 15
 
 
 def test_fallback_costs_one_attempt_timeout_per_blocked_transport(

@@ -73,6 +73,7 @@ from natkit.rng import seeded_rng
 from natkit.stun.transaction import LongTermCredentials
 from natkit.turn.aio.client import AsyncTurnClient
 from natkit.turn.aio.server import TurnServerRunner
+from natkit.turn.client import TurnClientConfig
 from natkit.turn.credentials import StaticCredentials
 from natkit.turn.server import TurnServerConfig
 
@@ -160,19 +161,27 @@ class TurnOutcome:
     """Every source address the peer received from (the relayed address alone)."""
     elapsed: float = 0.0
     """Seconds (virtual in the simulator) from the first attempt to the last echo."""
+    idle: float = 0.0
+    """Seconds the client sat silent between the second and third batch (0: no pause)."""
+    unsolicited_received: bool | None = None
+    """After the pause the peer spoke first: did that reach the client (None: not tried)?"""
     error: str | None = None
     pcaps: tuple[Path, ...] = ()
     trace: list[str] = field(default_factory=list)
 
     @property
     def reached(self) -> bool:
-        """The peer got every message from the relayed address and every echo came back."""
+        """The peer got every message from the relayed address and nothing
+        else, every echo came back, and (after a pause) the peer's own
+        message reached the client."""
         return (
             self.relayed is not None
+            and self.error is None
             and self.sent > 0
             and self.peer_received == self.sent
             and self.echoed == self.sent
             and self.peer_saw == (self.relayed,)
+            and self.unsolicited_received is not False
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -188,6 +197,8 @@ class TurnOutcome:
             "echoed": self.echoed,
             "peer_saw": [str(ep) for ep in self.peer_saw],
             "elapsed": round(self.elapsed, 3),
+            "idle": self.idle,
+            "unsolicited_received": self.unsolicited_received,
             "reached": self.reached,
             "error": self.error,
             "pcaps": [str(p) for p in self.pcaps],
@@ -221,12 +232,21 @@ class UdpEchoPeer:
     def __init__(self) -> None:
         self.received: list[tuple[bytes, Endpoint]] = []
         self._endpoint: DatagramEndpoint | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     async def open(cls, stack: Stack, local: Endpoint = PEER) -> UdpEchoPeer:
         peer = cls()
+        peer._loop = asyncio.get_running_loop()
         peer._endpoint = await stack.open_udp(local, peer._on_datagram)
         return peer
+
+    def send_threadsafe(self, data: bytes, remote: Endpoint) -> None:
+        """Send ``data`` (not echoed: the peer speaks first) from the peer's
+        own loop, which may run on another thread (the namespace lab)."""
+        if self._loop is None or self._endpoint is None:
+            raise NatkitError("the echo peer is not open")
+        self._loop.call_soon_threadsafe(self._endpoint.send, data, remote)
 
     @property
     def local_endpoint(self) -> Endpoint:
@@ -362,11 +382,16 @@ def _messages(count: int, label: str) -> list[bytes]:
 
 
 async def _collect_echoes(
-    client: AsyncTurnClient, wanted: list[bytes], peer: Endpoint, timeout: float
+    client: AsyncTurnClient,
+    wanted: list[bytes],
+    peer: Endpoint,
+    timeout: float,
+    *,
+    prefix: bytes = ECHO_PREFIX,
 ) -> int:
-    """Receive until every message in ``wanted`` came back echoed by ``peer``
-    (or ``timeout``); returns how many did."""
-    missing = {ECHO_PREFIX + m for m in wanted}
+    """Receive until every message in ``wanted`` came back from ``peer``
+    (echoed: with ``prefix``), or ``timeout``; returns how many did."""
+    missing = {prefix + m for m in wanted}
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
             while missing:
@@ -389,6 +414,8 @@ async def reach_peer(
     tls: ssl.SSLContext | None = None,
     server_hostname: str = TLS_HOSTNAME,
     echo_peer: UdpEchoPeer | None = None,
+    idle: float = 0.0,
+    seed: int = 0,
 ) -> TurnOutcome:
     """The client half: allocate over the first transport that works, then
     talk to ``peer`` through the relay (see the module docstring).
@@ -413,6 +440,8 @@ async def reach_peer(
             tls=tls,
             server_hostname=server_hostname,
             echo_peer=echo_peer,
+            idle=idle,
+            seed=seed,
         )
     finally:
         await settling.settle()
@@ -432,8 +461,12 @@ async def _reach_peer(
     tls: ssl.SSLContext | None,
     server_hostname: str,
     echo_peer: UdpEchoPeer | None,
+    idle: float,
+    seed: int,
 ) -> TurnOutcome:
     loop = asyncio.get_running_loop()
+    # No automatic channel: the first messages must travel in Send indications.
+    config = TurnClientConfig(auto_bind=False, rng=seeded_rng(seed))
     start = loop.time()
     attempts: list[TransportAttempt] = []
     client: AsyncTurnClient | None = None
@@ -456,6 +489,7 @@ async def _reach_peer(
                     credentials=credentials,
                     tls=tls if transport is Transport.TLS else None,
                     server_hostname=server_hostname if transport is Transport.TLS else None,
+                    config=config,
                 )
                 allocated = await candidate.allocate()
         except TimeoutError:
@@ -472,12 +506,20 @@ async def _reach_peer(
         if candidate is not None:
             await candidate.close()
         attempts.append(TransportAttempt(transport, server, False, reason, loop.time() - began))
-    outcome = TurnOutcome(name, chosen, tuple(attempts), relayed=relayed, mapped=mapped)
+    outcome = TurnOutcome(name, chosen, tuple(attempts), relayed=relayed, mapped=mapped, idle=idle)
     if client is None:
         outcome.elapsed = loop.time() - start
         return outcome
     try:
-        await _talk(client, peer, outcome, count=count, timeout=echo_timeout)
+        await _talk(
+            client,
+            peer,
+            outcome,
+            count=count,
+            timeout=echo_timeout,
+            idle=idle,
+            echo_peer=echo_peer,
+        )
     except NatkitError as exc:
         outcome.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -490,9 +532,17 @@ async def _reach_peer(
 
 
 async def _talk(
-    client: AsyncTurnClient, peer: Endpoint, outcome: TurnOutcome, *, count: int, timeout: float
+    client: AsyncTurnClient,
+    peer: Endpoint,
+    outcome: TurnOutcome,
+    *,
+    count: int,
+    timeout: float,
+    idle: float,
+    echo_peer: UdpEchoPeer | None,
 ) -> None:
-    """Send indications first, then ChannelData; count the echoes."""
+    """Send indications first, then ChannelData; count the echoes. With
+    ``idle``: wait that long, let the peer speak first, then send again."""
     await client.create_permission(peer.host)
     indications = _messages(count, "send")
     for message in indications:
@@ -505,6 +555,21 @@ async def _talk(
         client.send_to(message, peer)
     outcome.sent += len(channel_data)
     outcome.echoed += await _collect_echoes(client, channel_data, peer, timeout)
+    if idle <= 0:
+        return
+    await asyncio.sleep(idle)
+    if echo_peer is not None and outcome.relayed is not None:
+        # Someone calls in after the pause: does the relay still reach the client?
+        hello = b"natkit lab turn from the peer after idling"
+        echo_peer.send_threadsafe(hello, outcome.relayed)
+        outcome.unsolicited_received = (
+            await _collect_echoes(client, [hello], peer, timeout, prefix=b"") == 1
+        )
+    after = _messages(count, "after idling")
+    for message in after:
+        client.send_to(message, peer)
+    outcome.sent += len(after)
+    outcome.echoed += await _collect_echoes(client, after, peer, timeout)
 
 
 def _attach(
@@ -545,6 +610,7 @@ async def turn_behind(
     tandem: NatLayer | None = None,
     trace: bool = False,
     pcap_dir: Path | None = None,
+    idle: float = 0.0,
 ) -> TurnOutcome:
     """Build the topology on the running virtual-clock loop and run the
     client from behind ``behavior``."""
@@ -572,6 +638,8 @@ async def turn_behind(
             count=count,
             tls=tls_client,
             echo_peer=echo,
+            idle=idle,
+            seed=seed,
         )
     finally:
         await echo.aclose()
@@ -597,11 +665,13 @@ def run_turn_sim(
     tandem: NatLayer | None = None,
     trace: bool = False,
     pcap_dir: Path | None = None,
-    time_limit: float = 3600.0,
+    idle: float = 0.0,
+    time_limit: float = 7200.0,
 ) -> TurnOutcome:
     """Run the scenario behind preset ``preset_name`` (or ``behavior`` under
     that name) on a fresh virtual clock. Without TLS contexts the client
-    cannot try TLS (the attempt says so)."""
+    cannot try TLS (the attempt says so). ``idle`` adds a pause after the
+    second batch, then the peer speaks first and a third batch follows."""
     emulated = behavior if behavior is not None else PRESETS[preset_name]
 
     async def main() -> TurnOutcome:
@@ -617,6 +687,7 @@ def run_turn_sim(
             tandem=tandem,
             trace=trace,
             pcap_dir=pcap_dir,
+            idle=idle,
         )
 
     return run_virtual(main, time_limit=time_limit)
@@ -730,6 +801,7 @@ def turn_in_lab(
             count=count,
             tls=tls_client,
             echo_peer=echo,
+            seed=seed,
         )
 
     limit = (attempt_timeout + 5.0) * (len(transports) + 2)
