@@ -4,6 +4,7 @@ endpoint and shutdown."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import AsyncIterator
@@ -13,10 +14,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from natkit.addr import Endpoint, Transport
+from natkit.addr import Endpoint, Family, Transport
 from natkit.nat.portmap.http import HttpExchange, HttpRequest, HttpResponse
 from natkit.net.os_stack import OsStack
 from natkit.net.stack import Stack
+from natkit.stun import attributes as at
 from natkit.stun.constants import MessageClass, Method
 from natkit.stun.message import StunMessage
 from natkit.turn import attributes as tat
@@ -68,8 +70,6 @@ async def http(
     stack: Stack, method: str, url: str, headers: tuple[tuple[str, str], ...] = ()
 ) -> HttpResponse:
     """One request to the admin endpoint with natkit's h11 client, over the stack."""
-    import asyncio
-
     exchange = HttpExchange(HttpRequest(method=method, url=url, headers=headers))
     conn = await stack.connect_stream(exchange.server)
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -234,3 +234,31 @@ async def test_admin_sessions_lists_and_kick_removes_an_allocation(
         assert (health.status, health.body) == (200, b"ok\n")
     finally:
         client.close()
+
+
+async def test_ipv6_client_relays_to_an_ipv6_peer() -> None:
+    stack = OsStack()
+    runner = TurnServerRunner(
+        stack,
+        config(relay_ips=(LO, "::1"), allowed_peers=(ip_network("::1/128"),)),
+        CREDENTIALS,
+        listen=[(UDP, Endpoint("::1", 0))],
+    )
+    async with runner:
+        client = await HandClient.udp(stack, runner.endpoint(UDP))
+        peer = await Peer.open(stack, Endpoint("::1", 0))
+        try:
+            req = StunMessage.request(Method.ALLOCATE, b"")
+            req.add(tat.REQUESTED_TRANSPORT, TransportProtocol.UDP)
+            req.add(tat.REQUESTED_ADDRESS_FAMILY, int(Family.IPV6))
+            resp = await client.request(req)
+            relay = resp.get(at.XOR_RELAYED_ADDRESS)
+            assert relay is not None and relay.host == "::1"
+            await client.bind_channel(0x4000, peer.endpoint)
+            client.send_channel(0x4000, b"six")
+            assert await peer.recv() == (b"six", relay)
+            peer.send(b"xis", relay)
+            assert await client.next_data() == (0x4000, b"xis")
+        finally:
+            client.close()
+            peer.close()
