@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -87,13 +87,28 @@ def test_sessions_without_a_server_is_an_error() -> None:
     _fails(["turn", "kick", "1", "--admin", f"http://127.0.0.1:{port}"], "cannot reach")
 
 
+async def _store_with_alice(path: Path) -> str:
+    from natkit.store import open_store
+    from natkit.turn.aio.credentials import add_user
+
+    url = f"sqlite:{path}"
+    store = await open_store(url)
+    try:
+        await add_user(store, REALM, USER, PASSWORD)
+    finally:
+        await store.close()
+    return url
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Endpoint, str]]:
-    """``natkit turn-server`` on loopback free ports, read until it says it listens."""
+async def server(tmp_path: Path) -> AsyncIterator[tuple[subprocess.Popen[bytes], Endpoint, str]]:
+    """``natkit turn-server`` on loopback free ports, its user in a SQLite store,
+    read until it says it listens."""
     port, admin = _free_port(), _free_port(socket.SOCK_STREAM)
+    store = await _store_with_alice(tmp_path / "natkit.db")
     config = tmp_path / "natkit.toml"
     config.write_text(
-        f'realm = "{REALM}"\nuser = ["{USER}:{PASSWORD}"]\n'
+        f'realm = "{REALM}"\nstore = "{store}"\n'
         'allow-peer = ["127.0.0.0/8"]\nmin-port = 63100\nmax-port = 63199\n'
     )
     proc = subprocess.Popen(

@@ -126,3 +126,26 @@ def test_idle_streams_without_an_allocation_are_dropped_and_others_kept() -> Non
 
     silent_closed, working_closed, allocations = run_virtual(main)
     assert silent_closed and not working_closed and allocations == 1
+
+
+def test_credentials_are_refreshed_periodically_and_a_failure_is_not_fatal() -> None:
+    calls: list[float] = []
+
+    async def refresh() -> None:
+        calls.append(asyncio.get_running_loop().time())
+        if len(calls) == 2:
+            raise ConnectionError("store unreachable")
+
+    async def main() -> Endpoint:
+        _, server, _, alice = _world("full-cone")
+        listen = [(UDP, Endpoint(SERVER_IP, 3478))]
+        async with _runner(server, listen, refresh_credentials=refresh, refresh_interval=5.0):
+            await asyncio.sleep(16)
+            client = await HandClient.udp(
+                alice.stack, Endpoint(SERVER_IP, 3478), Endpoint("0.0.0.0", 0)
+            )
+            return await client.allocate()
+
+    relay = run_virtual(main)
+    assert relay.host == SERVER_IP
+    assert [round(t) for t in calls] == [5, 10, 15]
