@@ -639,6 +639,15 @@ def test_send_to_uses_channel_data_once_the_channel_is_bound() -> None:
     assert client.sent_channel_data == 1
 
 
+def test_channel_frame_is_the_hot_path_for_bound_peers_only() -> None:
+    client = allocated(auto_bind=False)
+    assert client.channel_frame(b"x", PEER) is None
+    bound(client, PEER)
+    assert client.channel_frame(b"x", PEER) == pack_channel_data(0x4000, b"x")
+    assert out(client) == []
+    assert client.sent_channel_data == 1
+
+
 @pytest.mark.parametrize(
     ("payload", "wire_len"), [(b"", 4), (b"a", 8), (b"abcd", 8), (b"abcde", 12)]
 )

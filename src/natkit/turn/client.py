@@ -517,6 +517,20 @@ class TurnClient:
             return ch.number
         return self._bind(peer, now, keep=True).number
 
+    def channel_frame(self, data: bytes, peer: Endpoint) -> bytes | None:
+        """The driver's hot path for sending: the ChannelData message carrying
+        ``data`` to ``peer`` when it has a bound channel (the caller writes it
+        to the server itself), else ``None`` - then use :meth:`send_to`."""
+        ch = self._channel_of.get(peer)
+        if ch is None or not ch.bound:
+            return None
+        ch.used = True
+        perm = self._perms.get(peer.host)
+        if perm is not None:
+            perm.used = True
+        self.sent_channel_data += 1
+        return pack_channel_data(ch.number, data, stream=self.config.stream)
+
     def send_to(self, data: bytes, peer: Endpoint, *, now: float) -> None:
         """Relay ``data`` to ``peer`` (RFC 8656 §10-§12).
 

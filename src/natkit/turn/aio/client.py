@@ -417,7 +417,12 @@ class AsyncTurnClient:
 
     def send_to(self, data: bytes, peer: Endpoint) -> None:
         """Relay ``data`` to ``peer`` (permission and channel on demand)."""
-        self.core.send_to(data, peer, now=self._loop.time())
+        core = self.core
+        wire = core.channel_frame(data, peer)
+        if wire is not None:  # the hot path: the core has nothing else queued
+            self._sender.send(wire, core.server)
+            return
+        core.send_to(data, peer, now=self._loop.time())
         self.driver.flush()
 
     async def recv(self) -> tuple[bytes, Endpoint]:
