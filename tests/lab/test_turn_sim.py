@@ -16,6 +16,7 @@ from natkit.lab.natcheck import NAT_PUBLIC_IP
 from natkit.lab.turn import (
     DEFAULT_TRANSPORTS,
     TURN_IP,
+    RelayTraffic,
     expected_transport,
     run_turn_sim,
 )
@@ -97,6 +98,10 @@ def test_a_host_behind_every_preset_reaches_the_peer_through_the_relay(
     assert outcome.relayed is not None and outcome.relayed.host == TURN_IP
     assert outcome.peer_saw == (outcome.relayed,)
     assert outcome.sent == outcome.peer_received == outcome.echoed == 10
+    # Batch one in Send/Data indications, batch two in ChannelData, both ways.
+    assert outcome.traffic == RelayTraffic(
+        send_indications=5, channel_data_sent=5, data_indications=5, channel_data_received=5
+    )
     assert outcome.channel is not None and 0x4000 <= outcome.channel <= 0x4FFF
     assert outcome.mapped is not None
     assert (outcome.mapped.host == NAT_PUBLIC_IP) is translated

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from natkit.addr import Endpoint, Transport
-from natkit.errors import NatkitError
+from natkit.errors import MalformedMessageError, NatkitError
 from natkit.lab.natcheck import FIREWALL_INSIDE, NAT_INSIDE, NAT_PUBLIC_IP
 from natkit.nat.box import NatBehavior, NatBox
 from natkit.nat.presets import PRESETS, NatLayer
@@ -62,6 +62,7 @@ from natkit.net.stack import (
     ConnectionHandler,
     DatagramEndpoint,
     DatagramHandler,
+    DataHandler,
     InterfaceAddress,
     Responder,
     Stack,
@@ -70,6 +71,9 @@ from natkit.net.stack import (
 )
 from natkit.packet import IpProto
 from natkit.rng import seeded_rng
+from natkit.stun.constants import MessageClass, Method
+from natkit.stun.framing import StreamFramer
+from natkit.stun.message import message_type
 from natkit.stun.transaction import LongTermCredentials
 from natkit.turn.aio.client import AsyncTurnClient
 from natkit.turn.aio.server import TurnServerRunner
@@ -86,6 +90,7 @@ __all__ = [
     "DEFAULT_TRANSPORTS",
     "NamespaceLoop",
     "PEER",
+    "RelayTraffic",
     "REALM",
     "TURN_IP",
     "TransportAttempt",
@@ -118,6 +123,43 @@ DEFAULT_TRANSPORTS: tuple[tuple[Transport, int], ...] = (
 """What the client tries, in order: ``turn:`` over UDP and TCP, ``turns:`` on 443."""
 
 ECHO_PREFIX = b"echo:"
+
+
+@dataclass(slots=True)
+class RelayTraffic:
+    """How the client's data travelled to and from the server, counted on
+    its own socket or connection: Send and Data indications (RFC 8656 §11)
+    or ChannelData (§12)."""
+
+    send_indications: int = 0
+    channel_data_sent: int = 0
+    data_indications: int = 0
+    channel_data_received: int = 0
+
+    def count(self, message: bytes, *, outgoing: bool) -> None:
+        if len(message) < 4:
+            return
+        if message[0] >> 6 == 1:  # ChannelData: channel numbers 0x4000-0x4FFF
+            if outgoing:
+                self.channel_data_sent += 1
+            else:
+                self.channel_data_received += 1
+        elif message[:2] == _SEND_INDICATION and outgoing:
+            self.send_indications += 1
+        elif message[:2] == _DATA_INDICATION and not outgoing:
+            self.data_indications += 1
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "send_indications": self.send_indications,
+            "channel_data_sent": self.channel_data_sent,
+            "data_indications": self.data_indications,
+            "channel_data_received": self.channel_data_received,
+        }
+
+
+_SEND_INDICATION = message_type(Method.SEND, MessageClass.INDICATION).to_bytes(2, "big")
+_DATA_INDICATION = message_type(Method.DATA, MessageClass.INDICATION).to_bytes(2, "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +208,8 @@ class TurnOutcome:
     unsolicited_received: bool | None = None
     """After the pause the peer spoke first: did that reach the client (None: not tried)?"""
     error: str | None = None
+    traffic: RelayTraffic = field(default_factory=RelayTraffic)
+    """Send/Data indications and ChannelData, counted on the client's socket."""
     pcaps: tuple[Path, ...] = ()
     trace: list[str] = field(default_factory=list)
 
@@ -201,6 +245,7 @@ class TurnOutcome:
             "unsolicited_received": self.unsolicited_received,
             "reached": self.reached,
             "error": self.error,
+            "traffic": self.traffic.to_json(),
             "pcaps": [str(p) for p in self.pcaps],
         }
 
@@ -274,15 +319,94 @@ class UdpEchoPeer:
             await self._endpoint.wait_closed()
 
 
-class _SettlingStack:
-    """A stack that remembers the sockets and connections opened through it,
-    so that :meth:`settle` can wait until each is really closed:
-    ``AsyncTurnClient.close()`` only starts closing its connection, and a
-    TLS connection whose loop stops before it is gone leaks its transport."""
+class _CountedEndpoint:
+    """A client UDP socket whose datagrams are counted."""
+
+    def __init__(self, inner: DatagramEndpoint, traffic: RelayTraffic) -> None:
+        self._inner = inner
+        self._traffic = traffic
+
+    @property
+    def local_endpoint(self) -> Endpoint:
+        return self._inner.local_endpoint
+
+    def send(self, data: bytes, remote: Endpoint) -> None:
+        self._traffic.count(data, outgoing=True)
+        self._inner.send(data, remote)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    async def wait_closed(self) -> None:
+        await self._inner.wait_closed()
+
+    @property
+    def closed(self) -> bool:
+        return self._inner.closed
+
+
+class _CountedConnection:
+    """A client TCP/TLS connection whose messages are counted (the client
+    writes one message per call; what arrives is framed again here)."""
+
+    def __init__(self, inner: StreamConnection, traffic: RelayTraffic) -> None:
+        self._inner = inner
+        self._traffic = traffic
+        self._framer = StreamFramer(channel_data=True)
+
+    @property
+    def local_endpoint(self) -> Endpoint:
+        return self._inner.local_endpoint
+
+    @property
+    def remote_endpoint(self) -> Endpoint:
+        return self._inner.remote_endpoint
+
+    @property
+    def transport(self) -> Transport:
+        return self._inner.transport
+
+    def set_handler(self, on_data: DataHandler) -> None:
+        def counted(data: bytes) -> None:
+            with contextlib.suppress(MalformedMessageError):  # the client will say so
+                for message in self._framer.feed(data):
+                    self._traffic.count(message, outgoing=False)
+            on_data(data)
+
+        self._inner.set_handler(counted)
+
+    def write(self, data: bytes) -> None:
+        self._traffic.count(data, outgoing=True)
+        self._inner.write(data)
+
+    async def drain(self) -> None:
+        await self._inner.drain()
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+    async def wait_closed(self) -> None:
+        await self._inner.wait_closed()
+
+    @property
+    def closed(self) -> bool:
+        return self._inner.closed
+
+
+class _ClientStack:
+    """The client's view of a stack: counts its relay traffic
+    (:class:`RelayTraffic`) and remembers what it opened, so that
+    :meth:`settle` can make sure every socket and connection of every
+    attempt is closed before the scenario returns (on the OS stack a TLS
+    connection whose loop stops before it is gone leaks its transport)."""
 
     def __init__(self, stack: Stack) -> None:
         self._stack = stack
         self._opened: list[DatagramEndpoint | StreamConnection] = []
+        self.traffic = RelayTraffic()
 
     async def open_udp(
         self,
@@ -291,9 +415,15 @@ class _SettlingStack:
         *,
         responder: Responder | None = None,
     ) -> DatagramEndpoint:
-        endpoint = await self._stack.open_udp(local, on_datagram, responder=responder)
+        traffic = self.traffic
+
+        def counted(data: bytes, remote: Endpoint) -> None:
+            traffic.count(data, outgoing=False)
+            on_datagram(data, remote)
+
+        endpoint = await self._stack.open_udp(local, counted, responder=responder)
         self._opened.append(endpoint)
-        return endpoint
+        return _CountedEndpoint(endpoint, traffic)
 
     async def connect_stream(
         self,
@@ -308,7 +438,7 @@ class _SettlingStack:
             remote, tls=tls, server_hostname=server_hostname, local=local, timeout=timeout
         )
         self._opened.append(conn)
-        return conn
+        return _CountedConnection(conn, self.traffic)
 
     async def listen_stream(
         self,
@@ -425,10 +555,10 @@ async def reach_peer(
     empty and ``reached`` can only be judged from the echoes.
     """
     _, credentials = lab_credentials()
-    settling = _SettlingStack(stack)
+    client_stack = _ClientStack(stack)
     try:
-        return await _reach_peer(
-            settling,
+        outcome = await _reach_peer(
+            client_stack,
             server_ip,
             peer,
             credentials,
@@ -444,7 +574,9 @@ async def reach_peer(
             seed=seed,
         )
     finally:
-        await settling.settle()
+        await client_stack.settle()
+    outcome.traffic = client_stack.traffic
+    return outcome
 
 
 async def _reach_peer(

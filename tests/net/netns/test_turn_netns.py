@@ -12,7 +12,7 @@ import ssl
 import pytest
 
 from natkit.addr import Transport
-from natkit.lab.turn import expected_transport, turn_in_lab
+from natkit.lab.turn import RelayTraffic, expected_transport, turn_in_lab
 from natkit.net.netns import KernelNat, Lab, NatEngine, TunNat
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(90)]
@@ -47,6 +47,10 @@ def test_a_host_behind_the_nat_reaches_the_peer_through_the_relay(
     assert outcome.relayed is not None and outcome.mapped is not None
     assert outcome.peer_saw == (outcome.relayed,)
     assert outcome.sent == outcome.peer_received == outcome.echoed == 10
+    # Batch one in Send/Data indications, batch two in ChannelData, both ways.
+    assert outcome.traffic == RelayTraffic(
+        send_indications=5, channel_data_sent=5, data_indications=5, channel_data_received=5
+    )
     if nat.public_ips:
         assert outcome.mapped.host == nat.public_ips[0]
     assert [a.ok for a in outcome.attempts][-1] is True
