@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 from natkit.addr import Endpoint, Family, Transport
-from natkit.errors import TransactionError
+from natkit.errors import LocalProtocolError, TransactionError
 from natkit.nat.box import NatBox
 from natkit.nat.presets import PRESETS
 from natkit.net.sim import Internet, Link, run_virtual
@@ -216,10 +216,13 @@ def test_close_releases_the_allocation_on_the_server() -> None:
         client = await connect(world)
         await client.allocate()
         assert len(world.server.core.allocations()) == 1
+        await client.bind_channel(Endpoint(PEER_IP, 5000))
         await client.close()
         assert world.server.core.allocations() == []
         with pytest.raises(Exception, match="closed"):
             await client.recv()
+        with pytest.raises(LocalProtocolError):
+            client.send_to(b"late", Endpoint(PEER_IP, 5000))
 
     run(body)
 

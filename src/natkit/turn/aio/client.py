@@ -417,6 +417,8 @@ class AsyncTurnClient:
 
     def send_to(self, data: bytes, peer: Endpoint) -> None:
         """Relay ``data`` to ``peer`` (permission and channel on demand)."""
+        if self._closed:
+            raise LocalProtocolError("the TURN client is closed")
         core = self.core
         wire = core.channel_frame(data, peer)
         if wire is not None:  # the hot path: the core has nothing else queued
