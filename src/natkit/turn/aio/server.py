@@ -236,7 +236,8 @@ class _Client:
         core = runner.core
         relay_client = core.relay_client_packet
         udp = runner._udp
-        local, remote = self.local, self.remote
+        local, remote, transport = self.local, self.remote, self.transport
+        unflushed = False
         for i, message in enumerate(messages):
             out = relay_client(message, remote, local, now)
             if out is not None:
@@ -244,7 +245,13 @@ class _Client:
                 if ep is not None:
                     ep.send(out.data, out.remote)
                 continue
-            core.receive_datagram(message, remote, local=local, transport=self.transport, now=now)
+            core.receive_datagram(message, remote, local=local, transport=transport, now=now)
+            if message[0] & 0xC0 == 0x40:
+                # ChannelData has no answer and cannot bind a connection: one flush
+                # for the whole chunk is enough.
+                unflushed = True
+                continue
+            unflushed = False
             runner._flush()
             if self._ended():
                 return
@@ -254,6 +261,10 @@ class _Client:
                 self.framer = StreamFramer(channel_data=True)
                 if rest:
                     self.pipe.push(rest)
+                return
+        if unflushed:
+            runner._flush()
+            if self._ended():
                 return
         if _buffered(self.conn) > runner.max_write_buffer:
             runner._client_gone(self, "does not read its responses", abort=True)
@@ -828,12 +839,19 @@ class TurnServerRunner:
     # -- credentials ---------------------------------------------------------------------
 
     async def _refresh_loop(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        failing = False
         while True:
             await asyncio.sleep(self.refresh_interval)
             try:
                 await refresh()
             except Exception as exc:  # a store outage must not stop relaying
-                log.warning("credential refresh failed: %s", exc)
+                if not failing:  # once per outage, not every few seconds
+                    log.warning("credential refresh failed (keeping the last ones): %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.warning("credential refresh works again")
+                failing = False
 
     # -- admin (natkit.net.admin.AdminApp) -------------------------------------------------
 
