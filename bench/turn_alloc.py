@@ -7,7 +7,8 @@ socket (a new 5-tuple) that does the whole long-term credential dance of
 RFC 8656 §7.1 / RFC 8489 §9.2: Allocate -> 401 (REALM, NONCE), Allocate with
 MESSAGE-INTEGRITY -> success, then Refresh LIFETIME 0 -> success (the
 allocation is deleted), and closes. A request unanswered for 200 ms is sent
-again, at most 5 times; after that the allocation counts as failed.
+again, with the wait doubling each time (RFC 8489 §6.2.1), at most 5 times;
+after that the allocation counts as failed.
 
 Sources: each socket binds to the next address of a pool in 127.1.0.0/16
 (all of 127.0.0.0/8 is local on Linux), as many different clients would.
@@ -16,15 +17,20 @@ guard), which one source address would hit at once; coturn has no such
 limit. The pool is large enough that no address is used more than a few
 times per run.
 
-Per round, for each server in turn (natkit, coturn, natkit, ...):
+Per round, for each server in turn (natkit, coturn, natkit, ...), one server
+process each: ``rate``, allocation cycles completed per second over
+``--duration`` (after ``--warmup``), with the server's CPU use and
+allocations per server CPU-second (steadier when other work shares the
+machine).
 
-* ``rate``: allocation cycles completed per second over ``--duration``
-  (after ``--warmup``), with the server's CPU use;
-* ``memory``: the server's VmRSS (/proc/PID/status) before and while holding
-  ``--hold`` allocations at once (10,000 by default), so
-  ``(held - before) / hold`` is the memory per allocation, relay socket and
-  kernel-side bookkeeping included; then all are deleted (Refresh 0) and
-  the RSS after that is reported too.
+Then ``--memory-rounds`` times, for each server in turn, a fresh server
+process (nothing left from earlier runs to reuse) runs 200 allocation cycles,
+and its VmRSS (/proc/PID/status) is read before and while it holds
+``--hold`` allocations at once (10,000 by default): ``(holding - before) /
+hold`` is the memory per allocation (user-space memory of the process; the
+kernel's socket buffers are not in RSS). Then all are deleted (Refresh 0):
+``(after - before) / hold`` is what the process keeps (allocators rarely give
+memory back to the system, so this is not a leak measure).
 
 Relay ports: 10000-32767 (below the ephemeral range, so no client socket can
 take one) on a relay address of each server's own, 127.0.0.1 for natkit and
@@ -88,8 +94,9 @@ SERVERS = ("natkit", "coturn")
 HOSTS = {"natkit": "127.0.0.1", "coturn": "127.0.0.2"}
 RELAY_PORTS = (10000, 32767)
 SOURCE_POOL = ipaddress.ip_network("127.1.0.0/16")
-RTO = 0.2  # seconds before a request is sent again
-MAX_TRIES = 5
+RTO = 0.2  # seconds before a request is first sent again; doubles each time (RFC 8489 §6.2.1)
+WARM_CYCLES = 200  # allocation cycles a fresh server runs before its memory is measured
+MAX_TRIES = 5  # so a request is given up 0.2+0.4+0.8+1.6+3.2 = 6.2 s after it was first sent
 REQ_FIRST = attr(REQUESTED_TRANSPORT, UDP_TRANSPORT)
 REQ_AUTH = REQ_FIRST + attr(LIFETIME, struct.pack("!I", 600))
 REFRESH_ZERO = attr(LIFETIME, struct.pack("!I", 0))
@@ -129,6 +136,7 @@ class Cycle:
     data: bytes
     sent_at: float
     tries: int = 1
+    rto: float = RTO
     nonce: bytes = b""
     realm: bytes = b""
     relay: bytes = b""
@@ -163,7 +171,7 @@ class Driver:
         self.poller.close()
 
     def _send(self, cycle: Cycle, data: bytes, now: float) -> None:
-        cycle.data, cycle.sent_at, cycle.tries = data, now, 1
+        cycle.data, cycle.sent_at, cycle.tries, cycle.rto = data, now, 1, RTO
         cycle.sock.send(data)
 
     def start(self, now: float) -> None:
@@ -250,13 +258,14 @@ class Driver:
 
     def retransmit(self, now: float) -> None:
         for cycle in list(self.cycles.values()):
-            if now - cycle.sent_at < RTO:
+            if now - cycle.sent_at < cycle.rto:
                 continue
             if cycle.tries >= MAX_TRIES:
                 self._fail(cycle, f"timeout-state{cycle.state}")
                 continue
             cycle.tries += 1
             cycle.sent_at = now
+            cycle.rto *= 2
             self.retransmits += 1
             with contextlib.suppress(OSError):
                 cycle.sock.send(cycle.data)
@@ -296,7 +305,7 @@ def rate_run(server: Server, sources: Sources, args: argparse.Namespace) -> dict
         server_cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
         client_cpu = (ccpu1.user - ccpu0.user) + (ccpu1.system - ccpu0.system)
         # let what is in flight finish (bounded), so failures are counted, not dropped
-        drain_until = time.monotonic() + 2.0
+        drain_until = time.monotonic() + 8.0
         while driver.cycles and time.monotonic() < drain_until:
             driver.poll(0.01)
             driver.retransmit(time.monotonic())
@@ -354,10 +363,13 @@ def memory_run(server: Server, sources: Sources, args: argparse.Namespace) -> di
     return {
         "held": held,
         "deleted": deleted,
+        "failed": driver.failed,
+        "errors": driver.errors,
         "rss_before_kb": before,
         "rss_holding_kb": holding,
         "rss_after_delete_kb": after,
         "bytes_per_allocation": round((holding - before) * 1024 / held, 1),
+        "retained_bytes_per_allocation": round((after - before) * 1024 / held, 1),
     }
 
 
@@ -382,11 +394,19 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 for server in servers:  # interleaved: A B A B ...
                     runs[server.name].append(rate_run(server, sources, args))
                     time.sleep(0.2)
-            for _ in range(args.memory_rounds):
-                for server in servers:
-                    mem[server.name].append(memory_run(server, sources, args))
             pids = {s.name: s.pid for s in servers}
         commands = {s.name: s.argv for s in servers}
+        memory_pids: dict[str, list[int]] = {n: [] for n in names}
+        for index in range(args.memory_rounds):
+            for name in names:  # a fresh server each time: nothing reused from earlier runs
+                (port,) = free_udp_ports([HOSTS[name]], 1)
+                fresh = make_server(name, port, workdir / f"{name}-memory-{index}")
+                with running([fresh]):
+                    memory_pids[name].append(fresh.pid)
+                    warm = argparse.Namespace(**{**vars(args), "max_allocations": WARM_CYCLES})
+                    warm.warmup, warm.duration = 0.0, 30.0
+                    rate_run(fresh, sources, warm)  # first allocations load code and caches
+                    mem[name].append(memory_run(fresh, sources, args))
 
     results: dict[str, Any] = {}
     for n in names:
@@ -405,6 +425,12 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "bytes_per_allocation": summary([m["bytes_per_allocation"] for m in ms], 1)
             if ms
             else None,
+            "retained_bytes_per_allocation": summary(
+                [m["retained_bytes_per_allocation"] for m in ms], 1
+            )
+            if ms
+            else None,
+            "memory_pids": memory_pids[n],
             "runs": rs,
             "memory_runs": ms,
         }

@@ -14,8 +14,9 @@ Per round, for each server in turn (interleaved: natkit, coturn, natkit, ...):
 
 * a ladder of offered rates (``--rates``, datagrams per second sent by the
   clients): loss, delivered echoes per second and the server's CPU at each;
-  the highest rate with loss at most ``--max-loss`` (and every lower rate
-  too) is the round's ``max_lossless_rate``;
+  the highest rate with loss at most ``--max-loss`` is the round's
+  ``max_lossless_rate`` (the highest, not the first to fail: on a shared
+  machine one preempted step should not end a round);
 * a latency run at ``--latency-rate``: round-trip median and p99, and the
   same run straight from a client socket to the peer (no server), so the
   server's *added* latency is relayed minus direct.
@@ -170,19 +171,23 @@ def run_once(
     run: dict[str, Any] = json.loads(out.stdout)
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     run["rcvbuf_errors"] = drops
+    run["server_cpu_s"] = round(cpu, 4)
     run["server_cpu_util"] = round(cpu / run["elapsed_s"], 3) if run["elapsed_s"] else None
+    # every echo crossed the server twice; contention-proof: work done per CPU-second used
+    run["echoes_per_server_cpu_s"] = round(run["received"] / cpu, 1) if cpu > 0 else None
     run["generator_cpu_util"] = round(run["generator_cpu_s"] / run["elapsed_s"], 3)
     time.sleep(SETTLE_S)
     return run
 
 
 def max_lossless(ladder: list[dict[str, Any]], max_loss: float) -> float:
-    best = 0.0
-    for step in ladder:  # ascending rates
-        if step["loss"] > max_loss or step["invalid"] or step["duplicates"]:
-            break
-        best = step["offered_rate"]
-    return best
+    """The highest offered rate that lost at most ``max_loss`` (0.0 if none did)."""
+    passed = [
+        step["offered_rate"]
+        for step in ladder
+        if step["loss"] <= max_loss and not step["invalid"] and not step["duplicates"]
+    ]
+    return max(passed, default=0.0)
 
 
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
@@ -241,6 +246,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 "delivered_rate": summary([s["delivered_rate"] for s in steps], 1),
                 "rtt_p50_us": summary([s["rtt_us"]["p50"] for s in steps], 1),
                 "server_cpu_util": summary([s["server_cpu_util"] or 0.0 for s in steps], 3),
+                "echoes_per_server_cpu_s": summary(
+                    [s["echoes_per_server_cpu_s"] or 0.0 for s in steps], 1
+                ),
             }
         lat = [r["latency"] for r in rs]
         dirs = [r["direct"] for r in rs]
@@ -296,6 +304,12 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         ratios["natkit/coturn_max_delivered"] = ratio(
             nk["max_delivered_rate"]["median"], ct["max_delivered_rate"]["median"]
         )
+        ref = str(int(args.reference_rate))
+        if ref in nk["offered"] and ref in ct["offered"]:
+            ratios[f"natkit/coturn_per_cpu_s_at_{ref}"] = ratio(
+                nk["offered"][ref]["echoes_per_server_cpu_s"]["median"],
+                ct["offered"][ref]["echoes_per_server_cpu_s"]["median"],
+            )
         ratios["natkit/coturn_added_p50"] = ratio(
             nk["latency"]["added_p50_us"]["median"], ct["latency"]["added_p50_us"]["median"]
         )
@@ -313,6 +327,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "clients": args.clients,
             "payload": args.payload,
             "max_loss": args.max_loss,
+            "reference_rate": args.reference_rate,
             "latency_rate": args.latency_rate,
             "latency_duration_s": args.latency_duration,
             "coturn_relay_threads": args.coturn_threads,
@@ -351,6 +366,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="offered datagrams/s, comma-separated",
     )
     p.add_argument("--duration", type=float, default=1.0, help="measured seconds per rate")
+    p.add_argument(
+        "--reference-rate",
+        type=float,
+        default=20000.0,
+        help="ladder rate whose echoes per server CPU-second are compared (default 20000)",
+    )
     p.add_argument("--warmup", type=float, default=0.3, help="unmeasured seconds before each run")
     p.add_argument("--drain-ms", type=int, default=200, help="wait for late echoes (ms)")
     p.add_argument("--clients", type=int, default=10, help="allocations (default 10)")
@@ -376,7 +397,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.rounds, args.duration, args.warmup, args.drain_ms = 1, 0.2, 0.05, 100
-        args.rates, args.clients = [2000.0], 2
+        args.rates, args.clients, args.reference_rate = [2000.0], 2, 2000.0
         args.latency_rate, args.latency_duration = 1000.0, 0.2
     if not (1 <= args.rounds <= 50 and 0 < args.duration <= 30 and 0 <= args.warmup <= 5):
         p.error("--rounds 1..50, --duration 0..30 s, --warmup 0..5 s")

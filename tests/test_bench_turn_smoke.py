@@ -112,5 +112,6 @@ def test_turn_alloc_smoke_allocates_deletes_and_measures_memory() -> None:
         (memory,) = server["memory_runs"]
         assert memory["held"] == memory["deleted"] == hold, name
         assert _gone(server["pid"]), name
+        assert server["memory_pids"] and all(_gone(pid) for pid in server["memory_pids"]), name
     assert result["ratio"]["natkit/coturn_rate"] > 0
     assert isinstance(result["target"]["met"], bool)
