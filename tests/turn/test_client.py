@@ -691,6 +691,22 @@ def test_a_refused_auto_bind_is_not_retried_for_every_packet() -> None:
     assert parse_message(wire).method == Method.SEND
 
 
+def test_an_idle_auto_permission_takes_its_channel_with_it_and_send_starts_afresh() -> None:
+    client = allocated(lifetime=3600)
+    client.send_to(b"x", PEER, now=0.0)
+    for req in requests(client):
+        feed(client, success(req))
+    events(client)
+    client.handle_timer(now=240.0)  # the channel was used, so the permission is kept
+    feed(client, success(one_request(client)), 240.0)
+    client.handle_timer(now=480.0)  # idle since 240 s: permission and channel go
+    assert (client.permissions, client.channels) == ((), {})
+    client.send_to(b"again", PEER, now=500.0)
+    perm, bind = requests(client, 500.0)
+    assert perm.method == Method.CREATE_PERMISSION
+    assert bind.get(tat.CHANNEL_NUMBER) == 0x4001  # 0x4000 is still tied to the old binding
+
+
 def test_auto_bound_channels_expire_when_idle() -> None:
     client = allocated(lifetime=3600)
     client.send_to(b"x", PEER, now=0.0)

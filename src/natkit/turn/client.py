@@ -691,7 +691,11 @@ class TurnClient:
                 keep.append(ip)
                 perm.used = False
             else:
-                del self._perms[ip]  # idle: let it expire at the server
+                # Idle: let it expire at the server, with any channel to that
+                # IP (useless without it); a later send_to starts afresh.
+                del self._perms[ip]
+                for ch in [c for c in self._channels.values() if c.peer.host == ip]:
+                    self._drop_channel(ch, now)
         if keep:
             self._send_permission(tuple(keep), now, request_id=None, refresh=True)
         for ch in list(self._channels.values()):
