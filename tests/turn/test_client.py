@@ -445,6 +445,14 @@ def test_release_sends_refresh_with_lifetime_zero() -> None:
     assert client.state is ClientState.RELEASED
 
 
+def test_refresh_to_zero_is_a_release() -> None:
+    client = allocated()
+    client.refresh(now=1.0, lifetime=0)
+    req = one_request(client, 1.0)
+    feed(client, success(req, (at.LIFETIME, 0)), 1.0)
+    assert events(client) == [AllocationReleased(confirmed=True)]
+
+
 def test_release_before_any_allocation_ends_at_once() -> None:
     client = make_client()
     client.release(now=0.0)

@@ -453,8 +453,12 @@ class TurnClient:
         )
 
     def refresh(self, *, now: float, lifetime: int | None = None) -> None:
-        """Refresh the allocation now (it is also done on schedule, §8.1)."""
+        """Refresh the allocation now (it is also done on schedule, §8.1);
+        ``lifetime=0`` is :meth:`release`."""
         self._require_allocated("refresh")
+        if lifetime == 0:
+            self.release(now=now)
+            return
         self._send_refresh(now, lifetime)
 
     def release(self, *, now: float) -> None:
