@@ -262,3 +262,29 @@ async def test_ipv6_client_relays_to_an_ipv6_peer() -> None:
         finally:
             client.close()
             peer.close()
+
+
+async def test_even_port_reservation_holds_the_next_port_for_the_token(
+    runner: TurnServerRunner,
+) -> None:
+    stack = OsStack()
+    first = await HandClient.udp(stack, runner.endpoint(UDP))
+    second = await HandClient.udp(stack, runner.endpoint(UDP))
+    try:
+        req = StunMessage.request(Method.ALLOCATE, b"")
+        req.add(tat.REQUESTED_TRANSPORT, TransportProtocol.UDP)
+        req.add(tat.EVEN_PORT, True)
+        resp = await first.request(req)
+        relay = resp.get(at.XOR_RELAYED_ADDRESS)
+        token = resp.get(tat.RESERVATION_TOKEN)
+        assert relay is not None and token is not None and relay.port % 2 == 0
+        held = runner.relays[relay.with_port(relay.port + 1)]  # bound while reserved
+        req = StunMessage.request(Method.ALLOCATE, b"")
+        req.add(tat.REQUESTED_TRANSPORT, TransportProtocol.UDP)
+        req.add(tat.RESERVATION_TOKEN, token)
+        resp = await second.request(req)
+        assert resp.get(at.XOR_RELAYED_ADDRESS) == relay.with_port(relay.port + 1)
+        assert runner.relays[relay.with_port(relay.port + 1)] is held
+    finally:
+        first.close()
+        second.close()
