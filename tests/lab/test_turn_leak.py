@@ -21,12 +21,17 @@ Memory, two ways:
   entries are deleted and are resized down and up again on reuse, so the
   dozen indexes (server core, runner, simulated stacks) sized during the
   round hold about 0.7 MB of empty slots in ~175 blocks.
+
+A second, smaller test does the same over TCP and TLS (600 connections):
+allocations go with their connection, and connections left silent are
+closed by the server once their allocation has expired.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import ssl
 import sys
 import tracemalloc
 from dataclasses import dataclass
@@ -203,3 +208,113 @@ def test_ten_thousand_allocations_leave_nothing_behind() -> None:
     assert m.blocks_left < BLOCK_SLACK
     assert m.traced_blocks_left < BLOCK_SLACK
     assert m.traced_left < MEMORY_SLACK, m
+
+
+STREAM_CLIENTS = 600  # 500 over TCP, 100 over TLS
+TLS_EVERY = 6
+
+
+def _gauge(runner: TurnServerRunner, name: str) -> dict[str, float]:
+    """The samples of one of the runner's Prometheus metrics, by label value."""
+    for family in runner.metrics_collector.collect():
+        if family.name == name:
+            return {",".join(s.labels.values()): s.value for s in family.samples}
+    raise LookupError(name)
+
+
+def test_stream_allocations_leave_nothing_behind(
+    tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
+) -> None:
+    """Allocations over TCP and TLS go with their connection (RFC 8656 §3.1):
+    a third released with Refresh 0 and closed, a third closed with the
+    allocation still on it, a third left silent, so that the allocation
+    expires and the server closes the idle connection itself."""
+
+    async def main() -> tuple[Round, dict[str, int], dict[str, float], dict[str, int], bool]:
+        net = Internet(seed=6, default_link=Link(delay=0.005))
+        turn = net.add_host("turn", SERVER_IP)
+        hosts = [net.add_host(f"client{i}", ip) for i, ip in enumerate(CLIENT_IPS)]
+        core_config = TurnServerConfig(
+            realm=REALM,
+            relay_ips=(SERVER_IP,),
+            default_lifetime=float(LIFETIME),
+            unauthenticated_rate=1e9,
+            unauthenticated_burst=1e9,
+            rng=seeded_rng(7),
+        )
+        tls_server = Endpoint(SERVER_IP, 443)
+        runner = TurnServerRunner(
+            turn.stack,
+            core_config,
+            StaticCredentials.from_passwords({USER: PASSWORD}, REALM),
+            listen=[(Transport.TCP, SERVER), (Transport.TLS, tls_server)],
+            tls=tls_server_context,
+        )
+        await runner.start()
+        listening = _bound(turn.stack)
+        credentials = LongTermCredentials(USER, PASSWORD)
+        config = StunClientConfig(rng=seeded_rng(8))
+        clients = []
+        for i in range(STREAM_CLIENTS):
+            stack = hosts[i % len(hosts)].stack
+            if i % TLS_EVERY == 0:
+                client = await AsyncStunClient.connect(
+                    stack,
+                    tls_server,
+                    tls=tls_client_context,
+                    server_hostname="localhost",
+                    config=config,
+                )
+            else:
+                client = await AsyncStunClient.connect(stack, SERVER, config=config)
+            clients.append(client)
+        result = Round()
+
+        async def one(index: int, client: AsyncStunClient) -> None:
+            server = tls_server if index % TLS_EVERY == 0 else SERVER
+            allocate = StunMessage.request(Method.ALLOCATE, b"")
+            allocate.add(tat.REQUESTED_TRANSPORT, TransportProtocol.UDP)
+            answer = await client.request(allocate, server, credentials=credentials)
+            if not answer.is_success:
+                result.failures += 1
+                return
+            result.created += 1
+            if index % 3 == 0:
+                refresh = StunMessage.request(Method.REFRESH, b"").add(at.LIFETIME, 0)
+                answer = await client.request(refresh, server, credentials=credentials)
+                result.released += answer.is_success
+            if index % 3 != 2:
+                client.close()
+
+        await asyncio.gather(*(one(i, c) for i, c in enumerate(clients)))
+        result.relays_open = len(runner.relays)
+        # Past the allocations' 60 s and the idle connections' 300 s.
+        await asyncio.sleep(1000.0)
+        connections = _gauge(runner, "natkit_turn_connections")  # idle ones closed by the server
+        for client in clients:
+            client.close()
+        await asyncio.sleep(10.0)  # the last FINs
+        measured = (
+            result,
+            runner.core.table_sizes(),
+            connections,
+            dict(runner.counters.deleted_by_reason),
+            _bound(turn.stack) == listening and not any(_bound(h.stack) for h in hosts),
+        )
+        runner.close()
+        await runner.wait_closed()
+        return measured
+
+    result, sizes, connections, deleted, ports_clean = run_virtual(main)
+    assert result.failures == 0
+    assert result.created == STREAM_CLIENTS
+    assert result.released == STREAM_CLIENTS // 3
+    assert result.relays_open == STREAM_CLIENTS - STREAM_CLIENTS // 3 * 2  # the silent third
+    assert sizes == dict.fromkeys(sizes, 0), sizes
+    assert connections == {"tcp": 0, "tls": 0}
+    assert deleted == {
+        "refreshed to zero": STREAM_CLIENTS // 3,
+        "connection closed": STREAM_CLIENTS // 3,
+        "expired": STREAM_CLIENTS // 3,
+    }
+    assert ports_clean
