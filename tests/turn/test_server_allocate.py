@@ -361,3 +361,122 @@ def test_responses_go_back_from_the_local_address_they_arrived_at() -> None:
     c = Client(driver)
     c.allocate(0.0)
     assert all(d.local == SERVER and d.remote == CLIENT for d in driver.sent)
+
+
+def test_driver_reporting_no_sockets_opened_is_a_failure_and_retried() -> None:
+    _, driver = make_server()
+    c = Client(driver)
+    driver.auto_open = False
+    c.request(Method.ALLOCATE, [(tat.REQUESTED_TRANSPORT, 17)], now=0.0)
+    (req,) = driver.take_events(RelayRequested)
+    driver.server.relay_opened(req.request_id, (), now=0.1)
+    driver.pump(0.1)
+    (retry,) = driver.take_events(RelayRequested)
+    assert retry.relays != req.relays
+
+
+def test_dual_allocation_when_no_ipv6_port_is_free_is_508() -> None:
+    _, driver = make_server(min_port=61000, max_port=61000)
+    v6 = Client(driver, client=Endpoint(CLIENT.host, 2))
+    assert code_of(v6.allocate(0.0, [(tat.REQUESTED_ADDRESS_FAMILY, Family.IPV6)])) == 0
+    dual = Client(driver)
+    assert code_of(dual.allocate(0.0, [(tat.ADDITIONAL_ADDRESS_FAMILY, Family.IPV6)])) == 508
+    assert driver.server.table_sizes()["ports"] == 1  # the IPv4 port picked first went back
+
+
+def test_even_port_in_a_range_without_an_even_pair_is_508() -> None:
+    c = _client(min_port=61001, max_port=61002)
+    assert code_of(c.allocate(0.0, [(tat.EVEN_PORT, True)])) == 508
+    c2 = _client(min_port=61001, max_port=61001)
+    assert code_of(c2.allocate(0.0, [(tat.EVEN_PORT, False)])) == 508
+
+
+def test_port_scan_finds_the_last_free_port() -> None:
+    _, driver = make_server(min_port=61000, max_port=61003)
+    ports = set()
+    for i in range(4):
+        resp = Client(driver, client=Endpoint(CLIENT.host, 10 + i)).allocate(0.0)
+        ports.add(relayed(resp)[0].port)
+    assert ports == {61000, 61001, 61002, 61003}
+
+
+def test_failed_even_port_with_reservation_is_retried_with_a_new_pair() -> None:
+    _, driver = make_server()
+    c = Client(driver)
+    driver.auto_open = False
+    c.request(Method.ALLOCATE, [(tat.REQUESTED_TRANSPORT, 17), (tat.EVEN_PORT, True)], now=0.0)
+    (req,) = driver.take_events(RelayRequested)
+    driver.server.relay_failed(req.request_id, now=0.1)
+    driver.pump(0.1)
+    (retry,) = driver.take_events(RelayRequested)
+    assert retry.reserve is not None and retry.relays[0].port % 2 == 0
+    assert retry.reserve.port == retry.relays[0].port + 1
+    assert driver.server.table_sizes()["ports"] == 2
+
+
+def test_reservation_consumed_by_an_allocate_that_times_out_is_released() -> None:
+    c = _client()
+    token = c.allocate(0.0, [(tat.EVEN_PORT, True)]).get(tat.RESERVATION_TOKEN)
+    (first,) = c.driver.take_events(RelayRequested)
+    c.driver.auto_open = False
+    other = Client(c.driver, client=Endpoint(CLIENT.host, 2))
+    other.request(
+        Method.ALLOCATE, [(tat.REQUESTED_TRANSPORT, 17), (tat.RESERVATION_TOKEN, token)], now=1.0
+    )
+    (req,) = c.driver.take_events(RelayRequested)
+    assert req.relays == (first.reserve,)
+    out = c.driver.advance(12.0)
+    assert code_of(parse_message(out[0].data)) == 508
+    assert RelayReleased(relay=first.reserve, transport=Transport.UDP) in c.driver.events
+
+
+def test_shutdown_cancels_pending_allocates() -> None:
+    c = _client()
+    c.driver.auto_open = False
+    c.request(Method.ALLOCATE, [(tat.REQUESTED_TRANSPORT, 17)], now=0.0)
+    (req,) = c.driver.take_events(RelayRequested)
+    c.server.shutdown(now=1.0)
+    c.server.relay_opened(req.request_id, req.relays, now=1.5)
+    c.driver.pump(1.5)
+    assert RelayReleased(relay=req.relays[0], transport=Transport.UDP) in c.driver.events
+    assert all(v == 0 for v in c.server.table_sizes().values())
+
+
+def test_malformed_attribute_after_authentication_is_a_signed_400() -> None:
+    c = _client()
+    c.allocate(0.0)
+    m_attrs = [(tat.REQUESTED_TRANSPORT, 17)]
+    del m_attrs
+    from natkit.stun.attributes import PasswordAlgorithmParams
+    from natkit.stun.message import Integrity, StunMessage
+
+    m = StunMessage(Method.CHANNEL_BIND, MessageClass.REQUEST, c.tid())
+    m.add_raw(0x000C, b"\x40\x00\x00")  # CHANNEL-NUMBER of 3 bytes
+    m.add(at.XOR_PEER_ADDRESS, Endpoint("203.0.113.7", 1))
+    m.add(at.USERNAME, c.username).add(at.REALM, c.realm).add(at.NONCE, c.nonce or "")
+    assert c.offered is not None
+    m.add(at.PASSWORD_ALGORITHMS, c.offered)
+    m.add(at.PASSWORD_ALGORITHM, PasswordAlgorithmParams(2))
+    resp = parse_message(
+        c.send_raw(serialize_message(m, key=c.key, integrity=Integrity.SHA256), 1.0)[0].data
+    )
+    assert code_of(resp) == 400 and c.verified(resp)
+
+
+def test_a_bug_in_a_credential_source_is_contained() -> None:
+    from natkit.stun.constants import PasswordAlgorithm
+    from natkit.turn.credentials import CredentialSource
+
+    class Broken(CredentialSource):
+        def keys(
+            self, username: str, algorithm: PasswordAlgorithm, *, wallclock: float
+        ) -> tuple[bytes, ...]:
+            raise RuntimeError("store down")
+
+    server, driver = make_server(credentials=Broken())
+    c = Client(driver)
+    resp = c.request(Method.ALLOCATE, [(tat.REQUESTED_TRANSPORT, 17)], now=0.0)
+    assert resp is None  # dropped, counted, not raised
+    assert server.stats.internal_errors == 1
+    out = c.send_raw(c.build(Method.BINDING, sign=False), 1.0)
+    assert code_of(parse_message(out[0].data)) == 0  # still serving

@@ -304,3 +304,54 @@ def test_icmp_error_is_reported_with_a_data_indication() -> None:
     assert icmp is not None and (icmp.icmp_type, icmp.icmp_code, icmp.error_data) == (3, 4, 1400)
     c.server.peer_icmp(Endpoint("192.0.2.10", 1), PEER, icmp_type=3, icmp_code=3, now=2.0)
     assert c.driver.pump(2.0) == []
+
+
+def test_rebound_channel_outlives_its_first_quarantine() -> None:
+    c, _ = _allocated()
+    c.bind(0x4000, PEER, now=0.0)
+    for t in (280.0, 560.0, 840.0):
+        c.refresh(now=t)
+        c.bind(0x4000, PEER, now=t)
+    c.driver.advance(901.0)  # first deadline (600 + 300) passes: re-armed, not dropped
+    assert c.channel_data(0x4000, b"x", 901.0) != []
+
+
+def test_refresh_with_the_allocations_own_family_succeeds() -> None:
+    c, _ = _allocated()
+    assert code_of(c.request(Method.REFRESH, [(tat.REQUESTED_ADDRESS_FAMILY, 1)], now=1.0)) == 0
+    assert code_of(c.request(Method.REFRESH, [(tat.REQUESTED_ADDRESS_FAMILY, 9)], now=1.0)) == 443
+
+
+def test_send_indication_to_the_other_family_or_malformed_is_dropped() -> None:
+    from natkit.stun.constants import MessageClass
+
+    c, _ = _allocated()
+    c.permit(PEER)
+    assert c.send_indication(PEER_V6, b"x") == []
+    raw = c.build(Method.SEND, [(at.DATA, b"x")], sign=False, cls=MessageClass.INDICATION)
+    bad = raw[:2] + (len(raw) - 20 + 8).to_bytes(2, "big") + raw[4:] + b"\x00\x12\x00\x04abcd"
+    assert c.send_raw(bad, 1.0) == []
+    truncated = raw[:2] + (len(raw) - 20 + 8).to_bytes(2, "big") + raw[4:] + b"\x00\x13\x00\x10abcd"
+    assert c.send_raw(truncated, 1.0) == []
+    assert c.server.stats.dropped == 3
+
+
+def test_oversized_peer_datagram_is_dropped() -> None:
+    c, relay = _allocated()
+    c.permit(PEER)
+    assert c.server.relay_peer_packet(bytes(65520), PEER, relay, 1.0) is None
+    c.server.receive_peer_datagram(bytes(65520), PEER, relay=relay, now=1.0)
+    assert c.driver.pump(1.0) == []
+
+
+def test_kick_with_permissions_and_channels_empties_everything() -> None:
+    c, _ = _allocated()
+    c.bind(0x4000, PEER)
+    c.permit(PEER2)
+    (info,) = c.server.allocations()
+    c.server.kick(info.allocation_id, now=1.0)
+    assert all(
+        v == 0
+        for k, v in c.server.table_sizes().items()
+        if k not in ("timers", "queued_events", "queued_datagrams")
+    )

@@ -192,3 +192,30 @@ def test_core_never_reads_its_own_config_for_missing_relay_ips() -> None:
             StaticCredentials({}, "r"),
         )
     assert code_of(None) is None
+
+
+def test_byte_bucket_needs_a_positive_rate() -> None:
+    import pytest
+
+    from natkit.turn.quota import ByteBucket
+
+    with pytest.raises(ValueError):
+        ByteBucket(0)
+    bucket = ByteBucket(100, now=5.0)
+    assert bucket.take(100, 5.0) and not bucket.take(1, 5.0) and bucket.take(50, 5.5)
+
+
+class _StuckRng(random.Random):
+    """Every random port is the lowest one: only the scan can find a free port."""
+
+    def randint(self, a: int, b: int) -> int:
+        return a
+
+
+def test_port_scan_finds_a_free_port_when_random_tries_keep_hitting_used_ones() -> None:
+    _, driver = make_server(min_port=61000, max_port=61009, rng=_StuckRng(1))
+    ports = [
+        relayed(Client(driver, client=Endpoint(CLIENT.host, 10 + i)).allocate(0.0))[0].port
+        for i in range(3)
+    ]
+    assert ports == [61000, 61001, 61002]

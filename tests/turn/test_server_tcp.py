@@ -303,3 +303,9 @@ def test_duplicate_relay_opened_never_releases_a_live_relay() -> None:
     driver.pump(1.0)
     assert driver.take_events(RelayReleased) == []
     assert len(driver.server.allocations()) == 1
+
+
+def test_connect_to_the_other_family_is_443() -> None:
+    c, _ = _tcp_allocation()
+    peer = Endpoint("2001:db8::9", 80)
+    assert code_of(c.request(Method.CONNECT, [(at.XOR_PEER_ADDRESS, peer)], now=1.0)) == 443

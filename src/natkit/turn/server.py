@@ -582,9 +582,7 @@ class TurnServer:
             self._cancel_pending(pending)
         for res in list(self._reservations.values()):
             self._drop_reservation(res)
-        for conn in list(self._connections.values()):
-            self._drop_connection(conn, emit=True)
-        self._heap.clear()
+        self._heap.clear()  # every record is gone, so every entry is stale
 
     # -- outputs ---------------------------------------------------------------------
 
@@ -758,7 +756,8 @@ class TurnServer:
             if signed and code != ErrorCode.STALE_NONCE:
                 self.stats.auth_failures += 1
                 self._emit(
-                    AuthenticationFailed(client=client, username=_username_of(msg), code=code)
+                    # USERNAME decoded fine: the authenticator read it before rejecting.
+                    AuthenticationFailed(client=client, username=msg.get(at.USERNAME), code=code)
                 )
             self._reject(msg, verdict.response, client, local, transport, now)
             return
@@ -786,10 +785,8 @@ class TurnServer:
                 self._channel_bind(ctx, now)
             elif method == Method.CONNECT:
                 self._connect(ctx, now)
-            elif method == Method.CONNECTION_BIND:
+            else:  # CONNECTION_BIND, the last of _TURN_METHODS
                 self._connection_bind(ctx, verdict.username, now)
-            else:
-                self._answer(ctx, _error(msg, ErrorCode.BAD_REQUEST))
         except MalformedMessageError:
             self._answer(ctx, _error(msg, ErrorCode.BAD_REQUEST))
 
@@ -1087,8 +1084,8 @@ class TurnServer:
             resp.add(tat.ADDRESS_ERROR_CODE, pending.address_error)
         resp.add(at.LIFETIME, int(pending.lifetime))
         if pending.reserve is not None:
-            token = self._rng.randbytes(8)
-            while token in self._reservations:
+            token = b""
+            while not token or token in self._reservations:
                 token = self._rng.randbytes(8)
             res = Reservation(token, pending.reserve, now + _RESERVATION_LIFETIME)
             self._reservations[token] = res
@@ -1118,9 +1115,8 @@ class TurnServer:
         )
 
     def _delete(self, alloc: Allocation, reason: str) -> None:
-        """Remove ``alloc`` from every index and release its sockets."""
-        if not alloc.alive:
-            return
+        """Remove ``alloc`` (live: every caller found it in an index) from
+        every index and release its sockets."""
         alloc.alive = False
         key = (alloc.client, alloc.server)
         table = self._stream if alloc.stream else self._udp
@@ -1394,7 +1390,7 @@ class TurnServer:
         self._emit(PeerConnectRequested(connection_id=conn.connection_id, relay=relay, peer=peer))
 
     def _new_connection(self, alloc: Allocation, peer: Endpoint, state: int) -> PeerConnection:
-        cid = self._rng.getrandbits(32)
+        cid = 0
         while cid == 0 or cid in self._connections:
             cid = self._rng.getrandbits(32)
         conn = PeerConnection(cid, alloc, peer, state)
@@ -1403,8 +1399,7 @@ class TurnServer:
         return conn
 
     def _drop_connection(self, conn: PeerConnection, *, emit: bool) -> None:
-        if not conn.alive:
-            return
+        """Forget ``conn`` (live: every caller found it in an index)."""
         conn.alive = False
         self._connections.pop(conn.connection_id, None)
         conns = conn.allocation.connections
@@ -1559,13 +1554,6 @@ class _Request:
 def _error(request: StunMessage, code: int) -> StunMessage:
     resp = StunMessage(request.method, MessageClass.ERROR, request.transaction_id)
     return resp.add(at.ERROR_CODE, ErrorCodeValue(code, REASON_PHRASES.get(code, "")))
-
-
-def _username_of(msg: StunMessage) -> str | None:
-    try:
-        return msg.get(at.USERNAME)
-    except MalformedMessageError:
-        return None
 
 
 def _resolves_userhash(source: CredentialSource) -> bool:
