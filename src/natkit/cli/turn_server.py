@@ -269,6 +269,7 @@ async def _serve(settings: TurnServerSettings, tls: ssl.SSLContext | None) -> No
     from natkit.net.os_stack import OsStack
     from natkit.turn.aio.server import TurnServerRunner
 
+    _raise_fd_limit()
     stack = OsStack(udp_buffer=4 * 1024 * 1024)
     credentials, refresh, store = await _credentials(settings)
     try:
@@ -305,6 +306,23 @@ async def _serve(settings: TurnServerSettings, tls: ssl.SSLContext | None) -> No
     finally:
         if store is not None:
             await store.close()
+
+
+def _raise_fd_limit() -> None:
+    """Every allocation holds a relay socket: lift the soft file-descriptor
+    limit (often 1024) to the hard one, as coturn does."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
 
 
 def _print_started(
