@@ -131,6 +131,36 @@ def test_the_relay_still_reaches_the_client_after_it_idled(
     assert outcome.sent == outcome.echoed == 15
 
 
+@pytest.mark.parametrize(
+    ("preset", "transport"),
+    [pytest.param("udp-blocked", TCP, id="tcp"), pytest.param("web-only", TLS, id="tls")],
+)
+def test_nothing_is_lost_over_tcp_and_tls_on_a_lossy_link(
+    preset: str,
+    transport: Transport,
+    tls_server_context: ssl.SSLContext,
+    tls_client_context: ssl.SSLContext,
+) -> None:
+    outcome = run_turn_sim(
+        preset,
+        seed=13,
+        client_loss=0.2,
+        attempt_timeout=20.0,  # handshakes and Allocates retried through the loss
+        echo_timeout=120.0,  # TCP's retransmissions back off to 8 s
+        tls_server=tls_server_context,
+        tls_client=tls_client_context,
+    )
+    assert outcome.transport is transport
+    assert outcome.reached, outcome.to_json()
+
+
+def test_udp_allocates_through_a_lossy_link() -> None:
+    outcome = run_turn_sim("port-restricted-cone", seed=14, client_loss=0.2)
+    assert outcome.transport is UDP  # STUN retransmissions get the Allocate through
+    assert outcome.relayed is not None
+    assert 0 < outcome.echoed <= outcome.sent  # data is not retransmitted: some is lost
+
+
 def test_fallback_costs_one_attempt_timeout_per_blocked_transport(
     tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
 ) -> None:

@@ -743,14 +743,17 @@ async def turn_behind(
     trace: bool = False,
     pcap_dir: Path | None = None,
     idle: float = 0.0,
+    client_loss: float = 0.0,
+    echo_timeout: float = 5.0,
 ) -> TurnOutcome:
     """Build the topology on the running virtual-clock loop and run the
-    client from behind ``behavior``."""
+    client from behind ``behavior`` (its own link losing ``client_loss``
+    of the packets each way)."""
     net = Internet(seed=seed, trace=trace, default_link=Link(delay=delay))
     turn = net.add_host("turn", TURN_IP)
     peer_host = net.add_host("peer", PEER_IP)
     nat = _attach(net, behavior, seed=seed, tandem=tandem)
-    client = net.add_host("client", behind=nat)
+    client = net.add_host("client", behind=nat, link=Link(delay=delay, loss=client_loss))
     pcaps: list[Path] = []
     if pcap_dir is not None:
         pcap_dir.mkdir(parents=True, exist_ok=True)
@@ -772,6 +775,7 @@ async def turn_behind(
             echo_peer=echo,
             idle=idle,
             seed=seed,
+            echo_timeout=echo_timeout,
         )
     finally:
         await echo.aclose()
@@ -798,6 +802,8 @@ def run_turn_sim(
     trace: bool = False,
     pcap_dir: Path | None = None,
     idle: float = 0.0,
+    client_loss: float = 0.0,
+    echo_timeout: float = 5.0,
     time_limit: float = 7200.0,
 ) -> TurnOutcome:
     """Run the scenario behind preset ``preset_name`` (or ``behavior`` under
@@ -820,6 +826,8 @@ def run_turn_sim(
             trace=trace,
             pcap_dir=pcap_dir,
             idle=idle,
+            client_loss=client_loss,
+            echo_timeout=echo_timeout,
         )
 
     return run_virtual(main, time_limit=time_limit)
