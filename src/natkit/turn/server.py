@@ -26,7 +26,7 @@ server endpoint a client-bound datagram leaves from, or the relay endpoint a
 peer-bound one leaves from; ``transport`` says which socket kind); events via
 ``next_event()``; ``get_timer()``/``handle_timer(now=)``.
 
-Hot path: ``relay_client_packet(data, client, local, now)`` and
+Hot path: ``relay_client_packet(data, client, local, now, transport=UDP)`` and
 ``relay_peer_packet(data, peer, relay, now)`` return the datagram to send
 (or None to fall back to the general path), so the driver can relay
 ChannelData and peer data without queueing; see their docstrings. ``None``
