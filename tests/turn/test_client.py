@@ -57,6 +57,7 @@ KEY = long_term_key("user", REALM, "pass", PasswordAlgorithm.MD5)
 
 
 def make_client(*, creds: LongTermCredentials | None = CREDS, **cfg: Any) -> TurnClient:
+    cfg.setdefault("keepalive_interval", None)  # schedules below are exact; keepalives tested apart
     return TurnClient(SERVER, creds, TurnClientConfig(rng=random.Random(5766), **cfg))
 
 
@@ -433,6 +434,43 @@ def test_an_unanswered_refresh_loses_the_allocation() -> None:
         client.handle_timer(now=deadline)
     (event,) = events(client)
     assert isinstance(event, AllocationLost) and event.code is None
+
+
+def test_a_quiet_udp_client_sends_binding_indications_as_keepalives() -> None:
+    client = allocated(keepalive_interval=10.0)
+    assert client.get_timer() == 10.0
+    client.handle_timer(now=10.0)  # the Allocate went out since the last tick
+    assert out(client, 10.0) == []
+    client.handle_timer(now=20.0)  # quiet for a whole interval: keepalive
+    (wire,) = out(client, 20.0)
+    msg = parse_message(wire)
+    assert (msg.method, msg.message_class, msg.attributes) == (
+        Method.BINDING,
+        MessageClass.INDICATION,
+        [],
+    )
+    client.handle_timer(now=30.0)
+    assert len(out(client, 30.0)) == 1
+    assert client.keepalives == 2
+
+
+def test_traffic_makes_keepalives_unnecessary() -> None:
+    client = allocated(keepalive_interval=10.0, auto_bind=False)
+    permitted(client, PEER, now=5.0)
+    client.handle_timer(now=10.0)
+    client.handle_timer(now=20.0)
+    assert [parse_message(d).method for d in out(client, 20.0)] == [Method.BINDING]
+    client.send_to(b"x", PEER, now=22.0)
+    out(client, 22.0)
+    client.handle_timer(now=30.0)  # data went out at 22 s
+    assert out(client, 30.0) == []
+    client.handle_timer(now=40.0)
+    assert [parse_message(d).method for d in out(client, 40.0)] == [Method.BINDING]
+
+
+def test_stream_clients_send_no_keepalives() -> None:
+    client = allocated(keepalive_interval=10.0, stream=True)
+    assert client.get_timer() == 540.0
 
 
 def test_release_sends_refresh_with_lifetime_zero() -> None:

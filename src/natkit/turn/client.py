@@ -40,7 +40,9 @@ short (<= 2 x margin); permissions (300 s at the server, §9) at
 ``channel_refresh`` (540 s). Permissions and channels asked for explicitly
 are kept until the allocation ends; those ``send_to`` made on its own are
 refreshed only while used (data sent or received since the last refresh).
-A failed allocation refresh is :class:`AllocationLost`.
+A failed allocation refresh is :class:`AllocationLost`. Over UDP a Binding
+indication goes to the server whenever a whole ``keepalive_interval`` (10 s)
+passed without anything sent, so NAT bindings on the way stay open.
 
 Data: ``send_to`` uses ChannelData when the peer has a bound channel (padded
 to four bytes on streams, §12.5), a Send indication when its IP has an
@@ -152,6 +154,7 @@ class TurnClientConfig:
     max_queued: int = 64  # packets waiting for a permission, per peer IP
     max_queue_delay: float = 5.0  # ... and for at most this long (older ones are dropped)
     permission_retry: float = 30.0  # send_to to an IP the server refused: dropped this long
+    keepalive_interval: float | None = 10.0  # UDP: Binding indication after this much quiet
     max_redirects: int = 3
     draft_dual_allocation: bool = True  # also send coturn's 0x8032 (see _DRAFT_...)
     rto: float = 0.5
@@ -351,6 +354,9 @@ class TurnClient:
         self.received_channel_data = 0
         self.received_indications = 0
         self.dropped = 0  # outgoing data discarded: queue overflow or age, refused peers
+        self.keepalives = 0  # Binding indications sent to keep NAT bindings open
+        self._keepalive_at: float | None = None
+        self._sent = False  # anything sent to the server since the last keepalive tick
 
     # -- properties ------------------------------------------------------------------
 
@@ -533,6 +539,7 @@ class TurnClient:
         if perm is not None:
             perm.used = True
         self.sent_channel_data += 1
+        self._sent = True
         return pack_channel_data(ch.number, data, stream=self.config.stream)
 
     def send_to(self, data: bytes, peer: Endpoint, *, now: float) -> None:
@@ -552,6 +559,7 @@ class TurnClient:
             if perm is not None:
                 perm.used = True
             self.sent_channel_data += 1
+            self._sent = True
             self._out.append(
                 Datagram(pack_channel_data(ch.number, data, stream=self.config.stream), self.server)
             )
@@ -680,6 +688,8 @@ class TurnClient:
         self._timer_dirty = True
         if self._refresh_at is not None and now >= self._refresh_at:
             self._send_refresh(now, None)
+        if self._keepalive_at is not None and now >= self._keepalive_at:
+            self._keepalive(now)
         due = [
             p.ip
             for p in self._perms.values()
@@ -755,6 +765,7 @@ class TurnClient:
         stun = self._stun
         out = stun.datagrams_to_send(now=now)
         if out:
+            self._sent = True
             self._out.extend(out)
             if self.credentials is not None:
                 for datagram in out:
@@ -789,6 +800,23 @@ class TurnClient:
         except ValueError:
             return
         self._auth = TurnAuth(creds, realm, nonce, algorithm, offered, key)
+
+    def _keepalive(self, now: float) -> None:
+        """Keep the NAT bindings between us and the server open (RFC 8489 §6.3.2:
+        a Binding indication, which servers absorb without answering). NATs
+        may forget a quiet UDP binding after 30 s (RFC 4787 REQ-5 asks for 2
+        min); then the peers' data dies at the NAT, or our next packet leaves
+        from a new port and the allocation is lost (437). Something goes out at
+        least every 2 x ``keepalive_interval`` seconds."""
+        assert self.config.keepalive_interval is not None  # only scheduled with one
+        if not self._sent:
+            msg = StunMessage(
+                Method.BINDING, MessageClass.INDICATION, self._stun.new_transaction_id()
+            )
+            self._out.append(Datagram(serialize_message(msg), self.server))
+            self.keepalives += 1
+        self._sent = False
+        self._keepalive_at = now + self.config.keepalive_interval
 
     def _send_allocate(self, now: float) -> None:
         p = self._params
@@ -906,6 +934,7 @@ class TurnClient:
                 )
             )
             self.sent_indications += 1
+            self._sent = True
             self._out.append(Datagram(wire, self.server))
             return
         msg = StunMessage(Method.SEND, MessageClass.INDICATION, tid)
@@ -914,12 +943,13 @@ class TurnClient:
             msg.add(tat.DONT_FRAGMENT, True)
         wire = serialize_message(msg, fingerprint=self.config.fingerprint)
         self.sent_indications += 1
+        self._sent = True
         self._out.append(Datagram(wire, self.server))
 
     def _compute_timer(self) -> float | None:
         if self.state is not ClientState.ALLOCATED:
             return None
-        times = [self._refresh_at] if self._refresh_at is not None else []
+        times = [t for t in (self._refresh_at, self._keepalive_at) if t is not None]
         times.extend(
             p.refresh_at
             for p in self._perms.values()
@@ -1009,6 +1039,9 @@ class TurnClient:
             self.mapped = mapped
             self.reservation_token = token
             self.state = ClientState.ALLOCATED
+            interval = self.config.keepalive_interval
+            if interval is not None and not self.config.stream:
+                self._keepalive_at = now + interval
             self._set_lifetime(float(lifetime if lifetime is not None else 600), now)
             self._events.append(
                 Allocated(
@@ -1140,6 +1173,7 @@ class TurnClient:
             ch = self._channel_of.get(peer)
             if ch is not None and ch.bound:
                 self.sent_channel_data += 1
+                self._sent = True
                 self._out.append(
                     Datagram(
                         pack_channel_data(ch.number, data, stream=self.config.stream), self.server
@@ -1212,6 +1246,7 @@ class TurnClient:
     def _end(self, state: ClientState) -> None:
         self.state = state
         self._refresh_at = None
+        self._keepalive_at = None
         self._timer_dirty = True
         for tid in list(self._pending):
             self._stun.cancel(tid)
