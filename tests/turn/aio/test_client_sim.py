@@ -518,3 +518,25 @@ def test_a_lossy_link_costs_retransmissions_not_the_allocation() -> None:
             assert (await peer.next())[0] == b"still there"
 
     run(body)
+
+
+@pytest.mark.parametrize(("interval", "reached"), [(10.0, True), (None, False)])
+def test_keepalives_keep_the_nat_open_for_peers_while_the_client_is_quiet(
+    interval: float | None, reached: bool
+) -> None:
+    async def body(world: World) -> bool:
+        peer = await UdpPeer.open(world)
+        config = TurnClientConfig(rng=random.Random(3), keepalive_interval=interval)
+        async with await connect(world, config=config) as client:
+            await client.allocate()
+            await client.create_permission(peer.endpoint)
+            await client.bind_channel(peer.endpoint)
+            await asyncio.sleep(200.0)  # longer than the NAT's UDP mapping lasts (120 s)
+            peer.sock.send(b"are you there", client.relayed)
+            try:
+                await asyncio.wait_for(client.recv(), 5.0)
+            except TimeoutError:
+                return False
+            return True
+
+    assert run(body, behind_nat=True) is reached
