@@ -309,3 +309,21 @@ def test_connect_to_the_other_family_is_443() -> None:
     c, _ = _tcp_allocation()
     peer = Endpoint("2001:db8::9", 80)
     assert code_of(c.request(Method.CONNECT, [(at.XOR_PEER_ADDRESS, peer)], now=1.0)) == 443
+
+
+def test_channel_data_too_big_for_one_udp_datagram_is_dropped() -> None:
+    c, _ = _tcp()
+    c.bind(0x4000, PEER)
+    assert c.channel_data(0x4000, bytes(65508), 1.0) == []
+    assert len(c.channel_data(0x4000, bytes(65507), 1.0)) == 1
+    assert c.send_indication(PEER, bytes(65508), 1.0) == []
+
+
+def test_largest_peer_datagram_still_fits_a_data_indication_over_udp() -> None:
+    _, driver = make_server()
+    c = Client(driver)
+    relay = relayed(c.allocate(0.0))[0]
+    c.permit(PEER)
+    out = c.server.relay_peer_packet(bytes(65459), PEER, relay, 1.0)
+    assert out is not None and len(out.data) <= 65507
+    assert c.server.relay_peer_packet(bytes(65460), PEER, relay, 1.0) is None

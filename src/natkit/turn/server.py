@@ -366,7 +366,7 @@ class TurnServer:
         if ch is None or ch.expires <= now:
             return None
         n = data[2] << 8 | data[3]
-        if n + 4 > len(data):
+        if n + 4 > len(data) or n > _MAX_UDP_PAYLOAD:
             return None
         perm = alloc.permissions.get(ch.peer.host)
         if perm is None or perm.expires <= now:
@@ -1296,7 +1296,7 @@ class TurnServer:
             stats.dropped += 1
             return
         n = len(data)
-        if self._limited and not self._take_to_peer(alloc, n, now):
+        if n > _MAX_UDP_PAYLOAD or (self._limited and not self._take_to_peer(alloc, n, now)):
             stats.dropped += 1
             return
         alloc.packets_out += 1
@@ -1621,7 +1621,10 @@ _ABANDONED_MAX = 4096
 _PENDING_TIMEOUT = 10.0  # the driver must answer RelayRequested by then
 _RESERVATION_LIFETIME = 30.0  # RFC 8656 §7.2: an unused reservation lasts 30 s
 _CHANNEL_QUARANTINE = 300.0  # RFC 8656 §12: no reuse for 5 minutes after expiry
-_MAX_RELAYED = 65535 - 32  # largest payload that fits a Data indication
+_MAX_UDP_PAYLOAD = 65507  # the most one IPv4 UDP datagram carries
+# The largest peer payload whose Data indication (20 + 24 + 4 bytes of STUN
+# for an IPv6 peer) still fits one UDP datagram to the client.
+_MAX_RELAYED = _MAX_UDP_PAYLOAD - 48
 _CD_HEAD = struct.Struct("!HH")
 _STUN_HEAD = struct.Struct("!HHI")
 _ATTR_HEAD = struct.Struct("!HH")
