@@ -77,9 +77,8 @@ class Round:
     relays_open: int = 0  # relay sockets open once every client is done
 
 
-def _bound(stack: SimStack) -> set[tuple[object, int]]:
-    # The simulated stack's bound ports; it has no public listing of them.
-    return set(stack._bound)
+def _bound(stack: SimStack) -> set[tuple[object, object]]:
+    return set(stack.bound())
 
 
 async def _one_allocation(

@@ -402,3 +402,24 @@ def test_nat_events_are_drained_and_can_be_observed() -> None:
     assert left == 0
     assert sum(isinstance(e, MappingCreated) for e in seen) == 1
     assert sum(isinstance(e, PacketTranslated) for e in seen) == 100
+
+
+def test_a_cancelled_connect_frees_its_port_and_stops_sending() -> None:
+    async def main() -> tuple[int, int, int]:
+        net = Internet()
+        a = net.add_host("a", "192.0.2.1")
+        before = len(a.stack.bound())
+        task = asyncio.ensure_future(
+            a.stack.connect_stream(Endpoint("198.51.100.99", 80), timeout=60)
+        )
+        await asyncio.sleep(2.5)
+        during = len(a.stack.bound())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        sent = net.delivered + net.dropped
+        await asyncio.sleep(100)
+        return before, during, len(a.stack.bound()) + (net.delivered + net.dropped - sent)
+
+    before, during, after = run_virtual(main)
+    assert (before, during, after) == (0, 1, 0)

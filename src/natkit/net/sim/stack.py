@@ -406,6 +406,14 @@ class SimStack:
                 return port
         raise TransportError("no free ephemeral port")
 
+    def bound(self) -> set[tuple[IpProto, Endpoint]]:
+        """Every (protocol, local endpoint) held by a socket, listener or connection."""
+        return {
+            (proto, Endpoint(host, port))
+            for (proto, port), slot in self._bound.items()
+            for host in slot
+        }
+
     def release(self, proto: IpProto, local: Endpoint) -> None:
         slot = self._bound.get((proto, local.port))
         if slot is not None:
@@ -477,7 +485,11 @@ class SimStack:
             conn.abort()
             raise TransportError(f"cannot connect to {remote}: timed out") from exc
         except TransportError as exc:
+            conn.abort()
             raise TransportError(f"cannot connect to {remote}: {exc}") from exc
+        except BaseException:
+            conn.abort()  # cancelled from outside: free the port, stop the SYNs
+            raise
 
     async def listen_stream(
         self,
