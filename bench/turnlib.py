@@ -244,7 +244,8 @@ def coturn_server(
 def natkit_server(
     port: int, workdir: Path, *, min_port: int, max_port: int, host: str = HOST
 ) -> Server:
-    """``natkit turn-server`` on UDP only, the same user, realm and peer allow-list."""
+    """``natkit turn-server`` on UDP only, the same user, realm and peer allow-list,
+    no RFC 6062 relaying (like coturn's config here)."""
     argv = [
         sys.executable,
         "-m",
@@ -263,6 +264,9 @@ def natkit_server(
         "--max-port",
         str(max_port),
         "--no-admin",
+        # as coturn's no-tcp-relay; it also lets the command run on uvloop (see
+        # natkit.cli.turn_server._loop_factory: with TCP it falls back to asyncio's loop)
+        "--no-tcp-relay",
     ]
     return Server("natkit", argv, host, port, workdir)
 
