@@ -43,29 +43,20 @@ EXPECTED = [
 
 # After a pause longer than a NAT's UDP binding lifetime (120 s; 30 s for
 # linux-masquerade) the peer speaks first, then the client sends again. A
-# client must keep its binding to the server alive for this to work; where
-# natkit's does not yet, the row is marked.
-NO_KEEPALIVE = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the TURN client sends nothing between refreshes (the first, of the permission, "
-        "at 240 s), so the NAT's UDP binding expires: the peer's data dies at the NAT, "
-        "and behind random-port NATs the next packet leaves from a new port (437 at the "
-        "refresh, allocation lost)"
-    ),
-)
+# client must keep its binding to the server alive for this to work: natkit's
+# sends a Binding indication after 10 s of silence over UDP.
 IDLE = 200.0
 AFTER_IDLING = [
     pytest.param("open", UDP, id="open"),  # no filter, nothing expires
-    pytest.param("full-cone", UDP, id="full-cone", marks=NO_KEEPALIVE),
-    pytest.param("restricted-cone", UDP, id="restricted-cone", marks=NO_KEEPALIVE),
-    pytest.param("port-restricted-cone", UDP, id="port-restricted-cone", marks=NO_KEEPALIVE),
-    pytest.param("symmetric", UDP, id="symmetric", marks=NO_KEEPALIVE),
-    pytest.param("symmetric-udp-firewall", UDP, id="symmetric-udp-firewall", marks=NO_KEEPALIVE),
+    pytest.param("full-cone", UDP, id="full-cone"),
+    pytest.param("restricted-cone", UDP, id="restricted-cone"),
+    pytest.param("port-restricted-cone", UDP, id="port-restricted-cone"),
+    pytest.param("symmetric", UDP, id="symmetric"),
+    pytest.param("symmetric-udp-firewall", UDP, id="symmetric-udp-firewall"),
     pytest.param("udp-blocked", TCP, id="udp-blocked"),  # TCP bindings last hours
     pytest.param("web-only", TLS, id="web-only"),
-    pytest.param("linux-masquerade", UDP, id="linux-masquerade", marks=NO_KEEPALIVE),
-    pytest.param("carrier-grade", UDP, id="carrier-grade", marks=NO_KEEPALIVE),
+    pytest.param("linux-masquerade", UDP, id="linux-masquerade"),
+    pytest.param("carrier-grade", UDP, id="carrier-grade"),
 ]
 
 
