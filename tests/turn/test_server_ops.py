@@ -219,3 +219,16 @@ def test_port_scan_finds_a_free_port_when_random_tries_keep_hitting_used_ones() 
         for i in range(3)
     ]
     assert ports == [61000, 61001, 61002]
+
+
+def test_software_attribute_is_configurable() -> None:
+    import pytest
+
+    from natkit.stun.message import parse_message
+
+    c, _ = _allocated(software=None)
+    assert parse_message(c.driver.sent[-1].data).get(at.SOFTWARE) is None
+    c2, _ = _allocated(software="relay 1.0")
+    assert parse_message(c2.driver.sent[-1].data).get(at.SOFTWARE) == "relay 1.0"
+    with pytest.raises(ValueError):
+        make_server(software="x" * 800)

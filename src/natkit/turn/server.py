@@ -291,8 +291,10 @@ class TurnServer:
         self._total_to_client = ByteBucket(bps) if bps > 0 else None
         self._limited = bps > 0 or config.max_bps_per_allocation > 0
         self._channel_max = _RFC5766_CHANNEL_MAX if config.rfc5766_channels else CHANNEL_MAX
-        sw = config.software
-        self._software = sw
+        # SOFTWARE, encoded once (a value over 763 bytes fails here, not per answer).
+        self._software = (
+            None if config.software is None else at.SOFTWARE.encode(config.software, b"")
+        )
 
     # -- inputs from the driver ------------------------------------------------------
 
@@ -1470,7 +1472,7 @@ class TurnServer:
         fingerprint: bool,
     ) -> bytes:
         if self._software is not None and msg.message_class != MessageClass.INDICATION:
-            msg.add(at.SOFTWARE, self._software)
+            msg.add_raw(AttributeType.SOFTWARE, self._software)
         data = serialize_message(
             msg, key=key, integrity=integrity or Integrity.SHA1, fingerprint=fingerprint
         )
