@@ -126,6 +126,7 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[subprocess.Popen[bytes],
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        bufsize=0,  # unbuffered: select() must see what readline() has not consumed
         env={**os.environ, "COLUMNS": "200"},
     )
     try:
