@@ -95,6 +95,9 @@ HOSTS = {"natkit": "127.0.0.1", "coturn": "127.0.0.2"}
 RELAY_PORTS = (10000, 32767)
 SOURCE_POOL = ipaddress.ip_network("127.1.0.0/16")
 RTO = 0.2  # seconds before a request is first sent again; doubles each time (RFC 8489 §6.2.1)
+MEMORY_SHORTFALL = (
+    0.005  # allocations a memory round may fail to make (e.g. a 437 on a reused port)
+)
 WARM_CYCLES = 200  # allocation cycles a fresh server runs before its memory is measured
 MAX_TRIES = 5  # so a request is given up 0.2+0.4+0.8+1.6+3.2 = 6.2 s after it was first sent
 REQ_FIRST = attr(REQUESTED_TRANSPORT, UDP_TRANSPORT)
@@ -340,7 +343,7 @@ def memory_run(server: Server, sources: Sources, args: argparse.Namespace) -> di
             driver.poll(0.01)
             driver.retransmit(time.monotonic())
         held = len(driver.held)
-        if held < args.hold:
+        if held < args.hold * (1 - MEMORY_SHORTFALL):
             raise BenchError(
                 f"{server.name}: only {held} of {args.hold} allocations were made ({driver.errors})"
             )

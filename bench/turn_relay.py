@@ -362,7 +362,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--rates",
         type=parse_rates,
-        default=parse_rates("5000,10000,20000,30000,40000,50000,60000,70000,80000,90000"),
+        default=parse_rates(
+            "5000,10000,20000,30000,40000,50000,60000,70000,80000,90000,100000,110000,120000"
+        ),
         help="offered datagrams/s, comma-separated",
     )
     p.add_argument("--duration", type=float, default=1.0, help="measured seconds per rate")
