@@ -106,6 +106,7 @@ REFRESH_ZERO = attr(LIFETIME, struct.pack("!I", 0))
 
 # States of one allocation cycle.
 CHALLENGE, ALLOCATING, DELETING, HELD = range(4)
+STATE_NAMES = ("allocate-401", "allocate", "refresh-0", "held")
 
 
 def make_server(name: str, port: int, workdir: Path) -> Server:
@@ -160,6 +161,7 @@ class Driver:
     failed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     retransmits: int = 0
+    retransmitted: dict[str, int] = field(default_factory=dict)  # per request kind
 
     def __post_init__(self) -> None:
         self.poller = select.epoll()
@@ -264,12 +266,14 @@ class Driver:
             if now - cycle.sent_at < cycle.rto:
                 continue
             if cycle.tries >= MAX_TRIES:
-                self._fail(cycle, f"timeout-state{cycle.state}")
+                self._fail(cycle, f"timeout:{STATE_NAMES[cycle.state]}")
                 continue
             cycle.tries += 1
             cycle.sent_at = now
             cycle.rto *= 2
             self.retransmits += 1
+            name = STATE_NAMES[cycle.state]
+            self.retransmitted[name] = self.retransmitted.get(name, 0) + 1
             with contextlib.suppress(OSError):
                 cycle.sock.send(cycle.data)
 
@@ -319,6 +323,7 @@ def rate_run(server: Server, sources: Sources, args: argparse.Namespace) -> dict
             "failed": driver.failed,
             "errors": driver.errors,
             "retransmits": driver.retransmits,
+            "retransmitted": driver.retransmitted,
             "unfinished": len(driver.cycles),
             "server_cpu_util": round(server_cpu / elapsed, 3),
             "client_cpu_util": round(client_cpu / elapsed, 3),
