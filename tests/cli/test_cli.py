@@ -49,6 +49,10 @@ def test_demo_json_reports_open_internet_on_loopback() -> None:
     lab = {row["scenario"]: row for row in data["lab"]}
     assert lab["symmetric"]["detected"]["classic"] == "symmetric"
     assert all(row["ok"] for row in data["lab"])
+    turn = {row["scenario"]: row for row in data["turn"]}
+    assert set(turn) == set(lab)
+    assert (turn["udp-blocked"]["transport"], turn["web-only"]["transport"]) == ("tcp", "tls")
+    assert all(row["ok"] and row["reached"] for row in data["turn"])
 
 
 def test_demo_human_output_is_a_table() -> None:
@@ -60,6 +64,7 @@ def test_demo_human_output_is_a_table() -> None:
     assert "open-internet" in result.output
     assert "endpoint-independent" in result.output
     assert "port-restricted-cone" in result.output  # the lab table
+    assert "TURN relay to a public peer" in result.output
 
 
 def test_natcheck_with_no_server_reports_udp_blocked() -> None:

@@ -169,3 +169,36 @@ async def test_responder_answers_inline_or_passes_on() -> None:
     finally:
         client.close()
         server.close()
+
+
+def test_streams_work_on_uvloop(
+    tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
+) -> None:
+    """uvloop's transports are not asyncio.Transport subclasses; the OS stack's
+    streams must take them (natkit's servers run on uvloop in production)."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> list[bytes]:
+        stack = OsStack()
+        got: list[bytes] = []
+        for tls in (None, tls_server_context):
+            where, _, listener = await _echo_server(stack, tls)
+            conn = await stack.connect_stream(
+                where,
+                tls=tls_client_context if tls else None,
+                server_hostname="localhost",
+            )
+            received: asyncio.Queue[bytes] = asyncio.Queue()
+            conn.set_handler(received.put_nowait)
+            conn.write(b"uvloop")
+            got.append(await asyncio.wait_for(received.get(), 5))
+            conn.close()
+            listener.close()  # type: ignore[attr-defined]
+        return got
+
+    async def bounded() -> list[bytes]:
+        async with asyncio.timeout(10):
+            return await main()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(bounded()) == [b"UVLOOP", b"UVLOOP"]

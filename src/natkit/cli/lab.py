@@ -15,13 +15,14 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from natkit.addr import Transport
 from natkit.errors import NatkitError
 
 if TYPE_CHECKING:
@@ -325,3 +326,100 @@ def clean(
         console.print(f"stopped {len(report.pids)} processes: {' '.join(map(str, report.pids))}")
     if report.workdirs:
         console.print(f"removed {len(report.workdirs)} work directories of dead labs")
+
+
+@lab_app.command("turn")
+def turn(
+    nat: Annotated[
+        list[str] | None,
+        typer.Option("--nat", help="NAT preset (repeatable; default: every preset). " + NAT_HELP),
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="sim: the simulated internet; netns: real packets (root).")
+    ] = "sim",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per NAT.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the emulated NAT's choices.")] = 0,
+) -> None:
+    """Reach a public peer through natkit's TURN relay from behind each NAT.
+
+    The client tries UDP to 3478, then TCP to 3478, then TLS to 443 (a
+    throw-away certificate), uses the first that allocates, and exchanges
+    messages with an echo peer in Send indications and in ChannelData."""
+    if mode not in ("netns", "sim"):
+        raise typer.BadParameter("choose netns or sim", param_hint="--mode")
+    rows = turn_rows(nat, mode=mode, seed=seed, on_row=_print_json_line if as_json else None)
+    if not as_json:
+        print_turn(rows, mode)
+    if not all(row["ok"] for row in rows):
+        raise typer.Exit(1)
+
+
+def _print_json_line(row: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(row) + "\n")
+
+
+def turn_rows(
+    names: list[str] | None,
+    *,
+    mode: str = "sim",
+    seed: int = 0,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the TURN scenario (:mod:`natkit.lab.turn`) behind each NAT; one
+    JSON-ready row each, with ``expected``, the transport a correct client
+    ends up on, and ``ok``: reached over exactly that transport."""
+    from natkit.lab.certs import lab_tls_contexts
+    from natkit.lab.turn import TLS_HOSTNAME, expected_transport, run_turn_sim
+    from natkit.nat.presets import PRESETS
+    from natkit.net.netns import TunNat
+
+    tls_server, tls_client = lab_tls_contexts(hostnames=(TLS_HOSTNAME,))
+    rows: list[dict[str, Any]] = []
+    for name in names or list(PRESETS):
+        engine = _nat_engine(name, seed=seed)
+        expected = (
+            expected_transport(engine.behavior) if isinstance(engine, TunNat) else Transport.UDP
+        )
+        if mode == "sim":
+            if name.startswith("kernel-"):
+                raise _fail(f"{name} is the kernel's NAT: it exists only with --mode netns", 2)
+            try:
+                outcome = run_turn_sim(
+                    name, seed=seed, tls_server=tls_server, tls_client=tls_client
+                )
+            except NatkitError as exc:
+                raise _fail(str(exc)) from exc
+        else:
+            from natkit.lab.turn import turn_in_lab
+            from natkit.net.netns import Lab
+
+            with _lab_errors(), Lab() as lab:
+                outcome, _ = turn_in_lab(
+                    lab, engine, tls_server=tls_server, tls_client=tls_client, seed=seed
+                )
+        row = outcome.to_json()
+        row["mode"] = mode
+        row["expected"] = expected.value if expected else None
+        row["ok"] = outcome.reached and outcome.transport is expected
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return rows
+
+
+def print_turn(rows: list[dict[str, Any]], mode: str) -> None:
+    table = Table(title=f"TURN relay to a public peer from behind each NAT ({mode})")
+    table.add_column("NAT", no_wrap=True)
+    for column in ("expected", "used", "relayed address", "echoed", "ok"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["scenario"],
+            row["expected"] or "-",
+            row["transport"] or "-",
+            row["relayed"] or "-",
+            f"{row['echoed']}/{row['sent']}",
+            "[green]yes[/green]" if row["ok"] else "[red]no[/red]",
+        )
+    console.print(table)
+    console.print("Transports tried in order: UDP 3478, TCP 3478, TLS 443.")

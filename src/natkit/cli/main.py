@@ -20,7 +20,7 @@ from rich.table import Table
 
 from natkit import __version__
 from natkit.addr import Endpoint, parse_endpoint
-from natkit.cli.lab import lab_app
+from natkit.cli.lab import lab_app, print_turn, turn_rows
 from natkit.cli.turn import turn_app
 from natkit.cli.turn_server import turn_server_command
 from natkit.errors import NatkitError
@@ -275,11 +275,13 @@ def demo(
         DEMO_ALTERNATE
     ),
 ) -> None:
-    """natkit's main job on embedded defaults: natcheck on loopback and behind every emulated NAT.
+    """natkit's main job on embedded defaults: natcheck and a TURN relay behind every emulated NAT.
 
     A local STUN server pair listens on 127.0.0.1:3478 and 127.0.0.2:3479
     unless told otherwise; then natcheck runs behind each NAT preset in the
-    simulated internet, detected against emulated."""
+    simulated internet, detected against emulated, and a host behind each
+    preset reaches a public peer through natkit's TURN relay (UDP, else TCP,
+    else TLS on 443)."""
     from natkit.nat.natcheck import NatCheckConfig
     from natkit.net.loop import run
 
@@ -291,6 +293,8 @@ def demo(
         raise _fail(str(exc)) from exc
     lab = _demo_lab()
     result["lab"] = [outcome.to_json() for outcome in lab]
+    turn = turn_rows(None, mode="sim", seed=1)
+    result["turn"] = turn
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:
@@ -300,7 +304,8 @@ def demo(
             "Point [bold]natkit natcheck[/bold] at a public STUN server to see yours.\n"
         )
         _print_lab(lab)
-    if not all(outcome.ok for outcome in lab):
+        print_turn(turn, "sim")
+    if not all(outcome.ok for outcome in lab) or not all(row["ok"] for row in turn):
         raise typer.Exit(1)
 
 

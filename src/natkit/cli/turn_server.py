@@ -28,6 +28,7 @@ from rich.table import Table
 
 from natkit.cli.turn import turn_app
 from natkit.errors import NatkitError
+from natkit.net.loop import loop_factory
 from natkit.turn.aio.config import (
     ADMIN_DEFAULT,
     TurnServerSettings,
@@ -178,44 +179,10 @@ def turn_server_command(
         file = load_toml(config) if config is not None else {}
         settings = build_settings(file, flags)
         tls = _tls_context(settings)
-        with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(_serve(settings, tls))
     except (NatkitError, ValueError, OSError, ssl.SSLError) as exc:
         raise _fail(str(exc)) from exc
-
-
-def _loop_factory(settings: TurnServerSettings) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop (a third more relayed packets per second here), unless the
-    server needs TCP (TCP/TLS clients, the admin endpoint, RFC 6062 relays)
-    and the OS stack's streams do not work on uvloop in this build (0.23's
-    TCP transports are no asyncio.Transport, which OsStreamConnection asserts)."""
-    from natkit.net.loop import loop_factory
-
-    factory = loop_factory()
-    streams = any(t.is_stream for t, _ in settings.listen)
-    if factory is None or not (streams or settings.admin is not None or settings.tcp_relay):
-        return factory
-    return factory if _os_streams_take_foreign_transports() else None
-
-
-def _os_streams_take_foreign_transports() -> bool:
-    """Whether the OS stack's stream connections accept a transport that is
-    not an ``asyncio.Transport`` (what uvloop hands them), tried on a stand-in."""
-    from natkit.net.os_stack import OsStreamConnection
-
-    class _Foreign:  # the shape of uvloop's TCPTransport, unrelated to asyncio.Transport
-        def get_extra_info(self, name: str) -> tuple[str, int]:
-            return ("127.0.0.1", 9)
-
-    async def probe() -> bool:
-        try:
-            OsStreamConnection(False).connection_made(_Foreign())  # type: ignore[arg-type]
-        except AssertionError:
-            return False
-        return True
-
-    with asyncio.Runner() as runner:
-        return runner.run(probe())
 
 
 def _tls_context(settings: TurnServerSettings) -> ssl.SSLContext | None:

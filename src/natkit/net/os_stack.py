@@ -131,8 +131,9 @@ class OsStreamConnection(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's TCP and TLS transports have asyncio.Transport's methods
+        # without being its subclass: no isinstance check here.
+        self._transport = transport  # type: ignore[assignment]
         self._local = _endpoint(transport.get_extra_info("sockname"))
         self._remote = _endpoint(transport.get_extra_info("peername"))
         if self._on_connected is not None:
