@@ -14,7 +14,10 @@ answer:
   above RFC 8656's 0x4FFF, which natkit's server accepts by default
   (``rfc5766_channels``);
 * ``-T``: RFC 6062 TCP allocations, the clients connecting to each other's
-  relayed addresses (Connect, ConnectionAttempt, ConnectionBind).
+  relayed addresses (Connect, ConnectionAttempt, ConnectionBind), over TCP
+  and TLS;
+* ``-g``: DONT-FRAGMENT in Allocate and Send (RFC 8656 §7.2, §10.2), which
+  natkit accepts (docs/conformance/turn.md says how).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ CASES: dict[str, tuple[str, tuple[str, ...]]] = {
     "tls-channels": ("tls", ("-t", "-S")),
     "tls-send-indications": ("tls", ("-t", "-S", "-s")),
     "tcp-relay-rfc6062": ("tcp", ("-T",)),
+    "tls-relay-rfc6062": ("tls", ("-T", "-S")),
+    "udp-send-dont-fragment": ("udp", ("-s", "-g")),
 }
 
 
@@ -141,6 +146,18 @@ SAMPLE_REPORT = """\
 5: : Total lost packets 2 (2.000000%), total send dropped 0 (0.000000%)
 5: : Average round trip delay 15.200000 ms; min = 0 ms, max = 39 ms
 """
+
+
+def test_rfc6062_tcp_relay_between_two_tls_clients(
+    uclient_reports: dict[str, tuple[UclientReport | None, str]],
+) -> None:
+    _check(uclient_reports, "tls-relay-rfc6062")
+
+
+def test_send_indications_with_dont_fragment(
+    uclient_reports: dict[str, tuple[UclientReport | None, str]],
+) -> None:
+    _check(uclient_reports, "udp-send-dont-fragment")
 
 
 def test_uclient_report_is_read_from_the_final_lines() -> None:
