@@ -26,6 +26,28 @@ runner = CliRunner()
 BASE = ["turn-server", "--realm", REALM, "--user", f"{USER}:{PASSWORD}"]
 
 
+@pytest.fixture(autouse=True)
+def _no_default_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default store lives under $XDG_STATE_HOME: keep this machine's out."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.delenv("NATKIT_STORE", raising=False)
+
+
+def test_without_store_the_server_reads_the_default_store_only_if_it_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from natkit.cli.turn_server import _default_store
+
+    assert _default_store() is None
+    added = runner.invoke(app, ["turn", "user", "add", "alice", "--password", "pw", "--realm", "r"])
+    assert added.exit_code == 0, added.output
+    db = tmp_path / "state" / "natkit" / "natkit.db"
+    assert db.is_file()
+    assert _default_store() == f"sqlite:{db}"
+    monkeypatch.setenv("NATKIT_STORE", "memory:")
+    assert _default_store() == "memory:"
+
+
 def _free_port(kind: int = socket.SOCK_DGRAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))

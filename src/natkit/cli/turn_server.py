@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import ssl
 import time
@@ -213,13 +214,13 @@ async def _credentials(
         sources.append(RestCredentials(settings.auth_secrets, settings.realm))
     refresh: Callable[[], Awaitable[None]] | None = None
     store: Any = None
-    if settings.store:
-        try:
-            from natkit.store import open_store
-            from natkit.turn.aio.credentials import StoreCredentials
-        except ImportError as exc:
-            raise NatkitError(f"--store is not available in this build ({exc})") from exc
-        store = await open_store(settings.store)
+    url = settings.store or _default_store()
+    if url:
+        from natkit.store import open_store
+        from natkit.turn.aio.credentials import StoreCredentials
+
+        store = await open_store(url)
+        err_console.print(f"users and REST secrets from {store.url}", markup=False)
         mirror = await StoreCredentials.load(store, settings.realm)
         sources.append(mirror)
         refresh = mirror.refresh
@@ -230,6 +231,18 @@ async def _credentials(
         )
     source = sources[0] if len(sources) == 1 else CombinedCredentials(sources)
     return source, refresh, store
+
+
+def _default_store() -> str | None:
+    """Without --store: the store ``natkit turn user add`` writes to by default
+    ($NATKIT_STORE, else the SQLite file under $XDG_STATE_HOME), when it is
+    set or the file exists; the server never creates it."""
+    from natkit.store.url import STORE_ENV, default_sqlite_path
+
+    if os.environ.get(STORE_ENV):
+        return os.environ[STORE_ENV]
+    path = default_sqlite_path()
+    return f"sqlite:{path}" if path.is_file() else None
 
 
 async def _serve(settings: TurnServerSettings, tls: ssl.SSLContext | None) -> None:
