@@ -10,6 +10,7 @@ SIGTERM and SIGINT shut the server down gracefully (exit status 0).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -233,6 +234,18 @@ async def _credentials(
     return source, refresh, store
 
 
+def _tune_gc() -> None:
+    """Keep full garbage collections off the relay path: under allocation
+    churn, gen-2 collections of 75-160 ms that freed nothing stalled the
+    server (seen with turnutils_uclient). Objects alive after start-up are
+    frozen out of collection, and collections start less often (whatever
+    reference counting leaves is still collected, later)."""
+    gc.collect()
+    gc.freeze()
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(gen0, 50_000), max(gen1, 20), max(gen2, 100))
+
+
 def _default_store() -> str | None:
     """Without --store: the store ``natkit turn user add`` writes to by default
     ($NATKIT_STORE, else the SQLite file under $XDG_STATE_HOME), when it is
@@ -272,6 +285,7 @@ async def _serve(settings: TurnServerSettings, tls: ssl.SSLContext | None) -> No
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await runner.start()
+        _tune_gc()
         try:
             _print_started(settings, runner, relay_ips, config.external_ips)
             await stop.wait()
