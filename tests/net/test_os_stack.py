@@ -9,7 +9,7 @@ import pytest
 
 from natkit.addr import Endpoint, Family, Transport
 from natkit.errors import TransportError
-from natkit.net.os_stack import OsStack, OsStreamConnection
+from natkit.net.os_stack import ICMP_SUPPORTED, OsStack, OsStreamConnection
 from natkit.net.stack import DatagramEndpoint, Stack, StreamConnection
 
 LOOP4 = Endpoint("127.0.0.1", 0)
@@ -202,3 +202,127 @@ def test_streams_work_on_uvloop(
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(bounded()) == [b"UVLOOP", b"UVLOOP"]
+
+
+async def _closed_udp_port(stack: OsStack, local: Endpoint) -> Endpoint:
+    probe = await stack.open_udp(local, lambda d, r: None)
+    where = probe.local_endpoint
+    probe.close()
+    await probe.wait_closed()
+    return where
+
+
+async def _icmp_for_closed_port(local: Endpoint) -> tuple[Endpoint, Endpoint, int, int, int]:
+    stack = OsStack()
+    closed = await _closed_udp_port(stack, local)
+    got: asyncio.Future[tuple[Endpoint, int, int, int]] = asyncio.get_running_loop().create_future()
+
+    def on_icmp(remote: Endpoint, icmp_type: int, icmp_code: int, info: int) -> None:
+        if not got.done():
+            got.set_result((remote, icmp_type, icmp_code, info))
+
+    ep = await stack.open_udp(local, lambda d, r: None, on_icmp=on_icmp)
+    try:
+        ep.send(b"anyone?", closed)
+        remote, icmp_type, icmp_code, info = await asyncio.wait_for(got, 5)
+        ep.send(b"the socket survives the error", closed)  # a send may meet it too
+        return closed, remote, icmp_type, icmp_code, info
+    finally:
+        ep.close()
+
+
+@pytest.mark.skipif(not ICMP_SUPPORTED, reason="ICMP reporting needs Linux's IP_RECVERR")
+@pytest.mark.parametrize(
+    ("local", "port_unreachable"),
+    [pytest.param(LOOP4, (3, 3), id="ipv4"), pytest.param(LOOP6, (1, 4), id="ipv6")],
+)
+async def test_udp_reports_icmp_port_unreachable(
+    local: Endpoint, port_unreachable: tuple[int, int]
+) -> None:
+    closed, remote, icmp_type, icmp_code, info = await _icmp_for_closed_port(local)
+    assert remote == closed
+    assert (icmp_type, icmp_code, info) == (*port_unreachable, 0)
+
+
+@pytest.mark.skipif(not ICMP_SUPPORTED, reason="ICMP reporting needs Linux's IP_RECVERR")
+def test_udp_reports_icmp_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        closed, remote, icmp_type, icmp_code, _ = runner.run(_icmp_for_closed_port(LOOP4))
+    assert (remote, icmp_type, icmp_code) == (closed, 3, 3)
+
+
+async def _connect_from_listener(
+    stack: OsStack,
+    tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
+) -> tuple[Endpoint, Endpoint, Endpoint]:
+    """Connect to a peer from the endpoint a reuse_port listener holds: (listener
+    endpoint, the connection's local endpoint, where the peer saw it come from)."""
+    seen: asyncio.Future[Endpoint] = asyncio.get_running_loop().create_future()
+    peer = await stack.listen_stream(
+        LOOP4, lambda c: seen.set_result(c.remote_endpoint), tls=tls[0] if tls else None
+    )
+    relay = await stack.listen_stream(LOOP4, lambda c: c.abort(), reuse_port=True)
+    try:
+        conn = await stack.connect_stream(
+            peer.local_endpoint,
+            local=relay.local_endpoint,
+            reuse_port=True,
+            tls=tls[1] if tls else None,
+            server_hostname="localhost",
+        )
+        came_from = await asyncio.wait_for(seen, 5)
+        conn.close()
+        return relay.local_endpoint, conn.local_endpoint, came_from
+    finally:
+        relay.close()
+        peer.close()
+
+
+async def test_reuse_port_connects_from_a_listeners_endpoint() -> None:
+    relay, local, came_from = await _connect_from_listener(OsStack())
+    assert local == came_from == relay
+
+
+async def test_reuse_port_connects_from_a_listeners_endpoint_over_tls(
+    tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
+) -> None:
+    relay, local, came_from = await _connect_from_listener(
+        OsStack(), (tls_server_context, tls_client_context)
+    )
+    assert local == came_from == relay
+
+
+async def test_without_reuse_port_a_listeners_endpoint_is_taken() -> None:
+    stack = OsStack()
+    peer = await stack.listen_stream(LOOP4, lambda c: c.abort())
+    relay = await stack.listen_stream(LOOP4, lambda c: c.abort())
+    try:
+        with pytest.raises(TransportError):
+            await stack.connect_stream(peer.local_endpoint, local=relay.local_endpoint)
+    finally:
+        relay.close()
+        peer.close()
+
+
+async def test_pause_reading_holds_bytes_until_resumed() -> None:
+    stack = OsStack()
+    accepted: asyncio.Queue[StreamConnection] = asyncio.Queue()
+    listener = await stack.listen_stream(LOOP4, accepted.put_nowait)
+    client = await stack.connect_stream(listener.local_endpoint)
+    server = await asyncio.wait_for(accepted.get(), 5)
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    try:
+        server.pause_reading()
+        server.set_handler(got.put_nowait)
+        client.write(b"held")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(got.get(), 0.05)
+        server.resume_reading()
+        server.resume_reading()  # a second resume is a no-op
+        assert await asyncio.wait_for(got.get(), 5) == b"held"
+        assert client.write_buffer_size == 0
+    finally:
+        client.close()
+        server.close()
+        listener.close()

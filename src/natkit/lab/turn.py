@@ -63,6 +63,7 @@ from natkit.net.stack import (
     DatagramEndpoint,
     DatagramHandler,
     DataHandler,
+    IcmpHandler,
     InterfaceAddress,
     Responder,
     Stack,
@@ -382,6 +383,16 @@ class _CountedConnection:
     async def drain(self) -> None:
         await self._inner.drain()
 
+    @property
+    def write_buffer_size(self) -> int:
+        return self._inner.write_buffer_size
+
+    def pause_reading(self) -> None:
+        self._inner.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._inner.resume_reading()
+
     def close(self) -> None:
         self._inner.close()
 
@@ -414,6 +425,7 @@ class _ClientStack:
         on_datagram: DatagramHandler,
         *,
         responder: Responder | None = None,
+        on_icmp: IcmpHandler | None = None,
     ) -> DatagramEndpoint:
         traffic = self.traffic
 
@@ -421,7 +433,7 @@ class _ClientStack:
             traffic.count(data, outgoing=False)
             on_datagram(data, remote)
 
-        endpoint = await self._stack.open_udp(local, counted, responder=responder)
+        endpoint = await self._stack.open_udp(local, counted, responder=responder, on_icmp=on_icmp)
         self._opened.append(endpoint)
         return _CountedEndpoint(endpoint, traffic)
 
@@ -433,9 +445,15 @@ class _ClientStack:
         server_hostname: str | None = None,
         local: Endpoint | None = None,
         timeout: float = 10.0,
+        reuse_port: bool = False,
     ) -> StreamConnection:
         conn = await self._stack.connect_stream(
-            remote, tls=tls, server_hostname=server_hostname, local=local, timeout=timeout
+            remote,
+            tls=tls,
+            server_hostname=server_hostname,
+            local=local,
+            timeout=timeout,
+            reuse_port=reuse_port,
         )
         self._opened.append(conn)
         return _CountedConnection(conn, self.traffic)
@@ -446,8 +464,9 @@ class _ClientStack:
         on_connection: ConnectionHandler,
         *,
         tls: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> StreamListener:
-        return await self._stack.listen_stream(local, on_connection, tls=tls)
+        return await self._stack.listen_stream(local, on_connection, tls=tls, reuse_port=reuse_port)
 
     def local_addresses(self) -> list[InterfaceAddress]:
         return self._stack.local_addresses()

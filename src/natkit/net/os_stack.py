@@ -3,7 +3,20 @@
 Implements :class:`natkit.net.stack.Stack`. UDP endpoints are asyncio
 datagram transports whose ``datagram_received`` calls the component's
 handler directly; streams are asyncio protocols with write flow control
-surfaced as :meth:`OsStreamConnection.drain`.
+surfaced as :meth:`OsStreamConnection.drain` and read flow control as
+``pause_reading``/``resume_reading``.
+
+ICMP (Linux): an endpoint opened with ``on_icmp`` sets IP_RECVERR (or
+IPV6_RECVERR), so the kernel queues ICMP errors even for an unconnected
+socket. Both asyncio and uvloop then report the pending error through
+``error_received`` (a failed receive or send); the protocol drains the
+socket's error queue (``recvmsg(MSG_ERRQUEUE)``): ``msg_name`` is the
+original destination, the ``sock_extended_err`` control message carries the
+ICMP type, code and info. Elsewhere ``on_icmp`` is never called.
+
+``reuse_port`` on streams sets SO_REUSEADDR and SO_REUSEPORT on the listener
+and on a connecting socket bound before it connects, so a connection can
+start from the endpoint a listener holds (RFC 6062 §5.2).
 """
 
 from __future__ import annotations
@@ -14,6 +27,8 @@ import ipaddress
 import logging
 import socket
 import ssl
+import struct
+import sys
 from typing import Any
 
 import psutil
@@ -24,6 +39,7 @@ from natkit.net.stack import (
     ConnectionHandler,
     DatagramHandler,
     DataHandler,
+    IcmpHandler,
     InterfaceAddress,
     Responder,
 )
@@ -42,12 +58,57 @@ def _family_of(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    __slots__ = ("handler", "lost", "responder", "transport")
+# <linux/errqueue.h> and <linux/in.h>, <linux/in6.h>: Python's socket module lacks them.
+_IP_RECVERR = 11
+_IPV6_RECVERR = 25
+_SO_EE_ORIGIN_ICMP = 2
+_SO_EE_ORIGIN_ICMP6 = 3
+_EXTENDED_ERR = struct.Struct("=IBBBBII")  # ee_errno, ee_origin, ee_type, ee_code, pad, info, data
+_RECVERR_LEVELS = {(socket.IPPROTO_IP, _IP_RECVERR), (socket.IPPROTO_IPV6, _IPV6_RECVERR)}
+ICMP_SUPPORTED = sys.platform.startswith("linux") and hasattr(socket, "MSG_ERRQUEUE")
+"""Whether :meth:`OsStack.open_udp` can report ICMP errors here."""
 
-    def __init__(self, handler: DatagramHandler, responder: Responder | None = None) -> None:
+
+def _enable_recverr(sock: socket.socket, v6: bool) -> None:
+    if v6:
+        sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+
+
+def _drain_errqueue(sock: socket.socket, on_icmp: IcmpHandler) -> None:
+    """Read every queued error of ``sock``; report the ICMP ones (ip(7), ipv6(7))."""
+    for _ in range(256):  # bounded: a flood must not hold the loop
+        try:
+            _, ancdata, _, addr = sock.recvmsg(64, 512, socket.MSG_ERRQUEUE)
+        except OSError:  # BlockingIOError: empty (also: the socket was closed)
+            return
+        for level, kind, data in ancdata:
+            if (level, kind) not in _RECVERR_LEVELS or len(data) < _EXTENDED_ERR.size:
+                continue
+            _, origin, icmp_type, icmp_code, _, info, _ = _EXTENDED_ERR.unpack_from(data)
+            if origin not in (_SO_EE_ORIGIN_ICMP, _SO_EE_ORIGIN_ICMP6) or not addr:
+                continue  # a local error (EMSGSIZE...): not something the network said
+            try:
+                on_icmp(Endpoint(addr[0], addr[1]), icmp_type, icmp_code, info)
+            except Exception:
+                log.exception("ICMP handler failed")
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    __slots__ = ("handler", "icmp", "lost", "responder", "sock", "transport")
+
+    def __init__(
+        self,
+        handler: DatagramHandler,
+        responder: Responder | None = None,
+        icmp: IcmpHandler | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
         self.handler = handler
         self.responder = responder
+        self.icmp = icmp
+        self.sock = sock
         self.transport: asyncio.DatagramTransport | None = None
         # transport.close() only schedules the socket's release; this says when it happened.
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -73,8 +134,13 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             log.exception("datagram handler failed")
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP errors (port unreachable) surface here on Linux; UDP users retransmit.
-        log.debug("UDP error: %s", exc)
+        # ICMP errors (port unreachable) surface here on Linux, from a receive or a
+        # send (asyncio and uvloop alike); with IP_RECVERR the details wait in the
+        # error queue, which must be drained (it keeps the socket readable).
+        if self.icmp is not None and self.sock is not None:
+            _drain_errqueue(self.sock, self.icmp)
+        else:
+            log.debug("UDP error: %s", exc)
 
 
 class OsDatagramEndpoint:
@@ -126,6 +192,7 @@ class OsStreamConnection(asyncio.Protocol):
         self._closed_fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._drain_waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self._reading_paused = False
         self._local = Endpoint("0.0.0.0", 0)
         self._remote = Endpoint("0.0.0.0", 0)
 
@@ -201,6 +268,19 @@ class OsStreamConnection(asyncio.Protocol):
     def write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() if self._transport else 0
 
+    def pause_reading(self) -> None:
+        transport = self._transport
+        if transport is not None and not self._reading_paused and not transport.is_closing():
+            self._reading_paused = True
+            transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        transport = self._transport
+        if transport is not None and self._reading_paused:
+            self._reading_paused = False
+            if not transport.is_closing():
+                transport.resume_reading()
+
     async def drain(self) -> None:
         if self._closed_fut.done():
             raise TransportError("connection closed")
@@ -257,6 +337,7 @@ class OsStack:
         on_datagram: DatagramHandler,
         *,
         responder: Responder | None = None,
+        on_icmp: IcmpHandler | None = None,
     ) -> OsDatagramEndpoint:
         loop = asyncio.get_running_loop()
         sock = socket.socket(_family_of(local.host), socket.SOCK_DGRAM)
@@ -269,10 +350,14 @@ class OsStack:
                 for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                     with contextlib.suppress(OSError):
                         sock.setsockopt(socket.SOL_SOCKET, opt, self.udp_buffer)
+            if on_icmp is not None and ICMP_SUPPORTED:
+                _enable_recverr(sock, ":" in local.host)
+            else:
+                on_icmp = None
             sock.bind((local.host, local.port))
             sock.setblocking(False)
             transport, protocol = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(on_datagram, responder), sock=sock
+                lambda: _UdpProtocol(on_datagram, responder, on_icmp, sock), sock=sock
             )
         except OSError as exc:
             sock.close()
@@ -287,24 +372,44 @@ class OsStack:
         server_hostname: str | None = None,
         local: Endpoint | None = None,
         timeout: float = 10.0,
+        reuse_port: bool = False,
     ) -> OsStreamConnection:
         loop = asyncio.get_running_loop()
         kwargs: dict[str, Any] = {}
         if tls is not None:
             kwargs["ssl"] = tls
             kwargs["server_hostname"] = server_hostname or remote.host
-        if local is not None:
-            kwargs["local_addr"] = (local.host, local.port)
+        sock: socket.socket | None = None
         try:
             async with asyncio.timeout(timeout):
-                _, proto = await loop.create_connection(
-                    lambda: OsStreamConnection(tls is not None),
-                    remote.host,
-                    remote.port,
-                    **kwargs,
-                )
+                if reuse_port and local is not None:
+                    # Bind before connecting, sharing the port with a reuse_port listener.
+                    sock = socket.socket(_family_of(local.host), socket.SOCK_STREAM)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    sock.bind((local.host, local.port))
+                    sock.setblocking(False)
+                    await loop.sock_connect(sock, (remote.host, remote.port))
+                    _, proto = await loop.create_connection(
+                        lambda: OsStreamConnection(tls is not None), sock=sock, **kwargs
+                    )
+                else:
+                    if local is not None:
+                        kwargs["local_addr"] = (local.host, local.port)
+                    _, proto = await loop.create_connection(
+                        lambda: OsStreamConnection(tls is not None),
+                        remote.host,
+                        remote.port,
+                        **kwargs,
+                    )
         except (OSError, ssl.SSLError, TimeoutError) as exc:
+            if sock is not None:
+                sock.close()
             raise TransportError(f"cannot connect to {remote}: {exc}") from exc
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
         return proto
 
     async def listen_stream(
@@ -313,6 +418,7 @@ class OsStack:
         on_connection: ConnectionHandler,
         *,
         tls: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> OsStreamListener:
         loop = asyncio.get_running_loop()
         try:
@@ -322,6 +428,7 @@ class OsStack:
                 local.port,
                 ssl=tls,
                 reuse_address=True,
+                reuse_port=reuse_port or None,
                 family=_family_of(local.host),
             )
         except OSError as exc:

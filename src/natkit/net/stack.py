@@ -9,11 +9,17 @@ network can deliver packets without any socket:
 
 * UDP: :meth:`Stack.open_udp` binds a local endpoint and calls
   ``on_datagram(data, remote)`` for each datagram received; the returned
-  :class:`DatagramEndpoint` sends with ``send(data, remote)``.
+  :class:`DatagramEndpoint` sends with ``send(data, remote)``. ICMP errors
+  for what it sent go to an optional :data:`IcmpHandler`, where the stack
+  can see them (Linux's error queue, the simulator's port unreachable).
 * TCP/TLS: :meth:`Stack.connect_stream` and :meth:`Stack.listen_stream`
   hand back :class:`StreamConnection` objects; received bytes go to a
   :data:`DataHandler` (``b""`` signals end of stream, as in the sans-IO
-  cores' ``receive_data``).
+  cores' ``receive_data``). Connections report their write buffer and can
+  stop reading (:meth:`StreamConnection.pause_reading`), so relays apply
+  back-pressure. ``reuse_port`` lets a connection start from the endpoint a
+  listener holds (RFC 6062 §5.2: a TURN server connects to a peer from the
+  relayed transport address its TCP listener is bound to).
 * Time: drivers schedule timers on the running asyncio loop; every stack
   runs its components on a loop whose ``time()`` is the clock cores receive
   as ``now`` (monotonic on the OS stack, virtual in the simulator).
@@ -33,6 +39,7 @@ __all__ = [
     "DataHandler",
     "DatagramEndpoint",
     "DatagramHandler",
+    "IcmpHandler",
     "InterfaceAddress",
     "Responder",
     "Stack",
@@ -48,6 +55,13 @@ Responder = Callable[[bytes, Endpoint], bytes | None]
 returns the reply to send straight back to ``remote``, or ``None`` to pass the
 datagram on to the endpoint's handler. Servers use it for their hottest path
 (STUN Binding); stacks call it before anything else."""
+
+IcmpHandler = Callable[[Endpoint, int, int, int], None]
+"""Called with ``(remote, icmp_type, icmp_code, info)`` when the platform
+reports an ICMP error for a datagram sent to ``remote`` (RFC 8656 §11.5):
+types and codes as on the wire (ICMPv4, or ICMPv6 for IPv6 endpoints),
+``info`` the error's 32-bit data (the next-hop MTU of "fragmentation needed",
+else 0). Stacks that cannot see ICMP never call it."""
 
 DataHandler = Callable[[bytes], None]
 """Called with bytes received on a stream; ``b""`` means the peer closed it."""
@@ -104,6 +118,18 @@ class StreamConnection(Protocol):
 
     async def drain(self) -> None: ...
 
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes written but not yet taken by the peer's stack (the OS stack:
+        the transport's buffer; the simulator: bytes not yet acknowledged)."""
+
+    def pause_reading(self) -> None:
+        """Stop delivering received bytes until :meth:`resume_reading` (the
+        peer's sends then stall on TCP flow control: back-pressure)."""
+
+    def resume_reading(self) -> None:
+        """Deliver again (bytes held meanwhile come first); no-op if not paused."""
+
     def close(self) -> None:
         """Close after queued bytes are sent (a peer that never reads can delay this forever)."""
 
@@ -142,9 +168,11 @@ class Stack(Protocol):
         on_datagram: DatagramHandler,
         *,
         responder: Responder | None = None,
+        on_icmp: IcmpHandler | None = None,
     ) -> DatagramEndpoint:
         """Bind ``local`` (port 0 picks a free port) and deliver what arrives
-        (after ``responder``, when given, has declined to answer it)."""
+        (after ``responder``, when given, has declined to answer it); ICMP
+        errors for datagrams it sent go to ``on_icmp``, where reported."""
 
     async def connect_stream(
         self,
@@ -154,8 +182,11 @@ class Stack(Protocol):
         server_hostname: str | None = None,
         local: Endpoint | None = None,
         timeout: float = 10.0,
+        reuse_port: bool = False,
     ) -> StreamConnection:
-        """Connect over TCP, or TLS when ``tls`` is given."""
+        """Connect over TCP, or TLS when ``tls`` is given. With ``reuse_port``
+        the connection may start from ``local`` while a listener that was
+        opened with ``reuse_port`` holds it (SO_REUSEADDR + SO_REUSEPORT)."""
 
     async def listen_stream(
         self,
@@ -163,8 +194,10 @@ class Stack(Protocol):
         on_connection: ConnectionHandler,
         *,
         tls: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> StreamListener:
-        """Accept TCP (or TLS) connections on ``local``."""
+        """Accept TCP (or TLS) connections on ``local``; ``reuse_port`` lets
+        connections made with ``reuse_port`` start from the same endpoint."""
 
     def local_addresses(self) -> list[InterfaceAddress]:
         """Every address of every interface that is up, IPv4 and IPv6."""

@@ -7,9 +7,26 @@ real SYN, SYN/ACK, FIN and RST segments and for applications to get a
 reliable ordered byte stream over lossy simulated links: three-way
 handshake, cumulative ACKs, go-back-N retransmission with a doubling RTO,
 in-order delivery (out-of-order segments are dropped and resent), FIN for
-end of stream, RST for a port nobody listens on. No congestion or flow
-control: the simulator has no bandwidth limits. TLS runs over it for real
+end of stream, RST for a port nobody listens on. No congestion control:
+the simulator has no bandwidth limits. Flow control is only what back-pressure
+needs: a connection whose reader called ``pause_reading`` holds what arrives
+and stops acknowledging it (its window is closed), so the sender's
+``write_buffer_size`` (bytes not yet acknowledged) grows until the reader
+resumes. (There are no zero-window probes: a reader paused for more than a
+minute or so looks dead to its peer, which gives up after its retries.)
+``reuse_port`` lets a connection start from the endpoint a ``reuse_port``
+listener holds (RFC 6062 §5.2). TLS runs over it for real
 (:mod:`natkit.net.sim.tls`): the same SSL contexts as on the OS stack.
+
+ICMP: on a host whose stack has :attr:`SimStack.port_unreachable` set, a UDP
+datagram to an IPv4 address and port where nothing is bound is answered with
+ICMP port unreachable (RFC 1122 §3.2.2.1), quoting the datagram's IP header
+and first 8 bytes as RFC 792 does; the sender's endpoint, if it was opened
+with ``on_icmp``, hears of it one link delay later. It is off by default
+(closed ports are silent, as the simulator always had them, so traces and
+packet counts of existing topologies do not change). NATs do
+not translate ICMP errors (:mod:`natkit.nat.box` drops them), so only hosts in
+the same address realm see them. IPv6 has no ICMP in the simulator.
 """
 
 from __future__ import annotations
@@ -26,10 +43,11 @@ from natkit.net.stack import (
     ConnectionHandler,
     DatagramHandler,
     DataHandler,
+    IcmpHandler,
     InterfaceAddress,
     Responder,
 )
-from natkit.packet import IpProto, Packet, TcpFlags
+from natkit.packet import IcmpError, IpProto, Packet, TcpFlags, encode_ipv4
 
 if TYPE_CHECKING:
     from natkit.net.sim.network import SimHost
@@ -46,6 +64,7 @@ TCP_RTO = 1.0
 TCP_RTO_MAX = 8.0  # lab links can be very lossy; keep retrying at a sane pace
 TCP_MAX_RETRIES = 12
 WILDCARDS = ("0.0.0.0", "::")
+_ICMP_QUOTE = 28  # RFC 792: the IP header and the first 64 bits of the datagram
 
 
 class SimDatagramEndpoint:
@@ -57,11 +76,13 @@ class SimDatagramEndpoint:
         local: Endpoint,
         handler: DatagramHandler,
         responder: Responder | None,
+        on_icmp: IcmpHandler | None = None,
     ) -> None:
         self._stack = stack
         self._local = local
         self.handler = handler
         self.responder = responder
+        self.on_icmp = on_icmp
         self._closed = False
         self._closed_event = asyncio.Event()
 
@@ -114,6 +135,10 @@ class SimStreamConnection:
         self._snd_una = self._snd_nxt
         self._rcv_nxt = 0
         self._unacked: list[tuple[int, bytes, TcpFlags]] = []
+        self._unacked_bytes = 0
+        self._reading_paused = False
+        self._ack_hold = 0  # what we acknowledge while reading is paused
+        self._held: list[bytes] = []
         self._rto = TCP_RTO
         self._retries = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -154,6 +179,29 @@ class SimStreamConnection:
         if self._closed.done():
             raise TransportError("connection closed")
 
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes written and not yet acknowledged by the peer."""
+        return self._unacked_bytes
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused:
+            self._reading_paused = True
+            self._ack_hold = self._rcv_nxt
+
+    def resume_reading(self) -> None:
+        if not self._reading_paused:
+            return
+        self._reading_paused = False
+        held, self._held = self._held, []
+        if not self._closed.done():
+            self._emit(TcpFlags.ACK, self._snd_nxt)  # open the window again
+        for chunk in held:
+            if self._reading_paused:  # paused again by the handler
+                self._held.append(chunk)
+            else:
+                self._deliver(chunk)
+
     def close(self) -> None:
         if self._closed.done() or self._fin_sent:
             return
@@ -186,7 +234,7 @@ class SimStreamConnection:
                 payload,
                 flags,
                 seq,
-                self._rcv_nxt,
+                self._ack_hold if self._reading_paused else self._rcv_nxt,
             )
         )
 
@@ -194,6 +242,7 @@ class SimStreamConnection:
         seq = self._snd_nxt
         self._snd_nxt = (seq + len(payload) + (1 if flags & _SYN_FIN else 0)) & SEQ_MASK
         self._unacked.append((seq, payload, flags))
+        self._unacked_bytes += len(payload)
         self._emit(flags, seq, payload)
         self._arm()
 
@@ -274,6 +323,7 @@ class SimStreamConnection:
             end = seq + len(payload) + (1 if flags & (TcpFlags.SYN | TcpFlags.FIN) else 0)
             if (ack - end) & SEQ_MASK < 0x80000000:  # ack >= end, modulo 2**32
                 self._unacked.pop(0)
+                self._unacked_bytes -= len(payload)
                 acked = True
             else:
                 break
@@ -288,7 +338,9 @@ class SimStreamConnection:
             self._finish()
 
     def _deliver(self, data: bytes) -> None:
-        if self._handler is None:
+        if self._reading_paused:
+            self._held.append(data)
+        elif self._handler is None:
             self._pending.append(data)
         else:
             self._handler(data)
@@ -308,6 +360,7 @@ class SimStreamConnection:
             self._timer.cancel()
             self._timer = None
         self._unacked.clear()
+        self._unacked_bytes = 0
         if not self.established.done():
             self.established.set_exception(exc)
         elif not self._fin_received:
@@ -325,11 +378,13 @@ class SimStreamListener:
         local: Endpoint,
         on_connection: ConnectionHandler,
         tls: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self._stack = stack
         self._local = local
         self.on_connection = on_connection
         self.tls = tls
+        self.reuse_port = reuse_port
         self._closed = asyncio.Event()
 
     @property
@@ -353,6 +408,8 @@ class SimStack:
         self._bound: dict[tuple[IpProto, int], dict[str, object]] = {}
         self._connections: dict[tuple[Endpoint, Endpoint], SimStreamConnection] = {}
         self._next_port = EPHEMERAL_FIRST
+        self.port_unreachable = False
+        """Answer UDP to a closed IPv4 port with ICMP port unreachable (off: silence)."""
 
     # -- addresses ------------------------------------------------------------------
 
@@ -445,9 +502,12 @@ class SimStack:
         on_datagram: DatagramHandler,
         *,
         responder: Responder | None = None,
+        on_icmp: IcmpHandler | None = None,
     ) -> SimDatagramEndpoint:
         return self._bind(
-            IpProto.UDP, local, lambda ep: SimDatagramEndpoint(self, ep, on_datagram, responder)
+            IpProto.UDP,
+            local,
+            lambda ep: SimDatagramEndpoint(self, ep, on_datagram, responder, on_icmp),
         )
 
     async def connect_stream(
@@ -458,17 +518,23 @@ class SimStack:
         server_hostname: str | None = None,
         local: Endpoint | None = None,
         timeout: float = 10.0,
+        reuse_port: bool = False,
     ) -> SimStreamConnection | SimTlsConnection:
         src_ip = (
             local.host
             if local is not None and local.host not in WILDCARDS
             else self.source_ip(remote.host)
         )
-        conn = self._bind(
-            IpProto.TCP,
-            Endpoint(src_ip, local.port if local else 0),
-            lambda ep: SimStreamConnection(self, ep, remote),
-        )
+        src = Endpoint(src_ip, local.port if local else 0)
+        holder = self._owner(IpProto.TCP, src) if reuse_port and src.port else None
+        if isinstance(holder, SimStreamListener) and holder.reuse_port:
+            # SO_REUSEPORT on both: the listener keeps the port; the connection is
+            # told apart by its remote end, so only the same four-tuple clashes.
+            if (src, remote) in self._connections:
+                raise TransportError(f"cannot bind TCP {src}: address in use")
+            conn = SimStreamConnection(self, src, remote)
+        else:
+            conn = self._bind(IpProto.TCP, src, lambda ep: SimStreamConnection(self, ep, remote))
         self._connections[(conn.local_endpoint, remote)] = conn
         conn.start_connect()
         try:
@@ -497,9 +563,12 @@ class SimStack:
         on_connection: ConnectionHandler,
         *,
         tls: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> SimStreamListener:
         return self._bind(
-            IpProto.TCP, local, lambda ep: SimStreamListener(self, ep, on_connection, tls)
+            IpProto.TCP,
+            local,
+            lambda ep: SimStreamListener(self, ep, on_connection, tls, reuse_port),
         )
 
     # -- packets from the network ----------------------------------------------------------
@@ -510,9 +579,45 @@ class SimStack:
             owner = self._owner(IpProto.UDP, packet.dst)
             if isinstance(owner, SimDatagramEndpoint):
                 owner.receive(packet)
+            elif self.port_unreachable and ":" not in packet.dst.host:
+                self._port_unreachable(packet)
             return
         if packet.proto == IpProto.TCP:
             self._deliver_tcp(packet)
+        elif packet.proto == IpProto.ICMP:
+            self._deliver_icmp(packet)
+
+    def _port_unreachable(self, packet: Packet) -> None:
+        try:
+            quote = encode_ipv4(packet)[:_ICMP_QUOTE]
+        except (ValueError, OverflowError):
+            return
+        self.host.send(
+            Packet(
+                IpProto.ICMP,
+                Endpoint(packet.dst.host, 0),
+                Endpoint(packet.src.host, 0),
+                quote,
+                icmp=IcmpError.PORT_UNREACHABLE,
+            )
+        )
+
+    def _deliver_icmp(self, packet: Packet) -> None:
+        """An ICMP error: tell the UDP endpoint whose datagram it quotes."""
+        quote = packet.payload
+        if len(quote) < _ICMP_QUOTE or quote[0] >> 4 != 4 or quote[9] != IpProto.UDP:
+            return
+        ihl = (quote[0] & 0x0F) * 4
+        if len(quote) < ihl + 4:
+            return
+        src_ip = ".".join(str(b) for b in quote[12:16])
+        dst_ip = ".".join(str(b) for b in quote[16:20])
+        src_port = quote[ihl] << 8 | quote[ihl + 1]
+        dst_port = quote[ihl + 2] << 8 | quote[ihl + 3]
+        owner = self._owner(IpProto.UDP, Endpoint(src_ip, src_port))
+        if isinstance(owner, SimDatagramEndpoint) and owner.on_icmp is not None:
+            code = int(packet.icmp if packet.icmp is not None else IcmpError.PORT_UNREACHABLE)
+            owner.on_icmp(Endpoint(dst_ip, dst_port), 3, code, 0)
 
     def _deliver_tcp(self, packet: Packet) -> None:
         conn = self._connections.get((packet.dst, packet.src))

@@ -92,6 +92,18 @@ class SimTlsConnection:
     async def drain(self) -> None:
         await self._raw.drain()
 
+    @property
+    def write_buffer_size(self) -> int:
+        """TLS records written and not yet acknowledged (the TCP connection's)."""
+        return self._raw.write_buffer_size
+
+    def pause_reading(self) -> None:
+        """Hold the TCP connection's bytes (records are decrypted once resumed)."""
+        self._raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._raw.resume_reading()
+
     def close(self) -> None:
         if self._raw.closed:
             return
