@@ -130,3 +130,28 @@ def test_garbage_fed_byte_at_a_time_raises_once_a_header_is_seen() -> None:
         assert framer.feed(bytes([byte])) == []
     with pytest.raises(MalformedMessageError):
         framer.feed(b"\xff")
+
+
+# -- switching to raw bytes, and text that looks like ChannelData --------------------
+
+
+def test_take_buffered_returns_the_partial_message_and_empties_the_framer() -> None:
+    framer = StreamFramer(channel_data=True)
+    whole, partial = STREAM[0], STREAM[1][:7]
+    assert framer.feed(whole + partial) == [whole]
+    assert framer.take_buffered() == partial
+    assert framer.buffered == 0
+    assert framer.take_buffered() == b""
+
+
+def test_http_request_reads_as_channel_data_the_framer_holds() -> None:
+    framer = StreamFramer(channel_data=True)
+    assert framer.feed(b"GET / HTTP/1.1\r\n") == []  # "GE" = channel 0x4745: it waits
+    assert framer.holds_channel_data
+    assert not StreamFramer(channel_data=True).holds_channel_data
+
+
+def test_a_partial_stun_message_is_not_channel_data() -> None:
+    framer = StreamFramer(channel_data=True)
+    assert framer.feed(STREAM[0][:10]) == []
+    assert not framer.holds_channel_data

@@ -6,6 +6,21 @@ nothing between them; the header's length field delimits each one. RFC 8656
 to a multiple of four bytes on streams. :class:`StreamFramer` splits a byte
 stream into those messages; anything else is a framing error and the
 connection must be closed.
+
+With ``channel_data=True`` any first two bits 01 start a ChannelData message,
+so some text does too: an HTTP request's "GET /" reads as channel 0x4745 with
+8239 bytes to come, and the framer waits for them. The channel number cannot
+tell (0x4745 is a valid number, and servers accept RFC 5766's 0x4000-0x7FFF
+for compatibility) and neither can the length (up to 65535 is legal), so the
+framer does not guess: whoever knows whether ChannelData can be valid on the
+connection decides. The TURN server's runner does, by aborting a connection
+whose bytes start ChannelData (:attr:`StreamFramer.holds_channel_data`, or a
+message returned) before the connection holds an allocation (RFC 8656 §12:
+channels exist only on allocations).
+
+A connection that stops carrying messages (an RFC 6062 data connection after
+ConnectionBind, §5.4) takes the bytes already buffered with
+:meth:`StreamFramer.take_buffered` and passes them on raw.
 """
 
 from __future__ import annotations
@@ -65,3 +80,17 @@ class StreamFramer:
     def buffered(self) -> int:
         """Bytes held that do not yet form a whole message."""
         return len(self._buf)
+
+    @property
+    def holds_channel_data(self) -> bool:
+        """Whether the bytes held start a ChannelData message (``channel_data``
+        framers only; first two bits 01, RFC 8656 §12.4)."""
+        buf = self._buf
+        return self.channel_data and bool(buf) and buf[0] >> 6 == 1
+
+    def take_buffered(self) -> bytes:
+        """Remove and return the bytes held (those not yet forming a message),
+        for a stream that switches to raw bytes (RFC 6062 §5.4)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
