@@ -111,7 +111,7 @@ class HandClient:
                     if (msg.method, msg.message_class) == (bind, MessageClass.SUCCESS):
                         # RFC 6062 §5.4: raw bytes from here on, maybe in this very chunk.
                         client.raw = asyncio.Queue()
-                        rest = b"".join(messages[i + 1 :]) + bytes(framer._buf)
+                        rest = b"".join(messages[i + 1 :]) + framer.take_buffered()
                         if rest:
                             client.raw.put_nowait(rest)
                         return

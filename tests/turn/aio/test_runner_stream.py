@@ -139,7 +139,7 @@ async def test_rfc6062_connect_pipes_raw_bytes_both_ways(runner: TurnServerRunne
         await control.permit(peer_listener.local_endpoint)
         cid = await control.connect_peer(peer_listener.local_endpoint)
         peer_conn = await asyncio.wait_for(accepted.get(), 5)
-        assert peer_conn.remote_endpoint.host == relay.host
+        assert peer_conn.remote_endpoint == relay  # RFC 6062 §5.2: from the relayed address
         peer_q = await _raw_conn(peer_conn)
         resp = await data.connection_bind(cid)
         assert resp.message_class == MessageClass.SUCCESS
@@ -245,7 +245,7 @@ async def test_rfc6062_bridge_pauses_the_sender_instead_of_buffering(
     control, data, peer_conn, _ = await _bound_pair(runner, stack)
     try:
         assert data.conn is not None and data.raw is not None
-        data.conn._transport.pause_reading()  # type: ignore[attr-defined]
+        data.conn.pause_reading()
         chunk = b"p" * 65536
         for _ in range(400):  # 26 MB offered by a peer whose client does not read
             peer_conn.write(chunk)
@@ -255,7 +255,7 @@ async def test_rfc6062_bridge_pauses_the_sender_instead_of_buffering(
         # the peer's own socket because the server stopped reading it.
         assert getattr(client.conn, "write_buffer_size", 0) <= 2 * runner.bridge_buffer + 65536
         assert getattr(peer_conn, "write_buffer_size", 0) > 4 * runner.bridge_buffer
-        data.conn._transport.resume_reading()  # type: ignore[attr-defined]
+        data.conn.resume_reading()
         got = 0
         while got < 400 * 65536:
             got += len(await asyncio.wait_for(data.raw.get(), 5))
@@ -277,14 +277,14 @@ async def test_a_tcp_client_that_stops_reading_relayed_data_is_aborted() -> None
         relay = await client.allocate()
         await client.permit(peer.endpoint)
         assert client.conn is not None
-        client.conn._transport.pause_reading()  # type: ignore[attr-defined]
+        client.conn.pause_reading()
         async with asyncio.timeout(10):
             while r._streams:  # until the server gives up on this client
                 for _ in range(20):
                     peer.send(b"d" * 1000, relay)
                 await asyncio.sleep(0)
         # A paused reader cannot see the reset; once it reads again, it does.
-        client.conn._transport.resume_reading()  # type: ignore[attr-defined]
+        client.conn.resume_reading()
         await asyncio.wait_for(client.conn.wait_closed(), 5)
         assert r._streams == {} and r.relays == {}
         peer.close()

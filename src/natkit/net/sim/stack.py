@@ -12,8 +12,9 @@ the simulator has no bandwidth limits. Flow control is only what back-pressure
 needs: a connection whose reader called ``pause_reading`` holds what arrives
 and stops acknowledging it (its window is closed), so the sender's
 ``write_buffer_size`` (bytes not yet acknowledged) grows until the reader
-resumes. (There are no zero-window probes: a reader paused for more than a
-minute or so looks dead to its peer, which gives up after its retries.)
+resumes, and ``drain()`` waits until no more than 64 KiB is unacknowledged.
+(There are no zero-window probes: a reader paused for more than a minute or
+so looks dead to its peer, which gives up after its retries.)
 ``reuse_port`` lets a connection start from the endpoint a ``reuse_port``
 listener holds (RFC 6062 §5.2). TLS runs over it for real
 (:mod:`natkit.net.sim.tls`): the same SSL contexts as on the OS stack.
@@ -63,6 +64,7 @@ _SYN_FIN = TcpFlags.SYN | TcpFlags.FIN
 TCP_RTO = 1.0
 TCP_RTO_MAX = 8.0  # lab links can be very lossy; keep retrying at a sane pace
 TCP_MAX_RETRIES = 12
+DRAIN_LOW = 64 * 1024  # drain() returns once no more than this is unacknowledged
 WILDCARDS = ("0.0.0.0", "::")
 _ICMP_QUOTE = 28  # RFC 792: the IP header and the first 64 bits of the datagram
 
@@ -139,6 +141,7 @@ class SimStreamConnection:
         self._reading_paused = False
         self._ack_hold = 0  # what we acknowledge while reading is paused
         self._held: list[bytes] = []
+        self._drain_waiters: list[asyncio.Future[None]] = []
         self._rto = TCP_RTO
         self._retries = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -176,8 +179,20 @@ class SimStreamConnection:
             self._send_segment(data[i : i + MSS], TcpFlags.ACK | TcpFlags.PSH)
 
     async def drain(self) -> None:
-        if self._closed.done():
-            raise TransportError("connection closed")
+        while True:
+            if self._closed.done():
+                raise TransportError("connection closed")
+            if self._unacked_bytes <= DRAIN_LOW:
+                return
+            waiter = asyncio.get_running_loop().create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+
+    def _wake_drainers(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     @property
     def write_buffer_size(self) -> int:
@@ -328,6 +343,8 @@ class SimStreamConnection:
             else:
                 break
         if acked:
+            if self._drain_waiters and self._unacked_bytes <= DRAIN_LOW:
+                self._wake_drainers()
             self._rto = TCP_RTO
             self._retries = 0
             if self._timer is not None:
@@ -353,6 +370,7 @@ class SimStreamConnection:
             self._timer = None
         if not self._closed.done():
             self._closed.set_result(None)
+        self._wake_drainers()
         self._stack.forget(self)
 
     def _fail(self, exc: TransportError) -> None:
@@ -368,6 +386,7 @@ class SimStreamConnection:
             self._deliver(b"")
         if not self._closed.done():
             self._closed.set_result(None)
+        self._wake_drainers()  # they see the connection closed
         self._stack.forget(self)
 
 

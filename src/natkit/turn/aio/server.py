@@ -47,7 +47,13 @@ from typing import Any
 from natkit.addr import Endpoint, Transport
 from natkit.errors import MalformedMessageError, TransportError
 from natkit.net.admin import AdminServer
-from natkit.net.stack import DatagramEndpoint, Stack, StreamConnection, StreamListener
+from natkit.net.stack import (
+    DatagramEndpoint,
+    IcmpHandler,
+    Stack,
+    StreamConnection,
+    StreamListener,
+)
 from natkit.stun.framing import StreamFramer
 from natkit.turn.aio.metrics import CONTENT_TYPE, RunnerCounters, TurnMetrics
 from natkit.turn.credentials import CredentialSource
@@ -74,46 +80,25 @@ _TCP = Transport.TCP
 ConnKey = tuple[Endpoint, Endpoint]  # (local, remote)
 
 
-def _reading_control(
-    conn: StreamConnection,
-) -> tuple[Callable[[], None], Callable[[], None]] | None:
-    """Pause/resume reading of a stream, where the stack can (the Stack
-    interface has no such call yet; the OS stack's transport does)."""
-    pause = getattr(conn, "pause_reading", None)
-    resume = getattr(conn, "resume_reading", None)
-    if callable(pause) and callable(resume):
-        return pause, resume
-    transport = getattr(conn, "_transport", None)
-    if transport is not None and hasattr(transport, "pause_reading"):
-        return transport.pause_reading, transport.resume_reading
-    return None
-
-
-def _buffered(conn: StreamConnection) -> int:
-    size = getattr(conn, "write_buffer_size", 0)
-    return size if isinstance(size, int) else 0
-
-
 class _Pipe:
     """One direction of an RFC 6062 bridge: bytes read from ``src`` are
     written to ``dst``; reading ``src`` pauses while ``dst`` is backed up."""
 
-    __slots__ = ("cap", "control", "dst", "paused", "src", "task")
+    __slots__ = ("cap", "dst", "paused", "src", "task")
 
     def __init__(self, src: StreamConnection, dst: StreamConnection, cap: int) -> None:
         self.src = src
         self.dst = dst
         self.cap = cap
-        self.control = _reading_control(src)
         self.paused = False
         self.task: asyncio.Task[None] | None = None
 
     def push(self, data: bytes) -> None:
         dst = self.dst
         dst.write(data)
-        if not self.paused and _buffered(dst) > self.cap and self.control is not None:
+        if not self.paused and dst.write_buffer_size > self.cap:
             self.paused = True
-            self.control[0]()
+            self.src.pause_reading()
             self.task = asyncio.get_running_loop().create_task(self._wait_drained())
 
     async def _wait_drained(self) -> None:
@@ -122,8 +107,8 @@ class _Pipe:
         except TransportError:
             return
         self.paused = False
-        if self.control is not None and not self.src.closed:
-            self.control[1]()
+        if not self.src.closed:
+            self.src.resume_reading()
 
     def cancel(self) -> None:
         if self.task is not None:
@@ -160,11 +145,7 @@ class _Peer:
         # Not bound yet (RFC 6062 §5.2-5.3): hold the peer's bytes, within reason.
         self.pending += data
         if len(self.pending) > self.runner.bridge_buffer:
-            control = _reading_control(self.conn)
-            if control is not None:
-                control[0]()
-            elif len(self.pending) > 4 * self.runner.bridge_buffer:
-                self.runner._release_peer(self.cid)
+            self.conn.pause_reading()  # resumed by ConnectionBound
 
 
 class _Client:
@@ -225,10 +206,13 @@ class _Client:
         # ChannelData (first bits 01) needs an allocation on this connection: before
         # one exists, such bytes are something else (an HTTP request starts "GET"),
         # which the framer would otherwise wait for, for up to 64 KiB.
-        if messages is not None and self.key not in runner._stream_allocations:
-            pending = framer._buf
-            if (pending and pending[0] >> 6 == 1) or any(m[0] >> 6 == 1 for m in messages):
-                messages = None
+        # (StreamFramer's docstring: the framer cannot tell, this connection's state can.)
+        if (
+            messages is not None
+            and self.key not in runner._stream_allocations
+            and (framer.holds_channel_data or any(m[0] >> 6 == 1 for m in messages))
+        ):
+            messages = None
         if messages is None:
             runner.core.stats.dropped += 1
             runner._client_gone(self, "not STUN or ChannelData", abort=True)
@@ -257,8 +241,7 @@ class _Client:
                 return
             if self.pipe is not None:
                 # ConnectionBind succeeded (RFC 6062 §5.4): what follows is raw.
-                rest = b"".join(messages[i + 1 :]) + bytes(self.framer._buf)
-                self.framer = StreamFramer(channel_data=True)
+                rest = b"".join(messages[i + 1 :]) + self.framer.take_buffered()
                 if rest:
                     self.pipe.push(rest)
                 return
@@ -266,7 +249,7 @@ class _Client:
             runner._flush()
             if self._ended():
                 return
-        if _buffered(self.conn) > runner.max_write_buffer:
+        if self.conn.write_buffer_size > runner.max_write_buffer:
             runner._client_gone(self, "does not read its responses", abort=True)
 
     def _ended(self) -> bool:
@@ -276,7 +259,7 @@ class _Client:
     def write(self, data: bytes) -> None:
         conn = self.conn
         conn.write(data)
-        if _buffered(conn) > self.runner.max_write_buffer:
+        if conn.write_buffer_size > self.runner.max_write_buffer:
             self.runner._client_gone(self, "does not read what is relayed to it", abort=True)
 
     def check_idle(self) -> None:
@@ -453,7 +436,7 @@ class TurnServerRunner:
         for cid in list(self._peers):
             self._release_peer(cid)
         for client in list(self._streams.values()):
-            stuck = _buffered(client.conn) > self.max_write_buffer
+            stuck = client.conn.write_buffer_size > self.max_write_buffer
             self._client_gone(client, "server shutting down", abort=stuck)
         for relay in list(self.relays):
             self._close_relay(relay, _UDP)
@@ -639,6 +622,26 @@ class TurnServerRunner:
 
         return on_datagram
 
+    def _relay_icmp_handler(self, holder: list[Endpoint]) -> IcmpHandler:
+        """ICMP errors for what a relay sent to a peer, where the stack reports
+        them: a Data indication with the ICMP attribute (RFC 8656 §11.5)."""
+        core = self.core
+        time = self._loop.time
+        flush = self._flush
+
+        def on_icmp(peer: Endpoint, icmp_type: int, icmp_code: int, info: int) -> None:
+            core.peer_icmp(
+                holder[0],
+                peer,
+                icmp_type=icmp_type,
+                icmp_code=icmp_code,
+                error_data=info,
+                now=time(),
+            )
+            flush()
+
+        return on_icmp
+
     async def _open_relays(self, event: RelayRequested) -> None:
         """Bind the relay sockets the core asked for; answer relay_opened/failed."""
         opened: list[tuple[Endpoint, DatagramEndpoint | StreamListener]] = []
@@ -652,11 +655,17 @@ class TurnServerRunner:
                     opened.append((local, held))  # a reservation (RFC 8656 §14.2), now used
                     continue
                 if event.transport is _TCP:
-                    listener = await self.stack.listen_stream(local, self._peer_acceptor(local))
+                    listener = await self.stack.listen_stream(
+                        local, self._peer_acceptor(local), reuse_port=True
+                    )
                     opened.append((listener.local_endpoint, listener))
                 else:
                     holder = [local]
-                    udp = await self.stack.open_udp(local, self._relay_udp_handler(holder))
+                    udp = await self.stack.open_udp(
+                        local,
+                        self._relay_udp_handler(holder),
+                        on_icmp=self._relay_icmp_handler(holder),
+                    )
                     holder[0] = udp.local_endpoint
                     opened.append((udp.local_endpoint, udp))
         except (TransportError, OSError) as exc:
@@ -766,14 +775,11 @@ class TurnServerRunner:
     async def _connect_peer(self, event: PeerConnectRequested) -> None:
         stack, peer, relay = self.stack, event.peer, event.relay
         try:
-            try:
-                conn = await stack.connect_stream(peer, local=relay, timeout=self.connect_timeout)
-            except TransportError:
-                # The relay's own listener holds that port; without SO_REUSEPORT on both
-                # sockets the OS refuses a second bind, so connect from the relay IP.
-                conn = await stack.connect_stream(
-                    peer, local=Endpoint(relay.host, 0), timeout=self.connect_timeout
-                )
+            # RFC 6062 §5.2: from the relayed transport address itself, which the
+            # relay's listener holds (both are opened with reuse_port).
+            conn = await stack.connect_stream(
+                peer, local=relay, timeout=self.connect_timeout, reuse_port=True
+            )
         except TransportError as exc:
             log.info("RFC 6062 connect %s -> %s failed: %s", relay, peer, exc)
             if not self._closing:
@@ -804,9 +810,8 @@ class TurnServerRunner:
         pending, peer.pending = bytes(peer.pending), bytearray()
         if pending:
             peer.pipe.push(pending)
-        control = _reading_control(peer.conn)
-        if control is not None:
-            control[1]()
+        if not peer.pipe.paused:
+            peer.conn.resume_reading()  # paused while unbound, if it sent too much
 
     def _bridge_ended(self, peer: _Peer | None, client: _Client | None) -> None:
         """One side of a bridge closed: close the other, tell the core."""
