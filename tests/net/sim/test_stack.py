@@ -141,3 +141,27 @@ def test_pause_reading_holds_delivery_and_the_senders_buffer_fills(
     assert buffered >= 10_000  # unacknowledged while the reader's window is closed
     assert delivered == 10_000
     assert left == 0
+
+
+def test_drain_waits_for_a_paused_reader() -> None:
+    async def main() -> tuple[float, int]:
+        net = Internet(seed=1, default_link=Link(delay=0.01))
+        server = net.add_host("server", SERVER)
+        client = net.add_host("client", PEER)
+        accepted: asyncio.Queue[StreamConnection] = asyncio.Queue()
+        await server.stack.listen_stream(Endpoint(SERVER, 80), accepted.put_nowait)
+        conn = await client.stack.connect_stream(Endpoint(SERVER, 80))
+        receiver = await accepted.get()
+        got = bytearray()
+        receiver.set_handler(got.extend)
+        receiver.pause_reading()
+        conn.write(b"x" * 200_000)
+        loop = asyncio.get_running_loop()
+        loop.call_later(3.0, receiver.resume_reading)
+        start = loop.time()
+        await conn.drain()
+        return loop.time() - start, len(got)
+
+    waited, delivered = run_virtual(main)
+    assert 3.0 <= waited < 4.0  # until the window opened and the ACKs came back
+    assert delivered == 200_000

@@ -115,3 +115,73 @@ def test_rfc6062_connect_comes_from_the_relayed_address_simulated() -> None:
     relay, came_from, received = run_virtual(main)
     assert came_from == relay
     assert received == b"raw"
+
+
+@pytest.mark.skipif(not ICMP_SUPPORTED, reason="ICMP reporting needs Linux's IP_RECVERR")
+def test_icmp_data_indication_on_uvloop() -> None:
+    """turn-server runs on uvloop, whose UDP transport reports the error too."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> IcmpValue | None:
+        stack = OsStack()
+        probe = await stack.open_udp(Endpoint(LO, 0), lambda d, r: None)
+        closed = probe.local_endpoint
+        probe.close()
+        await probe.wait_closed()
+        async with TurnServerRunner(
+            stack, config(), CREDENTIALS, listen=[(UDP, Endpoint(LO, 0))]
+        ) as runner:
+            _, icmp, _ = await _icmp_indication(stack, runner.endpoint(UDP), closed)
+        return icmp
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(asyncio.wait_for(main(), 10)) == IcmpValue(3, 3, 0)
+
+
+def test_rfc6062_bridge_back_pressure_simulated() -> None:
+    """A client that stops reading its data connection: the runner stops reading
+    the peer's connection (the peer's unacknowledged bytes pile up), and
+    everything arrives in order once the client reads again."""
+
+    async def main() -> tuple[bool, int, bytes, bytes]:
+        net = Internet(seed=1, default_link=Link(delay=0.01))
+        server = net.add_host("turn", SERVER_IP)
+        peer = net.add_host("peer", PEER_IP)
+        client_host = net.add_host("client", "192.0.2.7")
+        accepted: asyncio.Queue[StreamConnection] = asyncio.Queue()
+        await peer.stack.listen_stream(Endpoint(PEER_IP, 80), accepted.put_nowait)
+        turn = Endpoint(SERVER_IP, 3478)
+        async with TurnServerRunner(
+            server.stack,
+            config(relay_ips=(SERVER_IP,), allowed_peers=()),
+            CREDENTIALS,
+            listen=[(TCP, turn)],
+            bridge_buffer=64 * 1024,
+        ) as runner:
+            control = await HandClient.stream(client_host.stack, turn)
+            data = await HandClient.stream(client_host.stack, turn)
+            await control.allocate(transport=TransportProtocol.TCP)
+            await control.permit(Endpoint(PEER_IP, 80))
+            cid = await control.connect_peer(Endpoint(PEER_IP, 80))
+            peer_conn = await asyncio.wait_for(accepted.get(), 5)
+            await data.connection_bind(cid)
+            assert data.conn is not None and data.raw is not None
+            data.conn.pause_reading()
+            big = bytes(range(256)) * 4096  # 1 MiB
+            peer_conn.write(big)
+            await asyncio.sleep(5)
+            bridge = runner._peers[cid].pipe
+            paused = bridge is not None and bridge.paused
+            piled_up = peer_conn.write_buffer_size
+            data.conn.resume_reading()
+            got = b""
+            while len(got) < len(big):
+                got += await asyncio.wait_for(data.raw.get(), 60)
+            control.close()
+            data.close()
+            return paused, piled_up, got, big
+
+    paused, piled_up, got, big = run_virtual(main)
+    assert paused
+    assert piled_up > 512 * 1024  # held at the peer, not buffered in the server
+    assert got == big
