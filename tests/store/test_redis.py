@@ -99,6 +99,30 @@ def test_the_shown_url_hides_the_password() -> None:
     assert shown == "redis://user:***@db.example:6380/2?prefix=p"
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        pytest.param(
+            "redis://db.example/0?password=s3cret&db=1",
+            "redis://db.example/0?password=***&db=1",
+            id="password",
+        ),
+        pytest.param(
+            "rediss://u:s3cret@h/0?ssl_password=s3cret&prefix=p",
+            "rediss://u:***@h/0?ssl_password=***&prefix=p",
+            id="both",
+        ),
+        pytest.param(
+            "unix:///run/r.sock?Pass%77ord=s3cret", "unix:///run/r.sock?Pass%77ord=***", id="quoted"
+        ),
+    ],
+)
+def test_the_shown_url_hides_passwords_in_the_query(url: str, shown: str) -> None:
+    client_url, _, got = split_redis_url(url)
+    assert got == shown
+    assert "s3cret" in client_url  # redis-py still gets it
+
+
 def test_a_bad_prefix_is_refused() -> None:
     with pytest.raises(StoreError, match="prefix"):
         split_redis_url("redis://localhost/0?prefix=a:b")

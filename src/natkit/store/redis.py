@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
@@ -125,15 +125,30 @@ def split_redis_url(url: str) -> tuple[str, str, str]:
         else:
             rest.append((name, value))
     client_url = urlunsplit(parts._replace(query=urlencode(rest)))
+    # redis-py also takes secrets as query arguments (?password=, ?ssl_password=).
+    masked = _mask_query(parts.query)
     if parts.password is None:
-        return client_url, prefix, url
+        if masked == parts.query:
+            return client_url, prefix, url
+        head, _, tail = url.partition("?")  # (urlunsplit would turn unix:/// into unix:/)
+        return client_url, prefix, f"{head}?{masked}{''.join(tail.partition('#')[1:])}"
     netloc = parts.hostname or ""
     if ":" in netloc:
         netloc = f"[{netloc}]"
     if port is not None:
         netloc += f":{port}"
     netloc = f"{parts.username or ''}:***@{netloc}"
-    return client_url, prefix, urlunsplit(parts._replace(netloc=netloc))
+    return client_url, prefix, urlunsplit(parts._replace(netloc=netloc, query=masked))
+
+
+def _mask_query(query: str) -> str:
+    """``query`` with the value of every argument whose name holds "password" as ``***``."""
+    pieces = query.split("&") if query else []
+    for i, piece in enumerate(pieces):
+        name, sep, _ = piece.partition("=")
+        if sep and "password" in unquote_plus(name).lower():
+            pieces[i] = f"{name}=***"
+    return "&".join(pieces)
 
 
 class RedisStore(Store):
