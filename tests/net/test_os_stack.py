@@ -326,3 +326,33 @@ async def test_pause_reading_holds_bytes_until_resumed() -> None:
         client.close()
         server.close()
         listener.close()
+
+
+async def _send_after_an_icmp_error() -> list[bytes]:
+    """On loopback the ICMP error is back before sendto returns: the next send
+    meets it as the socket's pending error, and must not lose its datagram."""
+    stack = OsStack()
+    closed = await _closed_udp_port(stack, LOOP4)
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    peer = await stack.open_udp(LOOP4, lambda d, r: got.put_nowait(d))
+    ep = await stack.open_udp(LOOP4, lambda d, r: None, on_icmp=lambda r, t, c, i: None)
+    try:
+        ep.send(b"to a closed port", closed)
+        ep.send(b"first", peer.local_endpoint)
+        ep.send(b"second", peer.local_endpoint)
+        return [await asyncio.wait_for(got.get(), 5) for _ in range(2)]
+    finally:
+        ep.close()
+        peer.close()
+
+
+@pytest.mark.skipif(not ICMP_SUPPORTED, reason="ICMP reporting needs Linux's IP_RECVERR")
+async def test_an_icmp_error_does_not_cost_the_next_datagram() -> None:
+    assert await _send_after_an_icmp_error() == [b"first", b"second"]
+
+
+@pytest.mark.skipif(not ICMP_SUPPORTED, reason="ICMP reporting needs Linux's IP_RECVERR")
+def test_an_icmp_error_does_not_cost_the_next_datagram_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(_send_after_an_icmp_error()) == [b"first", b"second"]

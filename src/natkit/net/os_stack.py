@@ -96,7 +96,7 @@ def _drain_errqueue(sock: socket.socket, on_icmp: IcmpHandler) -> None:
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
-    __slots__ = ("handler", "icmp", "lost", "responder", "sock", "transport")
+    __slots__ = ("errors", "handler", "icmp", "lost", "responder", "sock", "transport")
 
     def __init__(
         self,
@@ -109,6 +109,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.responder = responder
         self.icmp = icmp
         self.sock = sock
+        self.errors = 0  # error_received calls: tells a send that failed
         self.transport: asyncio.DatagramTransport | None = None
         # transport.close() only schedules the socket's release; this says when it happened.
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -137,6 +138,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         # ICMP errors (port unreachable) surface here on Linux, from a receive or a
         # send (asyncio and uvloop alike); with IP_RECVERR the details wait in the
         # error queue, which must be drained (it keeps the socket readable).
+        self.errors += 1
         if self.icmp is not None and self.sock is not None:
             _drain_errqueue(self.sock, self.icmp)
         else:
@@ -144,15 +146,25 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 
 class OsDatagramEndpoint:
-    """A bound UDP socket."""
+    """A bound UDP socket.
 
-    __slots__ = ("_closed", "_local", "_lost", "_sendto", "_transport")
+    With IP_RECVERR an ICMP error is also the socket's pending error, which
+    the next send meets instead of sending (asyncio and uvloop report it
+    through ``error_received`` from within ``sendto``): a datagram to one peer
+    would be lost for another peer's ICMP. An endpoint that reports ICMP
+    therefore sends once more when its send failed (the error is consumed)."""
+
+    __slots__ = ("_closed", "_icmp_protocol", "_local", "_lost", "_sendto", "_transport")
 
     def __init__(
-        self, transport: asyncio.DatagramTransport, lost: asyncio.Future[None] | None = None
+        self,
+        transport: asyncio.DatagramTransport,
+        lost: asyncio.Future[None] | None = None,
+        icmp_protocol: _UdpProtocol | None = None,
     ) -> None:
         self._transport = transport
         self._lost = lost
+        self._icmp_protocol = icmp_protocol
         self._sendto = transport.sendto
         self._local = _endpoint(transport.get_extra_info("sockname"))
         self._closed = False
@@ -163,7 +175,14 @@ class OsDatagramEndpoint:
 
     def send(self, data: bytes, remote: Endpoint) -> None:
         if not self._closed:
+            protocol = self._icmp_protocol
+            if protocol is None:
+                self._sendto(data, remote)
+                return
+            errors = protocol.errors
             self._sendto(data, remote)
+            if protocol.errors != errors and not self._closed:
+                self._sendto(data, remote)  # it met an earlier datagram's ICMP error
 
     def close(self) -> None:
         if not self._closed:
@@ -362,7 +381,7 @@ class OsStack:
         except OSError as exc:
             sock.close()
             raise TransportError(f"cannot bind UDP {local}: {exc.strerror or exc}") from exc
-        return OsDatagramEndpoint(transport, protocol.lost)
+        return OsDatagramEndpoint(transport, protocol.lost, protocol if on_icmp else None)
 
     async def connect_stream(
         self,
