@@ -146,7 +146,8 @@ def test_take_buffered_returns_the_partial_message_and_empties_the_framer() -> N
 
 def test_http_request_reads_as_channel_data_the_framer_holds() -> None:
     framer = StreamFramer(channel_data=True)
-    assert framer.feed(b"GET / HTTP/1.1\r\n") == []  # "GE" = channel 0x4745: it waits
+    # "GE" = channel 0x4745, "T " = 21536 bytes to come: it waits for them.
+    assert framer.feed(b"GET / HTTP/1.1\r\n") == []
     assert framer.holds_channel_data
     assert not StreamFramer(channel_data=True).holds_channel_data
 

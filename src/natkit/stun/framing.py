@@ -8,8 +8,8 @@ stream into those messages; anything else is a framing error and the
 connection must be closed.
 
 With ``channel_data=True`` any first two bits 01 start a ChannelData message,
-so some text does too: an HTTP request's "GET /" reads as channel 0x4745 with
-8239 bytes to come, and the framer waits for them. The channel number cannot
+so some text does too: an HTTP request's "GET " reads as channel 0x4745 with
+21536 bytes ("T ") to come, and the framer waits for them. The channel number cannot
 tell (0x4745 is a valid number, and servers accept RFC 5766's 0x4000-0x7FFF
 for compatibility) and neither can the length (up to 65535 is legal), so the
 framer does not guess: whoever knows whether ChannelData can be valid on the
