@@ -90,6 +90,20 @@ def test_argument_errors_exit_1_with_a_message(args: list[str], message: str) ->
     _fails(args, message)
 
 
+def test_an_admin_endpoint_off_loopback_without_a_token_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NATKIT_ADMIN_TOKEN", raising=False)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("0.0.0.0", 0))  # were it not refused, the server would fail here, not run
+        busy.listen()
+        admin = f"0.0.0.0:{busy.getsockname()[1]}"
+        result = runner.invoke(app, [*BASE, "--admin", admin, "--listen", "udp:127.0.0.1:0"])
+    assert result.exit_code == 1, result.output
+    assert result.output.count("\n") == 1 and "--admin-token" in result.output
+    assert "--admin-insecure" in result.output and "Traceback" not in result.output
+
+
 def test_a_listen_port_in_use_is_an_error(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
         busy.bind(("127.0.0.1", 0))

@@ -137,6 +137,13 @@ def turn_server_command(
         str | None,
         typer.Option(help="Bearer token the admin endpoint requires.", envvar=TOKEN_ENV),
     ] = None,
+    admin_insecure: Annotated[
+        bool,
+        typer.Option(
+            "--admin-insecure",
+            help="Allow a non-loopback --admin without --admin-token (anyone may kick).",
+        ),
+    ] = False,
     max_connections: Annotated[
         int | None, typer.Option(help="Client TCP/TLS connections at once (4096).")
     ] = None,
@@ -174,6 +181,7 @@ def turn_server_command(
         "admin": admin,
         "no-admin": no_admin,
         "admin-token": admin_token,
+        "admin-insecure": admin_insecure,
         "max-connections": max_connections,
         "idle-timeout": idle_timeout,
     }

@@ -135,6 +135,21 @@ def test_bad_settings_are_errors_naming_the_key(flags: dict[str, Any], message: 
         build_settings({}, {"realm": "r", **flags})
 
 
+@pytest.mark.parametrize("admin", ["0.0.0.0:9641", "192.0.2.1:9641", "[::]:9641"])
+def test_an_admin_endpoint_off_loopback_needs_a_token_or_admin_insecure(admin: str) -> None:
+    with pytest.raises(ConfigError, match=r"admin: .* is not loopback; give --admin-token"):
+        build_settings({}, {"realm": "r", "admin": admin})
+    token = build_settings({}, {"realm": "r", "admin": admin, "admin-token": "t"})
+    assert token.admin_token == "t"
+    insecure = build_settings({"admin": admin, "admin-insecure": True}, {"realm": "r"})
+    assert insecure.admin_insecure and insecure.admin_token is None
+
+
+@pytest.mark.parametrize("admin", ["127.0.0.1:9641", "127.8.9.10:1", "[::1]:9641"])
+def test_an_admin_endpoint_on_loopback_needs_no_token(admin: str) -> None:
+    assert build_settings({}, {"realm": "r", "admin": admin}).admin_token is None
+
+
 def test_the_realm_is_required() -> None:
     with pytest.raises(ConfigError, match="realm"):
         build_settings({}, {"user": ["alice:a"]})

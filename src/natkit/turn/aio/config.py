@@ -89,6 +89,7 @@ class TurnServerSettings:
     tcp_relay: bool = True
     admin: Endpoint | None = ADMIN_DEFAULT
     admin_token: str | None = None
+    admin_insecure: bool = False  # serve a non-loopback admin endpoint without a token
     max_connections: int = 4096
     idle_timeout: float = 300.0
     software: str | None = "natkit"
@@ -230,7 +231,7 @@ _FLOAT_KEYS = frozenset({"default-lifetime", "max-lifetime", "idle-timeout"})
 _STR_KEYS = frozenset(
     {"realm", "store", "tls-cert", "tls-key", "alternate-server", "admin", "admin-token"}
 )
-_BOOL_KEYS = frozenset({"no-admin", "no-tcp-relay"})
+_BOOL_KEYS = frozenset({"no-admin", "no-tcp-relay", "admin-insecure"})
 _NULLABLE_STR_KEYS = frozenset({"software"})
 KEYS = _LIST_KEYS | _INT_KEYS | _FLOAT_KEYS | _STR_KEYS | _BOOL_KEYS | _NULLABLE_STR_KEYS
 
@@ -372,6 +373,15 @@ def _settings(m: dict[str, Any]) -> TurnServerSettings:
     elif "admin" in m:
         kw["admin"] = _endpoint("admin", m["admin"], ADMIN_DEFAULT.port)
     kw["admin_token"] = m.get("admin-token") or None
+    kw["admin_insecure"] = m.get("admin-insecure", False)
+    admin = kw.get("admin", ADMIN_DEFAULT)
+    open_admin = admin is not None and not admin.ip.is_loopback and not kw["admin_token"]
+    if open_admin and not kw["admin_insecure"]:
+        # Sessions and kick for anyone who can reach it: only when asked for by name.
+        raise ConfigError(
+            f"admin: {admin} is not loopback; give --admin-token (or $NATKIT_ADMIN_TOKEN), "
+            "or --admin-insecure to serve it without one"
+        )
     if "max-connections" in m:
         if m["max-connections"] < 1:
             raise ConfigError("max-connections: must be at least 1")
