@@ -13,7 +13,10 @@ The core decides everything; this driver moves bytes and owns sockets.
   queue, event or log line in between); anything else goes to
   ``core.receive_datagram`` and is followed by :meth:`_flush`.
 * Peer packets arrive on relay sockets and take the same two ways
-  (``relay_peer_packet`` / ``receive_peer_datagram``).
+  (``relay_peer_packet`` / ``receive_peer_datagram``). ICMP errors the stack
+  reports for a relay socket (``open_udp(on_icmp=)``; Linux only) go to
+  ``core.peer_icmp``: a Data indication with the ICMP attribute (RFC 8656
+  §11.5).
 * :meth:`_flush` sends what the core queued, handles its events (open or
   close relay sockets, connect to or bridge RFC 6062 peers, count
   allocations) and re-arms the single ``loop.call_at(core.get_timer())``.
@@ -26,11 +29,15 @@ The core decides everything; this driver moves bytes and owns sockets.
   silent for ``idle_timeout`` is aborted, not closed (close() waits for a
   peer that may never read). Its end is reported with ``core.stream_closed``
   so its allocations go (RFC 8656 §3.1).
-* RFC 6062: once :class:`~natkit.turn.events.ConnectionBound` arrives, the
+* RFC 6062: relay listeners are opened with ``reuse_port``, so a Connect's
+  connection to the peer starts from the relayed transport address itself
+  (§5.2). Once :class:`~natkit.turn.events.ConnectionBound` arrives, the
   client data connection stops being framed and its bytes are piped raw to
-  the peer connection and back. When the receiving side's write buffer
-  passes ``bridge_buffer``, reading from the sending side pauses until it
-  drains (back-pressure instead of unbounded buffering).
+  the peer connection and back (``StreamFramer.take_buffered`` hands over
+  what was read past the ConnectionBind). When the receiving side's
+  ``write_buffer_size`` passes ``bridge_buffer``, the sending side's
+  ``pause_reading`` holds it until the receiver drains (back-pressure instead
+  of unbounded buffering).
 * Shutdown: stop accepting, ``core.shutdown``, flush, close every socket.
 """
 
@@ -223,7 +230,7 @@ class _Client:
         local, remote, transport = self.local, self.remote, self.transport
         unflushed = False
         for i, message in enumerate(messages):
-            out = relay_client(message, remote, local, now)
+            out = relay_client(message, remote, local, now, transport=transport)
             if out is not None:
                 ep = udp.get(out.local)
                 if ep is not None:
@@ -586,7 +593,7 @@ class TurnServerRunner:
 
         def on_datagram(data: bytes, client: Endpoint) -> None:
             local = holder[0]
-            out = relay_client(data, client, local, time())
+            out = relay_client(data, client, local, time(), transport=_UDP)
             if out is not None:
                 ep = udp.get(out.local)
                 if ep is not None:
