@@ -11,7 +11,11 @@
 * :class:`CombinedCredentials`: the union of several sources.
 
 The core asks :meth:`CredentialSource.keys` for every candidate key of a
-username and accepts the request if any verifies its integrity.
+username and accepts the request if any verifies its integrity. It asks
+:meth:`CredentialSource.resolves_every_userhash` at every challenge whether
+to announce USERNAME-ANONYMITY (RFC 8489 §9.2.4), and counts allocations per
+:meth:`CredentialSource.quota_user` (a REST username ``expiry:user`` counts
+as ``user``, as coturn's ``user-quota`` does).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from natkit.stun.constants import PasswordAlgorithm
@@ -46,6 +51,16 @@ class CredentialSource:
 
     def username_for_hash(self, digest: bytes) -> str | None:
         return None
+
+    def resolves_every_userhash(self) -> bool:
+        """Can every user be found by USERHASH (RFC 8489 §14.4)? Only then may
+        the server tell clients to send USERHASH instead of USERNAME. The
+        default: yes if the class overrides :meth:`username_for_hash`."""
+        return type(self).username_for_hash is not CredentialSource.username_for_hash
+
+    def quota_user(self, username: str) -> str:
+        """The name ``username``'s allocations are counted under (per-user quota)."""
+        return username
 
 
 class StaticCredentials(CredentialSource):
@@ -102,11 +117,25 @@ class RestCredentials(CredentialSource):
         self.separator = separator
 
     def expiry_of(self, username: str) -> int | None:
-        """The Unix time a REST username expires at, or None if it is not one."""
+        """The Unix time a REST username expires at, or None if it is not one
+        (ASCII digits only: ``str.isdigit`` accepts "²", which ``int`` refuses)."""
         head = username.split(self.separator, 1)[0]
-        if not head.isdigit() or len(head) > 12:
+        if _EXPIRY.fullmatch(head) is None:
             return None
         return int(head)
+
+    def resolves_every_userhash(self) -> bool:
+        # A REST username is unknown until a request names it; with no
+        # secret there are no REST users at all.
+        return not self.secrets
+
+    def quota_user(self, username: str) -> str:
+        """``user`` of ``expiry:user`` (coturn strips the timestamp too), so that
+        fresh credentials of one user share that user's quota."""
+        if self.expiry_of(username) is None:
+            return username
+        _, sep, user = username.partition(self.separator)
+        return user if sep else username
 
     def keys(
         self, username: str, algorithm: PasswordAlgorithm, *, wallclock: float
@@ -140,3 +169,16 @@ class CombinedCredentials(CredentialSource):
             if user is not None:
                 return user
         return None
+
+    def resolves_every_userhash(self) -> bool:
+        return all(source.resolves_every_userhash() for source in self.sources)
+
+    def quota_user(self, username: str) -> str:
+        for source in self.sources:
+            user = source.quota_user(username)
+            if user != username:
+                return user
+        return username
+
+
+_EXPIRY = re.compile(r"[0-9]{1,12}")

@@ -103,7 +103,7 @@ from natkit.stun.constants import (
     PasswordAlgorithm,
     SecurityFeature,
 )
-from natkit.stun.credentials import NonceIssuer
+from natkit.stun.credentials import NonceCheck, NonceIssuer, nonce_features
 from natkit.stun.message import (
     Integrity,
     StunMessage,
@@ -123,7 +123,7 @@ from natkit.turn.allocation import (
 )
 from natkit.turn.attributes import FAMILIES, AddressErrorCode, IcmpValue, TransportProtocol
 from natkit.turn.channel import CHANNEL_MAX, CHANNEL_MIN
-from natkit.turn.credentials import CombinedCredentials, CredentialSource
+from natkit.turn.credentials import CredentialSource
 from natkit.turn.events import (
     AllocationCreated,
     AllocationDeleted,
@@ -245,13 +245,14 @@ class TurnServer:
             if family in self._relay_ip:
                 raise ValueError("relay_ips holds at most one address per family")
             self._relay_ip[family] = ip
-        features = SecurityFeature.PASSWORD_ALGORITHMS
-        if _resolves_userhash(credentials):
-            # Announced only when every user can be found by USERHASH: a client
-            # told so sends USERHASH instead of USERNAME (RFC 8489 §9.2.4).
-            features |= SecurityFeature.USERNAME_ANONYMITY
-        self._nonces = NonceIssuer(
-            secret=self._rng.randbytes(32), lifetime=config.nonce_lifetime, features=features
+        # USERNAME-ANONYMITY is announced only while every user can be found by
+        # USERHASH (a client told so sends USERHASH instead of USERNAME, RFC 8489
+        # §9.2.4); the source is asked at every challenge, since a store's
+        # mirror may gain REST secrets at any refresh.
+        self._nonces = _Nonces(
+            secret=self._rng.randbytes(32),
+            lifetime=config.nonce_lifetime,
+            anonymous=credentials.resolves_every_userhash,
         )
         self._auth = LongTermAuthenticator(
             config.realm,
@@ -263,6 +264,8 @@ class TurnServer:
         self._policy = PeerPolicy(config.allowed_peers, config.denied_peers)
         self._limiter = RateLimiter(config.unauthenticated_rate, config.unauthenticated_burst)
         self._out: list[TurnDatagram] = []
+        self._error_logged_at = -math.inf
+        self._errors_unlogged = 0
         self._events: deque[TurnServerEvent] = deque()
         self._heap: list[tuple[float, int, _Timed]] = []
         self._seq = 0
@@ -321,7 +324,7 @@ class TurnServer:
         except Exception:  # the last line of defence: a bug must not stop the server
             self.stats.internal_errors += 1
             self.stats.dropped += 1
-            _log.exception("TURN server: error handling a datagram from %s", client)
+            self._log_internal_error(client, now)
 
     def receive_peer_datagram(
         self, data: bytes, peer: Endpoint, *, relay: Endpoint, now: float
@@ -586,6 +589,22 @@ class TurnServer:
             self._drop_reservation(res)
         self._heap.clear()  # every record is gone, so every entry is stale
 
+    def _log_internal_error(self, client: Endpoint, now: float) -> None:
+        """Log a bug caught at the boundary with its traceback, at most once
+        per ``_ERROR_LOG_INTERVAL``; the others are only counted (a packet
+        that triggers the bug must not flood the log)."""
+        if now < self._error_logged_at + _ERROR_LOG_INTERVAL:
+            self._errors_unlogged += 1
+            return
+        more = self._errors_unlogged
+        self._error_logged_at = now
+        self._errors_unlogged = 0
+        _log.exception(
+            "TURN server: error handling a datagram from %s (%d more since the last report)",
+            client,
+            more,
+        )
+
     # -- outputs ---------------------------------------------------------------------
 
     def datagrams_to_send(self, *, now: float | None = None) -> list[TurnDatagram]:
@@ -844,7 +863,8 @@ class TurnServer:
             return
         if (cfg.max_allocations and self._allocation_count >= cfg.max_allocations) or (
             cfg.max_allocations_per_user
-            and self._per_user.get(username, 0) >= cfg.max_allocations_per_user
+            and self._per_user.get(self._credentials.quota_user(username), 0)
+            >= cfg.max_allocations_per_user
         ):
             self.stats.quota_rejections += 1
             self._answer(ctx, _error(msg, ErrorCode.ALLOCATION_QUOTA_REACHED))
@@ -897,7 +917,8 @@ class TurnServer:
             self._answer(ctx, _error(msg, ErrorCode.INSUFFICIENT_CAPACITY))
             return
         self._allocation_count += 1
-        self._per_user[username] = self._per_user.get(username, 0) + 1
+        quota_user = self._credentials.quota_user(username)
+        self._per_user[quota_user] = self._per_user.get(quota_user, 0) + 1
         self._request_relays(pending, now)
 
     def _lifetime(self, requested: int | None) -> float:
@@ -1011,11 +1032,12 @@ class TurnServer:
 
     def _unquota(self, username: str) -> None:
         self._allocation_count -= 1
-        left = self._per_user.get(username, 0) - 1
+        user = self._credentials.quota_user(username)
+        left = self._per_user.get(user, 0) - 1
         if left > 0:
-            self._per_user[username] = left
+            self._per_user[user] = left
         else:
-            self._per_user.pop(username, None)
+            self._per_user.pop(user, None)
 
     def _retry_or_fail(self, pending: PendingAllocate, now: float) -> None:
         tried = pending.relays
@@ -1558,12 +1580,35 @@ def _error(request: StunMessage, code: int) -> StunMessage:
     return resp.add(at.ERROR_CODE, ErrorCodeValue(code, REASON_PHRASES.get(code, "")))
 
 
-def _resolves_userhash(source: CredentialSource) -> bool:
-    """Can ``source`` map every USERHASH to its user? REST usernames are
-    unknown until a request names them, so any REST source means no."""
-    if isinstance(source, CombinedCredentials):
-        return all(_resolves_userhash(s) for s in source.sources)
-    return type(source).username_for_hash is not CredentialSource.username_for_hash
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Nonces(NonceIssuer):
+    """Nonces whose USERNAME-ANONYMITY bit follows ``anonymous()`` at each
+    challenge (RFC 8489 §9.2): a nonce issued with the bit and one issued
+    without both stay valid, each checked by the issuer of its own features."""
+
+    anonymous: Callable[[], bool] = _never
+    _plain: NonceIssuer = field(init=False)
+    _anon: NonceIssuer = field(init=False)
+
+    def __post_init__(self) -> None:
+        plain = NonceIssuer(self.secret, self.lifetime, self.features)
+        anon = NonceIssuer(
+            self.secret, self.lifetime, self.features | SecurityFeature.USERNAME_ANONYMITY
+        )
+        object.__setattr__(self, "_plain", plain)
+        object.__setattr__(self, "_anon", anon)
+
+    def issue(self, client: str, *, now: float) -> str:
+        issuer = self._anon if self.anonymous() else self._plain
+        return issuer.issue(client, now=now)
+
+    def check(self, nonce: str, client: str, *, now: float) -> NonceCheck:
+        anon = nonce_features(nonce) & SecurityFeature.USERNAME_ANONYMITY
+        return (self._anon if anon else self._plain).check(nonce, client, now=now)
 
 
 def _has_family(alloc: Allocation, family: int) -> bool:
@@ -1620,6 +1665,7 @@ _RFC5766_CHANNEL_MAX = 0x7FFF  # RFC 5766 §11; 0x8000 and up look like nothing 
 _RELAY_ATTEMPTS = 4  # the first try and three other ports before 508
 _RANDOM_PORT_TRIES = 64
 _ABANDONED_MAX = 4096
+_ERROR_LOG_INTERVAL = 60.0  # at most one traceback a minute from the catch-all
 _PENDING_TIMEOUT = 10.0  # the driver must answer RelayRequested by then
 _RESERVATION_LIFETIME = 30.0  # RFC 8656 §7.2: an unused reservation lasts 30 s
 _CHANNEL_QUARANTINE = 300.0  # RFC 8656 §12: no reuse for 5 minutes after expiry

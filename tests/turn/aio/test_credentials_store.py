@@ -298,3 +298,21 @@ async def test_a_stun_client_authenticates_with_a_stored_user_and_a_rest_secret(
     assert not _binding_through(source, "alice", "wrong")
     username, password = rest_credentials("rest-secret", "bob", expiry=int(NOW) + 60)
     assert _binding_through(source, username, password)
+
+
+async def test_rest_secrets_in_the_store_withdraw_username_anonymity(
+    store_factory: StoreFactory,
+) -> None:
+    # REST users cannot be found by USERHASH: a server must not tell clients
+    # to send it while the mirror holds a secret (review item 3).
+    admin, server = await _two(store_factory)
+    await add_user(admin, REALM, "alice", "pw")
+    await server.refresh()
+    assert server.resolves_every_userhash()
+    stored = await add_secret(admin, REALM, "s3cret")
+    await server.refresh()
+    assert not server.resolves_every_userhash()
+    assert server.quota_user("1700000000:dave") == "dave"
+    await remove_secret(admin, REALM, stored.id)
+    await server.refresh()
+    assert server.resolves_every_userhash()

@@ -272,3 +272,12 @@ class StoreCredentials(CredentialSource):
 
     def username_for_hash(self, digest: bytes) -> str | None:
         return self._source.username_for_hash(digest)
+
+    def resolves_every_userhash(self) -> bool:
+        """No while the mirror holds REST secrets (their users cannot be found
+        by USERHASH); asked at every challenge, so a refresh that adds or
+        removes the last secret changes what the next nonce announces."""
+        return self._source.resolves_every_userhash()
+
+    def quota_user(self, username: str) -> str:
+        return self._source.quota_user(username)
