@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from natkit.addr import Endpoint
 from natkit.stun import attributes as at
 from natkit.stun.attributes import PasswordAlgorithmParams
-from natkit.stun.constants import ErrorCode, PasswordAlgorithm, SecurityFeature
+from natkit.stun.constants import AttributeType, ErrorCode, PasswordAlgorithm, SecurityFeature
 from natkit.stun.credentials import (
     NonceCheck,
     NonceIssuer,
@@ -124,24 +124,41 @@ class LongTermAuthenticator:
         self._nonces = nonces
         self._algorithms = tuple(PasswordAlgorithmParams(a) for a in algorithms)
         self._username_for_hash = username_for_hash
+        # Encoded once: every challenge carries the same REALM and PASSWORD-ALGORITHMS.
+        self._realm_value = at.REALM.encode(realm, b"")
+        self._algorithms_value = at.PASSWORD_ALGORITHMS.encode(self._algorithms, b"")
+        # Every nonce this issuer makes announces the same features.
+        self._announces_algorithms = bool(
+            nonce_features(nonces.issue("", now=0.0)) & SecurityFeature.PASSWORD_ALGORITHMS
+        )
+        self._md5_ok = PasswordAlgorithmParams(PasswordAlgorithm.MD5) in self._algorithms
 
     def _challenge(self, request: StunMessage, code: int, client: Endpoint, now: float) -> Rejected:
         resp = request.error_response(code)
-        resp.add(at.REALM, self.realm)
-        nonce = self._nonces.issue(client.host, now=now)
-        resp.add(at.NONCE, nonce)
-        if nonce_features(nonce) & SecurityFeature.PASSWORD_ALGORITHMS:
-            resp.add(at.PASSWORD_ALGORITHMS, self._algorithms)
+        resp.add_raw(_REALM, self._realm_value)
+        resp.add(at.NONCE, self._nonces.issue(client.host, now=now))
+        if self._announces_algorithms:
+            resp.add_raw(_PASSWORD_ALGORITHMS, self._algorithms_value)
         return Rejected(resp)
 
     def check(self, request: StunMessage, client: Endpoint, *, now: float) -> AuthResult:
         """Authenticate ``request`` from ``client``; see the module docstring."""
         if request.integrity_offset < 0 and request.integrity_sha256_offset < 0:
             return self._challenge(request, ErrorCode.UNAUTHENTICATED, client, now)
-        username = request.get(at.USERNAME)
-        digest = request.get(at.USERHASH)
-        realm = request.get(at.REALM)
-        nonce = request.get(at.NONCE)
+        # One pass over the attributes: the first of each type counts (as get() does).
+        raw: dict[int, bytes] = {}
+        for atype, value in request.attributes:
+            if atype in _AUTH_TYPES and atype not in raw:
+                raw[atype] = value
+        tid = request.transaction_id[-12:]
+        v = raw.get(_USERNAME)
+        username = None if v is None else at.USERNAME.decode(v, tid)
+        v = raw.get(_USERHASH)
+        digest = None if v is None else at.USERHASH.decode(v, tid)
+        v = raw.get(_REALM)
+        realm = None if v is None else at.REALM.decode(v, tid)
+        v = raw.get(_NONCE)
+        nonce = None if v is None else at.NONCE.decode(v, tid)
         if (username is None and digest is None) or realm is None or nonce is None:
             return Rejected(request.error_response(ErrorCode.BAD_REQUEST))
         verdict = self._nonces.check(nonce, client.host, now=now)
@@ -149,7 +166,7 @@ class LongTermAuthenticator:
             return self._challenge(request, ErrorCode.STALE_NONCE, client, now)
         if verdict is NonceCheck.INVALID or realm != self.realm:
             return self._challenge(request, ErrorCode.UNAUTHENTICATED, client, now)
-        algorithm = self._algorithm(request, nonce)
+        algorithm = self._algorithm(raw, tid, nonce)
         if algorithm is None:
             return Rejected(request.error_response(ErrorCode.BAD_REQUEST))
         if username is None and digest is not None:
@@ -160,14 +177,15 @@ class LongTermAuthenticator:
             return self._challenge(request, ErrorCode.UNAUTHENTICATED, client, now)
         return Authenticated(username, key, _integrity_of(request))
 
-    def _algorithm(self, request: StunMessage, nonce: str) -> PasswordAlgorithm | None:
+    def _algorithm(self, raw: dict[int, bytes], tid: bytes, nonce: str) -> PasswordAlgorithm | None:
         """RFC 8489 §9.2.4 bid-down protection; ``None`` means 400."""
-        offered = request.get(at.PASSWORD_ALGORITHMS)
-        chosen = request.get(at.PASSWORD_ALGORITHM)
+        v = raw.get(_PASSWORD_ALGORITHMS)
+        offered = None if v is None else at.PASSWORD_ALGORITHMS.decode(v, tid)
+        v = raw.get(_PASSWORD_ALGORITHM)
+        chosen = None if v is None else at.PASSWORD_ALGORITHM.decode(v, tid)
         if offered is None and chosen is None:
             # An RFC 5389 client: MD5 - unless this server was told not to accept it.
-            md5 = PasswordAlgorithmParams(PasswordAlgorithm.MD5)
-            return PasswordAlgorithm.MD5 if md5 in self._algorithms else None
+            return PasswordAlgorithm.MD5 if self._md5_ok else None
         if not nonce_features(nonce) & SecurityFeature.PASSWORD_ALGORITHMS:
             return None
         if offered is None or chosen is None or tuple(offered) != self._algorithms:
@@ -175,6 +193,17 @@ class LongTermAuthenticator:
         if chosen not in self._algorithms:
             return None
         return PasswordAlgorithm(chosen.algorithm)
+
+
+_USERNAME = int(AttributeType.USERNAME)
+_USERHASH = int(AttributeType.USERHASH)
+_REALM = int(AttributeType.REALM)
+_NONCE = int(AttributeType.NONCE)
+_PASSWORD_ALGORITHMS = int(AttributeType.PASSWORD_ALGORITHMS)
+_PASSWORD_ALGORITHM = int(AttributeType.PASSWORD_ALGORITHM)
+_AUTH_TYPES = frozenset(
+    (_USERNAME, _USERHASH, _REALM, _NONCE, _PASSWORD_ALGORITHMS, _PASSWORD_ALGORITHM)
+)
 
 
 class ShortTermAuthenticator:

@@ -26,7 +26,6 @@ byte is a parameter because RFC 5769 vector 2.1 pads with spaces.
 from __future__ import annotations
 
 import enum
-import hashlib
 import hmac
 import struct
 import zlib
@@ -66,7 +65,18 @@ T = TypeVar("T")
 MAX_ATTRIBUTES = 256  # bounds the work one datagram can cause
 _HEADER = struct.Struct("!HHI")
 _ATTR_HEAD = struct.Struct("!HH")
+_TYPE_COOKIE = struct.Struct("!HHI")
+_TYPE = struct.Struct("!HH")
 _A = AttributeType
+_ZERO_PADS = (b"", b"\x00", b"\x00\x00", b"\x00\x00\x00")  # by pad length
+_FINGERPRINT = int(_A.FINGERPRINT)
+_CLASSES = tuple(MessageClass(c) for c in range(4))
+_new_attribute = tuple.__new__  # Attribute(t, v) without the NamedTuple's Python __new__
+_MI = int(_A.MESSAGE_INTEGRITY)
+_MI256 = int(_A.MESSAGE_INTEGRITY_SHA256)
+_MI_HEAD = _ATTR_HEAD.pack(_A.MESSAGE_INTEGRITY, 20)
+_MI256_HEAD = _ATTR_HEAD.pack(_A.MESSAGE_INTEGRITY_SHA256, 32)
+_FP_HEAD = _ATTR_HEAD.pack(_A.FINGERPRINT, 4)
 
 
 class Integrity(enum.Enum):
@@ -99,7 +109,7 @@ def split_message_type(msg_type: int) -> tuple[int, MessageClass]:
     """Undo :func:`message_type`: return ``(method, class)``."""
     method = (msg_type & 0x000F) | ((msg_type >> 1) & 0x0070) | ((msg_type >> 2) & 0x0F80)
     cls = ((msg_type >> 7) & 0b10) | ((msg_type >> 4) & 0b01)
-    return method, MessageClass(cls)
+    return method, _CLASSES[cls]
 
 
 @dataclass(slots=True, eq=False)
@@ -263,14 +273,14 @@ def parse_message(data: bytes, *, allow_classic: bool = False) -> StunMessage:
         count += 1
         if count > MAX_ATTRIBUTES:
             raise MalformedMessageError("too many attributes")
-        if atype == _A.FINGERPRINT:
+        if atype == _FINGERPRINT:
             if alen != 4 or len(tid) == 16:
                 raise MalformedMessageError("bad FINGERPRINT", error_code=None)
             expected = (zlib.crc32(data[:pos]) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
             if int.from_bytes(data[pos + 4 : end], "big") != expected:
                 raise MalformedMessageError("FINGERPRINT mismatch", error_code=None)
             has_fp = True
-        elif atype == _A.MESSAGE_INTEGRITY_SHA256:
+        elif atype == _MI256:
             if mi256_off >= 0:
                 pos = end + (-alen & 3)
                 continue
@@ -281,11 +291,11 @@ def parse_message(data: bytes, *, allow_classic: bool = False) -> StunMessage:
             # RFC 8489 §14.5-14.6: ignore anything else after an integrity attribute.
             pos = end + (-alen & 3)
             continue
-        elif atype == _A.MESSAGE_INTEGRITY:
+        elif atype == _MI:
             if alen != 20:
                 raise MalformedMessageError("bad MESSAGE-INTEGRITY length")
             mi_off = pos
-        attrs.append(Attribute(atype, data[pos + 4 : end]))
+        attrs.append(_new_attribute(Attribute, (atype, data[pos + 4 : end])))
         pos = end + (-alen & 3)
     return StunMessage(
         method,
@@ -300,12 +310,17 @@ def parse_message(data: bytes, *, allow_classic: bool = False) -> StunMessage:
 
 
 def _append_attrs(out: bytearray, attrs: Iterable[Attribute], pad: int) -> None:
+    head = _ATTR_HEAD.pack
+    pads = _ZERO_PADS if pad == 0 else tuple(bytes((pad,)) * k for k in range(4))
+    parts: list[bytes] = []
+    append = parts.append
     for atype, value in attrs:
-        out += _ATTR_HEAD.pack(atype, len(value))
-        out += value
-        rem = -len(value) & 3
-        if rem:
-            out += bytes((pad,)) * rem
+        n = len(value)
+        append(head(atype, n))
+        append(value)
+        if n & 3:
+            append(pads[-n & 3])
+    out += b"".join(parts)
 
 
 def _set_length(out: bytearray, length: int) -> None:
@@ -328,31 +343,33 @@ def serialize_message(
     written as they are; pass them only to reproduce captured messages.
     """
     tid = msg.transaction_id
-    out = bytearray(HEADER_LENGTH)
-    struct.pack_into("!H", out, 0, message_type(msg.method, msg.message_class))
     if len(tid) == 12:
-        out[4:8] = MAGIC_COOKIE_BYTES
-        out[8:20] = tid
+        out = bytearray(
+            _TYPE_COOKIE.pack(message_type(msg.method, msg.message_class), 0, MAGIC_COOKIE)
+        )
+        out += tid
     elif len(tid) == 16:
-        out[4:20] = tid
+        out = bytearray(_TYPE.pack(message_type(msg.method, msg.message_class), 0))
+        out += tid
     else:
         raise ValueError("transaction ID must be 12 bytes (16 for RFC 3489)")
     _append_attrs(out, msg.attributes, padding)
     if key is not None:
-        if integrity in (Integrity.SHA1, Integrity.BOTH):
+        if integrity is Integrity.SHA1 or integrity is Integrity.BOTH:
             _set_length(out, len(out) - HEADER_LENGTH + 24)
-            mac = hmac.new(key, bytes(out), hashlib.sha1).digest()
-            out += _ATTR_HEAD.pack(_A.MESSAGE_INTEGRITY, 20) + mac
-        if integrity in (Integrity.SHA256, Integrity.BOTH):
+            out += _MI_HEAD
+            out += hmac.digest(key, out[:-4], "sha1")
+        if integrity is Integrity.SHA256 or integrity is Integrity.BOTH:
             _set_length(out, len(out) - HEADER_LENGTH + 36)
-            mac = hmac.new(key, bytes(out), hashlib.sha256).digest()
-            out += _ATTR_HEAD.pack(_A.MESSAGE_INTEGRITY_SHA256, 32) + mac
+            out += _MI256_HEAD
+            out += hmac.digest(key, out[:-4], "sha256")
     if fingerprint:
         if len(tid) == 16:
             raise ValueError("RFC 3489 messages cannot carry FINGERPRINT")
         _set_length(out, len(out) - HEADER_LENGTH + 8)
         crc = (zlib.crc32(out) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
-        out += _ATTR_HEAD.pack(_A.FINGERPRINT, 4) + crc.to_bytes(4, "big")
+        out += _FP_HEAD
+        out += crc.to_bytes(4, "big")
     _set_length(out, len(out) - HEADER_LENGTH)
     return bytes(out)
 
@@ -374,10 +391,10 @@ def verify_integrity(msg: StunMessage, key: bytes) -> bool:
     if msg.integrity_sha256_offset >= 0:
         off = msg.integrity_sha256_offset
         alen = int.from_bytes(raw[off + 2 : off + 4], "big")
-        mac = hmac.new(key, _mac_input(raw, off, alen), hashlib.sha256).digest()[:alen]
+        mac = hmac.digest(key, _mac_input(raw, off, alen), "sha256")[:alen]
         return hmac.compare_digest(mac, raw[off + 4 : off + 4 + alen])
     if msg.integrity_offset >= 0:
         off = msg.integrity_offset
-        mac = hmac.new(key, _mac_input(raw, off, 20), hashlib.sha1).digest()
+        mac = hmac.digest(key, _mac_input(raw, off, 20), "sha1")
         return hmac.compare_digest(mac, raw[off + 4 : off + 24])
     return False
