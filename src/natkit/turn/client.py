@@ -139,6 +139,11 @@ _SEND_INDICATION = b"\x00\x16"  # Method.SEND, class indication
 _DRAFT_ADDITIONAL_ADDRESS_FAMILY = 0x8032
 _DRAFT_ADDRESS_ERROR_CODE = 0x8033
 _CHANNEL_REUSE_DELAY = 300.0  # RFC 8656 §12: a number stays tied to its peer 5 min after expiry
+_PERMISSION_LIFETIME = 300.0  # RFC 8656 §9: a permission lasts 5 min from its last refresh
+# Over UDP a CreatePermission carries at most this many bytes of XOR-PEER-ADDRESS
+# (83 IPv4 or 41 IPv6 peers), so that, signed, it stays under IPv6's minimum MTU
+# of 1280 bytes (RFC 8489 §6.1: keep requests within the path MTU).
+_UDP_PEER_BYTES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +159,7 @@ class TurnClientConfig:
     max_queued: int = 64  # packets waiting for a permission, per peer IP
     max_queue_delay: float = 5.0  # ... and for at most this long (older ones are dropped)
     permission_retry: float = 30.0  # send_to to an IP the server refused: dropped this long
+    permission_batch: int = 100  # at most this many peers per CreatePermission (fewer over UDP)
     keepalive_interval: float | None = 10.0  # UDP: Binding indication after this much quiet
     max_redirects: int = 3
     draft_dual_allocation: bool = True  # also send coturn's 0x8032 (see _DRAFT_...)
@@ -209,6 +215,7 @@ class _Permission:
     keep: bool = False
     used: bool = False
     refresh_at: float | None = None
+    expires: float = 0.0  # when the server forgets it unless refreshed (set when installed)
     refreshing: bool = False
     queue: deque[tuple[bytes, Endpoint, float]] = field(default_factory=deque)
 
@@ -247,6 +254,21 @@ class _Kind(enum.Enum):
     CONNECT = "connect"
 
 
+@dataclass(slots=True, eq=False)
+class _PermissionRequest:
+    """One ``create_permission`` call, or one permission ``send_to`` asked for:
+    its IPs may travel in several CreatePermission requests (batches, and
+    the halves of a refused batch), so its one event waits for all of them."""
+
+    request_id: int | None
+    ips: tuple[str, ...]
+    outstanding: int = 0  # requests not answered yet
+    failed: list[str] = field(default_factory=list)
+    code: int | None = None  # of the first failure
+    reason: str = ""
+    dropped: int = 0
+
+
 @dataclass(slots=True)
 class _Pending:
     kind: _Kind
@@ -255,6 +277,8 @@ class _Pending:
     channel: int = 0
     peer: Endpoint | None = None
     refresh: bool = False
+    lifetime: int | None = None  # a Refresh: the LIFETIME it asked for
+    group: _PermissionRequest | None = None  # a CreatePermission that is not a refresh
 
 
 @dataclass(frozen=True, slots=True)
@@ -686,10 +710,32 @@ class TurnClient:
         if self.state is not ClientState.ALLOCATED:
             return
         self._timer_dirty = True
+        if self.expires is not None and now >= self.expires:
+            # Refreshes went unanswered (each retried, §8): the server has
+            # deleted the allocation by now.
+            self._lose(None, "the allocation expired before a Refresh was answered")
+            return
         if self._refresh_at is not None and now >= self._refresh_at:
             self._send_refresh(now, None)
         if self._keepalive_at is not None and now >= self._keepalive_at:
             self._keepalive(now)
+        expired = [
+            p
+            for p in self._perms.values()
+            if p.state is _Perm.INSTALLED and p.refreshing and now >= p.expires
+        ]
+        if expired:
+            # Their refreshes went unanswered until the server forgot them.
+            for perm in expired:
+                del self._perms[perm.ip]
+            self._events.append(
+                PermissionFailed(
+                    request_id=None,
+                    peer_ips=tuple(p.ip for p in expired),
+                    code=None,
+                    reason="the permission expired before its refresh was answered",
+                )
+            )
         due = [
             p.ip
             for p in self._perms.values()
@@ -848,19 +894,58 @@ class TurnClient:
             lifetime = self._params.lifetime
         if lifetime is not None:
             msg.add(tat.LIFETIME, lifetime)
-        self._request(msg, _Pending(_Kind.REFRESH), now)
+        self._request(msg, _Pending(_Kind.REFRESH, lifetime=lifetime), now)
 
     def _send_permission(
         self, ips: tuple[str, ...], now: float, *, request_id: int | None, refresh: bool
+    ) -> None:
+        """CreatePermission for ``ips`` (RFC 8656 §9.1) in batches: at most
+        ``permission_batch`` peers per request (servers cap the attributes
+        they parse: natkit's at 256), over UDP no more than keeps the request
+        within the minimum MTU. A refresh reports only failures; otherwise
+        one event answers for all the batches."""
+        group = None if refresh else _PermissionRequest(request_id, ips)
+        batches = self._batches(ips)
+        if group is not None:
+            group.outstanding = len(batches)
+        for batch in batches:
+            self._send_permission_batch(batch, now, group=group, refresh=refresh)
+
+    def _batches(self, ips: tuple[str, ...]) -> list[tuple[str, ...]]:
+        limit = max(1, self.config.permission_batch)
+        budget = None if self.config.stream else _UDP_PEER_BYTES
+        batches: list[tuple[str, ...]] = []
+        batch: list[str] = []
+        size = 0
+        for ip in ips:
+            cost = 24 if ":" in ip else 12  # the attribute's header and value
+            if batch and (len(batch) >= limit or (budget is not None and size + cost > budget)):
+                batches.append(tuple(batch))
+                batch, size = [], 0
+            batch.append(ip)
+            size += cost
+        if batch:
+            batches.append(tuple(batch))
+        return batches
+
+    def _send_permission_batch(
+        self,
+        ips: tuple[str, ...],
+        now: float,
+        *,
+        group: _PermissionRequest | None,
+        refresh: bool,
     ) -> None:
         msg = StunMessage.request(Method.CREATE_PERMISSION, b"")
         for ip in ips:
             msg.add(tat.XOR_PEER_ADDRESS, Endpoint(ip, 0))
             if refresh:
                 self._perms[ip].refreshing = True
-        self._request(
-            msg, _Pending(_Kind.PERMISSION, request_id=request_id, ips=ips, refresh=refresh), now
+        request_id = group.request_id if group is not None else None
+        pending = _Pending(
+            _Kind.PERMISSION, request_id=request_id, ips=ips, refresh=refresh, group=group
         )
+        self._request(msg, pending, now)
 
     def _free_channel(self, now: float) -> int | None:
         span = CHANNEL_MAX - CHANNEL_MIN + 1
@@ -949,12 +1034,14 @@ class TurnClient:
     def _compute_timer(self) -> float | None:
         if self.state is not ClientState.ALLOCATED:
             return None
-        times = [t for t in (self._refresh_at, self._keepalive_at) if t is not None]
-        times.extend(
-            p.refresh_at
-            for p in self._perms.values()
-            if p.refresh_at is not None and not p.refreshing and p.state is _Perm.INSTALLED
-        )
+        times = [t for t in (self._refresh_at, self._keepalive_at, self.expires) if t is not None]
+        for p in self._perms.values():
+            if p.state is not _Perm.INSTALLED:
+                continue
+            if p.refreshing:
+                times.append(p.expires)
+            elif p.refresh_at is not None:
+                times.append(p.refresh_at)
         times.extend(
             ch.refresh_at
             for ch in self._channels.values()
@@ -979,7 +1066,7 @@ class TurnClient:
                     code, reason = _error_of(resp)
                 self._on_answer(pending, resp, code, reason, now)
             case TransactionTimedOut():
-                self._on_answer(pending, None, None, "no response (timed out)", now)
+                self._on_answer(pending, None, None, "no response (timed out)", now, timed_out=True)
             case TransactionFailed(reason=reason):
                 self._on_answer(pending, None, None, reason, now)
 
@@ -990,8 +1077,11 @@ class TurnClient:
         code: int | None,
         reason: str,
         now: float,
+        *,
+        timed_out: bool = False,
     ) -> None:
-        """``code`` is 0 for a success, the error code, or None (no response)."""
+        """``code`` is 0 for a success, the error code, or None (no usable
+        response; ``timed_out``: none at all)."""
         try:
             match pending.kind:
                 case _Kind.ALLOCATE:
@@ -1000,14 +1090,14 @@ class TurnClient:
                     if self.state is ClientState.ALLOCATING:
                         self._send_allocate(now)
                 case _Kind.REFRESH:
-                    self._on_refresh(resp, code, reason, now)
+                    self._on_refresh(pending, resp, code, reason, now, timed_out=timed_out)
                 case _Kind.RELEASE:
                     if self.state is ClientState.RELEASING:
                         self._end(ClientState.RELEASED)
                         confirmed = code in (0, ErrorCode.ALLOCATION_MISMATCH)
                         self._events.append(AllocationReleased(confirmed=confirmed))
                 case _Kind.PERMISSION:
-                    self._on_permission(pending, code, reason, now)
+                    self._on_permission(pending, code, reason, now, timed_out=timed_out)
                 case _Kind.CHANNEL:
                     self._on_channel(pending, code, reason, now)
                 case _Kind.CONNECT:
@@ -1107,7 +1197,14 @@ class TurnClient:
         self._send_allocate(now)
 
     def _on_refresh(
-        self, resp: StunMessage | None, code: int | None, reason: str, now: float
+        self,
+        pending: _Pending,
+        resp: StunMessage | None,
+        code: int | None,
+        reason: str,
+        now: float,
+        *,
+        timed_out: bool,
     ) -> None:
         self._refreshing = False
         if self.state is not ClientState.ALLOCATED:
@@ -1116,6 +1213,16 @@ class TurnClient:
             lifetime = resp.get(at.LIFETIME)
             self._set_lifetime(float(lifetime if lifetime is not None else self.lifetime), now)
             self._events.append(AllocationRefreshed(lifetime=self.lifetime))
+            return
+        if timed_out and self.expires is not None and now < self.expires:
+            # No answer is not the end: the allocation lasts until it expires
+            # (a UDP timeout leaves ~20 s of the 60 s margin). Asking again is
+            # safe (RFC 8656 §8): a Refresh with a nonzero LIFETIME only sets
+            # the lifetime anew, and a retransmission the server has already
+            # answered gets its cached answer; only LIFETIME 0 (release(),
+            # never retried) could meet a 437 from its own earlier success.
+            # handle_timer declares the allocation lost once it expires.
+            self._send_refresh(now, pending.lifetime)
             return
         self._lose(code, reason or "Refresh failed")
 
@@ -1127,42 +1234,102 @@ class TurnClient:
         self._refresh_at = now + ahead
         self._timer_dirty = True
 
-    def _on_permission(self, pending: _Pending, code: int | None, reason: str, now: float) -> None:
+    def _on_permission(
+        self, pending: _Pending, code: int | None, reason: str, now: float, *, timed_out: bool
+    ) -> None:
+        """A CreatePermission answered (RFC 8656 §9.3). The server grants or
+        refuses a request as a whole, so a refused batch is split in halves
+        until the refusal names one IP: only that IP is dropped. A refresh
+        that goes unanswered is retried (the server keeps the permissions
+        for the rest of their 300 s; handle_timer drops those that expire
+        first); an unanswered first request drops the IPs it was to install,
+        without refusing them."""
         if self.state is not ClientState.ALLOCATED:
             return
+        group = pending.group
         perms = [self._perms[ip] for ip in pending.ips if ip in self._perms]
+        if pending.refresh:  # those this refresh still speaks for (not expired meanwhile)
+            perms = [p for p in perms if p.refreshing and p.state is _Perm.INSTALLED]
         for perm in perms:
             perm.refreshing = False
+        ips = tuple(p.ip for p in perms)
         if code == 0:
             for perm in perms:
                 self._install(perm, now)
-            if not pending.refresh:
-                self._events.append(
-                    PermissionCreated(request_id=pending.request_id, peer_ips=pending.ips)
-                )
+            self._settle(group, (), None, "", 0)
             return
         if code == ErrorCode.ALLOCATION_MISMATCH:
             self._lose(code, reason)
             return
+        if code is not None and len(ips) > 1:
+            half = len(ips) // 2
+            if group is not None:
+                group.outstanding += 1  # this request becomes two
+            for part in (ips[:half], ips[half:]):
+                self._send_permission_batch(part, now, group=group, refresh=pending.refresh)
+            return
+        if timed_out and pending.refresh:
+            live = tuple(p.ip for p in perms if now < p.expires)
+            if live:
+                self._send_permission(live, now, request_id=None, refresh=True)
+            return
         dropped = 0
         for perm in perms:
+            if timed_out and perm.state is _Perm.INSTALLED:
+                continue  # installed before: the server still holds it, refreshed on schedule
             dropped += len(perm.queue)
             del self._perms[perm.ip]
-            self._refused[perm.ip] = now + self.config.permission_retry
+            if not timed_out:
+                self._refused[perm.ip] = now + self.config.permission_retry
         self.dropped += dropped
-        self._events.append(
-            PermissionFailed(
-                request_id=pending.request_id,
-                peer_ips=pending.ips,
-                code=code,
-                reason=reason,
-                dropped=dropped,
+        failed = ips if pending.refresh else pending.ips
+        if group is None:
+            if failed:
+                self._events.append(
+                    PermissionFailed(
+                        request_id=None, peer_ips=failed, code=code, reason=reason, dropped=dropped
+                    )
+                )
+            return
+        self._settle(group, failed, code, reason, dropped)
+
+    def _settle(
+        self,
+        group: _PermissionRequest | None,
+        failed: tuple[str, ...],
+        code: int | None,
+        reason: str,
+        dropped: int,
+    ) -> None:
+        """One request of ``group`` answered; its event once all are."""
+        if group is None:
+            return
+        if failed:
+            if not group.failed:
+                group.code, group.reason = code, reason
+            group.failed.extend(failed)
+            group.dropped += dropped
+        group.outstanding -= 1
+        if group.outstanding > 0:
+            return
+        if group.failed:
+            refused = set(group.failed)
+            self._events.append(
+                PermissionFailed(
+                    request_id=group.request_id,
+                    peer_ips=tuple(ip for ip in group.ips if ip in refused),
+                    code=group.code,
+                    reason=group.reason,
+                    dropped=group.dropped,
+                )
             )
-        )
+        else:
+            self._events.append(PermissionCreated(request_id=group.request_id, peer_ips=group.ips))
 
     def _install(self, perm: _Permission, now: float) -> None:
         perm.state = _Perm.INSTALLED
         perm.refresh_at = now + self.config.permission_refresh
+        perm.expires = now + _PERMISSION_LIFETIME
         self._timer_dirty = True
         queue, perm.queue = perm.queue, deque()
         oldest = now - self.config.max_queue_delay
@@ -1200,6 +1367,8 @@ class TurnClient:
                 perm = self._perms[ch.peer.host] = _Permission(ch.peer.host, keep=ch.keep)
             if perm.state is _Perm.PENDING:
                 self._install(perm, now)
+            else:
+                perm.expires = max(perm.expires, now + _PERMISSION_LIFETIME)
             if first:
                 self._events.append(ChannelBound(channel=ch.number, peer=ch.peer))
             return
