@@ -168,7 +168,10 @@ def test_expired_allocation_stops_relaying_even_before_its_timer_runs() -> None:
     c.bind(0x4000, PEER, now=0.0)
     late = 900.0  # the driver is late to call handle_timer; permissions already lapsed
     assert (
-        c.server.relay_client_packet(pack_channel_data(0x4000, b"x"), CLIENT, SERVER, late) is None
+        c.server.relay_client_packet(
+            pack_channel_data(0x4000, b"x"), CLIENT, SERVER, late, transport=Transport.UDP
+        )
+        is None
     )
     assert c.server.relay_peer_packet(b"x", PEER, relay, late) is None
 

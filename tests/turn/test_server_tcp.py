@@ -273,8 +273,9 @@ def test_hot_path_for_stream_clients_needs_the_transport() -> None:
     c, relay = _tcp()
     c.bind(0x4000, PEER)
     cd = pack_channel_data(0x4000, b"fast")
-    assert c.server.relay_client_packet(cd, CLIENT, SERVER, 1.0) is None  # not a UDP 5-tuple
-    out = c.server.relay_client_packet(cd, CLIENT, SERVER, 1.0, Transport.TCP)
+    udp = Transport.UDP  # not this client's 5-tuple
+    assert c.server.relay_client_packet(cd, CLIENT, SERVER, 1.0, transport=udp) is None
+    out = c.server.relay_client_packet(cd, CLIENT, SERVER, 1.0, transport=Transport.TCP)
     assert out == (b"fast", PEER, relay, Transport.UDP)
 
 

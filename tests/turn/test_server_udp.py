@@ -116,11 +116,14 @@ def test_hot_paths_match_the_general_paths() -> None:
     client, relay = _allocated()
     client.bind(0x4002, PEER, now=1.0)
     server = client.server
-    fast = server.relay_client_packet(pack_channel_data(0x4002, b"q"), CLIENT, SERVER, 2.0)
+    fast = server.relay_client_packet(
+        pack_channel_data(0x4002, b"q"), CLIENT, SERVER, 2.0, transport=Transport.UDP
+    )
     assert fast is not None and fast.data == b"q" and fast.remote == PEER and fast.local == relay
     back = server.relay_peer_packet(b"r", PEER, relay, 2.0)
     assert back is not None and back.data == pack_channel_data(0x4002, b"r")
-    assert server.relay_client_packet(pack_channel_data(0x4003, b"q"), CLIENT, SERVER, 2.0) is None
+    unbound = pack_channel_data(0x4003, b"q")
+    assert server.relay_client_packet(unbound, CLIENT, SERVER, 2.0, transport=Transport.UDP) is None
     assert server.relay_peer_packet(b"r", PEER2, relay, 2.0) is None
 
 

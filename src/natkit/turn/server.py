@@ -26,7 +26,7 @@ server endpoint a client-bound datagram leaves from, or the relay endpoint a
 peer-bound one leaves from; ``transport`` says which socket kind); events via
 ``next_event()``; ``get_timer()``/``handle_timer(now=)``.
 
-Hot path: ``relay_client_packet(data, client, local, now, transport=UDP)`` and
+Hot path: ``relay_client_packet(data, client, local, now, transport=)`` and
 ``relay_peer_packet(data, peer, relay, now)`` return the datagram to send
 (or None to fall back to the general path), so the driver can relay
 ChannelData and peer data without queueing; see their docstrings. ``None``
@@ -349,11 +349,13 @@ class TurnServer:
         client: Endpoint,
         local: Endpoint,
         now: float,
-        transport: Transport = Transport.UDP,
+        *,
+        transport: Transport,
     ) -> TurnDatagram | None:
         """Hot path for ChannelData from a client (RFC 8656 §12.6): one UDP
-        datagram, or one message framed out of a TCP/TLS stream (then pass
-        the connection's ``transport``: UDP and stream 5-tuples are distinct).
+        datagram, or one message framed out of a TCP/TLS stream. ``transport``
+        is required: a UDP and a TCP client may share an IP:port (one NAT),
+        and their 5-tuples, allocations and channels are distinct.
 
         Returns the datagram to send to the peer now, or ``None``: then
         nothing was done, not even counted, and the driver must hand the
@@ -1333,7 +1335,7 @@ class TurnServer:
         self, data: bytes, client: Endpoint, local: Endpoint, transport: Transport, now: float
     ) -> None:
         # Over TCP/TLS the framer delivered exactly one message, padding stripped.
-        out = self.relay_client_packet(data, client, local, now, transport)
+        out = self.relay_client_packet(data, client, local, now, transport=transport)
         if out is not None:
             self._out.append(out)
         else:

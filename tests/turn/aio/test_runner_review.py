@@ -1,0 +1,77 @@
+"""TurnServerRunner fixes from the TURN review: stream ChannelData keyed on
+its own transport, RFC 6062 peer connections made for allocations that died
+meanwhile, and the limits on client connections (per source IP, the
+unauthenticated idle timeout)."""
+
+from __future__ import annotations
+
+from natkit.addr import Endpoint, Transport
+from natkit.errors import TransportError
+from natkit.net.os_stack import OsStack
+from natkit.stun.framing import StreamFramer
+from natkit.turn.aio.server import TurnServerRunner
+from tests.turn.aio._runner_client import HandClient, Peer, _StreamSender, until
+from tests.turn.aio.test_runner import CREDENTIALS, LO, config
+
+TCP, UDP = Transport.TCP, Transport.UDP
+
+
+async def _stream_from(stack: OsStack, server: Endpoint, local: Endpoint) -> HandClient:
+    """A TCP HandClient whose connection starts from ``local``."""
+    conn = await stack.connect_stream(server, local=local)
+    client = HandClient(_StreamSender(conn), server, reliable=True)
+    client.conn = conn
+    framer = StreamFramer(channel_data=True)
+
+    def on_data(data: bytes) -> None:
+        for message in framer.feed(data) if data else ():
+            client.receive(message, server)
+
+    conn.set_handler(on_data)
+    return client
+
+
+async def _on_one_port(stack: OsStack) -> TurnServerRunner:
+    """A runner listening on UDP and TCP at the same port (as on 3478)."""
+    for _ in range(20):
+        probe = await stack.open_udp(Endpoint(LO, 0), lambda data, remote: None)
+        port = probe.local_endpoint.port
+        probe.close()
+        await probe.wait_closed()
+        listen = [(UDP, Endpoint(LO, port)), (TCP, Endpoint(LO, port))]
+        r = TurnServerRunner(stack, config(), CREDENTIALS, listen=listen)
+        try:
+            await r.start()
+        except TransportError:  # taken meanwhile, for one of the two: another port
+            await r.wait_closed()
+            continue
+        return r
+    raise AssertionError("no port free for both UDP and TCP")
+
+
+async def test_tcp_channel_data_never_uses_the_udp_allocation_of_the_same_address() -> None:
+    # Two users behind one NAT can share a public IP:port, one over UDP, one over TCP:
+    # their 5-tuples differ (RFC 8656 §2), so are their channels.
+    stack = OsStack()
+    r = await _on_one_port(stack)
+    peer = await Peer.open(stack, Endpoint(LO, 0))
+    udp_user = await HandClient.udp(stack, r.endpoint(UDP), local=Endpoint(LO, 0))
+    try:
+        await udp_user.allocate()
+        await udp_user.bind_channel(0x4000, peer.endpoint)
+        tcp_user = await _stream_from(stack, r.endpoint(TCP), udp_user.local_endpoint)
+        try:
+            await tcp_user.allocate()  # bound no channel
+            stats = r.core.stats
+            relayed, dropped = stats.packets_to_peers, stats.dropped
+            tcp_user.send_channel(0x4000, b"not through someone else's channel")
+            await until(lambda: (stats.packets_to_peers, stats.dropped) != (relayed, dropped))
+            assert (stats.packets_to_peers, stats.dropped) == (relayed, dropped + 1)
+            assert peer.inbox.empty()
+        finally:
+            tcp_user.close()
+    finally:
+        udp_user.close()
+        peer.close()
+        r.close()
+        await r.wait_closed()
