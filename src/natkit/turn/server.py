@@ -489,13 +489,15 @@ class TurnServer:
         self._forget_pending(pending)
         self._retry_or_fail(pending, now)
 
-    def peer_connected(self, connection_id: int, *, now: float) -> None:
+    def peer_connected(self, connection_id: int, *, now: float) -> bool:
         """RFC 6062 §5.2: the TCP connection of a Connect request is up;
-        answer the Connect with CONNECTION-ID and wait for ConnectionBind."""
+        answer the Connect with CONNECTION-ID and wait for ConnectionBind.
+        ``False``: the core no longer waits for it (its allocation went,
+        the connect timed out): the driver must close the connection."""
         self._now = now
         conn = self._connections.get(connection_id)
         if conn is None or conn.state != PeerConnection.CONNECTING:
-            return
+            return False
         conn.state = PeerConnection.WAITING
         self._arm(conn, now + self.config.tcp_connect_timeout)
         if conn.request is not None:
@@ -505,6 +507,7 @@ class TurnServer:
             resp.add(tat.CONNECTION_ID, connection_id)
             ft = conn.allocation.five_tuple
             self._send(resp, ft.client, ft.server, ft.transport, key, integrity, fingerprint)
+        return True
 
     def peer_connect_failed(self, connection_id: int, *, now: float) -> None:
         """RFC 6062 §5.2: the connection to the peer failed: 447."""

@@ -5,12 +5,20 @@ unauthenticated idle timeout)."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from natkit.addr import Endpoint, Transport
 from natkit.errors import TransportError
-from natkit.net.os_stack import OsStack
+from natkit.net.os_stack import OsStack, OsStreamConnection
+from natkit.net.stack import StreamConnection
+from natkit.stun import attributes as at
+from natkit.stun.constants import Method
 from natkit.stun.framing import StreamFramer
+from natkit.stun.message import StunMessage
 from natkit.turn.aio.server import TurnServerRunner
-from tests.turn.aio._runner_client import HandClient, Peer, _StreamSender, until
+from natkit.turn.attributes import TransportProtocol
+from tests.turn.aio._runner_client import CREDS, HandClient, Peer, _StreamSender, until
 from tests.turn.aio.test_runner import CREDENTIALS, LO, config
 
 TCP, UDP = Transport.TCP, Transport.UDP
@@ -73,5 +81,56 @@ async def test_tcp_channel_data_never_uses_the_udp_allocation_of_the_same_addres
     finally:
         udp_user.close()
         peer.close()
+        r.close()
+        await r.wait_closed()
+
+
+class _GatedStack(OsStack):
+    """Holds every connect_stream (the runner's RFC 6062 Connects) until ``gate`` opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def connect_stream(self, remote: Endpoint, **kw: Any) -> OsStreamConnection:
+        self.waiting += 1
+        await self.gate.wait()
+        return await super().connect_stream(remote, **kw)
+
+
+async def test_a_peer_connection_made_for_an_allocation_gone_meanwhile_is_closed() -> None:
+    # RFC 6062 §5.2: the client sends Connect and goes away while the server connects.
+    stack = _GatedStack()
+    r = TurnServerRunner(stack, config(), CREDENTIALS, listen=[(TCP, Endpoint(LO, 0))])
+    await r.start()
+    accepted: list[StreamConnection] = []
+
+    def on_peer(conn: StreamConnection) -> None:
+        conn.set_handler(lambda data: None)
+        accepted.append(conn)
+
+    peer_listener = await OsStack().listen_stream(Endpoint(LO, 0), on_peer)
+    control = await HandClient.stream(OsStack(), r.endpoint(TCP))
+    try:
+        await control.allocate(transport=TransportProtocol.TCP)
+        await control.permit(peer_listener.local_endpoint)
+        connect = StunMessage.request(Method.CONNECT, b"")
+        connect.add(at.XOR_PEER_ADDRESS, peer_listener.local_endpoint)
+        control.core.send_request(
+            connect, control.server, now=control.driver.now(), credentials=CREDS
+        )
+        control.driver.flush()
+        await until(lambda: stack.waiting == 1)
+        control.close()
+        await until(lambda: not r.core.allocations())
+        stack.gate.set()
+        await until(lambda: bool(accepted) and not r._tasks)
+        assert r._peers == {}
+        assert r.core.table_sizes()["peer_connections"] == 0
+        await asyncio.wait_for(accepted[0].wait_closed(), 5)
+    finally:
+        control.close()
+        peer_listener.close()
         r.close()
         await r.wait_closed()

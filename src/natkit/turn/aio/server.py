@@ -49,7 +49,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 from natkit.addr import Endpoint, Transport
 from natkit.errors import MalformedMessageError, TransportError
@@ -690,15 +690,12 @@ class TurnServerRunner:
             for _, bound in opened:
                 bound.close()
             return
-        # Every socket of one request is of the event's transport (a reservation's
-        # too: UDP only), so no per-socket isinstance() on the Protocol class,
-        # which costs microseconds per allocation.
-        if event.transport is _TCP:
-            for local, bound in opened:
+        for local, bound in opened:
+            if isinstance(bound, DatagramEndpoint):
+                self.relays[local] = bound
+                self._udp[local] = bound
+            else:
                 self.relay_listeners[local] = bound
-        else:
-            for local, bound in opened:
-                self.relays[local] = self._udp[local] = cast(DatagramEndpoint, bound)
         relays = tuple(local for local, _ in opened[: len(event.relays)])
         self.core.relay_opened(event.request_id, relays, now=self._loop.time())
         self._flush()
@@ -796,11 +793,13 @@ class TurnServerRunner:
                 self.core.peer_connect_failed(event.connection_id, now=self._loop.time())
                 self._flush()
             return
-        if self._closing:
+        cid = event.connection_id
+        if self._closing or not self.core.peer_connected(cid, now=self._loop.time()):
+            # Shutting down, or the core gave up on it meanwhile (its allocation went
+            # while connecting: the PeerConnectionReleased found nothing to close).
             conn.abort()
             return
-        self._peers[event.connection_id] = _Peer(self, event.connection_id, conn)
-        self.core.peer_connected(event.connection_id, now=self._loop.time())
+        self._peers[cid] = _Peer(self, cid, conn)
         self._flush()
 
     def _bind_connection(self, cid: int, key: ConnKey) -> None:
