@@ -1170,7 +1170,9 @@ class TurnClient:
         if alternate is None:
             self._fail(ErrorCode.TRY_ALTERNATE, "300 without ALTERNATE-SERVER")
             return
-        if alternate in self._tried or len(self._tried) > self.config.max_redirects:
+        # _tried holds the first server too: len - 1 redirects were followed.
+        redirects = len(self._tried) - 1
+        if alternate in self._tried or redirects >= self.config.max_redirects:
             self._fail(
                 ErrorCode.TRY_ALTERNATE, f"redirect loop or too many redirects ({alternate})"
             )

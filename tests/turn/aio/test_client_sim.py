@@ -540,3 +540,106 @@ def test_keepalives_keep_the_nat_open_for_peers_while_the_client_is_quiet(
             return True
 
     assert run(body, behind_nat=True) is reached
+
+
+@pytest.mark.parametrize("transport", [UDP, TCP])
+@pytest.mark.parametrize(("max_redirects", "allocated"), [(3, True), (2, False), (0, False)])
+def test_max_redirects_is_the_number_of_redirects_followed(
+    transport: Transport, max_redirects: int, allocated: bool
+) -> None:
+    async def body(world: World) -> None:
+        # 203.0.113.31 -> .32 -> .33 -> the TURN server: three redirects.
+        chain = ["203.0.113.31", "203.0.113.32", "203.0.113.33", TURN_IP]
+        runners = [
+            await start_server(
+                world.net.add_host(f"front{i}", ip),
+                ip,
+                None,
+                alternate_server=Endpoint(chain[i + 1], 3478),
+            )
+            for i, ip in enumerate(chain[:-1])
+        ]
+        try:
+            config = TurnClientConfig(rng=random.Random(4), max_redirects=max_redirects)
+            client = await AsyncTurnClient.connect(
+                world.client_host.stack,
+                Endpoint(chain[0], 3478),
+                transport=transport,
+                credentials=(USER, PASSWORD),
+                config=config,
+            )
+            async with client:
+                if allocated:
+                    alloc = await client.allocate()
+                    assert alloc.server == Endpoint(TURN_IP, 3478)
+                else:
+                    with pytest.raises(TurnRequestError) as info:
+                        await client.allocate()
+                    assert info.value.code == 300
+                    assert world.server.core.allocations() == []
+            asked = [r.core.stats.requests > 0 for r in [*runners, world.server]]
+            assert asked == [i <= max_redirects for i in range(4)]
+        finally:
+            for runner in runners:
+                runner.close()
+                await runner.wait_closed()
+
+    run(body)
+
+
+def test_connection_attempts_nobody_accepts_are_bounded_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def body(world: World) -> None:
+        async with await connect(world, TCP, attempt_queue_size=3) as client:
+            alloc = await client.allocate(transport=TransportProtocol.TCP)
+            await client.create_permission(PEER_IP)
+            with caplog.at_level("WARNING", logger="natkit.turn.aio.client"):
+                peers = [
+                    await world.peer.stack.connect_stream(alloc.relayed_endpoint) for _ in range(5)
+                ]
+                await asyncio.sleep(1.0)
+            assert (client.pending_attempts, client.ignored_attempts) == (3, 2)
+            warnings = [r for r in caplog.records if r.name == "natkit.turn.aio.client"]
+            assert len(warnings) == 1 and "ignoring more" in warnings[0].getMessage()
+            taken = await asyncio.wait_for(client.accept_peer(), 5.0)  # the oldest one
+            assert taken.remote_endpoint == peers[0].local_endpoint
+            for p in (taken, *peers):
+                p.close()
+
+    run(body)
+
+
+def test_connection_attempts_older_than_30_s_are_not_accepted() -> None:
+    async def body(world: World) -> None:
+        async with await connect(world, TCP) as client:
+            alloc = await client.allocate(transport=TransportProtocol.TCP)
+            await client.create_permission(PEER_IP)
+            stale = await world.peer.stack.connect_stream(alloc.relayed_endpoint)
+            await asyncio.sleep(31.0)  # the server closed it unbound (RFC 6062 §5.3)
+            assert client.pending_attempts == 0
+            accepting = asyncio.ensure_future(client.accept_peer())
+            await asyncio.sleep(1.0)
+            assert not accepting.done()
+            fresh = await world.peer.stack.connect_stream(alloc.relayed_endpoint)
+            taken = await asyncio.wait_for(accepting, 5.0)
+            assert taken.remote_endpoint == fresh.local_endpoint
+            for p in (taken, stale, fresh):
+                p.close()
+
+    run(body)
+
+
+def test_a_waiting_accept_peer_raises_when_the_client_closes() -> None:
+    async def body(world: World) -> None:
+        client = await connect(world, TCP)
+        await client.allocate(transport=TransportProtocol.TCP)
+        accepting = asyncio.ensure_future(client.accept_peer())
+        await asyncio.sleep(0.1)
+        await client.close()
+        with pytest.raises(TransactionError, match="closed"):
+            await asyncio.wait_for(accepting, 5.0)
+        with pytest.raises(TransactionError, match="closed"):
+            await client.accept_peer()
+
+    run(body)

@@ -17,6 +17,13 @@ RFC 6062: :meth:`AsyncTurnClient.connect_peer` (Connect) and
 :meth:`AsyncTurnClient.accept_peer` (ConnectionAttempt) open a data
 connection to the server, bind it with :class:`TurnConnectionBinder`, and
 return it as a :class:`TurnPeerConnection` carrying the peer's bytes.
+ConnectionAttempts wait for ``accept_peer`` in a bounded queue
+(``attempt_queue_size``): any peer with a permission can connect to the
+relayed address, and an application that never accepts must not pile them
+up. Past the bound an attempt is ignored (RFC 6062 has no refusal: the
+server closes a peer connection nobody binds within 30 s, §5.3), counted
+in :attr:`AsyncTurnClient.ignored_attempts` and logged once; attempts older
+than those 30 s are dropped unaccepted.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import contextlib
 import dataclasses
 import logging
 import ssl
+from collections import deque
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -68,6 +76,9 @@ log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
 
 DataCallback = Callable[[bytes, Endpoint], None]
+
+# RFC 6062 §5.3: the server closes a peer connection not bound within 30 s.
+_ATTEMPT_LIFETIME = 30.0
 
 
 class TurnRequestError(TransactionError):
@@ -197,6 +208,7 @@ class AsyncTurnClient:
         on_data: DataCallback | None = None,
         on_event: Callable[[TurnClientEvent], None] | None = None,
         queue_size: int = 1024,
+        attempt_queue_size: int = 32,
     ) -> None:
         if transport not in (Transport.UDP, Transport.TCP, Transport.TLS):
             raise LocalProtocolError(f"TURN over {transport} is not supported")
@@ -216,11 +228,14 @@ class AsyncTurnClient:
         self.on_event = on_event
         self.allocation: Allocated | None = None
         self.dropped = 0  # received data discarded because the recv() queue was full
+        self.ignored_attempts = 0  # ConnectionAttempts past attempt_queue_size (RFC 6062)
         self._server = server
         self._tried: list[Endpoint] = [server]
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[tuple[bytes, Endpoint] | None] = asyncio.Queue(queue_size)
-        self._attempts: asyncio.Queue[ConnectionAttempted] = asyncio.Queue()
+        self._attempt_queue_size = attempt_queue_size
+        self._attempts: deque[tuple[float, ConnectionAttempted]] = deque()  # (received, attempt)
+        self._attempt_waiters: deque[asyncio.Future[ConnectionAttempted]] = deque()
         self._allocate_fut: asyncio.Future[Allocated | Redirected] | None = None
         self._release_fut: asyncio.Future[bool] | None = None
         self._permission_futs: dict[int, asyncio.Future[None]] = {}
@@ -249,9 +264,12 @@ class AsyncTurnClient:
         config: TurnClientConfig | None = None,
         on_data: DataCallback | None = None,
         on_event: Callable[[TurnClientEvent], None] | None = None,
+        attempt_queue_size: int = 32,
     ) -> AsyncTurnClient:
         """Open the transport to ``server`` (a UDP socket on ``local``, or a
-        TCP/TLS connection from it). Nothing is sent until :meth:`allocate`."""
+        TCP/TLS connection from it). Nothing is sent until :meth:`allocate`.
+        ``attempt_queue_size``: RFC 6062 ConnectionAttempts kept for
+        :meth:`accept_peer` (more are ignored)."""
         client = cls(
             stack,
             server,
@@ -263,6 +281,7 @@ class AsyncTurnClient:
             config=config,
             on_data=on_data,
             on_event=on_event,
+            attempt_queue_size=attempt_queue_size,
         )
         await client._open(server, server_hostname)
         return client
@@ -375,7 +394,9 @@ class AsyncTurnClient:
                 self.allocation = result
                 return result
             # A stream client was redirected: reconnect and start over there.
-            if result.alternate in self._tried or len(self._tried) > self.config.max_redirects:
+            # _tried holds the first server too: len - 1 redirects were followed.
+            redirects = len(self._tried) - 1
+            if result.alternate in self._tried or redirects >= self.config.max_redirects:
                 raise TurnRequestError(
                     f"redirect loop or too many redirects ({result.alternate})", 300
                 )
@@ -449,9 +470,26 @@ class AsyncTurnClient:
         return await self._bind_data_connection(connected.connection_id, peer)
 
     async def accept_peer(self) -> TurnPeerConnection:
-        """RFC 6062 §4.4: wait for a ConnectionAttempt and bind a data connection to it."""
-        attempt = await self._attempts.get()
+        """RFC 6062 §4.4: wait for a ConnectionAttempt (the oldest one waiting
+        that the server has not given up on yet) and bind a data connection
+        to it. Raises :class:`TransactionError` once the allocation is lost
+        or the client closed."""
+        self._drop_stale_attempts(self._loop.time())
+        if self._attempts:
+            attempt = self._attempts.popleft()[1]
+        else:
+            if self._closed or self._lost is not None:
+                raise TransactionError(self._end_reason())
+            waiter: asyncio.Future[ConnectionAttempted] = self._loop.create_future()
+            self._attempt_waiters.append(waiter)
+            attempt = await waiter
         return await self._bind_data_connection(attempt.connection_id, attempt.peer)
+
+    @property
+    def pending_attempts(self) -> int:
+        """ConnectionAttempts waiting for :meth:`accept_peer`."""
+        self._drop_stale_attempts(self._loop.time())
+        return len(self._attempts)
 
     async def close(self, *, timeout: float = 5.0) -> None:
         """Release the allocation (Refresh LIFETIME 0), waiting at most
@@ -565,7 +603,7 @@ class AsyncTurnClient:
                     self._connect_futs.pop(rid, None), TurnRequestError(f"Connect: {reason}", code)
                 )
             case ConnectionAttempted():
-                self._attempts.put_nowait(event)
+                self._on_attempt(event)
             case AllocationLost():
                 self._lost = event
                 self._fail_all(TurnRequestError(f"allocation lost: {event.reason}", event.code))
@@ -575,6 +613,30 @@ class AsyncTurnClient:
                 self._resolve(self._release_fut, confirmed)
             case _:
                 pass
+
+    def _on_attempt(self, attempt: ConnectionAttempted) -> None:
+        while self._attempt_waiters:
+            waiter = self._attempt_waiters.popleft()
+            if not waiter.done():  # an accept_peer() waiting (and not cancelled)
+                waiter.set_result(attempt)
+                return
+        now = self._loop.time()
+        self._drop_stale_attempts(now)
+        if len(self._attempts) >= self._attempt_queue_size:
+            self.ignored_attempts += 1
+            if self.ignored_attempts == 1:
+                log.warning(
+                    "%d RFC 6062 ConnectionAttempts wait for accept_peer(): ignoring more"
+                    " (the server closes each after 30 s); counted in ignored_attempts",
+                    len(self._attempts),
+                )
+            return
+        self._attempts.append((now, attempt))
+
+    def _drop_stale_attempts(self, now: float) -> None:
+        attempts = self._attempts
+        while attempts and now - attempts[0][0] >= _ATTEMPT_LIFETIME:
+            attempts.popleft()
 
     @staticmethod
     def _resolve(fut: asyncio.Future[Any] | None, value: Any) -> None:
@@ -592,9 +654,12 @@ class AsyncTurnClient:
             *self._permission_futs.values(),
             *self._channel_futs.values(),
             *self._connect_futs.values(),
+            *self._attempt_waiters,
         ]
         for fut in futs:
             self._reject(fut, exc)
+        self._attempt_waiters.clear()
+        self._attempts.clear()
         self._permission_futs.clear()
         self._channel_futs.clear()
         self._connect_futs.clear()
