@@ -40,7 +40,13 @@ short (<= 2 x margin); permissions (300 s at the server, §9) at
 ``channel_refresh`` (540 s). Permissions and channels asked for explicitly
 are kept until the allocation ends; those ``send_to`` made on its own are
 refreshed only while used (data sent or received since the last refresh).
-A failed allocation refresh is :class:`AllocationLost`. Over UDP a Binding
+An unanswered Refresh is asked again until the allocation expires, and only
+then is it :class:`AllocationLost`; an error answer (437 ...) loses it at
+once. An unanswered permission refresh is asked again too; permissions still
+unanswered when their 300 s end are dropped (:class:`PermissionFailed`).
+CreatePermission carries at most ``permission_batch`` peers (fewer over UDP,
+to fit the minimum MTU); a refused batch is halved until the refusal names
+one IP, and only that IP is dropped. Over UDP a Binding
 indication goes to the server whenever a whole ``keepalive_interval`` (10 s)
 passed without anything sent, so NAT bindings on the way stay open.
 
