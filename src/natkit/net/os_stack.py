@@ -344,11 +344,23 @@ class OsStreamListener:
 
 class OsStack:
     """Real sockets. ``udp_buffer`` sizes SO_RCVBUF/SO_SNDBUF for servers;
-    ``reuse_port`` lets several processes share a UDP port (SO_REUSEPORT)."""
+    ``reuse_port`` lets several processes share a UDP port (SO_REUSEPORT).
+    ``tls_handshake_timeout``: a TLS listener aborts a connection whose
+    handshake has not finished by then (asyncio's default is 60 s; until the
+    handshake ends, the server above does not even see the connection)."""
 
-    def __init__(self, *, udp_buffer: int | None = None, reuse_port: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        udp_buffer: int | None = None,
+        reuse_port: bool = False,
+        tls_handshake_timeout: float = 10.0,
+    ) -> None:
+        if tls_handshake_timeout <= 0:
+            raise ValueError("tls_handshake_timeout must be positive")
         self.udp_buffer = udp_buffer
         self.reuse_port = reuse_port
+        self.tls_handshake_timeout = tls_handshake_timeout
 
     async def open_udp(
         self,
@@ -440,6 +452,9 @@ class OsStack:
         reuse_port: bool = False,
     ) -> OsStreamListener:
         loop = asyncio.get_running_loop()
+        extra: dict[str, Any] = {}
+        if tls is not None:  # (asyncio refuses the timeout without ssl)
+            extra["ssl_handshake_timeout"] = self.tls_handshake_timeout
         try:
             server = await loop.create_server(
                 lambda: OsStreamConnection(tls is not None, on_connection),
@@ -449,6 +464,7 @@ class OsStack:
                 reuse_address=True,
                 reuse_port=reuse_port or None,
                 family=_family_of(local.host),
+                **extra,
             )
         except OSError as exc:
             raise TransportError(f"cannot listen on {local}: {exc.strerror or exc}") from exc
