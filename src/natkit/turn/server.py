@@ -83,7 +83,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from natkit.addr import Endpoint, Family, Transport, ip_of
 from natkit.errors import MalformedMessageError
@@ -751,7 +751,7 @@ class TurnServer:
     def _handle_request(
         self, msg: StunMessage, client: Endpoint, local: Endpoint, transport: Transport, now: float
     ) -> None:
-        table = self._stream if transport.is_stream else self._udp
+        table = self._stream if transport is _TCP or transport is _TLS else self._udp
         alloc = table.get((client, local))
         tid = msg.transaction_id
         if alloc is not None:
@@ -788,13 +788,14 @@ class TurnServer:
             self._reject(msg, verdict.response, client, local, transport, now)
             return
         ctx = _Request(msg, client, local, transport, verdict.key, verdict.integrity, alloc)
-        understood = _UNDERSTOOD
-        unknown = tuple(
-            t for t, _ in msg.attributes if t < 0x8000 and t not in understood
-        )  # RFC 8489 §14: types below 0x8000 are comprehension-required
-        if unknown:
+        unknown: list[int] | None = None
+        for t, _ in msg.attributes:
+            # RFC 8489 §14: types below 0x8000 are comprehension-required
+            if t < 0x8000 and t not in _UNDERSTOOD:
+                unknown = [t] if unknown is None else [*unknown, t]
+        if unknown is not None:
             resp = _error(msg, ErrorCode.UNKNOWN_ATTRIBUTE)
-            resp.add(at.UNKNOWN_ATTRIBUTES, unknown)
+            resp.add(at.UNKNOWN_ATTRIBUTES, tuple(unknown))
             self._answer(ctx, resp)
             return
         if alloc is not None and verdict.username != alloc.username:
@@ -824,28 +825,35 @@ class TurnServer:
         if ctx.alloc is not None:
             self._answer(ctx, _error(msg, ErrorCode.ALLOCATION_MISMATCH))
             return
-        stream = ctx.transport.is_stream
+        transport = ctx.transport
+        stream = transport is _TCP or transport is _TLS
         pending = self._pending_by_client.get((stream, ctx.client, ctx.local))
         if pending is not None:
             if pending.transaction_id != msg.transaction_id:
                 self._answer(ctx, _error(msg, ErrorCode.ALLOCATION_MISMATCH))
             return  # a retransmission: the answer comes when the sockets are open
-        protocol = msg.get(tat.REQUESTED_TRANSPORT)
+        # One pass over the attributes; the first of each type counts, as in get().
+        raw: dict[int, bytes] = {}
+        for t, v in msg.attributes:
+            if t not in raw:
+                raw[t] = v
+        tid = msg.xor_tid
+        protocol = _decoded(raw, tat.REQUESTED_TRANSPORT, tid)
         if protocol is None:
             self._answer(ctx, _error(msg, ErrorCode.BAD_REQUEST))
             return
-        even = msg.get(tat.EVEN_PORT)
-        token = msg.get(tat.RESERVATION_TOKEN)
-        msg.get(tat.DONT_FRAGMENT)  # validated; see docs/conformance/turn.md
-        requested = msg.get(tat.REQUESTED_ADDRESS_FAMILY)
-        additional = msg.get(tat.ADDITIONAL_ADDRESS_FAMILY)
+        even = _decoded(raw, tat.EVEN_PORT, tid)
+        token = _decoded(raw, tat.RESERVATION_TOKEN, tid)
+        _decoded(raw, tat.DONT_FRAGMENT, tid)  # validated; see docs/conformance/turn.md
+        requested = _decoded(raw, tat.REQUESTED_ADDRESS_FAMILY, tid)
+        additional = _decoded(raw, tat.ADDITIONAL_ADDRESS_FAMILY, tid)
         if protocol == TransportProtocol.UDP:
             relay_transport = _UDP
         elif protocol == TransportProtocol.TCP and cfg.tcp_relay:
             if not stream:  # RFC 6062 §5.1
                 self._answer(ctx, _error(msg, ErrorCode.BAD_REQUEST))
                 return
-            if even is not None or token is not None or msg.has(AttributeType.DONT_FRAGMENT):
+            if even is not None or token is not None or _DONT_FRAGMENT in raw:
                 self._answer(ctx, _error(msg, ErrorCode.BAD_REQUEST))
                 return
             relay_transport = Transport.TCP
@@ -860,7 +868,7 @@ class TurnServer:
         if additional is not None and (requested is not None or additional != Family.IPV6 or even):
             self._answer(ctx, _error(msg, ErrorCode.BAD_REQUEST))
             return
-        lifetime = self._lifetime(msg.get(at.LIFETIME))
+        lifetime = self._lifetime(_decoded(raw, at.LIFETIME, tid))
         if cfg.alternate_server is not None:
             resp = _error(msg, ErrorCode.TRY_ALTERNATE)
             resp.add(at.ALTERNATE_SERVER, cfg.alternate_server)
@@ -999,7 +1007,8 @@ class TurnServer:
         pending.attempts += 1
         self._pending[pending.request_id] = pending
         ft = pending.five_tuple
-        self._pending_by_client[(ft.transport.is_stream, ft.client, ft.server)] = pending
+        stream = ft.transport is _TCP or ft.transport is _TLS
+        self._pending_by_client[(stream, ft.client, ft.server)] = pending
         self._arm(pending, now + _PENDING_TIMEOUT)
         self._emit(
             RelayRequested(
@@ -1012,7 +1021,7 @@ class TurnServer:
 
     def _forget_pending(self, pending: PendingAllocate) -> None:
         ft = pending.five_tuple
-        key = (ft.transport.is_stream, ft.client, ft.server)
+        key = (ft.transport is _TCP or ft.transport is _TLS, ft.client, ft.server)
         if self._pending_by_client.get(key) is pending:
             del self._pending_by_client[key]
 
@@ -1101,7 +1110,8 @@ class TurnServer:
         if cfg.max_bps_per_allocation > 0:
             alloc.bucket_to_peer = ByteBucket(cfg.max_bps_per_allocation, now=now)
             alloc.bucket_to_client = ByteBucket(cfg.max_bps_per_allocation, now=now)
-        (self._stream if ft.transport.is_stream else self._udp)[(ft.client, ft.server)] = alloc
+        stream = ft.transport is _TCP or ft.transport is _TLS
+        (self._stream if stream else self._udp)[(ft.client, ft.server)] = alloc
         for relay in relays:
             self._by_relay[relay] = alloc
         self._by_id[alloc.allocation_id] = alloc
@@ -1616,6 +1626,12 @@ class _Nonces(NonceIssuer):
         return (self._anon if anon else self._plain).check(nonce, client, now=now)
 
 
+def _decoded(raw: dict[int, bytes], spec: at.AttrSpec[_T], tid: bytes) -> _T | None:
+    """``msg.get(spec)`` over a first-value-by-type table of the message."""
+    value = raw.get(spec.type)
+    return None if value is None else spec.decode(value, tid)
+
+
 def _has_family(alloc: Allocation, family: int) -> bool:
     if family == Family.IPV4:
         return alloc.relay_v4 is not None
@@ -1625,6 +1641,10 @@ def _has_family(alloc: Allocation, family: int) -> bool:
 
 
 _UDP = Transport.UDP
+_TCP = Transport.TCP
+_TLS = Transport.TLS
+_DONT_FRAGMENT = int(AttributeType.DONT_FRAGMENT)
+_T = TypeVar("_T")
 _log = logging.getLogger(__name__)
 _log.addHandler(logging.NullHandler())
 _TURN_METHODS = frozenset(
