@@ -178,6 +178,16 @@ class TurnServerConfig:
     max_bps_total: int = 0
     unauthenticated_rate: float = 20.0  # 401s per second per source IP ...
     unauthenticated_burst: float = 40.0  # ... and its burst
+    # Binding answers over UDP to sources without an allocation, per source IP
+    # (a 20-byte request draws a 44-byte answer: no reflection); 0 = no limit.
+    binding_rate: float = 50.0
+    binding_burst: float = 100.0
+    # Per allocation (0 = no limit); past them the request is 508.
+    max_permissions: int = 1000  # peer IPs (RFC 8656 §9)
+    max_channels: int = 1000  # channel bindings, quarantined ones included (§12)
+    max_peer_connections: int = 100  # RFC 6062 peer connections, both directions
+    # RFC 6062 Connect to these peer ports is 403 (port 25: no SMTP from the relay).
+    denied_connect_ports: tuple[int, ...] = (25,)
     alternate_server: Endpoint | None = None  # ALTERNATE-SERVER: answer Allocate with 300
     algorithms: tuple[PasswordAlgorithm, ...] = (PasswordAlgorithm.SHA256, PasswordAlgorithm.MD5)
     software: str | None = "natkit"
@@ -261,8 +271,19 @@ class TurnServer:
             algorithms=config.algorithms,
             username_for_hash=credentials.username_for_hash,
         )
-        self._policy = PeerPolicy(config.allowed_peers, config.denied_peers)
+        self._policy = PeerPolicy(
+            config.allowed_peers,
+            config.denied_peers,
+            own_ips=(*config.relay_ips, *config.external_ips.values()),
+            relay_ports=(config.min_port, config.max_port),
+        )
         self._limiter = RateLimiter(config.unauthenticated_rate, config.unauthenticated_burst)
+        self._binding_limiter = (
+            RateLimiter(config.binding_rate, max(1.0, config.binding_burst))
+            if config.binding_rate > 0
+            else None
+        )
+        self._denied_connect_ports = frozenset(config.denied_connect_ports)
         self._out: list[TurnDatagram] = []
         self._error_logged_at = -math.inf
         self._errors_unlogged = 0
@@ -541,6 +562,10 @@ class TurnServer:
         perm = alloc.permissions.get(peer.host)
         if perm is None or perm.expires <= now or peer in alloc.connections:
             return None
+        cap = self.config.max_peer_connections
+        if cap and len(alloc.connections) >= cap:
+            self.stats.quota_rejections += 1
+            return None
         conn = self._new_connection(alloc, peer, PeerConnection.WAITING)
         self._arm(conn, now + self.config.tcp_connect_timeout)
         ind = StunMessage(Method.CONNECTION_ATTEMPT, MessageClass.INDICATION, self._tid())
@@ -764,6 +789,17 @@ class TurnServer:
                 return
         method = msg.method
         if method == Method.BINDING:
+            limiter = self._binding_limiter
+            if (
+                limiter is not None
+                and alloc is None
+                and transport is _UDP
+                and not limiter.allow(client.host, now=now)
+            ):
+                # Unsigned answers to spoofable sources go through a limit (RFC 8656 §21).
+                self.stats.rate_limited += 1
+                self.stats.dropped += 1
+                return
             resp = msg.success().add(at.XOR_MAPPED_ADDRESS, client)
             self._send(resp, client, local, transport, None, None, msg.has_fingerprint)
             return
@@ -827,6 +863,7 @@ class TurnServer:
             return
         transport = ctx.transport
         stream = transport is _TCP or transport is _TLS
+        self._policy.add_listener(ctx.local)  # never a peer (no TURN in TURN)
         pending = self._pending_by_client.get((stream, ctx.client, ctx.local))
         if pending is not None:
             if pending.transaction_id != msg.transaction_id:
@@ -1230,6 +1267,9 @@ class TurnServer:
         if not peers:
             self._answer(ctx, _error(msg, ErrorCode.BAD_REQUEST))
             return
+        if len(peers) > _MAX_PEERS_PER_REQUEST:
+            self._answer(ctx, _error(msg, ErrorCode.INSUFFICIENT_CAPACITY))
+            return
         if any(alloc.relay_for(p) is None for p in peers):
             self._answer(ctx, _error(msg, ErrorCode.PEER_ADDRESS_FAMILY_MISMATCH))
             return
@@ -1237,6 +1277,13 @@ class TurnServer:
             self.stats.denied_peers += 1
             self._answer(ctx, _error(msg, ErrorCode.FORBIDDEN))
             return
+        cap = self.config.max_permissions
+        if cap:
+            perms = alloc.permissions
+            if len(perms) + len({p.host for p in peers if p.host not in perms}) > cap:
+                self.stats.quota_rejections += 1
+                self._answer(ctx, _error(msg, ErrorCode.INSUFFICIENT_CAPACITY))
+                return
         for peer in peers:
             self._permit(alloc, peer.host, now)
         self._answer(ctx, msg.success())
@@ -1288,6 +1335,19 @@ class TurnServer:
         if (ch is not None and ch.peer != peer) or (other is not None and other.number != number):
             self._answer(ctx, _error(msg, ErrorCode.BAD_REQUEST))
             return
+        if not self._policy.allowed_peer(peer):  # one of the server's own addresses
+            self.stats.denied_peers += 1
+            self._answer(ctx, _error(msg, ErrorCode.FORBIDDEN))
+            return
+        cfg = self.config
+        if (ch is None and cfg.max_channels and len(alloc.channels) >= cfg.max_channels) or (
+            cfg.max_permissions
+            and peer.host not in alloc.permissions
+            and len(alloc.permissions) >= cfg.max_permissions
+        ):
+            self.stats.quota_rejections += 1
+            self._answer(ctx, _error(msg, ErrorCode.INSUFFICIENT_CAPACITY))
+            return
         expires = now + self.config.channel_lifetime
         if ch is None:
             ch = Channel(alloc, number, peer, relay, expires)
@@ -1326,7 +1386,7 @@ class TurnServer:
         if relay is None:
             stats.dropped += 1
             return
-        if not self._policy.allowed(peer.host):
+        if not self._policy.allowed_peer(peer):
             stats.denied_peers += 1
             stats.dropped += 1
             return
@@ -1416,12 +1476,17 @@ class TurnServer:
         if relay is None:
             self._answer(ctx, _error(msg, ErrorCode.PEER_ADDRESS_FAMILY_MISMATCH))
             return
-        if not self._policy.allowed(peer.host):
+        if not self._policy.allowed_peer(peer) or peer.port in self._denied_connect_ports:
             self.stats.denied_peers += 1
             self._answer(ctx, _error(msg, ErrorCode.FORBIDDEN))
             return
         if peer in alloc.connections:
             self._answer(ctx, _error(msg, ErrorCode.CONNECTION_ALREADY_EXISTS))
+            return
+        cap = self.config.max_peer_connections
+        if cap and len(alloc.connections) >= cap:
+            self.stats.quota_rejections += 1
+            self._answer(ctx, _error(msg, ErrorCode.INSUFFICIENT_CAPACITY))
             return
         conn = self._new_connection(alloc, peer, PeerConnection.CONNECTING)
         conn.request = (msg.transaction_id, ctx.key, ctx.integrity, msg.has_fingerprint)
@@ -1690,6 +1755,7 @@ _RFC5766_CHANNEL_MAX = 0x7FFF  # RFC 5766 §11; 0x8000 and up look like nothing 
 _RELAY_ATTEMPTS = 4  # the first try and three other ports before 508
 _RANDOM_PORT_TRIES = 64
 _ABANDONED_MAX = 4096
+_MAX_PEERS_PER_REQUEST = 128  # XOR-PEER-ADDRESS in one CreatePermission; more: 508
 _ERROR_LOG_INTERVAL = 60.0  # at most one traceback a minute from the catch-all
 _PENDING_TIMEOUT = 10.0  # the driver must answer RelayRequested by then
 _RESERVATION_LIFETIME = 30.0  # RFC 8656 §7.2: an unused reservation lasts 30 s

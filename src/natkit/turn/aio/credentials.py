@@ -8,8 +8,11 @@ What is stored (per realm, like coturn's ``turnadmin``):
   ``username:realm:password``), never the password. MD5 is what RFC 5389
   clients need; SHA-256 serves PASSWORD-ALGORITHM SHA-256 (RFC 8489 §18.5).
   A realm is part of the key, so a user belongs to exactly one realm.
-* ``turn/secrets/<realm>``, key: the secret's id (the first 12 hex digits of
-  its SHA-256): ``{"secret": ..., "label": ..., "created": unix time}``, the
+* ``turn/secrets/<realm>``, key: the secret's id (12 random hex digits drawn
+  when it is added; older natkit derived it from the secret's unsalted
+  SHA-256, which let anyone who saw a listing test guesses of a weak secret
+  offline, and such stored ids keep working):
+  ``{"secret": ..., "label": ..., "created": unix time}``, the
   TURN REST API shared secrets (coturn's ``use-auth-secret``). Every stored
   secret is valid at once, so rotation is: add the new one, let the web
   service switch, remove the old one when its last usernames have expired.
@@ -29,7 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
+import secrets as _secrets
 from dataclasses import dataclass
 
 from natkit.store.base import Document, Store, StoreError
@@ -48,6 +53,7 @@ __all__ = [
     "StoredSecret",
     "add_secret",
     "add_user",
+    "find_secret",
     "list_secrets",
     "list_users",
     "remove_secret",
@@ -148,8 +154,14 @@ class StoredSecret:
 
 
 def secret_id(secret: str) -> str:
-    """A secret's name in the store and in listings: 12 hex digits of its SHA-256."""
+    """The id older natkit derived from a secret (12 hex digits of its SHA-256).
+    No longer a secret's name in the store: :func:`add_secret` draws a random
+    id, and :func:`find_secret` finds a secret by value or by id."""
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()[:12]
+
+
+def _new_secret_id() -> str:
+    return _secrets.token_hex(6)
 
 
 def _stored_secret(key: str, doc: Document) -> StoredSecret | None:
@@ -171,7 +183,8 @@ async def add_secret(
     """Add a REST secret to ``realm`` (adding one again only relabels it); with
     ``ttl`` it disappears by itself after ``ttl`` seconds."""
     _check(realm, "REST secret", secret)
-    sid = secret_id(secret)
+    existing = await _find_by_value(store, realm, secret)
+    sid = existing.id if existing is not None else _new_secret_id()
     stored = StoredSecret(sid, secret, label, store.clock())
     await store.put(
         secrets_namespace(realm),
@@ -182,13 +195,29 @@ async def add_secret(
     return stored
 
 
+async def _find_by_value(store: Store, realm: str, secret: str) -> StoredSecret | None:
+    wanted = secret.encode("utf-8")
+    for stored in await list_secrets(store, realm):
+        if hmac.compare_digest(stored.secret.encode("utf-8"), wanted):
+            return stored
+    return None
+
+
+async def find_secret(store: Store, realm: str, secret_or_id: str) -> StoredSecret | None:
+    """The REST secret of ``realm`` named by its id, or else by its value."""
+    _check(realm, "REST secret", secret_or_id)
+    doc = await store.get(secrets_namespace(realm), secret_or_id)
+    if doc is not None and (stored := _stored_secret(secret_or_id, doc)) is not None:
+        return stored
+    return await _find_by_value(store, realm, secret_or_id)
+
+
 async def remove_secret(store: Store, realm: str, secret_or_id: str) -> bool:
     """Remove a REST secret of ``realm``, named by itself or by its id; True if found."""
-    _check(realm, "REST secret", secret_or_id)
-    ns = secrets_namespace(realm)
-    if await store.delete(ns, secret_id(secret_or_id)):
-        return True
-    return await store.delete(ns, secret_or_id)
+    stored = await find_secret(store, realm, secret_or_id)
+    if stored is None:
+        return False
+    return await store.delete(secrets_namespace(realm), stored.id)
 
 
 async def list_secrets(store: Store, realm: str) -> list[StoredSecret]:
