@@ -272,3 +272,14 @@ def test_a_timed_out_refresh_of_one_batch_retries_only_that_batch() -> None:
     assert peer_ips(retry) == peer_ips(first)
     assert events(client) == []
     assert len(client.permissions) == 150
+
+
+def test_a_refresh_timing_out_after_the_permission_expired_does_not_revive_it() -> None:
+    client = allocated(auto_bind=False, stream=True)
+    permitted(client, PEER)
+    client.handle_timer(now=240.0)
+    one_request(client, 240.0)
+    client.handle_timer(now=400.0)  # a late driver: Ti (279.5 s) and expiry (300 s) both past
+    assert requests(client, 400.0) == []
+    assert [(type(e), e.peer_ips) for e in events(client)] == [(PermissionFailed, (PEER.host,))]
+    assert client.permissions == ()

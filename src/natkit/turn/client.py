@@ -1258,8 +1258,14 @@ class TurnClient:
         perms = [self._perms[ip] for ip in pending.ips if ip in self._perms]
         if pending.refresh:  # those this refresh still speaks for (not expired meanwhile)
             perms = [p for p in perms if p.refreshing and p.state is _Perm.INSTALLED]
-        for perm in perms:
-            perm.refreshing = False
+            if timed_out:
+                # Those that expire first stay "refreshing": handle_timer drops them.
+                live = tuple(p.ip for p in perms if now < p.expires)
+                if live:
+                    self._send_permission(live, now, request_id=None, refresh=True)
+                return
+            for perm in perms:
+                perm.refreshing = False
         ips = tuple(p.ip for p in perms)
         if code == 0:
             for perm in perms:
@@ -1275,11 +1281,6 @@ class TurnClient:
                 group.outstanding += 1  # this request becomes two
             for part in (ips[:half], ips[half:]):
                 self._send_permission_batch(part, now, group=group, refresh=pending.refresh)
-            return
-        if timed_out and pending.refresh:
-            live = tuple(p.ip for p in perms if now < p.expires)
-            if live:
-                self._send_permission(live, now, request_id=None, refresh=True)
             return
         dropped = 0
         for perm in perms:
