@@ -99,8 +99,9 @@ class AllocationRefreshed:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AllocationLost:
-    """The allocation is gone: a refresh failed or went unanswered, the server
-    answered 437, or the control connection closed."""
+    """The allocation is gone: a refresh was refused or went unanswered until
+    the allocation expired, the server answered 437, or the control
+    connection closed."""
 
     code: int | None
     reason: str
