@@ -134,3 +134,64 @@ async def test_a_peer_connection_made_for_an_allocation_gone_meanwhile_is_closed
         peer_listener.close()
         r.close()
         await r.wait_closed()
+
+
+async def _silent(endpoint: Endpoint) -> StreamConnection:
+    conn = await OsStack().connect_stream(endpoint)
+    conn.set_handler(lambda data: None)
+    return conn
+
+
+async def test_unauthenticated_connections_per_ip_are_capped() -> None:
+    r = TurnServerRunner(
+        OsStack(),
+        config(),
+        CREDENTIALS,
+        listen=[(TCP, Endpoint(LO, 0))],
+        max_unauthenticated_per_ip=2,
+    )
+    async with r:
+        user = await HandClient.stream(OsStack(), r.endpoint(TCP))
+        await user.allocate()  # authenticated: no longer counted against 127.0.0.1
+        silent = [await _silent(r.endpoint(TCP)) for _ in range(2)]
+        await until(lambda: len(r._streams) == 3)
+        third = await _silent(r.endpoint(TCP))
+        await asyncio.wait_for(third.wait_closed(), 3)
+        assert r.counters.connections_rejected == 1
+        silent[0].close()
+        await until(lambda: len(r._streams) == 2)
+        again = await _silent(r.endpoint(TCP))  # a slot is free again
+        await until(lambda: len(r._streams) == 3)
+        assert not again.closed and r.counters.connections_rejected == 1
+        for conn in (*silent, again):
+            conn.close()
+        user.close()
+
+
+async def test_silent_unauthenticated_connections_go_after_the_short_timeout() -> None:
+    r = TurnServerRunner(
+        OsStack(),
+        config(),
+        CREDENTIALS,
+        listen=[(TCP, Endpoint(LO, 0))],
+        unauthenticated_timeout=0.2,
+    )
+    async with r:
+        user = await HandClient.stream(OsStack(), r.endpoint(TCP))
+        await user.allocate()
+        assert (await user.refresh(0)).message_class.name == "SUCCESS"  # no allocation now
+        await until(lambda: not r.core.allocations())
+        silent = await _silent(r.endpoint(TCP))
+        await asyncio.wait_for(silent.wait_closed(), 3)
+        # The one that authenticated, silent for longer, has idle_timeout (300 s).
+        assert user.conn is not None and not user.conn.closed and len(r._streams) == 1
+        user.close()
+
+
+def test_connection_limit_defaults() -> None:
+    async def build() -> TurnServerRunner:
+        return TurnServerRunner(OsStack(), config(), CREDENTIALS, listen=[(TCP, Endpoint(LO, 0))])
+
+    r = asyncio.run(build())
+    assert (r.max_unauthenticated_per_ip, r.unauthenticated_timeout) == (256, 30.0)
+    assert r.idle_timeout == 300.0

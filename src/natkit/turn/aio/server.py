@@ -26,7 +26,9 @@ The core decides everything; this driver moves bytes and owns sockets.
 * Stream clients: ``(local, remote)`` names the connection client-bound
   datagrams are written to. A connection that sends garbage, stops reading
   (write buffer past ``max_write_buffer``) or, holding no allocation, stays
-  silent for ``idle_timeout`` is aborted, not closed (close() waits for a
+  silent for ``idle_timeout`` (``unauthenticated_timeout`` until it has
+  authenticated: created an allocation or bound an RFC 6062 data
+  connection) is aborted, not closed (close() waits for a
   peer that may never read). Its end is reported with ``core.stream_closed``
   so its allocations go (RFC 8656 §3.1).
 * RFC 6062: relay listeners are opened with ``reuse_port``, so a Connect's
@@ -160,6 +162,7 @@ class _Client:
     an RFC 6062 data connection, raw bytes after."""
 
     __slots__ = (
+        "authenticated",
         "conn",
         "framer",
         "gone",
@@ -185,9 +188,12 @@ class _Client:
         self.peer: _Peer | None = None
         self.pipe: _Pipe | None = None
         self.gone = False
+        # Until it allocates or is bound (RFC 6062), a connection proved nothing: it
+        # counts against its IP's max_unauthenticated_per_ip and idles out sooner.
+        self.authenticated = False
         loop = runner._loop
         self.last = loop.time()
-        self.timer = loop.call_later(runner.idle_timeout, self.check_idle)
+        self.timer = loop.call_later(runner.unauthenticated_timeout, self.check_idle)
 
     def on_data(self, data: bytes) -> None:
         pipe = self.pipe
@@ -275,7 +281,8 @@ class _Client:
         runner = self.runner
         now = runner._loop.time()
         if self.pipe is None and self.key not in runner._stream_allocations:
-            due = self.last + runner.idle_timeout
+            idle = runner.idle_timeout if self.authenticated else runner.unauthenticated_timeout
+            due = self.last + idle
             if now >= due:
                 runner._client_gone(self, "idle", abort=True)
                 return
@@ -314,6 +321,14 @@ class TurnServerRunner:
     ``admin``: where the HTTP admin endpoint listens (None: nowhere).
     ``refresh_credentials``: awaited every ``refresh_interval`` seconds (a
     store mirror's refresh); its failures are logged, never fatal.
+    Client TCP/TLS connections: at most ``max_connections`` in all, and at
+    most ``max_unauthenticated_per_ip`` (0: no limit) from one IP that have
+    not authenticated yet (created an allocation or been bound as an RFC 6062
+    data connection), so one host cannot take every slot without
+    credentials, while many users behind one NAT still can connect once
+    they allocate. Silent unauthenticated ones go after
+    ``unauthenticated_timeout``, others holding no allocation after
+    ``idle_timeout``.
     """
 
     def __init__(
@@ -328,6 +343,8 @@ class TurnServerRunner:
         admin_token: str | None = None,
         max_connections: int = 4096,
         idle_timeout: float = 300.0,
+        max_unauthenticated_per_ip: int = 256,
+        unauthenticated_timeout: float = 30.0,
         max_write_buffer: int = 256 * 1024,
         bridge_buffer: int = 256 * 1024,
         connect_timeout: float = 10.0,
@@ -347,6 +364,8 @@ class TurnServerRunner:
         self.admin_token = admin_token
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        self.max_unauthenticated_per_ip = max_unauthenticated_per_ip
+        self.unauthenticated_timeout = unauthenticated_timeout
         self.max_write_buffer = max_write_buffer
         self.bridge_buffer = bridge_buffer
         self.connect_timeout = connect_timeout
@@ -369,6 +388,7 @@ class TurnServerRunner:
         self.relay_listeners: dict[Endpoint, StreamListener] = {}
         self._streams: dict[ConnKey, _Client] = {}
         self._stream_allocations: set[ConnKey] = set()
+        self._unauthenticated: dict[str, int] = {}  # remote IP -> such connections
         self._peers: dict[int, _Peer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing_sockets: list[DatagramEndpoint | StreamListener] = []
@@ -546,6 +566,9 @@ class TurnServerRunner:
             case AllocationCreated(five_tuple=ft):
                 if ft.transport.is_stream:
                     self._stream_allocations.add((ft.server, ft.client))
+                    client = self._streams.get((ft.server, ft.client))
+                    if client is not None:
+                        self._authenticated(client)
                 log.info(
                     "allocation %d for %s from %s over %s: relays %s",
                     event.allocation_id,
@@ -727,13 +750,31 @@ class TurnServerRunner:
     # -- client streams ------------------------------------------------------------------
 
     def _on_client(self, conn: StreamConnection) -> None:
-        if self._closing or len(self._streams) >= self.max_connections:
+        host = conn.remote_endpoint.host
+        cap = self.max_unauthenticated_per_ip
+        if (
+            self._closing
+            or len(self._streams) >= self.max_connections
+            or (cap and self._unauthenticated.get(host, 0) >= cap)
+        ):
             self.counters.connections_rejected += 1
             conn.abort()
             return
         client = _Client(self, conn)
         self._streams[client.key] = client
+        self._unauthenticated[host] = self._unauthenticated.get(host, 0) + 1
         conn.set_handler(client.on_data)
+
+    def _authenticated(self, client: _Client) -> None:
+        """``client`` created an allocation or became a data connection."""
+        if not client.authenticated:
+            client.authenticated = True
+            self._uncount(client.remote.host)
+
+    def _uncount(self, host: str) -> None:
+        left = self._unauthenticated.pop(host, 0) - 1
+        if left > 0:
+            self._unauthenticated[host] = left
 
     def _client_gone(self, client: _Client, why: str, *, abort: bool = False) -> None:
         """A client connection ended (or is being ended): forget it, tell the core."""
@@ -743,6 +784,8 @@ class TurnServerRunner:
         client.timer.cancel()
         if self._streams.get(client.key) is client:
             del self._streams[client.key]
+            if not client.authenticated:
+                self._uncount(client.remote.host)
         log.debug("client connection %s: %s", client.remote, why)
         if abort:
             client.conn.abort()
@@ -817,6 +860,7 @@ class TurnServerRunner:
             return
         peer.client = client
         client.peer = peer
+        self._authenticated(client)
         client.pipe = _Pipe(client.conn, peer.conn, self.bridge_buffer)
         peer.pipe = _Pipe(peer.conn, client.conn, self.bridge_buffer)
         pending, peer.pending = bytes(peer.pending), bytearray()
