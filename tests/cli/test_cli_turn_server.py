@@ -104,6 +104,22 @@ def test_an_admin_endpoint_off_loopback_without_a_token_is_refused(
     assert "--admin-insecure" in result.output and "Traceback" not in result.output
 
 
+def test_connection_limits_reach_the_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    import natkit.turn.aio.server
+    from natkit.errors import NatkitError
+
+    seen: dict[str, object] = {}
+
+    def fake_runner(*args: object, **kw: object) -> None:
+        seen.update(kw)
+        raise NatkitError("stopped before listening")
+
+    monkeypatch.setattr(natkit.turn.aio.server, "TurnServerRunner", fake_runner)
+    args = ["--max-unauthenticated-per-ip", "3", "--unauthenticated-timeout", "4.5"]
+    _fails([*BASE, "--listen", "udp:127.0.0.1:0", "--no-admin", *args], "stopped")
+    assert (seen["max_unauthenticated_per_ip"], seen["unauthenticated_timeout"]) == (3, 4.5)
+
+
 def test_a_listen_port_in_use_is_an_error(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
         busy.bind(("127.0.0.1", 0))

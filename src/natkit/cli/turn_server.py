@@ -151,6 +151,16 @@ def turn_server_command(
         float | None,
         typer.Option(help="Close TCP/TLS clients without an allocation after this (300 s)."),
     ] = None,
+    max_unauthenticated_per_ip: Annotated[
+        int | None,
+        typer.Option(
+            help="TCP/TLS connections from one IP not yet authenticated (256; 0: no limit)."
+        ),
+    ] = None,
+    unauthenticated_timeout: Annotated[
+        float | None,
+        typer.Option(help="Close silent TCP/TLS clients that never authenticated (30 s)."),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="TOML file with the same keys.")
     ] = None,
@@ -184,6 +194,8 @@ def turn_server_command(
         "admin-insecure": admin_insecure,
         "max-connections": max_connections,
         "idle-timeout": idle_timeout,
+        "max-unauthenticated-per-ip": max_unauthenticated_per_ip,
+        "unauthenticated-timeout": unauthenticated_timeout,
     }
     try:
         file = load_toml(config) if config is not None else {}
@@ -286,6 +298,8 @@ async def _serve(settings: TurnServerSettings, tls: ssl.SSLContext | None) -> No
             admin_token=settings.admin_token,
             max_connections=settings.max_connections,
             idle_timeout=settings.idle_timeout,
+            max_unauthenticated_per_ip=settings.max_unauthenticated_per_ip,
+            unauthenticated_timeout=settings.unauthenticated_timeout,
             refresh_credentials=refresh,
         )
         stop = asyncio.Event()

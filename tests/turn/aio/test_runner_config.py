@@ -150,6 +150,19 @@ def test_an_admin_endpoint_on_loopback_needs_no_token(admin: str) -> None:
     assert build_settings({}, {"realm": "r", "admin": admin}).admin_token is None
 
 
+def test_connection_limits_from_flags_and_file(tmp_path: Path) -> None:
+    s = build_settings({}, {"realm": "r"})
+    assert (s.max_unauthenticated_per_ip, s.unauthenticated_timeout) == (256, 30.0)
+    path = tmp_path / "t.toml"
+    path.write_text("max-unauthenticated-per-ip = 0\nunauthenticated_timeout = 5\n")
+    s = build_settings(load_toml(path), {"realm": "r", "unauthenticated-timeout": 7.5})
+    assert (s.max_unauthenticated_per_ip, s.unauthenticated_timeout) == (0, 7.5)
+    with pytest.raises(ConfigError, match="max-unauthenticated-per-ip"):
+        build_settings({}, {"realm": "r", "max-unauthenticated-per-ip": -1})
+    with pytest.raises(ConfigError, match="unauthenticated-timeout"):
+        build_settings({}, {"realm": "r", "unauthenticated-timeout": 0})
+
+
 def test_the_realm_is_required() -> None:
     with pytest.raises(ConfigError, match="realm"):
         build_settings({}, {"user": ["alice:a"]})

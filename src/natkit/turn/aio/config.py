@@ -92,6 +92,8 @@ class TurnServerSettings:
     admin_insecure: bool = False  # serve a non-loopback admin endpoint without a token
     max_connections: int = 4096
     idle_timeout: float = 300.0
+    max_unauthenticated_per_ip: int = 256
+    unauthenticated_timeout: float = 30.0
     software: str | None = "natkit"
 
     @property
@@ -225,9 +227,12 @@ _INT_KEYS = frozenset(
         "max-bps",
         "bps-capacity",
         "max-connections",
+        "max-unauthenticated-per-ip",
     }
 )
-_FLOAT_KEYS = frozenset({"default-lifetime", "max-lifetime", "idle-timeout"})
+_FLOAT_KEYS = frozenset(
+    {"default-lifetime", "max-lifetime", "idle-timeout", "unauthenticated-timeout"}
+)
 _STR_KEYS = frozenset(
     {"realm", "store", "tls-cert", "tls-key", "alternate-server", "admin", "admin-token"}
 )
@@ -386,10 +391,15 @@ def _settings(m: dict[str, Any]) -> TurnServerSettings:
         if m["max-connections"] < 1:
             raise ConfigError("max-connections: must be at least 1")
         kw["max_connections"] = m["max-connections"]
-    if "idle-timeout" in m:
-        if m["idle-timeout"] <= 0:
-            raise ConfigError("idle-timeout: must be positive")
-        kw["idle_timeout"] = m["idle-timeout"]
+    for k in ("idle-timeout", "unauthenticated-timeout"):
+        if k in m:
+            if m[k] <= 0:
+                raise ConfigError(f"{k}: must be positive")
+            kw[k.replace("-", "_")] = m[k]
+    if "max-unauthenticated-per-ip" in m:
+        if m["max-unauthenticated-per-ip"] < 0:
+            raise ConfigError("max-unauthenticated-per-ip: must be 0 (no limit) or more")
+        kw["max_unauthenticated_per_ip"] = m["max-unauthenticated-per-ip"]
     if "software" in m:
         kw["software"] = m["software"] or None
     settings = TurnServerSettings(**kw)
