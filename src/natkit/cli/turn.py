@@ -213,12 +213,16 @@ def secret_remove(
         secret = _read_stdin_line("secret")
     name = secret
 
-    async def job(db: Store) -> bool:
-        return await tc.remove_secret(db, realm, name)
+    async def job(db: Store) -> str | None:
+        found = await tc.find_secret(db, realm, name)
+        if found is None or not await tc.remove_secret(db, realm, found.id):
+            return None
+        return found.id
 
-    if not _with_store(store, job):
+    removed = _with_store(store, job)
+    if removed is None:
         raise _fail(f"no such REST secret in realm {realm!r}")
-    err_console.print(f"removed REST secret {tc.secret_id(name)} from realm {realm!r}")
+    err_console.print(f"removed REST secret {removed} from realm {realm!r}")
 
 
 @secret_app.command("list")
