@@ -290,6 +290,7 @@ class TurnServer:
         self._events: deque[TurnServerEvent] = deque()
         self._heap: list[tuple[float, int, _Timed]] = []
         self._seq = 0
+        self._compact_at = _COMPACT_MIN  # heap size that triggers _compact_timers()
         self._now = 0.0
         # Indexes. Client-side keys are (client, local): one table per transport
         # kind, so the hot path never hashes the Transport enum.
@@ -1625,7 +1626,22 @@ class TurnServer:
     def _arm(self, item: _Timed, deadline: float) -> None:
         item.timer_at = deadline
         self._seq += 1
-        heapq.heappush(self._heap, (deadline, self._seq, item))
+        heap = self._heap
+        heapq.heappush(heap, (deadline, self._seq, item))
+        if len(heap) > self._compact_at:
+            self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Drop the heap's stale entries (deleted or re-armed records, the
+        pending Allocates that were answered), in place: otherwise each keeps
+        its dead record alive until its deadline (600 s for an allocation
+        deleted by a Refresh 0) and wakes the driver for nothing. The next
+        compaction waits until the heap has doubled, so this is amortised
+        O(1) per entry pushed."""
+        heap = self._heap
+        heap[:] = [e for e in heap if e[2].alive and e[2].timer_at == e[0]]
+        heapq.heapify(heap)
+        self._compact_at = max(2 * len(heap), _COMPACT_MIN)
 
 
 _Timed = Allocation | Permission | Channel | Reservation | PeerConnection | PendingAllocate
@@ -1755,6 +1771,7 @@ _RFC5766_CHANNEL_MAX = 0x7FFF  # RFC 5766 §11; 0x8000 and up look like nothing 
 _RELAY_ATTEMPTS = 4  # the first try and three other ports before 508
 _RANDOM_PORT_TRIES = 64
 _ABANDONED_MAX = 4096
+_COMPACT_MIN = 4096  # timer entries below which the heap is never compacted
 _MAX_PEERS_PER_REQUEST = 128  # XOR-PEER-ADDRESS in one CreatePermission; more: 508
 _ERROR_LOG_INTERVAL = 60.0  # at most one traceback a minute from the catch-all
 _PENDING_TIMEOUT = 10.0  # the driver must answer RelayRequested by then
