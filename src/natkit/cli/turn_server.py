@@ -161,6 +161,26 @@ def turn_server_command(
         float | None,
         typer.Option(help="Close silent TCP/TLS clients that never authenticated (30 s)."),
     ] = None,
+    max_permissions: Annotated[
+        int | None, typer.Option(help="Peer IPs with a permission per allocation (1000; 0: any).")
+    ] = None,
+    max_channels: Annotated[
+        int | None, typer.Option(help="Channel bindings per allocation (1000; 0: any).")
+    ] = None,
+    max_peer_connections: Annotated[
+        int | None, typer.Option(help="RFC 6062 peer connections per allocation (100; 0: any).")
+    ] = None,
+    deny_connect_port: Annotated[
+        list[int] | None,
+        typer.Option(help="Peer TCP port RFC 6062 Connect may not reach (repeatable; 25)."),
+    ] = None,
+    binding_rate: Annotated[
+        float | None,
+        typer.Option(help="Binding answers/s per source IP without an allocation (50; 0: off)."),
+    ] = None,
+    binding_burst: Annotated[
+        float | None, typer.Option(help="Burst of those Binding answers (100).")
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="TOML file with the same keys.")
     ] = None,
@@ -196,6 +216,12 @@ def turn_server_command(
         "idle-timeout": idle_timeout,
         "max-unauthenticated-per-ip": max_unauthenticated_per_ip,
         "unauthenticated-timeout": unauthenticated_timeout,
+        "max-permissions": max_permissions,
+        "max-channels": max_channels,
+        "max-peer-connections": max_peer_connections,
+        "deny-connect-port": deny_connect_port,
+        "binding-rate": binding_rate,
+        "binding-burst": binding_burst,
     }
     try:
         file = load_toml(config) if config is not None else {}

@@ -181,3 +181,44 @@ def test_unknown_or_mistyped_file_keys_are_errors(tmp_path: Path) -> None:
         load_toml(path)
     with pytest.raises(ConfigError, match="cannot read"):
         load_toml(tmp_path / "missing.toml")
+
+
+def test_core_limits_from_flags_and_file(tmp_path: Path) -> None:
+    s = build_settings({}, {"realm": "r"})
+    config = s.core_config(["192.0.2.1"])
+    assert (config.max_permissions, config.max_channels, config.max_peer_connections) == (
+        1000,
+        1000,
+        100,
+    )
+    assert (config.denied_connect_ports, config.binding_rate, config.binding_burst) == (
+        (25,),
+        50.0,
+        100.0,
+    )
+    path = tmp_path / "t.toml"
+    path.write_text(
+        "max-permissions = 10\nmax_channels = 0\ndeny-connect-port = []\nbinding-rate = 0\n"
+    )
+    s = build_settings(
+        load_toml(path), {"realm": "r", "max-peer-connections": 3, "binding-burst": 7.0}
+    )
+    config = s.core_config(["192.0.2.1"])
+    assert (config.max_permissions, config.max_channels, config.max_peer_connections) == (
+        10,
+        0,
+        3,
+    )
+    assert (config.denied_connect_ports, config.binding_rate, config.binding_burst) == (
+        (),
+        0.0,
+        7.0,
+    )
+    s = build_settings({}, {"realm": "r", "deny-connect-port": [25, 465, 25]})
+    assert s.deny_connect_ports == (25, 465)
+    for bad in ({"max-channels": -1}, {"binding-rate": -1.0}, {"deny-connect-port": [0]}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            build_settings({}, {"realm": "r", **bad})
+    path.write_text('deny-connect-port = ["x"]\n')
+    with pytest.raises(ConfigError, match="deny-connect-port"):
+        build_settings(load_toml(path), {"realm": "r"})

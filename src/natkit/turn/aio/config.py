@@ -94,6 +94,12 @@ class TurnServerSettings:
     idle_timeout: float = 300.0
     max_unauthenticated_per_ip: int = 256
     unauthenticated_timeout: float = 30.0
+    max_permissions: int = 1000
+    max_channels: int = 1000
+    max_peer_connections: int = 100
+    deny_connect_ports: tuple[int, ...] = (25,)
+    binding_rate: float = 50.0
+    binding_burst: float = 100.0
     software: str | None = "natkit"
 
     @property
@@ -140,6 +146,12 @@ class TurnServerSettings:
             alternate_server=self.alternate_server,
             software=self.software,
             tcp_relay=self.tcp_relay,
+            max_permissions=self.max_permissions,
+            max_channels=self.max_channels,
+            max_peer_connections=self.max_peer_connections,
+            denied_connect_ports=self.deny_connect_ports,
+            binding_rate=self.binding_rate,
+            binding_burst=self.binding_burst,
             **extra,
         )
 
@@ -218,6 +230,7 @@ def _ip(key: str, text: str) -> str:
 _LIST_KEYS = frozenset(
     {"listen", "user", "auth-secret", "external-ip", "relay-ip", "allow-peer", "deny-peer"}
 )
+_PORT_LIST_KEYS = frozenset({"deny-connect-port"})
 _INT_KEYS = frozenset(
     {
         "min-port",
@@ -228,17 +241,35 @@ _INT_KEYS = frozenset(
         "bps-capacity",
         "max-connections",
         "max-unauthenticated-per-ip",
+        "max-permissions",
+        "max-channels",
+        "max-peer-connections",
     }
 )
 _FLOAT_KEYS = frozenset(
-    {"default-lifetime", "max-lifetime", "idle-timeout", "unauthenticated-timeout"}
+    {
+        "default-lifetime",
+        "max-lifetime",
+        "idle-timeout",
+        "unauthenticated-timeout",
+        "binding-rate",
+        "binding-burst",
+    }
 )
 _STR_KEYS = frozenset(
     {"realm", "store", "tls-cert", "tls-key", "alternate-server", "admin", "admin-token"}
 )
 _BOOL_KEYS = frozenset({"no-admin", "no-tcp-relay", "admin-insecure"})
 _NULLABLE_STR_KEYS = frozenset({"software"})
-KEYS = _LIST_KEYS | _INT_KEYS | _FLOAT_KEYS | _STR_KEYS | _BOOL_KEYS | _NULLABLE_STR_KEYS
+KEYS = (
+    _LIST_KEYS
+    | _PORT_LIST_KEYS
+    | _INT_KEYS
+    | _FLOAT_KEYS
+    | _STR_KEYS
+    | _BOOL_KEYS
+    | _NULLABLE_STR_KEYS
+)
 
 
 def _norm(key: str) -> str:
@@ -277,6 +308,20 @@ def _typed(key: str, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{key}: expected a list of strings")
         return value
+    if key in _PORT_LIST_KEYS:
+        if isinstance(value, int | str):
+            value = [value]
+        ports: list[int] = []
+        for item in value if isinstance(value, list) else [None]:
+            port = -1
+            if isinstance(item, int) and not isinstance(item, bool):
+                port = item
+            elif isinstance(item, str) and item.strip().isascii() and item.strip().isdigit():
+                port = int(item)
+            if not 1 <= port <= 65535:
+                raise ConfigError(f"{key}: expected ports (1-65535), got {value!r}")
+            ports.append(port)
+        return ports
     if key in _INT_KEYS:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
@@ -308,9 +353,10 @@ def build_settings(file: Mapping[str, Any], flags: Mapping[str, Any]) -> TurnSer
         k = _norm(key)
         if k not in KEYS:
             raise ConfigError(f"unknown setting {key!r}")
-        if value is None or (k in _LIST_KEYS and not value) or (k in _BOOL_KEYS and not value):
+        listed = k in _LIST_KEYS or k in _PORT_LIST_KEYS
+        if value is None or (listed and not value) or (k in _BOOL_KEYS and not value):
             continue
-        merged[k] = _typed(k, list(value) if k in _LIST_KEYS else value)
+        merged[k] = _typed(k, list(value) if listed else value)
     return _settings(merged)
 
 
@@ -400,6 +446,18 @@ def _settings(m: dict[str, Any]) -> TurnServerSettings:
         if m["max-unauthenticated-per-ip"] < 0:
             raise ConfigError("max-unauthenticated-per-ip: must be 0 (no limit) or more")
         kw["max_unauthenticated_per_ip"] = m["max-unauthenticated-per-ip"]
+    for k in ("max-permissions", "max-channels", "max-peer-connections"):
+        if k in m:
+            if m[k] < 0:
+                raise ConfigError(f"{k}: must be 0 (no limit) or more")
+            kw[k.replace("-", "_")] = m[k]
+    for k in ("binding-rate", "binding-burst"):
+        if k in m:
+            if m[k] < 0:
+                raise ConfigError(f"{k}: must be 0 (no limit) or more")
+            kw[k.replace("-", "_")] = m[k]
+    if "deny-connect-port" in m:
+        kw["deny_connect_ports"] = tuple(sorted(set(m["deny-connect-port"])))
     if "software" in m:
         kw["software"] = m["software"] or None
     settings = TurnServerSettings(**kw)

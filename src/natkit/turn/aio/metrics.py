@@ -144,7 +144,7 @@ class TurnMetrics(Collector):
         yield conns
         yield _counter(
             "connections_rejected",
-            "Client connections refused (max-connections reached).",
+            "Client connections refused (max-connections or the per-IP cap reached).",
             c.connections_rejected,
         )
         yield GaugeMetricFamily(
