@@ -75,3 +75,18 @@ async def test_open_store_picks_the_backend(tmp_path: Path) -> None:
         await sqlite.close()
     with pytest.raises(StoreError, match="unknown store"):
         await open_store("mysql://h/db")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("redis:alice:hunter2@db.example", id="no-slashes"),
+        pytest.param("rediss:x?password=hunter2", id="query"),
+        pytest.param("mysql://alice:hunter2@db.example/1", id="unknown-scheme"),
+    ],
+)
+def test_errors_never_show_the_password(url: str) -> None:
+    with pytest.raises(StoreError) as info:
+        parse_store_url(url)
+    assert "hunter2" not in str(info.value)
+    assert "***" in str(info.value)

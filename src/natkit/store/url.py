@@ -15,6 +15,7 @@ is :func:`default_store_url`: ``sqlite:`` at
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,26 @@ class StoreUrl:
     url: str = ""
 
 
+_USERINFO_PASSWORD = re.compile(r":[^:/@]*@")
+_QUERY_PASSWORD = re.compile(r"([?&][^=&]*password[^=&]*=)[^&]*", re.IGNORECASE)
+
+
+def masked(url: str) -> str:
+    """``url`` with any password in it (``user:PASSWORD@``, ``?password=``) hidden,
+    for messages: an operator's typo must not print a secret into a log."""
+    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(":***@", url))
+
+
 def parse_store_url(url: str) -> StoreUrl:
-    """Check ``url`` without opening anything; ``StoreError`` says what is wrong."""
+    """Check ``url`` without opening anything; ``StoreError`` says what is wrong
+    (naming the URL with its password hidden)."""
+    try:
+        return _parse(url)
+    except StoreError as exc:
+        raise StoreError(str(exc).replace(repr(url), repr(masked(url)))) from None
+
+
+def _parse(url: str) -> StoreUrl:
     scheme, sep, rest = url.partition(":")
     scheme = scheme.lower()
     if not sep:
