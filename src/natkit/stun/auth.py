@@ -136,7 +136,8 @@ class LongTermAuthenticator:
     def _challenge(self, request: StunMessage, code: int, client: Endpoint, now: float) -> Rejected:
         resp = request.error_response(code)
         resp.add_raw(_REALM, self._realm_value)
-        resp.add(at.NONCE, self._nonces.issue(client.host, now=now))
+        # A nonce is ASCII (cookie, base64) and far below NONCE's 763-byte limit.
+        resp.add_raw(_NONCE, self._nonces.issue(client.host, now=now).encode("ascii"))
         if self._announces_algorithms:
             resp.add_raw(_PASSWORD_ALGORITHMS, self._algorithms_value)
         return Rejected(resp)

@@ -70,6 +70,8 @@ _TYPE = struct.Struct("!HH")
 _A = AttributeType
 _ZERO_PADS = (b"", b"\x00", b"\x00\x00", b"\x00\x00\x00")  # by pad length
 _FINGERPRINT = int(_A.FINGERPRINT)
+_ERROR_CODE = int(_A.ERROR_CODE)
+_ERROR_VALUES: dict[int, bytes] = {}  # ERROR-CODE values with the default reason, by code
 _CLASSES = tuple(MessageClass(c) for c in range(4))
 _new_attribute = tuple.__new__  # Attribute(t, v) without the NamedTuple's Python __new__
 _MI = int(_A.MESSAGE_INTEGRITY)
@@ -214,8 +216,14 @@ class StunMessage:
     def error_response(self, code: int, reason: str | None = None) -> StunMessage:
         """An error response to this request with ERROR-CODE (RFC 8489 §14.8)."""
         resp = StunMessage(self.method, MessageClass.ERROR, self.transaction_id)
-        phrase = REASON_PHRASES.get(code, "") if reason is None else reason
-        return resp.add(ERROR_CODE, ErrorCodeValue(code, phrase))
+        if reason is None:
+            value = _ERROR_VALUES.get(code)
+            if value is None:
+                value = ERROR_CODE.encode(ErrorCodeValue(code, REASON_PHRASES.get(code, "")), b"")
+                if len(_ERROR_VALUES) < 1024:  # codes are 300-699: bounded anyway
+                    _ERROR_VALUES[code] = value
+            return resp.add_raw(_ERROR_CODE, value)
+        return resp.add(ERROR_CODE, ErrorCodeValue(code, reason))
 
 
 def is_stun_message(data: bytes) -> bool:
