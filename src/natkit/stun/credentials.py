@@ -187,6 +187,11 @@ class NonceIssuer:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_prefix", make_nonce(self.features, ""))
 
+    @property
+    def prefix(self) -> str:
+        """What every nonce of this issuer starts with (cookie and feature bits)."""
+        return self._prefix
+
     def _mac(self, expiry: bytes, client: str) -> str:
         mac = hmac.digest(self.secret, expiry + client.encode(), _SHA256)[:12]
         return binascii.b2a_base64(expiry + mac, newline=False).decode("ascii")
