@@ -103,7 +103,7 @@ from natkit.stun.constants import (
     PasswordAlgorithm,
     SecurityFeature,
 )
-from natkit.stun.credentials import NonceCheck, NonceIssuer, nonce_features
+from natkit.stun.credentials import NonceCheck, NonceIssuer
 from natkit.stun.message import (
     Integrity,
     StunMessage,
@@ -1691,6 +1691,7 @@ class _Nonces(NonceIssuer):
     _anon: NonceIssuer = field(init=False)
 
     def __post_init__(self) -> None:
+        NonceIssuer.__post_init__(self)  # its prefix (zero-argument super() fails with slots)
         plain = NonceIssuer(self.secret, self.lifetime, self.features)
         anon = NonceIssuer(
             self.secret, self.lifetime, self.features | SecurityFeature.USERNAME_ANONYMITY
@@ -1703,8 +1704,13 @@ class _Nonces(NonceIssuer):
         return issuer.issue(client, now=now)
 
     def check(self, nonce: str, client: str, *, now: float) -> NonceCheck:
-        anon = nonce_features(nonce) & SecurityFeature.USERNAME_ANONYMITY
-        return (self._anon if anon else self._plain).check(nonce, client, now=now)
+        # The anonymous issuer's prefix (cookie + feature bits) picks it without
+        # decoding the bits: a nonce that starts with neither prefix is INVALID
+        # for either issuer, as it was when the bits were decoded.
+        anon = self._anon
+        return (anon if nonce.startswith(anon.prefix) else self._plain).check(
+            nonce, client, now=now
+        )
 
 
 def _decoded(raw: dict[int, bytes], spec: at.AttrSpec[_T], tid: bytes) -> _T | None:
