@@ -569,14 +569,15 @@ class TurnServerRunner:
                     client = self._streams.get((ft.server, ft.client))
                     if client is not None:
                         self._authenticated(client)
-                log.info(
-                    "allocation %d for %s from %s over %s: relays %s",
-                    event.allocation_id,
-                    event.username,
-                    ft.client,
-                    ft.transport,
-                    ", ".join(str(r) for r in event.relays),
-                )
+                if log.isEnabledFor(logging.INFO):  # the join costs even when not logged
+                    log.info(
+                        "allocation %d for %s from %s over %s: relays %s",
+                        event.allocation_id,
+                        event.username,
+                        ft.client,
+                        ft.transport,
+                        ", ".join(str(r) for r in event.relays),
+                    )
             case AllocationDeleted(five_tuple=ft):
                 self.counters.observe(event)
                 key = (ft.server, ft.client)
