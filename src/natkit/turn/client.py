@@ -65,65 +65,99 @@ RFC 6062: the control connection carries Connect and ConnectionAttempt;
 each peer connection is a separate TCP/TLS connection to the server whose
 first message is a ConnectionBind: :class:`TurnConnectionBinder` is the
 small stream core for it (its own StunClient answers the server's 401).
+
+Layout: this module keeps :class:`TurnClient`'s public surface (commands,
+the sans-IO methods, the data hot paths) and the allocation's own life
+(Allocate answers, redirects, refresh schedule, keepalives). The rest are
+mixins of it, over the same state: :mod:`natkit.turn.client_requests`
+(requests out through the StunClient, answers back by kind),
+:mod:`natkit.turn.client_peers` (permissions and channels, §9/§12) and
+:mod:`natkit.turn.client_tcp` (RFC 6062: Connect, ConnectionAttempt,
+:class:`TurnConnectionBinder`, :class:`TurnAuth`); the config and states are
+in :mod:`natkit.turn.client_config`.
 """
+
+# The "from m import X as X" imports re-export names this module held before
+# it was split into the client_* modules, so that they stay importable here.
+# ruff: noqa: PLC0414
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import struct
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
-from natkit.addr import Datagram, Endpoint, Family, ip_of
+from natkit.addr import Datagram, Endpoint, Family
+from natkit.addr import ip_of as ip_of
 from natkit.errors import LocalProtocolError, MalformedMessageError
-from natkit.rng import Rng, default_rng
+from natkit.rng import Rng as Rng
+from natkit.rng import default_rng as default_rng
 from natkit.stun import attributes as at
-from natkit.stun.attributes import PasswordAlgorithmParams
+from natkit.stun.attributes import PasswordAlgorithmParams as PasswordAlgorithmParams
 from natkit.stun.constants import (
     HEADER_LENGTH,
     MAGIC_COOKIE_BYTES,
     ErrorCode,
     MessageClass,
     Method,
-    PasswordAlgorithm,
-    SecurityFeature,
 )
-from natkit.stun.credentials import long_term_key, nonce_features, userhash
-from natkit.stun.events import ResponseReceived, StunEvent, TransactionFailed, TransactionTimedOut
-from natkit.stun.message import (
-    Integrity,
-    StunMessage,
-    parse_message,
-    serialize_message,
-    verify_integrity,
-)
-from natkit.stun.transaction import LongTermCredentials, StunClient, StunClientConfig
+from natkit.stun.constants import PasswordAlgorithm as PasswordAlgorithm
+from natkit.stun.constants import SecurityFeature as SecurityFeature
+from natkit.stun.credentials import long_term_key as long_term_key
+from natkit.stun.credentials import nonce_features as nonce_features
+from natkit.stun.credentials import userhash as userhash
+from natkit.stun.events import ResponseReceived as ResponseReceived
+from natkit.stun.events import StunEvent as StunEvent
+from natkit.stun.events import TransactionFailed as TransactionFailed
+from natkit.stun.events import TransactionTimedOut as TransactionTimedOut
+from natkit.stun.message import Integrity as Integrity
+from natkit.stun.message import StunMessage, parse_message, serialize_message
+from natkit.stun.message import verify_integrity as verify_integrity
+from natkit.stun.transaction import LongTermCredentials, StunClient
+from natkit.stun.transaction import StunClientConfig as StunClientConfig
 from natkit.turn import attributes as tat
 from natkit.turn.attributes import TransportProtocol
-from natkit.turn.channel import CHANNEL_MAX, CHANNEL_MIN, pack_channel_data
+from natkit.turn.channel import CHANNEL_MAX as CHANNEL_MAX
+from natkit.turn.channel import CHANNEL_MIN, pack_channel_data
+from natkit.turn.client_config import AllocateParams, ClientState, TurnClientConfig
 from natkit.turn.client_events import (
     Allocated,
     AllocationFailed,
     AllocationLost,
     AllocationRefreshed,
     AllocationReleased,
-    ChannelBindFailed,
-    ChannelBound,
-    ConnectFailed,
-    ConnectionAttempted,
-    DataConnectionBound,
-    DataConnectionFailed,
     DataReceived,
     IcmpReceived,
-    PeerConnected,
-    PermissionCreated,
-    PermissionFailed,
     Redirected,
-    TurnBinderEvent,
     TurnClientEvent,
 )
+from natkit.turn.client_events import ChannelBindFailed as ChannelBindFailed
+from natkit.turn.client_events import ChannelBound as ChannelBound
+from natkit.turn.client_events import ConnectFailed as ConnectFailed
+from natkit.turn.client_events import ConnectionAttempted as ConnectionAttempted
+from natkit.turn.client_events import DataConnectionBound as DataConnectionBound
+from natkit.turn.client_events import DataConnectionFailed as DataConnectionFailed
+from natkit.turn.client_events import PeerConnected as PeerConnected
+from natkit.turn.client_events import PermissionCreated as PermissionCreated
+from natkit.turn.client_events import PermissionFailed as PermissionFailed
+from natkit.turn.client_events import TurnBinderEvent as TurnBinderEvent
+from natkit.turn.client_peers import _CHANNEL_REUSE_DELAY as _CHANNEL_REUSE_DELAY
+from natkit.turn.client_peers import _PERMISSION_LIFETIME as _PERMISSION_LIFETIME
+from natkit.turn.client_peers import _UDP_PEER_BYTES as _UDP_PEER_BYTES
+from natkit.turn.client_peers import _Channel, _PeerBook, _Perm, _Permission
+from natkit.turn.client_requests import (
+    _DRAFT_ADDITIONAL_ADDRESS_FAMILY as _DRAFT_ADDITIONAL_ADDRESS_FAMILY,
+)
+from natkit.turn.client_requests import (
+    _DRAFT_ADDRESS_ERROR_CODE,
+    _Kind,
+    _peer_ip,
+    _Pending,
+    _Requests,
+)
+from natkit.turn.client_requests import _error_of as _error_of
+from natkit.turn.client_requests import _PermissionRequest as _PermissionRequest
+from natkit.turn.client_tcp import TurnAuth, TurnConnectionBinder, _Rfc6062
 
 __all__ = [
     "AllocateParams",
@@ -138,207 +172,9 @@ _CHANNEL_HEAD = struct.Struct("!HH")
 # Message types: the method with the class bits interleaved (RFC 8489 §5).
 _DATA_INDICATION = b"\x00\x17"  # Method.DATA, class indication
 _SEND_INDICATION = b"\x00\x16"  # Method.SEND, class indication
-# coturn 4.6 implements dual allocation with the code points of the turnbis
-# drafts (0x8032 ADDITIONAL-ADDRESS-FAMILY, 0x8033 ADDRESS-ERROR-CODE), not RFC
-# 8656's 0x8000/0x8001. Both are comprehension-optional, so a server ignores
-# the one it does not know: sending both makes dual allocation work with either.
-_DRAFT_ADDITIONAL_ADDRESS_FAMILY = 0x8032
-_DRAFT_ADDRESS_ERROR_CODE = 0x8033
-_CHANNEL_REUSE_DELAY = 300.0  # RFC 8656 §12: a number stays tied to its peer 5 min after expiry
-_PERMISSION_LIFETIME = 300.0  # RFC 8656 §9: a permission lasts 5 min from its last refresh
-# Over UDP a CreatePermission carries at most this many bytes of XOR-PEER-ADDRESS
-# (83 IPv4 or 41 IPv6 peers), so that, signed, it stays under IPv6's minimum MTU
-# of 1280 bytes (RFC 8489 §6.1: keep requests within the path MTU).
-_UDP_PEER_BYTES = 1000
 
 
-@dataclass(frozen=True, slots=True)
-class TurnClientConfig:
-    """Timers in seconds; defaults follow RFC 8656 (§7-§12) and RFC 8489."""
-
-    stream: bool = False  # the transport to the server is TCP or TLS
-    software: str | None = "natkit"
-    auto_bind: bool = True  # send_to binds a channel to each new peer
-    refresh_margin: float = 60.0  # refresh the allocation this long before it expires
-    permission_refresh: float = 240.0  # permissions last 300 s (§9)
-    channel_refresh: float = 540.0  # channel bindings last 600 s (§12)
-    max_queued: int = 64  # packets waiting for a permission, per peer IP
-    max_queue_delay: float = 5.0  # ... and for at most this long (older ones are dropped)
-    permission_retry: float = 30.0  # send_to to an IP the server refused: dropped this long
-    permission_batch: int = 100  # at most this many peers per CreatePermission (fewer over UDP)
-    keepalive_interval: float | None = 10.0  # UDP: Binding indication after this much quiet
-    max_redirects: int = 3
-    draft_dual_allocation: bool = True  # also send coturn's 0x8032 (see _DRAFT_...)
-    rto: float = 0.5
-    rc: int = 7
-    rm: int = 16
-    ti: float = 39.5
-    fingerprint: bool = False
-    rng: Rng = field(default_factory=default_rng)
-
-    def stun_config(self) -> StunClientConfig:
-        return StunClientConfig(
-            rto=self.rto,
-            rc=self.rc,
-            rm=self.rm,
-            ti=self.ti,
-            reliable=self.stream,
-            software=self.software,
-            fingerprint=self.fingerprint,
-            rng=self.rng,
-        )
-
-
-class ClientState(enum.Enum):
-    IDLE = "idle"
-    ALLOCATING = "allocating"
-    ALLOCATED = "allocated"
-    RELEASING = "releasing"
-    RELEASED = "released"
-    FAILED = "failed"
-    LOST = "lost"
-    REDIRECTED = "redirected"  # stream transports: the driver must reconnect
-
-    @property
-    def ended(self) -> bool:
-        return self in (
-            ClientState.RELEASED,
-            ClientState.FAILED,
-            ClientState.LOST,
-            ClientState.REDIRECTED,
-        )
-
-
-class _Perm(enum.Enum):
-    PENDING = "pending"
-    INSTALLED = "installed"
-
-
-@dataclass(slots=True, eq=False)
-class _Permission:
-    ip: str
-    state: _Perm = _Perm.PENDING
-    keep: bool = False
-    used: bool = False
-    refresh_at: float | None = None
-    expires: float = 0.0  # when the server forgets it unless refreshed (set when installed)
-    refreshing: bool = False
-    queue: deque[tuple[bytes, Endpoint, float]] = field(default_factory=deque)
-
-
-@dataclass(slots=True, eq=False)
-class _Channel:
-    number: int
-    peer: Endpoint
-    bound: bool = False
-    keep: bool = False
-    used: bool = False
-    refresh_at: float | None = None
-    refreshing: bool = False
-
-
-@dataclass(slots=True)
-class AllocateParams:
-    """The arguments of :meth:`TurnClient.allocate` (see there)."""
-
-    lifetime: int | None
-    family: Family
-    additional_family: Family | None
-    even_port: bool | None
-    reservation_token: bytes | None
-    dont_fragment: bool
-    transport: TransportProtocol
-
-
-class _Kind(enum.Enum):
-    ALLOCATE = "allocate"
-    CLEAR = "clear"  # Refresh LIFETIME=0 after a 437, before allocating again
-    REFRESH = "refresh"
-    RELEASE = "release"
-    PERMISSION = "permission"
-    CHANNEL = "channel"
-    CONNECT = "connect"
-
-
-@dataclass(slots=True, eq=False)
-class _PermissionRequest:
-    """One ``create_permission`` call, or one permission ``send_to`` asked for:
-    its IPs may travel in several CreatePermission requests (batches, and
-    the halves of a refused batch), so its one event waits for all of them."""
-
-    request_id: int | None
-    ips: tuple[str, ...]
-    outstanding: int = 0  # requests not answered yet
-    failed: list[str] = field(default_factory=list)
-    code: int | None = None  # of the first failure
-    reason: str = ""
-    dropped: int = 0
-
-
-@dataclass(slots=True)
-class _Pending:
-    kind: _Kind
-    request_id: int | None = None
-    ips: tuple[str, ...] = ()
-    channel: int = 0
-    peer: Endpoint | None = None
-    refresh: bool = False
-    lifetime: int | None = None  # a Refresh: the LIFETIME it asked for
-    group: _PermissionRequest | None = None  # a CreatePermission that is not a refresh
-
-
-@dataclass(frozen=True, slots=True)
-class TurnAuth:
-    """The long-term authentication state the control connection uses (RFC
-    8489 §9.2.4): what an RFC 6062 data connection needs to sign its
-    ConnectionBind at once - coturn closes a data connection whose first
-    ConnectionBind is unsigned (it answers 401 and hangs up)."""
-
-    credentials: LongTermCredentials = field(repr=False)
-    realm: str
-    nonce: str
-    algorithm: PasswordAlgorithm
-    offered: tuple[PasswordAlgorithmParams, ...] | None
-    key: bytes = field(repr=False)
-
-    def sign(self, msg: StunMessage, *, fingerprint: bool = False) -> bytes:
-        """Add USERNAME (or USERHASH), REALM, NONCE and the algorithm
-        attributes to ``msg`` and serialize it with MESSAGE-INTEGRITY."""
-        if nonce_features(self.nonce) & SecurityFeature.USERNAME_ANONYMITY:
-            msg.add(at.USERHASH, userhash(self.credentials.username, self.realm))
-        else:
-            msg.add(at.USERNAME, self.credentials.username)
-        msg.add(at.REALM, self.realm).add(at.NONCE, self.nonce)
-        integrity = Integrity.SHA1
-        if self.offered is not None:
-            msg.add(at.PASSWORD_ALGORITHMS, self.offered)
-            msg.add(at.PASSWORD_ALGORITHM, PasswordAlgorithmParams(self.algorithm))
-            integrity = Integrity.SHA256
-        return serialize_message(msg, key=self.key, integrity=integrity, fingerprint=fingerprint)
-
-    def with_nonce(self, nonce: str) -> TurnAuth:
-        return dataclasses.replace(self, nonce=nonce)
-
-
-def _error_of(resp: StunMessage) -> tuple[int | None, str]:
-    try:
-        err = resp.error
-    except MalformedMessageError:
-        return None, "malformed ERROR-CODE"
-    if err is None:
-        return None, "error response without ERROR-CODE"
-    return err.code, err.reason
-
-
-def _peer_ip(peer: str | Endpoint) -> str:
-    host = peer.host if isinstance(peer, Endpoint) else peer
-    try:
-        return str(ip_of(host))
-    except ValueError as exc:
-        raise LocalProtocolError(f"not an IP address: {host!r}") from exc
-
-
-class TurnClient:
+class TurnClient(_Requests, _PeerBook, _Rfc6062):
     """One allocation with ``server`` (see the module docstring)."""
 
     def __init__(
@@ -725,133 +561,12 @@ class TurnClient:
             self._send_refresh(now, None)
         if self._keepalive_at is not None and now >= self._keepalive_at:
             self._keepalive(now)
-        expired = [
-            p
-            for p in self._perms.values()
-            if p.state is _Perm.INSTALLED and p.refreshing and now >= p.expires
-        ]
-        if expired:
-            # Their refreshes went unanswered until the server forgot them.
-            for perm in expired:
-                del self._perms[perm.ip]
-            self._events.append(
-                PermissionFailed(
-                    request_id=None,
-                    peer_ips=tuple(p.ip for p in expired),
-                    code=None,
-                    reason="the permission expired before its refresh was answered",
-                )
-            )
-        due = [
-            p.ip
-            for p in self._perms.values()
-            if p.state is _Perm.INSTALLED
-            and not p.refreshing
-            and p.refresh_at is not None
-            and now >= p.refresh_at
-        ]
-        keep: list[str] = []
-        for ip in due:
-            perm = self._perms[ip]
-            if perm.keep or perm.used or self._channel_needs(ip):
-                keep.append(ip)
-                perm.used = False
-            else:
-                # Idle: let it expire at the server, with any channel to that
-                # IP (useless without it); a later send_to starts afresh.
-                del self._perms[ip]
-                for ch in [c for c in self._channels.values() if c.peer.host == ip]:
-                    self._drop_channel(ch, now)
-        if keep:
-            self._send_permission(tuple(keep), now, request_id=None, refresh=True)
-        for ch in list(self._channels.values()):
-            if (
-                ch.bound
-                and not ch.refreshing
-                and ch.refresh_at is not None
-                and now >= ch.refresh_at
-            ):
-                if ch.keep or ch.used:
-                    ch.used = False
-                    self._send_channel_bind(ch, now, refresh=True)
-                else:
-                    self._drop_channel(ch, now)
-        for number, until in list(self._cooldown.items()):
-            if now >= until:
-                del self._cooldown[number]
+        self._refresh_peers(now)
 
     def next_event(self) -> TurnClientEvent | None:
         return self._events.popleft() if self._events else None
 
-    # -- internals: requests ---------------------------------------------------------
-
-    def _new_request_id(self) -> int:
-        rid = self._next_request
-        self._next_request += 1
-        return rid
-
-    def _require_allocated(self, what: str) -> None:
-        if self.state is not ClientState.ALLOCATED:
-            raise LocalProtocolError(f"{what}() needs an allocation (state {self.state.value})")
-
-    def _check_family(self, host: str) -> None:
-        """RFC 8656 §9.1/§12.1 (443): a peer must match a relayed address's family."""
-        try:
-            family = Family.IPV4 if ip_of(host).version == 4 else Family.IPV6
-        except ValueError as exc:
-            raise LocalProtocolError(f"not an IP address: {host!r}") from exc
-        if all(r.family != family for r in self.relayed):
-            raise LocalProtocolError(
-                f"no {family.name} relayed address for peer {host}"
-                " (443 Peer Address Family Mismatch)"
-            )
-
-    def _request(self, msg: StunMessage, pending: _Pending, now: float) -> None:
-        tid = self._stun.send_request(msg, self.server, now=now, credentials=self.credentials)
-        self._pending[tid] = pending
-        self._pull(now)
-
-    def _pull(self, now: float) -> None:
-        """Move the StunClient's output into ours (keeping wire order) and
-        handle its events."""
-        stun = self._stun
-        out = stun.datagrams_to_send(now=now)
-        if out:
-            self._sent = True
-            self._out.extend(out)
-            if self.credentials is not None:
-                for datagram in out:
-                    self._learn_auth(datagram.data)
-        while (event := stun.next_event()) is not None:
-            self._on_stun_event(event, now)
-
-    def _learn_auth(self, data: bytes) -> None:
-        """Remember the realm and nonce of a signed request the StunClient sent
-        (its own state is private; RFC 6062 data connections need them)."""
-        creds = self.credentials
-        if creds is None or data[0] & 0x01 or data[1] & 0x10:
-            return  # not a request
-        try:
-            msg = parse_message(data)
-            realm = msg.get(at.REALM)
-            nonce = msg.get(at.NONCE)
-            chosen = msg.get(at.PASSWORD_ALGORITHM)
-            offered = msg.get(at.PASSWORD_ALGORITHMS)
-        except MalformedMessageError:
-            return
-        if realm is None or nonce is None:
-            return
-        algorithm = PasswordAlgorithm(chosen.algorithm) if chosen else PasswordAlgorithm.MD5
-        old = self._auth
-        if old is not None and (old.realm, old.algorithm) == (realm, algorithm):
-            if old.nonce != nonce or old.offered != offered:
-                self._auth = dataclasses.replace(old, nonce=nonce, offered=offered)
-            return
-        try:
-            key = long_term_key(creds.username, realm, creds.password, algorithm, creds.profile)
-        except ValueError:
-            return
-        self._auth = TurnAuth(creds, realm, nonce, algorithm, offered, key)
+    # -- internals: the allocation ---------------------------------------------------
 
     def _keepalive(self, now: float) -> None:
         """Keep the NAT bindings between us and the server open (RFC 8489 §6.3.2:
@@ -870,248 +585,12 @@ class TurnClient:
         self._sent = False
         self._keepalive_at = now + self.config.keepalive_interval
 
-    def _send_allocate(self, now: float) -> None:
-        p = self._params
-        assert p is not None  # allocate() set it before any request
-        msg = StunMessage.request(Method.ALLOCATE, b"")
-        msg.add(tat.REQUESTED_TRANSPORT, int(p.transport))
-        if p.lifetime is not None:
-            msg.add(tat.LIFETIME, p.lifetime)
-        if p.family == Family.IPV6:
-            msg.add(tat.REQUESTED_ADDRESS_FAMILY, int(Family.IPV6))
-        if p.additional_family is not None:
-            msg.add(tat.ADDITIONAL_ADDRESS_FAMILY, int(p.additional_family))
-            if self.config.draft_dual_allocation:
-                msg.add_raw(_DRAFT_ADDITIONAL_ADDRESS_FAMILY, bytes((p.additional_family, 0, 0, 0)))
-        if p.even_port is not None:
-            msg.add(tat.EVEN_PORT, p.even_port)
-        if p.reservation_token is not None:
-            msg.add(tat.RESERVATION_TOKEN, p.reservation_token)
-        if p.dont_fragment:
-            msg.add(tat.DONT_FRAGMENT, True)
-        self._request(msg, _Pending(_Kind.ALLOCATE), now)
-
-    def _send_refresh(self, now: float, lifetime: int | None) -> None:
-        self._refresh_at = None
-        self._refreshing = True
-        self._timer_dirty = True
-        msg = StunMessage.request(Method.REFRESH, b"")
-        if lifetime is None and self._params is not None:
-            lifetime = self._params.lifetime
-        if lifetime is not None:
-            msg.add(tat.LIFETIME, lifetime)
-        self._request(msg, _Pending(_Kind.REFRESH, lifetime=lifetime), now)
-
-    def _send_permission(
-        self, ips: tuple[str, ...], now: float, *, request_id: int | None, refresh: bool
-    ) -> None:
-        """CreatePermission for ``ips`` (RFC 8656 §9.1) in batches: at most
-        ``permission_batch`` peers per request (servers cap the attributes
-        they parse: natkit's at 256), over UDP no more than keeps the request
-        within the minimum MTU. A refresh reports only failures; otherwise
-        one event answers for all the batches."""
-        group = None if refresh else _PermissionRequest(request_id, ips)
-        batches = self._batches(ips)
-        if group is not None:
-            group.outstanding = len(batches)
-        for batch in batches:
-            self._send_permission_batch(batch, now, group=group, refresh=refresh)
-
-    def _batches(self, ips: tuple[str, ...]) -> list[tuple[str, ...]]:
-        limit = max(1, self.config.permission_batch)
-        budget = None if self.config.stream else _UDP_PEER_BYTES
-        batches: list[tuple[str, ...]] = []
-        batch: list[str] = []
-        size = 0
-        for ip in ips:
-            cost = 24 if ":" in ip else 12  # the attribute's header and value
-            if batch and (len(batch) >= limit or (budget is not None and size + cost > budget)):
-                batches.append(tuple(batch))
-                batch, size = [], 0
-            batch.append(ip)
-            size += cost
-        if batch:
-            batches.append(tuple(batch))
-        return batches
-
-    def _send_permission_batch(
-        self,
-        ips: tuple[str, ...],
-        now: float,
-        *,
-        group: _PermissionRequest | None,
-        refresh: bool,
-    ) -> None:
-        msg = StunMessage.request(Method.CREATE_PERMISSION, b"")
-        for ip in ips:
-            msg.add(tat.XOR_PEER_ADDRESS, Endpoint(ip, 0))
-            if refresh:
-                self._perms[ip].refreshing = True
-        request_id = group.request_id if group is not None else None
-        pending = _Pending(
-            _Kind.PERMISSION, request_id=request_id, ips=ips, refresh=refresh, group=group
-        )
-        self._request(msg, pending, now)
-
-    def _free_channel(self, now: float) -> int | None:
-        span = CHANNEL_MAX - CHANNEL_MIN + 1
-        for i in range(span):
-            number = CHANNEL_MIN + (self._next_channel - CHANNEL_MIN + i) % span
-            if number in self._channels:
-                continue
-            until = self._cooldown.get(number)
-            if until is not None and now < until:
-                continue
-            return number
-        return None
-
-    def _bind(self, peer: Endpoint, now: float, *, keep: bool) -> _Channel:
-        number = self._free_channel(now)
-        if number is None:
-            raise LocalProtocolError("every channel number is in use")
-        self._cooldown.pop(number, None)
-        self._next_channel = number + 1 if number < CHANNEL_MAX else CHANNEL_MIN
-        ch = _Channel(number, peer, keep=keep)
-        self._channels[number] = ch
-        self._channel_of[peer] = ch
-        self._send_channel_bind(ch, now, refresh=False)
-        return ch
-
-    def _send_channel_bind(self, ch: _Channel, now: float, *, refresh: bool) -> None:
-        ch.refreshing = refresh
-        msg = StunMessage.request(Method.CHANNEL_BIND, b"")
-        msg.add(tat.CHANNEL_NUMBER, ch.number).add(tat.XOR_PEER_ADDRESS, ch.peer)
-        self._request(
-            msg, _Pending(_Kind.CHANNEL, channel=ch.number, peer=ch.peer, refresh=refresh), now
-        )
-
-    def _drop_channel(self, ch: _Channel, now: float) -> None:
-        self._channels.pop(ch.number, None)
-        if self._channel_of.get(ch.peer) is ch:
-            del self._channel_of[ch.peer]
-        # The server keeps the binding until it expires, and the number stays
-        # tied to this peer for 5 more minutes (§12): do not reuse it before.
-        expires = (ch.refresh_at or now) + (600.0 - self.config.channel_refresh)
-        self._cooldown[ch.number] = max(now, expires) + _CHANNEL_REUSE_DELAY
-        self._timer_dirty = True
-
-    def _channel_needs(self, ip: str) -> bool:
-        return any(ch.peer.host == ip and (ch.keep or ch.used) for ch in self._channels.values())
-
-    def _send_indication(self, data: bytes, peer: Endpoint) -> None:
-        tid = self._stun.new_transaction_id()
-        dont_fragment = self._params is not None and self._params.dont_fragment
-        if peer.family == Family.IPV4 and not dont_fragment and not self.config.fingerprint:
-            # The common case, built directly: an IPv4 XOR-PEER-ADDRESS does not
-            # depend on the transaction ID, so its 12 bytes are cached per peer.
-            head = self._send_cache.get(peer)
-            if head is None:
-                if len(self._send_cache) >= 1024:
-                    self._send_cache.clear()
-                value = tat.XOR_PEER_ADDRESS.encode(peer, tid)
-                head = self._send_cache[peer] = _CHANNEL_HEAD.pack(0x0012, len(value)) + value
-            pad = -len(data) & 3
-            length = len(head) + 4 + len(data) + pad
-            wire = b"".join(
-                (
-                    _SEND_INDICATION,
-                    length.to_bytes(2, "big"),
-                    MAGIC_COOKIE_BYTES,
-                    tid,
-                    head,
-                    _CHANNEL_HEAD.pack(0x0013, len(data)),
-                    data,
-                    bytes(pad),
-                )
-            )
-            self.sent_indications += 1
-            self._sent = True
-            self._out.append(Datagram(wire, self.server))
-            return
-        msg = StunMessage(Method.SEND, MessageClass.INDICATION, tid)
-        msg.add(tat.XOR_PEER_ADDRESS, peer).add(tat.DATA, data)
-        if self._params is not None and self._params.dont_fragment:
-            msg.add(tat.DONT_FRAGMENT, True)
-        wire = serialize_message(msg, fingerprint=self.config.fingerprint)
-        self.sent_indications += 1
-        self._sent = True
-        self._out.append(Datagram(wire, self.server))
-
     def _compute_timer(self) -> float | None:
         if self.state is not ClientState.ALLOCATED:
             return None
         times = [t for t in (self._refresh_at, self._keepalive_at, self.expires) if t is not None]
-        for p in self._perms.values():
-            if p.state is not _Perm.INSTALLED:
-                continue
-            if p.refreshing:
-                times.append(p.expires)
-            elif p.refresh_at is not None:
-                times.append(p.refresh_at)
-        times.extend(
-            ch.refresh_at
-            for ch in self._channels.values()
-            if ch.refresh_at is not None and not ch.refreshing and ch.bound
-        )
-        times.extend(self._cooldown.values())
+        self._peer_deadlines(times)
         return min(times) if times else None
-
-    # -- internals: answers ----------------------------------------------------------
-
-    def _on_stun_event(self, event: StunEvent, now: float) -> None:
-        pending = self._pending.pop(event.transaction_id, None)
-        if pending is None:
-            return
-        self._timer_dirty = True
-        match event:
-            case ResponseReceived(response=resp):
-                if resp.message_class == MessageClass.SUCCESS:
-                    code: int | None = 0
-                    reason = ""
-                else:
-                    code, reason = _error_of(resp)
-                self._on_answer(pending, resp, code, reason, now)
-            case TransactionTimedOut():
-                self._on_answer(pending, None, None, "no response (timed out)", now, timed_out=True)
-            case TransactionFailed(reason=reason):
-                self._on_answer(pending, None, None, reason, now)
-
-    def _on_answer(
-        self,
-        pending: _Pending,
-        resp: StunMessage | None,
-        code: int | None,
-        reason: str,
-        now: float,
-        *,
-        timed_out: bool = False,
-    ) -> None:
-        """``code`` is 0 for a success, the error code, or None (no usable
-        response; ``timed_out``: none at all)."""
-        try:
-            match pending.kind:
-                case _Kind.ALLOCATE:
-                    self._on_allocate(resp, code, reason, now)
-                case _Kind.CLEAR:
-                    if self.state is ClientState.ALLOCATING:
-                        self._send_allocate(now)
-                case _Kind.REFRESH:
-                    self._on_refresh(pending, resp, code, reason, now, timed_out=timed_out)
-                case _Kind.RELEASE:
-                    if self.state is ClientState.RELEASING:
-                        self._end(ClientState.RELEASED)
-                        confirmed = code in (0, ErrorCode.ALLOCATION_MISMATCH)
-                        self._events.append(AllocationReleased(confirmed=confirmed))
-                case _Kind.PERMISSION:
-                    self._on_permission(pending, code, reason, now, timed_out=timed_out)
-                case _Kind.CHANNEL:
-                    self._on_channel(pending, code, reason, now)
-                case _Kind.CONNECT:
-                    self._on_connect(pending, resp, code, reason)
-        except MalformedMessageError as exc:
-            # A success response whose attributes do not decode: a failure of
-            # the request, not of the client.
-            self._on_answer(pending, None, None, f"malformed response: {exc}", now)
 
     def _on_allocate(
         self, resp: StunMessage | None, code: int | None, reason: str, now: float
@@ -1242,177 +721,6 @@ class TurnClient:
         self._refresh_at = now + ahead
         self._timer_dirty = True
 
-    def _on_permission(
-        self, pending: _Pending, code: int | None, reason: str, now: float, *, timed_out: bool
-    ) -> None:
-        """A CreatePermission answered (RFC 8656 §9.3). The server grants or
-        refuses a request as a whole, so a refused batch is split in halves
-        until the refusal names one IP: only that IP is dropped. A refresh
-        that goes unanswered is retried (the server keeps the permissions
-        for the rest of their 300 s; handle_timer drops those that expire
-        first); an unanswered first request drops the IPs it was to install,
-        without refusing them."""
-        if self.state is not ClientState.ALLOCATED:
-            return
-        group = pending.group
-        perms = [self._perms[ip] for ip in pending.ips if ip in self._perms]
-        if pending.refresh:  # those this refresh still speaks for (not expired meanwhile)
-            perms = [p for p in perms if p.refreshing and p.state is _Perm.INSTALLED]
-            if timed_out:
-                # Those that expire first stay "refreshing": handle_timer drops them.
-                live = tuple(p.ip for p in perms if now < p.expires)
-                if live:
-                    self._send_permission(live, now, request_id=None, refresh=True)
-                return
-            for perm in perms:
-                perm.refreshing = False
-        ips = tuple(p.ip for p in perms)
-        if code == 0:
-            for perm in perms:
-                self._install(perm, now)
-            self._settle(group, (), None, "", 0)
-            return
-        if code == ErrorCode.ALLOCATION_MISMATCH:
-            self._lose(code, reason)
-            return
-        if code is not None and len(ips) > 1:
-            half = len(ips) // 2
-            if group is not None:
-                group.outstanding += 1  # this request becomes two
-            for part in (ips[:half], ips[half:]):
-                self._send_permission_batch(part, now, group=group, refresh=pending.refresh)
-            return
-        dropped = 0
-        for perm in perms:
-            if timed_out and perm.state is _Perm.INSTALLED:
-                continue  # installed before: the server still holds it, refreshed on schedule
-            dropped += len(perm.queue)
-            del self._perms[perm.ip]
-            if not timed_out:
-                self._refused[perm.ip] = now + self.config.permission_retry
-        self.dropped += dropped
-        failed = ips if pending.refresh else pending.ips
-        if group is None:
-            if failed:
-                self._events.append(
-                    PermissionFailed(
-                        request_id=None, peer_ips=failed, code=code, reason=reason, dropped=dropped
-                    )
-                )
-            return
-        self._settle(group, failed, code, reason, dropped)
-
-    def _settle(
-        self,
-        group: _PermissionRequest | None,
-        failed: tuple[str, ...],
-        code: int | None,
-        reason: str,
-        dropped: int,
-    ) -> None:
-        """One request of ``group`` answered; its event once all are."""
-        if group is None:
-            return
-        if failed:
-            if not group.failed:
-                group.code, group.reason = code, reason
-            group.failed.extend(failed)
-            group.dropped += dropped
-        group.outstanding -= 1
-        if group.outstanding > 0:
-            return
-        if group.failed:
-            refused = set(group.failed)
-            self._events.append(
-                PermissionFailed(
-                    request_id=group.request_id,
-                    peer_ips=tuple(ip for ip in group.ips if ip in refused),
-                    code=group.code,
-                    reason=group.reason,
-                    dropped=group.dropped,
-                )
-            )
-        else:
-            self._events.append(PermissionCreated(request_id=group.request_id, peer_ips=group.ips))
-
-    def _install(self, perm: _Permission, now: float) -> None:
-        perm.state = _Perm.INSTALLED
-        perm.refresh_at = now + self.config.permission_refresh
-        perm.expires = now + _PERMISSION_LIFETIME
-        self._timer_dirty = True
-        queue, perm.queue = perm.queue, deque()
-        oldest = now - self.config.max_queue_delay
-        for data, peer, queued_at in queue:
-            if queued_at < oldest:
-                self.dropped += 1
-                continue
-            ch = self._channel_of.get(peer)
-            if ch is not None and ch.bound:
-                self.sent_channel_data += 1
-                self._sent = True
-                self._out.append(
-                    Datagram(
-                        pack_channel_data(ch.number, data, stream=self.config.stream), self.server
-                    )
-                )
-            else:
-                self._send_indication(data, peer)
-
-    def _on_channel(self, pending: _Pending, code: int | None, reason: str, now: float) -> None:
-        if self.state is not ClientState.ALLOCATED:
-            return
-        ch = self._channels.get(pending.channel)
-        assert pending.peer is not None  # set for every ChannelBind
-        if ch is None or ch.peer != pending.peer:
-            return
-        ch.refreshing = False
-        if code == 0:
-            first = not ch.bound
-            ch.bound = True
-            ch.refresh_at = now + self.config.channel_refresh
-            # A ChannelBind installs or refreshes the peer's permission too (§12.2).
-            perm = self._perms.get(ch.peer.host)
-            if perm is None:
-                perm = self._perms[ch.peer.host] = _Permission(ch.peer.host, keep=ch.keep)
-            if perm.state is _Perm.PENDING:
-                self._install(perm, now)
-            else:
-                perm.expires = max(perm.expires, now + _PERMISSION_LIFETIME)
-            if first:
-                self._events.append(ChannelBound(channel=ch.number, peer=ch.peer))
-            return
-        if code == ErrorCode.ALLOCATION_MISMATCH:
-            self._lose(code, reason)
-            return
-        if not ch.keep:
-            self._no_auto_bind.add(ch.peer)  # one refusal is enough: Send indications it is
-        self._drop_channel(ch, now)
-        self._events.append(
-            ChannelBindFailed(channel=ch.number, peer=ch.peer, code=code, reason=reason)
-        )
-
-    def _on_connect(
-        self, pending: _Pending, resp: StunMessage | None, code: int | None, reason: str
-    ) -> None:
-        assert pending.peer is not None and pending.request_id is not None  # set by connect()
-        if code == 0 and resp is not None:
-            connection_id = resp.get(tat.CONNECTION_ID)
-            if connection_id is not None:
-                self._events.append(
-                    PeerConnected(
-                        request_id=pending.request_id,
-                        connection_id=connection_id,
-                        peer=pending.peer,
-                    )
-                )
-                return
-            code, reason = None, "Connect success without CONNECTION-ID"
-        self._events.append(
-            ConnectFailed(
-                request_id=pending.request_id, peer=pending.peer, code=code, reason=reason
-            )
-        )
-
     def _fail(self, code: int | None, reason: str) -> None:
         self._end(ClientState.FAILED)
         self._events.append(AllocationFailed(code=code, reason=reason))
@@ -1436,6 +744,45 @@ class TurnClient:
         self._refused.clear()
 
     # -- internals: data -------------------------------------------------------------
+
+    def _send_indication(self, data: bytes, peer: Endpoint) -> None:
+        tid = self._stun.new_transaction_id()
+        dont_fragment = self._params is not None and self._params.dont_fragment
+        if peer.family == Family.IPV4 and not dont_fragment and not self.config.fingerprint:
+            # The common case, built directly: an IPv4 XOR-PEER-ADDRESS does not
+            # depend on the transaction ID, so its 12 bytes are cached per peer.
+            head = self._send_cache.get(peer)
+            if head is None:
+                if len(self._send_cache) >= 1024:
+                    self._send_cache.clear()
+                value = tat.XOR_PEER_ADDRESS.encode(peer, tid)
+                head = self._send_cache[peer] = _CHANNEL_HEAD.pack(0x0012, len(value)) + value
+            pad = -len(data) & 3
+            length = len(head) + 4 + len(data) + pad
+            wire = b"".join(
+                (
+                    _SEND_INDICATION,
+                    length.to_bytes(2, "big"),
+                    MAGIC_COOKIE_BYTES,
+                    tid,
+                    head,
+                    _CHANNEL_HEAD.pack(0x0013, len(data)),
+                    data,
+                    bytes(pad),
+                )
+            )
+            self.sent_indications += 1
+            self._sent = True
+            self._out.append(Datagram(wire, self.server))
+            return
+        msg = StunMessage(Method.SEND, MessageClass.INDICATION, tid)
+        msg.add(tat.XOR_PEER_ADDRESS, peer).add(tat.DATA, data)
+        if self._params is not None and self._params.dont_fragment:
+            msg.add(tat.DONT_FRAGMENT, True)
+        wire = serialize_message(msg, fingerprint=self.config.fingerprint)
+        self.sent_indications += 1
+        self._sent = True
+        self._out.append(Datagram(wire, self.server))
 
     def _channel_data(self, data: bytes) -> tuple[Endpoint, bytes] | None:
         number, length = _CHANNEL_HEAD.unpack_from(data)
@@ -1525,180 +872,4 @@ class TurnClient:
             if got is not None:
                 self._events.append(DataReceived(peer=got[0], data=got[1]))
             return
-        try:
-            msg = parse_message(data)
-            if msg.method != Method.CONNECTION_ATTEMPT or data[4:8] != MAGIC_COOKIE_BYTES:
-                return
-            connection_id = msg.get(tat.CONNECTION_ID)
-            peer = msg.get(at.XOR_PEER_ADDRESS)
-        except MalformedMessageError:
-            return
-        if connection_id is None or peer is None or self.state is not ClientState.ALLOCATED:
-            return
-        self._events.append(ConnectionAttempted(connection_id=connection_id, peer=peer))
-
-
-# -- RFC 6062 data connections -----------------------------------------------------------
-
-
-class TurnConnectionBinder:
-    """The client side of one RFC 6062 data connection (§4.3-4.4), sans-IO.
-
-    A stream core: :meth:`start` queues the ConnectionBind request; feed the
-    connection's bytes to :meth:`receive_data` and write :meth:`data_to_send`
-    to it. With ``auth`` (the control client's :attr:`TurnClient.auth`) the
-    request is signed at once, as coturn requires, and a 438 is answered
-    with the new nonce; without it the first request goes out unsigned and
-    the StunClient answers the server's 401 on the same connection.
-    :class:`DataConnectionBound` ends the core's job: from then on the
-    connection carries the peer's bytes unframed, starting with the event's
-    ``data``.
-    """
-
-    def __init__(
-        self,
-        server: Endpoint,
-        credentials: LongTermCredentials | None,
-        connection_id: int,
-        config: TurnClientConfig | None = None,
-        *,
-        auth: TurnAuth | None = None,
-    ) -> None:
-        self.config = dataclasses.replace(config or TurnClientConfig(), stream=True)
-        self.server = server
-        self.credentials = credentials
-        self.connection_id = connection_id
-        self.auth = auth if credentials is not None else None
-        self._stun = StunClient(self.config.stun_config())
-        self._tid: bytes | None = None
-        self._deadline: float | None = None
-        self._stale_retries = 0
-        self._buf = bytearray()
-        self._out = bytearray()
-        self._events: deque[TurnBinderEvent] = deque()
-        self.done = False
-
-    def start(self, *, now: float) -> None:
-        if self.auth is not None:
-            self._send_signed(now)
-            return
-        msg = StunMessage.request(Method.CONNECTION_BIND, b"")
-        msg.add(tat.CONNECTION_ID, self.connection_id)
-        self._tid = self._stun.send_request(msg, self.server, now=now, credentials=self.credentials)
-        self._pull(now)
-
-    def receive_data(self, data: bytes, *, now: float) -> None:
-        """Bytes from the data connection (``b""``: it closed)."""
-        if self.done:
-            return
-        if not data:
-            self._fail(None, "connection closed")
-            return
-        self._buf += data
-        while not self.done and len(self._buf) >= HEADER_LENGTH:
-            if self._buf[0] >> 6 != 0:
-                self._fail(None, "not a STUN response")
-                return
-            total = HEADER_LENGTH + (self._buf[2] << 8 | self._buf[3])
-            if len(self._buf) < total:
-                return
-            message = bytes(self._buf[:total])
-            del self._buf[:total]
-            if self.auth is not None:
-                self._on_signed_response(message, now)
-            else:
-                self._stun.receive_datagram(message, self.server, now=now)
-                self._pull(now)
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-    def get_timer(self) -> float | None:
-        if self.done:
-            return None
-        return self._deadline if self.auth is not None else self._stun.get_timer()
-
-    def handle_timer(self, *, now: float) -> None:
-        if self.done:
-            return
-        if self.auth is not None:
-            if self._deadline is not None and now >= self._deadline:
-                self._fail(None, "no response (timed out)")
-            return
-        self._stun.handle_timer(now=now)
-        self._pull(now)
-
-    def next_event(self) -> TurnBinderEvent | None:
-        return self._events.popleft() if self._events else None
-
-    # -- internals -------------------------------------------------------------------
-
-    def _send_signed(self, now: float) -> None:
-        assert self.auth is not None  # callers check
-        self._tid = self._stun.new_transaction_id()
-        msg = StunMessage(Method.CONNECTION_BIND, MessageClass.REQUEST, self._tid)
-        msg.add(tat.CONNECTION_ID, self.connection_id)
-        if self.config.software is not None:
-            msg.add(at.SOFTWARE, self.config.software)
-        self._out += self.auth.sign(msg, fingerprint=self.config.fingerprint)
-        self._deadline = now + self.config.ti
-
-    def _on_signed_response(self, data: bytes, now: float) -> None:
-        assert self.auth is not None  # callers check
-        try:
-            msg = parse_message(data)
-        except MalformedMessageError:
-            self._fail(None, "malformed response")
-            return
-        if msg.transaction_id != self._tid or msg.method != Method.CONNECTION_BIND:
-            return
-        if msg.message_class == MessageClass.ERROR:
-            code, reason = _error_of(msg)
-            try:
-                nonce = msg.get(at.NONCE)
-            except MalformedMessageError:
-                nonce = None
-            if code == ErrorCode.STALE_NONCE and nonce is not None and self._stale_retries < 2:
-                self._stale_retries += 1
-                self.auth = self.auth.with_nonce(nonce)
-                self._send_signed(now)
-                return
-            self._fail(code, reason)
-            return
-        if msg.message_class != MessageClass.SUCCESS:
-            return
-        if not verify_integrity(msg, self.auth.key):  # §9.2.5: over TCP, a failure
-            self._fail(None, "the response failed its integrity check")
-            return
-        self._bound()
-
-    def _pull(self, now: float) -> None:
-        for datagram in self._stun.datagrams_to_send(now=now):
-            self._out += datagram.data
-        while (event := self._stun.next_event()) is not None:
-            if event.transaction_id != self._tid or self.done:
-                continue
-            match event:
-                case ResponseReceived(response=resp) if resp.message_class == MessageClass.SUCCESS:
-                    self._bound()
-                case ResponseReceived(response=resp):
-                    self._fail(*_error_of(resp))
-                case TransactionTimedOut():
-                    self._fail(None, "no response (timed out)")
-                case TransactionFailed(reason=reason):
-                    self._fail(None, reason)
-
-    def _bound(self) -> None:
-        self.done = True
-        self._events.append(
-            DataConnectionBound(connection_id=self.connection_id, data=bytes(self._buf))
-        )
-        self._buf.clear()
-
-    def _fail(self, code: int | None, reason: str) -> None:
-        self.done = True
-        self._events.append(
-            DataConnectionFailed(connection_id=self.connection_id, code=code, reason=reason)
-        )
+        self._connection_attempt(data)
