@@ -15,15 +15,94 @@ from collections.abc import Callable, Mapping
 from typing import Generic, Protocol, TypeVar
 
 from natkit.addr import Datagram, Endpoint
-from natkit.net.stack import DatagramEndpoint
+from natkit.net.stack import DatagramEndpoint, StreamConnection
 
-__all__ = ["CoreDriver", "DatagramCore"]
+__all__ = ["CoreDriver", "CoreTimer", "DatagramCore", "StreamSender", "TimedCore"]
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
 
 E = TypeVar("E")
 E_co = TypeVar("E_co", covariant=True)
+
+
+class TimedCore(Protocol):
+    """A core's timer surface: an absolute deadline, and what to do at it."""
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, *, now: float) -> None: ...
+
+
+class CoreTimer:
+    """The single ``loop.call_at(core.get_timer())`` a driver keeps for a core.
+
+    Call :meth:`arm` after every call into the core; when the deadline comes
+    the core's ``handle_timer`` runs, then ``on_fired`` (the driver's flush,
+    which arms again). After :meth:`close` nothing is armed any more."""
+
+    __slots__ = ("_at", "_closed", "_core", "_handle", "_loop", "_on_fired")
+
+    def __init__(self, core: TimedCore, on_fired: Callable[[], None]) -> None:
+        self._core = core
+        self._on_fired = on_fired
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+        self._at: float | None = None
+        self._closed = False
+
+    def arm(self) -> None:
+        if self._closed:
+            return
+        deadline = self._core.get_timer()
+        if deadline == self._at:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._at = deadline
+        if deadline is not None:
+            self._handle = self._loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._at = None
+        self._core.handle_timer(now=self._loop.time())
+        self._on_fired()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+class StreamSender:
+    """A stream connection seen as the datagram endpoint a driver writes to,
+    for a client core whose only peer is the server at the other end."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: StreamConnection) -> None:
+        self.conn = conn
+
+    @property
+    def local_endpoint(self) -> Endpoint:
+        return self.conn.local_endpoint
+
+    def send(self, data: bytes, remote: Endpoint) -> None:
+        del remote
+        self.conn.write(data)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    async def wait_closed(self) -> None:
+        await self.conn.wait_closed()
+
+    @property
+    def closed(self) -> bool:
+        return self.conn.closed
 
 
 class DatagramCore(Protocol[E_co]):
@@ -54,9 +133,7 @@ class CoreDriver(Generic[E]):
             self.endpoints[None] = next(iter(self.endpoints.values()))
         self.on_event = on_event
         self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        self._closed = False
+        self._timer = CoreTimer(core, self.flush)
 
     def now(self) -> float:
         return self._loop.time()
@@ -72,29 +149,7 @@ class CoreDriver(Generic[E]):
             ep.send(data, remote)
         while (event := core.next_event()) is not None:
             self.on_event(event)
-        self._arm()
-
-    def _arm(self) -> None:
-        if self._closed:
-            return
-        deadline = self.core.get_timer()
-        if deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = deadline
-        if deadline is not None:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        self.core.handle_timer(now=self._loop.time())
-        self.flush()
+        self._timer.arm()
 
     def close(self) -> None:
-        self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.close()

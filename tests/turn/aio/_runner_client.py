@@ -10,7 +10,7 @@ import ssl
 from collections.abc import Callable
 
 from natkit.addr import Endpoint
-from natkit.net.driver import CoreDriver
+from natkit.net.driver import CoreDriver, StreamSender
 from natkit.net.stack import DatagramEndpoint, Stack, StreamConnection
 from natkit.stun import attributes as at
 from natkit.stun.constants import MessageClass, Method
@@ -31,28 +31,6 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0)
-
-
-class _StreamSender:
-    def __init__(self, conn: StreamConnection) -> None:
-        self.conn = conn
-
-    @property
-    def local_endpoint(self) -> Endpoint:
-        return self.conn.local_endpoint
-
-    def send(self, data: bytes, remote: Endpoint) -> None:
-        self.conn.write(data)
-
-    def close(self) -> None:
-        self.conn.close()
-
-    async def wait_closed(self) -> None:
-        await self.conn.wait_closed()
-
-    @property
-    def closed(self) -> bool:
-        return self.conn.closed
 
 
 class HandClient:
@@ -91,7 +69,7 @@ class HandClient:
         conn = await stack.connect_stream(
             server, tls=tls, server_hostname="localhost" if tls else None
         )
-        client = cls(_StreamSender(conn), server, reliable=True)
+        client = cls(StreamSender(conn), server, reliable=True)
         client.conn = conn
         framer = StreamFramer(channel_data=True)
         bind = Method.CONNECTION_BIND

@@ -10,6 +10,7 @@ from typing import Any
 
 from natkit.addr import Endpoint, Transport
 from natkit.errors import TransportError
+from natkit.net.driver import StreamSender
 from natkit.net.os_stack import OsStack, OsStreamConnection
 from natkit.net.stack import StreamConnection
 from natkit.stun import attributes as at
@@ -18,7 +19,7 @@ from natkit.stun.framing import StreamFramer
 from natkit.stun.message import StunMessage
 from natkit.turn.aio.server import TurnServerRunner
 from natkit.turn.attributes import TransportProtocol
-from tests.turn.aio._runner_client import CREDS, HandClient, Peer, _StreamSender, until
+from tests.turn.aio._runner_client import CREDS, HandClient, Peer, until
 from tests.turn.aio.test_runner import CREDENTIALS, LO, config
 
 TCP, UDP = Transport.TCP, Transport.UDP
@@ -27,7 +28,7 @@ TCP, UDP = Transport.TCP, Transport.UDP
 async def _stream_from(stack: OsStack, server: Endpoint, local: Endpoint) -> HandClient:
     """A TCP HandClient whose connection starts from ``local``."""
     conn = await stack.connect_stream(server, local=local)
-    client = HandClient(_StreamSender(conn), server, reliable=True)
+    client = HandClient(StreamSender(conn), server, reliable=True)
     client.conn = conn
     framer = StreamFramer(channel_data=True)
 

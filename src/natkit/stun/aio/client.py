@@ -14,8 +14,8 @@ from types import TracebackType
 
 from natkit.addr import Endpoint
 from natkit.errors import MalformedMessageError, TransactionError, TransactionTimeout
-from natkit.net.driver import CoreDriver
-from natkit.net.stack import DatagramEndpoint, Stack, StreamConnection
+from natkit.net.driver import CoreDriver, StreamSender
+from natkit.net.stack import DatagramEndpoint, Stack
 from natkit.stun import attributes as at
 from natkit.stun.constants import Method
 from natkit.stun.events import ResponseReceived, StunEvent, TransactionFailed, TransactionTimedOut
@@ -26,31 +26,6 @@ from natkit.stun.transaction import Credentials, StunClient, StunClientConfig
 __all__ = ["AsyncStunClient"]
 
 ANY_IPV4 = Endpoint("0.0.0.0", 0)
-
-
-class _StreamSender:
-    """Lets the datagram driver write a stream client's output to its connection."""
-
-    def __init__(self, conn: StreamConnection) -> None:
-        self.conn = conn
-
-    @property
-    def local_endpoint(self) -> Endpoint:
-        return self.conn.local_endpoint
-
-    def send(self, data: bytes, remote: Endpoint) -> None:
-        del remote
-        self.conn.write(data)
-
-    def close(self) -> None:
-        self.conn.close()
-
-    async def wait_closed(self) -> None:
-        await self.conn.wait_closed()
-
-    @property
-    def closed(self) -> bool:
-        return self.conn.closed
 
 
 class AsyncStunClient:
@@ -104,7 +79,7 @@ class AsyncStunClient:
         """Connect over TCP (or TLS) to ``server`` (RFC 8489 §6.2.2)."""
         config = dataclasses.replace(config or StunClientConfig(), reliable=True)
         conn = await stack.connect_stream(server, tls=tls, server_hostname=server_hostname)
-        client = cls(StunClient(config), _StreamSender(conn), server=server)
+        client = cls(StunClient(config), StreamSender(conn), server=server)
         framer = StreamFramer()
 
         def on_data(data: bytes) -> None:

@@ -45,7 +45,7 @@ from natkit.errors import (
     TransactionError,
     TransportError,
 )
-from natkit.net.driver import CoreDriver
+from natkit.net.driver import CoreDriver, StreamSender
 from natkit.net.stack import DatagramEndpoint, DataHandler, Stack, StreamConnection
 from natkit.stun.framing import StreamFramer
 from natkit.stun.transaction import LongTermCredentials
@@ -88,31 +88,6 @@ class TurnRequestError(TransactionError):
     def __init__(self, message: str, code: int | None) -> None:
         super().__init__(message if code is None else f"{code} {message}")
         self.code = code
-
-
-class _StreamSender:
-    """Lets the datagram driver write the core's output to a stream."""
-
-    def __init__(self, conn: StreamConnection) -> None:
-        self.conn = conn
-
-    @property
-    def local_endpoint(self) -> Endpoint:
-        return self.conn.local_endpoint
-
-    def send(self, data: bytes, remote: Endpoint) -> None:
-        del remote
-        self.conn.write(data)
-
-    def close(self) -> None:
-        self.conn.close()
-
-    async def wait_closed(self) -> None:
-        await self.conn.wait_closed()
-
-    @property
-    def closed(self) -> bool:
-        return self.conn.closed
 
 
 class TurnPeerConnection:
@@ -245,7 +220,7 @@ class AsyncTurnClient:
         self._lost: AllocationLost | None = None
         self.core: TurnClient
         self.driver: CoreDriver[TurnClientEvent]
-        self._sender: DatagramEndpoint | _StreamSender
+        self._sender: DatagramEndpoint | StreamSender
         self._udp: DatagramEndpoint | None = None
         self._conn: StreamConnection | None = None
         self._ready = False  # core and driver exist (a stray datagram may come first)
@@ -302,7 +277,7 @@ class AsyncTurnClient:
         conn = await self.stack.connect_stream(
             server, tls=self._tls, server_hostname=server_hostname, local=self._local
         )
-        sender = _StreamSender(conn)
+        sender = StreamSender(conn)
         driver: CoreDriver[TurnClientEvent] = CoreDriver(core, {None: sender}, self._on_event)
         framer = StreamFramer(channel_data=True)
 

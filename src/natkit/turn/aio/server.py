@@ -56,6 +56,7 @@ from typing import Any, cast
 from natkit.addr import Endpoint, Transport
 from natkit.errors import MalformedMessageError, TransportError
 from natkit.net.admin import AdminServer
+from natkit.net.driver import CoreTimer
 from natkit.net.stack import (
     DatagramEndpoint,
     IcmpHandler,
@@ -392,9 +393,8 @@ class TurnServerRunner:
         self._peers: dict[int, _Peer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing_sockets: list[DatagramEndpoint | StreamListener] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
         self._loop = asyncio.get_running_loop()  # construct inside the loop that runs it
+        self._timer = CoreTimer(self.core, self._flush)
         self._started = False
         self._closing = False
         self._closed = asyncio.Event()
@@ -442,7 +442,7 @@ class TurnServerRunner:
         except BaseException:
             self.close()
             raise
-        self._arm()
+        self._timer.arm()
 
     def close(self) -> None:
         """Stop accepting, end every allocation (``core.shutdown``), close every socket."""
@@ -455,9 +455,7 @@ class TurnServerRunner:
         if self._started:
             self.core.shutdown(now=self._loop.time())
             self._flush()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.close()
         for task in list(self._tasks):
             task.cancel()
         for cid in list(self._peers):
@@ -512,7 +510,7 @@ class TurnServerRunner:
             send(datagram)
         while (event := core.next_event()) is not None:
             self._on_event(event)
-        self._arm()
+        self._timer.arm()
 
     def _send(self, dg: TurnDatagram) -> None:
         if dg.transport is _UDP:
@@ -525,25 +523,6 @@ class TurnServerRunner:
         client = self._streams.get((dg.local, dg.remote))
         if client is not None and not client.gone:
             client.write(dg.data)
-
-    def _arm(self) -> None:
-        if self._closing:
-            return
-        deadline = self.core.get_timer()
-        if deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = deadline
-        if deadline is not None:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        self.core.handle_timer(now=self._loop.time())
-        self._flush()
 
     def _on_event(self, event: TurnServerEvent) -> None:
         match event:
