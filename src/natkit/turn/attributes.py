@@ -18,10 +18,17 @@ from natkit.addr import Family
 from natkit.errors import MalformedMessageError
 from natkit.stun.attributes import (
     DATA,
+    ERROR_CODE,
     LIFETIME,
     XOR_PEER_ADDRESS,
     XOR_RELAYED_ADDRESS,
     AttrSpec,
+    ErrorCodeValue,
+    _decode_empty,
+    _decode_u32,
+    _encode_empty,
+    _encode_raw,
+    _encode_u32,
 )
 from natkit.stun.constants import AttributeType
 
@@ -110,20 +117,6 @@ def _decode_token(value: bytes, _tid: bytes) -> bytes:
     return value
 
 
-def _encode_raw(value: bytes, _tid: bytes) -> bytes:
-    return value
-
-
-def _decode_empty(value: bytes, _tid: bytes) -> bool:
-    if value:
-        raise _bad("DONT-FRAGMENT must be empty")
-    return True
-
-
-def _encode_empty(_flag: bool, _tid: bytes) -> bytes:
-    return b""
-
-
 @dataclass(frozen=True, slots=True)
 class AddressErrorCode:
     """ADDRESS-ERROR-CODE (RFC 8656 §18.12): why one family of a dual
@@ -134,25 +127,15 @@ class AddressErrorCode:
     reason: str = ""
 
 
-def _decode_address_error(value: bytes, _tid: bytes) -> AddressErrorCode:
-    if len(value) < 4:
-        raise _bad("ADDRESS-ERROR-CODE too short")
-    cls = value[2] & 0x07
-    number = value[3]
-    if not 3 <= cls <= 6 or number > 99:
-        raise _bad("ADDRESS-ERROR-CODE out of range")
-    try:
-        reason = value[4:].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _bad("ADDRESS-ERROR-CODE reason is not UTF-8") from exc
-    return AddressErrorCode(value[0], cls * 100 + number, reason)
+def _decode_address_error(value: bytes, tid: bytes) -> AddressErrorCode:
+    """ERROR-CODE's layout with the family in the first reserved byte."""
+    err = ERROR_CODE.decode(value, tid)
+    return AddressErrorCode(value[0], err.code, err.reason)
 
 
-def _encode_address_error(err: AddressErrorCode, _tid: bytes) -> bytes:
-    if not 300 <= err.code <= 699:
-        raise ValueError(f"error code out of range: {err.code}")
-    reason = err.reason.encode("utf-8")[:763].decode("utf-8", "ignore").encode("utf-8")
-    return bytes((err.family, 0, err.code // 100, err.code % 100)) + reason
+def _encode_address_error(err: AddressErrorCode, tid: bytes) -> bytes:
+    value = ERROR_CODE.encode(ErrorCodeValue(err.code, err.reason), tid)
+    return bytes((err.family,)) + value[1:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,16 +155,6 @@ def _decode_icmp(value: bytes, _tid: bytes) -> IcmpValue:
 
 def _encode_icmp(icmp: IcmpValue, _tid: bytes) -> bytes:
     return b"\x00\x00" + bytes((icmp.icmp_type, icmp.icmp_code)) + _U32.pack(icmp.error_data)
-
-
-def _decode_u32(value: bytes, _tid: bytes) -> int:
-    if len(value) != 4:
-        raise _bad("CONNECTION-ID must be 4 bytes")
-    return int(_U32.unpack(value)[0])
-
-
-def _encode_u32(n: int, _tid: bytes) -> bytes:
-    return _U32.pack(n)
 
 
 A = AttributeType
