@@ -1,0 +1,1 @@
+"""asyncio drivers for the SIP cores, on the stack interface (:mod:`natkit.net.stack`)."""
