@@ -1,0 +1,466 @@
+"""The four RFC 3261 §17 state machines with RFC 6026's Accepted state, over
+unreliable and reliable transports, driven with explicit ``now``."""
+
+from __future__ import annotations
+
+import pytest
+
+from natkit.errors import LocalProtocolError
+from natkit.sip.flow import SipTransport
+from natkit.sip.message import SipRequest, SipResponse
+from natkit.sip.timers import TimerConfig
+from natkit.sip.transaction import TransactionLayer
+from natkit.sip.transaction_events import (
+    AckReceived,
+    ClientTransactionId,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransactionId,
+    TimerCExpired,
+    TransactionTerminated,
+    TransactionTimedOut,
+    TransportFailed,
+)
+
+from .test_transaction_helpers import (
+    BRANCH,
+    TCP,
+    UDP,
+    drain,
+    request,
+    response,
+    run_timers,
+    sent,
+    source,
+    target,
+)
+
+TRANSPORTS = [pytest.param(UDP, id="udp"), pytest.param(TCP, id="tcp")]
+
+
+def _client(
+    method: str = "INVITE", transport: SipTransport = UDP
+) -> tuple[TransactionLayer, ClientTransactionId, SipRequest]:
+    layer = TransactionLayer()
+    req = request(method, transport=transport)
+    txn = layer.send_request(req, target(transport), now=0.0)
+    assert sent(layer) == [req]
+    return layer, txn, req
+
+
+def _server(
+    method: str = "INVITE", transport: SipTransport = UDP, **config: float | None
+) -> tuple[TransactionLayer, ServerTransactionId, SipRequest]:
+    layer = TransactionLayer(timers=TimerConfig(**config))  # type: ignore[arg-type]
+    req = request(method, transport=transport)
+    layer.receive_message(req, source(transport), now=0.0)
+    [event] = drain(layer)
+    assert isinstance(event, RequestReceived)
+    return layer, event.server_txn, req
+
+
+def _send_times(log: list[tuple[float, list[object]]]) -> list[float]:
+    return [when for when, msgs in log for _ in msgs]
+
+
+# ----------------------------------------------------------- INVITE client
+
+
+def test_invite_client_retransmits_with_timer_a_doubling_then_times_out_with_b() -> None:
+    layer, txn, req = _client()
+    log = run_timers(layer, until=100.0)
+    # A: 0.5, 1, 2, 4, 8, 16 (no T2 cap for INVITE, §17.1.1.2); B at 64*T1.
+    assert _send_times(log) == [0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
+    assert all(msg is req for _, msgs in log for msg in msgs)
+    assert log[-1][0] == 32.0
+    assert drain(layer) == [
+        TransactionTimedOut(txn=txn, timer="B"),
+        TransactionTerminated(txn=txn),
+    ]
+    assert layer.transaction_count == 0
+
+
+def test_invite_client_over_reliable_transport_never_retransmits() -> None:
+    layer, _txn, _ = _client(transport=TCP)
+    log = run_timers(layer, until=100.0)
+    assert _send_times(log) == []
+    assert [when for when, _ in log] == [32.0]
+    assert isinstance(drain(layer)[0], TransactionTimedOut)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_invite_client_provisional_stops_retransmissions_and_timer_b(
+    transport: SipTransport,
+) -> None:
+    layer, txn, req = _client(transport=transport)
+    ringing = response(req, 180)
+    layer.receive_message(ringing, source(transport), now=0.2)
+    [event] = drain(layer)
+    assert event == ResponseReceived(response=ringing, source=source(transport), client_txn=txn)
+    # only Timer C (180 s) is left
+    assert layer.get_timer() == pytest.approx(180.2)
+    assert run_timers(layer, until=179.0) == []
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_invite_client_non_2xx_is_acked_by_the_transaction(transport: SipTransport) -> None:
+    layer = TransactionLayer()
+    req = request("INVITE", transport=transport, routes=("<sip:p1.example.org;lr>",))
+    txn = layer.send_request(req, target(transport), now=0.0)
+    sent(layer)
+    busy = response(req, 486, to_tag="callee")
+    layer.receive_message(busy, source(transport), now=1.0)
+    [ack] = sent(layer)
+    assert isinstance(ack, SipRequest)
+    assert ack.method == "ACK"
+    assert str(ack.uri) == str(req.uri)
+    assert ack.cseq.seq == 1 and ack.cseq.method == "ACK"
+    assert ack.to.tag == "callee"
+    assert ack.from_.tag == "ft1"
+    assert ack.call_id == req.call_id
+    assert [v.branch for v in ack.vias] == [BRANCH]
+    assert ack.headers.get_all("Route") == ["<sip:p1.example.org;lr>"]
+    events = drain(layer)
+    assert events[0] == ResponseReceived(response=busy, source=source(transport), client_txn=txn)
+    if transport.reliable:  # Timer D is zero
+        assert events[1:] == [TransactionTerminated(txn=txn)]
+        assert layer.transaction_count == 0
+        return
+    assert events[1:] == []
+    # Completed: retransmitted finals are ACKed again, not passed up (§17.1.1.2)
+    layer.receive_message(busy, source(transport), now=2.0)
+    assert [m.method for m in sent(layer) if isinstance(m, SipRequest)] == ["ACK"]
+    assert drain(layer) == []
+    assert layer.get_timer() == pytest.approx(33.0)  # Timer D, 32 s
+    run_timers(layer, until=40.0)
+    assert drain(layer) == [TransactionTerminated(txn=txn)]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_invite_client_accepted_state_passes_2xx_up_and_ends_with_timer_m(
+    transport: SipTransport,
+) -> None:
+    layer, txn, req = _client(transport=transport)
+    ok = response(req, 200, to_tag="fork1")
+    layer.receive_message(ok, source(transport), now=1.0)
+    assert sent(layer) == []  # the ACK for a 2xx is the TU's
+    assert drain(layer) == [ResponseReceived(response=ok, source=source(transport), client_txn=txn)]
+    # RFC 6026 §8.4: retransmissions and other forks' 2xx reach the TU
+    other_fork = response(req, 200, to_tag="fork2")
+    layer.receive_message(ok, source(transport), now=2.0)
+    layer.receive_message(other_fork, source(transport), now=3.0)
+    layer.receive_message(response(req, 486), source(transport), now=3.5)
+    assert [e.response.to.tag for e in drain(layer) if isinstance(e, ResponseReceived)] == [
+        "fork1",
+        "fork2",
+    ]
+    assert sent(layer) == []
+    assert layer.get_timer() == pytest.approx(33.0)  # Timer M, 64*T1
+    run_timers(layer, until=40.0)
+    assert drain(layer) == [TransactionTerminated(txn=txn)]
+
+
+def test_invite_client_2xx_after_timer_m_is_a_stray_response() -> None:
+    layer, _, req = _client()
+    ok = response(req, 200)
+    layer.receive_message(ok, source(), now=1.0)
+    run_timers(layer, until=40.0)
+    drain(layer)
+    layer.receive_message(ok, source(), now=41.0)
+    [event] = drain(layer)
+    assert type(event).__name__ == "StrayResponseReceived"
+
+
+def test_invite_client_timer_c_warns_then_the_transaction_ends() -> None:
+    layer, txn, req = _client()
+    layer.receive_message(response(req, 180), source(), now=1.0)
+    layer.receive_message(response(req, 183), source(), now=10.0)  # re-arms C
+    drain(layer)
+    run_timers(layer, until=189.0)
+    assert drain(layer) == []
+    run_timers(layer, until=190.0)
+    assert drain(layer) == [TimerCExpired(client_txn=txn)]
+    run_timers(layer, until=190.0 + 32.0)
+    assert drain(layer) == [
+        TransactionTimedOut(txn=txn, timer="cancel"),
+        TransactionTerminated(txn=txn),
+    ]
+
+
+# --------------------------------------------------------- non-INVITE client
+
+
+def test_non_invite_client_timer_e_doubles_up_to_t2_then_f_times_out() -> None:
+    layer, txn, _ = _client("REGISTER")
+    log = run_timers(layer, until=100.0)
+    assert _send_times(log) == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    assert drain(layer) == [
+        TransactionTimedOut(txn=txn, timer="F"),
+        TransactionTerminated(txn=txn),
+    ]
+
+
+def test_non_invite_client_in_proceeding_retransmits_every_t2() -> None:
+    layer, _, req = _client("OPTIONS")
+    run_timers(layer, until=0.5)
+    layer.receive_message(response(req, 100), source(), now=0.6)
+    log = run_timers(layer, until=12.0)
+    assert _send_times(log) == [1.5, 5.5, 9.5]
+
+
+def test_non_invite_client_over_reliable_transport_only_has_timer_f() -> None:
+    layer, txn, _ = _client("REGISTER", transport=TCP)
+    assert layer.get_timer() == 32.0
+    log = run_timers(layer, until=100.0)
+    assert _send_times(log) == []
+    assert drain(layer)[0] == TransactionTimedOut(txn=txn, timer="F")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_non_invite_client_final_response_completes_and_timer_k_ends_it(
+    transport: SipTransport,
+) -> None:
+    layer, txn, req = _client("REGISTER", transport=transport)
+    trying = response(req, 100)
+    ok = response(req, 200)
+    layer.receive_message(trying, source(transport), now=0.1)
+    layer.receive_message(ok, source(transport), now=0.2)
+    events = drain(layer)
+    assert [e.response.status for e in events if isinstance(e, ResponseReceived)] == [100, 200]
+    if transport.reliable:  # Timer K is zero
+        assert events[-1] == TransactionTerminated(txn=txn)
+        return
+    layer.receive_message(ok, source(transport), now=1.0)  # absorbed
+    assert drain(layer) == []
+    assert layer.get_timer() == pytest.approx(5.2)  # Timer K = T4
+    assert _send_times(run_timers(layer, until=10.0)) == []
+    assert drain(layer) == [TransactionTerminated(txn=txn)]
+
+
+# ----------------------------------------------------------- INVITE server
+
+
+def test_invite_server_sends_100_trying_after_200_ms_when_the_tu_is_silent() -> None:
+    layer = TransactionLayer()
+    req = request("INVITE", extra=(("Timestamp", "54.3"),))
+    layer.receive_message(req, source(), now=0.0)
+    drain(layer)
+    assert layer.get_timer() == pytest.approx(0.2)
+    log = run_timers(layer, until=0.2)
+    [[trying]] = [msgs for _, msgs in log]
+    assert isinstance(trying, SipResponse)
+    assert trying.status == 100
+    assert trying.to.tag is None
+    assert trying.headers.get("Timestamp") == "54.3"
+    # a retransmitted INVITE gets the 100 again
+    layer.receive_message(req, source(), now=0.5)
+    assert sent(layer) == [trying]
+
+
+def test_invite_server_sends_no_100_when_the_tu_answers_within_200_ms() -> None:
+    layer, _txn, req = _server()
+    ringing = response(req, 180)
+    layer.send_response(ringing, now=0.1)
+    assert sent(layer) == [ringing]
+    assert run_timers(layer, until=10.0) == []
+
+
+def test_invite_server_absorbs_a_retransmission_before_any_response() -> None:
+    layer, _, req = _server(trying_delay=None)
+    layer.receive_message(req, source(), now=0.3)
+    assert sent(layer) == []
+    assert drain(layer) == []
+
+
+@pytest.mark.parametrize(
+    ("transport", "resends"),
+    [
+        # G: 0.5, 1, 2, 4, then capped at T2 = 4 until H at 32 (§17.2.1)
+        pytest.param(UDP, [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5], id="udp"),
+        pytest.param(TCP, [], id="tcp"),
+    ],
+)
+def test_invite_server_retransmits_non_2xx_with_timer_g_until_h(
+    transport: SipTransport, resends: list[float]
+) -> None:
+    layer, txn, req = _server(transport=transport, trying_delay=None)
+    busy = response(req, 486)
+    layer.send_response(busy, now=0.0)
+    assert sent(layer) == [busy]
+    log = run_timers(layer, until=100.0)
+    assert _send_times(log) == resends
+    assert all(msg is busy for _, msgs in log for msg in msgs)
+    assert drain(layer) == [
+        TransactionTimedOut(txn=txn, timer="H"),
+        TransactionTerminated(txn=txn),
+    ]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_invite_server_ack_for_non_2xx_confirms_and_is_absorbed(transport: SipTransport) -> None:
+    layer, txn, req = _server(transport=transport, trying_delay=None)
+    busy = response(req, 486, to_tag="me")
+    layer.send_response(busy, now=0.0)
+    sent(layer)
+    layer.receive_message(req, source(transport), now=0.2)  # retransmitted INVITE
+    assert sent(layer) == [busy]
+    ack = request("ACK", transport=transport, to_tag="me")
+    layer.receive_message(ack, source(transport), now=0.3)
+    events = drain(layer)
+    assert not any(isinstance(e, AckReceived) for e in events)
+    if transport.reliable:  # Timer I is zero
+        assert events == [TransactionTerminated(txn=txn)]
+        return
+    assert events == []
+    layer.receive_message(ack, source(transport), now=1.0)  # Confirmed absorbs
+    assert layer.get_timer() == pytest.approx(5.3)  # Timer I = T4
+    assert _send_times(run_timers(layer, until=10.0)) == []  # G stopped
+    assert drain(layer) == [TransactionTerminated(txn=txn)]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_invite_server_accepted_state_rfc_6026(transport: SipTransport) -> None:
+    layer, txn, req = _server(transport=transport, trying_delay=None)
+    ok = response(req, 200, to_tag="me")
+    layer.send_response(ok, now=1.0)
+    assert sent(layer) == [ok]
+    layer.receive_message(req, source(transport), now=1.5)  # absorbed, no resend
+    assert sent(layer) == []
+    assert drain(layer) == []
+    layer.send_response(ok, now=1.5)  # the TU's 2xx retransmission goes out
+    assert sent(layer) == [ok]
+    layer.send_response(response(req, 486), now=1.6)  # no second final
+    assert sent(layer) == []
+    # an ACK matching the INVITE's branch is the TU's
+    ack = request("ACK", transport=transport, to_tag="me")
+    layer.receive_message(ack, source(transport), now=2.0)
+    assert drain(layer) == [AckReceived(request=ack, source=source(transport), server_txn=txn)]
+    assert layer.get_timer() == pytest.approx(33.0)  # Timer L
+    run_timers(layer, until=40.0)
+    assert drain(layer) == [TransactionTerminated(txn=txn)]
+
+
+def test_ack_for_2xx_with_its_own_branch_reaches_the_tu_without_transaction() -> None:
+    layer, _, req = _server(trying_delay=None)
+    layer.send_response(response(req, 200), now=0.0)
+    ack = request("ACK", branch="z9hG4bKack2xx", to_tag="tt1")
+    layer.receive_message(ack, source(), now=0.1)
+    assert drain(layer) == [AckReceived(request=ack, source=source(), server_txn=None)]
+
+
+# ------------------------------------------------------- non-INVITE server
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_non_invite_server_states(transport: SipTransport) -> None:
+    layer, txn, req = _server("REGISTER", transport=transport)
+    layer.receive_message(req, source(transport), now=0.1)  # Trying absorbs
+    assert sent(layer) == []
+    assert run_timers(layer, until=1.0) == []  # no 100 Trying for non-INVITE
+    trying = response(req, 100)
+    layer.send_response(trying, now=1.0)
+    layer.receive_message(req, source(transport), now=1.1)  # Proceeding resends it
+    assert sent(layer) == [trying, trying]
+    ok = response(req, 200)
+    layer.send_response(ok, now=2.0)
+    assert sent(layer) == [ok]
+    if transport.reliable:  # Timer J is zero
+        assert drain(layer) == [TransactionTerminated(txn=txn)]
+        return
+    layer.receive_message(req, source(transport), now=3.0)  # Completed resends the final
+    assert sent(layer) == [ok]
+    layer.send_response(response(req, 500), now=3.0)  # finals after the first dropped
+    assert sent(layer) == []
+    assert layer.get_timer() == pytest.approx(34.0)  # Timer J = 64*T1
+    run_timers(layer, until=40.0)
+    assert drain(layer) == [TransactionTerminated(txn=txn)]
+    # the request is new again once J has fired
+    layer.receive_message(req, source(transport), now=41.0)
+    assert isinstance(drain(layer)[0], RequestReceived)
+
+
+# --------------------------------------------------------- transport errors
+
+
+@pytest.mark.parametrize("method", ["INVITE", "REGISTER"])
+def test_transport_failure_of_a_client_transaction(method: str) -> None:
+    layer, txn, _req = _client(method)
+    layer.transport_failed(txn, now=0.1)
+    assert drain(layer) == [TransportFailed(txn=txn), TransactionTerminated(txn=txn)]
+    assert layer.get_timer() is None
+    layer.transport_failed(txn, now=0.2)  # unknown now: nothing
+    assert drain(layer) == []
+
+
+def test_transport_failure_reported_for_the_message_of_a_server_transaction() -> None:
+    layer, txn, req = _server(trying_delay=None)
+    busy = response(req, 486)
+    layer.send_response(busy, now=0.0)
+    [(msg, _)] = layer.messages_to_send()
+    layer.transport_failed_for(msg, now=0.1)
+    assert drain(layer) == [TransportFailed(txn=txn), TransactionTerminated(txn=txn)]
+    assert layer.transaction_count == 0
+
+
+def test_transport_failure_of_the_ack_names_the_invite_transaction() -> None:
+    layer, txn, req = _client("INVITE")
+    layer.receive_message(response(req, 404), source(), now=0.1)
+    drain(layer)
+    [ack] = sent(layer)
+    layer.transport_failed_for(ack, now=0.2)
+    assert drain(layer) == [TransportFailed(txn=txn), TransactionTerminated(txn=txn)]
+
+
+# --------------------------------------------------------------- TU side
+
+
+def test_send_request_sets_a_branch_when_the_via_has_none() -> None:
+    layer = TransactionLayer()
+    req = request("OPTIONS", branch=None)
+    txn = layer.send_request(req, target(), now=0.0)
+    assert txn.branch.startswith("z9hG4bK") and len(txn.branch) > 7 + 16
+    assert req.top_via.branch == txn.branch
+    assert txn.method == "OPTIONS"
+
+
+def test_send_request_sends_an_ack_without_a_transaction() -> None:
+    layer = TransactionLayer()
+    ack = request("ACK", branch="z9hG4bKack")
+    layer.send_request(ack, target(), now=0.0)
+    assert sent(layer) == [ack]
+    assert layer.transaction_count == 0
+    assert layer.get_timer() is None
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: request("OPTIONS", cseq_method="INVITE"), id="cseq-method-differs"),
+        pytest.param(lambda: request("OPTIONS", via_host="", via_port=None), id="bad-via"),
+    ],
+)
+def test_send_request_refuses_requests_it_cannot_track(make: object) -> None:
+    layer = TransactionLayer()
+    with pytest.raises(LocalProtocolError):
+        layer.send_request(make(), target(), now=0.0)  # type: ignore[operator]
+
+
+def test_send_request_refuses_a_live_duplicate() -> None:
+    layer = TransactionLayer()
+    layer.send_request(request("OPTIONS"), target(), now=0.0)
+    with pytest.raises(LocalProtocolError):
+        layer.send_request(request("OPTIONS"), target(), now=0.0)
+
+
+def test_response_for_no_transaction_is_dropped() -> None:
+    layer = TransactionLayer()
+    layer.send_response(response(request("OPTIONS"), 200), now=0.0)
+    assert sent(layer) == []
+
+
+def test_send_stateless_queues_without_state() -> None:
+    layer = TransactionLayer()
+    ok = response(request("INVITE"), 200)
+    layer.send_stateless(ok, target())
+    assert layer.messages_to_send() == [(ok, target())]
+    assert layer.transaction_count == 0
