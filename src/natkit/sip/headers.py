@@ -123,9 +123,28 @@ def unquote_string(text: str) -> str:
     return "".join(out)
 
 
+_NEEDS_QUOTED_PAIR = frozenset('"\\\x7f') | frozenset(
+    chr(c) for c in range(32) if c not in (9, 10, 13)
+)
+
+
 def quote_string(text: str) -> str:
-    """*text* as a quoted-string: ``"`` and ``\\`` escaped (§25.1)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """*text* as a quoted-string (§25.1): ``"``, ``\\`` and the control
+    characters qdtext does not allow (NUL, BEL, DEL ...) as quoted-pairs. CR
+    and LF cannot be quoted (quoted-pair excludes them) and become SP, so a
+    value can never inject a header line."""
+    if not any(ch in _NEEDS_QUOTED_PAIR or ch in "\r\n" for ch in text):
+        return f'"{text}"'
+    out = ['"']
+    for ch in text:
+        if ch in _NEEDS_QUOTED_PAIR:
+            out.append("\\" + ch)
+        elif ch in "\r\n":
+            out.append(" ")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
 
 
 def _unquote_param(value: str | None) -> str | None:

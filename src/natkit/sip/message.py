@@ -39,7 +39,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, Literal, Self, TypeVar
 
-from natkit.errors import MalformedMessageError
+from natkit.errors import LocalProtocolError, MalformedMessageError
 from natkit.sip.headers import (
     CSeq,
     NameAddr,
@@ -70,6 +70,7 @@ __all__ = [
     "serialize_message",
     "unsupported_options",
     "validate_request",
+    "validate_response",
 ]
 
 _T = TypeVar("_T")
@@ -718,31 +719,34 @@ def _parse_status_line(line: str) -> tuple[str, int, str]:
 
 
 def _check_common_headers(msg: SipMessage) -> None:
-    """Parse the headers every element reads, so broken syntax is a 400 now
-    (and the typed values are cached)."""
+    """Parse the headers every element reads, so broken syntax is a 400 now;
+    single lines go through the cached typed views, so this work is not
+    repeated when the element reads them."""
     headers = msg.headers
     _ = msg.vias
-    if len(headers.get_all("CSeq")) == 1:
-        _ = msg.cseq
-    else:
-        for value in headers.get_all("CSeq"):
-            parse_cseq(value)
-    for name in ("From", "To"):
-        values = headers.get_all(name)
-        for value in values:
-            parse_name_addr(value)
-    if "Call-ID" in headers:
-        for value in headers.get_all("Call-ID"):
-            _check_call_id(value)
+    views: tuple[tuple[str, Callable[[], object], Callable[[str], object]], ...] = (
+        ("CSeq", lambda: msg.cseq, parse_cseq),
+        ("From", lambda: msg.from_, parse_name_addr),
+        ("To", lambda: msg.to, parse_name_addr),
+        ("Call-ID", lambda: msg.call_id, _check_call_id),
+        ("Max-Forwards", lambda: msg.max_forwards, _max_forwards),
+    )
+    for name, view, parse in views:
+        lines = headers.get_all(name)
+        if len(lines) == 1:
+            view()
+        else:
+            for line in lines:
+                parse(line)
     if "Contact" in headers:
         _ = msg.contacts
-    for value in headers.get_all("Max-Forwards"):
-        _max_forwards(value)
 
 
 def serialize_message(msg: SipMessage) -> bytes:
     """The wire form (§7): start line, headers in order with their canonical
-    names, Content-Length set to len(body) (kept in place, else appended)."""
+    names, Content-Length set to len(body) (kept in place, else appended).
+    Raises LocalProtocolError if a header value holds CR or LF (it would
+    inject header lines)."""
     if isinstance(msg, SipRequest):
         start = f"{msg.method} {msg.uri} {msg.version}"
     else:
@@ -755,6 +759,8 @@ def serialize_message(msg: SipMessage) -> bytes:
                 lines.append(f"Content-Length: {len(msg.body)}")
                 length_written = True
             continue
+        if "\r" in value or "\n" in value:
+            raise LocalProtocolError(f"CR or LF in the value of {canon}")
         lines.append(f"{canon}: {value}")
     if not length_written:
         lines.append(f"Content-Length: {len(msg.body)}")
@@ -967,3 +973,19 @@ def validate_request(
     if supported is not None and unsupported_options(request, supported, proxy=proxy):
         return 420
     return None
+
+
+def validate_response(response: SipResponse) -> bool:
+    """True if *response* carries what a client needs to match and process it
+    (RFC 3261 §8.1.3, §17.1.3): Via, From, To, Call-ID and CSeq, each once and
+    well formed. A response failing this is dropped (§18.1.2: nobody answers a
+    response)."""
+    headers = response.headers
+    for name in ("From", "To", "CSeq", "Call-ID"):
+        if headers.count(name) != 1:
+            return False
+    try:
+        _ = response.top_via, response.cseq, response.from_, response.to, response.call_id
+    except MalformedMessageError:
+        return False
+    return True

@@ -411,6 +411,8 @@ def _parse_hostport(text: str) -> tuple[str, int | None]:
         if close < 0:
             raise _bad("unterminated IPv6 reference")
         literal = text[1:close]
+        if "%" in literal:
+            raise _bad("zone index in an IPv6 reference")
         try:
             ipaddress.IPv6Address(literal)
         except ValueError:
