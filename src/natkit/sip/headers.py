@@ -24,6 +24,7 @@ turns that into a drop for responses.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -59,7 +60,6 @@ MAX_DELTA_SECONDS: Final = 2**32 - 1  # RFC 3261 §20.19 / §25.1 delta-seconds
 
 _ALPHANUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 TOKEN_CHARS: Final = frozenset(_ALPHANUM + "-.!%*_+`'~")
-_GEN_VALUE_CHARS = TOKEN_CHARS | frozenset(":[]")  # token / host (IPv6 with or without [])
 _WS = " \t"
 
 
@@ -67,25 +67,26 @@ def _bad(why: str) -> MalformedMessageError:
     return MalformedMessageError(why, error_code=400)
 
 
+# Single character-class runs: linear, no backtracking on any input.
+_TOKEN_RUN: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]*")
+_TOKEN_FULL: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_GEN_VALUE_RUN: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]*")  # token / host / IPv6
+_HOST_RUN: Final = re.compile(r"[A-Za-z0-9\-.]*")
+_DIGIT_RUN: Final = re.compile(r"[0-9]*")
+_WS_RUN: Final = re.compile(r"[ \t]*")
+
+
 def is_token(text: str) -> bool:
     """True if *text* is a non-empty RFC 3261 token."""
-    if not text:
-        return False
-    return all(ch in TOKEN_CHARS for ch in text)
+    return _TOKEN_FULL.fullmatch(text) is not None
 
 
 def _skip_ws(text: str, i: int) -> int:
-    n = len(text)
-    while i < n and text[i] in _WS:
-        i += 1
-    return i
+    return _WS_RUN.match(text, i).end()  # type: ignore[union-attr]
 
 
-def _scan_while(text: str, i: int, chars: frozenset[str]) -> int:
-    n = len(text)
-    while i < n and text[i] in chars:
-        i += 1
-    return i
+def _scan_while(text: str, i: int, run: re.Pattern[str]) -> int:
+    return run.match(text, i).end()  # type: ignore[union-attr]
 
 
 def _scan_quoted(text: str, i: int) -> int:
@@ -196,7 +197,7 @@ def parse_params(text: str) -> Params:
         if text[i] != ";":
             raise _bad(f"expected ';' in parameters, got {text[i : i + 20]!r}")
         i = _skip_ws(text, i + 1)
-        end = _scan_while(text, i, TOKEN_CHARS)
+        end = _scan_while(text, i, _TOKEN_RUN)
         if end == i:
             raise _bad("empty parameter name")
         name = text[i:end].lower()
@@ -207,7 +208,7 @@ def parse_params(text: str) -> Params:
             if i < n and text[i] == '"':
                 end = _scan_quoted(text, i)
             else:
-                end = _scan_while(text, i, _GEN_VALUE_CHARS)
+                end = _scan_while(text, i, _GEN_VALUE_RUN)
                 if end == i:
                     raise _bad(f"empty value for parameter {name[:40]!r}")
             value = text[i:end]
@@ -323,7 +324,7 @@ def parse_via(value: str) -> Via:
     i = _skip_ws(text, 0)
     fields: list[str] = []
     for k in range(3):
-        end = _scan_while(text, i, TOKEN_CHARS)
+        end = _scan_while(text, i, _TOKEN_RUN)
         if end == i:
             raise _bad(f"bad Via sent-protocol in {value[:80]!r}")
         fields.append(text[i:end])
@@ -341,14 +342,14 @@ def parse_via(value: str) -> Via:
         host = parse_host(text[i : close + 1])
         i = close + 1
     else:
-        end = _scan_while(text, i, _HOST_SCAN)
+        end = _scan_while(text, i, _HOST_RUN)
         host = parse_host(text[i:end])
         i = end
     i = _skip_ws(text, i)
     port: int | None = None
     if i < n and text[i] == ":":
         i = _skip_ws(text, i + 1)
-        end = _scan_while(text, i, _DIGITS)
+        end = _scan_while(text, i, _DIGIT_RUN)
         port = parse_port(text[i:end])
         i = _skip_ws(text, end)
     params = parse_params(text[i:]) if i < n else ()
@@ -360,10 +361,6 @@ def parse_via(value: str) -> Via:
         params=params,
         protocol=f"{name.upper()}/{version}",
     )
-
-
-_DIGITS = frozenset("0123456789")
-_HOST_SCAN = frozenset(_ALPHANUM + "-.")
 
 
 def parse_via_list(value: str) -> list[Via]:
@@ -508,7 +505,7 @@ def parse_cseq(value: str) -> CSeq:
     """``1*DIGIT LWS Method``; seq above 2**31-1 (§8.1.1.5) raises 400
     (RFC 4475 §3.1.2.4)."""
     text = value.strip(_WS)
-    end = _scan_while(text, 0, _DIGITS)
+    end = _scan_while(text, 0, _DIGIT_RUN)
     if end == 0:
         raise _bad(f"bad CSeq {value[:60]!r}")
     digits = text[:end].lstrip("0") or "0"

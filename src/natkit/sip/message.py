@@ -604,11 +604,11 @@ def _parse(
         raise _bad(f"more than {limits.max_headers} header lines")
     items: list[tuple[str, str, str]] = []
     max_line = limits.max_line_length
-    for line in lines:
-        if len(line) > max_line:
-            raise _bad(f"line longer than {max_line} octets")
-        if "\r" in line or "\n" in line:
-            raise _bad("bare CR or LF in the header section")
+    if max(map(len, lines)) > max_line:
+        raise _bad(f"line longer than {max_line} octets")
+    breaks = len(lines) - 1
+    if head.count("\r") != breaks or head.count("\n") != breaks:
+        raise _bad("bare CR or LF in the header section")
     first = lines[0]
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
