@@ -464,3 +464,73 @@ def test_send_stateless_queues_without_state() -> None:
     layer.send_stateless(ok, target())
     assert layer.messages_to_send() == [(ok, target())]
     assert layer.transaction_count == 0
+
+
+def test_trying_delay_zero_sends_100_at_once() -> None:
+    layer = TransactionLayer(timers=TimerConfig(trying_delay=0.0))
+    layer.receive_message(request("INVITE"), source(), now=0.0)
+    [trying] = sent(layer)
+    assert isinstance(trying, SipResponse) and trying.status == 100
+    assert layer.get_timer() is None
+
+
+def test_invite_server_drops_a_second_final_response() -> None:
+    layer, _, req = _server(trying_delay=None)
+    layer.send_response(response(req, 486), now=0.0)
+    sent(layer)
+    layer.send_response(response(req, 200), now=0.1)
+    assert sent(layer) == []
+
+
+def test_final_response_with_an_unreadable_to_is_still_sent() -> None:
+    layer, _, req = _server("OPTIONS")
+    ok = response(req, 200)
+    ok.headers.set("To", "<<not a uri")
+    layer.send_response(ok, now=0.0)
+    assert sent(layer) == [ok]
+
+
+def test_cancel_helper_does_not_duplicate_a_cancel_the_tu_sent() -> None:
+    from natkit.sip.transaction import build_cancel
+
+    layer, txn, req = _client("INVITE")
+    layer.receive_message(response(req, 180), source(), now=0.1)
+    layer.send_request(build_cancel(req), target(), now=0.2)
+    sent(layer)
+    assert layer.cancel(txn, now=0.3) == ClientTransactionId(BRANCH, "CANCEL")
+    assert sent(layer) == []
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param(lambda: request("OPTIONS", branch=None), id="request-without-branch"),
+        pytest.param(
+            lambda: request("OPTIONS", via_host="", via_port=None), id="request-without-via"
+        ),
+        pytest.param(
+            lambda: response(request("OPTIONS", branch=None), 200), id="unknown-rfc2543-response"
+        ),
+    ],
+)
+def test_transport_failure_for_a_message_of_no_transaction_is_ignored(message: object) -> None:
+    layer, txn, _ = _client("OPTIONS")
+    layer.transport_failed_for(message(), now=0.1)  # type: ignore[operator]
+    assert drain(layer) == []
+    assert layer.has_transaction(txn)
+
+
+def test_timer_heap_drops_entries_of_ended_transactions() -> None:
+    layer = TransactionLayer()
+    for n in range(3000):
+        req = request("REGISTER", branch=f"z9hG4bK{n}", transport=TCP)
+        layer.send_request(req, target(TCP), now=0.0)
+        layer.receive_message(response(req, 200), source(TCP), now=0.0)  # K = 0: ends at once
+    assert layer.transaction_count == 0
+    assert len(layer._heap) <= 1024  # stale Timer F entries compacted away
+    live = layer.send_request(request("REGISTER", transport=TCP), target(TCP), now=1.0)
+    run_timers(layer, until=100.0)
+    assert drain(layer)[-2:] == [
+        TransactionTimedOut(txn=live, timer="F"),
+        TransactionTerminated(txn=live),
+    ]

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from natkit.sip.flow import SipTransport
-from natkit.sip.message import SipRequest
+from natkit.sip.message import SipMessage, SipRequest
 from natkit.sip.transaction import TransactionLayer, build_cancel
 from natkit.sip.transaction_events import (
     ClientTransactionId,
@@ -23,7 +23,7 @@ from natkit.sip.transaction_events import (
 from .test_transaction_helpers import drain, request, response, sent, source, target
 
 BRANCHES = ["z9hG4bKa", "z9hG4bKb", "z9hG4bKc", None, "legacy1"]
-METHODS = ["INVITE", "ACK", "CANCEL", "OPTIONS", "REGISTER", "BYE"]
+METHODS = ["INVITE", "INVITE", "ACK", "CANCEL", "OPTIONS", "REGISTER"]
 STATUSES = [100, 180, 183, 200, 202, 302, 404, 486, 487, 500, 603]
 TRANSPORTS = [SipTransport.UDP, SipTransport.TCP]
 
@@ -43,7 +43,7 @@ _response_op = st.tuples(
 )
 _send_op = st.tuples(
     st.just("send"),
-    st.sampled_from(["INVITE", "OPTIONS", "REGISTER"]),
+    st.sampled_from(["INVITE", "INVITE", "REGISTER"]),
     st.sampled_from(BRANCHES[:3]),
     st.sampled_from(TRANSPORTS),
     st.none(),
@@ -51,14 +51,32 @@ _send_op = st.tuples(
 _answer_op = st.tuples(
     st.just("answer"), st.integers(0, 20), st.sampled_from(STATUSES), st.none(), st.none()
 )
+_reply_op = st.tuples(
+    st.just("reply"),
+    st.integers(0, 20),
+    st.sampled_from(STATUSES),
+    st.sampled_from(["tt1", "tt2"]),
+    st.none(),
+)
+_peer_op = st.tuples(
+    st.sampled_from(["retransmit", "ack", "ack2xx", "cancel-in"]),
+    st.integers(0, 20),
+    st.sampled_from(TRANSPORTS),
+    st.none(),
+    st.none(),
+)
 _other_op = st.tuples(
-    st.sampled_from(["cancel", "fail", "time"]),
+    st.sampled_from(["cancel", "fail", "fail-msg", "time"]),
     st.integers(0, 20),
     st.floats(0.0, 40.0, allow_nan=False),
     st.none(),
     st.none(),
 )
-OPS = st.lists(st.one_of(_request_op, _response_op, _send_op, _answer_op, _other_op), max_size=60)
+OPS = st.lists(
+    st.one_of(_request_op, _response_op, _send_op, _answer_op, _reply_op, _peer_op, _other_op),
+    min_size=20,
+    max_size=80,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -73,6 +91,8 @@ def test_random_interleavings_never_raise_and_every_transaction_ends(
     started: set[object] = set()
     ended: list[object] = []
 
+    last_sent: list[SipMessage] = []
+
     def collect() -> None:
         for event in drain(layer):
             if isinstance(event, RequestReceived):
@@ -80,7 +100,7 @@ def test_random_interleavings_never_raise_and_every_transaction_ends(
                 started.add(event.server_txn)
             elif isinstance(event, TransactionTerminated):
                 ended.append(event.txn)
-        sent(layer)
+        last_sent[:] = sent(layer)
 
     for op in ops:
         kind = op[0]
@@ -103,9 +123,35 @@ def test_random_interleavings_never_raise_and_every_transaction_ends(
         elif kind == "answer" and server_requests:
             _, index, status, _, _ = op
             txn_id, req = server_requests[int(index) % len(server_requests)]  # type: ignore[call-overload]
-            layer.send_response(response(req, int(status)), now=now, server_txn=txn_id)  # type: ignore[call-overload]
-            if req.method == "INVITE":  # the CANCEL path too
-                layer.receive_message(build_cancel(req), source(), now=now)
+            answer = response(req, int(status))  # type: ignore[call-overload]
+            layer.send_response(answer, now=now, server_txn=None if index % 2 else txn_id)  # type: ignore[operator]
+        elif kind == "reply" and clients:
+            _, index, status, to_tag, _ = op
+            req = clients[int(index) % len(clients)][1]  # type: ignore[call-overload]
+            layer.receive_message(response(req, int(status), to_tag=str(to_tag)), source(), now=now)  # type: ignore[call-overload]
+        elif kind in ("retransmit", "ack", "ack2xx", "cancel-in") and server_requests:
+            _, index, transport, _, _ = op
+            req = server_requests[int(index) % len(server_requests)][1]  # type: ignore[call-overload]
+            via = req.top_via
+            peer = source(transport)  # type: ignore[arg-type]
+            if kind == "retransmit":
+                layer.receive_message(req, peer, now=now)
+            elif kind == "cancel-in":
+                layer.receive_message(build_cancel(req), peer, now=now)
+            else:
+                ack = request(
+                    "ACK",
+                    branch=via.branch if kind == "ack" else "z9hG4bKack",
+                    to_tag="tt1",
+                    uri=str(req.uri),
+                    call_id=req.call_id,
+                    from_tag=req.from_.tag or "",
+                    seq=req.cseq.seq,
+                )
+                layer.receive_message(ack, peer, now=now)
+        elif kind == "fail-msg":
+            for msg in last_sent:
+                layer.transport_failed_for(msg, now=now)
         elif kind == "cancel" and clients:
             layer.cancel(clients[int(op[1]) % len(clients)][0], now=now)  # type: ignore[call-overload]
         elif kind == "fail" and clients:

@@ -752,8 +752,6 @@ class TransactionLayer:
     # ---------------------------------------------------------------- ending
 
     def _terminate(self, txn: _ClientTxn | _ServerTxn) -> None:
-        if not txn.alive:
-            return
         txn.state = _State.TERMINATED
         txn.timers.clear()
         if isinstance(txn, _ClientTxn):
