@@ -36,6 +36,7 @@ __all__ = [
     "CSeq",
     "NameAddr",
     "Params",
+    "RetryAfter",
     "Via",
     "format_params",
     "parse_contacts",
@@ -44,6 +45,7 @@ __all__ = [
     "parse_name_addr",
     "parse_name_addr_list",
     "parse_params",
+    "parse_retry_after",
     "parse_via",
     "parse_via_list",
     "quote_string",
@@ -71,7 +73,7 @@ def _bad(why: str) -> MalformedMessageError:
 _TOKEN_RUN: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]*")
 _TOKEN_FULL: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _GEN_VALUE_RUN: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]*")  # token / host / IPv6
-_HOST_RUN: Final = re.compile(r"[A-Za-z0-9\-.]*")
+_HOST_RUN: Final = re.compile(r"[A-Za-z0-9\-._]*")
 _DIGIT_RUN: Final = re.compile(r"[0-9]*")
 _WS_RUN: Final = re.compile(r"[ \t]*")
 
@@ -532,3 +534,62 @@ def parse_delta_seconds(value: str, *, what: str = "value") -> int | None:
         return None
     number = int(digits)
     return number if number <= MAX_DELTA_SECONDS else None
+
+
+def _scan_comment(text: str, i: int) -> int:
+    """*text[i]* is '(': the index just past the matching ')' (§25.1 comment:
+    nested comments and quoted-pairs). Raises 400 if unbalanced."""
+    depth = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    raise _bad("unterminated comment")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryAfter:
+    """Retry-After (RFC 3261 §20.33): seconds, optional comment (without its
+    parentheses, escapes kept) and params (``duration``)."""
+
+    seconds: int
+    comment: str | None = None
+    params: Params = ()
+
+    @property
+    def duration(self) -> int | None:
+        value = self.param("duration")
+        return None if value is None else parse_delta_seconds(value, what="duration")
+
+    def param(self, name: str) -> str | None:
+        return _lookup(self.params, name)
+
+    def __str__(self) -> str:
+        comment = "" if self.comment is None else f" ({self.comment})"
+        return f"{self.seconds}{comment}{format_params(self.params)}"
+
+
+def parse_retry_after(value: str) -> RetryAfter:
+    """``delta-seconds [ comment ] *( SEMI retry-param )`` (§25.1). Seconds
+    above 2**32-1 are malformed here (RFC 4475 §3.1.2.5). Raises 400."""
+    text = value.strip(_WS)
+    end = _scan_while(text, 0, _DIGIT_RUN)
+    seconds = parse_delta_seconds(text[:end], what="Retry-After")
+    if seconds is None:
+        raise _bad("Retry-After above 2**32-1")
+    i = _skip_ws(text, end)
+    comment: str | None = None
+    if i < len(text) and text[i] == "(":
+        close = _scan_comment(text, i)
+        comment = text[i + 1 : close - 1]
+        i = _skip_ws(text, close)
+    return RetryAfter(seconds, comment, parse_params(text[i:]))

@@ -44,7 +44,7 @@ _USER_SAFE = _UNRESERVED | frozenset("&=+$,;?/")  # §25.1 user-unreserved
 _PASSWORD_SAFE = _UNRESERVED | frozenset("&=+$,")
 _PARAM_SAFE = _UNRESERVED | frozenset("[]/:&+$")  # §25.1 param-unreserved
 _HEADER_SAFE = _UNRESERVED | frozenset("[]/?:+$")  # §25.1 hnv-unreserved
-_HOST_CHARS = _ALPHANUM | frozenset("-.")
+_HOST_CHARS = _ALPHANUM | frozenset("-._")  # "_": not RFC 1123, but devices send it
 _HEX = frozenset("0123456789abcdefABCDEF")
 _SCHEME_CHARS = _ALPHANUM | frozenset("+-.")
 # RFC 3986 / RFC 2396 uric: what an opaque absolute URI may hold literally.
