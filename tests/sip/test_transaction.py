@@ -483,8 +483,10 @@ def test_invite_server_drops_a_second_final_response() -> None:
 
 
 def test_final_response_with_an_unreadable_to_is_still_sent() -> None:
-    layer, _, req = _server("OPTIONS")
-    ok = response(req, 200)
+    layer = TransactionLayer(timers=TimerConfig(trying_delay=None))
+    req = request("INVITE", branch=None)  # RFC 2543: the To tag is remembered
+    layer.receive_message(req, source(), now=0.0)
+    ok = response(req, 486)
     ok.headers.set("To", "<<not a uri")
     layer.send_response(ok, now=0.0)
     assert sent(layer) == [ok]

@@ -398,3 +398,14 @@ def test_every_transaction_reports_its_end_once() -> None:
 
 def _send_times_until(layer: TransactionLayer, until: float) -> list[float]:
     return [when for when, msgs in run_timers(layer, until) for _ in msgs]
+
+
+def test_merged_request_check_ends_with_the_transaction() -> None:
+    layer = TransactionLayer(reject_merged_requests=True)
+    first = request("OPTIONS", branch="z9hG4bKpath1", transport=TCP)
+    layer.receive_message(first, source(TCP), now=0.0)
+    layer.send_response(response(first, 200), now=0.1)  # Timer J is zero over TCP
+    sent(layer)
+    layer.receive_message(request("OPTIONS", branch="z9hG4bKpath2"), source(), now=1.0)
+    assert sent(layer) == []
+    assert len(_received(layer)) == 2

@@ -562,7 +562,7 @@ class TransactionLayer:
             return
         txn_id = self._new_server_id(request, via, cseq.seq, legacy)
         merge_key: tuple[str, ...] | None = None
-        if request.to.tag is None:
+        if self._reject_merged and request.to.tag is None:
             merge_key = (request.from_.tag or "", request.call_id, str(cseq.seq), cseq.method)
         merged = merge_key is not None and merge_key in self._merge_index
         txn = _ServerTxn(
@@ -584,7 +584,7 @@ class TransactionLayer:
             txn.merge_key = merge_key
             self._merge_index[merge_key] = txn_id
         self._servers[txn_id] = txn
-        if merged and self._reject_merged:
+        if merged:
             self.send_response(make_response(request, 482), now=now, server_txn=txn_id)
             return
         cancelled: ServerTransactionId | None = None
@@ -700,7 +700,8 @@ class TransactionLayer:
         txn.last_response = response
         if status < 200:
             return
-        txn.response_to_tag = self._to_tag(response)
+        if txn.response_key is not None:  # RFC 2543 ACK matching needs it
+            txn.response_to_tag = self._to_tag(response)
         if status < 300:
             txn.state = _State.ACCEPTED
             self._heap.arm(txn, "L", now + self._config.timer_l)
@@ -721,7 +722,6 @@ class TransactionLayer:
             txn.state = _State.PROCEEDING
             return
         txn.state = _State.COMPLETED
-        txn.response_to_tag = self._to_tag(response)
         if txn.reliable:
             self._terminate(txn)
         else:
