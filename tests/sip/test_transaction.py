@@ -251,7 +251,7 @@ def test_invite_server_sends_100_trying_after_200_ms_when_the_tu_is_silent() -> 
     assert isinstance(trying, SipResponse)
     assert trying.status == 100
     assert trying.to.tag is None
-    assert trying.headers.get("Timestamp") == "54.3"
+    assert trying.headers.get_all("Timestamp") == ["54.3"]
     # a retransmitted INVITE gets the 100 again
     layer.receive_message(req, source(), now=0.5)
     assert sent(layer) == [trying]
@@ -536,3 +536,13 @@ def test_timer_heap_drops_entries_of_ended_transactions() -> None:
         TransactionTimedOut(txn=live, timer="F"),
         TransactionTerminated(txn=live),
     ]
+
+
+def test_final_response_without_to_is_dropped_before_any_state_change() -> None:
+    layer, _, req = _client("INVITE")
+    busy = response(req, 486)
+    busy.headers.remove("To")
+    layer.receive_message(busy, source(), now=0.1)
+    assert drain(layer) == []
+    assert sent(layer) == []
+    assert _send_times(run_timers(layer, until=1.0)) == [0.5]  # still Calling

@@ -10,8 +10,9 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from natkit.errors import MalformedMessageError
 from natkit.sip.flow import SipTransport
-from natkit.sip.message import SipMessage, SipRequest
+from natkit.sip.message import SipMessage, SipRequest, SipResponse, make_response
 from natkit.sip.transaction import TransactionLayer, build_cancel
 from natkit.sip.transaction_events import (
     ClientTransactionId,
@@ -65,6 +66,26 @@ _peer_op = st.tuples(
     st.none(),
     st.none(),
 )
+BREAKAGES: list[tuple[str, str | None]] = [
+    ("Via", "garbage"),
+    ("Via", ""),
+    ("Via", None),
+    ("CSeq", "x INVITE"),
+    ("CSeq", "99999999999 INVITE"),
+    ("CSeq", None),
+    ("To", "<<sip:"),
+    ("To", None),
+    ("From", '"unterminated <sip:a@b>'),
+    ("From", None),
+    ("Call-ID", None),
+]
+_broken_op = st.tuples(
+    st.sampled_from(["broken-request", "broken-response"]),
+    st.sampled_from(METHODS),
+    st.sampled_from(BRANCHES),
+    st.sampled_from(BREAKAGES),
+    st.integers(0, 20),
+)
 _other_op = st.tuples(
     st.sampled_from(["cancel", "fail", "fail-msg", "time"]),
     st.integers(0, 20),
@@ -73,10 +94,42 @@ _other_op = st.tuples(
     st.none(),
 )
 OPS = st.lists(
-    st.one_of(_request_op, _response_op, _send_op, _answer_op, _reply_op, _peer_op, _other_op),
+    st.one_of(
+        _request_op, _response_op, _send_op, _answer_op, _reply_op, _peer_op, _broken_op, _other_op
+    ),
     min_size=20,
     max_size=80,
 )
+
+
+def _answer(req: SipRequest, status: int) -> SipResponse:
+    """The TU's answer; a request whose To does not parse gets no To tag."""
+    try:
+        return response(req, status)
+    except MalformedMessageError:
+        return make_response(req, status)
+
+
+def _peer_message(kind: str, req: SipRequest) -> SipMessage | None:
+    """What a peer sends about a request it sent: the request again, its
+    CANCEL, or an ACK (same branch, or a 2xx ACK's new one); None when the
+    request is too broken to build from."""
+    if kind == "retransmit":
+        return req
+    try:
+        if kind == "cancel-in":
+            return build_cancel(req)
+        return request(
+            "ACK",
+            branch=req.top_via.branch if kind == "ack" else "z9hG4bKack",
+            to_tag="tt1",
+            uri=str(req.uri),
+            call_id=req.call_id,
+            from_tag=req.from_.tag or "",
+            seq=req.cseq.seq,
+        )
+    except MalformedMessageError:
+        return None
 
 
 @settings(max_examples=300, deadline=None)
@@ -123,7 +176,7 @@ def test_random_interleavings_never_raise_and_every_transaction_ends(
         elif kind == "answer" and server_requests:
             _, index, status, _, _ = op
             txn_id, req = server_requests[int(index) % len(server_requests)]  # type: ignore[call-overload]
-            answer = response(req, int(status))  # type: ignore[call-overload]
+            answer = _answer(req, int(status))  # type: ignore[call-overload]
             layer.send_response(answer, now=now, server_txn=None if index % 2 else txn_id)  # type: ignore[operator]
         elif kind == "reply" and clients:
             _, index, status, to_tag, _ = op
@@ -132,23 +185,19 @@ def test_random_interleavings_never_raise_and_every_transaction_ends(
         elif kind in ("retransmit", "ack", "ack2xx", "cancel-in") and server_requests:
             _, index, transport, _, _ = op
             req = server_requests[int(index) % len(server_requests)][1]  # type: ignore[call-overload]
-            via = req.top_via
-            peer = source(transport)  # type: ignore[arg-type]
-            if kind == "retransmit":
-                layer.receive_message(req, peer, now=now)
-            elif kind == "cancel-in":
-                layer.receive_message(build_cancel(req), peer, now=now)
-            else:
-                ack = request(
-                    "ACK",
-                    branch=via.branch if kind == "ack" else "z9hG4bKack",
-                    to_tag="tt1",
-                    uri=str(req.uri),
-                    call_id=req.call_id,
-                    from_tag=req.from_.tag or "",
-                    seq=req.cseq.seq,
-                )
-                layer.receive_message(ack, peer, now=now)
+            incoming = _peer_message(str(kind), req)
+            if incoming is not None:
+                layer.receive_message(incoming, source(transport), now=now)  # type: ignore[arg-type]
+        elif kind in ("broken-request", "broken-response"):
+            _, method, branch, (name, value), index = op  # type: ignore[misc]
+            base = request(str(method), branch=branch)  # type: ignore[arg-type]
+            if kind == "broken-response" and clients:
+                base = clients[int(index) % len(clients)][1]  # type: ignore[call-overload]
+            msg: SipMessage = base.copy() if kind == "broken-request" else response(base, 486)
+            msg.headers.remove(name)
+            if value is not None:
+                msg.headers.add(name, value)
+            layer.receive_message(msg, source(), now=now)
         elif kind == "fail-msg":
             for msg in last_sent:
                 layer.transport_failed_for(msg, now=now)
@@ -163,7 +212,7 @@ def test_random_interleavings_never_raise_and_every_transaction_ends(
 
     # The TU's duty: a final answer to every request it was given.
     for txn_id, req in server_requests:
-        layer.send_response(response(req, 500), now=now, server_txn=txn_id)
+        layer.send_response(_answer(req, 500), now=now, server_txn=txn_id)
     collect()
     horizon = now + 180.0 + 64 * 0.5 + 64 * 0.5 + 1.0  # Timer C, then 64*T1 twice at most
     steps = 0

@@ -472,16 +472,18 @@ class TransactionLayer:
                 if txn.cancel_requested and "cancel" not in txn.timers:
                     self._send_cancel(txn, now)
                 return
+            # built first: a response without To is dropped before any change
+            ack = build_ack(txn.request, response) if status >= 300 else None
             for name in ("A", "B", "C", "cancel"):
                 heap.cancel(txn, name)
             self._pass_up(txn, response, source)
-            if status < 300:
+            if ack is None:
                 txn.state = _State.ACCEPTED  # RFC 6026 §8.4
                 heap.arm(txn, "M", now + self._config.timer_m)
                 return
             txn.state = _State.COMPLETED
-            txn.ack = build_ack(txn.request, response)
-            self._outbox.append((txn.ack, txn.target))
+            txn.ack = ack
+            self._outbox.append((ack, txn.target))
             if txn.reliable:
                 self._terminate(txn)
             else:
@@ -680,11 +682,8 @@ class TransactionLayer:
         # Proceeding (an ACK before any final response) and Confirmed absorb
 
     def _send_trying(self, txn: _ServerTxn, now: float) -> None:
-        trying = make_response(txn.request, 100)
-        timestamp = txn.request.headers.get("Timestamp")
-        if timestamp is not None:  # §8.2.6.1
-            trying.headers.add("Timestamp", timestamp)
-        self._invite_server_send(txn, trying, now)
+        # make_response copies Timestamp into a 100 (§8.2.6.1) and adds no To tag
+        self._invite_server_send(txn, make_response(txn.request, 100), now)
 
     def _invite_server_send(self, txn: _ServerTxn, response: SipResponse, now: float) -> None:
         status = response.status
