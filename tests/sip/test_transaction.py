@@ -546,3 +546,52 @@ def test_final_response_without_to_is_dropped_before_any_state_change() -> None:
     assert drain(layer) == []
     assert sent(layer) == []
     assert _send_times(run_timers(layer, until=1.0)) == [0.5]  # still Calling
+
+
+def test_without_timer_c_a_ringing_invite_waits_for_its_final_response() -> None:
+    layer = TransactionLayer(timers=TimerConfig(timer_c=None))
+    req = request("INVITE")
+    txn = layer.send_request(req, target(), now=0.0)
+    layer.receive_message(response(req, 180), source(), now=1.0)
+    assert layer.get_timer() is None
+    layer.receive_message(response(req, 603), source(), now=3600.0)
+    assert [type(e) for e in drain(layer)] == [ResponseReceived, ResponseReceived]
+    assert layer.has_transaction(txn)  # Completed, Timer D running
+
+
+def test_invite_client_over_the_wire_format() -> None:
+    from natkit.sip.message import parse_message, serialize_message
+
+    layer = TransactionLayer()
+    wire = (
+        b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\n"
+        b"v: SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bKnashds8\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"t: Bob <sip:bob@biloxi.example.com>\r\n"
+        b"f: Alice <sip:alice@atlanta.example.com>;tag=1928301774\r\n"
+        b"i: a84b4c76e66710\r\n"
+        b"CSeq: 314159 INVITE\r\n"
+        b"l: 0\r\n\r\n"
+    )
+    invite = parse_message(wire)
+    assert isinstance(invite, SipRequest)
+    txn = layer.send_request(invite, target(), now=0.0)
+    assert txn == ClientTransactionId("z9hG4bKnashds8", "INVITE")
+    sent(layer)
+    reply = (
+        b"SIP/2.0 404 Not Found\r\n"
+        b"Via: SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bKnashds8;received=192.0.2.1\r\n"
+        b"To: Bob <sip:bob@biloxi.example.com>;tag=a6c85cf\r\n"
+        b"From: Alice <sip:alice@atlanta.example.com>;tag=1928301774\r\n"
+        b"Call-ID: a84b4c76e66710\r\n"
+        b"CSeq: 314159 INVITE\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    layer.receive_message(parse_message(reply), source(), now=0.1)
+    [ack] = sent(layer)
+    again = parse_message(serialize_message(ack))
+    assert isinstance(again, SipRequest)
+    assert again.method == "ACK"
+    assert again.to.tag == "a6c85cf"
+    assert again.top_via.branch == "z9hG4bKnashds8"
+    assert again.cseq.seq == 314159 and again.cseq.method == "ACK"

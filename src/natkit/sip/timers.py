@@ -36,7 +36,9 @@ class TimerConfig:
     long an INVITE client transaction absorbs retransmitted final responses
     over an unreliable transport (>= 32 s). ``timer_c``: how long an INVITE
     client transaction waits in Proceeding for a final response before the
-    TU is told (RFC 3261 §16.6 step 11; > 3 min). ``trying_delay``: the
+    TU is told (RFC 3261 §16.6 step 11; > 3 min), ``None`` for none: a UA
+    may ring as long as it likes, then only its CANCEL bounds the
+    transaction. ``trying_delay``: the
     200 ms of §17.2.1 after which a 100 Trying is sent for an INVITE the TU
     has not answered; ``None`` sends none.
     """
@@ -44,7 +46,7 @@ class TimerConfig:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
-    timer_c: float = 180.0
+    timer_c: float | None = 180.0
     timer_d: float = 32.0
     trying_delay: float | None = 0.2
 

@@ -460,14 +460,15 @@ class TransactionLayer:
         heap = self._heap
         if txn.state in (_State.CALLING, _State.PROCEEDING):
             if status < 200:
+                timer_c = self._config.timer_c
                 if txn.state is _State.CALLING:
                     txn.state = _State.PROCEEDING
                     heap.cancel(txn, "A")
                     heap.cancel(txn, "B")
-                    if not txn.cancel_requested:
-                        heap.arm(txn, "C", now + self._config.timer_c)
-                elif status > 100 and "C" in txn.timers:
-                    heap.arm(txn, "C", now + self._config.timer_c)  # §16.7 step 2
+                    if timer_c is not None and not txn.cancel_requested:
+                        heap.arm(txn, "C", now + timer_c)
+                elif timer_c is not None and status > 100 and "C" in txn.timers:
+                    heap.arm(txn, "C", now + timer_c)  # §16.7 step 2
                 self._pass_up(txn, response, source)
                 if txn.cancel_requested and "cancel" not in txn.timers:
                     self._send_cancel(txn, now)
