@@ -595,3 +595,20 @@ def test_invite_client_over_the_wire_format() -> None:
     assert again.to.tag == "a6c85cf"
     assert again.top_via.branch == "z9hG4bKnashds8"
     assert again.cseq.seq == 314159 and again.cseq.method == "ACK"
+
+
+@pytest.mark.parametrize(
+    ("method", "first_timer"),
+    [pytest.param("INVITE", 0.5, id="timer-a"), pytest.param("OPTIONS", 0.5, id="timer-e")],
+)
+def test_retransmissions_go_to_the_target_of_the_first_send(
+    method: str, first_timer: float
+) -> None:
+    from natkit.sip.flow import Target
+
+    layer = TransactionLayer()
+    pinned = Target(UDP, target().remote, "udp:flow-7")
+    req = request(method)
+    layer.send_request(req, pinned, now=0.0)
+    layer.handle_timer(now=first_timer)
+    assert layer.messages_to_send() == [(req, pinned), (req, pinned)]

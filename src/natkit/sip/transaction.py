@@ -268,7 +268,9 @@ class TransactionLayer:
         ACK (for a 2xx: the TU's) is sent once, without a transaction; the
         returned id names nothing then. Raises LocalProtocolError when the
         request has no Via, its CSeq method differs from its method, or a
-        transaction with the same branch and method is still alive.
+        transaction with the same branch and method is still alive. The
+        layer keeps ``request`` and retransmits that object: the TU must not
+        change it afterwards (a proxy forwards a copy).
         """
         try:
             via = request.top_via
