@@ -440,6 +440,14 @@ _BIG = 60_000
         pytest.param(_START + b"Retry-After: 1 " + b"(" * _BIG + b"\r\n\r\n", id="comments"),
         pytest.param(_START + b"Via: SIP/2.0/UDP h, " * (_BIG // 20) + b"\r\n\r\n", id="vias"),
         pytest.param(b"\r\n" * (_BIG // 2), id="crlfs"),
+        pytest.param(
+            _START + b"Via: SIP/2.0/UDP h;a" + b" " * _BIG + b"x\r\n\r\n", id="param-spaces"
+        ),
+        pytest.param(_START + b"Via: SIP" + b" " * _BIG + b"/\r\n\r\n", id="via-spaces"),
+        pytest.param(_START + b"Via: SIP/2.0/UDP " + b"a" * _BIG + b"!\r\n\r\n", id="via-host"),
+        pytest.param(
+            _START + b"Via: SIP/2.0/UDP h" + b";a=b  " * (_BIG // 6) + b"\r\n\r\n", id="many-params"
+        ),
     ],
 )
 def test_hostile_long_inputs_are_bounded(data: bytes) -> None:

@@ -70,12 +70,15 @@ def _bad(why: str) -> MalformedMessageError:
 
 
 # Single character-class runs: linear, no backtracking on any input.
-_TOKEN_RUN: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]*")
 _TOKEN_FULL: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-_GEN_VALUE_RUN: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]*")  # token / host / IPv6
-_HOST_RUN: Final = re.compile(r"[A-Za-z0-9\-._]*")
 _DIGIT_RUN: Final = re.compile(r"[0-9]*")
 _WS_RUN: Final = re.compile(r"[ \t]*")
+# One generic-param: SEMI token [ EQUAL ( quoted-string / token / host ) ] (§25.1).
+_PARAM: Final = re.compile(
+    r"[ \t]*;[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)"
+    r'(?:[ \t]*=[ \t]*("(?:[^"\\]|\\.)*+"|[A-Za-z0-9\-.!%*_+`\'~:\[\]]+))?+[ \t]*',
+    re.S,
+)
 
 
 def is_token(text: str) -> bool:
@@ -91,20 +94,16 @@ def _scan_while(text: str, i: int, run: re.Pattern[str]) -> int:
     return run.match(text, i).end()  # type: ignore[union-attr]
 
 
+_QUOTED: Final = re.compile(r'"(?:[^"\\]|\\.)*+"', re.S)  # possessive: linear
+
+
 def _scan_quoted(text: str, i: int) -> int:
     """*text[i]* is '"': the index just past the closing quote (§25.1
     quoted-string, quoted-pair = "\\" any octet but CR/LF). Raises 400."""
-    n = len(text)
-    i += 1
-    while i < n:
-        ch = text[i]
-        if ch == '"':
-            return i + 1
-        if ch == "\\":
-            i += 2
-            continue
-        i += 1
-    raise _bad("unterminated quoted string")
+    match = _QUOTED.match(text, i)
+    if match is None:
+        raise _bad("unterminated quoted string")
+    return match.end()
 
 
 def unquote_string(text: str) -> str:
@@ -156,6 +155,9 @@ def _unquote_param(value: str | None) -> str | None:
     return value
 
 
+_LIST_DELIMITER: Final = re.compile(r'[",<>]')
+
+
 def split_header_values(value: str, *, keep_empty: bool = False) -> list[str]:
     """Split a header value on commas outside quoted strings and ``<>``
     (RFC 3261 §7.3.1), elements stripped of whitespace. Empty elements are
@@ -165,13 +167,14 @@ def split_header_values(value: str, *, keep_empty: bool = False) -> list[str]:
     else:
         items = []
         start = 0
-        i = 0
-        n = len(value)
+        pos = 0
         in_angle = False
-        while i < n:
+        search = _LIST_DELIMITER.search
+        while (found := search(value, pos)) is not None:
+            i = found.start()
             ch = value[i]
             if ch == '"' and not in_angle:
-                i = _scan_quoted(value, i)
+                pos = _scan_quoted(value, i)
                 continue
             if ch == "<":
                 in_angle = True
@@ -180,7 +183,7 @@ def split_header_values(value: str, *, keep_empty: bool = False) -> list[str]:
             elif ch == "," and not in_angle:
                 items.append(value[start:i].strip(_WS))
                 start = i + 1
-            i += 1
+            pos = i + 1
         items.append(value[start:].strip(_WS))
     if keep_empty:
         return items
@@ -194,28 +197,16 @@ def parse_params(text: str) -> Params:
     generic-param). Raises 400, e.g. on ``;;`` (RFC 4475 §3.1.2.1)."""
     params: list[tuple[str, str | None]] = []
     n = len(text)
-    i = _skip_ws(text, 0)
-    while i < n:
-        if text[i] != ";":
-            raise _bad(f"expected ';' in parameters, got {text[i : i + 20]!r}")
-        i = _skip_ws(text, i + 1)
-        end = _scan_while(text, i, _TOKEN_RUN)
-        if end == i:
-            raise _bad("empty parameter name")
-        name = text[i:end].lower()
-        i = _skip_ws(text, end)
-        value: str | None = None
-        if i < n and text[i] == "=":
-            i = _skip_ws(text, i + 1)
-            if i < n and text[i] == '"':
-                end = _scan_quoted(text, i)
-            else:
-                end = _scan_while(text, i, _GEN_VALUE_RUN)
-                if end == i:
-                    raise _bad(f"empty value for parameter {name[:40]!r}")
-            value = text[i:end]
-            i = _skip_ws(text, end)
-        params.append((name, value))
+    pos = 0
+    match = _PARAM.match
+    while pos < n:
+        found = match(text, pos)
+        if found is None:
+            if not text[pos:].strip(_WS):
+                break
+            raise _bad(f"bad parameter at {text[pos : pos + 30]!r}")
+        params.append((found.group(1).lower(), found.group(2)))
+        pos = found.end()
     return tuple(params)
 
 
@@ -321,41 +312,19 @@ class Via:
 def parse_via(value: str) -> Via:
     """One via-parm (RFC 3261 §25.1): ``SIP / 2.0 / UDP host[:port] *(;param)``
     with SWS around ``/`` and ``:``. Raises 400."""
-    text = value
-    n = len(text)
-    i = _skip_ws(text, 0)
-    fields: list[str] = []
-    for k in range(3):
-        end = _scan_while(text, i, _TOKEN_RUN)
-        if end == i:
-            raise _bad(f"bad Via sent-protocol in {value[:80]!r}")
-        fields.append(text[i:end])
-        i = _skip_ws(text, end)
-        if k < 2:
-            if i >= n or text[i] != "/":
-                raise _bad(f"bad Via sent-protocol in {value[:80]!r}")
-            i = _skip_ws(text, i + 1)
-    if i == end:
-        raise _bad("no whitespace between Via sent-protocol and sent-by")
-    if i < n and text[i] == "[":
-        close = text.find("]", i)
-        if close < 0:
-            raise _bad("unterminated IPv6 reference in Via")
-        host = parse_host(text[i : close + 1])
-        i = close + 1
+    head = _VIA_HEAD.match(value)
+    if head is None:
+        raise _bad(f"bad Via {value[:80]!r}")
+    name, version, transport, host_text, port_text = head.groups()
+    if host_text.startswith("["):
+        host = parse_host(host_text)
     else:
-        end = _scan_while(text, i, _HOST_RUN)
-        host = parse_host(text[i:end])
-        i = end
-    i = _skip_ws(text, i)
-    port: int | None = None
-    if i < n and text[i] == ":":
-        i = _skip_ws(text, i + 1)
-        end = _scan_while(text, i, _DIGIT_RUN)
-        port = parse_port(text[i:end])
-        i = _skip_ws(text, end)
-    params = parse_params(text[i:]) if i < n else ()
-    name, version, transport = fields
+        if host_text.startswith((".", "-")) or ".." in host_text:
+            raise _bad(f"bad Via host {host_text[:80]!r}")
+        host = host_text.lower()
+    port = None if port_text is None else parse_port(port_text)
+    rest = head.end()
+    params = parse_params(value[rest:]) if rest < len(value) else ()
     return Via(
         transport=transport.upper(),
         host=host,
@@ -363,6 +332,15 @@ def parse_via(value: str) -> Via:
         params=params,
         protocol=f"{name.upper()}/{version}",
     )
+
+
+# sent-protocol LWS sent-by (§25.1), SWS around "/" and ":"; each part is a
+# run of one character class, so matching is linear.
+_VIA_HEAD: Final = re.compile(
+    r"[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*/[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*/"
+    r"[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+"
+    r"(\[[0-9A-Fa-f:.]*\]|[A-Za-z0-9\-._]+)(?:[ \t]*:[ \t]*([0-9]+))?+[ \t]*"
+)
 
 
 def parse_via_list(value: str) -> list[Via]:
@@ -412,7 +390,8 @@ class NameAddr:
         return f"{display}<{self.uri}>{format_params(self.params)}"
 
 
-_ADDR_SPEC_FORBIDDEN = frozenset(' \t,?"<>')  # §20.10: these need <>
+_ADDR_SPEC_FORBIDDEN: Final = re.compile(r'[ \t,?"<>]')  # §20.10: these need <>
+_ANGLE_FORBIDDEN: Final = re.compile(r"[ \t<]")
 
 
 def parse_name_addr(value: str) -> NameAddr:
@@ -445,9 +424,8 @@ def parse_name_addr(value: str) -> NameAddr:
         return _angle(text, lt, display)
     semi = text.find(";")
     uri_text = text if semi < 0 else text[:semi].rstrip(_WS)
-    for ch in uri_text:
-        if ch in _ADDR_SPEC_FORBIDDEN:
-            raise _bad(f"addr-spec {uri_text[:80]!r} needs <> (RFC 3261 §20.10)")
+    if _ADDR_SPEC_FORBIDDEN.search(uri_text) is not None:
+        raise _bad(f"addr-spec {uri_text[:80]!r} needs <> (RFC 3261 §20.10)")
     uri = parse_uri(uri_text)
     params = parse_params(text[semi:]) if semi >= 0 else ()
     return NameAddr(uri, None, params)
@@ -458,9 +436,8 @@ def _angle(text: str, lt: int, display: str | None) -> NameAddr:
     if gt < 0:
         raise _bad("'<' without '>'")
     uri_text = text[lt + 1 : gt]
-    for ch in uri_text:
-        if ch in _WS or ch == "<":
-            raise _bad(f"whitespace inside <{uri_text[:80]}>")
+    if _ANGLE_FORBIDDEN.search(uri_text) is not None:
+        raise _bad(f"whitespace inside <{uri_text[:80]}>")
     uri = parse_uri(uri_text)
     rest = text[gt + 1 :]
     params = parse_params(rest) if rest else ()

@@ -250,10 +250,21 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
+# Lookup key of a header name: the lowercased canonical name. Pre-filled with
+# every spelling the stack itself uses, so lookups by "Via" cost one dict get.
+_KEYS: Final[dict[str, str]] = {
+    spelling: canon.lower()
+    for lower, canon in _CANONICAL.items()
+    for spelling in (lower, canon, lower.upper())
+}
+
+
 def _key(name: str) -> str:
-    lower = name.lower()
-    known = _CANONICAL.get(lower)
-    return known.lower() if known is not None else lower
+    key = _KEYS.get(name)
+    if key is None:
+        lower = name.lower()
+        key = _KEYS.get(lower, lower)
+    return key
 
 
 class Headers:
@@ -618,18 +629,20 @@ def _parse(
             more = line.strip(" \t")
             items[-1] = (k, canon, f"{value} {more}" if value and more else value or more)
             continue
-        colon = line.find(":")
-        if colon <= 0:
-            raise _bad(f"header line without a name and ':': {line[:60]!r}")
-        name = line[:colon].rstrip(" \t")
-        if not is_token(name):
-            raise _bad(f"bad header name {name[:60]!r}")
-        lower = name.lower()
-        known = _CANONICAL.get(lower)
-        if known is not None:
-            items.append((known.lower(), known, line[colon + 1 :].strip(" \t")))
-        else:
-            items.append((lower, name, line[colon + 1 :].strip(" \t")))
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise _bad(f"header line without ':': {line[:60]!r}")
+        name = name.rstrip(" \t")
+        key = _KEYS.get(name)
+        if key is None:
+            if not is_token(name):
+                raise _bad(f"bad header name {name[:60]!r}")
+            lower = name.lower()
+            key = _KEYS.get(lower)
+            if key is None:
+                items.append((lower, name, value.strip(" \t")))
+                continue
+        items.append((key, _CANONICAL[key], value.strip(" \t")))
     headers = Headers._from_parsed(items)
     body_start = end + 4
     body = _frame_body(data, body_start, headers, limits, stream)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from dataclasses import dataclass
 
 from natkit.errors import MalformedMessageError
@@ -57,13 +58,23 @@ def _bad(why: str) -> MalformedMessageError:
     return MalformedMessageError(why, error_code=400)
 
 
+def _run_of(chars: frozenset[str]) -> re.Pattern[str]:
+    return re.compile("[" + "".join(re.escape(ch) for ch in sorted(chars)) + "]*")
+
+
+_RUNS: dict[frozenset[str], re.Pattern[str]] = {}
+
+
 def percent_decode(text: str, allowed: frozenset[str], what: str) -> str:
     """Decode every ``%HH`` in *text* once (RFC 3261 §19.1.2); every other
     character must be in *allowed*. Raises 400 on a broken escape."""
     if "%" not in text:
-        for ch in text:
-            if ch not in allowed:
-                raise _bad(f"character {ch!r} not allowed in {what}")
+        pattern = _RUNS.get(allowed)
+        if pattern is None:
+            pattern = _RUNS[allowed] = _run_of(allowed)
+        if pattern.fullmatch(text) is None:
+            bad = next((ch for ch in text if ch not in allowed), "?")
+            raise _bad(f"character {bad!r} not allowed in {what}")
         return text
     out = bytearray()
     i = 0
