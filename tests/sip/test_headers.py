@@ -150,6 +150,11 @@ def test_via_list_splits_and_rejects_empty_elements() -> None:
             ),
             id="instance-id",
         ),
+        pytest.param(
+            "Jöran Müller<sip:j@m.de>",
+            NameAddr(SipUri("sip", "m.de", "j"), "Jöran Müller"),
+            id="unquoted-utf8-display-liberal",
+        ),
         pytest.param("tel:+1234;tag=x", NameAddr(TelUri("+1234"), None, (("tag", "x"),)), id="tel"),
         pytest.param(
             "<isbn:2983792873>", NameAddr(AbsoluteUri("isbn", "2983792873")), id="absolute"

@@ -392,15 +392,19 @@ class NameAddr:
 
 _ADDR_SPEC_FORBIDDEN: Final = re.compile(r'[ \t,?"<>]')  # §20.10: these need <>
 _ANGLE_FORBIDDEN: Final = re.compile(r"[ \t<]")
+# An unquoted display-name word: a token, liberally also UTF-8 text (devices
+# send "Jöran <sip:...>"; RFC 3261 wants it quoted, nothing is ambiguous).
+_DISPLAY_WORD: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~\u0080-\U0010ffff]+")
 
 
 def parse_name_addr(value: str) -> NameAddr:
     """One ``[display] <uri> *(;param)`` or ``addr-spec *(;param)`` (§25.1).
 
     Accepts a token display name directly followed by ``<`` (RFC 4475
-    §3.1.1.6). Without ``<>`` the params are header params (§20.10: RFC 4475
-    §3.3.12) and the URI may not hold ``,``, ``?`` or ``;`` (§3.1.2.13: 400).
-    No whitespace inside ``<>`` (§3.1.2.14: 400). Raises 400."""
+    §3.1.1.6), and non-ASCII words in an unquoted display name. Without
+    ``<>`` the params are header params (§20.10: RFC 4475 §3.3.12) and the
+    URI may not hold ``,``, ``?`` or ``;`` (§3.1.2.13: 400). No whitespace
+    inside ``<>`` (§3.1.2.14: 400). Raises 400."""
     text = value.strip(_WS)
     if not text:
         raise _bad("empty name-addr")
@@ -417,7 +421,7 @@ def parse_name_addr(value: str) -> NameAddr:
     if lt >= 0:
         words = text[:lt].split()
         for word in words:
-            if not is_token(word):
+            if _DISPLAY_WORD.fullmatch(word) is None:
                 raise _bad(f"display name {text[:lt][:60]!r} must be quoted")
         if words:
             display = " ".join(words)
