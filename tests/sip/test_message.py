@@ -20,6 +20,7 @@ from natkit.sip.message import (
     parse_message,
     reason_phrase,
     serialize_message,
+    stream_message_length,
     validate_request,
     validate_response,
 )
@@ -465,3 +466,52 @@ def test_hostile_long_inputs_are_bounded(data: bytes) -> None:
                 msg.name_addrs(header)
             except MalformedMessageError:
                 pass
+
+
+# --- stream framing helper ------------------------------------------------------------
+
+
+def test_stream_message_length_frames_by_content_length() -> None:
+    two = REGISTER + REGISTER.replace(b"CSeq: 1826", b"CSeq: 1827")
+    first = stream_message_length(two)
+    assert first == len(REGISTER)
+    assert parse_message(two[:first], stream=True).cseq.seq == 1826
+    assert parse_message(two[first:], stream=True).cseq.seq == 1827
+    body = REGISTER.replace(b"Content-Length: 0", b"l :\r\n  4") + b"abcdXYZ"
+    assert stream_message_length(body) == len(body) - 3
+    assert stream_message_length(REGISTER[:-1]) is None
+    assert stream_message_length(body[:-4]) is None
+
+
+def test_stream_message_length_byte_at_a_time() -> None:
+    data = REGISTER.replace(b"Content-Length: 0", b"Content-Length: 3") + b"xyz"
+    header_end = -1
+    for size in range(1, len(data) + 1):
+        buffer = data[:size]
+        if header_end < 0:
+            header_end = buffer.find(b"\r\n\r\n", max(0, size - 4))
+            if header_end < 0:
+                continue
+        length = stream_message_length(buffer, header_end=header_end)
+        if length is not None:
+            break
+    assert length == len(data) and size == len(data)
+    assert stream_message_length(data) == len(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(REGISTER.replace(b"Content-Length: 0\r\n", b""), id="no-length"),
+        pytest.param(
+            REGISTER.replace(b"Content-Length: 0", b"Content-Length: -999"), id="negative"
+        ),
+        pytest.param(REGISTER.replace(b"Content-Length: 0", b"l: 1\r\nl: 2"), id="two-values"),
+        pytest.param(REGISTER.replace(b"Content-Length: 0", b"l: 99999999"), id="oversized"),
+        pytest.param(b"INVITE sip:a@b SIP/2.0\r\n" + b"X: y\r\n" * 20000, id="endless-headers"),
+    ],
+)
+def test_stream_message_length_loses_framing(data: bytes) -> None:
+    with pytest.raises(MalformedMessageError) as info:
+        stream_message_length(data)
+    assert info.value.error_code == 400

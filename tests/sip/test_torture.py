@@ -26,6 +26,7 @@ from natkit.sip.message import (
     SipResponse,
     parse_message,
     serialize_message,
+    stream_message_length,
     unsupported_options,
     validate_request,
     validate_response,
@@ -500,3 +501,26 @@ def test_spliced_torture_messages_never_crash(index: int, cut: int, insert: byte
     data = _CORPUS[index]
     cut %= len(data)
     _parse_cleanly(data[:cut] + insert + data[cut:])
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_stream_framing_agrees_with_the_parser(name: str) -> None:
+    """On a stream, a message with one good Content-Length frames to exactly
+    its header block plus body; the others lose framing (400) or wait."""
+    data = _load(name)
+    try:
+        length = stream_message_length(data)
+    except MalformedMessageError as exc:
+        assert exc.error_code == 400
+        with pytest.raises(MalformedMessageError):
+            parse_message(data, stream=True)
+        return
+    if length is None:  # clerr (body shorter than Content-Length) or baddn (no empty line)
+        assert name in ("clerr", "baddn")
+        return
+    try:
+        msg = parse_message(data[:length], stream=True)
+    except MalformedMessageError:
+        return
+    assert serialize_message(msg).endswith(msg.body)
+    assert parse_message(data).body == msg.body

@@ -68,6 +68,7 @@ __all__ = [
     "parse_message",
     "reason_phrase",
     "serialize_message",
+    "stream_message_length",
     "unsupported_options",
     "validate_request",
     "validate_response",
@@ -657,25 +658,33 @@ def _parse(
     return msg
 
 
+def _content_length(lengths: list[str], limits: SipLimits) -> int | None:
+    """The one Content-Length of a message (None if absent), RFC 3261 §20.14.
+    Several different values, non-digits (``-999``, ``five``) or a value above
+    the body limit: 400 (RFC 4475 ncl, mcl01)."""
+    if not lengths:
+        return None
+    texts = {text.strip(" \t") for text in lengths}
+    if len(texts) > 1:
+        raise _bad("several different Content-Length values (RFC 4475 §3.3.9)")
+    text = texts.pop()
+    if not text or not text.isascii() or not text.isdigit():
+        raise _bad(f"bad Content-Length {text[:40]!r}")
+    digits = text.lstrip("0") or "0"
+    if len(digits) > 10 or int(digits) > limits.max_body_size:
+        raise _bad(f"Content-Length above {limits.max_body_size}")
+    return int(digits)
+
+
 def _frame_body(
     data: bytes, body_start: int, headers: Headers, limits: SipLimits, stream: bool
 ) -> bytes:
-    lengths = headers.get_all("Content-Length")
-    if not lengths:
+    length = _content_length(headers.get_all("Content-Length"), limits)
+    if length is None:
         if stream:
             raise _bad("no Content-Length on a stream transport (RFC 3261 §18.3)")
         body = data[body_start:]
     else:
-        texts = {text.strip(" \t") for text in lengths}
-        if len(texts) > 1:
-            raise _bad("several different Content-Length values (RFC 4475 §3.3.9)")
-        text = texts.pop()
-        if not text or not text.isascii() or not text.isdigit():
-            raise _bad(f"bad Content-Length {text[:40]!r}")
-        digits = text.lstrip("0") or "0"
-        if len(digits) > 10 or int(digits) > limits.max_body_size:
-            raise _bad(f"Content-Length above {limits.max_body_size}")
-        length = int(digits)
         if len(data) - body_start < length:
             raise _bad(
                 f"Content-Length {length} but {len(data) - body_start} octets follow"
@@ -685,6 +694,44 @@ def _frame_body(
     if len(body) > limits.max_body_size:
         raise _bad(f"body larger than {limits.max_body_size} octets")
     return body
+
+
+def stream_message_length(
+    buffer: bytes, *, limits: SipLimits = _DEFAULT_LIMITS, header_end: int | None = None
+) -> int | None:
+    """How many octets of *buffer* (which starts at a start line) form the
+    first message on a stream transport (RFC 3261 §18.3), or None if more
+    octets are needed. Content-Length is read with the same rules as
+    :func:`parse_message` (compact ``l``, any case, LWS, folding). Raises 400
+    when framing is lost: no, negative, non-numeric or conflicting
+    Content-Length, or a header block or message above the limits.
+
+    *header_end*: where ``b"\\r\\n\\r\\n"`` starts, if the caller already
+    found it (a framer fed a byte at a time searches only the new octets, so
+    the whole stays linear); else it is searched for here."""
+    end = buffer.find(b"\r\n\r\n") if header_end is None else header_end
+    if end < 0:
+        if len(buffer) > limits.max_message_size:
+            raise _bad(f"header section larger than {limits.max_message_size} octets")
+        return None
+    lengths: list[str] = []
+    in_length = False
+    for line in buffer[:end].decode("latin-1").split("\r\n")[1:]:
+        if line[:1] in (" ", "\t"):
+            if in_length:
+                lengths[-1] += line
+            continue
+        name, _, value = line.partition(":")
+        in_length = name.rstrip(" \t").lower() in ("content-length", "l")
+        if in_length:
+            lengths.append(value)
+    length = _content_length(lengths, limits)
+    if length is None:
+        raise _bad("no Content-Length on a stream transport (RFC 3261 §18.3)")
+    total = end + 4 + length
+    if total > limits.max_message_size:
+        raise _bad(f"message larger than {limits.max_message_size} octets")
+    return total if len(buffer) >= total else None
 
 
 def _parse_version(text: str) -> str:
