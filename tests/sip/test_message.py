@@ -270,6 +270,9 @@ def test_serialize_refuses_header_injection() -> None:
     msg.headers.add("Subject", "hi\r\nVia: SIP/2.0/UDP evil")
     with pytest.raises(LocalProtocolError):
         serialize_message(msg)
+    response = SipResponse(200, "OK\r\nVia: SIP/2.0/UDP evil", Headers())
+    with pytest.raises(LocalProtocolError):
+        serialize_message(response)
 
 
 def test_make_response_details() -> None:

@@ -811,6 +811,8 @@ def serialize_message(msg: SipMessage) -> bytes:
         start = f"{msg.method} {msg.uri} {msg.version}"
     else:
         start = f"{msg.version} {msg.status} {msg.reason}"
+    if "\r" in start or "\n" in start:
+        raise LocalProtocolError("CR or LF in the start line")
     lines = [start]
     length_written = False
     for key, canon, value in msg.headers._items:
