@@ -2,9 +2,11 @@
 
 Theory of operation: a header value arrives as text with folding already
 undone (:mod:`natkit.sip.message` turns each CRLF+WSP into one SP). The
-parsers here are hand-written left-to-right scanners over that text, linear in
-its length and without regular expressions (no backtracking blow-ups on
-hostile input). Each knows the three lexical traps of SIP values:
+parsers here are left-to-right scanners over that text, linear in its length:
+the only regular expressions are runs of one character class or possessive
+patterns (quoted strings, one generic-param, the Via head) that cannot
+backtrack, so hostile input cannot blow them up. Each knows the three lexical
+traps of SIP values:
 
 * quoted strings with quoted-pair escapes (``\\"``, and raw NUL/BEL/DEL, which
   must survive: RFC 4475 §3.1.1.2);

@@ -501,7 +501,7 @@ class _SipMessage:
         """Every name-addr of *header* in order (Route, Record-Route, Path,
         Service-Route ...), comma lists split."""
         lines = self.headers.get_all(header)
-        key = "name-addrs:" + header.lower()
+        key = "name-addrs:" + _key(header)
 
         def build() -> tuple[NameAddr, ...]:
             out: list[NameAddr] = []
