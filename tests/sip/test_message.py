@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -25,6 +26,8 @@ from natkit.sip.message import (
     validate_response,
 )
 from natkit.sip.uri import SipUri, TelUri
+
+TORTURE = Path(__file__).parent.parent / "data" / "sip_torture"
 
 REGISTER = (
     b"REGISTER sip:example.com SIP/2.0\r\n"
@@ -518,3 +521,16 @@ def test_stream_message_length_loses_framing(data: bytes) -> None:
     with pytest.raises(MalformedMessageError) as info:
         stream_message_length(data)
     assert info.value.error_code == 400
+
+
+def test_views_of_repeated_headers_use_the_first_line() -> None:
+    data = (TORTURE / "multi01.dat").read_bytes()
+    msg = parse_message(data)
+    assert str(msg.to.uri) == "sip:user@example.com"
+    assert msg.from_.tag == "3413415"
+    assert msg.cseq.seq == 5 and msg.call_id == "multi01.98asdh@192.0.2.1"
+    assert msg.max_forwards == 70
+    contacts = msg.contacts
+    assert contacts != "*" and len(contacts) == 2
+    fresh = SipRequest("INVITE", SipUri("sip", "x"), Headers(list(msg.headers)))
+    assert fresh.to == msg.to and fresh.cseq == msg.cseq and fresh.vias == msg.vias

@@ -520,7 +520,7 @@ class _SipMessage:
 
 def _check_call_id(value: str) -> str:
     text = value.strip()
-    if not text or any(ch in " \t" for ch in text):
+    if not text or " " in text or "\t" in text:
         raise _bad(f"bad Call-ID {value[:60]!r}")
     return text
 
@@ -779,27 +779,39 @@ def _parse_status_line(line: str) -> tuple[str, int, str]:
 
 
 def _check_common_headers(msg: SipMessage) -> None:
-    """Parse the headers every element reads, so broken syntax is a 400 now;
-    single lines go through the cached typed views, so this work is not
-    repeated when the element reads them."""
+    """Parse the headers every element reads, so broken syntax is a 400 now.
+    One pass collects their lines; the typed values go straight into the
+    views' cache, so this work is not repeated when the element reads them
+    (every line is checked, the cache holds the first, as the views do)."""
     headers = msg.headers
-    _ = msg.vias
-    views: tuple[tuple[str, Callable[[], object], Callable[[str], object]], ...] = (
-        ("CSeq", lambda: msg.cseq, parse_cseq),
-        ("From", lambda: msg.from_, parse_name_addr),
-        ("To", lambda: msg.to, parse_name_addr),
-        ("Call-ID", lambda: msg.call_id, _check_call_id),
-        ("Max-Forwards", lambda: msg.max_forwards, _max_forwards),
-    )
-    for name, view, parse in views:
-        lines = headers.get_all(name)
-        if len(lines) == 1:
-            view()
-        else:
-            for line in lines:
+    found: dict[str, list[str]] = {}
+    for key, _, value in headers._items:
+        if key in _EAGER_KEYS:
+            found.setdefault(key, []).append(value)
+    cache = headers._cache
+    vias: list[Via] = []
+    for line in found.get("via", ()):
+        vias.extend(parse_via_list(line))
+    cache["via"] = tuple(vias)
+    for key, parse in _EAGER_VIEWS:
+        lines = found.get(key)
+        if lines:
+            cache[key] = parse(lines[0])
+            for line in lines[1:]:
                 parse(line)
-    if "Contact" in headers:
-        _ = msg.contacts
+    contacts = found.get("contact")
+    if contacts:
+        cache["contact"] = _frozen_contacts(contacts)
+
+
+_EAGER_VIEWS: Final[tuple[tuple[str, Callable[[str], object]], ...]] = (
+    ("cseq", parse_cseq),
+    ("from", parse_name_addr),
+    ("to", parse_name_addr),
+    ("call-id", _check_call_id),
+    ("max-forwards", _max_forwards),
+)
+_EAGER_KEYS: Final = frozenset(["via", "contact", *(key for key, _ in _EAGER_VIEWS)])
 
 
 def serialize_message(msg: SipMessage) -> bytes:
