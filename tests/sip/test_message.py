@@ -273,6 +273,9 @@ def test_serialize_refuses_header_injection() -> None:
     msg.headers.add("Subject", "hi\r\nVia: SIP/2.0/UDP evil")
     with pytest.raises(LocalProtocolError):
         serialize_message(msg)
+    named = SipResponse(200, "OK", Headers([("X\r\nVia", "v")]))
+    with pytest.raises(LocalProtocolError):
+        serialize_message(named)
     response = SipResponse(200, "OK\r\nVia: SIP/2.0/UDP evil", Headers())
     with pytest.raises(LocalProtocolError):
         serialize_message(response)

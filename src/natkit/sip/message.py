@@ -833,8 +833,8 @@ def serialize_message(msg: SipMessage) -> bytes:
                 lines.append(f"Content-Length: {len(msg.body)}")
                 length_written = True
             continue
-        if "\r" in value or "\n" in value:
-            raise LocalProtocolError(f"CR or LF in the value of {canon}")
+        if "\r" in value or "\n" in value or "\r" in canon or "\n" in canon or ":" in canon:
+            raise LocalProtocolError(f"CR, LF or ':' where they would inject headers: {canon!r}")
         lines.append(f"{canon}: {value}")
     if not length_written:
         lines.append(f"Content-Length: {len(msg.body)}")
