@@ -85,3 +85,11 @@ def test_missing_file_is_an_error_not_a_traceback(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sip", "parse", str(tmp_path / "nope.dat")])
     assert result.exit_code == 1
     assert "cannot read" in result.output
+
+
+def test_stream_mode_requires_content_length() -> None:
+    path = str(TORTURE / "inv2543.dat")
+    assert runner.invoke(app, ["sip", "parse", path]).exit_code == 0
+    result = runner.invoke(app, ["sip", "parse", "--stream", path])
+    assert result.exit_code == 1
+    assert result.output.startswith("400 Bad Request: no Content-Length")

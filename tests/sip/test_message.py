@@ -291,12 +291,16 @@ def test_make_response_details() -> None:
     assert trying.to.tag is None
     tagged = parse_message(serialize_message(make_response(msg, 200, to_tag="t1")))
     assert tagged.to.tag == "t1"
-    again = make_response(
-        parse_message(serialize_message(tagged).replace(b"SIP/2.0 200 OK", b"BYE sip:a SIP/2.0")),
-        200,
-        to_tag="t2",
-    )  # type: ignore[arg-type]
+    bye = parse_message(serialize_message(tagged).replace(b"SIP/2.0 200 OK", b"BYE sip:a SIP/2.0"))
+    assert isinstance(bye, SipRequest)
+    again = make_response(bye, 200, to_tag="t2")
     assert again.to.tag == "t1"  # an existing tag is kept
+    record_route = b"Record-Route: <sip:p1;lr>, <sip:p2;lr>\r\nCSeq:"
+    routed = parse_message(REGISTER.replace(b"CSeq:", record_route))
+    assert isinstance(routed, SipRequest)
+    assert "Record-Route" not in make_response(routed, 200).headers
+    dialog = make_response(routed, 200, to_tag="d", copy_record_route=True)
+    assert [str(r.uri) for r in dialog.name_addrs("Record-Route")] == ["sip:p1;lr", "sip:p2;lr"]
     extra = make_response(msg, 423, headers=[("Min-Expires", "3600")])
     assert extra.reason == "Interval Too Brief" and extra.headers.get("Min-Expires") == "3600"
     assert reason_phrase(430) == "Flow Failed" and reason_phrase(499) == "Request Failure"

@@ -7,7 +7,8 @@ object: the start line, every header in order under its canonical name, the
 typed views of Via, From, To, Contact, CSeq and Call-ID, the body (text, or
 base64 if it is not printable UTF-8) and ``semantic_status``, the status
 :func:`natkit.sip.message.validate_request` would have an element answer
-(null if none). Exit status 0. With ``--strict`` a semantic fault exits 1.
+(null if none). Exit status 0. With ``--strict`` a semantic fault exits 1;
+``--stream`` parses as a stream transport would (Content-Length required).
 
 If the message is malformed, it prints what a server would do instead: the
 status line it answers (``400 Bad Request: why``, ``505 Version Not
@@ -48,6 +49,10 @@ def parse_command(
         bool,
         typer.Option("--strict", help="Exit 1 also when a semantic check asks for a status."),
     ] = False,
+    stream: Annotated[
+        bool,
+        typer.Option("--stream", help="As received on TCP/TLS: Content-Length required."),
+    ] = False,
     max_size: Annotated[
         int, typer.Option(help="Largest message accepted, octets.")
     ] = SipLimits().max_message_size,
@@ -60,7 +65,7 @@ def parse_command(
         raise typer.Exit(1) from exc
     limits = SipLimits(max_message_size=max_size, max_body_size=max_size)
     try:
-        msg = parse_message(data, limits=limits)
+        msg = parse_message(data, limits=limits, stream=stream)
     except MalformedMessageError as exc:
         if exc.error_code is None:
             typer.echo(f"dropped: {exc}")

@@ -945,10 +945,13 @@ def make_response(
     to_tag: str | None = None,
     headers: Iterable[tuple[str, str]] = (),
     body: bytes = b"",
+    copy_record_route: bool = False,
 ) -> SipResponse:
     """A response to *request* (RFC 3261 §8.2.6.2): Via lines (all, in order),
     From, To (with *to_tag* added if To has no tag), Call-ID and CSeq copied;
-    Timestamp copied into a 100 (§8.2.6.1); then *headers*."""
+    Timestamp copied into a 100 (§8.2.6.1); with *copy_record_route* the
+    Record-Route lines too, as a UAS must in a dialog-forming response
+    (§12.1.1); then *headers*."""
     src = request.headers
     items: list[tuple[str, str]] = [("Via", value) for value in src.get_all("Via")]
     from_value = src.get("From")
@@ -963,6 +966,8 @@ def make_response(
         value = src.get(name)
         if value is not None:
             items.append((name, value))
+    if copy_record_route:
+        items.extend(("Record-Route", value) for value in src.get_all("Record-Route"))
     if status == 100:
         stamp = src.get("Timestamp")
         if stamp is not None:
