@@ -151,6 +151,27 @@ def test_each_lookup_is_bounded_by_the_timeout() -> None:
     assert elapsed == pytest.approx(1.5)
 
 
+def test_a_whole_resolution_is_bounded_too() -> None:
+    """Every name server silent: NAPTR and the first SRV query use up the 3 s
+    budget, the remaining lookups fail at once, and the error says why."""
+
+    async def main() -> tuple[str, float]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        zone = StaticZone({}, silent=["dead.test", "_sip._udp.dead.test", "_sip._tcp.dead.test"])
+        sip = resolver(zone, transports=(UDP, TCP), lookup_timeout=2.0, resolution_timeout=3.0)
+        try:
+            await sip.resolve(uri("sip:dead.test"))
+        except TransportError as exc:
+            return str(exc), loop.time() - start
+        raise AssertionError("resolved a dead zone")
+
+    message, elapsed = run_virtual(main)
+    assert elapsed == pytest.approx(3.0)
+    assert "no answer within 2 s" in message
+    assert "no answer within 0 s" in message
+
+
 async def test_response_targets_for_a_via() -> None:
     via = Via("UDP", "client.test", 5062, (("received", "203.0.113.4"),))
     found = [t async for t in resolver(StaticZone(RECORDS)).response_targets(via)]

@@ -513,6 +513,16 @@ SERVER_ZONE: Zone = {
         pytest.param(
             Via("TCP", "client.test", None), [(TCP, "198.51.100.8", 5060)], id="name-no-srv"
         ),
+        pytest.param(
+            Via("UDP", "client.test", 5080, (("received", "203.0.113.9"), ("rport", "40000"))),
+            [(UDP, "203.0.113.9", 40000), (UDP, "203.0.113.9", 5080), (UDP, "198.51.100.8", 5080)],
+            id="rfc3581-rport-first",
+        ),
+        pytest.param(
+            Via("TCP", "192.0.2.7", 5080, (("received", "203.0.113.9"), ("rport", "40000"))),
+            [(TCP, "203.0.113.9", 5080), (TCP, "192.0.2.7", 5080)],
+            id="rport-ignored-for-new-tcp-connection",
+        ),
         pytest.param(Via("WSS", "abc.invalid", None), [], id="websocket-client-no-targets"),
     ],
 )
@@ -542,3 +552,11 @@ def test_naptr_fields_compare_case_insensitively(record: NaptrRecord) -> None:
     }
     locator = SipServerLocator(scheme="sip", host="bare.test", families=(Family.IPV4,))
     assert hops(drive(locator, zone)[0]) == [(UDP, "192.0.2.30", 5099)]
+
+
+def test_srv_target_written_as_an_ip_is_used_as_is() -> None:
+    zone: Zone = {("_sip._udp.ip.test", S): [SrvRecord(0, 0, 5066, "192.0.2.66")]}
+    locator = SipServerLocator(scheme="sip", host="ip.test", transport="udp")
+    targets, queries = drive(locator, zone)
+    assert hops(targets) == [(UDP, "192.0.2.66", 5066)]
+    assert len(queries) == 1

@@ -343,6 +343,11 @@ class _Locator:
         if records and not ordered:
             self._problems.append(f"{name}: SRV says there is no such service")
         for record in ordered:
+            ip = _ip_or_none(record.target)
+            if ip is not None:  # not allowed by RFC 2782, but zones do it
+                if 0 < record.port <= 0xFFFF:
+                    yield from self._numeric(str(ip), transport, record.port)
+                continue
             yield from self._addresses(_normal_name(record.target), transport, record.port)
 
 
@@ -503,8 +508,10 @@ class SipServerLocator(_Locator):
 class SipResponseLocator(_Locator):
     """Where a response goes when the request's connection or source failed.
 
-    RFC 3261 §18.2.2 first tries the ``received`` address (with the sent-by
-    port, or the transport's default), then RFC 3263 §5: a numeric sent-by
+    Over UDP, a Via with ``received`` and an ``rport`` value gives that
+    address and port first (RFC 3581 §4). Then RFC 3261 §18.2.2: the
+    ``received`` address with the sent-by port (or the transport's default);
+    then RFC 3263 §5: a numeric sent-by
     as is; a name with a port by its A/AAAA records; a name without a port by
     SRV for the Via's transport (``_sips._tcp`` for TLS) and then A/AAAA at
     the default port. Sending to the request's source (RFC 3581 ``rport``)
@@ -520,6 +527,7 @@ class SipResponseLocator(_Locator):
         host: str,
         port: int | None = None,
         received: str | None = None,
+        rport: int | None = None,
         families: Sequence[Family] = _BOTH_FAMILIES,
         limits: LocatorLimits = LocatorLimits(),
         rng: Rng | None = None,
@@ -528,6 +536,7 @@ class SipResponseLocator(_Locator):
         self.transport = transport
         self.port = port
         self.received = received
+        self.rport = rport
 
     @classmethod
     def for_via(
@@ -548,6 +557,7 @@ class SipResponseLocator(_Locator):
             host=via.host,
             port=via.port,
             received=via.received,
+            rport=via.rport,
             families=families,
             limits=limits,
             rng=rng,
@@ -561,6 +571,8 @@ class SipResponseLocator(_Locator):
         port = self.port or DEFAULT_PORTS[transport]
         received = _ip_or_none(self.received or "")
         if received is not None:
+            if transport is SipTransport.UDP and self.rport is not None and self.rport > 0:
+                yield from self._numeric(str(received), transport, self.rport)
             yield from self._numeric(str(received), transport, port)
         ip = _ip_or_none(self.domain)
         if ip is not None:

@@ -10,8 +10,9 @@ Two lookups exist: :class:`DnspythonLookup` (dnspython's async resolver, the
 system's name servers) and :class:`StaticZone` (records from a dict, for
 tests and for the simulated internet, which has no DNS servers).
 
-Bounds: each lookup is cut off after ``lookup_timeout`` seconds (a timeout
-counts as an empty answer and is reported if nothing is found); CNAME chains
+Bounds: each lookup is cut off after ``lookup_timeout`` seconds and all of
+one resolution after ``resolution_timeout`` (a timeout counts as an empty
+answer and is reported if nothing is found); CNAME chains
 longer than ``max_cname_chain`` are refused; the locator caps records, queries
 and targets (:class:`~natkit.sip.resolve.LocatorLimits`).
 
@@ -200,6 +201,10 @@ class ResolverConfig:
     """Address families this element can reach, preferred first."""
     lookup_timeout: float = 2.0
     """Seconds one DNS lookup may take; then it counts as an empty answer."""
+    resolution_timeout: float = 8.0
+    """Seconds all lookups of one resolution may take together (a plan may
+    need a dozen lookups; RFC 3261 Timer B gives a whole transaction 32 s).
+    Lookups after that fail at once, so the targets known so far remain."""
     limits: LocatorLimits = LocatorLimits()  # noqa: RUF009 (frozen, so sharing is safe)
 
 
@@ -275,12 +280,13 @@ class SipResolver:
         self, locator: SipServerLocator | SipResponseLocator, what: str
     ) -> AsyncIterator[ServerTarget]:
         produced = False
+        deadline = asyncio.get_running_loop().time() + self.config.resolution_timeout
         while (step := locator.next_step()) is not None:
             if isinstance(step, ServerTarget):
                 produced = True
                 yield step
                 continue
-            records = await self._lookup(step, locator)
+            records = await self._lookup(step, locator, deadline)
             if records is not None:
                 locator.receive_answer(records)
         if not produced:
@@ -288,14 +294,21 @@ class SipResolver:
             raise TransportError(f"no SIP server found for {what}: {why}")
 
     async def _lookup(
-        self, query: DnsQuery, locator: SipServerLocator | SipResponseLocator
+        self,
+        query: DnsQuery,
+        locator: SipServerLocator | SipResponseLocator,
+        deadline: float,
     ) -> Sequence[DnsRecord] | None:
         """The records, or None after reporting the failure to the locator."""
+        left = deadline - asyncio.get_running_loop().time()
+        timeout = min(self.config.lookup_timeout, left)
         try:
-            async with asyncio.timeout(self.config.lookup_timeout):
+            if left <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(timeout):
                 return await self.lookup.lookup(query)
         except TimeoutError:
-            failure = f"no answer within {self.config.lookup_timeout} s"
+            failure = f"no answer within {max(timeout, 0.0):g} s"
         except TransportError as exc:
             failure = str(exc)
         log.info("DNS %s %s failed: %s", query.rdtype, query.name, failure)
