@@ -93,3 +93,13 @@ def test_stream_mode_requires_content_length() -> None:
     result = runner.invoke(app, ["sip", "parse", "--stream", path])
     assert result.exit_code == 1
     assert result.output.startswith("400 Bad Request: no Content-Length")
+
+
+def test_octets_that_are_not_utf8_print_as_escapes() -> None:
+    data = b'OPTIONS sip:a@b SIP/2.0\r\nX-Bin: a\xffb\r\nTo: "\xfe" <sip:a@b>\r\n\r\n\xff'
+    result = runner.invoke(app, ["sip", "parse", "-"], input=data)
+    assert result.exit_code == 0, result.output
+    parsed = json.loads(result.output)
+    assert parsed["headers"][0] == {"name": "X-Bin", "value": "a\\xffb"}
+    assert parsed["to"]["display_name"] == "\\xfe"
+    assert parsed["body"] == {"length": 1, "base64": "/w=="}

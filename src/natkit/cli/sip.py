@@ -73,9 +73,23 @@ def parse_command(
             typer.echo(f"{exc.error_code} {reason_phrase(exc.error_code)}: {exc}")
         raise typer.Exit(1) from exc
     result = message_to_json(msg)
-    sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps(_printable(result), indent=2, ensure_ascii=False) + "\n")
     if strict and (result.get("semantic_status") is not None or result.get("valid") is False):
         raise typer.Exit(1)
+
+
+def _printable(value: Any) -> Any:
+    """Octets that were not UTF-8 (kept by the parser as surrogate escapes)
+    shown as ``\\xff`` text, so the output is always valid UTF-8 JSON."""
+    if isinstance(value, str):
+        if value.isascii():
+            return value
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {key: _printable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_printable(item) for item in value]
+    return value
 
 
 def uri_to_json(uri: Uri) -> dict[str, Any]:
