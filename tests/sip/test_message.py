@@ -339,6 +339,7 @@ def test_validate_request_decisions() -> None:
     assert validate_request(_request(b"Require: foo"), supported=["FOO"]) is None
     assert validate_request(_request(b"Require: foo, bar"), supported=["foo"]) == 420
     assert validate_request(_request(b"Require: foo"), supported=[], proxy=True) is None
+    assert validate_request(_request(b'Proxy-Require: "open'), supported=[], proxy=True) == 400
     ack = _request(b"Require: foo", method=b"ACK")
     assert validate_request(ack, supported=[]) is None  # §8.2.2.3: not for ACK
     mismatch = parse_message(

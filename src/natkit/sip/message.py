@@ -1049,8 +1049,12 @@ def validate_request(
         return 416
     if proxy and max_forwards == 0:
         return 483
-    if supported is not None and unsupported_options(request, supported, proxy=proxy):
-        return 420
+    if supported is not None:
+        try:
+            if unsupported_options(request, supported, proxy=proxy):
+                return 420
+        except MalformedMessageError:
+            return 400
     return None
 
 
