@@ -409,3 +409,20 @@ def test_merged_request_check_ends_with_the_transaction() -> None:
     layer.receive_message(request("OPTIONS", branch="z9hG4bKpath2"), source(), now=1.0)
     assert sent(layer) == []
     assert len(_received(layer)) == 2
+
+
+def test_response_target_policy_can_be_injected() -> None:
+    elsewhere = Target(TCP, Endpoint("192.0.2.200", 5070), "tcp:7")
+    seen: list[tuple[str, object]] = []
+
+    def policy(req: SipRequest, src: object) -> Target:
+        seen.append((req.method, src))
+        return elsewhere
+
+    layer = TransactionLayer(response_target=policy)  # type: ignore[arg-type]
+    req = request("OPTIONS")
+    layer.receive_message(req, source(), now=0.0)
+    layer.send_response(response(req, 200), now=0.0)
+    layer.receive_message(req, source(), now=0.1)  # retransmission: same target
+    assert [where for _, where in layer.messages_to_send()] == [elsewhere, elsewhere]
+    assert seen == [("OPTIONS", source())]

@@ -53,6 +53,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from natkit.addr import Endpoint
@@ -93,6 +94,7 @@ __all__ = [
     "TransactionLayer",
     "build_ack",
     "build_cancel",
+    "default_response_target",
 ]
 
 _log = logging.getLogger(__name__)
@@ -194,13 +196,15 @@ def _sent_by(via: Via) -> str:
     return f"{host}:{port}"
 
 
-def _response_target(via: Via, source: Source) -> Target:
-    """Where §18.2.2 and RFC 3581 §4 send responses to a request.
+def default_response_target(request: SipRequest, source: Source) -> Target:
+    """Where §18.2.2 and RFC 3581 §4 send the responses to ``request``.
 
     Reliable transports: back over the request's connection. Unreliable: to
-    the source address and port when the Via asked for ``rport``, else to
-    the source address (the ``received`` value) and the sent-by port.
+    the source address and port when the top Via asked for ``rport``, else
+    to the source address (the ``received`` value) and the sent-by port.
+    ``maddr`` (multicast responses) is not honoured.
     """
+    via = request.top_via
     if source.transport.reliable or via.has_rport:
         return Target(source.transport, source.remote, source.flow)
     port = via.port if via.port is not None else _default_port(via.transport)
@@ -216,6 +220,9 @@ class TransactionLayer:
     request without To tag whose From tag, Call-ID and CSeq equal those of
     an ongoing server transaction it does not match (§8.2.2.2): right for a
     UAS, wrong for a proxy (which must forward forked copies).
+    ``response_target`` decides where a server transaction sends its
+    responses, from the request and its :class:`Source`; it is called once,
+    when the transaction starts.
     """
 
     def __init__(
@@ -224,7 +231,9 @@ class TransactionLayer:
         timers: TimerConfig = _DEFAULT_TIMERS,
         rng: Rng | None = None,
         reject_merged_requests: bool = False,
+        response_target: Callable[[SipRequest, Source], Target] = default_response_target,
     ) -> None:
+        self._response_target = response_target
         self._config = timers
         self._rng = rng if rng is not None else default_rng()
         self._reject_merged = reject_merged_requests
@@ -574,7 +583,7 @@ class TransactionLayer:
             id=txn_id,
             request=request,
             source=source,
-            response_target=_response_target(via, source),
+            response_target=self._response_target(request, source),
             invite=method == "INVITE",
             reliable=source.transport.reliable,
             state=_State.PROCEEDING if method == "INVITE" else _State.TRYING,
