@@ -542,3 +542,65 @@ def test_views_of_repeated_headers_use_the_first_line() -> None:
     assert contacts != "*" and len(contacts) == 2
     fresh = SipRequest("INVITE", SipUri("sip", "x"), Headers(list(msg.headers)))
     assert fresh.to == msg.to and fresh.cseq == msg.cseq and fresh.vias == msg.vias
+
+
+_KNOWN_NAMES = [
+    "Via",
+    "v",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Contact",
+    "m",
+    "Max-Forwards",
+    "Expires",
+    "Route",
+    "Record-Route",
+    "Require",
+    "Proxy-Require",
+    "Content-Type",
+    "Content-Length",
+    "Supported",
+    "Path",
+    "Retry-After",
+]
+_VALUE_ALPHABET = st.sampled_from([*list('ab0<>";,=:@/ \t\\*?%[]'), "sip:", "SIP/2.0/UDP "])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    extra=st.lists(
+        st.tuples(
+            st.sampled_from(_KNOWN_NAMES), st.lists(_VALUE_ALPHABET, max_size=12).map("".join)
+        ),
+        max_size=4,
+    )
+)
+def test_known_headers_with_random_values_never_break_an_element(
+    extra: list[tuple[str, str]],
+) -> None:
+    from natkit.cli.sip import message_to_json
+
+    data = REGISTER.replace(
+        b"Content-Length: 0\r\n",
+        b"".join(f"{name}: {value}\r\n".encode() for name, value in extra),
+    )
+    try:
+        msg = parse_message(data)
+    except MalformedMessageError as exc:
+        assert exc.error_code in (400, None)
+        return
+    assert isinstance(msg, SipRequest)
+    for proxy in (False, True):
+        validate_request(msg, supported=(), proxy=proxy)
+    message_to_json(msg)
+    for name in _KNOWN_NAMES:
+        try:
+            msg.headers.values(name)
+            msg.name_addrs(name)
+        except MalformedMessageError:
+            pass
+    with contextlib.suppress(MalformedMessageError):
+        _ = msg.expires
+    serialize_message(make_response(msg, 200, to_tag="x"))

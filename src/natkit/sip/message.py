@@ -303,7 +303,8 @@ class Headers:
 
     def values(self, name: str) -> list[str]:
         """Every value of *name*, comma lists split (§7.3.1). Headers that are
-        not lists (Date, the auth headers, free text) are not split."""
+        not lists (Date, the auth headers, free text) are not split. Raises
+        MalformedMessageError (400) on an unterminated quoted string."""
         key = _key(name)
         lines = [value for k, _, value in self._items if k == key]
         if key in _NOT_LISTS:
