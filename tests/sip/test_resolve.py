@@ -6,6 +6,8 @@ import random
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from natkit.addr import Endpoint, Family
 from natkit.errors import LocalProtocolError
@@ -13,6 +15,7 @@ from natkit.net.dns import SrvRecord, order_srv
 from natkit.sip.flow import SipTransport, Target
 from natkit.sip.headers import Via
 from natkit.sip.resolve import (
+    NAPTR_SERVICES,
     DnsQuery,
     DnsRecord,
     LocatorLimits,
@@ -560,3 +563,64 @@ def test_srv_target_written_as_an_ip_is_used_as_is() -> None:
     targets, queries = drive(locator, zone)
     assert hops(targets) == [(UDP, "192.0.2.66", 5066)]
     assert len(queries) == 1
+
+
+# Property: whatever the zone holds, a plan ends, stays within its limits,
+# offers each target once and never breaks the scheme's security.
+
+_names = st.sampled_from(["h.test", "a.h.test", "b.h.test", "_sip._udp.h.test", "."])
+_records = st.one_of(
+    st.builds(
+        NaptrRecord,
+        order=st.integers(0, 3),
+        preference=st.integers(0, 3),
+        flags=st.sampled_from(["s", "S", "", "a", "u"]),
+        service=st.sampled_from([*NAPTR_SERVICES, "SIP+D2S", "E2U+sip", ""]),
+        regexp=st.just(""),
+        replacement=_names,
+    ),
+    st.builds(SrvRecord, st.integers(0, 3), st.integers(0, 9), st.integers(0, 70000), _names),
+    st.sampled_from(["192.0.2.1", "2001:db8::1", "192.0.2.2", "bogus", "10.0.0.1"]),
+)
+_zones = st.dictionaries(
+    st.tuples(_names, st.sampled_from(list(RecordType))),
+    st.lists(_records, max_size=6),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    zone=_zones,
+    scheme=st.sampled_from(["sip", "sips"]),
+    port=st.one_of(st.none(), st.integers(1, 65535)),
+    transport=st.one_of(st.none(), st.sampled_from(["udp", "tcp", "tls", "ws", "wss", "sctp"])),
+    transports=st.lists(st.sampled_from(list(SipTransport)), min_size=1, max_size=5, unique=True),
+    seed=st.integers(0, 1000),
+)
+def test_any_zone_gives_a_bounded_well_formed_plan(
+    zone: Zone,
+    scheme: str,
+    port: int | None,
+    transport: str | None,
+    transports: list[SipTransport],
+    seed: int,
+) -> None:
+    limits = LocatorLimits(max_queries=20, max_targets=8)
+    locator = SipServerLocator(
+        scheme=scheme,
+        host="h.test",
+        port=port,
+        transport=transport,
+        transports=transports,
+        limits=limits,
+        rng=random.Random(seed),
+    )
+    targets, queries = drive(locator, zone)
+    assert len(queries) <= 20
+    assert len(targets) <= 8
+    assert len({(t.transport, t.remote) for t in targets}) == len(targets)
+    for target in targets:
+        assert target.transport in transports
+        assert target.transport.secure or scheme == "sip"
+        assert 0 < target.remote.port <= 65535

@@ -63,6 +63,8 @@ __all__ = [
     "DEFAULT_TRANSPORTS",
     "DnsQuery",
     "DnsRecord",
+    "NAPTR_SERVICES",
+    "SRV_SERVICES",
     "LocatorLimits",
     "NaptrRecord",
     "RecordType",
