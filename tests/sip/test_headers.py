@@ -18,6 +18,7 @@ from natkit.sip.headers import (
     parse_name_addr,
     parse_name_addr_list,
     parse_params,
+    parse_qvalue,
     parse_retry_after,
     parse_via,
     parse_via_list,
@@ -344,3 +345,17 @@ def test_header_parsers_raise_only_malformed(text: str) -> None:
             parse(text)
         except MalformedMessageError as exc:
             assert exc.error_code == 400
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("0", 0.0), ("0.7", 0.7), ("0.333", 0.333), ("1", 1.0), ("1.000", 1.0), (" 0. ", 0.0)],
+)
+def test_parse_qvalue(text: str, expected: float) -> None:
+    assert parse_qvalue(text) == expected
+
+
+@pytest.mark.parametrize("text", ["1.5", "2", "0.1234", "-0", ".5", "", "1.001", "0,5"])
+def test_bad_qvalue_is_400(text: str) -> None:
+    with pytest.raises(MalformedMessageError):
+        parse_qvalue(text)

@@ -47,6 +47,7 @@ __all__ = [
     "parse_name_addr",
     "parse_name_addr_list",
     "parse_params",
+    "parse_qvalue",
     "parse_retry_after",
     "parse_via",
     "parse_via_list",
@@ -576,3 +577,15 @@ def parse_retry_after(value: str) -> RetryAfter:
         comment = text[i + 1 : close - 1]
         i = _skip_ws(text, close)
     return RetryAfter(seconds, comment, parse_params(text[i:]))
+
+
+_QVALUE: Final = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+
+
+def parse_qvalue(value: str) -> float:
+    """A Contact ``q`` value (RFC 3261 §20.10, §25.1 qvalue): 0 to 1 with at
+    most three decimals. Raises 400 otherwise."""
+    text = value.strip(_WS)
+    if _QVALUE.fullmatch(text) is None:
+        raise _bad(f"bad q-value {value[:20]!r}")
+    return float(text)
