@@ -101,7 +101,7 @@ async def test_backup_targets_are_looked_up_only_on_failover() -> None:
     # the transaction to the first target timed out (§4.3): take the next one
     second = await anext(targets)
     assert (second.transport, second.remote) == (TCP, Endpoint("192.0.2.2", 5060))
-    await targets.aclose()  # type: ignore[attr-defined]
+    await targets.aclose()
 
 
 async def test_cname_chains_are_followed_within_the_limit() -> None:

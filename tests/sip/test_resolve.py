@@ -14,6 +14,7 @@ from natkit.errors import LocalProtocolError
 from natkit.net.dns import SrvRecord, order_srv
 from natkit.sip.flow import SipTransport, Target
 from natkit.sip.headers import Via
+from natkit.sip.message import SipRequest, parse_message
 from natkit.sip.resolve import (
     NAPTR_SERVICES,
     DnsQuery,
@@ -26,6 +27,8 @@ from natkit.sip.resolve import (
     SipServerLocator,
     rfc2782_order,
 )
+from natkit.sip.transaction import TransactionLayer
+from natkit.sip.transaction_events import TransactionTimedOut
 from natkit.sip.uri import SipUri, parse_uri
 
 UDP, TCP, TLS, WS, WSS = (
@@ -624,3 +627,48 @@ def test_any_zone_gives_a_bounded_well_formed_plan(
         assert target.transport in transports
         assert target.transport.secure or scheme == "sip"
         assert 0 < target.remote.port <= 65535
+
+
+def test_failover_with_the_transaction_layer() -> None:
+    """§4.3 end to end: a non-INVITE times out (Timer F) at the first SRV
+    target; the TU sends the same request with a new branch to the next."""
+    zone: Zone = {
+        ("_sip._udp.fo.test", S): [
+            SrvRecord(10, 0, 5060, "primary.fo.test"),
+            SrvRecord(20, 0, 5062, "backup.fo.test"),
+        ],
+        ("primary.fo.test", A): ["192.0.2.1"],
+        ("backup.fo.test", A): ["192.0.2.2"],
+    }
+    template = parse_message(
+        b"OPTIONS sip:fo.test;transport=udp SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 198.51.100.1:5060;rport\r\n"
+        b"Max-Forwards: 70\r\nFrom: <sip:a@198.51.100.1>;tag=1\r\nTo: <sip:fo.test>\r\n"
+        b"Call-ID: fo-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert isinstance(template, SipRequest) and isinstance(template.uri, SipUri)
+    locator = SipServerLocator.for_uri(template.uri, families=(Family.IPV4,))
+    layer = TransactionLayer(rng=random.Random(5))
+
+    def next_target() -> ServerTarget | None:
+        while isinstance(step := locator.next_step(), DnsQuery):
+            locator.receive_answer(zone.get((step.name, step.rdtype), []))
+        return step
+
+    now = 0.0
+    sent: list[tuple[str | None, Target]] = []
+    while (target := next_target()) is not None:
+        layer.send_request(template.copy(), target.target, now=now)
+        while not isinstance(layer.next_event(), TransactionTimedOut):
+            sent.extend((m.top_via.branch, t) for m, t in layer.messages_to_send())
+            deadline = layer.get_timer()
+            assert deadline is not None
+            now = deadline
+            layer.handle_timer(now=now)
+    remotes = [t.remote for _, t in sent]
+    first, second = Endpoint("192.0.2.1", 5060), Endpoint("192.0.2.2", 5062)
+    assert remotes.index(second) > max(i for i, r in enumerate(remotes) if r == first)
+    assert len({b for b, t in sent if t.remote == first}) == 1
+    assert {b for b, t in sent if t.remote == first}.isdisjoint(
+        {b for b, t in sent if t.remote == second}
+    )

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -211,8 +211,9 @@ class ResolverConfig:
 class SipResolver:
     """RFC 3263 server location over a :class:`DnsLookup`.
 
-    Each ``*targets*`` method returns an async iterator of
-    :class:`~natkit.sip.resolve.ServerTarget`, best first; it raises
+    Each ``*targets*`` method returns an async generator of
+    :class:`~natkit.sip.resolve.ServerTarget`, best first (``aclose()`` it
+    when done before the end); it raises
     :class:`TransportError` (naming the failed lookups) when it ends without
     having produced any target.
     """
@@ -236,7 +237,7 @@ class SipResolver:
         port: int | None = None,
         transport: str | None = None,
         maddr: str | None = None,
-    ) -> AsyncIterator[ServerTarget]:
+    ) -> AsyncGenerator[ServerTarget, None]:
         """Targets for a request to ``scheme:host[:port];transport=;maddr=`` (RFC 3263 §4)."""
         locator = SipServerLocator(
             scheme=scheme,
@@ -251,7 +252,7 @@ class SipResolver:
         )
         return self._drive(locator, f"{scheme}:{maddr or host}")
 
-    def targets_for_uri(self, uri: SipUri) -> AsyncIterator[ServerTarget]:
+    def targets_for_uri(self, uri: SipUri) -> AsyncGenerator[ServerTarget, None]:
         """Targets for a request to ``uri`` (RFC 3263 §4)."""
         return self.targets(
             scheme=uri.scheme,
@@ -261,7 +262,7 @@ class SipResolver:
             maddr=uri.maddr,
         )
 
-    def response_targets(self, via: Via) -> AsyncIterator[ServerTarget]:
+    def response_targets(self, via: Via) -> AsyncGenerator[ServerTarget, None]:
         """Where else a response may go when its request's source failed
         (RFC 3261 §18.2.2, RFC 3263 §5)."""
         try:
@@ -278,7 +279,7 @@ class SipResolver:
 
     async def _drive(
         self, locator: SipServerLocator | SipResponseLocator, what: str
-    ) -> AsyncIterator[ServerTarget]:
+    ) -> AsyncGenerator[ServerTarget, None]:
         produced = False
         deadline = asyncio.get_running_loop().time() + self.config.resolution_timeout
         while (step := locator.next_step()) is not None:
