@@ -339,3 +339,43 @@ def test_torture_messages_never_break_the_edge(name: str) -> None:
         for out, _ in edge.messages_to_send():
             if isinstance(out, SipResponse):
                 assert 400 <= out.status < 700
+
+
+@pytest.mark.parametrize(
+    ("transport", "scheme", "param"),
+    [
+        pytest.param(SipTransport.UDP, "sip", None, id="udp"),
+        pytest.param(SipTransport.TCP, "sip", "tcp", id="tcp"),
+        pytest.param(SipTransport.TLS, "sips", "tcp", id="tls-as-sips"),
+        pytest.param(SipTransport.WS, "sip", "ws", id="ws"),
+        pytest.param(SipTransport.WSS, "sips", "ws", id="wss-as-sips"),
+    ],
+)
+def test_path_uri_names_the_transport_as_rfc_5630_and_7118_say(
+    transport: SipTransport, scheme: str, param: str | None
+) -> None:
+    edge = make_edge()
+    source = Source(transport, Endpoint("203.0.113.8", 50000), Endpoint(EDGE_IP, 5060), "f")
+    edge.flow_opened(source)
+    edge.receive_message(register(), source, now=0.0)
+    forwarded, _ = only(edge)
+    (path,) = forwarded.name_addrs("Path")
+    assert isinstance(path.uri, SipUri)
+    assert path.uri.scheme == scheme and path.uri.transport == param
+
+
+def test_other_members_of_the_upstream_cluster_are_routed_by_token() -> None:
+    peer = Endpoint("192.0.2.21", 5060)
+    edge = EdgeProxy(
+        EdgeProxyConfig(
+            host=EDGE_IP,
+            ports={SipTransport.UDP: 5060},
+            upstream=UPSTREAM,
+            signer=SIGNER,
+            upstream_peers=frozenset({peer}),
+        )
+    )
+    from_peer = Source(SipTransport.UDP, peer, Endpoint(EDGE_IP, 5060), "p")
+    edge.receive_message(invite(route=None), from_peer, now=0.0)
+    response, _ = only(edge)
+    assert isinstance(response, SipResponse) and response.status == 404

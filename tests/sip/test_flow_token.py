@@ -98,3 +98,21 @@ def test_arbitrary_bytes_with_valid_base64_never_raise(raw: bytes) -> None:
 
     token = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
     assert FlowTokenSigner([SECRET]).decode(token) is None
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+def test_token_hides_the_addresses_it_names(flow: Source) -> None:
+    import base64
+    import ipaddress
+
+    token = FlowTokenSigner([SECRET]).encode(flow)
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    for endpoint in (flow.local, flow.remote):
+        assert ipaddress.ip_address(endpoint.host).packed not in raw
+    assert flow.flow.encode() not in raw or not flow.flow
+
+
+def test_same_flow_gives_the_same_token() -> None:
+    signer = FlowTokenSigner([SECRET])
+    flow = FLOWS[0].values[0]
+    assert signer.encode(flow) == signer.encode(flow)

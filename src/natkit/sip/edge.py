@@ -47,6 +47,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from natkit.addr import Endpoint
 from natkit.errors import MalformedMessageError
 from natkit.sip.flow import SipTransport, Source, Target
 from natkit.sip.flow_token import FlowTokenSigner
@@ -82,7 +83,9 @@ class EdgeProxyConfig:
     ``host``: the edge's address or name as it appears in its Path,
     Record-Route and Via (what upstream and user agents reach it by);
     ``ports``: its listening port per transport; ``aliases``: other names of
-    the edge that Route URIs may carry. ``flow_timer``: RFC 5626 §5.4
+    the edge that Route URIs may carry. ``upstream_peers``: further
+    addresses of the registrar / home proxy cluster (besides ``upstream``)
+    whose requests are routed by flow token rather than sent upstream. ``flow_timer``: RFC 5626 §5.4
     seconds to put in 2xx answers of outbound REGISTERs that have none.
     """
 
@@ -92,6 +95,7 @@ class EdgeProxyConfig:
     signer: FlowTokenSigner
     flow_timer: int | None = None
     aliases: frozenset[str] = frozenset()
+    upstream_peers: frozenset[Endpoint] = frozenset()
     branch_salt: str = "natkit-edge"
 
     def __post_init__(self) -> None:
@@ -124,6 +128,7 @@ class EdgeProxy:
         self.stats = EdgeStats()
         self._hosts = frozenset({config.host.lower(), *(a.lower() for a in config.aliases)})
         self._ports = frozenset(config.ports.values())
+        self._upstreams = frozenset({config.upstream.remote, *config.upstream_peers})
         self._open_flows: set[str] = set()
         self._outbox: list[tuple[SipMessage, Target]] = []
 
@@ -287,14 +292,18 @@ class EdgeProxy:
         )
 
     def _own_uri(self, token: str, transport: SipTransport, *, ob: bool) -> SipUri:
+        # RFC 5630 §3.2: TLS is said with sips:, not the deprecated
+        # transport=tls; WebSocket is transport=ws under either (RFC 7118 §5).
         params: list[tuple[str, str | None]] = []
-        if transport is not SipTransport.UDP:
-            params.append(("transport", transport.value))
+        if transport in (SipTransport.TCP, SipTransport.TLS):
+            params.append(("transport", "tcp"))
+        elif transport in (SipTransport.WS, SipTransport.WSS):
+            params.append(("transport", "ws"))
         params.append(("lr", None))
         if ob:
             params.append(("ob", None))
         return SipUri(
-            scheme="sip",
+            scheme="sips" if transport.secure else "sip",
             host=self.config.host,
             user=token,
             port=self._port_for(transport),
@@ -314,7 +323,7 @@ class EdgeProxy:
         return via.host.lower() in self._hosts and via.param(_FLOW_PARAM) is not None
 
     def _from_upstream(self, source: Source) -> bool:
-        return source.remote == self.config.upstream.remote
+        return source.remote in self._upstreams
 
 
 def _same_flow(token_flow: Source, source: Source) -> bool:

@@ -1,4 +1,4 @@
-"""Flow tokens: a flow's identity, signed, carried in Path and Record-Route (RFC 5626 §5.2).
+"""Flow tokens: a flow's identity, sealed, carried in Path and Record-Route (RFC 5626 §5.2).
 
 Theory of operation
 -------------------
@@ -11,39 +11,55 @@ request over the flow it names, or answers 430 Flow Failed when that flow is
 gone (RFC 5626 §5.3). The same token goes into Record-Route of dialog-forming
 requests so that mid-dialog requests follow the flow too.
 
-Tokens are self-contained and signed, as §5.2 suggests: no table is needed
-to decode them, and any edge proxy that holds the shared secret can tell a
-genuine token from a forged one, so a cluster of edges behind one name can
-validate each other's tokens. A token is the base64url text (no padding) of::
+Tokens are self-contained, as §5.2 suggests: no table is needed to decode
+them, and any edge proxy that holds the shared secret can read a token and
+tell a genuine one from a forged one, so a cluster of edges behind one name
+can serve each other's tokens. They are also *encrypted*: a token travels in
+Record-Route to the far end of every call, and a plain encoding would tell
+anyone the user agent's private and public addresses. A token is the
+base64url text (no padding) of::
 
-    version (1) | transport (1)
+    version (1) | AES-256-SIV(key, plaintext, associated data = version)
+
+with the plaintext::
+
+    transport (1)
       | local IP length (1) | local IP (4|16) | local port (2)
       | remote IP length (1) | remote IP (4|16) | remote port (2)
-      | flow id (utf-8, the rest) | HMAC-SHA256(secret, everything before)[:10]
+      | flow id (utf-8, the rest)
 
-base64url's alphabet (``A-Z a-z 0-9 - _``) is all ``unreserved`` in the
-SIP-URI user part (RFC 3261 §25.1), so the token needs no escaping. An
-80-bit truncated MAC is far beyond what an attacker can forge online.
-Several secrets may be configured: the first signs, all verify (rotation).
+AES-SIV (RFC 5297) is deterministic authenticated encryption: the same flow
+always gives the same token (no nonce to store or repeat), and its 128-bit
+tag makes forging one hopeless. The key is HKDF-SHA256 (RFC 5869) of the
+configured secret. base64url's alphabet (``A-Z a-z 0-9 - _``) is all
+``unreserved`` in the SIP-URI user part (RFC 3261 §25.1), so the token needs
+no escaping. Several secrets may be configured: the first seals, all open
+(rotation). Compare tokens after decoding, never as text: base64 decoding
+accepts more than one spelling of the same bytes.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from natkit.addr import Endpoint
 from natkit.sip.flow import FlowId, SipTransport, Source
 
 __all__ = ["FlowTokenSigner", "MAX_FLOW_ID_BYTES"]
 
-_VERSION = 1
-_MAC_LENGTH = 10
+_VERSION = 2
+_VERSION_BYTE = bytes((_VERSION,))
+_TAG_LENGTH = 16
+_KDF_INFO = b"natkit sip flow token v2"
 MAX_FLOW_ID_BYTES = 64
 """Longest flow id a token may carry (drivers mint short ones)."""
 
@@ -55,45 +71,48 @@ _TRANSPORT_CODES: dict[SipTransport, int] = {
     SipTransport.WSS: 5,
 }
 _TRANSPORTS_BY_CODE = {code: transport for transport, code in _TRANSPORT_CODES.items()}
-# version, transport, two IPv4 endpoints, no flow id, the MAC.
-_MIN_LENGTH = 2 + 7 + 7 + _MAC_LENGTH
+# version, the SIV tag, transport, two IPv4 endpoints, no flow id.
+_MIN_LENGTH = 1 + _TAG_LENGTH + 1 + 7 + 7
 
 
 @dataclass(frozen=True, slots=True)
 class FlowTokenSigner:
-    """Encodes :class:`~natkit.sip.flow.Source` values as tokens and back.
+    """Encodes :class:`~natkit.sip.flow.Source` values as sealed tokens and back.
 
-    ``secrets``: the first signs new tokens; every one is accepted when
-    verifying, so a new secret can be rolled out before the old one goes.
+    ``secrets``: the first seals new tokens; every one is tried when
+    opening, so a new secret can be rolled out before the old one goes.
     """
 
     secrets: Sequence[bytes]
+    _ciphers: tuple[AESSIV, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.secrets:
             raise ValueError("a flow token signer needs at least one secret")
         if any(len(secret) < 16 for secret in self.secrets):
             raise ValueError("flow token secrets must be at least 16 bytes")
+        ciphers = tuple(AESSIV(_derive_key(secret)) for secret in self.secrets)
+        object.__setattr__(self, "_ciphers", ciphers)
 
     def encode(self, flow: Source) -> str:
-        """The token for ``flow`` (RFC 5626 §5.2), signed with the first secret."""
+        """The token for ``flow`` (RFC 5626 §5.2), sealed with the first secret."""
         flow_id = flow.flow.encode()
         if len(flow_id) > MAX_FLOW_ID_BYTES:
             raise ValueError(f"flow id longer than {MAX_FLOW_ID_BYTES} bytes: {flow.flow!r}")
-        payload = b"".join(
+        plaintext = b"".join(
             (
-                bytes((_VERSION, _TRANSPORT_CODES[flow.transport])),
+                bytes((_TRANSPORT_CODES[flow.transport],)),
                 _pack_endpoint(flow.local),
                 _pack_endpoint(flow.remote),
                 flow_id,
             )
         )
-        mac = _mac(self.secrets[0], payload)
-        return base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode("ascii")
+        sealed = self._ciphers[0].encrypt(plaintext, [_VERSION_BYTE])
+        return base64.urlsafe_b64encode(_VERSION_BYTE + sealed).rstrip(b"=").decode("ascii")
 
     def decode(self, token: str) -> Source | None:
         """The flow a genuine token names, or None for anything else: a token
-        that is malformed, of another version, or signed with no known secret.
+        that is malformed, of another version, or sealed with no known secret.
         Never raises: tokens come from the network."""
         if not token or len(token) > 200 or not token.isascii():
             return None
@@ -103,13 +122,13 @@ class FlowTokenSigner:
             return None
         if len(raw) < _MIN_LENGTH or raw[0] != _VERSION:
             return None
-        payload, mac = raw[:-_MAC_LENGTH], raw[-_MAC_LENGTH:]
-        if not any(hmac.compare_digest(_mac(secret, payload), mac) for secret in self.secrets):
+        payload = _open(self._ciphers, raw[1:])
+        if payload is None:
             return None
-        transport = _TRANSPORTS_BY_CODE.get(payload[1])
+        transport = _TRANSPORTS_BY_CODE.get(payload[0])
         if transport is None:
             return None
-        local, offset = _unpack_endpoint(payload, 2)
+        local, offset = _unpack_endpoint(payload, 1)
         if local is None:
             return None
         remote, offset = _unpack_endpoint(payload, offset)
@@ -122,8 +141,18 @@ class FlowTokenSigner:
         return Source(transport=transport, remote=remote, local=local, flow=flow_id)
 
 
-def _mac(secret: bytes, payload: bytes) -> bytes:
-    return hmac.new(secret, payload, hashlib.sha256).digest()[:_MAC_LENGTH]
+def _derive_key(secret: bytes) -> bytes:
+    """A 512-bit AES-256-SIV key from a secret (HKDF-SHA256, RFC 5869)."""
+    return HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=_KDF_INFO).derive(secret)
+
+
+def _open(ciphers: Sequence[AESSIV], sealed: bytes) -> bytes | None:
+    for cipher in ciphers:
+        try:
+            return cipher.decrypt(sealed, [_VERSION_BYTE])
+        except InvalidTag:
+            continue
+    return None
 
 
 def _pack_endpoint(endpoint: Endpoint) -> bytes:
