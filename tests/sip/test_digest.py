@@ -357,6 +357,33 @@ def test_server_offers_sha256_then_md5_and_clients_pick_what_they_support() -> N
     assert srv.verify(out, lookup(), now=NOW).algorithm is MD5  # type: ignore[union-attr]
 
 
+def test_client_may_follow_the_server_order_instead() -> None:
+    req = request()
+    md5_first = server(algorithms=(MD5, SHA256)).challenge(req, now=NOW)
+    strongest = client().credentials_header(req, md5_first)
+    topmost = client(follow_server_order=True).credentials_header(req, md5_first)
+    assert strongest is not None and "algorithm=SHA-256" in strongest[1]
+    assert topmost is not None and "algorithm=MD5," in topmost[1]
+
+
+_NO_CRLF = st.text(min_size=1, max_size=20).filter(lambda s: "\r" not in s and "\n" not in s)
+
+
+@given(username=_NO_CRLF, password=st.text(max_size=20), realm=_NO_CRLF)
+def test_any_username_password_and_realm_round_trip(
+    username: str, password: str, realm: str
+) -> None:
+    srv = DigestServer(DigestServerConfig(realm=realm, secrets=(b"k",)), rng=random.Random(1))
+    cli = DigestClient(username, password, rng=random.Random(2))
+    req = request()
+    out = cli.authorize(req, srv.challenge(req, now=NOW))
+    assert out is not None
+    creds = srv.credentials_for(out)
+    assert creds is not None and creds.username == username
+    ha1 = compute_ha1(creds.algorithm, username, realm, password)
+    assert isinstance(srv.check(creds, out, ha1, now=NOW), AuthOk)
+
+
 def test_expired_nonce_with_right_password_is_stale_and_the_client_retries() -> None:
     srv, cli = server(), client()
     req = request()

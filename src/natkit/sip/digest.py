@@ -167,9 +167,11 @@ CLIENT_PREFERENCE: Final[tuple[DigestAlgorithm, ...]] = tuple(
     )
     if alg.base in _AVAILABLE
 )
-"""Strongest first (RFC 7616 §3.7: the client uses the first it supports of
-the server's preference; here the client ranks by strength instead, which
-picks the same for servers that offer stronger first, RFC 8760 §2.4)."""
+"""Strongest first: the client's default ranking of the challenges of one
+realm. RFC 8760 §2.4 has a UAC use the topmost challenge it supports "unless
+a local policy dictates otherwise"; ranking by strength is that local policy
+and picks the same for servers that list stronger algorithms first (§2.3).
+``DigestClient(follow_server_order=True)`` takes the topmost instead."""
 
 QOP_AUTH: Final = "auth"
 QOP_AUTH_INT: Final = "auth-int"
@@ -564,12 +566,14 @@ class DigestClient:
         rng: Rng,
         algorithms: Sequence[DigestAlgorithm] = CLIENT_PREFERENCE,
         use_userhash: bool = False,
+        follow_server_order: bool = False,
     ) -> None:
         self.username = username
         self.password = password
         self.rng = rng
         self.algorithms = tuple(a for a in algorithms if a.base in _AVAILABLE)
         self.use_userhash = use_userhash
+        self.follow_server_order = follow_server_order
         self._nonces: dict[tuple[str, str], _NonceUse] = {}
         self._challenges: dict[tuple[str, str], DigestChallenge] = {}
 
@@ -600,10 +604,12 @@ class DigestClient:
             return None
         challenge_name, answer_name = names
         best: dict[str, tuple[int, DigestChallenge]] = {}
-        for line in response.headers.get_all(challenge_name):
+        for position, line in enumerate(response.headers.get_all(challenge_name)):
             challenge = parse_challenge(line)
             if challenge is None or (rank := self._rank(challenge)) is None:
                 continue
+            if self.follow_server_order:
+                rank = position
             held = best.get(challenge.realm)
             if held is None or rank < held[0]:
                 best[challenge.realm] = (rank, challenge)
