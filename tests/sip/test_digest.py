@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from natkit.sip.digest import (
     parse_credentials,
     userhash,
 )
+from natkit.sip.headers import quote_string
 from natkit.sip.message import SipRequest, SipResponse, make_response, parse_message
 
 TORTURE = Path(__file__).parent.parent / "data" / "sip_torture"
@@ -513,6 +515,65 @@ def test_replay_window_refuses_a_repeated_nonce_count() -> None:
     for r in (refreshes[4], refreshes[2], refreshes[3]):  # out of order inside the window
         assert isinstance(srv.verify(r, lookup(), now=NOW), AuthOk)
     assert isinstance(srv.verify(refreshes[0], lookup(), now=NOW), AuthFailed)  # below window
+
+
+def test_replay_window_survives_a_huge_nonce_count_jump() -> None:
+    srv = server(replay_window=64)
+    cli = client()
+    req = request()
+    out = authorized(srv, cli, req)
+    assert isinstance(srv.verify(out, lookup(), now=NOW), AuthOk)
+    creds = srv.credentials_for(out)
+    assert creds is not None
+    ha1 = compute_ha1(creds.algorithm, "alice", REALM, "wonderland")
+    for nc in (0xFFFFFFFF, 0xFFFFFFFE, 2):
+        response = compute_response(
+            creds.algorithm,
+            ha1,
+            nonce=creds.nonce,
+            method=req.method,
+            uri=creds.uri,
+            qop=creds.qop,
+            nc=nc,
+            cnonce=creds.cnonce,
+        )
+        jumped = out.copy()
+        jumped.headers.set(
+            "Authorization",
+            str(dataclasses.replace(creds, nc=nc, response=response)),
+        )
+        expected = AuthFailed if nc == 2 else AuthOk
+        assert isinstance(srv.verify(jumped, lookup(), now=NOW), expected), nc
+
+
+_PARAM_VALUES = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["sip:example.org", "sip:[::1", "sip:a@b:99999", "tel:+1", "x:y", "sip:"]),
+)
+
+
+@given(
+    uri=_PARAM_VALUES,
+    nonce=_PARAM_VALUES,
+    nc=st.text(alphabet="0123456789abcdefxyz", max_size=10),
+    algorithm=st.sampled_from(["MD5", "sha-256", "SHA-512-256-sess", "x", "md5-SESS"]),
+    qop=st.sampled_from(["auth", "auth-int", "AUTH", "x", ""]),
+    username=_PARAM_VALUES,
+)
+def test_server_verify_never_raises(
+    uri: str, nonce: str, nc: str, algorithm: str, qop: str, username: str
+) -> None:
+    srv = server(replay_window=8)
+    req = request()
+    qop_part = f', qop={qop}, nc={nc or 1}, cnonce="c"' if qop else ""
+    value = (
+        f'Digest username={quote_string(username)}, realm="{REALM}",'
+        f' nonce={quote_string(nonce)}, uri={quote_string(uri)}, response="00",'
+        f" algorithm={algorithm}{qop_part}"
+    )
+    req.headers.set("Authorization", value)
+    result = srv.verify(req, lookup(), now=NOW)
+    assert isinstance(result, AuthFailed | AuthMissing)
 
 
 def test_without_replay_window_a_repeat_is_accepted_until_expiry() -> None:

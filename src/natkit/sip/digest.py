@@ -853,8 +853,9 @@ class _ReplayTable:
                 old, _ = self.nonces.popitem(last=False)
                 self.evicted_through = max(self.evicted_through, _stamp_of(old))
         if nc > entry.highest:
-            shift = nc - entry.highest
-            entry.seen = ((entry.seen << shift) | 1) & ((1 << self.window) - 1)
+            shift = nc - entry.highest  # up to 2**32: never shift by more than the window
+            kept = entry.seen << shift if shift < self.window else 0
+            entry.seen = (kept | 1) & ((1 << self.window) - 1)
             entry.highest = nc
             return "ok"
         offset = entry.highest - nc
