@@ -229,6 +229,22 @@ def test_unusable_challenges_parse_to_none(value: str) -> None:
     assert parse_challenge(value) is None
 
 
+def test_formats_seen_from_sipp_and_kamailio_parse() -> None:
+    # sipp 3.6.1 Authorization (no spaces, digest-uri = its remote address)
+    sipp = parse_credentials(
+        'Digest username="alice",realm="example.org",cnonce="6b8b4567",nc=00000001,'
+        'qop=auth,uri="sip:127.0.0.1:5070",nonce="AAABojcOzX39I9i4My2CnjWP27Iv_0FltABHwa3OWrE",'
+        'response="3969beb7b780c954c41a7a8b289081e2",algorithm=MD5'
+    )
+    assert sipp is not None and (sipp.nc, sipp.qop, sipp.uri) == (1, "auth", "sip:127.0.0.1:5070")
+    # Kamailio 5.6 auth module challenge (base64 nonce with + and /, algorithm last)
+    kamailio = parse_challenge(
+        'Digest realm="example.org", nonce="axAmCWsQJN37jD+j+/f5yNNdDbPF9Khr", qop="auth",'
+        " algorithm=SHA-256"
+    )
+    assert kamailio is not None and kamailio.algorithm is SHA256 and kamailio.qop == ("auth",)
+
+
 def test_challenge_defaults_md5_and_keeps_no_qop() -> None:
     ch = parse_challenge('Digest realm="r", nonce="n"')
     assert ch is not None and ch.algorithm is MD5 and ch.qop == () and not ch.stale
