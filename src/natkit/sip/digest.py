@@ -1028,11 +1028,9 @@ class DigestServer:
             return AuthFailed(reason="nonce not issued with our secrets")
         if issued > now + cfg.max_clock_skew:
             return AuthFailed(reason="nonce issued in the future")
-        if ha1 is None:
-            return AuthFailed(reason="unknown user")
-        expected = compute_response(
+        expected = compute_response(  # also for an unknown user: same work, same timing
             c.algorithm,
-            ha1,
+            ha1 if ha1 is not None else "0" * c.algorithm.hex_length,
             nonce=c.nonce,
             method=request.method,
             uri=c.uri,
@@ -1041,7 +1039,10 @@ class DigestServer:
             cnonce=c.cnonce,
             body=request.body,
         )
-        if not hmac.compare_digest(expected.encode(), c.response.encode("utf-8", "replace")):
+        matches = hmac.compare_digest(expected.encode(), c.response.encode("utf-8", "replace"))
+        if ha1 is None:
+            return AuthFailed(reason="unknown user")
+        if not matches:
             return AuthFailed(reason="wrong response (password)")
         if now - issued > cfg.nonce_lifetime:
             return AuthStale(realm=wanted, username=c.username)
