@@ -494,23 +494,47 @@ def test_forged_and_altered_nonces_fail() -> None:
         assert result == AuthFailed(reason="nonce not issued with our secrets"), bad
 
 
-def test_nonce_from_the_future_fails() -> None:
+def test_nonce_from_the_future_is_stale_with_the_right_password_else_failed() -> None:
     srv = server()
     out = authorized(srv, client(), request(), now=NOW + 3600)
-    result = srv.verify(out, lookup(), now=NOW)
-    assert result == AuthFailed(reason="nonce issued in the future")
+    assert isinstance(srv.verify(out, lookup(), now=NOW), AuthStale)
+    bad = authorized(srv, client("wrong"), request(), now=NOW + 3600)
+    assert srv.verify(bad, lookup(), now=NOW) == AuthFailed(reason="nonce issued in the future")
 
 
-def test_rotated_secret_still_validates_and_unrelated_secret_does_not() -> None:
+def test_rotated_secret_still_validates_and_unrelated_secret_is_stale() -> None:
     old = server(secrets=(b"old",))
     rotated = server(secrets=(b"new", b"old"), seed=3)
     stranger = server(secrets=(b"other",), seed=4)
     out = authorized(old, client(), request())
     assert isinstance(rotated.verify(out, lookup(), now=NOW), AuthOk)
-    assert isinstance(stranger.verify(out, lookup(), now=NOW), AuthFailed)
+    # right password over a nonce this server cannot check: stale, never Ok
+    assert isinstance(stranger.verify(out, lookup(), now=NOW), AuthStale)
     fresh = authorized(rotated, client(), request())
-    assert isinstance(old.verify(fresh, lookup(), now=NOW), AuthFailed)
+    assert isinstance(old.verify(fresh, lookup(), now=NOW), AuthStale)
     assert isinstance(server(secrets=(b"new",)).verify(fresh, lookup(), now=NOW), AuthOk)
+    wrong = authorized(old, client("wrong"), request())
+    assert stranger.verify(wrong, lookup(), now=NOW) == AuthFailed(
+        reason="nonce not issued with our secrets"
+    )
+
+
+def test_after_a_restart_with_a_new_secret_the_client_recovers() -> None:
+    before, after = server(secrets=(b"boot-1",)), server(secrets=(b"boot-2",), seed=9)
+    cli = client()
+    req = request()
+    out = authorized(before, cli, req)
+    refresh = req.copy()
+    for name, value in cli.preemptive_headers(req):
+        refresh.headers.set(name, value)
+    result = after.verify(refresh, lookup(), now=NOW + 60)
+    assert isinstance(result, AuthStale)
+    answer = after.answer(refresh, result, now=NOW + 60)
+    assert answer is not None
+    retry = cli.authorize(refresh, answer)
+    assert retry is not None
+    assert isinstance(after.verify(retry, lookup(), now=NOW + 60), AuthOk)
+    assert out is not None
 
 
 def test_replay_window_refuses_a_repeated_nonce_count() -> None:

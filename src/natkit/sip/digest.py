@@ -1005,10 +1005,13 @@ class DigestServer:
     ) -> AuthResult:
         """Verify *credentials* for *request*, given the stored HA1 of
         ``credentials.username`` for ``credentials.algorithm.base`` (None:
-        unknown user). Order matters: a nonce we did not sign fails before
-        any hashing; the response is checked before expiry, so only the
-        right password earns ``stale`` (RFC 7616 §3.3); the replay window
-        is updated last, only for valid requests."""
+        unknown user). The response is checked first, so only the right
+        password earns ``stale`` (RFC 7616 §3.3): for an expired nonce, and
+        also for one no secret of ours signed or issued in the future (the
+        client then retries with a fresh nonce instead of giving up after a
+        secret was retired or a server restarted with a new one); with a
+        wrong response such nonces are ``AuthFailed``. The replay window is
+        updated last, only for valid requests."""
         cfg = self.config
         wanted = realm or cfg.realm
         c = credentials
@@ -1024,10 +1027,11 @@ class DigestServer:
         if cfg.check_uri and not _same_uri(c.uri, request):
             return AuthFailed(reason="digest-uri is not the Request-URI")
         issued = self.nonce_issued_at(c.nonce, realm=wanted)
+        refused: str | None = None
         if issued is None:
-            return AuthFailed(reason="nonce not issued with our secrets")
-        if issued > now + cfg.max_clock_skew:
-            return AuthFailed(reason="nonce issued in the future")
+            refused = "nonce not issued with our secrets"
+        elif issued > now + cfg.max_clock_skew:
+            refused = "nonce issued in the future"
         expected = compute_response(  # also for an unknown user: same work, same timing
             c.algorithm,
             ha1 if ha1 is not None else "0" * c.algorithm.hex_length,
@@ -1043,7 +1047,12 @@ class DigestServer:
         if ha1 is None:
             return AuthFailed(reason="unknown user")
         if not matches:
-            return AuthFailed(reason="wrong response (password)")
+            return AuthFailed(reason=refused or "wrong response (password)")
+        if issued is None or refused is not None:
+            # The right password over a nonce we cannot accept (a retired
+            # secret, a restarted server with a new one, a clock far ahead):
+            # stale, so the client retries with ours instead of giving up.
+            return AuthStale(realm=wanted, username=c.username)
         if now - issued > cfg.nonce_lifetime:
             return AuthStale(realm=wanted, username=c.username)
         if self._replay is not None and c.nc is not None:
