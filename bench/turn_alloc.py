@@ -90,8 +90,17 @@ from turnlib import (
     vm_rss_kb,
 )
 
-SERVERS = ("natkit", "coturn")
-HOSTS = {"natkit": "127.0.0.1", "coturn": "127.0.0.2"}
+SERVERS = ("natkit", "coturn", "natkit-w2", "coturn-t2")
+# natkit-w2: natkit turn-server --workers 2; coturn-t2: coturn with relay-threads=2
+# (like with like: two processes against two relay threads). Rate rounds only:
+# memory rounds are for the one-process configurations.
+MEMORY_SERVERS = ("natkit", "coturn")
+HOSTS = {
+    "natkit": "127.0.0.1",
+    "coturn": "127.0.0.2",
+    "natkit-w2": "127.0.0.3",
+    "coturn-t2": "127.0.0.4",
+}
 RELAY_PORTS = (10000, 32767)
 SOURCE_POOL = ipaddress.ip_network("127.1.0.0/16")
 RTO = 0.2  # seconds before a request is first sent again; doubles each time (RFC 8489 §6.2.1)
@@ -112,10 +121,16 @@ STATE_NAMES = ("allocate-401", "allocate", "refresh-0", "held")
 def make_server(name: str, port: int, workdir: Path) -> Server:
     low, high = RELAY_PORTS
     host = HOSTS[name]
-    if name == "natkit":
-        server = natkit_server(port, workdir, min_port=low, max_port=high, host=host)
+    parallel = 2 if name.endswith(("-w2", "-t2")) else 1
+    if name.startswith("natkit"):
+        server = natkit_server(
+            port, workdir, min_port=low, max_port=high, host=host, workers=parallel
+        )
     else:
-        server = coturn_server(port, workdir, min_port=low, max_port=high, host=host)
+        server = coturn_server(
+            port, workdir, min_port=low, max_port=high, host=host, threads=parallel
+        )
+    server.name = name
     return server
 
 
@@ -294,7 +309,8 @@ def rate_run(server: Server, sources: Sources, args: argparse.Namespace) -> dict
             now = time.monotonic()
             if measured_from is None and now >= t_measure:
                 measured_from = (driver.completed, driver.failed)
-                cpu0, ccpu0 = proc.cpu_times(), client.cpu_times()
+                workers = [proc, *proc.children(recursive=True)]  # natkit --workers forks
+                cpu0, ccpu0 = _cpu(workers), client.cpu_times()
             if now >= t_stop or started >= args.max_allocations:
                 break
             while len(driver.cycles) < args.window and started < args.max_allocations:
@@ -307,9 +323,9 @@ def rate_run(server: Server, sources: Sources, args: argparse.Namespace) -> dict
         elapsed = time.monotonic() - t_measure
         if measured_from is None or cpu0 is None or ccpu0 is None:
             raise BenchError("--max-allocations ran out before the measured phase began")
-        cpu1, ccpu1 = proc.cpu_times(), client.cpu_times()
+        cpu1, ccpu1 = _cpu(workers), client.cpu_times()
         done = driver.completed - measured_from[0]
-        server_cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+        server_cpu = cpu1 - cpu0
         client_cpu = (ccpu1.user - ccpu0.user) + (ccpu1.system - ccpu0.system)
         # let what is in flight finish (bounded), so failures are counted, not dropped
         drain_until = time.monotonic() + 8.0
@@ -331,6 +347,15 @@ def rate_run(server: Server, sources: Sources, args: argparse.Namespace) -> dict
         }
     finally:
         driver.close()
+
+
+def _cpu(processes: list[psutil.Process]) -> float:
+    """User + system CPU seconds of ``processes`` (a server and its worker processes)."""
+    total = 0.0
+    for p in processes:
+        t = p.cpu_times()
+        total += t.user + t.system
+    return total
 
 
 def memory_run(server: Server, sources: Sources, args: argparse.Namespace) -> dict[str, Any]:
@@ -407,6 +432,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         memory_pids: dict[str, list[int]] = {n: [] for n in names}
         for index in range(args.memory_rounds):
             for name in names:  # a fresh server each time: nothing reused from earlier runs
+                if name not in MEMORY_SERVERS:
+                    continue
                 (port,) = free_udp_ports([HOSTS[name]], 1)
                 fresh = make_server(name, port, workdir / f"{name}-memory-{index}")
                 with running([fresh]):
@@ -454,6 +481,16 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             ratios["natkit/coturn_bytes_per_allocation"] = ratio(
                 nk["bytes_per_allocation"]["median"], ct["bytes_per_allocation"]["median"]
             )
+    # Like with like: two natkit processes against coturn's two relay threads, and
+    # against the one-thread coturn the target names.
+    for a, b in (("natkit-w2", "coturn-t2"), ("natkit-w2", "coturn"), ("coturn-t2", "coturn")):
+        if a in results and b in results:
+            ra, rb = results[a], results[b]
+            ratios[f"{a}/{b}_rate"] = ratio(ra["rate"]["median"], rb["rate"]["median"])
+            ratios[f"{a}/{b}_per_cpu_s"] = ratio(
+                ra["allocations_per_server_cpu_s"]["median"],
+                rb["allocations_per_server_cpu_s"]["median"],
+            )
     target = ratios.get("natkit/coturn_rate")
     return {
         "benchmark": "turn_alloc",
@@ -477,6 +514,10 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "target": {
             "natkit/coturn_at_least": 1.0,
             "met": None if target is None else target >= 1.0,
+            # the same target for two processes against two relay threads
+            "natkit-w2/coturn-t2_met": None
+            if ratios.get("natkit-w2/coturn-t2_rate") is None
+            else ratios["natkit-w2/coturn-t2_rate"] >= 1.0,
         },
     }
 

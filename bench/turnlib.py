@@ -242,10 +242,17 @@ def coturn_server(
 
 
 def natkit_server(
-    port: int, workdir: Path, *, min_port: int, max_port: int, host: str = HOST
+    port: int,
+    workdir: Path,
+    *,
+    min_port: int,
+    max_port: int,
+    host: str = HOST,
+    workers: int = 1,
 ) -> Server:
     """``natkit turn-server`` on UDP only, the same user, realm and peer allow-list,
-    no RFC 6062 relaying (like coturn's config here)."""
+    no RFC 6062 relaying (like coturn's config here); ``workers`` > 1 adds
+    ``--workers`` (that many processes on one UDP port, SO_REUSEPORT)."""
     argv = [
         sys.executable,
         "-m",
@@ -268,6 +275,8 @@ def natkit_server(
         # natkit.cli.turn_server._loop_factory: with TCP it falls back to asyncio's loop)
         "--no-tcp-relay",
     ]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
     return Server("natkit", argv, host, port, workdir)
 
 

@@ -21,6 +21,10 @@ from typer.testing import CliRunner
 from natkit.addr import Endpoint
 from natkit.cli.main import app
 from natkit.net.os_stack import OsStack
+from natkit.stun.constants import Method
+from natkit.stun.message import StunMessage
+from natkit.turn import attributes as tat
+from natkit.turn.attributes import TransportProtocol
 
 runner = CliRunner()
 BASE = ["turn-server", "--realm", REALM, "--user", f"{USER}:{PASSWORD}"]
@@ -224,3 +228,73 @@ async def test_turn_server_allocates_lists_kicks_and_stops_on_sigterm(
         client.close()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
+
+
+def test_workers_need_no_admin_and_no_user_quota() -> None:
+    _fails([*BASE, "--listen", "udp:127.0.0.1:0", "--workers", "2"], "--no-admin")
+    args = [*BASE, "--listen", "udp:127.0.0.1:0", "--no-admin", "--workers", "2"]
+    _fails([*args, "--user-quota", "1"], "user-quota")
+
+
+async def test_two_workers_share_the_udp_port_split_the_relay_ports_and_stop_together() -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "natkit.cli.main", *BASE),
+            *("--listen", f"udp:127.0.0.1:{port}", "--no-admin", "--workers", "2"),
+            *("--allow-peer", "127.0.0.0/8", "--min-port", "63200", "--max-port", "63299"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        assert proc.stderr is not None
+        seen = b""
+        deadline = time.monotonic() + 20
+        while b"worker processes" not in seen:
+            ready, _, _ = select.select([proc.stderr], [], [], max(0, deadline - time.monotonic()))
+            line = proc.stderr.readline() if ready else b""
+            assert line, f"turn-server did not start: {seen.decode()}"
+            seen += line
+        assert b"ports 63200-63249" in seen  # worker 0's half
+        (worker,) = _children(proc.pid)
+        relays: list[Endpoint] = []
+        for _ in range(24):  # new client ports: the kernel's hash spreads them
+            client = await HandClient.udp(OsStack(), Endpoint("127.0.0.1", port))
+            try:
+                relays.append(await client.allocate())
+                # The next request reaches the worker holding the allocation: another
+                # one would have made a second allocation, not answered 437.
+                again = StunMessage.request(Method.ALLOCATE, b"")
+                again.add(tat.REQUESTED_TRANSPORT, TransportProtocol.UDP)
+                resp = await client.request(again)
+                assert resp.error is not None and resp.error.code == 437
+            finally:
+                client.close()
+        ports = [r.port for r in relays]
+        assert all(63200 <= p <= 63299 for p in ports)
+        assert any(p < 63250 for p in ports) and any(p >= 63250 for p in ports)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        assert not _alive(worker)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

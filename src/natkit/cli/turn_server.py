@@ -10,6 +10,7 @@ SIGTERM and SIGINT shut the server down gracefully (exit status 0).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -181,6 +182,13 @@ def turn_server_command(
     binding_burst: Annotated[
         float | None, typer.Option(help="Burst of those Binding answers (100).")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes serving the UDP listeners (SO_REUSEPORT, Linux; 1). "
+            "See docs/turn-server.md for what more than one implies."
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="TOML file with the same keys.")
     ] = None,
@@ -222,15 +230,104 @@ def turn_server_command(
         "deny-connect-port": deny_connect_port,
         "binding-rate": binding_rate,
         "binding-burst": binding_burst,
+        "workers": workers,
     }
     try:
         file = load_toml(config) if config is not None else {}
         settings = build_settings(file, flags)
         tls = _tls_context(settings)
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(_serve(settings, tls))
+        if settings.workers == 1:
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
+                runner.run(_serve(settings, tls))
+        else:
+            _serve_workers(settings, tls)
     except (NatkitError, ValueError, OSError, ssl.SSLError) as exc:
         raise _fail(str(exc)) from exc
+
+
+def _serve_workers(settings: TurnServerSettings, tls: ssl.SSLContext | None) -> None:
+    """``--workers N``: this process is worker 0 and forks workers 1..N-1.
+
+    Every UDP listener is bound N times with SO_REUSEPORT here, before the
+    fork, so the kernel's 4-tuple hash (which sends each client 5-tuple to one
+    socket, hence one worker) is fixed before any datagram is read; each
+    worker keeps its own socket of each. The workers' settings come from
+    :meth:`TurnServerSettings.for_worker`. A worker that exits stops the
+    whole server (its clients' datagrams would go to the others, which do not
+    hold their allocations); SIGTERM to worker 0 stops them all, and the
+    others also get SIGTERM if worker 0 dies (PR_SET_PDEATHSIG)."""
+    from natkit.addr import Transport
+    from natkit.net.os_stack import OsStack
+
+    if not hasattr(os, "fork"):
+        raise NatkitError("workers: more than one needs os.fork (Linux)")
+    n = settings.workers
+    udp = [ep for t, ep in settings.listen if t is Transport.UDP]
+    groups = {ep: OsStack(udp_buffer=_UDP_BUFFER).bind_udp_group(ep, n) for ep in udp}
+    children: list[int] = []
+    index = 0
+    for i in range(1, n):
+        pid = os.fork()
+        if pid == 0:
+            index, children = i, []
+            _die_with_parent()
+            break
+        children.append(pid)
+    mine = {ep: socks[index] for ep, socks in groups.items()}
+    for socks in groups.values():
+        for i, sock in enumerate(socks):
+            if i != index:
+                sock.close()
+    try:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(
+                _serve(
+                    settings.for_worker(index),
+                    tls if index == 0 else None,
+                    bound_udp=mine,
+                    workers=children,
+                    quiet=index != 0,
+                )
+            )
+    finally:
+        _stop_workers(children)
+
+
+def _die_with_parent() -> None:
+    """In a forked worker: get SIGTERM when worker 0 goes (Linux prctl)."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        log.warning("cannot ask to be stopped with worker 0; stop the workers by hand")
+    if os.getppid() != parent:  # it went before the prctl
+        os._exit(1)
+
+
+def _stop_workers(children: list[int], timeout: float = 12.0) -> None:
+    """SIGTERM each forked worker still running and reap it (SIGKILL after ``timeout``)."""
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for pid in children:
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+                break
+            time.sleep(0.02)
 
 
 def _tls_context(settings: TurnServerSettings) -> ssl.SSLContext | None:
@@ -304,12 +401,21 @@ def _default_store() -> str | None:
     return f"sqlite:{path}" if path.is_file() else None
 
 
-async def _serve(settings: TurnServerSettings, tls: ssl.SSLContext | None) -> None:
+async def _serve(
+    settings: TurnServerSettings,
+    tls: ssl.SSLContext | None,
+    *,
+    bound_udp: dict[Any, Any] | None = None,
+    workers: list[int] | None = None,
+    quiet: bool = False,
+) -> None:
+    """Run one server (``--workers``: one worker, with its UDP listener sockets
+    already bound in ``bound_udp``; worker 0 also watches the ``workers``)."""
     from natkit.net.os_stack import OsStack
     from natkit.turn.aio.server import TurnServerRunner
 
     _raise_fd_limit()
-    stack = OsStack(udp_buffer=4 * 1024 * 1024)
+    stack = OsStack(udp_buffer=_UDP_BUFFER, bound_udp=bound_udp)
     credentials, refresh, store = await _credentials(settings)
     try:
         relay_ips = await resolve_relay_ips(stack, settings)
@@ -332,13 +438,19 @@ async def _serve(settings: TurnServerSettings, tls: ssl.SSLContext | None) -> No
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        pidfds = [_watch_worker(loop, pid, stop) for pid in workers or ()]
         await runner.start()
         _tune_gc()
         try:
-            _print_started(settings, runner, relay_ips, config.external_ips)
+            if not quiet:
+                _print_started(settings, runner, relay_ips, config.external_ips)
             await stop.wait()
-            err_console.print("shutting down", markup=False)
+            if not quiet:
+                err_console.print("shutting down", markup=False)
         finally:
+            for fd in pidfds:
+                loop.remove_reader(fd)
+                os.close(fd)
             runner.close()
             try:
                 async with asyncio.timeout(10):
@@ -348,6 +460,25 @@ async def _serve(settings: TurnServerSettings, tls: ssl.SSLContext | None) -> No
     finally:
         if store is not None:
             await store.close()
+
+
+_UDP_BUFFER = 4 * 1024 * 1024
+
+
+def _watch_worker(loop: asyncio.AbstractEventLoop, pid: int, stop: asyncio.Event) -> int:
+    """In worker 0: a worker that exits stops the server (see _serve_workers).
+    A pidfd (Linux 5.3) turns readable when its process ends (uvloop keeps
+    SIGCHLD to itself); returns the descriptor, for the caller to close."""
+    fd = os.pidfd_open(pid)
+
+    def ended() -> None:
+        loop.remove_reader(fd)
+        log.error("TURN worker %d exited: stopping", pid)
+        err_console.print(f"worker {pid} exited: stopping", markup=False)
+        stop.set()
+
+    loop.add_reader(fd, ended)
+    return fd
 
 
 def _raise_fd_limit() -> None:
@@ -378,6 +509,13 @@ def _print_started(
     err_console.print(
         f"relaying from {relays}, ports {settings.min_port}-{settings.max_port}", markup=False
     )
+    if settings.workers > 1:
+        err_console.print(
+            f"{settings.workers} worker processes share the UDP listeners (SO_REUSEPORT), "
+            "each relaying from its slice of the port range; this one (worker 0) holds "
+            "the TCP/TLS listeners",
+            markup=False,
+        )
     if runner.admin is not None:
         ep = runner.admin.local_endpoint
         err_console.print(f"admin endpoint on http://{ep}", markup=False)

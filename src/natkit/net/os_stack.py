@@ -14,6 +14,10 @@ socket's error queue (``recvmsg(MSG_ERRQUEUE)``): ``msg_name`` is the
 original destination, the ``sock_extended_err`` control message carries the
 ICMP type, code and info. Elsewhere ``on_icmp`` is never called.
 
+``bound_udp`` hands :meth:`OsStack.open_udp` sockets bound beforehand, by
+:meth:`OsStack.bind_udp_group`: several processes serving one UDP port with
+SO_REUSEPORT (``natkit turn-server --workers``), all bound before any reads.
+
 ``reuse_port`` on streams sets SO_REUSEADDR and SO_REUSEPORT on the listener
 and on a connecting socket bound before it connects, so a connection can
 start from the endpoint a listener holds (RFC 6062 §5.2).
@@ -44,7 +48,13 @@ from natkit.net.stack import (
     Responder,
 )
 
-__all__ = ["OsDatagramEndpoint", "OsStack", "OsStreamConnection", "OsStreamListener"]
+__all__ = [
+    "OsDatagramEndpoint",
+    "OsRawDatagramEndpoint",
+    "OsStack",
+    "OsStreamConnection",
+    "OsStreamListener",
+]
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
@@ -193,6 +203,95 @@ class OsDatagramEndpoint:
         """Return once the socket is released (its address can be bound again)."""
         if self._lost is not None:
             await asyncio.shield(self._lost)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class OsRawDatagramEndpoint:
+    """A bound UDP socket read by ``loop.add_reader`` (:meth:`OsStack.open_udp_now`):
+    no asyncio transport, protocol or future behind it, so it opens and closes
+    in a few microseconds (a TURN relay socket per allocation).
+
+    Readable: up to 64 datagrams are read at once. A send that finds the
+    socket's buffer full drops the datagram (UDP may lose it anyway; an
+    asyncio transport would queue it). With IP_RECVERR an ICMP error is the
+    socket's pending error, met by the next receive or send: the error queue
+    is drained (reported to ``on_icmp``), and a send that met it is tried
+    once more, as :class:`OsDatagramEndpoint` does."""
+
+    __slots__ = ("_closed", "_fd", "_handler", "_icmp", "_local", "_loop", "_sendto", "_sock")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        handler: DatagramHandler,
+        icmp: IcmpHandler | None,
+    ) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._sendto = sock.sendto
+        self._handler = handler
+        self._icmp = icmp
+        self._fd = sock.fileno()
+        self._local = _endpoint(sock.getsockname())
+        self._closed = False
+        loop.add_reader(self._fd, self._readable)
+
+    def _readable(self) -> None:
+        recvfrom = self._sock.recvfrom
+        handler = self._handler
+        for _ in range(64):  # bounded: other sockets get their turn
+            try:
+                data, addr = recvfrom(65536)
+            except BlockingIOError:
+                return
+            except OSError as exc:  # a pending ICMP error (ECONNREFUSED ...), or closed
+                if self._closed:
+                    return
+                self._error(exc)
+                continue
+            try:
+                handler(data, Endpoint(addr[0], addr[1]))
+            except Exception:  # a component bug must not kill the socket
+                log.exception("datagram handler failed")
+            if self._closed:
+                return
+
+    def _error(self, exc: OSError) -> None:
+        if self._icmp is not None:
+            _drain_errqueue(self._sock, self._icmp)
+        else:
+            log.debug("UDP error: %s", exc)
+
+    @property
+    def local_endpoint(self) -> Endpoint:
+        return self._local
+
+    def send(self, data: bytes, remote: Endpoint) -> None:
+        if self._closed:
+            return
+        try:
+            self._sendto(data, remote)
+        except BlockingIOError:
+            pass  # full: dropped (see the class docstring)
+        except OSError as exc:
+            self._error(exc)
+            if self._icmp is not None and not self._closed:
+                # it met an earlier datagram's ICMP error, now consumed
+                with contextlib.suppress(OSError):
+                    self._sendto(data, remote)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._loop.remove_reader(self._fd)
+            self._sock.close()
+
+    async def wait_closed(self) -> None:
+        """Closed at once: the address can be bound again when close() returns."""
 
     @property
     def closed(self) -> bool:
@@ -355,12 +454,53 @@ class OsStack:
         udp_buffer: int | None = None,
         reuse_port: bool = False,
         tls_handshake_timeout: float = 10.0,
+        bound_udp: dict[Endpoint, socket.socket] | None = None,
     ) -> None:
         if tls_handshake_timeout <= 0:
             raise ValueError("tls_handshake_timeout must be positive")
         self.udp_buffer = udp_buffer
         self.reuse_port = reuse_port
         self.tls_handshake_timeout = tls_handshake_timeout
+        # Sockets bound beforehand (bind_udp_group): open_udp of that endpoint takes
+        # one instead of binding a new socket, once.
+        self._bound_udp = dict(bound_udp or {})
+
+    def bind_udp_group(self, local: Endpoint, count: int) -> list[socket.socket]:
+        """``count`` UDP sockets bound to ``local`` with SO_REUSEPORT (Linux
+        spreads datagrams over them by a hash of the 4-tuple, so one remote
+        endpoint always reaches the same socket), set up as :meth:`open_udp`
+        would. Binding them all before any is read keeps that mapping stable:
+        a socket joining or leaving the group later moves remote endpoints to
+        other sockets. Give each to one process as ``bound_udp``."""
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(count):
+                sock = self._udp_socket(local, reuse_port=True)
+                # (port 0: the first picks one, the others join it)
+                port = socks[0].getsockname()[1] if socks else local.port
+                socks.append(sock)
+                sock.bind((local.host, port))
+        except OSError as exc:
+            for sock in socks:
+                sock.close()
+            raise TransportError(f"cannot bind UDP {local}: {exc.strerror or exc}") from exc
+        return socks
+
+    def _udp_socket(self, local: Endpoint, *, reuse_port: bool) -> socket.socket:
+        sock = socket.socket(_family_of(local.host), socket.SOCK_DGRAM)
+        try:
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if ":" in local.host:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if self.udp_buffer:
+                for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, opt, self.udp_buffer)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     async def open_udp(
         self,
@@ -371,21 +511,18 @@ class OsStack:
         on_icmp: IcmpHandler | None = None,
     ) -> OsDatagramEndpoint:
         loop = asyncio.get_running_loop()
-        sock = socket.socket(_family_of(local.host), socket.SOCK_DGRAM)
+        prebound = self._bound_udp.pop(local, None)
         try:
-            if self.reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if ":" in local.host:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            if self.udp_buffer:
-                for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.SOL_SOCKET, opt, self.udp_buffer)
+            sock = prebound or self._udp_socket(local, reuse_port=self.reuse_port)
+        except OSError as exc:
+            raise TransportError(f"cannot bind UDP {local}: {exc.strerror or exc}") from exc
+        try:
             if on_icmp is not None and ICMP_SUPPORTED:
                 _enable_recverr(sock, ":" in local.host)
             else:
                 on_icmp = None
-            sock.bind((local.host, local.port))
+            if prebound is None:
+                sock.bind((local.host, local.port))
             sock.setblocking(False)
             transport, protocol = await loop.create_datagram_endpoint(
                 lambda: _UdpProtocol(on_datagram, responder, on_icmp, sock), sock=sock
@@ -394,6 +531,34 @@ class OsStack:
             sock.close()
             raise TransportError(f"cannot bind UDP {local}: {exc.strerror or exc}") from exc
         return OsDatagramEndpoint(transport, protocol.lost, protocol if on_icmp else None)
+
+    def open_udp_now(
+        self,
+        local: Endpoint,
+        on_datagram: DatagramHandler,
+        *,
+        on_icmp: IcmpHandler | None = None,
+    ) -> OsRawDatagramEndpoint:
+        """:meth:`open_udp` without awaiting: a socket bound now and read with
+        ``loop.add_reader`` (:class:`OsRawDatagramEndpoint`). For sockets
+        opened and closed at a high rate (TURN relays); not for ``bound_udp``
+        endpoints. Raises :class:`TransportError` when it cannot bind."""
+        loop = asyncio.get_running_loop()
+        try:
+            sock = self._udp_socket(local, reuse_port=self.reuse_port)
+        except OSError as exc:
+            raise TransportError(f"cannot bind UDP {local}: {exc.strerror or exc}") from exc
+        try:
+            if on_icmp is not None and ICMP_SUPPORTED:
+                _enable_recverr(sock, ":" in local.host)
+            else:
+                on_icmp = None
+            sock.bind((local.host, local.port))
+            sock.setblocking(False)
+            return OsRawDatagramEndpoint(loop, sock, on_datagram, on_icmp)
+        except OSError as exc:
+            sock.close()
+            raise TransportError(f"cannot bind UDP {local}: {exc.strerror or exc}") from exc
 
     async def connect_stream(
         self,

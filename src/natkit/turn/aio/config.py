@@ -67,7 +67,7 @@ class TurnServerSettings:
     listen: tuple[tuple[Transport, Endpoint], ...] = (
         (Transport.UDP, Endpoint("0.0.0.0", TURN_PORT)),
         (Transport.TCP, Endpoint("0.0.0.0", TURN_PORT)),
-    )
+    )  # (the same as _DEFAULT_LISTEN)
     users: tuple[tuple[str, str], ...] = ()
     auth_secrets: tuple[str, ...] = ()
     store: str | None = None
@@ -101,6 +101,7 @@ class TurnServerSettings:
     binding_rate: float = 50.0
     binding_burst: float = 100.0
     software: str | None = "natkit"
+    workers: int = 1
 
     @property
     def needs_tls(self) -> bool:
@@ -126,6 +127,40 @@ class TurnServerSettings:
                     if (":" in ip) == (":" in public) and ip not in out:
                         out[ip] = public
         return out
+
+    def for_worker(self, index: int) -> TurnServerSettings:
+        """The settings worker ``index`` of :attr:`workers` runs with (``--workers``).
+
+        Every worker listens on the same UDP endpoints (SO_REUSEPORT: the
+        kernel hashes each client 5-tuple to one worker, so an allocation's
+        packets all reach the worker that holds it). Worker 0 alone has the
+        TCP/TLS listeners, hence every stream client and every RFC 6062
+        allocation with its data connections. Each worker relays from its own
+        slice of ``min-port``..``max-port``; the total ``max-allocations`` and
+        ``bps-capacity`` are split evenly (rounded up). What stays per worker:
+        the per-source-IP limits on unauthenticated answers (401, Binding),
+        so one IP may get up to ``workers`` times as many."""
+        n = self.workers
+        if not 0 <= index < n:
+            raise ValueError(f"worker {index} of {n}")
+        if n == 1:
+            return self
+        span = self.max_port - self.min_port + 1
+        low = self.min_port + index * span // n
+        high = self.min_port + (index + 1) * span // n - 1
+        listen = (
+            self.listen
+            if index == 0
+            else tuple((t, ep) for t, ep in self.listen if t is Transport.UDP)
+        )
+        return dataclasses.replace(
+            self,
+            listen=listen,
+            min_port=low,
+            max_port=high,
+            max_allocations=-(-self.max_allocations // n),
+            bps_capacity=-(-self.bps_capacity // n),
+        )
 
     def core_config(self, relay_ips: Sequence[str], **extra: Any) -> TurnServerConfig:
         """The core's config for relays on ``relay_ips`` (``extra``: rng, wallclock)."""
@@ -244,6 +279,7 @@ _INT_KEYS = frozenset(
         "max-permissions",
         "max-channels",
         "max-peer-connections",
+        "workers",
     }
 )
 _FLOAT_KEYS = frozenset(
@@ -460,6 +496,12 @@ def _settings(m: dict[str, Any]) -> TurnServerSettings:
         kw["deny_connect_ports"] = tuple(sorted(set(m["deny-connect-port"])))
     if "software" in m:
         kw["software"] = m["software"] or None
+    workers = m.get("workers", 1)
+    if workers > 1:
+        _check_workers(workers, kw)
+    elif workers < 1:
+        raise ConfigError("workers: must be at least 1")
+    kw["workers"] = workers
     settings = TurnServerSettings(**kw)
     if settings.needs_tls and settings.tls_cert is None:
         raise ConfigError("a tls: listener needs --tls-cert and --tls-key")
@@ -470,6 +512,30 @@ def _settings(m: dict[str, Any]) -> TurnServerSettings:
             settings, listen=(*settings.listen, (Transport.TLS, Endpoint(host, TURNS_PORT)))
         )
     return settings
+
+
+_DEFAULT_LISTEN = TurnServerSettings(realm="-").listen
+
+
+def _check_workers(workers: int, kw: Mapping[str, Any]) -> None:
+    """What ``workers > 1`` cannot do (yet): see docs/turn-server.md, Workers."""
+    if workers > 64:
+        raise ConfigError("workers: at most 64")
+    listen = kw.get("listen", _DEFAULT_LISTEN)
+    if not any(t is Transport.UDP for t, _ in listen):
+        raise ConfigError("workers: more than one needs a udp: listener (the others serve UDP)")
+    if kw.get("admin", ADMIN_DEFAULT) is not None:
+        # One process would answer for all: sessions, kick and metrics would be partial.
+        raise ConfigError(
+            "workers: more than one needs --no-admin (the admin endpoint is per process)"
+        )
+    if kw.get("user_quota"):
+        # The kernel, not the user, decides which worker an allocation lands on.
+        raise ConfigError(
+            "workers: user-quota cannot be kept across workers; give one or the other"
+        )
+    if kw["max_port"] - kw["min_port"] + 1 < 2 * workers:
+        raise ConfigError(f"workers: {workers} workers need at least {2 * workers} relay ports")
 
 
 async def resolve_relay_ips(stack: Stack, settings: TurnServerSettings) -> list[str]:

@@ -51,7 +51,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from natkit.addr import Endpoint, Transport
 from natkit.errors import MalformedMessageError, TransportError
@@ -59,6 +59,7 @@ from natkit.net.admin import AdminServer
 from natkit.net.driver import CoreTimer
 from natkit.net.stack import (
     DatagramEndpoint,
+    DatagramHandler,
     IcmpHandler,
     Stack,
     StreamConnection,
@@ -88,6 +89,12 @@ log.addHandler(logging.NullHandler())
 _UDP = Transport.UDP
 _TCP = Transport.TCP
 ConnKey = tuple[Endpoint, Endpoint]  # (local, remote)
+
+
+class _OpenUdpNow(Protocol):
+    def __call__(
+        self, local: Endpoint, on_datagram: DatagramHandler, *, on_icmp: IcmpHandler | None = ...
+    ) -> DatagramEndpoint: ...
 
 
 class _Pipe:
@@ -395,6 +402,9 @@ class TurnServerRunner:
         self._closing_sockets: list[DatagramEndpoint | StreamListener] = []
         self._loop = asyncio.get_running_loop()  # construct inside the loop that runs it
         self._timer = CoreTimer(self.core, self._flush)
+        # A stack that binds UDP without awaiting (OsStack.open_udp_now) opens relay
+        # sockets inline: no task and no loop iteration per allocation.
+        self._open_udp_now: _OpenUdpNow | None = getattr(stack, "open_udp_now", None)
         self._started = False
         self._closing = False
         self._closed = asyncio.Event()
@@ -529,6 +539,8 @@ class TurnServerRunner:
             case RelayRequested():
                 if self._closing:
                     self.core.relay_failed(event.request_id, now=self._loop.time())
+                elif self._open_udp_now is not None and event.transport is _UDP:
+                    self._open_relays_now(event, self._open_udp_now)
                 else:
                     self._spawn(self._open_relays(event))
             case RelayReleased(relay=relay, transport=transport):
@@ -652,6 +664,68 @@ class TurnServerRunner:
 
         return on_icmp
 
+    def _open_relays_now(self, event: RelayRequested, open_now: _OpenUdpNow) -> None:
+        """:meth:`_open_relays` for UDP on a stack that binds without awaiting
+        (``OsStack.open_udp_now``): no task, no loop iteration per allocation."""
+        opened: list[tuple[Endpoint, DatagramEndpoint | StreamListener]] = []
+        wanted = list(event.relays)
+        if event.reserve is not None:
+            wanted.append(event.reserve)
+        try:
+            for local in wanted:
+                held = self.relays.get(local)
+                if held is not None:
+                    opened.append((local, held))  # a reservation (RFC 8656 §14.2), now used
+                    continue
+                holder = [local]
+                udp = open_now(
+                    local,
+                    self._relay_udp_handler(holder),
+                    on_icmp=self._relay_icmp_handler(holder),
+                )
+                holder[0] = udp.local_endpoint
+                opened.append((udp.local_endpoint, udp))
+        except (TransportError, OSError) as exc:
+            self._relays_failed(event, wanted, opened, exc)
+            return
+        self._relays_opened(event, opened)
+
+    def _relays_failed(
+        self,
+        event: RelayRequested,
+        wanted: list[Endpoint],
+        opened: list[tuple[Endpoint, DatagramEndpoint | StreamListener]],
+        exc: Exception,
+    ) -> None:
+        log.warning("cannot open relay %s: %s", ", ".join(map(str, wanted)), exc)
+        self._close_unregistered(opened)
+        self.counters.relay_bind_failures += 1
+        if not self._closing:
+            self.core.relay_failed(event.request_id, now=self._loop.time())
+            self._flush()
+
+    def _relays_opened(
+        self,
+        event: RelayRequested,
+        opened: list[tuple[Endpoint, DatagramEndpoint | StreamListener]],
+    ) -> None:
+        if self._closing:
+            for _, bound in opened:
+                bound.close()
+            return
+        # Every socket of one request is of the event's transport (a reservation's
+        # too: UDP only), so no per-socket isinstance() on the Protocol class,
+        # which costs microseconds per allocation.
+        if event.transport is _TCP:
+            for local, bound in opened:
+                self.relay_listeners[local] = bound
+        else:
+            for local, bound in opened:
+                self.relays[local] = self._udp[local] = cast(DatagramEndpoint, bound)
+        relays = tuple(local for local, _ in opened[: len(event.relays)])
+        self.core.relay_opened(event.request_id, relays, now=self._loop.time())
+        self._flush()
+
     async def _open_relays(self, event: RelayRequested) -> None:
         """Bind the relay sockets the core asked for; answer relay_opened/failed."""
         opened: list[tuple[Endpoint, DatagramEndpoint | StreamListener]] = []
@@ -679,32 +753,12 @@ class TurnServerRunner:
                     holder[0] = udp.local_endpoint
                     opened.append((udp.local_endpoint, udp))
         except (TransportError, OSError) as exc:
-            log.warning("cannot open relay %s: %s", ", ".join(map(str, wanted)), exc)
-            self._close_unregistered(opened)
-            self.counters.relay_bind_failures += 1
-            if not self._closing:
-                self.core.relay_failed(event.request_id, now=self._loop.time())
-                self._flush()
+            self._relays_failed(event, wanted, opened, exc)
             return
         except BaseException:  # cancelled by close(): nothing may stay bound
             self._close_unregistered(opened)
             raise
-        if self._closing:
-            for _, bound in opened:
-                bound.close()
-            return
-        # Every socket of one request is of the event's transport (a reservation's
-        # too: UDP only), so no per-socket isinstance() on the Protocol class,
-        # which costs microseconds per allocation.
-        if event.transport is _TCP:
-            for local, bound in opened:
-                self.relay_listeners[local] = bound
-        else:
-            for local, bound in opened:
-                self.relays[local] = self._udp[local] = cast(DatagramEndpoint, bound)
-        relays = tuple(local for local, _ in opened[: len(event.relays)])
-        self.core.relay_opened(event.request_id, relays, now=self._loop.time())
-        self._flush()
+        self._relays_opened(event, opened)
 
     def _close_unregistered(
         self, opened: list[tuple[Endpoint, DatagramEndpoint | StreamListener]]
