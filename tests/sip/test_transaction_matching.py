@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from natkit.addr import Endpoint
-from natkit.sip.flow import Target
+from natkit.sip.flow import SipTransport, Target
 from natkit.sip.message import Headers, SipRequest, SipResponse
 from natkit.sip.timers import TimerConfig
 from natkit.sip.transaction import TransactionLayer, build_cancel
@@ -20,6 +20,7 @@ from natkit.sip.transaction_events import (
     TransactionTimedOut,
 )
 from natkit.sip.uri import parse_uri
+from natkit.sip.via_routing import stamp_received
 
 from .test_transaction_helpers import (
     BRANCH,
@@ -329,33 +330,56 @@ def test_pending_cancel_is_dropped_when_a_final_response_comes_first() -> None:
 
 # ----------------------------------------------------- where responses go
 
+_NATTED_UDP = "udp:203.0.113.7:40123"
+
 
 @pytest.mark.parametrize(
-    ("transport", "rport", "via_port", "remote", "expected"),
+    ("transport", "via", "stamped", "remote", "expected"),
     [
         pytest.param(
             UDP,
+            {"rport": True},
             True,
-            5060,
             UA_NATTED,
-            Target(UDP, UA_NATTED, "udp:203.0.113.7:40123"),
+            Target(UDP, UA_NATTED, _NATTED_UDP),
             id="udp-rport",
         ),
         pytest.param(
             UDP,
+            {"rport": True},
             False,
-            5060,
             UA_NATTED,
-            Target(UDP, Endpoint("203.0.113.7", 5060)),
-            id="udp-sent-by-port",
+            Target(UDP, UA_NATTED, _NATTED_UDP),
+            id="udp-rport-unstamped",
         ),
         pytest.param(
-            UDP, False, None, UA, Target(UDP, UA, "udp:192.0.2.10:5060"), id="udp-default-port"
+            UDP,
+            {},
+            True,
+            UA_NATTED,
+            Target(UDP, Endpoint("203.0.113.7", 5060)),
+            id="udp-received-and-sent-by-port",
+        ),
+        pytest.param(
+            UDP,
+            {"via_port": None},
+            True,
+            UA,
+            Target(UDP, UA, "udp:192.0.2.10:5060"),
+            id="udp-default-port",
+        ),
+        pytest.param(
+            UDP,
+            {"via_host": "ua.example.org"},
+            False,
+            UA_NATTED,
+            Target(UDP, UA_NATTED, _NATTED_UDP),
+            id="udp-host-name-unstamped",
         ),
         pytest.param(
             TCP,
-            False,
-            5060,
+            {},
+            True,
             UA_NATTED,
             Target(TCP, UA_NATTED, "tcp:203.0.113.7:40123"),
             id="tcp-same-connection",
@@ -363,11 +387,17 @@ def test_pending_cancel_is_dropped_when_a_final_response_comes_first() -> None:
     ],
 )
 def test_responses_go_where_section_18_2_2_says(
-    transport: object, rport: bool, via_port: int | None, remote: Endpoint, expected: Target
+    transport: SipTransport,
+    via: dict[str, object],
+    stamped: bool,
+    remote: Endpoint,
+    expected: Target,
 ) -> None:
     layer = TransactionLayer()
-    req = request("OPTIONS", transport=transport, rport=rport, via_port=via_port)  # type: ignore[arg-type]
-    layer.receive_message(req, source(transport, remote), now=0.0)  # type: ignore[arg-type]
+    req = request("OPTIONS", transport=transport, **via)  # type: ignore[arg-type]
+    if stamped:  # as the transport driver does (§18.2.1, RFC 3581 §4)
+        stamp_received(req, source(transport, remote))
+    layer.receive_message(req, source(transport, remote), now=0.0)
     layer.send_response(response(req, 200), now=0.0)
     [(_, where)] = layer.messages_to_send()
     assert where == expected
@@ -415,8 +445,8 @@ def test_response_target_policy_can_be_injected() -> None:
     elsewhere = Target(TCP, Endpoint("192.0.2.200", 5070), "tcp:7")
     seen: list[tuple[str, object]] = []
 
-    def policy(req: SipRequest, src: object) -> Target:
-        seen.append((req.method, src))
+    def policy(resp: SipResponse, src: object) -> Target:
+        seen.append((resp.status, src))
         return elsewhere
 
     layer = TransactionLayer(response_target=policy)  # type: ignore[arg-type]
@@ -425,4 +455,4 @@ def test_response_target_policy_can_be_injected() -> None:
     layer.send_response(response(req, 200), now=0.0)
     layer.receive_message(req, source(), now=0.1)  # retransmission: same target
     assert [where for _, where in layer.messages_to_send()] == [elsewhere, elsewhere]
-    assert seen == [("OPTIONS", source())]
+    assert seen == [(200, source())]

@@ -56,7 +56,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from natkit.addr import Endpoint
 from natkit.errors import LocalProtocolError, MalformedMessageError
 from natkit.rng import Rng, default_rng
 from natkit.sip.flow import Source, Target
@@ -83,6 +82,7 @@ from natkit.sip.transaction_events import (
     TransactionTimedOut,
     TransportFailed,
 )
+from natkit.sip.via_routing import response_target
 
 __all__ = [
     "MAGIC_COOKIE",
@@ -137,10 +137,10 @@ class _ServerTxn:
     id: ServerTransactionId
     request: SipRequest
     source: Source
-    response_target: Target
     invite: bool
     reliable: bool
     state: _State
+    response_target: Target | None = None  # fixed by the first response
     interval: float = 0.0  # the current G interval
     last_response: SipResponse | None = None
     response_to_tag: str | None = None  # To tag of the final response (2543 ACK matching)
@@ -196,21 +196,21 @@ def _sent_by(via: Via) -> str:
     return f"{host}:{port}"
 
 
-def default_response_target(request: SipRequest, source: Source) -> Target:
-    """Where §18.2.2 and RFC 3581 §4 send the responses to ``request``.
-
-    Reliable transports: back over the request's connection. Unreliable: to
-    the source address and port when the top Via asked for ``rport``, else
-    to the source address (the ``received`` value) and the sent-by port.
-    ``maddr`` (multicast responses) is not honoured.
+def default_response_target(response: SipResponse, source: Source) -> Target:
+    """Where §18.2.2 and RFC 3581 §4 send ``response`` to a request from
+    ``source``: :func:`natkit.sip.via_routing.response_target` on the top
+    Via the transport stamped (``received``/``rport``, §18.2.1), which the
+    response carries. A valueless ``rport`` (a Via nobody stamped) still
+    means "to the source"; a Via it cannot route (an unknown transport, a
+    host name without ``received``) goes back to the source too.
     """
-    via = request.top_via
-    if source.transport.reliable or via.has_rport:
-        return Target(source.transport, source.remote, source.flow)
-    port = via.port if via.port is not None else _default_port(via.transport)
-    if port == source.remote.port:
-        return Target(source.transport, source.remote, source.flow)
-    return Target(source.transport, Endpoint(source.remote.host, port))
+    back = Target(source.transport, source.remote, source.flow)
+    if not source.transport.reliable:
+        via = response.top_via
+        if via.has_rport and via.rport is None:
+            return back
+    target = response_target(response, source)
+    return target if target is not None else back
 
 
 class TransactionLayer:
@@ -221,8 +221,9 @@ class TransactionLayer:
     an ongoing server transaction it does not match (§8.2.2.2): right for a
     UAS, wrong for a proxy (which must forward forked copies).
     ``response_target`` decides where a server transaction sends its
-    responses, from the request and its :class:`Source`; it is called once,
-    when the transaction starts.
+    responses, from the first response and the request's :class:`Source`;
+    every later response and retransmission of the transaction goes there
+    too.
     """
 
     def __init__(
@@ -231,7 +232,7 @@ class TransactionLayer:
         timers: TimerConfig = _DEFAULT_TIMERS,
         rng: Rng | None = None,
         reject_merged_requests: bool = False,
-        response_target: Callable[[SipRequest, Source], Target] = default_response_target,
+        response_target: Callable[[SipResponse, Source], Target] = default_response_target,
     ) -> None:
         self._response_target = response_target
         self._config = timers
@@ -583,7 +584,6 @@ class TransactionLayer:
             id=txn_id,
             request=request,
             source=source,
-            response_target=self._response_target(request, source),
             invite=method == "INVITE",
             reliable=source.transport.reliable,
             state=_State.PROCEEDING if method == "INVITE" else _State.TRYING,
@@ -673,7 +673,7 @@ class TransactionLayer:
         Proceeding, the final in Completed); Trying, Confirmed and RFC 6026
         Accepted absorb."""
         if txn.state in (_State.PROCEEDING, _State.COMPLETED) and txn.last_response is not None:
-            self._outbox.append((txn.last_response, txn.response_target))
+            self._send(txn, txn.last_response)
 
     def _receive_ack(
         self, txn: _ServerTxn | None, request: SipRequest, source: Source, now: float
@@ -693,6 +693,11 @@ class TransactionLayer:
                 self._heap.arm(txn, "I", now + self._config.t4)
         # Proceeding (an ACK before any final response) and Confirmed absorb
 
+    def _send(self, txn: _ServerTxn, response: SipResponse) -> None:
+        if txn.response_target is None:
+            txn.response_target = self._response_target(response, txn.source)
+        self._outbox.append((response, txn.response_target))
+
     def _send_trying(self, txn: _ServerTxn, now: float) -> None:
         # make_response copies Timestamp into a 100 (§8.2.6.1) and adds no To tag
         self._invite_server_send(txn, make_response(txn.request, 100), now)
@@ -701,13 +706,13 @@ class TransactionLayer:
         status = response.status
         if txn.state is _State.ACCEPTED:
             if 200 <= status < 300:  # RFC 6026 §8.7: the TU's 2xx retransmissions
-                self._outbox.append((response, txn.response_target))
+                self._send(txn, response)
             return
         if txn.state is not _State.PROCEEDING:
             _log.debug("response %d in %s dropped", status, txn.state.value)
             return
         self._heap.cancel(txn, "trying")
-        self._outbox.append((response, txn.response_target))
+        self._send(txn, response)
         txn.last_response = response
         if status < 200:
             return
@@ -727,7 +732,7 @@ class TransactionLayer:
         if txn.state not in (_State.TRYING, _State.PROCEEDING):
             _log.debug("response %d in %s dropped", response.status, txn.state.value)
             return
-        self._outbox.append((response, txn.response_target))
+        self._send(txn, response)
         txn.last_response = response
         if response.status < 200:
             txn.state = _State.PROCEEDING
@@ -751,7 +756,7 @@ class TransactionLayer:
                 self._send_trying(txn, now)
         elif name == "G":  # §17.2.1: resend the final, doubling up to T2
             if txn.last_response is not None:
-                self._outbox.append((txn.last_response, txn.response_target))
+                self._send(txn, txn.last_response)
             txn.interval = min(2 * txn.interval, self._config.t2)
             self._heap.arm(txn, "G", now + txn.interval)
         elif name == "H":
