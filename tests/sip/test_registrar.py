@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from natkit.addr import Endpoint
+from natkit.sip.flow import SipTransport, Source
 from natkit.sip.gruu import GruuSigner
 from natkit.sip.headers import parse_name_addr
 from natkit.sip.message import SipRequest, parse_message
@@ -275,6 +277,32 @@ def test_authorization_uses_the_authenticated_user() -> None:
 def test_date_header_from_the_wall_time() -> None:
     outcome = registrar(date_header=True).process(register("<sip:a@h>"), (), now=NOW)
     assert outcome.response.headers.get("Date") == "Tue, 14 Nov 2023 22:13:20 GMT"
+
+
+def test_a_source_object_is_stored_as_text_with_its_flow() -> None:
+    src = Source(
+        transport=SipTransport.TCP,
+        remote=Endpoint("2001:db8::7", 40000),
+        local=Endpoint("2001:db8::1", 5060),
+        flow="tcp-7",
+    )
+    _, (binding,) = apply(registrar(), register("<sip:a@h>"), source=src)
+    assert binding.source == "tcp:[2001:db8::7]:40000" and binding.flow == "tcp-7"
+
+
+def test_the_same_contact_twice_in_one_request_counts_once() -> None:
+    outcome, after = apply(registrar(), register("<sip:a@h>;expires=60", "<sip:a@h>"))
+    assert outcome.response.status == 200
+    assert len(after) == 1 and after[0].expires == NOW + 3600
+
+
+def test_an_aor_holds_at_most_max_bindings() -> None:
+    reg = registrar(max_bindings=2)
+    _, after = apply(reg, register("<sip:a@h1>", "<sip:a@h2>"))
+    outcome, after2 = apply(reg, register("<sip:a@h3>", cseq=2), after)
+    assert outcome.response.status == 403 and after2 == after
+    outcome, _ = apply(reg, register("<sip:a@h3>", "<sip:a@h1>;expires=0", cseq=3), after)
+    assert outcome.response.status == 200
 
 
 def test_source_flow_and_user_agent_are_stored() -> None:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from natkit.errors import MalformedMessageError
+from natkit.sip.flow import Source
 from natkit.sip.gruu import GruuSigner
 from natkit.sip.headers import (
     WILDCARD,
@@ -58,6 +59,8 @@ __all__ = [
     "RegistrarConfig",
     "SipRegistrar",
     "default_may_register",
+    "sort_bindings",
+    "source_text",
 ]
 
 MAX_REG_ID = 2**31 - 1
@@ -196,6 +199,8 @@ class RegistrarConfig:
     """Authorization (§10.3 step 4): may this authenticated user register the AoR?"""
     date_header: bool = True
     """Add Date to the 200 (§10.3 step 8, optional)."""
+    max_bindings: int = 32
+    """Most bindings one AoR may hold; a REGISTER that would exceed it gets 403."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "domains", frozenset(d.lower() for d in self.domains))
@@ -263,13 +268,19 @@ class SipRegistrar:
         *,
         now: float,
         authenticated_user: str | None = None,
-        source: str | None = None,
+        source: Source | str | None = None,
         flow: str | None = None,
     ) -> RegisterOutcome:
         """Evaluate ``request`` against the AoR's ``current`` bindings at wall time
         ``now``. ``authenticated_user`` is the digest-verified user (None: no
-        authentication configured). ``source``/``flow`` are stored with new
-        bindings. Never raises for bad input: it becomes a 4xx/5xx outcome."""
+        authentication configured). ``source`` is where the REGISTER came from
+        (a :class:`~natkit.sip.flow.Source`, stored as ``"udp:192.0.2.1:5060"``
+        with its flow id, or text and ``flow`` as given), kept with the new
+        bindings for the edge/home proxy. Never raises for bad input: it
+        becomes a 4xx/5xx outcome."""
+        if isinstance(source, Source):
+            flow = source.flow if flow is None else flow
+            source = source_text(source)
         try:
             return self._process(request, tuple(current), now, authenticated_user, source, flow)
         except _Rejected as rejected:
@@ -357,7 +368,8 @@ class SipRegistrar:
         for req in requested:
             existing = self._match(req, working.values())
             if existing is not None:
-                if existing.call_id == call_id and cseq <= existing.cseq:
+                fresh = existing.key in upsert  # the same contact twice: the last one wins
+                if not fresh and existing.call_id == call_id and cseq <= existing.cseq:
                     raise _Rejected(500, "Server Internal Error (stale CSeq)")
                 del working[existing.key]
                 upsert.pop(existing.key, None)
@@ -380,6 +392,8 @@ class SipRegistrar:
             )
             working[binding.key] = binding
             upsert[binding.key] = binding
+        if len(working) > cfg.max_bindings:
+            raise _Rejected(403, f"Forbidden (more than {cfg.max_bindings} bindings)")
         removed = tuple(k for k in dict.fromkeys(remove) if k not in upsert)
         changes = BindingChanges(upsert=tuple(upsert.values()), remove=removed)
         after = sort_bindings(working.values())
@@ -505,6 +519,12 @@ class SipRegistrar:
             changes=changes,
             bindings=bindings,
         )
+
+
+def source_text(source: Source) -> str:
+    """How a binding records where its REGISTER came from: ``transport:host:port``
+    (IPv6 hosts in brackets)."""
+    return f"{source.transport.value}:{source.remote}"
 
 
 def _first_hop_supports_outbound(paths: Sequence[str]) -> bool:
