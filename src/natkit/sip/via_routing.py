@@ -118,13 +118,13 @@ def response_target(response: SipResponse, source: Source | None = None) -> Targ
     Returns None for a Via whose transport natkit does not speak, or whose
     host is a name (resolving it per RFC 3263 §5 is the caller's job).
     """
+    if source is not None and source.transport.reliable:
+        return Target(source.transport, source.remote, source.flow)
     via = response.top_via
     transport = SipTransport.from_via(via.transport)
     if transport is None:
         return None
     received = via.received
-    if transport.reliable and source is not None:
-        return Target(transport, source.remote, source.flow)
     port = via.port if via.port is not None else default_port(transport)
     if not transport.reliable and via.rport is not None and received is not None:
         host = received

@@ -1,0 +1,380 @@
+"""The SIP transport layer on the simulated internet: UDP, TCP, TLS, WS, WSS,
+keepalives (RFC 5626 §4.4.1, §8), malformed input, flows and connection reuse."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field
+
+import pytest
+
+from natkit.addr import Endpoint
+from natkit.errors import TransportError
+from natkit.net.sim import Internet, SimHost, run_virtual
+from natkit.net.stack import StreamConnection
+from natkit.rng import seeded_rng
+from natkit.sip.aio.transport import FlowGoneError, SipTransportConfig, SipTransportLayer
+from natkit.sip.flow import FlowId, SipTransport, Source, Target
+from natkit.sip.message import SipMessage, SipRequest, SipResponse, make_response, parse_message
+from natkit.sip.via_routing import client_via, response_target
+from natkit.stun import attributes as stun_attributes
+from natkit.stun.constants import MessageClass, Method
+from natkit.stun.message import StunMessage
+from natkit.stun.message import parse_message as parse_stun
+from natkit.stun.message import serialize_message as serialize_stun
+
+SERVER_IP = "203.0.113.10"
+CLIENT_IP = "192.0.2.7"
+PORTS = {
+    SipTransport.UDP: 5060,
+    SipTransport.TCP: 5060,
+    SipTransport.TLS: 5061,
+    SipTransport.WS: 80,
+    SipTransport.WSS: 443,
+}
+
+
+def options(transport: SipTransport, *, call_id: str = "c1", body: bytes = b"") -> bytes:
+    via = client_via(transport, Endpoint("10.0.0.1", 5070), seeded_rng(len(call_id)))
+    return (
+        f"OPTIONS sip:bob@example.org SIP/2.0\r\nVia: {via}\r\n"
+        "To: <sip:bob@example.org>\r\nFrom: <sip:alice@example.org>;tag=a1\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+@dataclass
+class Recorder:
+    messages: asyncio.Queue[tuple[SipMessage, Source]] = field(default_factory=asyncio.Queue)
+    closed: list[FlowId] = field(default_factory=list)
+    pongs: list[FlowId] = field(default_factory=list)
+
+    def on_message(self, msg: SipMessage, source: Source) -> None:
+        self.messages.put_nowait((msg, source))
+
+    async def next(self) -> tuple[SipMessage, Source]:
+        return await asyncio.wait_for(self.messages.get(), 30)
+
+
+class EchoServer:
+    """Answers every request 200 where §18.2.2 / RFC 3581 say (response_target)."""
+
+    def __init__(self, host: SimHost, tls: ssl.SSLContext | None, **config: object) -> None:
+        self.seen: list[tuple[SipRequest, Source]] = []
+        self.closed: list[FlowId] = []
+        self.layer = SipTransportLayer(
+            host.stack,
+            self.on_message,
+            on_flow_closed=self.closed.append,
+            config=SipTransportConfig(**config),  # type: ignore[arg-type]
+            rng=seeded_rng(1),
+        )
+        self.tls = tls
+        self.tasks: list[asyncio.Task[FlowId]] = []
+
+    async def start(self, *transports: SipTransport) -> None:
+        for t in transports or tuple(SipTransport):
+            tls = self.tls if t.secure else None
+            await self.layer.listen(t, Endpoint("0.0.0.0", PORTS[t]), tls=tls)
+
+    def on_message(self, msg: SipMessage, source: Source) -> None:
+        if isinstance(msg, SipRequest):
+            self.seen.append((msg, source))
+            response = make_response(msg, 200)
+            target = response_target(response, source)
+            assert target is not None
+            self.tasks.append(asyncio.ensure_future(self.layer.send(response, target)))
+
+
+async def _client(host: SimHost, tls: ssl.SSLContext | None, rec: Recorder) -> SipTransportLayer:
+    layer = SipTransportLayer(
+        host.stack,
+        rec.on_message,
+        on_flow_closed=rec.closed.append,
+        on_pong=rec.pongs.append,
+        config=SipTransportConfig(tls_client=tls, server_hostname="localhost"),
+        rng=seeded_rng(2),
+    )
+    await layer.listen(SipTransport.UDP, Endpoint("0.0.0.0", 5070))
+    return layer
+
+
+def _world() -> tuple[Internet, SimHost, SimHost]:
+    net = Internet(seed=5)
+    return net, net.add_host("server", SERVER_IP), net.add_host("client", CLIENT_IP)
+
+
+@pytest.mark.parametrize("transport", [pytest.param(t, id=t.value) for t in SipTransport])
+def test_request_and_response_over_every_transport(
+    transport: SipTransport, tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
+) -> None:
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, tls_server_context)
+        await server.start()
+        rec = Recorder()
+        client = await _client(client_host, tls_client_context, rec)
+        target = Target(transport, Endpoint(SERVER_IP, PORTS[transport]))
+        flow1 = await client.send(options(transport, call_id="one"), target)
+        response, source = await rec.next()
+        assert isinstance(response, SipResponse)
+        assert response.status == 200
+        assert response.call_id == "one"
+        assert source.transport is transport
+        assert source.flow == flow1
+        request, req_source = server.seen[0]
+        assert req_source.transport is transport
+        assert req_source.remote.host == CLIENT_IP
+        # RFC 3581 §4: received and rport stamped on the private sent-by.
+        assert request.top_via.received == CLIENT_IP
+        assert request.top_via.rport == req_source.remote.port
+        flow2 = await client.send(options(transport, call_id="two"), target)
+        response2, _ = await rec.next()
+        assert response2.call_id == "two"
+        assert flow2 == flow1  # §18.1.1: the connection (or UDP pair) is reused
+        if transport.reliable:
+            assert len(client.flows()) == 1
+            assert len(server.layer.flows()) == 1
+        client.close()
+        server.layer.close()
+
+    run_virtual(main)
+
+
+def test_stun_binding_on_the_sip_udp_port_is_answered() -> None:
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None)
+        await server.start(SipTransport.UDP)
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+        sock = await client_host.stack.open_udp(
+            Endpoint("0.0.0.0", 4000), lambda d, r: got.put_nowait(d)
+        )
+        request = StunMessage.request(Method.BINDING, b"123456789012")
+        sock.send(serialize_stun(request, fingerprint=True), Endpoint(SERVER_IP, 5060))
+        answer = parse_stun(await asyncio.wait_for(got.get(), 10))
+        assert answer.message_class is MessageClass.SUCCESS
+        assert answer.transaction_id == b"123456789012"
+        assert answer.get(stun_attributes.XOR_MAPPED_ADDRESS) == Endpoint(CLIENT_IP, 4000)
+        assert answer.has_fingerprint
+        # A CRLF keepalive over UDP and a STUN response are swallowed; SIP still works.
+        sock.send(b"\r\n\r\n", Endpoint(SERVER_IP, 5060))
+        sock.send(serialize_stun(request.success()), Endpoint(SERVER_IP, 5060))
+        sock.send(options(SipTransport.UDP), Endpoint(SERVER_IP, 5060))
+        reply = parse_message(await asyncio.wait_for(got.get(), 10))
+        assert isinstance(reply, SipResponse)
+        assert len(server.seen) == 1
+
+    run_virtual(main)
+
+
+async def _raw_stream(host: SimHost) -> tuple[StreamConnection, asyncio.Queue[bytes]]:
+    conn = await host.stack.connect_stream(Endpoint(SERVER_IP, 5060))
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    conn.set_handler(got.put_nowait)
+    return conn, got
+
+
+async def _read_until(got: asyncio.Queue[bytes], marker: bytes) -> bytes:
+    data = b""
+    while marker not in data:
+        chunk = await asyncio.wait_for(got.get(), 30)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_crlf_ping_on_tcp_is_answered_with_a_pong() -> None:
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None)
+        await server.start(SipTransport.TCP)
+        conn, got = await _raw_stream(client_host)
+        conn.write(b"\r\n\r\n")
+        assert await asyncio.wait_for(got.get(), 10) == b"\r\n"
+        conn.write(b"\r\n")  # a lone CRLF before a message is ignorable
+        conn.write(options(SipTransport.TCP))
+        answer = await _read_until(got, b"\r\n\r\n")
+        assert answer.startswith(b"SIP/2.0 200 OK")
+
+    run_virtual(main)
+
+
+def test_client_sees_pongs_and_sends_pings() -> None:
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None)
+        await server.start(SipTransport.TCP)
+        rec = Recorder()
+        client = await _client(client_host, None, rec)
+        flow = await client.send(
+            options(SipTransport.TCP), Target(SipTransport.TCP, Endpoint(SERVER_IP, 5060))
+        )
+        await rec.next()
+        client.send_ping(flow)
+        await asyncio.sleep(1)
+        assert rec.pongs == [flow]
+
+    run_virtual(main)
+
+
+def test_malformed_datagram_is_answered_400_and_the_server_keeps_serving() -> None:
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None)
+        await server.start(SipTransport.UDP)
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+        sock = await client_host.stack.open_udp(
+            Endpoint("0.0.0.0", 4000), lambda d, r: got.put_nowait(d)
+        )
+        bad = options(SipTransport.UDP).replace(b"CSeq: 1 OPTIONS", b"CSeq: x OPTIONS")
+        sock.send(bad, Endpoint(SERVER_IP, 5060))
+        answer = await asyncio.wait_for(got.get(), 10)
+        assert answer.startswith(b"SIP/2.0 400 ")
+        assert b"Call-ID: c1" in answer
+        sock.send(b"\xff garbage", Endpoint(SERVER_IP, 5060))  # dropped
+        sock.send(b"SIP/2.0 200 OK\r\n\r\n", Endpoint(SERVER_IP, 5060))  # bad response: dropped
+        sock.send(options(SipTransport.UDP), Endpoint(SERVER_IP, 5060))
+        ok = await asyncio.wait_for(got.get(), 10)
+        assert ok.startswith(b"SIP/2.0 200 OK")
+        assert len(server.seen) == 1
+
+    run_virtual(main)
+
+
+def test_lost_framing_on_tcp_is_answered_400_then_closed() -> None:
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None)
+        await server.start(SipTransport.TCP)
+        conn, got = await _raw_stream(client_host)
+        conn.write(options(SipTransport.TCP).replace(b"Content-Length: 0", b"Content-Length: -999"))
+        data = b""
+        while True:
+            chunk = await asyncio.wait_for(got.get(), 30)
+            if not chunk:
+                break
+            data += chunk
+        assert data.startswith(b"SIP/2.0 400 Bad Request\r\n")
+        assert len(server.closed) == 1
+        conn2, got2 = await _raw_stream(client_host)
+        conn2.write(options(SipTransport.TCP))
+        assert (await _read_until(got2, b"\r\n\r\n")).startswith(b"SIP/2.0 200 OK")
+
+    run_virtual(main)
+
+
+def test_a_closed_flow_is_reported_and_a_pinned_target_fails() -> None:
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None)
+        await server.start(SipTransport.TCP)
+        rec = Recorder()
+        client = await _client(client_host, None, rec)
+        await client.send(
+            options(SipTransport.TCP), Target(SipTransport.TCP, Endpoint(SERVER_IP, 5060))
+        )
+        await rec.next()
+        server_flow = server.seen[0][1].flow
+        assert server.layer.flow(server_flow) is not None
+        client.close()
+        await asyncio.sleep(1)
+        assert server.closed == [server_flow]
+        assert server.layer.flow(server_flow) is None
+        with pytest.raises(FlowGoneError):
+            await server.layer.send(
+                b"x", Target(SipTransport.TCP, Endpoint(CLIENT_IP, 1), server_flow)
+            )
+
+    run_virtual(main)
+
+
+def test_idle_connections_are_closed() -> None:
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None, idle_timeout=60.0)
+        await server.start(SipTransport.TCP)
+        conn, got = await _raw_stream(client_host)
+        await asyncio.sleep(30)
+        conn.write(b"\r\n\r\n")  # activity pushes the deadline
+        assert await asyncio.wait_for(got.get(), 10) == b"\r\n"
+        await asyncio.sleep(45)
+        assert len(server.layer.flows()) == 1
+        await asyncio.sleep(30)
+        assert server.layer.flows() == []
+        assert len(server.closed) == 1
+
+    run_virtual(main)
+
+
+def test_connection_cap_refuses_extra_connections() -> None:
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None, max_connections=1)
+        await server.start(SipTransport.TCP)
+        await _raw_stream(client_host)
+        _conn2, got2 = await _raw_stream(client_host)
+        assert await asyncio.wait_for(got2.get(), 10) == b""
+        assert len(server.layer.flows()) == 1
+
+    run_virtual(main)
+
+
+def test_connect_failure_is_a_transport_error() -> None:
+    async def main() -> None:
+        _, _server_host, client_host = _world()
+        client = await _client(client_host, None, Recorder())
+        with pytest.raises(TransportError):
+            await client.send(
+                options(SipTransport.TCP), Target(SipTransport.TCP, Endpoint(SERVER_IP, 5999))
+            )
+
+    run_virtual(main)
+
+
+def test_large_request_goes_over_tcp_when_enabled() -> None:
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None)
+        await server.start(SipTransport.UDP, SipTransport.TCP)
+        rec = Recorder()
+        layer = SipTransportLayer(
+            client_host.stack,
+            rec.on_message,
+            config=SipTransportConfig(large_requests_over_tcp=True),
+            rng=seeded_rng(3),
+        )
+        await layer.listen(SipTransport.UDP, Endpoint("0.0.0.0", 5070))
+        request = parse_message(options(SipTransport.UDP, body=b"x" * 1400))
+        small = parse_message(options(SipTransport.UDP, call_id="small"))
+        await layer.send(request, Target(SipTransport.UDP, Endpoint(SERVER_IP, 5060)))
+        await layer.send(small, Target(SipTransport.UDP, Endpoint(SERVER_IP, 5060)))
+        await rec.next()
+        await rec.next()
+        transports = {src.transport for _, src in server.seen}
+        assert transports == {SipTransport.TCP, SipTransport.UDP}
+        big = next(req for req, src in server.seen if src.transport is SipTransport.TCP)
+        assert len(big.body) == 1400
+
+    run_virtual(main)
+
+
+def test_websocket_without_the_sip_subprotocol_is_rejected() -> None:
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None)
+        await server.start(SipTransport.WS)
+        conn = await client_host.stack.connect_stream(Endpoint(SERVER_IP, 80))
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+        conn.set_handler(got.put_nowait)
+        conn.write(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        answer = await _read_until(got, b"\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 400")
+
+    run_virtual(main)
