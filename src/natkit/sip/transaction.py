@@ -205,11 +205,13 @@ def default_response_target(response: SipResponse, source: Source) -> Target:
     host name without ``received``) goes back to the source too.
     """
     back = Target(source.transport, source.remote, source.flow)
-    if not source.transport.reliable:
+    try:
         via = response.top_via
-        if via.has_rport and via.rport is None:
+        if via.has_rport and via.rport is None and not source.transport.reliable:
             return back
-    target = response_target(response, source)
+        target = response_target(response, source)
+    except MalformedMessageError:  # the TU's response lost its Via
+        return back
     return target if target is not None else back
 
 
