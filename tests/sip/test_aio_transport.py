@@ -378,3 +378,92 @@ def test_websocket_without_the_sip_subprotocol_is_rejected() -> None:
         assert answer.startswith(b"HTTP/1.1 400")
 
     run_virtual(main)
+
+
+def test_websocket_client_like_a_browser() -> None:
+    """RFC 7118 §5: a message per WS message, no Content-Length needed, split
+    over fragments; a "\\r\\n\\r\\n" message gets "\\r\\n"; WS pings get pongs."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Ping, Pong, Request, TextMessage
+
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None)
+        await server.start(SipTransport.WS)
+        conn = await client_host.stack.connect_stream(Endpoint(SERVER_IP, 80))
+        ws = WSConnection(ConnectionType.CLIENT)
+        events: asyncio.Queue[object] = asyncio.Queue()
+
+        def on_data(data: bytes) -> None:
+            ws.receive_data(data or None)
+            for event in ws.events():
+                events.put_nowait(event)
+
+        conn.set_handler(on_data)
+        conn.write(ws.send(Request(host="example.org", target="/", subprotocols=["sip"])))
+        accepted = await asyncio.wait_for(events.get(), 10)
+        assert isinstance(accepted, AcceptConnection)
+        assert accepted.subprotocol == "sip"
+        text = options(SipTransport.WS).decode().replace("Content-Length: 0\r\n", "")
+        conn.write(ws.send(TextMessage(data=text[:50], message_finished=False)))
+        conn.write(ws.send(TextMessage(data=text[50:], message_finished=True)))
+        reply = await asyncio.wait_for(events.get(), 10)
+        assert isinstance(reply, TextMessage)
+        assert reply.data.startswith("SIP/2.0 200 OK")
+        conn.write(ws.send(TextMessage(data="\r\n\r\n")))
+        pong = await asyncio.wait_for(events.get(), 10)
+        assert isinstance(pong, TextMessage)
+        assert pong.data == "\r\n"
+        conn.write(ws.send(Ping(payload=b"hi")))
+        ws_pong = await asyncio.wait_for(events.get(), 10)
+        assert isinstance(ws_pong, Pong)
+        assert server.seen[0][1].transport is SipTransport.WS
+
+    run_virtual(main)
+
+
+def test_tcp_fed_a_byte_at_a_time() -> None:
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None)
+        await server.start(SipTransport.TCP)
+        conn, got = await _raw_stream(client_host)
+        stream = (
+            options(SipTransport.TCP, call_id="a")
+            + b"\r\n\r\n"
+            + options(SipTransport.TCP, call_id="b")
+        )
+        for i in range(len(stream)):
+            conn.write(stream[i : i + 1])
+            await asyncio.sleep(0.001)
+        data = await _read_until(got, b"Call-ID: b")
+        assert data.count(b"SIP/2.0 200 OK") == 2
+        assert [req.call_id for req, _ in server.seen] == ["a", "b"]
+
+    run_virtual(main)
+
+
+def test_udp_flow_ids_name_the_endpoint_pair() -> None:
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None)
+        await server.start(SipTransport.UDP)
+        rec = Recorder()
+        client = await _client(client_host, None, rec)
+        await client.send(
+            options(SipTransport.UDP), Target(SipTransport.UDP, Endpoint(SERVER_IP, 5060))
+        )
+        await rec.next()
+        source = server.seen[0][1]
+        assert server.layer.flow(source.flow) == source
+        assert len(source.flow) <= 64  # fits a flow token (flow_token.MAX_FLOW_ID_BYTES)
+        # Sending over the pinned flow reaches the client from the same 5-tuple.
+        await server.layer.send(
+            options(SipTransport.UDP, call_id="back"),
+            Target(SipTransport.UDP, Endpoint("0.0.0.0", 1), source.flow),
+        )
+        msg, back_source = await rec.next()
+        assert msg.call_id == "back"
+        assert back_source.remote == Endpoint(SERVER_IP, 5060)
+
+    run_virtual(main)
