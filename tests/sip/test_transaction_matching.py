@@ -256,7 +256,9 @@ def test_merged_request_detection(reject: bool, answers: list[int]) -> None:
     forked_copy = request("INVITE", branch="z9hG4bKpath2", via_host="192.0.2.99")
     layer.receive_message(forked_copy, source(), now=0.1)
     received = _received(layer)
-    assert [m.status for m in sent(layer) if isinstance(m, SipResponse)] == answers
+    responses = [m for m in sent(layer) if isinstance(m, SipResponse)]
+    assert [m.status for m in responses] == answers
+    assert all(m.to.tag for m in responses)  # §8.2.6.2
     assert len(received) == (0 if reject else 1)
 
 

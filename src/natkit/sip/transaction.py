@@ -13,8 +13,8 @@ TU must hear from :meth:`~TransactionLayer.next_event`, and the driver
 wakes the layer at :meth:`~TransactionLayer.get_timer` with
 :meth:`~TransactionLayer.handle_timer`. The layer never picks a transport:
 each request comes with its :class:`Target`, and responses go back where
-§18.2.2 (and RFC 3581 ``rport``) says, computed from the request's
-:class:`Source`.
+§18.2.2 (and RFC 3581 ``rport``) says for the request's :class:`Source`
+and the Via the transport stamped (:mod:`natkit.sip.via_routing`).
 
 The four state machines are those of §17.1.1 (INVITE client: Calling,
 Proceeding, Completed, Terminated; timers A, B, D), §17.1.2 (non-INVITE
@@ -601,7 +601,9 @@ class TransactionLayer:
             self._merge_index[merge_key] = txn_id
         self._servers[txn_id] = txn
         if merged:
-            self.send_response(make_response(request, 482), now=now, server_txn=txn_id)
+            to_tag = f"{self._rng.getrandbits(64):016x}"  # §8.2.6.2: every final needs one
+            loop = make_response(request, 482, to_tag=to_tag)
+            self.send_response(loop, now=now, server_txn=txn_id)
             return
         cancelled: ServerTransactionId | None = None
         if method == "CANCEL":
