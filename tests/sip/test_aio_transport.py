@@ -4,8 +4,10 @@ keepalives (RFC 5626 §4.4.1, §8), malformed input, flows and connection reuse.
 from __future__ import annotations
 
 import asyncio
+import random
 import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -465,5 +467,56 @@ def test_udp_flow_ids_name_the_endpoint_pair() -> None:
         msg, back_source = await rec.next()
         assert msg.call_id == "back"
         assert back_source.remote == Endpoint(SERVER_IP, 5060)
+
+    run_virtual(main)
+
+
+TORTURE = Path(__file__).resolve().parents[1] / "data" / "sip_torture"
+
+
+def _torture_files() -> list[Path]:
+    return sorted(TORTURE.glob("*.dat"))
+
+
+def test_torture_and_mutated_messages_never_stop_the_server() -> None:
+    """Every RFC 4475 message over UDP and over TCP, then seeded byte flips of a
+    valid request: each is answered or dropped, and a valid request afterwards
+    is still served (the simulation fails if a callback raises)."""
+    files = _torture_files()
+    if not files:
+        pytest.skip("tests/data/sip_torture not present")
+    rng = random.Random(11)
+    valid = options(SipTransport.UDP)
+    mutated = []
+    for _ in range(300):
+        data = bytearray(valid)
+        for _ in range(rng.randint(1, 6)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        mutated.append(bytes(data))
+
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None)
+        await server.start(SipTransport.UDP, SipTransport.TCP)
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+        sock = await client_host.stack.open_udp(
+            Endpoint("0.0.0.0", 4000), lambda d, r: got.put_nowait(d)
+        )
+        for payload in [f.read_bytes() for f in files] + mutated:
+            sock.send(payload, Endpoint(SERVER_IP, 5060))
+        for f in files:
+            conn, _ = await _raw_stream(client_host)
+            conn.write(f.read_bytes())
+            await asyncio.sleep(0.5)
+            conn.abort()
+        await asyncio.sleep(1)
+        while not got.empty():
+            answer = got.get_nowait()
+            assert answer.startswith(b"SIP/2.0 ")
+        seen = len(server.seen)
+        sock.send(options(SipTransport.UDP, call_id="after"), Endpoint(SERVER_IP, 5060))
+        answer = await asyncio.wait_for(got.get(), 10)
+        assert b"Call-ID: after" in answer
+        assert len(server.seen) == seen + 1
 
     run_virtual(main)
