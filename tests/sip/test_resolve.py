@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from natkit.addr import Endpoint, Family
 from natkit.errors import LocalProtocolError
-from natkit.net.dns import SrvRecord, order_srv
 from natkit.sip.flow import SipTransport, Target
 from natkit.sip.headers import Via
 from natkit.sip.message import SipRequest, parse_message
@@ -25,11 +24,11 @@ from natkit.sip.resolve import (
     ServerTarget,
     SipResponseLocator,
     SipServerLocator,
-    rfc2782_order,
 )
 from natkit.sip.transaction import TransactionLayer
 from natkit.sip.transaction_events import TransactionTimedOut
 from natkit.sip.uri import SipUri, parse_uri
+from natkit.srv import SrvRecord
 
 UDP, TCP, TLS, WS, WSS = (
     SipTransport.UDP,
@@ -397,16 +396,6 @@ def test_srv_weights_with_seeded_rng() -> None:
         seconds.append(targets[1][1])
     share = seconds.count("192.0.2.90") / len(seconds)
     assert 0.85 < share < 0.95
-
-
-@pytest.mark.parametrize("seed", range(20))
-def test_rfc2782_order_matches_net_dns_order_srv(seed: int) -> None:
-    gen = random.Random(seed)
-    records = [
-        SrvRecord(gen.randint(0, 2), gen.choice([0, 0, 1, 5, 50]), 5060, f"t{i}")
-        for i in range(gen.randint(1, 8))
-    ]
-    assert rfc2782_order(records, random.Random(seed)) == order_srv(records, random.Random(seed))
 
 
 def test_limits_cap_records_queries_and_targets() -> None:

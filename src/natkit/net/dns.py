@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
@@ -24,40 +22,13 @@ import dns.resolver
 
 from natkit.addr import Endpoint, Transport, parse_endpoint
 from natkit.errors import TransportError
-from natkit.rng import Rng, default_rng
+from natkit.rng import Rng
+from natkit.srv import SrvRecord, order_srv
 
 __all__ = ["SrvRecord", "order_srv", "resolve_addresses", "resolve_stun", "split_host_port"]
 
 STUN_PORT = 3478
 STUNS_PORT = 5349
-
-
-@dataclass(frozen=True, slots=True)
-class SrvRecord:
-    priority: int
-    weight: int
-    port: int
-    target: str
-
-
-def order_srv(records: Sequence[SrvRecord], rng: Rng | None = None) -> list[SrvRecord]:
-    """RFC 2782 order: ascending priority; within one priority, repeatedly
-    draw a record with probability proportional to its weight (zero-weight
-    records get a small chance, and come first in the running sum as the RFC asks)."""
-    rng = rng or default_rng()
-    out: list[SrvRecord] = []
-    for prio in sorted({r.priority for r in records}):
-        group = sorted((r for r in records if r.priority == prio), key=lambda r: r.weight)
-        while group:
-            total = sum(r.weight for r in group)
-            pick = rng.randint(0, total)
-            running = 0
-            for i, rec in enumerate(group):
-                running += rec.weight
-                if running >= pick:
-                    out.append(group.pop(i))
-                    break
-    return [r for r in out if r.target != "."]
 
 
 def split_host_port(text: str) -> tuple[str, int | None]:

@@ -32,7 +32,7 @@ Client rules (§4.1 transport, §4.2 port and address):
   services. Without usable NAPTR records, SRV for each supported transport
   (``_sip._udp``, ``_sip._tcp``, ``_sips._tcp``, ``_sip._ws``, ``_sips._ws``).
 * A numeric TARGET is used as is; a name with a port gets its AAAA/A records
-  at that port; otherwise SRV records in RFC 2782 order (:func:`rfc2782_order`)
+  at that port; otherwise SRV records in RFC 2782 order (:func:`natkit.srv.order_srv`)
   and each target's addresses; without any SRV record the name's own
   addresses at the transport's default port (5060, 5061 for TLS, 80/443 for
   WS/WSS).
@@ -49,7 +49,6 @@ import enum
 import ipaddress
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from natkit.addr import Endpoint, Family
 from natkit.errors import LocalProtocolError
@@ -57,6 +56,7 @@ from natkit.rng import Rng, default_rng
 from natkit.sip.flow import SipTransport, Target
 from natkit.sip.headers import Via
 from natkit.sip.uri import SipUri
+from natkit.srv import SrvAnswer, order_srv
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -72,7 +72,6 @@ __all__ = [
     "SipResponseLocator",
     "SipServerLocator",
     "SrvAnswer",
-    "rfc2782_order",
 ]
 
 DEFAULT_PORTS: dict[SipTransport, int] = {
@@ -139,19 +138,6 @@ class NaptrRecord:
     replacement: str
 
 
-class SrvAnswer(Protocol):
-    """An SRV record (RFC 2782); :class:`natkit.net.dns.SrvRecord` is one."""
-
-    @property
-    def priority(self) -> int: ...
-    @property
-    def weight(self) -> int: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def target(self) -> str: ...
-
-
 DnsRecord = NaptrRecord | SrvAnswer | str
 """An answer's records: NAPTR records, SRV records, or IP address text (A/AAAA)."""
 
@@ -187,30 +173,6 @@ class LocatorLimits:
     """Per name and address family."""
     max_queries: int = 48
     max_targets: int = 32
-
-
-def rfc2782_order(records: Sequence[SrvAnswer], rng: Rng) -> list[SrvAnswer]:
-    """RFC 2782 "Usage rules": ascending priority; within a priority, draw
-    records one by one with probability proportional to weight (zero weights
-    first in the running sum, so they keep a small chance). Targets "." (no
-    service) are dropped.
-
-    The same algorithm as :func:`natkit.net.dns.order_srv`, which a sans-IO
-    core may not import (tests/test_layers.py); a test checks that both give
-    the same order for the same random draws.
-    """
-    out: list[SrvAnswer] = []
-    for priority in sorted({r.priority for r in records}):
-        group = sorted((r for r in records if r.priority == priority), key=lambda r: r.weight)
-        while group:
-            pick = rng.randint(0, sum(r.weight for r in group))
-            running = 0
-            for index, record in enumerate(group):
-                running += record.weight
-                if running >= pick:
-                    out.append(group.pop(index))
-                    break
-    return [r for r in out if r.target not in (".", "")]
 
 
 def _normal_name(name: str) -> str:
@@ -341,7 +303,7 @@ class _Locator:
             : self._limits.max_srv_records
         ]
         found.append(bool(records))
-        ordered = rfc2782_order(records, self._rng)
+        ordered = order_srv(records, self._rng)
         if records and not ordered:
             self._problems.append(f"{name}: SRV says there is no such service")
         for record in ordered:
