@@ -6,8 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from natkit.addr import Endpoint
+from natkit.errors import MalformedMessageError
 from natkit.sip.flow import SipTransport, Source
 from natkit.sip.gruu import GruuSigner
 from natkit.sip.headers import parse_name_addr
@@ -518,3 +521,28 @@ def test_method_other_than_register_is_405() -> None:
     req = register("<sip:a@h>")
     req.method = "OPTIONS"
     assert registrar().process(req, (), now=NOW).response.status == 405
+
+
+# -- robustness ----------------------------------------------------------------------
+
+_PARAM_TEXT = st.text(alphabet='abcxyz019-.;="<>:@%+ ', max_size=30)
+
+
+@given(contact_params=_PARAM_TEXT, expires=_PARAM_TEXT, cseq=st.integers(0, 2**31 - 1))
+def test_process_never_raises(contact_params: str, expires: str, cseq: int) -> None:
+    text = (
+        "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=1\r\n"
+        "To: <sip:alice@example.com>\r\nCall-ID: c\r\n"
+        f"CSeq: {cseq} REGISTER\r\nContact: <sip:alice@h>;{contact_params}\r\n"
+        f"Expires: {expires}\r\nSupported: outbound, gruu, path\r\nContent-Length: 0\r\n\r\n"
+    )
+    try:
+        request = parse_message(text.encode())
+    except MalformedMessageError:
+        return
+    assert isinstance(request, SipRequest)
+    existing = Binding(key="u:sip:alice@h", contact="<sip:alice@h>", expires=NOW + 60,
+                       call_id="c", cseq=5)  # fmt: skip
+    outcome = registrar().process(request, (existing,), now=NOW)
+    assert 200 <= outcome.response.status < 600

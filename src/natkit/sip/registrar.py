@@ -47,7 +47,6 @@ from natkit.sip.headers import (
     parse_delta_seconds,
     parse_name_addr,
     parse_qvalue,
-    quote_string,
 )
 from natkit.sip.message import SipRequest, SipResponse, make_response, unsupported_options
 from natkit.sip.uri import SipUri, parse_uri
@@ -250,16 +249,18 @@ class SipRegistrar:
     def __init__(self, config: RegistrarConfig) -> None:
         self.config = config
         self.gruu = GruuSigner(config.gruu_secrets) if config.gruu_secrets else None
+        tags = ["path"]
+        if config.outbound:
+            tags.append("outbound")
+        if self.gruu is not None:
+            tags.append("gruu")
+        self._supported = tuple(tags)
+        self._supported_text = ", ".join(tags)
 
     @property
     def supported(self) -> tuple[str, ...]:
         """Option tags this registrar supports (Supported of its responses)."""
-        tags = ["path"]
-        if self.config.outbound:
-            tags.append("outbound")
-        if self.gruu is not None:
-            tags.append("gruu")
-        return tuple(tags)
+        return self._supported
 
     def process(
         self,
@@ -503,14 +504,16 @@ class SipRegistrar:
             if offer_gruu and binding.instance is not None and self.gruu is not None:
                 pub = self.gruu.public(aor_uri, binding.instance)
                 temp = self.gruu.temporary(aor_uri, binding.instance, binding.call_id, now=now)
-                text += f";pub-gruu={quote_string(str(pub))};temp-gruu={quote_string(str(temp))}"
+                # A serialized SIP URI holds no '"' or '\\' (they are %-escaped):
+                # quoting needs no quoted-pairs.
+                text += f';pub-gruu="{pub}";temp-gruu="{temp}"'
             headers.append(("Contact", text))
         if paths and "path" in supported:
             # RFC 3327 §5.3: echo the stored Path only to a UA that supports it.
             headers.extend(("Path", p) for p in paths)
         if outbound_applied:
             headers.append(("Require", "outbound"))
-        headers.append(("Supported", ", ".join(self.supported)))
+        headers.append(("Supported", self._supported_text))
         if self.config.date_header:
             headers.append(("Date", email.utils.formatdate(now, usegmt=True)))
         return RegisterOutcome(
