@@ -298,3 +298,37 @@ def test_error_response_copies_the_matching_headers() -> None:
 )
 def test_no_error_response_when_the_client_could_not_match_it(head: bytes) -> None:
     assert error_response_for(head, 400, "Bad Request") is None
+
+
+def _reference_content_length(head: bytes) -> int | str | None:
+    values = [v for n, v in header_lines(head)[1] if n.lower() in (b"content-length", b"l")]
+    if any(not v.isdigit() or not v.isascii() or len(v) > 10 for v in values):
+        return "error"
+    if len(set(map(int, values))) > 1:
+        return "error"
+    return int(values[0]) if values else None
+
+
+_HEADER_PIECES = [
+    b"Content-Length: 5",
+    b"content-length:5",
+    b"L : 5",
+    b"l: 7",
+    b"Content-Length: x",
+    b"Content-Lengthy: 9",
+    b"Xl: 3",
+    b"Via: SIP/2.0/TCP h",
+    b" l: 4",
+    b"\tfolded",
+    b"Subject: l: 2",
+]
+
+
+@given(st.lists(st.sampled_from(_HEADER_PIECES), max_size=6), st.sampled_from([b"\r\n", b"\n"]))
+def test_content_length_fast_path_agrees_with_unfolding(pieces: list[bytes], eol: bytes) -> None:
+    head = eol.join([b"OPTIONS sip:a@b SIP/2.0", *pieces]) + eol + eol
+    try:
+        got: int | str | None = content_length_of(head)
+    except StreamFramingError:
+        got = "error"
+    assert got == _reference_content_length(head)

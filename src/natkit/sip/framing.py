@@ -55,6 +55,7 @@ _PING = b"\r\n\r\n"
 _END_OF_HEADERS = re.compile(rb"\r?\n\r?\n")
 _DIGITS = re.compile(rb"[0-9]+")
 _CONTENT_LENGTH_NAMES = (b"content-length", b"l")
+_CONTENT_LENGTH_LINE = re.compile(rb"\n(?:content-length|l)[ \t]*:([^\r\n]*)", re.IGNORECASE)
 _MAX_CONTENT_LENGTH_DIGITS = 10  # anything longer is over every limit anyway
 _DEFAULT_LIMITS = SipLimits()
 
@@ -122,10 +123,12 @@ def content_length_of(head: bytes) -> int | None:
     (RFC 4475 §3.1.2.3 ``ncl``, §3.1.2.9 ``mcl01``). Equal repeats are
     accepted: they leave no doubt about the framing.
     """
+    if b"\n " in head or b"\n\t" in head:  # folded lines: unfold them all
+        values = [v for n, v in header_lines(head)[1] if n.lower() in _CONTENT_LENGTH_NAMES]
+    else:  # the common case: one regex pass, no per-line objects
+        values = [m.group(1).strip() for m in _CONTENT_LENGTH_LINE.finditer(head)]
     found: int | None = None
-    for name, value in header_lines(head)[1]:
-        if name.lower() not in _CONTENT_LENGTH_NAMES:
-            continue
+    for value in values:
         if not _DIGITS.fullmatch(value) or len(value) > _MAX_CONTENT_LENGTH_DIGITS:
             raise StreamFramingError(f"bad Content-Length {value[:32]!r}", head=head)
         length = int(value)
