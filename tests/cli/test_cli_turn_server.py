@@ -298,3 +298,36 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_worker_that_exits_stops_the_server_with_status_1() -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "natkit.cli.main", *BASE),
+            *("--listen", f"udp:127.0.0.1:{port}", "--no-admin", "--workers", "2"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        assert proc.stderr is not None
+        seen = b""
+        deadline = time.monotonic() + 20
+        while b"worker processes" not in seen:
+            ready, _, _ = select.select([proc.stderr], [], [], max(0, deadline - time.monotonic()))
+            line = proc.stderr.readline() if ready else b""
+            assert line, f"turn-server did not start: {seen.decode()}"
+            seen += line
+        (worker,) = _children(proc.pid)
+        os.kill(worker, signal.SIGKILL)
+        assert proc.wait(15) == 1
+        assert b"exited; the server stopped" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()

@@ -438,7 +438,8 @@ async def _serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        pidfds = [_watch_worker(loop, pid, stop) for pid in workers or ()]
+        died: list[int] = []
+        pidfds = [_watch_worker(loop, pid, stop, died) for pid in workers or ()]
         await runner.start()
         _tune_gc()
         try:
@@ -460,12 +461,16 @@ async def _serve(
     finally:
         if store is not None:
             await store.close()
+    if died:  # exit status 1, so that a supervisor restarts the whole server
+        raise NatkitError(f"worker process {died[0]} exited; the server stopped")
 
 
 _UDP_BUFFER = 4 * 1024 * 1024
 
 
-def _watch_worker(loop: asyncio.AbstractEventLoop, pid: int, stop: asyncio.Event) -> int:
+def _watch_worker(
+    loop: asyncio.AbstractEventLoop, pid: int, stop: asyncio.Event, died: list[int]
+) -> int:
     """In worker 0: a worker that exits stops the server (see _serve_workers).
     A pidfd (Linux 5.3) turns readable when its process ends (uvloop keeps
     SIGCHLD to itself); returns the descriptor, for the caller to close."""
@@ -474,7 +479,7 @@ def _watch_worker(loop: asyncio.AbstractEventLoop, pid: int, stop: asyncio.Event
     def ended() -> None:
         loop.remove_reader(fd)
         log.error("TURN worker %d exited: stopping", pid)
-        err_console.print(f"worker {pid} exited: stopping", markup=False)
+        died.append(pid)
         stop.set()
 
     loop.add_reader(fd, ended)
