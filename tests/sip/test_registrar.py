@@ -384,6 +384,17 @@ def test_path_is_stored_and_echoed_only_with_supported_path(
     assert listed == (list(binding.path) if echoed else [])
 
 
+def test_a_registrar_without_path_support_answers_require_path_with_420() -> None:
+    reg = registrar(path=False)
+    req = register("<sip:a@h>", extra=("Require: path", "Path: <sip:e@edge;lr>"))
+    outcome = reg.process(req, (), now=NOW)
+    assert outcome.response.status == 420
+    assert outcome.response.headers.get("Unsupported") == "path"
+    _, (binding,) = apply(reg, register("<sip:a@h>", extra=("Path: <sip:e@edge;lr>",)))
+    assert binding.path == ()
+    assert "outbound" not in reg.supported
+
+
 # -- GRUU (RFC 5627) ---------------------------------------------------------------
 
 

@@ -194,6 +194,9 @@ class RegistrarConfig:
     """Secrets for temporary GRUUs (the first signs); none: GRUU is not offered."""
     outbound: bool = True
     """RFC 5626 registrar support (reg-id bindings, 439, Require: outbound)."""
+    path: bool = True
+    """RFC 3327 support: Path stored and echoed. Off: ``Require: path`` gets 420
+    and Path values are not stored (RFC 5626 §6 needs Path: off disables outbound)."""
     may_register: Callable[[str, SipUri], bool] = default_may_register
     """Authorization (§10.3 step 4): may this authenticated user register the AoR?"""
     date_header: bool = True
@@ -249,8 +252,8 @@ class SipRegistrar:
     def __init__(self, config: RegistrarConfig) -> None:
         self.config = config
         self.gruu = GruuSigner(config.gruu_secrets) if config.gruu_secrets else None
-        tags = ["path"]
-        if config.outbound:
+        tags = ["path"] if config.path else []
+        if config.outbound and config.path:
             tags.append("outbound")
         if self.gruu is not None:
             tags.append("gruu")
@@ -340,7 +343,7 @@ class SipRegistrar:
         call_id = request.call_id
         cseq = request.cseq.seq
         supported = {tag.lower() for tag in request.headers.values("Supported")}
-        paths = tuple(str(p) for p in request.name_addrs("Path"))
+        paths = tuple(str(p) for p in request.name_addrs("Path")) if cfg.path else ()
         expires_header = self._expires_header(request)
         live = [b for b in current if b.expires > now]
         expired_keys = tuple(b.key for b in current if b.expires <= now)
@@ -454,7 +457,8 @@ class SipRegistrar:
             # RFC 5627 §6: a GRUU is never a registrable contact.
             raise _Rejected(403, "Forbidden (Contact is a GRUU)")
         key: str | None = None
-        if reg_id is not None and instance is not None and cfg.outbound and "outbound" in supported:
+        outbound = cfg.outbound and cfg.path
+        if reg_id is not None and instance is not None and outbound and "outbound" in supported:
             if expires != 0 and paths and not _first_hop_supports_outbound(paths):
                 raise _Rejected(439, "First Hop Lacks Outbound Support")
             key = f"i:{instance}:{reg_id}"
