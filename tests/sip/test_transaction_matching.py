@@ -463,9 +463,9 @@ def test_response_target_policy_can_be_injected() -> None:
 def test_a_response_without_via_goes_back_to_the_source() -> None:
     layer = TransactionLayer()
     req = request("OPTIONS")
-    layer.receive_message(req, source(TCP, UA_NATTED), now=0.0)
+    layer.receive_message(req, source(UDP, UA_NATTED), now=0.0)
     [event] = _received(layer)
     ok = response(req, 200)
     ok.headers.remove("Via")
     layer.send_response(ok, now=0.0, server_txn=event.server_txn)
-    assert layer.messages_to_send() == [(ok, Target(TCP, UA_NATTED, "tcp:203.0.113.7:40123"))]
+    assert layer.messages_to_send() == [(ok, Target(UDP, UA_NATTED, _NATTED_UDP))]

@@ -205,9 +205,11 @@ def default_response_target(response: SipResponse, source: Source) -> Target:
     host name without ``received``) goes back to the source too.
     """
     back = Target(source.transport, source.remote, source.flow)
+    if source.transport.reliable:
+        return back  # over the request's connection, whatever the Via says
     try:
         via = response.top_via
-        if via.has_rport and via.rport is None and not source.transport.reliable:
+        if via.has_rport and via.rport is None:
             return back
         target = response_target(response, source)
     except MalformedMessageError:  # the TU's response lost its Via
