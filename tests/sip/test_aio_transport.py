@@ -520,3 +520,61 @@ def test_torture_and_mutated_messages_never_stop_the_server() -> None:
         assert len(server.seen) == seen + 1
 
     run_virtual(main)
+
+
+def test_per_ip_cap_refuses_a_host_but_not_others() -> None:
+    async def main() -> None:
+        net, server_host, client_host = _world()
+        other_host = net.add_host("other", "192.0.2.8")
+        server = EchoServer(server_host, None, max_connections_per_ip=2)
+        await server.start(SipTransport.TCP)
+        first, _ = await _raw_stream(client_host)
+        await _raw_stream(client_host)
+        _third, got3 = await _raw_stream(client_host)
+        assert await asyncio.wait_for(got3.get(), 10) == b""
+        conn, got = await _raw_stream(other_host)
+        conn.write(options(SipTransport.TCP))
+        assert (await _read_until(got, b"\r\n\r\n")).startswith(b"SIP/2.0 200 OK")
+        first.close()
+        await asyncio.sleep(1)
+        again, got4 = await _raw_stream(client_host)
+        again.write(options(SipTransport.TCP))
+        assert (await _read_until(got4, b"\r\n\r\n")).startswith(b"SIP/2.0 200 OK")
+
+    run_virtual(main)
+
+
+def test_untrusted_tls_server_is_a_transport_error(tls_server_context: ssl.SSLContext) -> None:
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, tls_server_context)
+        await server.start(SipTransport.TLS)
+        client = await _client(client_host, ssl.create_default_context(), Recorder())
+        with pytest.raises(TransportError):
+            await client.send(
+                options(SipTransport.TLS), Target(SipTransport.TLS, Endpoint(SERVER_IP, 5061))
+            )
+        assert client.flows() == []
+
+    run_virtual(main)
+
+
+def test_a_peer_that_does_not_read_is_aborted() -> None:
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None, max_write_buffer=64_000)
+        await server.start(SipTransport.TCP)
+        conn, _got = await _raw_stream(client_host)
+        conn.write(b"\r\n\r\n")
+        await asyncio.sleep(1)
+        conn.pause_reading()
+        flow = server.layer.flows()[0].flow
+        big = options(SipTransport.TCP, body=b"x" * 8000)
+        target = Target(SipTransport.TCP, conn.local_endpoint, flow)
+        with pytest.raises(FlowGoneError):
+            for _ in range(1000):
+                await server.layer.send(big, target)
+                await asyncio.sleep(0.01)
+        assert server.closed == [flow]
+
+    run_virtual(main)

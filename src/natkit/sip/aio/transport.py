@@ -33,7 +33,9 @@ of the layer.
 Stream connections are kept in a table keyed by flow id, with an index by
 (transport, remote) so that requests to a peer reuse an open connection
 (§18.1.1) and concurrent sends share one connect. Connections idle for
-``idle_timeout`` are closed; ``max_connections`` caps the table. When a
+``idle_timeout`` are closed; ``max_connections`` caps the table and
+``max_connections_per_ip`` what one host may open; a peer that stops
+reading is aborted once ``max_write_buffer`` octets wait for it. When a
 connection closes, ``on_flow_closed(flow_id)`` is called (an edge proxy
 then answers 430 for requests that name it, RFC 5626 §5.3).
 
@@ -113,6 +115,8 @@ class SipTransportConfig:
     limits: SipLimits = field(default_factory=SipLimits)
     idle_timeout: float = 3600.0  # a stream without a byte for this long is closed
     max_connections: int = 10_000
+    max_connections_per_ip: int = 0  # accepted connections from one IP; 0: no limit
+    max_write_buffer: int = 1 << 20  # octets queued to a peer that does not read: then abort
     connect_timeout: float = 10.0
     tls_client: ssl.SSLContext | None = None  # for outgoing TLS and WSS
     server_hostname: str | None = None  # TLS name to check on outgoing connections
@@ -207,6 +211,10 @@ class _Connection:
         if self.closed:
             raise FlowGoneError(f"flow {self.flow} is closed")
         self.last_activity = self._loop.time()
+        if self.conn.write_buffer_size > self.layer.config.max_write_buffer:
+            log.info("aborting %s flow %s: the peer does not read", self.transport, self.flow)
+            self.close(abort=True)
+            raise FlowGoneError(f"flow {self.flow} aborted: write buffer full")
         if self.ws is None:
             self.conn.write(data)
             return
@@ -393,6 +401,7 @@ class SipTransportLayer:
         self._by_remote: dict[tuple[SipTransport, Endpoint], FlowId] = {}
         self._connecting: dict[tuple[SipTransport, Endpoint], asyncio.Future[_Connection]] = {}
         self._listening: list[tuple[SipTransport, Endpoint]] = []
+        self._accepted_per_ip: dict[str, int] = {}
         self._closed = False
 
     # -- setup ---------------------------------------------------------------------
@@ -569,9 +578,17 @@ class SipTransportLayer:
     # -- receiving -----------------------------------------------------------------
 
     def _accept(self, transport: SipTransport, raw: StreamConnection) -> None:
-        if self._closed or len(self._connections) >= self.config.max_connections:
+        per_ip = self.config.max_connections_per_ip
+        host = raw.remote_endpoint.host
+        if (
+            self._closed
+            or len(self._connections) >= self.config.max_connections
+            or (per_ip and self._accepted_per_ip.get(host, 0) >= per_ip)
+        ):
+            log.info("refusing a %s connection from %s: at the cap", transport, host)
             raw.abort()
             return
+        self._accepted_per_ip[host] = self._accepted_per_ip.get(host, 0) + 1
         self._add(transport, raw, outgoing=False)
 
     def _add(
@@ -587,6 +604,13 @@ class SipTransportLayer:
     def _forget(self, conn: _Connection) -> None:
         if self._connections.pop(conn.flow, None) is None:
             return
+        if not conn.outgoing:
+            host = conn.source.remote.host
+            left = self._accepted_per_ip.get(host, 1) - 1
+            if left > 0:
+                self._accepted_per_ip[host] = left
+            else:
+                self._accepted_per_ip.pop(host, None)
         key = (conn.transport, conn.source.remote)
         if self._by_remote.get(key) == conn.flow:
             del self._by_remote[key]
