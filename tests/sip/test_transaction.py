@@ -612,3 +612,11 @@ def test_retransmissions_go_to_the_target_of_the_first_send(
     layer.send_request(req, pinned, now=0.0)
     layer.handle_timer(now=first_timer)
     assert layer.messages_to_send() == [(req, pinned), (req, pinned)]
+
+
+def test_response_without_via_and_without_transaction_id_is_dropped() -> None:
+    layer, _, req = _server("OPTIONS")
+    ok = response(req, 200)
+    ok.headers.remove("Via")
+    layer.send_response(ok, now=0.0)
+    assert sent(layer) == []
