@@ -49,7 +49,7 @@ from natkit.sip.headers import (
     parse_qvalue,
 )
 from natkit.sip.message import SipRequest, SipResponse, make_response, unsupported_options
-from natkit.sip.uri import SipUri, parse_uri
+from natkit.sip.uri import SipUri, Uri, parse_uri
 
 __all__ = [
     "Binding",
@@ -101,8 +101,8 @@ class Binding:
         """Whole seconds left at wall time ``now`` (the ``expires`` a 200 lists)."""
         return max(0, math.ceil(self.expires - now))
 
-    def uri(self) -> Any:
-        """The parsed Contact URI (a :data:`natkit.sip.uri.Uri`)."""
+    def uri(self) -> Uri:
+        """The parsed Contact URI."""
         return parse_name_addr(self.contact).uri
 
     def to_json(self) -> list[Any]:
@@ -238,7 +238,7 @@ class _Rejected(Exception):
 @dataclass(frozen=True, slots=True)
 class _Requested:
     name_addr: NameAddr
-    uri: Any
+    uri: Uri
     expires: int
     q: float | None
     instance: str | None
