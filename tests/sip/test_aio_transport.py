@@ -578,3 +578,29 @@ def test_a_peer_that_does_not_read_is_aborted() -> None:
         assert server.closed == [flow]
 
     run_virtual(main)
+
+
+def test_send_soon_from_synchronous_code() -> None:
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None)
+        await server.start(SipTransport.UDP, SipTransport.TCP)
+        rec = Recorder()
+        client = await _client(client_host, None, rec)
+        failures: list[tuple[Target, TransportError]] = []
+        for transport in (SipTransport.UDP, SipTransport.TCP):
+            client.send_soon(
+                options(transport, call_id=transport.value),
+                Target(transport, Endpoint(SERVER_IP, 5060)),
+                on_failed=lambda t, e: failures.append((t, e)),
+            )
+        got = {(await rec.next())[0].call_id for _ in range(2)}
+        assert got == {"udp", "tcp"}
+        bad = Target(SipTransport.TCP, Endpoint(SERVER_IP, 5999))
+        client.send_soon(
+            options(SipTransport.TCP), bad, on_failed=lambda t, e: failures.append((t, e))
+        )
+        await asyncio.sleep(5)
+        assert [t for t, _ in failures] == [bad]
+
+    run_virtual(main)

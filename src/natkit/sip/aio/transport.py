@@ -402,6 +402,7 @@ class SipTransportLayer:
         self._connecting: dict[tuple[SipTransport, Endpoint], asyncio.Future[_Connection]] = {}
         self._listening: list[tuple[SipTransport, Endpoint]] = []
         self._accepted_per_ip: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[FlowId]] = set()
         self._closed = False
 
     # -- setup ---------------------------------------------------------------------
@@ -499,6 +500,45 @@ class SipTransportLayer:
         conn = await self._connection_for(target, server_hostname)
         conn.send(data)
         return conn.flow
+
+    def send_soon(
+        self,
+        message: SipMessage | bytes,
+        target: Target,
+        *,
+        on_failed: Callable[[Target, TransportError], None] | None = None,
+    ) -> None:
+        """:meth:`send` for synchronous callers (a core's driver draining
+        ``messages_to_send``): UDP goes out at once, streams in a task;
+        a failure goes to ``on_failed`` (else it is logged)."""
+
+        def failed(exc: TransportError) -> None:
+            if on_failed is not None:
+                on_failed(target, exc)
+            else:
+                log.info("sending to %s failed: %s", target.remote, exc)
+
+        if target.transport is SipTransport.UDP and not self.config.large_requests_over_tcp:
+            data = message if isinstance(message, bytes) else serialize_message(message)
+            try:
+                self._send_udp(data, target)
+            except TransportError as exc:
+                failed(exc)
+            return
+        task = asyncio.ensure_future(self.send(message, target))
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[FlowId]) -> None:
+            self._tasks.discard(t)
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if isinstance(exc, TransportError):
+                failed(exc)
+            elif exc is not None:
+                log.error("sending to %s raised", target.remote, exc_info=exc)
+
+        task.add_done_callback(done)
 
     def send_ping(self, flow: FlowId) -> None:
         """Send an RFC 5626 §4.4.1 CRLFCRLF ping over a stream flow."""
@@ -697,6 +737,8 @@ class SipTransportLayer:
             listener.close()
         for conn in list(self._connections.values()):
             conn.close(abort=False)
+        for task in self._tasks:
+            task.cancel()
 
     async def wait_closed(self) -> None:
         for endpoint in self._udp.values():
