@@ -615,8 +615,9 @@ def test_retransmissions_go_to_the_target_of_the_first_send(
 
 
 def test_response_without_via_and_without_transaction_id_is_dropped() -> None:
-    layer, _, req = _server("OPTIONS")
+    layer, txn, req = _server("OPTIONS")
     ok = response(req, 200)
     ok.headers.remove("Via")
     layer.send_response(ok, now=0.0)
     assert sent(layer) == []
+    assert layer.has_transaction(txn)  # still waiting for a usable answer
