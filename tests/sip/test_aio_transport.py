@@ -604,3 +604,23 @@ def test_send_soon_from_synchronous_code() -> None:
         assert [t for t, _ in failures] == [bad]
 
     run_virtual(main)
+
+
+def test_headers_in_the_body_of_a_malformed_datagram_are_not_copied() -> None:
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None)
+        await server.start(SipTransport.UDP)
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+        sock = await client_host.stack.open_udp(
+            Endpoint("0.0.0.0", 4000), lambda d, r: got.put_nowait(d)
+        )
+        body = b"Via: SIP/2.0/UDP 198.51.100.66;branch=z9hG4bKevil\n"
+        bad = options(SipTransport.UDP, body=body).replace(b"\r\n", b"\n")
+        bad = bad.replace(b"CSeq: 1 OPTIONS", b"CSeq: x OPTIONS")
+        sock.send(bad, Endpoint(SERVER_IP, 5060))
+        answer = await asyncio.wait_for(got.get(), 10)
+        assert answer.startswith(b"SIP/2.0 400 ")
+        assert b"evil" not in answer
+
+    run_virtual(main)

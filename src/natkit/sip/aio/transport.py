@@ -53,6 +53,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
+import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -154,9 +155,13 @@ def _udp_flow_endpoints(flow: FlowId) -> tuple[Endpoint, Endpoint] | None:
     return out[0], out[1]
 
 
+_END_OF_HEADERS = re.compile(rb"\r?\n\r?\n")
+
+
 def _head_of(data: bytes) -> bytes:
-    end = data.find(b"\r\n\r\n")
-    return data if end < 0 else data[: end + 4]
+    """The header block of a datagram (the body must not be read as headers)."""
+    match = _END_OF_HEADERS.search(data)
+    return data if match is None else data[: match.end()]
 
 
 class _Connection:
