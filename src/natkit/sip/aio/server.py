@@ -1,0 +1,556 @@
+"""The SIP server element: registrar, home proxy and Outbound edge on one transport layer.
+
+Theory of operation
+-------------------
+:class:`SipServer` composes the sans-IO cores into the element that
+``natkit sip-server`` runs. It has two shapes (RFC 6314 §5.1):
+
+* **registrar + home proxy** (the default; with the edge co-located, RFC
+  6314 §5.1.1): messages go through one
+  :class:`~natkit.sip.transaction.TransactionLayer`. REGISTER for a served
+  domain is authenticated (:mod:`natkit.sip.digest` against the users in the
+  store), evaluated by :class:`~natkit.sip.registrar.SipRegistrar` and
+  written atomically to the :class:`~natkit.sip.location.LocationService`.
+  Other requests for a served domain are forked by
+  :class:`~natkit.sip.proxy.ForkingProxy` to the AoR's bindings: through the
+  binding's Path when it has one (a separate edge proxy), else over the very
+  flow the REGISTER came on while that flow is open (which is what gets a
+  request through the user agent's NAT: RFC 5626 §5.3 for outbound user
+  agents, and the "register the source" NAT helper for the others, see
+  docs/sip-nat.md), else to the Contact itself. Requests with a Route left
+  after removing the server's own are forwarded to that Route; requests for
+  foreign domains are refused (403): the server is not an open relay.
+* **edge only** (RFC 6314 §5.1.2, ``edge_upstream`` set): every message goes
+  to the stateless :class:`~natkit.sip.edge.EdgeProxy`, which adds Path and
+  Record-Route with flow tokens and sends requests for user agents over
+  their flows.
+
+Protocol decisions are the cores'; the coroutines here only fetch what the
+cores need from the store (bindings, HA1 values) and hand the result back,
+so a request is evaluated once its data is at hand (STYLE.md "Drivers").
+Keepalives are the transport layer's (STUN on UDP, CRLF on streams).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from natkit.addr import Endpoint, canonical_ip
+from natkit.errors import NatkitError, TransportError
+from natkit.net.stack import Stack
+from natkit.rng import Rng, default_rng
+from natkit.sip.aio.resolve import SipResolver
+from natkit.sip.aio.transport import SipTransportConfig, SipTransportLayer
+from natkit.sip.aio.users import authenticate
+from natkit.sip.digest import AuthOk, DigestAlgorithm, DigestServer, DigestServerConfig
+from natkit.sip.edge import EdgeProxy, EdgeProxyConfig
+from natkit.sip.flow import SipTransport, Source, Target
+from natkit.sip.flow_token import FlowTokenSigner
+from natkit.sip.forwarding import pop_own_via, preprocess_routes
+from natkit.sip.headers import NameAddr, Via, parse_name_addr
+from natkit.sip.location import LocationService
+from natkit.sip.message import (
+    SipMessage,
+    SipRequest,
+    SipResponse,
+    make_response,
+    validate_request,
+)
+from natkit.sip.proxy import Destination, ForkingProxy, ForkTarget
+from natkit.sip.registrar import (
+    Binding,
+    BindingChanges,
+    RegisterOutcome,
+    RegistrarConfig,
+    SipRegistrar,
+)
+from natkit.sip.transaction import TransactionLayer
+from natkit.sip.transaction_events import (
+    AckReceived,
+    RequestReceived,
+    ServerTransactionId,
+    StrayResponseReceived,
+)
+from natkit.sip.uri import SipUri, Uri
+from natkit.sip.via_routing import default_port, response_target
+from natkit.store.base import Store
+
+__all__ = ["SipServer", "SipServerConfig", "binding_destination"]
+
+_log = logging.getLogger(__name__)
+_log.addHandler(logging.NullHandler())
+
+SERVER_NAME = "natkit"
+
+
+@dataclass(frozen=True, slots=True)
+class SipServerConfig:
+    """What ``natkit sip-server`` is told (docs/sip-server.md).
+
+    ``listen``: (transport, endpoint) pairs; TLS and WSS need ``tls``.
+    ``host``: the name or address the server puts in its Via, Record-Route
+    and Path (default: the first listening address). ``domains``: the
+    domains it is registrar and home proxy for. ``realm``: the digest realm
+    (default: the first domain); ``authenticate`` off makes registration
+    open (lab and tests only). ``secret``: nonce, flow-token and GRUU key
+    (share it across a cluster). ``edge_upstream``: run as an edge proxy
+    only, sending everything from user agents there.
+    """
+
+    listen: tuple[tuple[SipTransport, Endpoint], ...]
+    domains: frozenset[str]
+    secret: bytes
+    host: str | None = None
+    realm: str | None = None
+    authenticate: bool = True
+    digest_algorithms: tuple[DigestAlgorithm, ...] = (DigestAlgorithm.SHA256, DigestAlgorithm.MD5)
+    check_digest_uri: bool = True
+    tls: ssl.SSLContext | None = None
+    record_route: bool = True
+    flow_timer: int | None = 120
+    min_expires: int = 60
+    max_expires: int = 7200
+    default_expires: int = 3600
+    edge_upstream: Target | None = None
+    transport: SipTransportConfig = field(default_factory=SipTransportConfig)
+
+    def __post_init__(self) -> None:
+        if not self.listen:
+            raise ValueError("a SIP server needs at least one listening address")
+        if not self.domains and self.edge_upstream is None:
+            raise ValueError("a registrar needs at least one domain (--domain)")
+        if len(self.secret) < 16:
+            raise ValueError("the server secret must be at least 16 bytes")
+
+
+class SipServer:
+    """The element; ``async with SipServer(stack, config, store) as server: ...``."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        config: SipServerConfig,
+        store: Store,
+        *,
+        resolver: SipResolver | None = None,
+        rng: Rng | None = None,
+        wallclock: Callable[[], float] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.rng = rng if rng is not None else default_rng()
+        self._wallclock = wallclock if wallclock is not None else store.clock
+        self._resolver = resolver
+        self.transport = SipTransportLayer(
+            stack,
+            self._on_message,
+            on_flow_closed=self._on_flow_closed,
+            config=config.transport,
+            rng=self.rng,
+        )
+        self.layer = TransactionLayer(rng=self.rng)
+        self.location = LocationService(store)
+        self.signer = FlowTokenSigner([config.secret])
+        self.registrar = SipRegistrar(
+            RegistrarConfig(
+                domains=config.domains,
+                default_expires=config.default_expires,
+                min_expires=config.min_expires,
+                max_expires=config.max_expires,
+                gruu_secrets=(config.secret,),
+            )
+        )
+        realm = config.realm or (sorted(config.domains)[0] if config.domains else "natkit")
+        self.digest = DigestServer(
+            DigestServerConfig(
+                realm=realm,
+                secrets=(config.secret,),
+                algorithms=config.digest_algorithms,
+                check_uri=config.check_digest_uri,
+            ),
+            rng=self.rng,
+        )
+        self.proxy = ForkingProxy(self.layer, via_for=self._via_for, is_own_via=self._is_own_via)
+        self.edge: EdgeProxy | None = None
+        self._host = config.host
+        self._ports: dict[SipTransport, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- life cycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen on every configured address (port 0 picks one: see :attr:`listening`)."""
+        self._loop = asyncio.get_running_loop()
+        for transport, local in self.config.listen:
+            bound = await self.transport.listen(transport, local, tls=self.config.tls)
+            self._ports.setdefault(transport, bound.port)
+            if self._host is None:
+                self._host = bound.host
+        if self.config.edge_upstream is not None:
+            self.edge = EdgeProxy(
+                EdgeProxyConfig(
+                    host=self.host,
+                    ports=self._ports,
+                    upstream=self.config.edge_upstream,
+                    signer=self.signer,
+                    flow_timer=self.config.flow_timer,
+                )
+            )
+
+    @property
+    def host(self) -> str:
+        if self._host is None:
+            raise NatkitError("the server is not started")
+        return self._host
+
+    @property
+    def listening(self) -> list[tuple[SipTransport, Endpoint]]:
+        return self.transport.listening
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.transport.close()
+        await self.transport.wait_closed()
+
+    async def __aenter__(self) -> SipServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- network in -----------------------------------------------------------------
+
+    def _now(self) -> float:
+        assert self._loop is not None  # set in start(), before any message
+        return self._loop.time()
+
+    def _on_message(self, message: SipMessage, source: Source) -> None:
+        if self.edge is not None:
+            # The transport reports closed flows only; a flow is known to be
+            # open once something arrived over it.
+            self.edge.flow_opened(source)
+            self.edge.receive_message(message, source, now=self._now())
+            for out, target in self.edge.messages_to_send():
+                self._spawn(self._send(out, target))
+            return
+        self.layer.receive_message(message, source, now=self._now())
+        self._pump()
+
+    def _on_flow_closed(self, flow: str) -> None:
+        if self.edge is not None:
+            self.edge.flow_closed(flow)
+
+    # -- the transaction layer's events and output ---------------------------------
+
+    def _pump(self) -> None:
+        now = self._now()
+        while (event := self.layer.next_event()) is not None:
+            if self.proxy.handle_event(event, now=now):
+                continue
+            match event:
+                case RequestReceived(request=request, source=source, server_txn=txn):
+                    self._spawn(self._serve(request, source, txn))
+                case AckReceived(request=request, server_txn=None):
+                    self._spawn(self._forward_ack(request))
+                case StrayResponseReceived(response=response):
+                    self._forward_stray(response)
+                case _:
+                    pass
+        for message, target in self.layer.messages_to_send():
+            self._spawn(self._send(message, target))
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadline = self.layer.get_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None and self._loop is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.layer.handle_timer(now=self._now())
+        self._pump()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("SIP task failed", exc_info=task.exception())
+
+    async def _send(self, message: SipMessage, target: Target) -> None:
+        try:
+            await self.transport.send(message, target)
+        except TransportError as exc:
+            _log.debug("send to %s failed: %s", target.remote, exc)
+            if self.edge is None:
+                self.layer.transport_failed_for(message, now=self._now())
+                self._pump()
+
+    def _respond(
+        self, request: SipRequest, txn: ServerTransactionId, response: SipResponse
+    ) -> None:
+        response.headers.set("Server", SERVER_NAME)
+        self.layer.send_response(response, now=self._now(), server_txn=txn)
+        self._pump()
+
+    # -- requests -----------------------------------------------------------------
+
+    async def _serve(self, request: SipRequest, source: Source, txn: ServerTransactionId) -> None:
+        status = validate_request(request, proxy=True)
+        if status is not None and not (status == 483 and request.method == "OPTIONS"):
+            self._respond(request, txn, make_response(request, status, to_tag=self._tag()))
+            return
+        request, popped = preprocess_routes(request, self._is_own_route)
+        if request.headers.get("Route") is not None:
+            await self._forward_to(request, txn, record_route=False)
+            return
+        uri = request.uri
+        if not isinstance(uri, SipUri) or uri.host.lower() not in self._served_hosts():
+            self._respond(
+                request, txn, make_response(request, 403, "Relaying Denied", to_tag=self._tag())
+            )
+            return
+        if request.method == "REGISTER":
+            await self._register(request, source, txn)
+            return
+        if uri.user is None:
+            # A request for the server itself (OPTIONS pings, RFC 3261 §11).
+            if request.method == "OPTIONS":
+                ok = make_response(request, 200, to_tag=self._tag())
+                ok.headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE")
+                self._respond(request, txn, ok)
+            else:
+                self._respond(request, txn, make_response(request, 404, to_tag=self._tag()))
+            return
+        if popped is not None and request.to.tag is not None:
+            # In-dialog request that came through our Record-Route: to the
+            # remote target in its Request-URI (§16.12).
+            await self._forward_to(request, txn, record_route=False)
+            return
+        await self._proxy_to_aor(request, txn, uri)
+
+    async def _register(
+        self, request: SipRequest, source: Source, txn: ServerTransactionId
+    ) -> None:
+        user: str | None = None
+        if self.config.authenticate:
+            result = await authenticate(self.digest, self.store, request, now=self._wallclock())
+            if not isinstance(result, AuthOk):
+                challenge = self.digest.answer(request, result, now=self._wallclock())
+                if challenge is not None:
+                    self._respond(request, txn, challenge)
+                return
+            user = result.username
+        aor = self.registrar.aor_of(request)
+        if aor is None:
+            outcome = self.registrar.process(
+                request, (), now=self._wallclock(), authenticated_user=user, source=source
+            )
+            self._respond(request, txn, outcome.response)
+            return
+        registrar = self.registrar
+        wall = self._wallclock()
+
+        def compute(current: tuple[Binding, ...]) -> tuple[BindingChanges, RegisterOutcome]:
+            outcome = registrar.process(
+                request, current, now=wall, authenticated_user=user, source=source
+            )
+            return outcome.changes, outcome
+
+        _, outcome = await self.location.update(aor, compute)
+        response = outcome.response
+        if (
+            outcome.ok
+            and self.config.flow_timer is not None
+            and any(t.lower() == "outbound" for t in response.headers.values("Require"))
+            and "Flow-Timer" not in response.headers
+        ):
+            response.headers.add("Flow-Timer", str(self.config.flow_timer))
+        self._respond(request, txn, response)
+
+    async def _proxy_to_aor(
+        self, request: SipRequest, txn: ServerTransactionId, uri: SipUri
+    ) -> None:
+        bindings = await self.location.lookup(uri.aor)
+        targets: list[ForkTarget] = []
+        by_instance: dict[str, list[Destination]] = {}
+        for binding in bindings:
+            destination = await self._destination(binding)
+            if destination is None:
+                continue
+            if binding.instance:
+                by_instance.setdefault(binding.instance, []).append(destination)
+            else:
+                targets.append(ForkTarget((destination,), q=binding.effective_q))
+        for instance, destinations in by_instance.items():
+            q = max(b.effective_q for b in bindings if b.instance == instance)
+            targets.append(ForkTarget(tuple(destinations), q=q))
+        record_route = self._record_route() if self.config.record_route else None
+        if not bindings:
+            self._respond(request, txn, make_response(request, 404, to_tag=self._tag()))
+            return
+        self.proxy.proxy(request, txn, targets, now=self._now(), record_route=record_route)
+        self._pump()
+
+    async def _destination(self, binding: Binding) -> Destination | None:
+        try:
+            contact = parse_name_addr(binding.contact)
+        except NatkitError:
+            return None
+        flow = self.transport.flow(binding.flow) if binding.flow else None
+        path = []
+        for value in binding.path:
+            with contextlib.suppress(NatkitError):
+                path.append(parse_name_addr(value))
+        return await binding_destination(contact.uri, path, flow, self._resolve)
+
+    async def _forward_to(
+        self, request: SipRequest, txn: ServerTransactionId, *, record_route: bool
+    ) -> None:
+        hop = request.name_addrs("Route")[0].uri if request.headers.get("Route") else request.uri
+        target = await self._resolve(hop)
+        if target is None:
+            self._respond(request, txn, make_response(request, 404, to_tag=self._tag()))
+            return
+        fork = ForkTarget((Destination(uri=request.uri, target=target),))
+        rr = self._record_route() if record_route else None
+        self.proxy.proxy(request, txn, [fork], now=self._now(), record_route=rr)
+        self._pump()
+
+    async def _forward_ack(self, ack: SipRequest) -> None:
+        """An ACK for a 2xx goes end to end (§13.2.2.4, §16.12): forward it
+        statelessly along its Route or to its Request-URI."""
+        ack, _ = preprocess_routes(ack, self._is_own_route)
+        hop = ack.name_addrs("Route")[0].uri if ack.headers.get("Route") else ack.uri
+        target = await self._resolve(hop)
+        if target is None:
+            return
+        via = self._via_for(target).with_params(branch=self.layer.new_branch())
+        forwarded = ack.copy()
+        mf = forwarded.max_forwards
+        forwarded.headers.set("Max-Forwards", str(70 if mf is None else max(mf - 1, 0)))
+        forwarded.headers.prepend("Via", str(via))
+        self.layer.send_stateless(forwarded, target)
+        self._pump()
+
+    def _forward_stray(self, response: SipResponse) -> None:
+        """A 2xx retransmission after the INVITE's transactions ended (§16.7):
+        pass it on to the next Via."""
+        popped = pop_own_via(response, self._is_own_via)
+        if popped is None or not 200 <= response.status < 300:
+            return
+        out, _ = popped
+        target = response_target(out)
+        if target is not None:
+            self.layer.send_stateless(out, target)
+
+    # -- naming ourselves ------------------------------------------------------------
+
+    def _served_hosts(self) -> set[str]:
+        hosts = {d.lower() for d in self.config.domains}
+        hosts.add(self.host.lower())
+        hosts.update(ep.host for _, ep in self.listening)
+        return hosts
+
+    def _is_own_route(self, uri: SipUri) -> bool:
+        return (
+            uri.lr
+            and uri.host.lower() in {self.host.lower(), *(ep.host for _, ep in self.listening)}
+            and (uri.port is None or uri.port in self._ports.values())
+        )
+
+    def _is_own_via(self, via: Via) -> bool:
+        return via.host.lower() == self.host.lower() and via.port in self._ports.values()
+
+    def _via_for(self, target: Target) -> Via:
+        transport = target.transport
+        port = self._ports.get(transport) or next(iter(self._ports.values()))
+        return Via(
+            transport=transport.via_token, host=self.host, port=port, params=(("rport", None),)
+        )
+
+    def _record_route(self) -> NameAddr:
+        port = self._ports.get(SipTransport.UDP) or next(iter(self._ports.values()))
+        return NameAddr(SipUri(scheme="sip", host=self.host, port=port, params=(("lr", None),)))
+
+    def _tag(self) -> str:
+        return f"{self.rng.getrandbits(64):016x}"
+
+    async def _resolve(self, uri: Uri) -> Target | None:
+        """The first target of ``uri``: literal addresses directly, names by
+        RFC 3263 when a resolver was given."""
+        if not isinstance(uri, SipUri):
+            return None
+        literal = literal_target(uri)
+        if literal is not None or self._resolver is None:
+            return literal
+        targets = self._resolver.targets_for_uri(uri)
+        try:
+            first = await targets.__anext__()
+        except (StopAsyncIteration, TransportError):
+            return None
+        finally:
+            await targets.aclose()
+        return first.target
+
+
+def literal_target(uri: SipUri) -> Target | None:
+    """Where a URI with an IP literal host goes (RFC 3263 §4.1-4.2 for numeric
+    hosts: UDP for sip, TLS for sips, unless ``transport`` says otherwise)."""
+    host = uri.maddr or uri.host
+    try:
+        ip = canonical_ip(host)
+    except ValueError:
+        return None
+    param = (uri.transport or "").lower()
+    transport: SipTransport | None
+    if uri.scheme == "sips":
+        transport = SipTransport.WSS if param == "ws" else SipTransport.TLS
+    else:
+        transport = SipTransport.from_via(param) if param else SipTransport.UDP
+    if transport is None:
+        return None
+    return Target(transport, Endpoint(ip, uri.port or default_port(transport)))
+
+
+async def binding_destination(
+    contact: Uri,
+    path: list[NameAddr],
+    flow: Source | None,
+    resolve: Callable[[Uri], Awaitable[Target | None]],
+) -> Destination | None:
+    """How to reach one registered contact (RFC 3327 §5.4, RFC 5626 §5.3):
+    through its Path when it has one; else over the open flow it registered
+    on (the only way through its NAT); else to the Contact itself."""
+    if path:
+        first = await resolve(path[0].uri)
+        if first is None:
+            return None
+        return Destination(uri=contact, target=first, routes=tuple(path))
+    if flow is not None:
+        return Destination(uri=contact, target=Target(flow.transport, flow.remote, flow.flow))
+    target = await resolve(contact)
+    if target is None:
+        return None
+    return Destination(uri=contact, target=target)

@@ -1,0 +1,264 @@
+"""The SIP server element end to end on the simulated internet: digest REGISTER,
+a call routed over the callee's registered flow, the edge-only shape with Path."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from natkit.addr import Endpoint
+from natkit.net.sim import Internet, SimHost, run_virtual
+from natkit.rng import seeded_rng
+from natkit.sip.aio.server import SipServer, SipServerConfig
+from natkit.sip.aio.transport import SipTransportLayer
+from natkit.sip.aio.users import add_user
+from natkit.sip.digest import DigestClient
+from natkit.sip.flow import SipTransport, Source, Target
+from natkit.sip.message import SipMessage, SipRequest, SipResponse, make_response, parse_message
+from natkit.sip.via_routing import client_via, response_target
+from natkit.store.memory import MemoryStore
+
+SERVER_IP = "203.0.113.10"
+EDGE_IP = "203.0.113.20"
+ALICE_IP = "192.0.2.7"
+BOB_IP = "198.51.100.9"
+SECRET = b"s" * 32
+EPOCH = 1_800_000_000.0
+
+
+def wallclock() -> float:
+    return EPOCH + asyncio.get_running_loop().time()
+
+
+@dataclass
+class Phone:
+    """A minimal user agent: a transport layer, hand-built requests, a queue of what arrives."""
+
+    host: SimHost
+    transport: SipTransport
+    port: int
+    layer: SipTransportLayer = field(init=False)
+    inbox: asyncio.Queue[tuple[SipMessage, Source]] = field(default_factory=asyncio.Queue)
+    cseq: int = 0
+
+    def __post_init__(self) -> None:
+        self.layer = SipTransportLayer(self.host.stack, self._on, rng=seeded_rng(self.port))
+
+    def _on(self, message: SipMessage, source: Source) -> None:
+        self.inbox.put_nowait((message, source))
+
+    async def start(self) -> None:
+        await self.layer.listen(self.transport, Endpoint(self.host.ip, self.port))
+
+    async def next(self) -> tuple[SipMessage, Source]:
+        return await asyncio.wait_for(self.inbox.get(), 30)
+
+    def request(self, method: str, uri: str, *, to: str, user: str, extra: str = "") -> SipRequest:
+        self.cseq += 1
+        via = client_via(self.transport, Endpoint(self.host.ip, self.port), seeded_rng(self.cseq))
+        text = (
+            f"{method} {uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n"
+            f"From: <sip:{user}@example.org>;tag={user}1\r\nTo: <{to}>\r\n"
+            f"Call-ID: {user}-{method.lower()}\r\nCSeq: {self.cseq} {method}\r\n"
+            f"Contact: <sip:{user}@{self.host.ip}:{self.port};transport={self.transport.value}>\r\n"
+            f"{extra}Content-Length: 0\r\n\r\n"
+        )
+        parsed = parse_message(text.encode())
+        assert isinstance(parsed, SipRequest)
+        return parsed
+
+    async def send(self, message: SipMessage, target: Target) -> None:
+        await self.layer.send(message, target)
+
+    async def reply(self, request: SipRequest, source: Source, status: int) -> SipResponse:
+        response = make_response(request, status, to_tag="callee", copy_record_route=True)
+        response.headers.add("Contact", f"<sip:alice@{self.host.ip}:{self.port}>")
+        target = response_target(response, source)
+        assert target is not None
+        await self.layer.send(response, target)
+        return response
+
+
+async def registered(phone: Phone, server: Target, *, password: str | None = "secret") -> None:
+    request = phone.request("REGISTER", "sip:example.org", to="sip:alice@example.org", user="alice")
+    await phone.send(request, server)
+    response, _ = await phone.next()
+    assert isinstance(response, SipResponse)
+    if response.status == 401:
+        assert password is not None
+        client = DigestClient("alice", password, rng=seeded_rng(3))
+        retry = client.authorize(request, response)
+        assert retry is not None
+        phone.cseq += 1
+        retry.headers.set("CSeq", f"{phone.cseq} REGISTER")
+        via = client_via(phone.transport, Endpoint(phone.host.ip, phone.port), seeded_rng(99))
+        retry.headers.set("Via", str(via))
+        await phone.send(retry, server)
+        response, _ = await phone.next()
+        assert isinstance(response, SipResponse)
+    assert response.status == 200, response.status
+
+
+def world() -> tuple[Internet, SimHost, SimHost, SimHost]:
+    net = Internet(seed=11)
+    return (
+        net,
+        net.add_host("server", SERVER_IP),
+        net.add_host("alice", ALICE_IP),
+        net.add_host("bob", BOB_IP),
+    )
+
+
+def server_config(**changes: object) -> SipServerConfig:
+    base: dict[str, object] = {
+        "listen": (
+            (SipTransport.UDP, Endpoint(SERVER_IP, 5060)),
+            (SipTransport.TCP, Endpoint(SERVER_IP, 5060)),
+        ),
+        "domains": frozenset({"example.org"}),
+        "secret": SECRET,
+    }
+    base.update(changes)
+    return SipServerConfig(**base)  # type: ignore[arg-type]
+
+
+UDP_SERVER = Target(SipTransport.UDP, Endpoint(SERVER_IP, 5060))
+TCP_SERVER = Target(SipTransport.TCP, Endpoint(SERVER_IP, 5060))
+
+
+def test_register_with_digest_then_a_call_over_the_registered_tcp_flow() -> None:
+    async def main() -> None:
+        _, server_host, alice_host, bob_host = world()
+        store = MemoryStore(clock=wallclock)
+        await add_user(store, "example.org", "alice", "secret")
+        async with SipServer(server_host.stack, server_config(), store, rng=seeded_rng(1)):
+            alice = Phone(alice_host, SipTransport.TCP, 5070)
+            bob = Phone(bob_host, SipTransport.UDP, 5080)
+            await alice.start()
+            await bob.start()
+            await registered(alice, TCP_SERVER)
+            invite = bob.request(
+                "INVITE", "sip:alice@example.org", to="sip:alice@example.org", user="bob"
+            )
+            await bob.send(invite, UDP_SERVER)
+            # Alice gets the INVITE over the TCP connection she registered on.
+            arrived, source = await alice.next()
+            assert isinstance(arrived, SipRequest) and arrived.method == "INVITE"
+            assert source.transport is SipTransport.TCP and source.remote.host == SERVER_IP
+            assert str(arrived.uri).startswith(f"sip:alice@{ALICE_IP}")
+            assert arrived.headers.get("Record-Route") is not None
+            await alice.reply(arrived, source, 200)
+            statuses = []
+            while True:
+                response, _ = await bob.next()
+                assert isinstance(response, SipResponse)
+                statuses.append(response.status)
+                if response.status >= 200:
+                    break
+            assert statuses[-1] == 200
+            assert response.call_id == invite.call_id
+            alice.layer.close()
+            bob.layer.close()
+
+    run_virtual(main)
+
+
+def test_wrong_password_is_challenged_again() -> None:
+    async def main() -> None:
+        _, server_host, alice_host, _ = world()
+        store = MemoryStore(clock=wallclock)
+        await add_user(store, "example.org", "alice", "secret")
+        async with SipServer(server_host.stack, server_config(), store, rng=seeded_rng(1)):
+            alice = Phone(alice_host, SipTransport.UDP, 5070)
+            await alice.start()
+            request = alice.request(
+                "REGISTER", "sip:example.org", to="sip:alice@example.org", user="alice"
+            )
+            await alice.send(request, UDP_SERVER)
+            challenge, _ = await alice.next()
+            assert isinstance(challenge, SipResponse) and challenge.status == 401
+            retry = DigestClient("alice", "wrong", rng=seeded_rng(3)).authorize(request, challenge)
+            assert retry is not None
+            retry.headers.set("CSeq", "2 REGISTER")
+            retry.headers.set(
+                "Via", str(client_via(SipTransport.UDP, Endpoint(ALICE_IP, 5070), seeded_rng(5)))
+            )
+            await alice.send(retry, UDP_SERVER)
+            again, _ = await alice.next()
+            assert isinstance(again, SipResponse) and again.status == 401
+            alice.layer.close()
+
+    run_virtual(main)
+
+
+def test_unregistered_user_is_404_and_foreign_domains_are_refused() -> None:
+    async def main() -> None:
+        _, server_host, _, bob_host = world()
+        store = MemoryStore(clock=wallclock)
+        config = server_config(authenticate=False)
+        async with SipServer(server_host.stack, config, store, rng=seeded_rng(1)):
+            bob = Phone(bob_host, SipTransport.UDP, 5080)
+            await bob.start()
+            for uri, status in (("sip:nobody@example.org", 404), ("sip:x@elsewhere.example", 403)):
+                await bob.send(bob.request("MESSAGE", uri, to=uri, user="bob"), UDP_SERVER)
+                response, _ = await bob.next()
+                assert isinstance(response, SipResponse)
+                assert response.status == status, uri
+            await bob.send(
+                bob.request("OPTIONS", "sip:example.org", to="sip:example.org", user="bob"),
+                UDP_SERVER,
+            )
+            response, _ = await bob.next()
+            assert isinstance(response, SipResponse) and response.status == 200
+            bob.layer.close()
+
+    run_virtual(main)
+
+
+def test_split_edge_and_registrar_route_the_call_through_the_path() -> None:
+    async def main() -> None:
+        net, server_host, alice_host, bob_host = world()
+        edge_host = net.add_host("edge", EDGE_IP)
+        store = MemoryStore(clock=wallclock)
+        registrar = SipServer(
+            server_host.stack, server_config(authenticate=False), store, rng=seeded_rng(1)
+        )
+        edge_config = server_config(
+            listen=(
+                (SipTransport.UDP, Endpoint(EDGE_IP, 5060)),
+                (SipTransport.TCP, Endpoint(EDGE_IP, 5060)),
+            ),
+            domains=frozenset(),
+            edge_upstream=UDP_SERVER,
+        )
+        edge = SipServer(
+            edge_host.stack, edge_config, MemoryStore(clock=wallclock), rng=seeded_rng(2)
+        )
+        async with registrar, edge:
+            alice = Phone(alice_host, SipTransport.TCP, 5070)
+            bob = Phone(bob_host, SipTransport.UDP, 5080)
+            await alice.start()
+            await bob.start()
+            await registered(
+                alice, Target(SipTransport.TCP, Endpoint(EDGE_IP, 5060)), password=None
+            )
+            (binding,) = await registrar.location.lookup("sip:alice@example.org")
+            assert binding.path and EDGE_IP in binding.path[0]
+            invite = bob.request(
+                "INVITE", "sip:alice@example.org", to="sip:alice@example.org", user="bob"
+            )
+            await bob.send(invite, UDP_SERVER)
+            arrived, source = await alice.next()
+            assert isinstance(arrived, SipRequest) and arrived.method == "INVITE"
+            assert source.remote.host == EDGE_IP and source.transport is SipTransport.TCP
+            await alice.reply(arrived, source, 486)
+            while True:
+                response, _ = await bob.next()
+                assert isinstance(response, SipResponse)
+                if response.status >= 200:
+                    break
+            assert response.status == 486
+            alice.layer.close()
+            bob.layer.close()
+
+    run_virtual(main)
