@@ -20,8 +20,14 @@ PYTHON=${PYTHON:-python3}
 # miniupnpd-nftables is named before miniupnpd so apt picks the nftables backend;
 # miniupnpc (upnpc) and natpmpc are the Debian clients the lab compares natkit with;
 # redis-server backs the Redis store tests, chromium is the browser TURN/ICE peer.
+# SIP peers: sip-tester (sipp), kamailio (registrar/proxy; its main package
+# holds usrloc, registrar, auth, tm, sl, rr, ctl/kamcmd), kamailio-outbound-modules
+# (RFC 5626 edge), and baresip-core (the baresip program and its modules g711,
+# ausine, aufile, sndfile, ctrl_tcp, stun, outbound; not the "baresip" metapackage,
+# whose recommends pull in GTK, GStreamer and FFmpeg front-ends).
 DEB_PACKAGES=(python3-venv stun-server stun-client coturn gcc libc6-dev tshark nftables
-  miniupnpd-nftables miniupnpd miniupnpc natpmpc redis-server chromium)
+  miniupnpd-nftables miniupnpd miniupnpc natpmpc redis-server chromium
+  sip-tester kamailio kamailio-outbound-modules baresip-core)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -40,8 +46,8 @@ install_debian_packages() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   say "installing Debian packages: ${missing[*]}"
-  # Packages such as coturn and stun-server would start system services on
-  # install; the tests start their own instances, so forbid that while we install.
+  # Packages such as coturn, stun-server and kamailio would start system services
+  # on install; the tests start their own instances, so forbid that while we install.
   local policy=/usr/sbin/policy-rc.d made_policy=0
   if [ ! -e "$policy" ]; then
     as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod +x $policy" && made_policy=1
