@@ -26,7 +26,9 @@ from typing import Annotated, Any
 
 import typer
 
+from natkit.cli.users import add_user_commands
 from natkit.errors import MalformedMessageError
+from natkit.sip.aio import users as sip_users
 from natkit.sip.headers import NameAddr, Via
 from natkit.sip.message import (
     SipLimits,
@@ -39,7 +41,22 @@ from natkit.sip.message import (
 )
 from natkit.sip.uri import SipUri, TelUri, Uri
 
-sip_app = typer.Typer(help="SIP tools: parse a message as a server would.", no_args_is_help=True)
+sip_app = typer.Typer(
+    help="SIP tools: parse a message as a server would; manage SIP users.",
+    no_args_is_help=True,
+)
+sip_user_app = typer.Typer(
+    help="SIP users (digest credentials, stored as HA1 values) in the store.",
+    no_args_is_help=True,
+)
+sip_app.add_typer(sip_user_app, name="user")
+add_user_commands(
+    sip_user_app,
+    add=sip_users.add_user,
+    remove=sip_users.remove_user,
+    list_users=sip_users.list_users,
+    stored="its MD5, SHA-256 and SHA-512-256 HA1 values",
+)
 
 
 @sip_app.command("parse")

@@ -12,20 +12,28 @@ stderr; errors exit with status 1 and one line, never a traceback.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import secrets as _secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from natkit.store import Store, StoreError, default_store_url, open_store
+from natkit.cli.users import (
+    JsonOption,
+    RealmOption,
+    StoreOption,
+    add_user_commands,
+    fail,
+    read_stdin_line,
+    stdout_json,
+    with_store,
+)
+from natkit.store import Store
 from natkit.turn.aio import credentials as tc
 from natkit.turn.credentials import rest_credentials
 
@@ -50,59 +58,10 @@ err_console = Console(stderr=True)
 wallclock: Callable[[], float] = time.time
 """Unix time for REST credential expiry (tests replace it)."""
 
-T = TypeVar("T")
-
-StoreOption = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        envvar="NATKIT_STORE",
-        show_envvar=True,
-        help=(
-            "memory: | sqlite:PATH | redis://HOST:PORT/DB"
-            " (default: sqlite:$XDG_STATE_HOME/natkit/natkit.db, see docs/store.md)"
-        ),
-    ),
-]
-RealmOption = Annotated[
-    str,
-    typer.Option("--realm", "-r", envvar="NATKIT_REALM", show_envvar=True, help="The realm."),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(1)
-
-
-def _with_store(url: str | None, job: Callable[[Store], Awaitable[T]]) -> T:
-    """Open the store, run ``job`` on it, close it; store and argument errors exit 1."""
-
-    async def main() -> T:
-        store = await open_store(url or default_store_url())
-        try:
-            return await job(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(main())
-    except StoreError as exc:
-        raise _fail(str(exc)) from None
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-
-
-def _read_stdin_line(what: str) -> str:
-    line = sys.stdin.readline().rstrip("\r\n")
-    if not line:
-        raise _fail(f"no {what} on standard input")
-    return line
-
-
-def _stdout_json(value: object) -> None:
-    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+_fail = fail
+_with_store = with_store
+_read_stdin_line = read_stdin_line
+_stdout_json = stdout_json
 
 
 def _when(unix: float) -> str:
@@ -111,65 +70,13 @@ def _when(unix: float) -> str:
 
 # -- users ---------------------------------------------------------------------------
 
-
-@user_app.command("add")
-def user_add(
-    user: Annotated[str, typer.Argument(help="The username.")],
-    realm: RealmOption,
-    password: Annotated[
-        str | None,
-        typer.Option(
-            "--password", "-p", help="The password; '-' reads one line from stdin; else a prompt."
-        ),
-    ] = None,
-    store: StoreOption = None,
-) -> None:
-    """Add a user (or change its password). Only its MD5 and SHA-256 keys are stored."""
-    if password == "-":
-        password = _read_stdin_line("password")
-    elif password is None:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if not password:
-        raise _fail("the password is empty")
-    secret_password = password
-
-    async def job(db: Store) -> bool:
-        return await tc.add_user(db, realm, user, secret_password)
-
-    created = _with_store(store, job)
-    verb = "added" if created else "changed the password of"
-    err_console.print(f"{verb} user {user!r} in realm {realm!r}", highlight=False)
-
-
-@user_app.command("remove")
-def user_remove(
-    user: Annotated[str, typer.Argument(help="The username.")],
-    realm: RealmOption,
-    store: StoreOption = None,
-) -> None:
-    """Remove a user; exit status 1 if there was none."""
-
-    async def job(db: Store) -> bool:
-        return await tc.remove_user(db, realm, user)
-
-    if not _with_store(store, job):
-        raise _fail(f"no user {user!r} in realm {realm!r}")
-    err_console.print(f"removed user {user!r} from realm {realm!r}", highlight=False)
-
-
-@user_app.command("list")
-def user_list(realm: RealmOption, store: StoreOption = None, as_json: JsonOption = False) -> None:
-    """List the users of a realm, one per line."""
-
-    async def job(db: Store) -> list[str]:
-        return await tc.list_users(db, realm)
-
-    users = _with_store(store, job)
-    if as_json:
-        _stdout_json(users)
-    else:
-        for name in users:
-            sys.stdout.write(name + "\n")
+add_user_commands(
+    user_app,
+    add=tc.add_user,
+    remove=tc.remove_user,
+    list_users=tc.list_users,
+    stored="its MD5 and SHA-256 keys",
+)
 
 
 # -- REST secrets --------------------------------------------------------------------
