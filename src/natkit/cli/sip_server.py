@@ -29,6 +29,7 @@ from natkit.addr import Endpoint, parse_endpoint
 from natkit.errors import NatkitError
 from natkit.net.loop import run
 from natkit.net.os_stack import OsStack
+from natkit.sip.aio.resolve import SipResolver
 from natkit.sip.aio.server import SipServer, SipServerConfig, literal_target
 from natkit.sip.digest import DigestAlgorithm
 from natkit.sip.flow import SipTransport, Target
@@ -220,7 +221,7 @@ async def _serve(
             flow_timer=flow_timer,
             edge_upstream=upstream,
         )
-        server = SipServer(OsStack(), config, store)
+        server = SipServer(OsStack(), config, store, resolver=SipResolver())
         await server.start()
         where = ", ".join(f"{t.value}:{ep}" for t, ep in server.listening)
         role = "edge proxy" if config.edge_upstream is not None else "registrar + proxy"
