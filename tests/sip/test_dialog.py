@@ -687,3 +687,46 @@ def test_via_param_keeps_host() -> None:
         str(dialog.create_request("INFO", via=via).top_via)
         == "SIP/2.0/TCP alice.example.org:5070;rport"
     )
+
+
+# ---------------------------------------------------------------- §14 re-INVITE, §15 BYE rules
+
+
+def test_reinvite_glare_is_491() -> None:
+    dialog, _ = uas_dialog()
+    dialog.create_request("INVITE", via=BOB_VIA)  # Bob's own re-INVITE in progress
+    assert dialog.invite_out_pending
+    assert dialog.receive_request(in_dialog("INVITE", 2, contact=ALICE_CONTACT)) == 491
+
+
+def test_second_reinvite_before_final_is_500() -> None:
+    dialog, _ = uas_dialog()
+    first = in_dialog("INVITE", 2, contact=ALICE_CONTACT)
+    assert dialog.receive_request(first) is None
+    assert dialog.receive_request(in_dialog("INVITE", 3, contact=ALICE_CONTACT)) == 500
+    dialog.response_sent(first, answer(first, 200))
+    assert not dialog.invite_in_pending
+    assert dialog.receive_request(in_dialog("INVITE", 4, contact=ALICE_CONTACT)) is None
+
+
+def test_no_reinvite_while_invite_in_progress() -> None:
+    req = invite()
+    dialog = Dialog.from_uac(req, answer(req, 180))
+    with pytest.raises(LocalProtocolError, match=r"§14\.1"):
+        dialog.create_request("INVITE", via=ALICE_VIA)
+    dialog.receive_response(req, answer(req, 200))
+    reinvite = dialog.create_request("INVITE", via=ALICE_VIA)
+    with pytest.raises(LocalProtocolError):
+        dialog.create_request("INVITE", via=ALICE_VIA)
+    dialog.receive_response(reinvite, answer(reinvite, 491))
+    assert not dialog.terminated  # a failed re-INVITE leaves the dialog (§14.1)
+    dialog.create_request("INVITE", via=ALICE_VIA)
+
+
+def test_callee_cannot_bye_early_dialog_but_caller_can() -> None:
+    req = invite()
+    callee = Dialog.from_uas(req, answer(req, 180))
+    with pytest.raises(LocalProtocolError, match="early"):
+        callee.create_request("BYE", via=BOB_VIA)
+    caller = Dialog.from_uac(req, answer(req, 180))
+    assert caller.create_request("BYE", via=ALICE_VIA).method == "BYE"

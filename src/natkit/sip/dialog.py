@@ -139,7 +139,9 @@ class Dialog:
     until this side sends its first request (a UAS, §12.1.1); that request
     then uses ``initial_local_seq``. ``remote_seq`` is None until the peer's
     first request (a UAC, §12.1.2). ``local_contact`` goes into target
-    refresh requests (§12.2.1.1).
+    refresh requests (§12.2.1.1). ``invite_out_pending`` /
+    ``invite_in_pending`` say an INVITE sent / received on the dialog has
+    no final response yet (§14).
     """
 
     id: DialogId
@@ -154,6 +156,8 @@ class Dialog:
     local_contact: NameAddr | None = None
     initial_local_seq: int = 1
     is_uac: bool = True
+    invite_out_pending: bool = False
+    invite_in_pending: bool = False
 
     # ----------------------------------------------------------- creation
 
@@ -202,6 +206,7 @@ class Dialog:
             state=DialogState.CONFIRMED if response.status >= 200 else DialogState.EARLY,
             local_contact=_first_contact(request),
             is_uac=True,
+            invite_out_pending=request.method == "INVITE" and response.status < 200,
         )
 
     @classmethod
@@ -250,6 +255,7 @@ class Dialog:
             local_contact=_first_contact(response),
             initial_local_seq=initial,
             is_uac=False,
+            invite_in_pending=request.method == "INVITE" and response.status < 200,
         )
 
     # ----------------------------------------------------------- queries
@@ -304,8 +310,12 @@ class Dialog:
         target refresh methods; ``via`` as the top Via without its branch
         (the transaction layer adds one). A BYE marks the dialog terminated
         (§15.1.1: the session ends as soon as BYE is passed on).
+        An INVITE (a re-INVITE, §14.1) marks an INVITE in progress until
+        :meth:`receive_response` sees its final response.
         Raises LocalProtocolError on a terminated dialog, for ACK/CANCEL,
-        or when CSeq would pass 2**31-1.
+        for a re-INVITE while another INVITE is in progress either way
+        (§14.1), for a callee's BYE on an early dialog (§15), or when CSeq
+        would pass 2**31-1.
         """
         if method in ("ACK", "CANCEL"):
             raise LocalProtocolError(
@@ -314,12 +324,18 @@ class Dialog:
         if self.terminated:
             raise LocalProtocolError("the dialog is terminated")
         seq = self.initial_local_seq if self.local_seq is None else self.local_seq + 1
+        if method == "INVITE" and (self.invite_out_pending or self.invite_in_pending):
+            raise LocalProtocolError("an INVITE is in progress on this dialog (§14.1)")
+        if method == "BYE" and not self.is_uac and self.state is DialogState.EARLY:
+            raise LocalProtocolError("the callee must not BYE an early dialog (§15)")
         if seq > MAX_CSEQ:
             raise LocalProtocolError("local CSeq exhausted (§8.1.1.5)")
         request = self._build(
             method, seq, via=via, headers=headers, body=body, max_forwards=max_forwards
         )
         self.local_seq = seq
+        if method == "INVITE":
+            self.invite_out_pending = True
         if method == "BYE":
             self.state = DialogState.TERMINATED
         return request
@@ -394,11 +410,17 @@ class Dialog:
         Returns the status the UAS must answer instead of processing it —
         481 when it is not this dialog's (other id, or the dialog is
         terminated), 500 when its CSeq is lower than the remote CSeq (out of
-        order) — or None when accepted. Accepting sets the remote CSeq
+        order), and for a re-INVITE 491 while this side's own INVITE is in
+        progress or 500 (the UAS adds a Retry-After) while an earlier
+        received one has no final response yet (§14.2) — or None when
+        accepted. An equal CSeq is accepted (§12.2.2 rejects only lower
+        ones; retransmissions never get here, the transaction layer absorbs
+        them). Accepting sets the remote CSeq
         (ACK and CANCEL carry their INVITE's and change nothing), replaces
         the remote target with the Contact of a target refresh request, and
-        terminates the dialog on BYE (§15.1.2). MalformedMessageError (400)
-        for unparseable headers.
+        terminates the dialog on BYE (§15.1.2). Call :meth:`response_sent`
+        with the final response to a re-INVITE. MalformedMessageError (400)
+        for unparseable headers, including a target refresh's Contact.
         """
         if request_dialog_id(request) != self.id:
             return 481
@@ -411,6 +433,12 @@ class Dialog:
             return None
         if self.remote_seq is not None and seq < self.remote_seq:
             return 500
+        if request.method == "INVITE":
+            if self.invite_out_pending:
+                return 491  # §14.2: glare; the TU answers and the UAC retries later
+            if self.invite_in_pending:
+                return 500  # §14.2: a second INVITE before the first one's final response
+            self.invite_in_pending = True
         if request.method in TARGET_REFRESH_METHODS:
             target = _single_contact(request, what="request")
             if target is not None:
@@ -430,10 +458,15 @@ class Dialog:
         Contact (§13.2.2.4, §12.1.2); a final non-2xx terminates an early
         dialog (§12.3). For other requests: a 2xx to a target refresh
         replaces the remote target (§12.2.1.2); 481 or 408 terminates the
-        dialog (§12.2.1.2). Responses of other dialogs are ignored.
+        dialog (§12.2.1.2) — a TU passes a transaction timeout as a 408
+        (§8.1.3.1). A final response to an INVITE ends "INVITE in progress"
+        (§14.1). Responses of other dialogs are ignored; a Contact that does
+        not parse raises MalformedMessageError (error_code None: drop).
         """
         forming = request.method in DIALOG_FORMING_METHODS and request.to.tag is None
         status = response.status
+        if request.method == "INVITE" and status >= 200:
+            self.invite_out_pending = False
         if forming and status >= 300:
             if self.state is DialogState.EARLY:
                 self.state = DialogState.TERMINATED
@@ -461,6 +494,8 @@ class Dialog:
         to the dialog-forming request confirms an early dialog, a final
         non-2xx terminates it (§12.1.1, §12.3); a 2xx to BYE leaves the
         dialog terminated (it already is, from :meth:`receive_request`)."""
+        if request.method == "INVITE" and response.status >= 200:
+            self.invite_in_pending = False
         forming = request.method in DIALOG_FORMING_METHODS and request.to.tag is None
         if not forming or self.state is not DialogState.EARLY:
             return
