@@ -4,6 +4,7 @@ round trip through two transaction layers."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import pytest
@@ -730,3 +731,29 @@ def test_callee_cannot_bye_early_dialog_but_caller_can() -> None:
         callee.create_request("BYE", via=BOB_VIA)
     caller = Dialog.from_uac(req, answer(req, 180))
     assert caller.create_request("BYE", via=ALICE_VIA).method == "BYE"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    header=st.sampled_from(["From", "To", "Call-ID", "CSeq", "Contact", "Record-Route"]),
+    value=_HEADER_TEXT,
+    method=st.sampled_from(["INVITE", "UPDATE", "INFO", "BYE", "ACK", "CANCEL"]),
+    status=st.sampled_from([180, 200, 408, 481, 491]),
+)
+def test_random_in_dialog_content_raises_only_protocol_errors(
+    header: str, value: str, method: str, status: int
+) -> None:
+    dialog, _ = uas_dialog()
+    incoming = in_dialog(method, 2, contact=ALICE_CONTACT)
+    incoming.headers.set(header, value)
+    try:
+        verdict = dialog.receive_request(incoming)
+    except MalformedMessageError:
+        verdict = 400
+    assert verdict in (None, 400, 481, 500, 491)
+    caller, _ = uac_dialog()
+    sent = caller.create_request("UPDATE", via=ALICE_VIA)
+    reply = answer(sent, status)
+    reply.headers.set(header, value)
+    with contextlib.suppress(MalformedMessageError):
+        caller.receive_response(sent, reply)
