@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from natkit.lab.natcheck import NAT_PUBLIC_IP, natcheck_behind, run_natcheck_sim
+from natkit.lab.natcheck import natcheck_behind, run_natcheck_sim
+from natkit.lab.topology import NAT_PUBLIC_IP
 from natkit.nat.box import NatBehavior
 from natkit.nat.natcheck import NatCheckConfig
 from natkit.nat.presets import PRESETS, carrier_grade_tandem

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from natkit.addr import Transport
-from natkit.lab.natcheck import NAT_PUBLIC_IP
+from natkit.lab.topology import NAT_PUBLIC_IP
 from natkit.lab.turn import (
     DEFAULT_TRANSPORTS,
     TURN_IP,

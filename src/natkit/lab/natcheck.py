@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from natkit.addr import Endpoint
+from natkit.lab.topology import attach_nat
 from natkit.nat.aio import natcheck
-from natkit.nat.box import NatBehavior, NatBox
+from natkit.nat.box import NatBehavior
 from natkit.nat.natcheck import NatCheckConfig, NatCheckResult
 from natkit.nat.presets import PRESETS, NatLayer, classic_nat_type
 from natkit.nat.types import Filtering, Mapping, NatType
@@ -38,9 +39,6 @@ __all__ = ["Expected", "NatcheckOutcome", "expected_for", "natcheck_behind", "ru
 STUN_IPS = ("203.0.113.10", "203.0.113.11")
 STUN_PRIMARY = Endpoint(STUN_IPS[0], 3478)
 STUN_ALTERNATE = Endpoint(STUN_IPS[1], 3479)
-NAT_PUBLIC_IP = "198.51.100.1"
-NAT_INSIDE = "192.168.1.0/24"
-FIREWALL_INSIDE = "192.0.2.0/24"  # hosts behind a firewall keep public addresses
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,25 +115,7 @@ async def natcheck_behind(
         StunServerConfig(primary=STUN_PRIMARY, alternate=STUN_ALTERNATE, rfc5780=True),
     )
     await runner.start()
-    outer = None
-    if tandem is not None:
-        outer = net.add_middlebox(
-            tandem.name,
-            tandem.build(rng=seeded_rng(seed + 2), trace=False),
-            list(tandem.public_ips),
-            inside=list(tandem.inside_networks),
-        )
-    if behavior.translate:
-        public = "100.64.0.2" if outer is not None else NAT_PUBLIC_IP
-        inside = NAT_INSIDE
-        box = NatBox(
-            behavior, [public], inside_networks=[inside], rng=seeded_rng(seed + 1), trace=False
-        )
-        nat = net.add_middlebox("nat", box, [public], inside=inside, behind=outer)
-    else:
-        inside = FIREWALL_INSIDE
-        box = NatBox(behavior, [], inside_networks=[inside], rng=seeded_rng(seed + 1), trace=False)
-        nat = net.add_middlebox("nat", box, [], inside=inside, behind=outer, routed=True)
+    nat = attach_nat(net, behavior, seed=seed, tandem=tandem)
     client = net.add_host("client", behind=nat)
     if pcap_dir is not None:
         pcap_dir.mkdir(parents=True, exist_ok=True)

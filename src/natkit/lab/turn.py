@@ -54,10 +54,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from natkit.addr import Endpoint, Transport
 from natkit.errors import MalformedMessageError, NatkitError
-from natkit.lab.natcheck import FIREWALL_INSIDE, NAT_INSIDE, NAT_PUBLIC_IP
-from natkit.nat.box import NatBehavior, NatBox
+from natkit.lab.topology import attach_nat
+from natkit.nat.box import NatBehavior
 from natkit.nat.presets import PRESETS, NatLayer
-from natkit.net.sim import Internet, Link, Middlebox, run_virtual
+from natkit.net.sim import Internet, Link, run_virtual
 from natkit.net.stack import (
     ConnectionHandler,
     DatagramEndpoint,
@@ -723,30 +723,6 @@ async def _talk(
     outcome.echoed += await _collect_echoes(client, after, peer, timeout)
 
 
-def _attach(
-    net: Internet, behavior: NatBehavior, *, seed: int, tandem: NatLayer | None
-) -> Middlebox:
-    """The NAT (or routed firewall) of the natcheck scenario, behind ``tandem``."""
-    outer = None
-    if tandem is not None:
-        outer = net.add_middlebox(
-            tandem.name,
-            tandem.build(rng=seeded_rng(seed + 2), trace=False),
-            list(tandem.public_ips),
-            inside=list(tandem.inside_networks),
-        )
-    if behavior.translate:
-        public = "100.64.0.2" if outer is not None else NAT_PUBLIC_IP
-        box = NatBox(
-            behavior, [public], inside_networks=[NAT_INSIDE], rng=seeded_rng(seed + 1), trace=False
-        )
-        return net.add_middlebox("nat", box, [public], inside=NAT_INSIDE, behind=outer)
-    box = NatBox(
-        behavior, [], inside_networks=[FIREWALL_INSIDE], rng=seeded_rng(seed + 1), trace=False
-    )
-    return net.add_middlebox("nat", box, [], inside=FIREWALL_INSIDE, behind=outer, routed=True)
-
-
 async def turn_behind(
     name: str,
     behavior: NatBehavior,
@@ -771,7 +747,7 @@ async def turn_behind(
     net = Internet(seed=seed, trace=trace, default_link=Link(delay=delay))
     turn = net.add_host("turn", TURN_IP)
     peer_host = net.add_host("peer", PEER_IP)
-    nat = _attach(net, behavior, seed=seed, tandem=tandem)
+    nat = attach_nat(net, behavior, seed=seed, tandem=tandem)
     client = net.add_host("client", behind=nat, link=Link(delay=delay, loss=client_loss))
     pcaps: list[Path] = []
     if pcap_dir is not None:
