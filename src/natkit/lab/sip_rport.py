@@ -1,0 +1,178 @@
+"""Lab scenario: RFC 6314 §3 / Figure 1 — does a SIP response find its way
+back through the NAT?
+
+::
+
+    UA 192.168.1.x:5060 --- NAT (198.51.100.1) --- internet --- registrar 203.0.113.10:5060
+
+A user agent behind a NAT sends a REGISTER over UDP from its SIP port. The
+registrar stamps ``received`` (RFC 3261 §18.2.1) and answers where the Via
+says: without ``rport`` to the received address at the Via's *sent-by port*
+(5060), with ``rport`` (RFC 3581 §4) to the source address *and port* the
+NAT gave the request. The response therefore arrives without rport only
+when the NAT happened to keep port 5060 for its mapping (and lets the
+answer in); a NAT that assigns other ports — symmetric NATs, carrier-grade
+NATs, or any NAT whose port 5060 a second user agent already took — loses
+it. With rport the response arrives through every NAT that passes UDP.
+
+:func:`expected_arrival` is the table a correct stack must reproduce;
+:func:`run_rport_sim` runs every case on the simulated internet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from natkit.addr import Endpoint
+from natkit.lab.topology import attach_nat
+from natkit.nat.box import NatBehavior, PortAssignment
+from natkit.nat.presets import PRESETS
+from natkit.net.sim import Internet, Link, SimHost, run_virtual
+from natkit.rng import seeded_rng
+from natkit.sip.aio.server import SipServer, SipServerConfig
+from natkit.sip.aio.transport import SipTransportLayer
+from natkit.sip.flow import SipTransport, Source, Target
+from natkit.sip.message import SipMessage, SipResponse
+from natkit.store.memory import MemoryStore
+
+__all__ = ["RportOutcome", "expected_arrival", "register_behind", "run_rport_sim"]
+
+REGISTRAR_IP = "203.0.113.10"
+SIP_PORT = 5060
+EPOCH = 1_800_000_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class RportOutcome:
+    """One case: the NAT, whether the UA asked for rport, whether another
+    UA behind the same NAT held port 5060 first, and what happened."""
+
+    nat: str
+    rport: bool
+    port_taken: bool
+    mapped: Endpoint | None
+    """The source the registrar saw (the NAT's mapping), None if nothing came."""
+    arrived: bool
+    expected: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.arrived == self.expected
+
+
+def expected_arrival(behavior: NatBehavior, *, rport: bool, port_taken: bool) -> bool:
+    """RFC 6314 §3: with rport always (UDP passes); without, only when the
+    mapping kept the UA's port, which a port-preserving NAT does while the
+    port is free on its public address."""
+    if behavior.udp_blocked:
+        return False
+    if rport or not behavior.translate:
+        return True
+    return behavior.port_assignment is PortAssignment.PRESERVING and not port_taken
+
+
+def _register(ua_ip: str, call_id: str, *, rport: bool) -> bytes:
+    via_rport = ";rport" if rport else ""
+    return (
+        "REGISTER sip:example.org SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {ua_ip}:{SIP_PORT};branch=z9hG4bK{call_id}{via_rport}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:{call_id}@example.org>;tag=t{call_id}\r\n"
+        f"To: <sip:{call_id}@example.org>\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: 1 REGISTER\r\n"
+        f"Contact: <sip:{call_id}@{ua_ip}:{SIP_PORT}>\r\nExpires: 600\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+class _Ua:
+    def __init__(self, host: SimHost) -> None:
+        self.host = host
+        self.responses: asyncio.Queue[SipResponse] = asyncio.Queue()
+        self.layer = SipTransportLayer(host.stack, self._on, rng=seeded_rng(7))
+
+    def _on(self, message: SipMessage, source: Source) -> None:
+        if isinstance(message, SipResponse):
+            self.responses.put_nowait(message)
+
+    async def start(self) -> None:
+        await self.layer.listen(SipTransport.UDP, Endpoint(self.host.ip, SIP_PORT))
+
+
+async def register_behind(
+    name: str, behavior: NatBehavior, *, rport: bool, port_taken: bool = False, seed: int = 0
+) -> RportOutcome:
+    """Build the topology on the running virtual-clock loop and register once."""
+    net = Internet(seed=seed, default_link=Link(delay=0.02))
+    server_host = net.add_host("registrar", REGISTRAR_IP)
+    nat = attach_nat(net, behavior, seed=seed)
+    loop = asyncio.get_running_loop()
+    store = MemoryStore(clock=lambda: EPOCH + loop.time())
+    config = SipServerConfig(
+        listen=((SipTransport.UDP, Endpoint(REGISTRAR_IP, SIP_PORT)),),
+        domains=frozenset({"example.org"}),
+        secret=b"lab-secret-lab-secret-lab-secret",
+        authenticate=False,
+    )
+    registrar = Target(SipTransport.UDP, Endpoint(REGISTRAR_IP, SIP_PORT))
+    async with SipServer(server_host.stack, config, store, rng=seeded_rng(seed + 5)) as server:
+        uas: list[_Ua] = []
+        if port_taken:
+            # Another phone behind the same NAT registered first: the NAT's
+            # public port 5060 is its mapping now.
+            first = _Ua(net.add_host("other-ua", behind=nat))
+            await first.start()
+            uas.append(first)
+            await first.layer.send(_register(first.host.ip, "first", rport=True), registrar)
+            await asyncio.wait_for(first.responses.get(), 10)
+        ua = _Ua(net.add_host("ua", behind=nat))
+        await ua.start()
+        uas.append(ua)
+        await ua.layer.send(_register(ua.host.ip, "ua", rport=rport), registrar)
+        try:
+            response = await asyncio.wait_for(ua.responses.get(), 10)
+            arrived = response.status == 200
+        except TimeoutError:
+            arrived = False
+        bindings = await server.location.lookup("sip:ua@example.org")
+        mapped = _source_of(bindings[0].source) if bindings else None
+        for each in uas:
+            each.layer.close()
+    return RportOutcome(
+        nat=name,
+        rport=rport,
+        port_taken=port_taken,
+        mapped=mapped,
+        arrived=arrived,
+        expected=expected_arrival(behavior, rport=rport, port_taken=port_taken),
+    )
+
+
+def _source_of(text: str | None) -> Endpoint | None:
+    """``udp:[ip]:port`` or ``udp:ip:port`` as the registrar stores a source."""
+    if not text:
+        return None
+    _, _, rest = text.partition(":")
+    host, _, port = rest.rpartition(":")
+    return Endpoint(host.strip("[]"), int(port))
+
+
+def run_rport_sim(names: list[str] | None = None, *, seed: int = 0) -> list[RportOutcome]:
+    """Every case (each NAT preset x rport on/off x port free/taken) on the
+    simulated internet."""
+    chosen = names if names is not None else list(PRESETS)
+
+    async def main() -> list[RportOutcome]:
+        out = []
+        for name in chosen:
+            for rport in (False, True):
+                for taken in (False, True):
+                    out.append(
+                        await register_behind(
+                            name, PRESETS[name], rport=rport, port_taken=taken, seed=seed
+                        )
+                    )
+        return out
+
+    return run_virtual(main)
