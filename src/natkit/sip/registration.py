@@ -186,6 +186,7 @@ class _Flow:
     outbound: bool = False
     flow_timer: int | None = None
     expires_at: float | None = None
+    preempted: bool = False  # the last REGISTER carried reused credentials
 
     @property
     def target(self) -> Target:
@@ -280,7 +281,7 @@ class RegistrationClient:
             f.clear_timers()
             if f.state in (FlowState.REGISTERED, FlowState.REGISTERING):
                 self._forget_txn(f)
-                self._send_register(f, 0, now)
+                self._send_register(f, 0, now, preempt=True)
             else:
                 self._forget_txn(f)
                 f.state = FlowState.UNREGISTERED
@@ -299,7 +300,7 @@ class RegistrationClient:
         if sent_by is not None:
             self._sent_by = sent_by
         for f in self._flows:
-            if f.state is FlowState.UNREGISTERED:
+            if f.state in (FlowState.UNREGISTERED, FlowState.UNREGISTERING):
                 continue
             self._forget_txn(f)
             f.clear_timers()
@@ -395,7 +396,7 @@ class RegistrationClient:
                 self._send_register(f, self.config.expires, now)
             elif f.refresh_at is not None and now >= f.refresh_at:
                 f.refresh_at = None
-                self._send_register(f, self.config.expires, now)
+                self._send_register(f, self.config.expires, now, preempt=True)
             if f.keepalive_at is not None and now >= f.keepalive_at:
                 f.keepalive_at = None
                 if f.state is FlowState.REGISTERED:
@@ -420,7 +421,7 @@ class RegistrationClient:
             contact = contact.with_param("+sip.instance", f'"<{self.instance_id}>"')
         return contact
 
-    def _build(self, f: _Flow, expires: int) -> SipRequest:
+    def _build(self, f: _Flow, expires: int, *, preempt: bool) -> SipRequest:
         f.cseq += 1
         transport = f.config.target.transport
         via = client_via(transport, self._sent_by, self._rng)
@@ -439,9 +440,11 @@ class RegistrationClient:
             headers.add("User-Agent", self.config.user_agent)
         registrar: Uri = self.config.registrar
         request = SipRequest("REGISTER", registrar, headers)
-        if self._digest is not None:
+        f.preempted = False
+        if self._digest is not None and preempt:
             for name, value in self._digest.preemptive_headers(request):
                 headers.add(name, value)
+                f.preempted = True
         return request
 
     def _send(self, f: _Flow, request: SipRequest, expires: int, now: float) -> None:
@@ -453,14 +456,19 @@ class RegistrationClient:
         f.txn = txn
         self._by_txn[txn] = f
 
-    def _send_register(self, f: _Flow, expires: int, now: float) -> None:
+    def _send_register(self, f: _Flow, expires: int, now: float, *, preempt: bool = False) -> None:
+        """A new REGISTER. ``preempt``: reuse the last digest challenge (RFC
+        7616 §3.4, next nonce-count) - only for refreshes and removals of a
+        live registration; fresh attempts go without, so credentials a
+        registrar refused are never repeated."""
         f.retry_at = f.refresh_at = None
-        self._send(f, self._build(f, expires), expires, now)
+        self._send(f, self._build(f, expires, preempt=preempt), expires, now)
 
     def _retry_with(self, f: _Flow, request: SipRequest, now: float) -> None:
         """Resend ``request`` (credentials or expiry changed) with the next
         CSeq and a new branch (RFC 3261 §8.1.3.5, §10.2.8, §22.2)."""
         f.cseq += 1
+        f.preempted = False
         request.headers.set("CSeq", f"{f.cseq} REGISTER")
         via = client_via(f.config.target.transport, self._sent_by, self._rng)
         request.headers.remove("Via")
@@ -485,6 +493,9 @@ class RegistrationClient:
             authorized = self._digest.authorize(request, response)
             if authorized is not None:
                 self._retry_with(f, authorized, now)
+                return
+            if f.preempted:  # reused credentials refused: start over without
+                self._send_register(f, f.requested_expires, now)
                 return
         if status == 423 and f.state is FlowState.REGISTERING:
             minimum = _int_header(response, "Min-Expires")

@@ -55,14 +55,14 @@ class RegistrationSucceeded:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RegistrationFailed:
     """A REGISTER of ``flow`` failed: final ``status`` (None: the
-    transaction timed out or could not be sent). The client tries again at
-    ``retry_at`` (RFC 5626 §4.5 back-off), or never (None: unregistering,
-    or a 401/407 whose credentials the registrar refused)."""
+    transaction timed out or could not be sent), including a 401/407 whose
+    credentials the registrar refused. The client tries again at
+    ``retry_at`` (RFC 5626 §4.5 back-off; later if a Retry-After says so)."""
 
     flow: int
     status: int | None
     reason: str
-    retry_at: float | None
+    retry_at: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
