@@ -21,26 +21,16 @@ it. With rport the response arrives through every NAT that passes UDP.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from natkit.addr import Endpoint
+from natkit.lab.sip_phone import DOMAIN, REGISTRAR_IP, LabPhone, lab_registrar
 from natkit.lab.topology import attach_nat
 from natkit.nat.box import NatBehavior, PortAssignment
 from natkit.nat.presets import PRESETS
-from natkit.net.sim import Internet, Link, SimHost, run_virtual
-from natkit.rng import seeded_rng
-from natkit.sip.aio.server import SipServer, SipServerConfig
-from natkit.sip.aio.transport import SipTransportLayer
-from natkit.sip.flow import SipTransport, Source, Target
-from natkit.sip.message import SipMessage, SipResponse
-from natkit.store.memory import MemoryStore
+from natkit.net.sim import Internet, Link, run_virtual
 
 __all__ = ["RportOutcome", "expected_arrival", "register_behind", "run_rport_sim"]
-
-REGISTRAR_IP = "203.0.113.10"
-SIP_PORT = 5060
-EPOCH = 1_800_000_000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,34 +62,6 @@ def expected_arrival(behavior: NatBehavior, *, rport: bool, port_taken: bool) ->
     return behavior.port_assignment is PortAssignment.PRESERVING and not port_taken
 
 
-def _register(ua_ip: str, call_id: str, *, rport: bool) -> bytes:
-    via_rport = ";rport" if rport else ""
-    return (
-        "REGISTER sip:example.org SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {ua_ip}:{SIP_PORT};branch=z9hG4bK{call_id}{via_rport}\r\n"
-        "Max-Forwards: 70\r\n"
-        f"From: <sip:{call_id}@example.org>;tag=t{call_id}\r\n"
-        f"To: <sip:{call_id}@example.org>\r\n"
-        f"Call-ID: {call_id}\r\nCSeq: 1 REGISTER\r\n"
-        f"Contact: <sip:{call_id}@{ua_ip}:{SIP_PORT}>\r\nExpires: 600\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
-
-
-class _Ua:
-    def __init__(self, host: SimHost) -> None:
-        self.host = host
-        self.responses: asyncio.Queue[SipResponse] = asyncio.Queue()
-        self.layer = SipTransportLayer(host.stack, self._on, rng=seeded_rng(7))
-
-    def _on(self, message: SipMessage, source: Source) -> None:
-        if isinstance(message, SipResponse):
-            self.responses.put_nowait(message)
-
-    async def start(self) -> None:
-        await self.layer.listen(SipTransport.UDP, Endpoint(self.host.ip, SIP_PORT))
-
-
 async def register_behind(
     name: str, behavior: NatBehavior, *, rport: bool, port_taken: bool = False, seed: int = 0
 ) -> RportOutcome:
@@ -107,38 +69,28 @@ async def register_behind(
     net = Internet(seed=seed, default_link=Link(delay=0.02))
     server_host = net.add_host("registrar", REGISTRAR_IP)
     nat = attach_nat(net, behavior, seed=seed)
-    loop = asyncio.get_running_loop()
-    store = MemoryStore(clock=lambda: EPOCH + loop.time())
-    config = SipServerConfig(
-        listen=((SipTransport.UDP, Endpoint(REGISTRAR_IP, SIP_PORT)),),
-        domains=frozenset({"example.org"}),
-        secret=b"lab-secret-lab-secret-lab-secret",
-        authenticate=False,
-    )
-    registrar = Target(SipTransport.UDP, Endpoint(REGISTRAR_IP, SIP_PORT))
-    async with SipServer(server_host.stack, config, store, rng=seeded_rng(seed + 5)) as server:
-        uas: list[_Ua] = []
-        if port_taken:
-            # Another phone behind the same NAT registered first: the NAT's
-            # public port 5060 is its mapping now.
-            first = _Ua(net.add_host("other-ua", behind=nat))
-            await first.start()
-            uas.append(first)
-            await first.layer.send(_register(first.host.ip, "first", rport=True), registrar)
-            await asyncio.wait_for(first.responses.get(), 10)
-        ua = _Ua(net.add_host("ua", behind=nat))
-        await ua.start()
-        uas.append(ua)
-        await ua.layer.send(_register(ua.host.ip, "ua", rport=rport), registrar)
+    async with lab_registrar(server_host, seed=seed) as server:
+        phones: list[LabPhone] = []
         try:
-            response = await asyncio.wait_for(ua.responses.get(), 10)
-            arrived = response.status == 200
-        except TimeoutError:
-            arrived = False
-        bindings = await server.location.lookup("sip:ua@example.org")
-        mapped = _source_of(bindings[0].source) if bindings else None
-        for each in uas:
-            each.layer.close()
+            if port_taken:
+                # Another phone behind the same NAT registered first: the
+                # NAT's public port 5060 is its mapping now.
+                first = LabPhone(net.add_host("other-ua", behind=nat), "first")
+                phones.append(first)
+                await first.start()
+                await first.register(rport=True)
+                await first.final_response(10)
+            ua = LabPhone(net.add_host("ua", behind=nat), "ua")
+            phones.append(ua)
+            await ua.start()
+            await ua.register(rport=rport)
+            response = await ua.final_response(10)
+            arrived = response is not None and response.status == 200
+            bindings = await server.location.lookup(f"sip:ua@{DOMAIN}")
+        finally:
+            for phone in phones:
+                phone.close()
+    mapped = _source_of(bindings[0].source) if bindings else None
     return RportOutcome(
         nat=name,
         rport=rport,
