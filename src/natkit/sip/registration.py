@@ -335,6 +335,11 @@ class RegistrationClient:
         self.layer.receive_message(msg, source, now=now)
         self._drain_layer(now)
 
+    def send_failed(self, message: SipMessage, *, now: float) -> None:
+        """Owned layer only: the driver could not send ``message`` (§17.1.4)."""
+        self.layer.transport_failed_for(message, now=now)
+        self._drain_layer(now)
+
     def messages_to_send(self) -> list[tuple[SipMessage, Target]]:
         """Owned layer only: what the layer must send."""
         return self.layer.messages_to_send()

@@ -1,0 +1,216 @@
+"""An asyncio driver for :class:`~natkit.sip.registration.RegistrationClient`
+on the SIP transport layer (:mod:`natkit.sip.aio.transport`).
+
+Theory of operation
+-------------------
+:class:`RegistrationAgent` owns a :class:`SipTransportLayer` on a Stack and a
+registration client that owns its transaction layer. After every call into
+the client it drains the client's events, sends what the transaction layer
+queued (a send that fails is reported with ``transport_failed_for``, which
+fails that flow, RFC 5626 §4.5) and re-arms one ``loop.call_at`` at the
+client's timer (STYLE.md's driver pattern).
+
+Keepalives (RFC 5626 §4.4.1): a :class:`KeepaliveDue` over a stream flow
+becomes a CRLFCRLF ping (``send_ping``); the transport's ``on_pong`` reports
+``keepalive_answered``, ``on_flow_closed`` reports ``flow_closed``; a ping
+over a flow already gone fails it at once. Over UDP the STUN Binding
+request is sent from the SIP socket, but the transport layer does not hand
+STUN *responses* to its user (it answers requests only), so the agent
+counts a UDP keepalive answered when it is sent: the NAT binding is kept,
+a dead UDP flow is found by the next REGISTER refresh instead of the
+keepalive. Requests arriving for the UA are not served here (the UA core
+will share the transaction layer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from natkit.addr import Endpoint
+from natkit.errors import TransportError
+from natkit.net.stack import Stack
+from natkit.sip.aio.transport import FlowGoneError, SipTransportLayer
+from natkit.sip.flow import FlowId, SipTransport, Source, Target
+from natkit.sip.message import SipMessage, SipResponse
+from natkit.sip.registration import RegistrationClient, RegistrationConfig
+from natkit.sip.registration_events import (
+    KeepaliveDue,
+    KeepaliveMethod,
+    RegistrationEvent,
+    RegistrationSucceeded,
+)
+from natkit.sip.uri import SipUri
+from natkit.stun.constants import Method
+from natkit.stun.message import StunMessage
+from natkit.stun.message import serialize_message as serialize_stun
+
+__all__ = ["RegistrationAgent"]
+
+_log = logging.getLogger(__name__)
+
+
+class RegistrationAgent:
+    """``async with RegistrationAgent(stack, config) as agent: await agent.registered()``."""
+
+    def __init__(self, stack: Stack, config: RegistrationConfig) -> None:
+        self.config = config
+        self.client = RegistrationClient(config)
+        self.transport = SipTransportLayer(
+            stack,
+            self._on_message,
+            on_flow_closed=self._on_flow_closed,
+            on_pong=self._on_pong,
+            rng=config.rng,
+        )
+        self.events: asyncio.Queue[RegistrationEvent] = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._registered: set[int] = set()
+        self._changed = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen on the sent-by endpoint for every transport the flows use, register."""
+        self._loop = asyncio.get_running_loop()
+        transports: list[SipTransport] = []
+        for flow in self.config.flows:
+            if flow.target.transport not in transports:
+                transports.append(flow.target.transport)
+        for transport in transports:
+            await self.transport.listen(transport, self.config.sent_by)
+        self.client.register(now=self._now())
+        self._pump()
+
+    async def unregister(self, timeout: float = 40.0) -> None:
+        """Remove the bindings and wait (at most ``timeout``) until every flow is idle."""
+        self.client.unregister(now=self._now())
+        self._pump()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._registered:
+                    await self._wait_change()
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
+        self.transport.close()
+        await self.transport.wait_closed()
+
+    async def __aenter__(self) -> RegistrationAgent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- conveniences --------------------------------------------------------------
+
+    @property
+    def registered_flows(self) -> frozenset[int]:
+        return frozenset(self._registered)
+
+    async def registered(self, count: int = 1) -> None:
+        """Wait until at least ``count`` flows are registered."""
+        while len(self._registered) < count:
+            await self._wait_change()
+
+    def local_address_changed(
+        self, *, sent_by: Endpoint | None = None, contact: SipUri | None = None
+    ) -> None:
+        """Re-register every flow now, over new connections."""
+        self.client.local_address_changed(now=self._now(), sent_by=sent_by, contact=contact)
+        self._pump()
+
+    async def _wait_change(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
+    # -- the pump ------------------------------------------------------------------
+
+    def _now(self) -> float:
+        loop = self._loop if self._loop is not None else asyncio.get_running_loop()
+        return loop.time()
+
+    def _pump(self) -> None:
+        while (event := self.client.next_event()) is not None:
+            match event:
+                case KeepaliveDue():
+                    self._keepalive(event)
+                    continue
+                case RegistrationSucceeded(flow=flow):
+                    self._registered.add(flow)
+                case _:
+                    self._registered.discard(event.flow)
+            self.events.put_nowait(event)
+            self._changed.set()
+        for message, target in self.client.messages_to_send():
+            self._spawn(self._send(message, target))
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.client.get_timer()
+        if deadline is not None and self._loop is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.client.handle_timer(now=self._now())
+        self._pump()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, message: SipMessage, target: Target) -> None:
+        try:
+            await self.transport.send(message, target)
+        except TransportError as exc:
+            _log.info("REGISTER to %s failed: %s", target.remote, exc)
+            self.client.send_failed(message, now=self._now())
+            self._pump()
+
+    def _keepalive(self, event: KeepaliveDue) -> None:
+        now = self._now()
+        target = event.target
+        if event.method is KeepaliveMethod.CRLF:
+            if target.flow is None:
+                self.client.flow_closed(event.flow, now=now)
+                return
+            try:
+                self.transport.send_ping(target.flow)
+            except FlowGoneError:
+                self.client.flow_closed(event.flow, now=now)
+            return
+        request = StunMessage.request(Method.BINDING, self.config.rng.randbytes(12))
+        self.transport.send_soon(serialize_stun(request, fingerprint=True), target)
+        self.client.keepalive_answered(event.flow, now=now)  # see the module docstring
+
+    # -- transport callbacks -------------------------------------------------------
+
+    def _on_message(self, message: SipMessage, source: Source) -> None:
+        if isinstance(message, SipResponse):
+            self.client.receive_message(message, source, now=self._now())
+            self._pump()
+
+    def _on_flow_closed(self, flow: FlowId) -> None:
+        self.client.flow_closed(flow, now=self._now())
+        self._pump()
+
+    def _on_pong(self, flow: FlowId) -> None:
+        for index in range(1, self.client.flow_count + 1):
+            if self.client.flow_target(index).flow == flow:
+                self.client.keepalive_answered(index, now=self._now())
+        self._pump()

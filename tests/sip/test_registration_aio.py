@@ -1,0 +1,125 @@
+"""The registration agent against natkit's SIP server on the simulated
+internet (virtual clock): digest, Outbound, keepalives, flow failure."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from natkit.addr import Endpoint
+from natkit.net.sim import Internet, run_virtual
+from natkit.rng import seeded_rng
+from natkit.sip.aio.registration import RegistrationAgent
+from natkit.sip.aio.server import SipServer, SipServerConfig
+from natkit.sip.aio.users import add_user
+from natkit.sip.flow import SipTransport, Target
+from natkit.sip.registration import FlowConfig, RegistrationConfig
+from natkit.sip.registration_events import FlowFailed, RegistrationSucceeded, Unregistered
+from natkit.sip.uri import SipUri, parse_uri
+from natkit.store.memory import MemoryStore
+
+SERVER_IP = "203.0.113.10"
+ALICE_IP = "192.0.2.7"
+EPOCH = 1_800_000_000.0
+
+
+def sip(text: str) -> SipUri:
+    uri = parse_uri(text)
+    assert isinstance(uri, SipUri)
+    return uri
+
+
+def wallclock() -> float:
+    return EPOCH + asyncio.get_running_loop().time()
+
+
+def agent_config(transport: SipTransport, password: str = "secret") -> RegistrationConfig:
+    return RegistrationConfig(
+        aor=sip("sip:alice@example.org"),
+        registrar=sip("sip:example.org"),
+        contact=sip(f"sip:alice@{ALICE_IP}:5070;transport={transport.value}"),
+        sent_by=Endpoint(ALICE_IP, 5070),
+        flows=(
+            FlowConfig(
+                Target(transport, Endpoint(SERVER_IP, 5060)),
+                sip(f"sip:{SERVER_IP}:5060;transport={transport.value}"),
+            ),
+        ),
+        expires=600,
+        username="alice",
+        password=password,
+        rng=seeded_rng(5),
+    )
+
+
+@pytest.mark.parametrize(
+    "transport",
+    [pytest.param(SipTransport.TCP, id="tcp"), pytest.param(SipTransport.UDP, id="udp")],
+)
+def test_register_keepalives_for_an_hour_then_unregister(transport: SipTransport) -> None:
+    async def main() -> None:
+        net = Internet(seed=3)
+        server_host = net.add_host("server", SERVER_IP)
+        alice_host = net.add_host("alice", ALICE_IP)
+        store = MemoryStore(clock=wallclock)
+        await add_user(store, "example.org", "alice", "secret")
+        config = SipServerConfig(
+            listen=((transport, Endpoint(SERVER_IP, 5060)),),
+            domains=frozenset({"example.org"}),
+            secret=b"s" * 32,
+            flow_timer=30,
+        )
+        async with (
+            SipServer(server_host.stack, config, store, rng=seeded_rng(1)),
+            RegistrationAgent(alice_host.stack, agent_config(transport)) as agent,
+        ):
+            await asyncio.wait_for(agent.registered(), 30)
+            first = agent.events.get_nowait()
+            assert isinstance(first, RegistrationSucceeded)
+            assert first.outbound and first.flow_timer == 30
+            assert first.expires == 600
+            await asyncio.sleep(3600)
+            events = [agent.events.get_nowait() for _ in range(agent.events.qsize())]
+            refreshes = [e for e in events if isinstance(e, RegistrationSucceeded)]
+            assert not [e for e in events if isinstance(e, FlowFailed)]
+            assert 11 <= len(refreshes) <= 13  # every 300 s
+            assert agent.registered_flows == {1}
+            await agent.unregister()
+            assert agent.registered_flows == frozenset()
+            last = [agent.events.get_nowait() for _ in range(agent.events.qsize())]
+            assert any(isinstance(e, Unregistered) and e.status == 200 for e in last)
+
+    run_virtual(main)
+
+
+def test_server_closing_the_flow_fails_it_and_it_recovers() -> None:
+    async def main() -> None:
+        net = Internet(seed=3)
+        server_host = net.add_host("server", SERVER_IP)
+        alice_host = net.add_host("alice", ALICE_IP)
+        store = MemoryStore(clock=wallclock)
+        await add_user(store, "example.org", "alice", "secret")
+        config = SipServerConfig(
+            listen=((SipTransport.TCP, Endpoint(SERVER_IP, 5060)),),
+            domains=frozenset({"example.org"}),
+            secret=b"s" * 32,
+        )
+        async with (
+            SipServer(server_host.stack, config, store, rng=seeded_rng(1)) as server,
+            RegistrationAgent(alice_host.stack, agent_config(SipTransport.TCP)) as agent,
+        ):
+            await asyncio.wait_for(agent.registered(), 30)
+            while not agent.events.empty():
+                agent.events.get_nowait()
+            for source in server.transport.flows():
+                server.transport.close_flow(source.flow)
+            failed = await asyncio.wait_for(agent.events.get(), 30)
+            assert isinstance(failed, FlowFailed)
+            started = asyncio.get_running_loop().time()
+            assert 30.0 <= failed.retry_at - started <= 60.0
+            again = await asyncio.wait_for(agent.events.get(), 120)
+            assert isinstance(again, RegistrationSucceeded)
+            assert asyncio.get_running_loop().time() >= failed.retry_at
+
+    run_virtual(main)
