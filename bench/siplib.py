@@ -1,0 +1,286 @@
+"""SIP servers and the sipp load tool for natkit's SIP benchmarks.
+
+The benchmarks load Kamailio and (later) ``natkit sip-server`` with the same
+sipp scenarios, the ones the interop tests use
+(``tests/interop/data/sipp/``), and start Kamailio with the interop
+configuration (``tests/interop/data/kamailio/registrar.cfg``). A server is
+ready once it answers an OPTIONS request over UDP with 200; it is stopped by
+its PID (SIGTERM, then SIGKILL), and with it every child it forked.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from benchlib import BenchError, require_binary
+
+REPO = Path(__file__).resolve().parent.parent
+KAMAILIO_CFG = REPO / "tests" / "interop" / "data" / "kamailio" / "registrar.cfg"
+SIPP_DIR = REPO / "tests" / "interop" / "data" / "sipp"
+HOST = "127.0.0.1"
+DOMAIN = "example.org"
+AUTH_USER, PASSWORD = "bench", "secret"
+
+
+def options_status(host: str, port: int, timeout: float = 0.2) -> int | None:
+    """Status code of the answer to one OPTIONS over UDP (None: no answer)."""
+    call_id = secrets.token_hex(8)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, 0))
+        sock.settimeout(timeout)
+        local = sock.getsockname()[1]
+        request = (
+            f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {HOST}:{local};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:bench@{DOMAIN}>;tag={secrets.token_hex(4)}\r\n"
+            f"To: <sip:{host}:{port}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        try:
+            sock.sendto(request.encode(), (host, port))
+            reply = sock.recv(65535).decode(errors="replace")
+        except OSError:
+            return None
+    if call_id not in reply or not reply.startswith("SIP/2.0 "):
+        return None
+    return int(reply.split(" ", 2)[1])
+
+
+class SipServer:
+    """A SIP server child process; ``start()`` returns once it answers OPTIONS."""
+
+    def __init__(self, name: str, argv: list[str], port: int, workdir: Path) -> None:
+        self.name, self.argv, self.port, self.workdir = name, argv, port, workdir
+        self.host = HOST
+        self.ctl: Path | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise BenchError(f"{self.name} is not running")
+        return self.proc.pid
+
+    def start(self, ready_timeout: float = 15.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._log = (self.workdir / f"{self.name}.log").open("wb")
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+        )
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.stop()
+                raise BenchError(f"{self.name} exited: {self.log_tail()}")
+            if options_status(self.host, self.port) == 200:
+                return
+        self.stop()
+        raise BenchError(f"{self.name} did not answer OPTIONS within {ready_timeout} s")
+
+    def log_tail(self, lines: int = 5) -> str:
+        path = self.workdir / f"{self.name}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return " | ".join(text.strip().splitlines()[-lines:])
+
+    def processes(self) -> list[psutil.Process]:
+        """The server and its children (Kamailio forks its workers)."""
+        root = psutil.Process(self.pid)
+        return [root, *root.children(recursive=True)]
+
+    def pss_kb(self) -> int:
+        """Proportional set size of the whole process tree, in kB (shared pages counted once)."""
+        return sum(p.memory_full_info().pss for p in self.processes()) // 1024
+
+    def cpu_s(self) -> float:
+        total = 0.0
+        for p in self.processes():
+            try:
+                t = p.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system
+        return total
+
+    def kamcmd(self, *command: str) -> str:
+        if self.ctl is None:
+            raise BenchError(f"{self.name} has no kamcmd socket")
+        kamcmd = require_binary("kamcmd", "Debian package kamailio")
+        proc = subprocess.run(
+            [kamcmd, "-s", f"unix:{self.ctl}", *command],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise BenchError(f"kamcmd {' '.join(command)}: {proc.stderr or proc.stdout}")
+        return proc.stdout
+
+    def shm_used(self) -> int | None:
+        """Kamailio's shared memory in use (``core.shmmem`` real_used), None for others."""
+        if self.ctl is None:
+            return None
+        for line in self.kamcmd("core.shmmem").splitlines():
+            key, _, value = line.strip().partition(":")
+            if key == "real_used":
+                return int(value)
+        return None
+
+    def stop(self) -> None:
+        """SIGTERM by PID, then SIGKILL if it lingers; always reaps the child."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def kamailio_server(
+    port: int, workdir: Path, *, auth: bool, shm_mb: int = 1024, workers: int = 2
+) -> SipServer:
+    """Kamailio as registrar on UDP, optionally with digest auth (one static password)."""
+    kamailio = require_binary("kamailio", "Debian package kamailio")
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctl = workdir / "kamailio_ctl"
+    argv = [kamailio, "-f", str(KAMAILIO_CFG), "-DD", "-E", "-m", str(shm_mb)]
+    argv += ["-Y", str(workdir), "-P", str(workdir / "kamailio.pid"), f"--alias={DOMAIN}"]
+    argv += ["-l", f"udp:{HOST}:{port}", "-A", f'CTL_SOCK="unix:{ctl}"']
+    argv += ["-A", f"WORKERS={workers}"]
+    if auth:
+        argv += ["-A", "WITH_AUTH_STATIC", "-A", f'AUTH_PASSWORD="{PASSWORD}"']
+    server = SipServer("kamailio", argv, port, workdir)
+    server.ctl = ctl
+    return server
+
+
+def command_server(name: str, template: str, port: int, workdir: Path, *, auth: bool) -> SipServer:
+    """A server from a command template with ``{host}``, ``{port}``, ``{domain}``,
+    ``{user}``, ``{password}`` and ``{auth}`` (``auth`` or ``noauth``), e.g.
+    ``natkit sip-server --listen udp:{host}:{port} --domain {domain}``."""
+    argv = [
+        part.format(
+            host=HOST,
+            port=port,
+            domain=DOMAIN,
+            user=AUTH_USER,
+            password=PASSWORD,
+            auth="auth" if auth else "noauth",
+        )
+        for part in shlex.split(template)
+    ]
+    return SipServer(name, argv, port, workdir)
+
+
+@dataclass(frozen=True)
+class SippRun:
+    returncode: int
+    successful: int
+    failed: int
+    retransmissions: int
+    wall_s: float
+    stats: dict[str, str]
+    stderr: str
+
+
+def users_csv(path: Path, prefix: str, count: int) -> Path:
+    """An injection file of ``count`` unique users ``PREFIX000001`` ..."""
+    with path.open("w") as f:
+        f.write("SEQUENTIAL\n")
+        for n in range(count):
+            f.write(f"{prefix}{n:07d}\n")
+    return path
+
+
+def read_stats(path: Path) -> dict[str, str]:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except FileNotFoundError:
+        return {}
+    if len(lines) < 2:
+        return {}
+    return dict(zip(lines[0].split(";"), lines[-1].split(";"), strict=False))
+
+
+def _count(stats: dict[str, str], key: str) -> int:
+    value = stats.get(key, "")
+    return int(value) if value.isdigit() else 0
+
+
+def run_sipp(
+    scenario: str,
+    server: SipServer,
+    workdir: Path,
+    *,
+    calls: int,
+    rate: int,
+    csv: Path,
+    auth: bool,
+    timeout_s: float,
+    limit: int = 2000,
+) -> SippRun:
+    """One bounded sipp run (``-m``, ``-timeout``, ``-nostdin``) against ``server``."""
+    sipp = require_binary("sipp", "Debian package sip-tester")
+    workdir.mkdir(parents=True, exist_ok=True)
+    stat = workdir / f"{scenario}.{secrets.token_hex(3)}.csv"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((HOST, 0))
+        local_port = probe.getsockname()[1]
+    argv = [sipp, f"{server.host}:{server.port}", "-sf", str(SIPP_DIR / scenario)]
+    argv += ["-i", HOST, "-p", str(local_port), "-t", "u1", "-set", "domain", DOMAIN]
+    argv += ["-m", str(calls), "-r", str(rate), "-rp", "1000", "-l", str(limit)]
+    argv += ["-timeout", f"{timeout_s:g}s", "-timeout_error", "-nostdin", "-inf", str(csv)]
+    argv += ["-trace_stat", "-stf", str(stat), "-fd", "1", "-buff_size", "4194304"]
+    if auth:
+        argv += ["-au", AUTH_USER, "-ap", PASSWORD]
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        argv,
+        cwd=workdir,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s + 15,
+        check=False,
+    )
+    wall = time.monotonic() - t0
+    stats = read_stats(stat)
+    return SippRun(
+        proc.returncode,
+        _count(stats, "SuccessfulCall(C)"),
+        _count(stats, "FailedCall(C)"),
+        _count(stats, "Retransmissions(C)"),
+        wall,
+        stats,
+        proc.stderr[-2000:],
+    )
+
+
+def describe(run: SippRun) -> dict[str, Any]:
+    return {
+        "returncode": run.returncode,
+        "successful": run.successful,
+        "failed": run.failed,
+        "retransmissions": run.retransmissions,
+        "wall_s": round(run.wall_s, 3),
+    }
