@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from natkit.errors import MalformedMessageError
-from natkit.sip.uri import Uri, parse_host, parse_port, parse_uri
+from natkit.sip.uri import Uri, param_present, params_changed, parse_host, parse_port, parse_uri
 
 __all__ = [
     "WILDCARD",
@@ -226,22 +226,8 @@ def _lookup(params: Params, name: str) -> str | None:
     return None
 
 
-def _present(params: Params, name: str) -> bool:
-    key = name.lower()
-    return any(pname == key for pname, _ in params)
-
-
-def _changed(params: Params, changes: dict[str, str | None]) -> Params:
-    result = list(params)
-    for name, value in changes.items():
-        key = name.lower()
-        for i, (pname, _) in enumerate(result):
-            if pname == key:
-                result[i] = (key, value)
-                break
-        else:
-            result.append((key, value))
-    return tuple(result)
+_present = param_present
+_changed = params_changed
 
 
 def _without(params: Params, names: tuple[str, ...]) -> Params:

@@ -30,6 +30,8 @@ from natkit.errors import MalformedMessageError
 
 __all__ = [
     "AbsoluteUri",
+    "param_present",
+    "params_changed",
     "SipUri",
     "TelUri",
     "Uri",
@@ -123,12 +125,15 @@ def _param_lookup(params: Params, name: str) -> str | None:
     return None
 
 
-def _param_present(params: Params, name: str) -> bool:
+def param_present(params: Params, name: str) -> bool:
+    """Whether a parameter *name* (case-insensitive) is in *params*."""
     key = name.lower()
     return any(pname == key for pname, _ in params)
 
 
-def _params_changed(params: Params, changes: dict[str, str | None]) -> Params:
+def params_changed(params: Params, changes: dict[str, str | None]) -> Params:
+    """*params* with each of *changes* replacing the parameter of that name in
+    place, or appended (names lowercased; value None: no value)."""
     result = list(params)
     for name, value in changes.items():
         key = name.lower()
@@ -159,7 +164,7 @@ class SipUri:
         return _param_lookup(self.params, name)
 
     def has_param(self, name: str) -> bool:
-        return _param_present(self.params, name)
+        return param_present(self.params, name)
 
     @property
     def transport(self) -> str | None:
@@ -180,11 +185,11 @@ class SipUri:
 
     def with_params(self, **changes: str | None) -> SipUri:
         """A copy with params added or replaced (value None: valueless, ``lr``)."""
-        return dataclasses.replace(self, params=_params_changed(self.params, changes))
+        return dataclasses.replace(self, params=params_changed(self.params, changes))
 
     def with_param(self, name: str, value: str | None) -> SipUri:
         """Like :meth:`with_params` for names that are not identifiers."""
-        return dataclasses.replace(self, params=_params_changed(self.params, {name: value}))
+        return dataclasses.replace(self, params=params_changed(self.params, {name: value}))
 
     def without_params(self, *names: str) -> SipUri:
         drop = {n.lower() for n in names}
@@ -267,7 +272,7 @@ class TelUri:
         return _param_lookup(self.params, name)
 
     def has_param(self, name: str) -> bool:
-        return _param_present(self.params, name)
+        return param_present(self.params, name)
 
     @property
     def scheme(self) -> str:
