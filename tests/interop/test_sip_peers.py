@@ -150,3 +150,26 @@ def test_baresip_registers_to_kamailio(
     finally:
         status = baresip.stop()
     assert status is not None
+
+
+def test_baresip_dials_through_kamailio_to_sipp_uas_and_hangs_up(tmp_path: Path) -> None:
+    require_program("baresip", "baresip-core")
+    uas = sp.start_sipp_uas(tmp_path / "uas", calls=1, timeout_s=15)
+    try:
+        forward = f"sip:{LOOPBACK}:{uas.port}"
+        with sp.kamailio(tmp_path / "kamailio", forward_uri=forward) as proxy:
+            registrar = f"{proxy.host}:{proxy.port}"
+            baresip = sp.start_baresip(tmp_path, [sp.account_line("dave", registrar)])
+            try:
+                control = baresip.control
+                assert control.command("dial", f"sip:service@{registrar}").get("ok") is True
+                established = control.wait_event("CALL_ESTABLISHED", timeout=8)
+                assert "service" in str(established.get("peeruri", "")), established
+                assert control.command("hangup").get("ok") is True
+                control.wait_event("CALL_CLOSED", timeout=8)
+            finally:
+                baresip.stop()
+        answered = uas.wait(5)
+    finally:
+        uas.stop()
+    assert (answered.successful, answered.failed) == (1, 0), answered.stdout[-2000:]
