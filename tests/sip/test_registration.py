@@ -34,6 +34,7 @@ from natkit.sip.registration_events import (
     RegistrationSucceeded,
     Unregistered,
 )
+from natkit.sip.transaction import TransactionLayer
 from natkit.sip.uri import SipUri, parse_uri
 
 LOCAL = Endpoint("192.0.2.10", 5060)
@@ -423,6 +424,31 @@ def test_timeout_counts_as_failure() -> None:
     failed = [e for e in h.take() if isinstance(e, RegistrationFailed)]
     assert failed and failed[0].status is None and failed[0].retry_at is not None
     assert 32.0 + 30.0 <= failed[0].retry_at <= 32.0 + 60.0
+
+
+def test_retry_after_delays_the_retry_beyond_the_backoff() -> None:
+    h = harness()
+    h.answer(status(503, ("Retry-After", "600 (maintenance)")))
+    [failed] = h.take()
+    assert isinstance(failed, RegistrationFailed) and failed.retry_at == 600.0
+
+
+def test_shared_transaction_layer_events_routed_by_the_core() -> None:
+    layer = TransactionLayer(rng=random.Random(9))
+    client = RegistrationClient(config(), layer)
+    client.register(now=0.0)
+    [(request, target)] = layer.messages_to_send()
+    assert isinstance(request, SipRequest)
+    response = ok()(request)
+    layer.receive_message(response, Source(target.transport, target.remote, LOCAL, "f1"), now=0.0)
+    mine = 0
+    while (event := layer.next_event()) is not None:
+        mine += client.handle_transaction_event(event, now=0.0)
+    assert mine >= 1
+    succeeded = client.next_event()
+    assert isinstance(succeeded, RegistrationSucceeded)
+    assert client.flow_target(1).flow == "f1"
+    assert client.get_timer() is not None  # the refresh (or a keepalive) is pending
 
 
 # ---------------------------------------------------------------- keepalives

@@ -78,11 +78,7 @@ class RegistrationAgent:
     async def start(self) -> None:
         """Listen on the sent-by endpoint for every transport the flows use, register."""
         self._loop = asyncio.get_running_loop()
-        transports: list[SipTransport] = []
-        for flow in self.config.flows:
-            if flow.target.transport not in transports:
-                transports.append(flow.target.transport)
-        for transport in transports:
+        for transport in self._transports():
             await self.transport.listen(transport, self.config.sent_by)
         self.client.register(now=self._now())
         self._pump()
@@ -123,12 +119,23 @@ class RegistrationAgent:
         while len(self._registered) < count:
             await self._wait_change()
 
-    def local_address_changed(
+    async def local_address_changed(
         self, *, sent_by: Endpoint | None = None, contact: SipUri | None = None
     ) -> None:
-        """Re-register every flow now, over new connections."""
+        """Re-register every flow now, over new connections; a new ``sent_by``
+        is listened on first (for each transport the flows use)."""
+        if sent_by is not None:
+            for transport in self._transports():
+                await self.transport.listen(transport, sent_by)
         self.client.local_address_changed(now=self._now(), sent_by=sent_by, contact=contact)
         self._pump()
+
+    def _transports(self) -> list[SipTransport]:
+        transports: list[SipTransport] = []
+        for flow in self.config.flows:
+            if flow.target.transport not in transports:
+                transports.append(flow.target.transport)
+        return transports
 
     async def _wait_change(self) -> None:
         self._changed.clear()
