@@ -280,6 +280,9 @@ def test_route_to_binding_keeps_the_contact_and_targets_the_source() -> None:
     assert route is not None
     assert str(route.uri) == "sip:alice@192.168.1.20:5060"
     assert route.target == Target(SipTransport.UDP, Endpoint("203.0.113.5", 61000), "u7")
+    unpinned = route_to_binding(binding(flow=None))
+    assert unpinned is not None
+    assert unpinned.target == Target(SipTransport.UDP, Endpoint("203.0.113.5", 61000))
     assert route_to_binding(binding(contact="<<bad")) is None
     assert route_to_binding(binding(contact="<sip:a@h.example>", src=None)) is None
 

@@ -241,7 +241,9 @@ def parse_source_text(text: str, flow: str | None = None) -> Source | None:
     """Read a :attr:`Binding.source` (``"udp:192.0.2.1:5060"``,
     ``"tcp:[2001:db8::1]:40000"``, as :func:`natkit.sip.registrar.source_text`
     writes it) back into a :class:`Source`. The local endpoint is not stored;
-    it is given as the unspecified address. None when it does not parse."""
+    it is given as the unspecified address; without ``flow`` the flow id is
+    made up from the text (no transport knows it). None when it does not
+    parse."""
     name, sep, rest = text.partition(":")
     transport = SipTransport.from_via(name) if sep else None
     if transport is None:
@@ -286,6 +288,8 @@ def route_to_binding(binding: Binding) -> BindingRoute | None:
     target = binding_target(contact, source)
     if target is None:
         return None
+    if binding.flow is None and target.flow is not None:
+        target = Target(target.transport, target.remote)  # any flow to that address
     return BindingRoute(contact.uri, target)
 
 
