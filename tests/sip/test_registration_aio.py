@@ -4,6 +4,7 @@ internet (virtual clock): digest, Outbound, keepalives, flow failure."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -121,5 +122,75 @@ def test_server_closing_the_flow_fails_it_and_it_recovers() -> None:
             again = await asyncio.wait_for(agent.events.get(), 120)
             assert isinstance(again, RegistrationSucceeded)
             assert asyncio.get_running_loop().time() >= failed.retry_at
+
+    run_virtual(main)
+
+
+EDGE_IPS = ("203.0.113.21", "203.0.113.22")
+
+
+def test_two_flows_via_two_edges_one_edge_dies_the_other_stays_registered() -> None:
+    async def main() -> None:
+        net = Internet(seed=4)
+        server_host = net.add_host("server", SERVER_IP)
+        alice_host = net.add_host("alice", ALICE_IP)
+        store = MemoryStore(clock=wallclock)
+        registrar = SipServer(
+            server_host.stack,
+            SipServerConfig(
+                listen=((SipTransport.UDP, Endpoint(SERVER_IP, 5060)),),
+                domains=frozenset({"example.org"}),
+                secret=b"s" * 32,
+                authenticate=False,
+            ),
+            store,
+            rng=seeded_rng(1),
+        )
+        edges = [
+            SipServer(
+                net.add_host(f"edge{i}", ip).stack,
+                SipServerConfig(
+                    listen=(
+                        (SipTransport.UDP, Endpoint(ip, 5060)),  # towards the registrar
+                        (SipTransport.TCP, Endpoint(ip, 5060)),
+                    ),
+                    domains=frozenset(),
+                    secret=b"s" * 32,
+                    edge_upstream=Target(SipTransport.UDP, Endpoint(SERVER_IP, 5060)),
+                ),
+                MemoryStore(clock=wallclock),
+                rng=seeded_rng(10 + i),
+            )
+            for i, ip in enumerate(EDGE_IPS)
+        ]
+        config = dataclasses.replace(
+            agent_config(SipTransport.TCP),
+            flows=tuple(
+                FlowConfig(
+                    Target(SipTransport.TCP, Endpoint(ip, 5060)),
+                    sip(f"sip:{ip}:5060;transport=tcp"),
+                )
+                for ip in EDGE_IPS
+            ),
+            username=None,
+            password=None,
+        )
+        async with registrar, edges[0], edges[1]:
+            agent = RegistrationAgent(alice_host.stack, config)
+            await agent.start()
+            await asyncio.wait_for(agent.registered(2), 30)
+            bindings = await registrar.location.lookup("sip:alice@example.org")
+            assert sorted(b.reg_id or 0 for b in bindings) == [1, 2]
+            while not agent.events.empty():
+                agent.events.get_nowait()
+            await edges[0].close()
+            failed = await asyncio.wait_for(agent.events.get(), 200)
+            assert isinstance(failed, FlowFailed) and failed.flow == 1
+            now = asyncio.get_running_loop().time()
+            assert 90.0 <= failed.retry_at - now <= 180.0  # flow 2 is up: base 90 s
+            assert agent.registered_flows == {2}
+            await asyncio.sleep(1800)
+            assert 2 in agent.registered_flows
+            await agent.close()
 
     run_virtual(main)
