@@ -207,17 +207,28 @@ def kamailio_argv(
 
 
 def start_kamailio(workdir: Path, port: int | None = None, **options: Any) -> KamailioPeer:
-    """Start Kamailio (see :func:`kamailio_argv`) and wait until it answers OPTIONS."""
-    if port is None:
-        (port,) = free_ports(1, hosts=(LOOPBACK,))
-    argv, ctl = kamailio_argv(workdir, port, **options)
-    proc = start_process("kamailio", argv, workdir)
-    try:
-        wait_for_sip(LOOPBACK, port, proc)
-    except BaseException:
-        proc.stop()
-        raise
-    return KamailioPeer(LOOPBACK, port, proc, ctl, workdir)
+    """Start Kamailio (see :func:`kamailio_argv`) and wait until it answers OPTIONS.
+
+    Without ``port``, a free one; if another process takes it between the probe
+    and Kamailio's bind, Kamailio exits and a new port is tried (3 attempts).
+    """
+    attempts = 1 if port is not None else 3
+    for attempt in range(attempts):
+        chosen = port if port is not None else free_ports(1, hosts=(LOOPBACK,))[0]
+        argv, ctl = kamailio_argv(workdir, chosen, **options)
+        proc = start_process("kamailio", argv, workdir)
+        try:
+            wait_for_sip(LOOPBACK, chosen, proc)
+        except RuntimeError:
+            proc.stop()
+            if attempt + 1 == attempts or proc.popen.returncode in (None, 0, -15):
+                raise
+            continue
+        except BaseException:
+            proc.stop()
+            raise
+        return KamailioPeer(LOOPBACK, chosen, proc, ctl, workdir)
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager

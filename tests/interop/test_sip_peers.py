@@ -34,8 +34,9 @@ def registrar(tmp_path: Path) -> Iterator[sp.KamailioPeer]:
         yield peer
 
 
+@pytest.mark.parametrize("transport", [pytest.param("u1", id="udp"), pytest.param("t1", id="tcp")])
 def test_sipp_registers_without_auth_and_kamailio_stores_every_aor(
-    registrar: sp.KamailioPeer, tmp_path: Path
+    registrar: sp.KamailioPeer, tmp_path: Path, transport: str
 ) -> None:
     users = [f"user{n:03d}" for n in range(20)]
     csv = sp.write_users_csv(tmp_path / "users.csv", users)
@@ -46,6 +47,7 @@ def test_sipp_registers_without_auth_and_kamailio_stores_every_aor(
         calls=len(users),
         rate=200,
         users_csv=csv,
+        transport=transport,
         timeout_s=5,
     )
     assert result.ok, result.stderr
