@@ -7,6 +7,8 @@ import itertools
 import tracemalloc
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from natkit.addr import Endpoint
 from natkit.rng import seeded_rng
@@ -618,6 +620,46 @@ def test_10k_bindings_memory_is_small_and_freed_on_removal() -> None:
         left_in_pinger = sum(stat.size for stat in mine.statistics("filename"))
     finally:
         tracemalloc.stop()
-    assert per_binding < 1200, per_binding  # measured ~660 B (entry, parsed URI, heap slot)
+    assert per_binding < 1200, (
+        per_binding
+    )  # measured ~790 B (entry, parsed URI, AoR dict and strings, heap slot)
     assert left_in_pinger < 4096, left_in_pinger
     assert h.pinger.transaction_count == 0 and h.layer.transaction_count == 0
+
+
+def test_registering_from_a_new_source_moves_the_binding_to_it() -> None:
+    h = Harness()
+    h.pinger.track("aor", "k1", CONTACT, TCP_TARGET, now=0.0)
+    assert h.pinger.track("aor", "k1", CONTACT, UDP_TARGET, now=0.0)
+    h.pinger.flow_closed("t9")  # the old connection no longer matters
+    h.advance(30.0, answer=200)
+    assert h.lost == [] and h.crlf == []
+    assert {where for _, where, _ in h.first_options()} == {UDP_TARGET}
+
+
+def test_a_flow_with_several_bindings_loses_them_all() -> None:
+    h = Harness()
+    for aor in ("sip:a@example.org", "sip:b@example.org"):
+        h.pinger.track(aor, "k", "<sip:x@10.0.0.2;transport=tcp>", TCP_TARGET, now=0.0)
+    h.pinger.flow_closed("t9")
+    h.pump()
+    assert sorted(e.aor for e in h.lost) == ["sip:a@example.org", "sip:b@example.org"]
+    assert h.pinger.binding_count == 0 and h.pinger.get_timer() is None
+
+
+_HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=60)
+
+
+@given(via=_HEADER_TEXT, contact=_HEADER_TEXT)
+def test_detect_nat_never_raises(via: str, contact: str) -> None:
+    request = SipRequest(
+        method="REGISTER",
+        uri=parse_uri("sip:example.org"),
+        headers=Headers([("Via", f"SIP/2.0/UDP {via}"), ("Contact", contact)]),
+    )
+    detect_nat(request, source("198.51.100.7", 5060))
+
+
+@given(text=st.text(max_size=40))
+def test_parse_source_text_never_raises(text: str) -> None:
+    parse_source_text(text)

@@ -350,7 +350,7 @@ class NatPingerConfig:
 class _Tracked:
     """Per-binding state: kept small (slots, no per-binding containers)."""
 
-    __slots__ = ("aor", "contact", "due", "key", "missed", "target", "txn", "uri")
+    __slots__ = ("aor", "contact", "due", "key", "live", "missed", "target", "txn", "uri")
 
     def __init__(self, aor: str, key: str, contact: str, uri: Uri, target: Target) -> None:
         self.aor = aor
@@ -359,6 +359,7 @@ class _Tracked:
         self.uri = uri
         self.target = target
         self.due = 0.0
+        self.live = True
         self.missed = 0
         self.txn: ClientTransactionId | None = None
 
@@ -386,7 +387,11 @@ class NatPinger:
         self._layer = layer
         self._via_for = via_for
         self._rng = rng if rng is not None else default_rng()
-        self._tracked: dict[tuple[str, str], _Tracked] = {}
+        # aor -> key -> entry: one REGISTER touches one AoR's bindings only.
+        self._aors: dict[str, dict[str, _Tracked]] = {}
+        self._count = 0
+        # stream flow id -> its bindings (UDP bindings are not indexed).
+        self._stream_flows: dict[str, list[_Tracked]] = {}
         self._heap: list[tuple[float, int, _Tracked]] = []
         self._seq = 0
         self._by_txn: dict[ClientTransactionId, _Tracked | None] = {}
@@ -399,7 +404,7 @@ class NatPinger:
 
     @property
     def binding_count(self) -> int:
-        return len(self._tracked)
+        return self._count
 
     @property
     def in_flight(self) -> int:
@@ -416,7 +421,7 @@ class NatPinger:
         return len(self._heap)
 
     def is_tracked(self, aor: str, key: str) -> bool:
-        return (aor, key) in self._tracked
+        return key in self._aors.get(aor, {})
 
     # ------------------------------------------------------------ commands
 
@@ -432,12 +437,17 @@ class NatPinger:
             uri = parse_name_addr(contact).uri
         except MalformedMessageError:
             return False
-        entry = self._tracked.get((aor, key))
-        if entry is not None:
-            entry.contact, entry.uri, entry.target, entry.missed = contact, uri, target, 0
+        entry = self._aors.get(aor, {}).get(key)
+        if entry is not None and entry.target == target:
+            entry.contact, entry.uri, entry.missed = contact, uri, 0
             return True
+        if entry is not None:  # registered again from elsewhere: start afresh
+            self.untrack(aor, key)
         entry = _Tracked(aor, key, contact, uri, target)
-        self._tracked[(aor, key)] = entry
+        self._aors.setdefault(aor, {})[key] = entry
+        self._count += 1
+        if target.transport.reliable and target.flow is not None:
+            self._stream_flows.setdefault(target.flow, []).append(entry)
         # The first ping is spread over a whole interval, so a burst of
         # registrations (a restart, a NAT reboot) does not ping in a burst.
         self._schedule(entry, now + self._rng.uniform(0.0, self._interval(entry)))
@@ -465,23 +475,21 @@ class NatPinger:
         """Make the tracked bindings of ``aor`` the NATed ones of ``bindings``
         (call after each REGISTER is applied, with the AoR's bindings)."""
         keep = {b.key for b in bindings if self.track_binding(aor, b, now=now)}
-        for tracked_aor, key in [k for k in self._tracked if k[0] == aor and k[1] not in keep]:
-            self.untrack(tracked_aor, key)
+        for key in [k for k in self._aors.get(aor, {}) if k not in keep]:
+            self.untrack(aor, key)
 
     def untrack(self, aor: str, key: str) -> None:
         """Stop pinging (binding removed or expired). A ping in flight is
         forgotten; its transaction ends in the layer on its own."""
-        entry = self._tracked.pop((aor, key), None)
+        entry = self._aors.get(aor, {}).get(key)
         if entry is not None:
             self._release(entry)
-            self._shrink()
 
     def flow_closed(self, flow: str) -> None:
         """The transport closed ``flow``: stream bindings on it are lost (the
         NAT mapping went with the connection; nothing else reaches the UA)."""
-        for entry in [e for e in self._tracked.values() if e.target.flow == flow]:
-            if entry.target.transport.reliable:
-                self._lose(entry, LossReason.FLOW_CLOSED)
+        for entry in list(self._stream_flows.get(flow, ())):
+            self._lose(entry, LossReason.FLOW_CLOSED)
 
     def handle_event(self, event: TransactionEvent, *, now: float) -> bool:
         """Take a layer event if it belongs to a ping; False otherwise."""
@@ -571,23 +579,19 @@ class NatPinger:
         entry.due = due
         self._seq += 1
         heapq.heappush(self._heap, (due, self._seq, entry))
-        if len(self._heap) > 2 * len(self._tracked) + 64:
+        if len(self._heap) > 2 * self._count + 64:
             self._compact()
 
     def _drop_stale(self) -> None:
         heap = self._heap
         while heap:
             due, _, entry = heap[0]
-            if entry.due == due and self._tracked.get((entry.aor, entry.key)) is entry:
+            if entry.live and entry.due == due:
                 return
             heapq.heappop(heap)
 
     def _compact(self) -> None:
-        self._heap = [
-            item
-            for item in self._heap
-            if item[2].due == item[0] and self._tracked.get((item[2].aor, item[2].key)) is item[2]
-        ]
+        self._heap = [item for item in self._heap if item[2].live and item[2].due == item[0]]
         heapq.heapify(self._heap)
 
     def _send_options(self, entry: _Tracked, now: float) -> None:
@@ -624,26 +628,39 @@ class NatPinger:
         self._by_txn[txn] = None
         self._in_flight -= 1
         entry.txn = None
-        if self._tracked.get((entry.aor, entry.key)) is not entry:
+        if not entry.live:
             return None
         return entry
 
     def _release(self, entry: _Tracked) -> None:
+        """Forget ``entry`` everywhere (its heap slot goes stale)."""
+        entry.live = False
         entry.due = -1.0
+        keys = self._aors[entry.aor]
+        del keys[entry.key]
+        if not keys:
+            del self._aors[entry.aor]
+        self._count -= 1
+        flow = entry.target.flow
+        if entry.target.transport.reliable and flow is not None:
+            on_flow = self._stream_flows[flow]
+            on_flow.remove(entry)
+            if not on_flow:
+                del self._stream_flows[flow]
         if entry.txn is not None:
             self._finish(entry.txn)
+        self._shrink()
 
     def _shrink(self) -> None:
         """Give back the tables of emptied containers (a dict never shrinks
         on deletion: 10k removed bindings would keep ~300 KiB)."""
-        if not self._tracked:
-            self._tracked = {}
+        if not self._count:
+            self._aors = {}
+            self._stream_flows = {}
             self._heap = []
 
     def _lose(self, entry: _Tracked, reason: LossReason) -> None:
-        del self._tracked[(entry.aor, entry.key)]
         self._release(entry)
-        self._shrink()
         self._events.append(
             NatBindingLost(
                 aor=entry.aor,
