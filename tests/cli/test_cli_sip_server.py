@@ -26,6 +26,8 @@ from natkit.store import open_store
 
 runner = CliRunner()
 REALM = "example.org"
+SIP_SERVER = [sys.executable, "-m", "natkit.cli.main", "sip-server"]
+REGISTER = ["sip", "register", "sip:alice@example.org", "--once"]
 
 
 @pytest.mark.parametrize(
@@ -175,3 +177,47 @@ def test_sip_server_registers_with_digest_and_stops_on_sigterm(tmp_path: Path) -
         if proc.stderr is not None:
             proc.stderr.close()
     assert code == 0
+
+
+def test_sip_register_once_against_a_real_server(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 'natkit.db'}"
+    added = runner.invoke(
+        app, ["sip", "user", "add", "alice", "-r", REALM, "-p", "pw", "--store", store]
+    )
+    assert added.exit_code == 0
+    port = _free_udp_port()
+    proc = subprocess.Popen(
+        [*SIP_SERVER, "--listen", f"127.0.0.1:{port}", "--domain", REALM, "--store", store],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        assert proc.stderr is not None
+        seen = b""
+        deadline = time.monotonic() + 20
+        while b"listening on" not in seen:
+            ready, _, _ = select.select([proc.stderr], [], [], max(0, deadline - time.monotonic()))
+            line = proc.stderr.readline() if ready else b""
+            assert line, f"sip-server did not start: {seen.decode()}"
+            seen += line
+        registrar = f"sip:127.0.0.1:{port}"
+        for transport in ("udp", "tcp"):
+            result = runner.invoke(
+                app,
+                [*REGISTER, "-p", "pw", "--json", "--registrar", registrar, "-t", transport],
+            )
+            assert result.exit_code == 0, result.output
+            events = [line for line in result.stdout.splitlines() if line.startswith("{")]
+            assert any('"RegistrationSucceeded"' in e and '"outbound": true' in e for e in events)
+        wrong = runner.invoke(
+            app,
+            [*REGISTER, "-p", "nope", "--registrar", f"sip:127.0.0.1:{port}", "--timeout", "5"],
+        )
+        assert wrong.exit_code == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()

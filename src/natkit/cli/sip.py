@@ -26,6 +26,7 @@ from typing import Annotated, Any
 
 import typer
 
+from natkit.cli.sip_register import register_command
 from natkit.cli.users import add_user_commands
 from natkit.errors import MalformedMessageError
 from natkit.sip.aio import users as sip_users
@@ -50,6 +51,7 @@ sip_user_app = typer.Typer(
     no_args_is_help=True,
 )
 sip_app.add_typer(sip_user_app, name="user")
+sip_app.command("register")(register_command)
 add_user_commands(
     sip_user_app,
     add=sip_users.add_user,
