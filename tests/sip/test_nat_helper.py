@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import gc
 import itertools
 import tracemalloc
@@ -11,14 +13,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from natkit.addr import Endpoint
+from natkit.lab.sip_phone import REGISTRAR_IP, SIP_PORT, LabPhone
+from natkit.lab.topology import attach_nat
+from natkit.nat.presets import PRESETS
+from natkit.net.sim import Internet, Link, SimHost, run_virtual
 from natkit.rng import seeded_rng
+from natkit.sip.aio.transport import SipTransportLayer
 from natkit.sip.flow import SipTransport, Source, Target
-from natkit.sip.headers import Via
+from natkit.sip.headers import Via, parse_name_addr
 from natkit.sip.message import Headers, SipMessage, SipRequest, make_response, parse_message
 from natkit.sip.nat_helper import (
     NatPinger,
     NatPingerConfig,
     NatReason,
+    NatVerdict,
     binding_is_natted,
     binding_target,
     detect_nat,
@@ -29,7 +37,7 @@ from natkit.sip.nat_helper import (
 from natkit.sip.nat_helper_events import LossReason, NatBindingLost
 from natkit.sip.registrar import Binding
 from natkit.sip.transaction import TransactionLayer
-from natkit.sip.transaction_events import TransactionEvent
+from natkit.sip.transaction_events import RequestReceived, ResponseReceived, TransactionEvent
 from natkit.sip.uri import SipUri, parse_uri
 
 SERVER = Endpoint("192.0.2.1", 5060)
@@ -667,3 +675,140 @@ def test_detect_nat_never_raises(via: str, contact: str) -> None:
 @given(text=st.text(max_size=40))
 def test_parse_source_text_never_raises(text: str) -> None:
     parse_source_text(text)
+
+
+# ------------------------------------------- on the simulated internet, with a NAT
+
+
+class _PingingServer:
+    """The smallest home-proxy driver around the sans-IO parts: the transport
+    layer, a transaction layer, and the pinger (what sip-server would run)."""
+
+    def __init__(self, host: SimHost, *, pings: bool) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.pings = pings
+        self.layer = TransactionLayer(rng=seeded_rng(3))
+        self.transport = SipTransportLayer(host.stack, self._on, rng=seeded_rng(4))
+        via = Via("UDP", REGISTRAR_IP, SIP_PORT, params=(("rport", None),))
+        self.pinger = NatPinger(
+            NatPingerConfig(host=REGISTRAR_IP),
+            self.layer,
+            via_for=lambda _t: via,
+            rng=seeded_rng(5),
+        )
+        self.route: tuple[str, Target] | None = None
+        self.verdict: NatVerdict | None = None
+        self.answers: list[int] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def start(self) -> None:
+        await self.transport.listen(SipTransport.UDP, Endpoint(REGISTRAR_IP, SIP_PORT))
+
+    def _on(self, message: SipMessage, src: Source) -> None:
+        self.layer.receive_message(message, src, now=self.loop.time())
+        self.pump()
+
+    def pump(self) -> None:
+        now = self.loop.time()
+        while (event := self.layer.next_event()) is not None:
+            if self.pinger.handle_event(event, now=now):
+                continue
+            match event:
+                case RequestReceived(request=request, source=src, server_txn=txn):
+                    self.verdict = detect_nat(request, src)
+                    contacts = request.contacts
+                    assert contacts != "*"
+                    contact = str(contacts[0].without_params("expires"))
+                    target = binding_target(contacts[0], src)
+                    assert target is not None
+                    self.route = (contact, target)
+                    if self.pings and self.verdict:
+                        self.pinger.track("sip:alice@example.org", "k", contact, target, now=now)
+                    response = make_response(request, 200, to_tag="reg")
+                    response.headers.add("Contact", f"{contact};expires=7200")
+                    self.layer.send_response(response, now=now, server_txn=txn)
+                case ResponseReceived(response=response):
+                    self.answers.append(response.status)
+        for message, where in self.layer.messages_to_send():
+            self.transport.send_soon(message, where)
+        while self.pinger.next_event() is not None:
+            pass
+        if self._timer is not None:
+            self._timer.cancel()
+        deadlines = [t for t in (self.layer.get_timer(), self.pinger.get_timer()) if t is not None]
+        if deadlines:
+            self._timer = self.loop.call_at(min(deadlines), self._fire)
+
+    def _fire(self) -> None:
+        now = self.loop.time()
+        self.layer.handle_timer(now=now)
+        self.pinger.handle_timer(now=now)
+        self.pump()
+
+    def send_message_to_alice(self) -> None:
+        """A request for alice, alias style: her Contact as Request-URI, her
+        REGISTER's source as next hop."""
+        assert self.route is not None
+        contact, target = self.route
+        uri = parse_name_addr(contact).uri
+        headers = Headers(
+            [
+                ("Via", f"SIP/2.0/UDP {REGISTRAR_IP}:{SIP_PORT};rport"),
+                ("Max-Forwards", "70"),
+                ("From", "<sip:bob@example.org>;tag=bob"),
+                ("To", "<sip:alice@example.org>"),
+                ("Call-ID", "msg-1"),
+                ("CSeq", "1 MESSAGE"),
+            ]
+        )
+        request = SipRequest(method="MESSAGE", uri=uri, headers=headers)
+        self.layer.send_request(request, target, now=self.loop.time())
+        self.pump()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.transport.close()
+
+
+@pytest.mark.parametrize(
+    ("pings", "reached"),
+    [
+        pytest.param(True, True, id="server-pings-an-hour"),
+        pytest.param(False, False, id="no-pings"),
+    ],
+)
+def test_server_pings_keep_a_passive_ua_reachable_through_a_30s_nat(
+    pings: bool, reached: bool
+) -> None:
+    """A UA without Outbound or keepalives behind a port-restricted cone NAT
+    whose UDP mappings expire after 30 s idle: after an hour, a request sent
+    alias style reaches it only if the server's OPTIONS kept the mapping."""
+
+    async def main() -> tuple[bool, list[int], NatVerdict | None, int]:
+        net = Internet(seed=0, default_link=Link(delay=0.02))
+        server_host = net.add_host("registrar", REGISTRAR_IP)
+        behavior = dataclasses.replace(PRESETS["port-restricted-cone"], udp_mapping_timeout=30.0)
+        nat = attach_nat(net, behavior, seed=0)
+        alice = LabPhone(net.add_host("alice", behind=nat), "alice")
+        server = _PingingServer(server_host, pings=pings)
+        await server.start()
+        await alice.start()
+        try:
+            await alice.register(expires=7200)
+            assert (await alice.final_response(10)) is not None
+            await asyncio.sleep(3600.0)
+            options = sum(1 for r in alice.requests if r.method == "OPTIONS")
+            server.send_message_to_alice()
+            await asyncio.sleep(40.0)
+            got = any(r.method == "MESSAGE" for r in alice.requests)
+            return got, server.answers, server.verdict, options
+        finally:
+            alice.close()
+            server.close()
+
+    got, answers, verdict, options = run_virtual(main)
+    assert verdict is not None and NatReason.PRIVATE_CONTACT in verdict.reasons
+    assert got is reached
+    assert (200 in answers) is reached
+    assert (options >= 3600 / 25) is pings
