@@ -20,6 +20,14 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("nat", ["port-restricted-cone", "symmetric"])
+def test_the_registrars_nat_helper_keeps_a_silent_ua_reachable(nat: str) -> None:
+    outcome = run_virtual(
+        invite_after(nat, PRESETS[nat], keepalive=False, wait=3600.0, server_pings=True)
+    )
+    assert outcome.status == 200 and outcome.reached and outcome.ok
+
+
 @pytest.mark.parametrize(("nat", "keepalive", "wait", "status"), CASES)
 def test_invite_over_the_registered_flow(
     nat: str, keepalive: bool, wait: float, status: int

@@ -17,6 +17,9 @@ through the NAT's mapping. Without keepalives the mapping expires after
 With a STUN Binding keepalive every 20 s to the registrar's SIP port and a
 re-REGISTER every 500 s, the INVITE still arrives after an
 hour of virtual time. A NAT without filtering state ("open") needs nothing.
+For user agents that send no keepalives (no Outbound), the registrar's NAT
+helper can do it from its side: OPTIONS to the binding every 25 s, whose
+answers refresh the mapping (``server_pings``).
 """
 
 from __future__ import annotations
@@ -72,16 +75,24 @@ def expected_reached(behavior: NatBehavior, *, keepalive: bool, wait: float) -> 
 
 
 async def invite_after(
-    name: str, behavior: NatBehavior, *, keepalive: bool, wait: float, seed: int = 0
+    name: str,
+    behavior: NatBehavior,
+    *,
+    keepalive: bool,
+    wait: float,
+    server_pings: bool = False,
+    seed: int = 0,
 ) -> KeepaliveOutcome:
     """Register alice behind ``behavior`` (its UDP mappings living
-    ``MAPPING_LIFETIME`` s), wait ``wait`` virtual seconds (keeping the flow
-    alive or not), then have bob call her."""
+    ``MAPPING_LIFETIME`` s), wait ``wait`` virtual seconds (alice keeping the
+    flow alive or not; with ``server_pings`` the registrar's NAT helper pings
+    her binding with OPTIONS instead, for user agents that send no
+    keepalives), then have bob call her."""
     behavior = dataclasses.replace(behavior, udp_mapping_timeout=MAPPING_LIFETIME)
     net = Internet(seed=seed, default_link=Link(delay=0.02))
     server_host = net.add_host("registrar", REGISTRAR_IP)
     nat = attach_nat(net, behavior, seed=seed)
-    async with lab_registrar(server_host, seed=seed):
+    async with lab_registrar(server_host, seed=seed, nat_pings=server_pings):
         alice = LabPhone(net.add_host("alice", behind=nat), "alice")
         bob = LabPhone(net.add_host("bob", CALLER_IP), "bob")
         await alice.start()
@@ -105,7 +116,7 @@ async def invite_after(
         wait,
         status,
         reached and status == 200,
-        expected_reached(behavior, keepalive=keepalive, wait=wait),
+        expected_reached(behavior, keepalive=keepalive or server_pings, wait=wait),
     )
 
 

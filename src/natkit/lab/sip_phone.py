@@ -38,9 +38,12 @@ REGISTRAR = Target(SipTransport.UDP, Endpoint(REGISTRAR_IP, SIP_PORT))
 
 
 @asynccontextmanager
-async def lab_registrar(host: SimHost, *, seed: int = 0) -> AsyncIterator[SipServer]:
+async def lab_registrar(
+    host: SimHost, *, seed: int = 0, nat_pings: bool = False
+) -> AsyncIterator[SipServer]:
     """natkit's registrar + home proxy for ``example.org`` on ``host``, UDP 5060,
-    registration open, bindings in memory under the lab's wall clock."""
+    registration open, bindings in memory under the lab's wall clock; with
+    ``nat_pings`` it keeps NATed bindings alive itself (its NAT helper)."""
     loop = asyncio.get_running_loop()
     store = MemoryStore(clock=lambda: EPOCH + loop.time())
     config = SipServerConfig(
@@ -48,6 +51,7 @@ async def lab_registrar(host: SimHost, *, seed: int = 0) -> AsyncIterator[SipSer
         domains=frozenset({DOMAIN}),
         secret=b"lab-secret-lab-secret-lab-secret",
         authenticate=False,
+        nat_pings=nat_pings,
     )
     async with SipServer(host.stack, config, store, rng=seeded_rng(seed + 5)) as server:
         yield server

@@ -62,6 +62,8 @@ from natkit.sip.message import (
     make_response,
     validate_request,
 )
+from natkit.sip.nat_helper import NatPinger, NatPingerConfig
+from natkit.sip.nat_helper_events import NatBindingLost
 from natkit.sip.proxy import Destination, ForkingProxy, ForkTarget
 from natkit.sip.registrar import (
     Binding,
@@ -100,7 +102,10 @@ class SipServerConfig:
     (default: the first domain); ``authenticate`` off makes registration
     open (lab and tests only). ``secret``: nonce, flow-token and GRUU key
     (share it across a cluster). ``edge_upstream``: run as an edge proxy
-    only, sending everything from user agents there.
+    only, sending everything from user agents there. ``nat_pings``: keep the
+    bindings of NATed user agents without Outbound alive with OPTIONS (UDP)
+    and CRLF (streams) pings and drop those that stop answering
+    (:class:`~natkit.sip.nat_helper.NatPinger`, docs/sip-nat.md).
     """
 
     listen: tuple[tuple[SipTransport, Endpoint], ...]
@@ -118,6 +123,7 @@ class SipServerConfig:
     max_expires: int = 7200
     default_expires: int = 3600
     edge_upstream: Target | None = None
+    nat_pings: bool = True
     transport: SipTransportConfig = field(default_factory=SipTransportConfig)
 
     def __post_init__(self) -> None:
@@ -177,6 +183,7 @@ class SipServer:
             rng=self.rng,
         )
         self.proxy = ForkingProxy(self.layer, via_for=self._via_for, is_own_via=self._is_own_via)
+        self.pinger: NatPinger | None = None
         self.edge: EdgeProxy | None = None
         self._host = config.host
         self._ports: dict[SipTransport, int] = {}
@@ -194,6 +201,10 @@ class SipServer:
             self._ports.setdefault(transport, bound.port)
             if self._host is None:
                 self._host = bound.host
+        if self.config.edge_upstream is None and self.config.nat_pings:
+            self.pinger = NatPinger(
+                NatPingerConfig(host=self.host), self.layer, via_for=self._via_for, rng=self.rng
+            )
         if self.config.edge_upstream is not None:
             self.edge = EdgeProxy(
                 EdgeProxyConfig(
@@ -254,12 +265,18 @@ class SipServer:
     def _on_flow_closed(self, flow: str) -> None:
         if self.edge is not None:
             self.edge.flow_closed(flow)
+        if self.pinger is not None:
+            self.pinger.flow_closed(flow)
+            self._pump()
 
     # -- the transaction layer's events and output ---------------------------------
 
     def _pump(self) -> None:
         now = self._now()
+        pinger = self.pinger
         while (event := self.layer.next_event()) is not None:
+            if pinger is not None and pinger.handle_event(event, now=now):
+                continue
             if self.proxy.handle_event(event, now=now):
                 continue
             match event:
@@ -271,12 +288,36 @@ class SipServer:
                     self._forward_stray(response)
                 case _:
                     pass
+        if pinger is not None:
+            self._drain_pinger(pinger)
         for message, target in self.layer.messages_to_send():
             self._spawn(self._send(message, target))
         self._arm_timer()
 
+    def _drain_pinger(self, pinger: NatPinger) -> None:
+        """CRLF keepalives to write, and bindings that stopped answering to
+        delete (docs/sip-nat.md)."""
+        for target in pinger.crlf_pings_to_send():
+            if target.flow is not None:
+                with contextlib.suppress(TransportError):
+                    self.transport.send_ping(target.flow)
+        while (lost := pinger.next_event()) is not None:
+            if isinstance(lost, NatBindingLost):
+                self._spawn(self._forget_binding(lost.aor, lost.key))
+
+    async def _forget_binding(self, aor: str, key: str) -> None:
+        def compute(current: tuple[Binding, ...]) -> tuple[BindingChanges, None]:
+            present = any(b.key == key for b in current)
+            return BindingChanges(remove=(key,) if present else ()), None
+
+        await self.location.update(aor, compute)
+
     def _arm_timer(self) -> None:
         deadline = self.layer.get_timer()
+        if self.pinger is not None:
+            ping_at = self.pinger.get_timer()
+            if ping_at is not None and (deadline is None or ping_at < deadline):
+                deadline = ping_at
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -286,6 +327,8 @@ class SipServer:
     def _on_timer(self) -> None:
         self._timer = None
         self.layer.handle_timer(now=self._now())
+        if self.pinger is not None:
+            self.pinger.handle_timer(now=self._now())
         self._pump()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -378,7 +421,9 @@ class SipServer:
             )
             return outcome.changes, outcome
 
-        _, outcome = await self.location.update(aor, compute)
+        after, outcome = await self.location.update(aor, compute)
+        if self.pinger is not None and outcome.ok:
+            self.pinger.sync_aor(aor, after, now=self._now())
         response = outcome.response
         if (
             outcome.ok
