@@ -1354,3 +1354,43 @@ def test_throughput_sanity_100k_packets() -> None:
             box.handle_timer(now=now)
     assert forwarded == packets >= 99900
     assert [type(e) for e in events(box)] == [MappingCreated] * len(hosts)
+
+
+# -- reboot ---------------------------------------------------------------------------
+
+
+def test_reboot_forgets_every_mapping_and_reports_each() -> None:
+    box = make_box(filtering=EIF, port_assignment=PortAssignment.SEQUENTIAL)
+    mapped = external(box, HOST, REMOTE)
+    out(box, tcp(HOST2, REMOTE, SYN))
+    box.add_port_mapping(
+        IpProto.UDP, Endpoint("192.168.1.9", 7000), external_port=7000, lifetime=60, now=0.0
+    )
+    events(box)
+    assert box.reboot(now=1.0) == 3
+    removed = [e for e in events(box) if isinstance(e, MappingRemoved)]
+    assert len(removed) == 3
+    assert box.mappings(now=1.0) == []
+    assert box.get_timer() is None
+    assert not reaches(box, REMOTE, mapped, now=1.0)
+    assert drops(box) == [DropReason.NO_MAPPING]
+
+
+def test_after_a_reboot_established_tcp_is_dropped_and_new_mappings_start_afresh() -> None:
+    box = make_box(mapping=APDM, port_assignment=PortAssignment.SEQUENTIAL)
+    first = external(box, HOST, REMOTE)
+    [(_, syn)] = out(box, tcp(HOST, REMOTE, SYN))
+    inn(box, tcp(REMOTE, syn.src, SYN | ACK))
+    events(box)
+    box.reboot(now=1.0)
+    events(box)
+    assert out(box, tcp(HOST, REMOTE, ACK), now=1.0) == []
+    assert drops(box) == [DropReason.NO_MAPPING]
+    assert external(box, HOST, REMOTE, now=1.0) == first  # the port counter restarted
+
+
+def test_reboot_counts_only_live_mappings() -> None:
+    box = make_box(udp_mapping_timeout=30.0)
+    external(box, HOST, REMOTE)
+    assert box.reboot(now=31.0) == 0
+    assert box.reboot(now=31.0) == 0

@@ -508,6 +508,43 @@ class NatBox:
         )
         return True
 
+    def reboot(self, *, now: float) -> int:
+        """Forget every mapping, as a NAT that restarts does; return how many
+        were alive.
+
+        Dynamic and explicit mappings, the TCP connections through them,
+        held SYNs, address pairing and the sequential port counters are all
+        lost (a rebooted box starts from its configuration only); nothing
+        queued survives either. Each live mapping is reported as
+        :class:`MappingRemoved`. Afterwards the box behaves as if new:
+        inbound packets find no mapping and outbound ones make new mappings
+        (a port-preserving NAT may hand out the same external port again).
+        """
+        alive = 0
+        for table in (self._udp, self._tcp):
+            for binding in list(table.by_external.values()):
+                binding.live = False
+                if binding.expires > now:
+                    alive += 1
+                    self._events.append(
+                        MappingRemoved(
+                            proto=table.proto,
+                            internal=binding.internal,
+                            external=binding.external,
+                        )
+                    )
+            table.dynamic.clear()
+            table.explicit.clear()
+            table.by_external.clear()
+            table.next_port.clear()
+            table.used.clear()
+        self._paired.clear()
+        self._pair_next = 0
+        self._heap.clear()
+        self._held.clear()
+        self._send.clear()
+        return alive
+
     def mappings(self, *, now: float) -> list[MappingInfo]:
         """The mappings alive at ``now``, UDP then TCP, oldest first."""
         return [
