@@ -9,6 +9,7 @@ import pytest
 from natkit.lab.sip_reboot import (
     FLOW_TIMER,
     REGISTRATION_EXPIRES,
+    expected_early_call,
     expected_reboot_outcome,
     reboot_then_call,
     run_reboot_sim,
@@ -44,6 +45,40 @@ def test_reboot_then_call(
     assert outcome.reached is reached
     assert outcome.status == (200 if reached else None)
     assert outcome.ok
+
+
+EARLY = [
+    pytest.param("port-restricted-cone", UDP, 200, id="prc-udp-keepalive-recreates-same-port"),
+    pytest.param("linux-masquerade", UDP, 200, id="masquerade-udp-same-port"),
+    pytest.param("symmetric-udp-firewall", UDP, 200, id="firewall-udp-same-address"),
+    pytest.param("symmetric", UDP, 408, id="symmetric-udp-new-port-lost"),
+    pytest.param("carrier-grade", UDP, 408, id="cgn-udp-random-port-lost"),
+    pytest.param("port-restricted-cone", TCP, 408, id="prc-tcp-dead-connection"),
+    pytest.param("symmetric-udp-firewall", TCP, 408, id="firewall-tcp-state-lost"),
+    pytest.param("open", TCP, 200, id="open-tcp-nothing-lost"),
+]
+
+
+@pytest.mark.parametrize(("nat", "transport", "status"), EARLY)
+def test_call_right_after_the_reboot(nat: str, transport: SipTransport, status: int) -> None:
+    """Before re-registering: proves the reboot broke the flow where it should."""
+    outcome = run_virtual(reboot_then_call(nat, PRESETS[nat], transport, early=True))
+    assert outcome.status == status
+    assert outcome.reached is (status == 200)
+    assert outcome.reached is expected_early_call(PRESETS[nat], transport)
+
+
+def test_every_preset_early_call_matches_the_expected_table() -> None:
+    async def main() -> list[tuple[str, SipTransport, bool]]:
+        wrong = []
+        for name, behavior in PRESETS.items():
+            for transport in (UDP, TCP):
+                o = await reboot_then_call(name, behavior, transport, early=True)
+                if o.reached is not expected_early_call(behavior, transport):
+                    wrong.append((name, transport, o.reached))
+        return wrong
+
+    assert run_virtual(main) == []
 
 
 @pytest.mark.parametrize("nat", ["port-restricted-cone", "symmetric", "open"])

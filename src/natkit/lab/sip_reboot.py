@@ -17,7 +17,10 @@ the registrar holds for alice now leads nowhere.
 * Over **TCP** the connection is dead: alice's next CRLFCRLF ping is
   dropped at the NAT (no mapping), no pong comes within 10 s, the agent
   fails the flow (:class:`FlowFailed`) and re-registers after the §4.5
-  back-off (30-60 s, only one flow) over a new connection.
+  back-off (30-60 s, only one flow). §4.5 wants a new connection; today
+  the retry is written onto the dead one, which the driver never closed,
+  times out, and only the retry after a second back-off (by then the
+  dead connection gave up) registers: about 186 s after the reboot.
 * Over **UDP** the agent cannot tell: it counts a STUN keepalive answered
   when sent (see :mod:`natkit.sip.aio.registration`), so no flow failure is
   reported. Its keepalives make a new mapping (a different external port
@@ -28,6 +31,13 @@ Either way, once alice has registered again, bob's INVITE through the
 proxy reaches her over the new flow and is answered 200. A box without
 state (``open``) loses nothing. Presets that do not pass the transport to
 port 5060 at all (UDP blocked, web only) never register.
+
+A call made one second after the reboot (``early``) shows what was lost:
+over TCP it fails (the proxy's INVITE goes into the dead connection, 408
+after Timer B); over UDP it fails behind NATs that pick a new external port
+(symmetric, carrier-grade), but succeeds behind port-preserving ones and
+firewalls: alice's next keepalive, within the 32 s the proxy retransmits
+the INVITE, recreates the very mapping the registrar's binding names.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ from dataclasses import dataclass
 from natkit.addr import Endpoint
 from natkit.lab.sip_phone import DOMAIN, REGISTRAR_IP, SIP_PORT, LabPhone
 from natkit.lab.topology import attach_nat
-from natkit.nat.box import NatBehavior, NatBox
+from natkit.nat.box import NatBehavior, NatBox, PortAssignment
 from natkit.nat.presets import PRESETS
 from natkit.net.sim import Internet, Link, SimHost, run_virtual
 from natkit.packet import IpProto
@@ -59,6 +69,7 @@ __all__ = [
     "REGISTRATION_EXPIRES",
     "AnsweringAgent",
     "RebootOutcome",
+    "expected_early_call",
     "expected_reboot_outcome",
     "lab_outbound_registrar",
     "outbound_agent_config",
@@ -130,6 +141,20 @@ def expected_reboot_outcome(
         return (False, False, False)
     stateless = not behavior.translate and behavior.filtering is None
     return (True, transport.reliable and not stateless, True)
+
+
+def expected_early_call(behavior: NatBehavior, transport: SipTransport) -> bool:
+    """Whether a call right after the reboot, before any re-registration,
+    arrives: only where nothing the registrar's binding names was lost for
+    good (no state at all, or a UDP mapping the next keepalive recreates on
+    the same external port: firewalls and port-preserving NATs)."""
+    if not passes(behavior, transport):
+        return False
+    if not behavior.translate and behavior.filtering is None:
+        return True
+    if transport.reliable:
+        return False
+    return not behavior.translate or behavior.port_assignment is PortAssignment.PRESERVING
 
 
 class AnsweringAgent(RegistrationAgent):
@@ -220,11 +245,17 @@ def _drain(agent: RegistrationAgent) -> None:
 
 
 async def reboot_then_call(
-    name: str, behavior: NatBehavior, transport: SipTransport, *, seed: int = 0
+    name: str,
+    behavior: NatBehavior,
+    transport: SipTransport,
+    *,
+    early: bool = False,
+    seed: int = 0,
 ) -> RebootOutcome:
     """Register alice behind ``behavior`` over ``transport``, reboot the NAT
     :data:`REBOOT_AT` s later, wait for her next registration, then have
-    bob call her."""
+    bob call her. ``early``: bob calls one second after the reboot instead,
+    before anything was repaired (``recovered_after`` is then None)."""
     loop = asyncio.get_running_loop()
     net = Internet(seed=seed, default_link=Link(delay=0.02))
     server_host = net.add_host("registrar", REGISTRAR_IP)
@@ -249,10 +280,15 @@ async def reboot_then_call(
                 core.reboot(now=loop.time())
                 nat.rearm()
             rebooted = loop.time()
-            recovered, flow_failed = await _next_registration(agent, RECOVERY_LIMIT)
-            if not recovered:
-                return RebootOutcome(name, transport, True, flow_failed, None, None, False)
-            recovered_after = loop.time() - rebooted
+            recovered_after: float | None = None
+            if early:
+                await asyncio.sleep(1.0)
+                flow_failed = False
+            else:
+                recovered, flow_failed = await _next_registration(agent, RECOVERY_LIMIT)
+                if not recovered:
+                    return RebootOutcome(name, transport, True, flow_failed, None, None, False)
+                recovered_after = loop.time() - rebooted
             await bob.invite(f"sip:alice@{DOMAIN}")
             final = await bob.final_response(60)
             status = final.status if final is not None else None
