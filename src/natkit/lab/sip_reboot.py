@@ -111,6 +111,8 @@ class RebootOutcome:
     """Bob's final response to the INVITE after recovery (None: no call made)."""
     reached: bool
     """The INVITE arrived at alice and bob got her 200."""
+    detected_after: float | None = None
+    """Seconds from the reboot to the agent's FlowFailed (None: not seen)."""
 
     @property
     def expected(self) -> tuple[bool, bool, bool]:
@@ -223,20 +225,21 @@ def lab_outbound_registrar(
     return SipServer(host.stack, config, store, rng=seeded_rng(seed + 5))
 
 
-async def _next_registration(agent: RegistrationAgent, limit: float) -> tuple[bool, bool]:
-    """Wait (at most ``limit``) for a successful REGISTER; return
-    (succeeded, a FlowFailed came first)."""
-    failed = False
+async def _next_registration(agent: RegistrationAgent, limit: float) -> tuple[bool, float | None]:
+    """Wait (at most ``limit``) for a successful REGISTER; return (succeeded,
+    when a FlowFailed came first, or None)."""
+    loop = asyncio.get_running_loop()
+    failed_at: float | None = None
     try:
         async with asyncio.timeout(limit):
             while True:
                 event = await agent.events.get()
-                if isinstance(event, FlowFailed):
-                    failed = True
+                if isinstance(event, FlowFailed) and failed_at is None:
+                    failed_at = loop.time()
                 elif isinstance(event, RegistrationSucceeded):
-                    return True, failed
+                    return True, failed_at
     except TimeoutError:
-        return False, failed
+        return False, failed_at
 
 
 def _drain(agent: RegistrationAgent) -> None:
@@ -281,14 +284,17 @@ async def reboot_then_call(
                 nat.rearm()
             rebooted = loop.time()
             recovered_after: float | None = None
+            failed_at: float | None = None
             if early:
                 await asyncio.sleep(1.0)
-                flow_failed = False
             else:
-                recovered, flow_failed = await _next_registration(agent, RECOVERY_LIMIT)
+                recovered, failed_at = await _next_registration(agent, RECOVERY_LIMIT)
                 if not recovered:
-                    return RebootOutcome(name, transport, True, flow_failed, None, None, False)
+                    return RebootOutcome(
+                        name, transport, True, failed_at is not None, None, None, False
+                    )
                 recovered_after = loop.time() - rebooted
+            detected_after = None if failed_at is None else failed_at - rebooted
             await bob.invite(f"sip:alice@{DOMAIN}")
             final = await bob.final_response(60)
             status = final.status if final is not None else None
@@ -297,7 +303,14 @@ async def reboot_then_call(
             await agent.close()
             bob.close()
     return RebootOutcome(
-        name, transport, True, flow_failed, recovered_after, status, reached and status == 200
+        name,
+        transport,
+        True,
+        detected_after is not None,
+        recovered_after,
+        status,
+        reached and status == 200,
+        detected_after,
     )
 
 
