@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
@@ -42,14 +43,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from natkit.addr import Endpoint, canonical_ip
-from natkit.errors import NatkitError, TransportError
+from natkit.errors import MalformedMessageError, NatkitError, TransportError
 from natkit.net.stack import Stack
 from natkit.rng import Rng, default_rng
 from natkit.sip.aio.resolve import SipResolver
 from natkit.sip.aio.transport import SipTransportConfig, SipTransportLayer
 from natkit.sip.aio.users import authenticate
 from natkit.sip.digest import AuthOk, DigestAlgorithm, DigestServer, DigestServerConfig
-from natkit.sip.edge import EdgeProxy, EdgeProxyConfig
+from natkit.sip.edge import DIALOG_FORMING_METHODS, EdgeProxy, EdgeProxyConfig, same_flow
 from natkit.sip.flow import SipTransport, Source, Target
 from natkit.sip.flow_token import FlowTokenSigner
 from natkit.sip.forwarding import pop_own_via, preprocess_routes
@@ -161,7 +162,11 @@ class SipServer:
             rng=self.rng,
         )
         self.layer = TransactionLayer(rng=self.rng)
-        self.location = LocationService(store)
+        # No flow index: the server never calls remove_flow (it routes over a
+        # binding's flow only while that flow is open), and with many AoRs
+        # behind one flow (an edge proxy, a NAT, one sipp socket) the index is
+        # one document rewritten whole on every REGISTER: O(n) each, O(n^2) total.
+        self.location = LocationService(store, index_flows=False)
         self.signer = FlowTokenSigner([config.secret])
         self.registrar = SipRegistrar(
             RegistrarConfig(
@@ -188,6 +193,7 @@ class SipServer:
         self._host = config.host
         self._ports: dict[SipTransport, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._serving: dict[ServerTransactionId, bool] = {}  # -> CANCELled meanwhile
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -280,10 +286,14 @@ class SipServer:
             if self.proxy.handle_event(event, now=now):
                 continue
             match event:
+                case RequestReceived(request=request, server_txn=txn, cancelled_txn=cancelled) if (
+                    request.method == "CANCEL"
+                ):
+                    self._cancel(request, txn, cancelled)
                 case RequestReceived(request=request, source=source, server_txn=txn):
                     self._spawn(self._serve(request, source, txn))
-                case AckReceived(request=request, server_txn=None):
-                    self._spawn(self._forward_ack(request))
+                case AckReceived(request=request, source=source, server_txn=None):
+                    self._spawn(self._guarded(self._forward_ack(request, source)))
                 case StrayResponseReceived(response=response):
                     self._forward_stray(response)
                 case _:
@@ -360,24 +370,59 @@ class SipServer:
     # -- requests -----------------------------------------------------------------
 
     async def _serve(self, request: SipRequest, source: Source, txn: ServerTransactionId) -> None:
+        """One request from the transaction layer; whatever goes wrong while
+        serving it is answered (400 for a header that does not parse, 500
+        otherwise), so no server transaction is left without an answer."""
+        self._serving[txn] = False
+        try:
+            await self._route_request(request, source, txn)
+        except MalformedMessageError as exc:
+            self._respond(
+                request, txn, make_response(request, 400, _short(exc), to_tag=self._tag())
+            )
+        except Exception:  # a bug must not leave the transaction open
+            _log.exception("serving %s failed", request.method)
+            self._respond(request, txn, make_response(request, 500, to_tag=self._tag()))
+        finally:
+            self._serving.pop(txn, None)
+
+    async def _route_request(
+        self, request: SipRequest, source: Source, txn: ServerTransactionId
+    ) -> None:
         status = validate_request(request, proxy=True)
-        if status is not None and not (status == 483 and request.method == "OPTIONS"):
+        if status == 483 and request.method == "OPTIONS":
+            status = None  # §11, §16.3 step 3: answered here, below
+        if status is not None:
             self._respond(request, txn, make_response(request, status, to_tag=self._tag()))
             return
-        request, popped = preprocess_routes(request, self._is_own_route)
-        if request.headers.get("Route") is not None:
-            await self._forward_to(request, txn, record_route=False)
+        request, tokens = self._pop_own_routes(request)
+        if tokens is None:
+            self._respond(
+                request,
+                txn,
+                make_response(request, 403, "Forbidden (bad route)", to_tag=self._tag()),
+            )
+            return
+        if tokens:
+            # A request on a route this server recorded (in a dialog): over the
+            # flow of the party it did not come from, else along its Route set
+            # or to its Request-URI (RFC 5626 §5.3 applied to our own RR).
+            await self._forward_in_dialog(request, source, txn, tokens)
             return
         uri = request.uri
-        if not isinstance(uri, SipUri) or uri.host.lower() not in self._served_hosts():
-            self._respond(
-                request, txn, make_response(request, 403, "Relaying Denied", to_tag=self._tag())
-            )
+        if (
+            request.headers.get("Route") is not None
+            or not isinstance(uri, SipUri)
+            or uri.host.lower() not in self._served_hosts()
+        ):
+            # Not ours and on no route we recorded: not an open relay.
+            denied = make_response(request, 403, "Relaying Denied", to_tag=self._tag())
+            self._respond(request, txn, denied)
             return
         if request.method == "REGISTER":
             await self._register(request, source, txn)
             return
-        if uri.user is None:
+        if uri.user is None or (request.method == "OPTIONS" and request.max_forwards == 0):
             # A request for the server itself (OPTIONS pings, RFC 3261 §11).
             if request.method == "OPTIONS":
                 ok = make_response(request, 200, to_tag=self._tag())
@@ -386,12 +431,43 @@ class SipServer:
             else:
                 self._respond(request, txn, make_response(request, 404, to_tag=self._tag()))
             return
-        if popped is not None and request.to.tag is not None:
-            # In-dialog request that came through our Record-Route: to the
-            # remote target in its Request-URI (§16.12).
-            await self._forward_to(request, txn, record_route=False)
+        await self._proxy_to_aor(request, source, txn, uri)
+
+    def _pop_own_routes(self, request: SipRequest) -> tuple[SipRequest, list[Source] | None]:
+        """§16.4 for every leading Route of ours; the flows their tokens name
+        (None: one of them carries a token that does not open)."""
+        tokens: list[Source] = []
+        while True:
+            request, popped = preprocess_routes(request, self._is_own_route)
+            if popped is None:
+                return request, tokens
+            user = popped.uri.user if isinstance(popped.uri, SipUri) else None
+            if user:
+                flow = self.signer.decode(user)
+                if flow is None:
+                    return request, None
+                tokens.append(flow)
+
+    async def _forward_in_dialog(
+        self, request: SipRequest, source: Source, txn: ServerTransactionId, tokens: list[Source]
+    ) -> None:
+        other = next((flow for flow in tokens if not same_flow(flow, source)), None)
+        if other is not None:
+            if other.transport.reliable and self.transport.flow(other.flow) is None:
+                self._respond(request, txn, make_response(request, 430, to_tag=self._tag()))
+                return
+            target: Target | None = Target(other.transport, other.remote, other.flow)
+        else:
+            hop = (
+                request.name_addrs("Route")[0].uri if request.headers.get("Route") else request.uri
+            )
+            target = await self._resolve(hop)
+        if target is None:
+            self._respond(request, txn, make_response(request, 404, to_tag=self._tag()))
             return
-        await self._proxy_to_aor(request, txn, uri)
+        fork = ForkTarget((Destination(uri=request.uri, target=target),))
+        self.proxy.proxy(request, txn, [fork], now=self._now())
+        self._pump()
 
     async def _register(
         self, request: SipRequest, source: Source, txn: ServerTransactionId
@@ -435,13 +511,17 @@ class SipServer:
         self._respond(request, txn, response)
 
     async def _proxy_to_aor(
-        self, request: SipRequest, txn: ServerTransactionId, uri: SipUri
+        self, request: SipRequest, source: Source, txn: ServerTransactionId, uri: SipUri
     ) -> None:
         bindings = await self.location.lookup(uri.aor)
+        if not bindings:
+            self._respond(request, txn, make_response(request, 404, to_tag=self._tag()))
+            return
+        dialog = self.config.record_route and _dialog_forming(request)
         targets: list[ForkTarget] = []
         by_instance: dict[str, list[Destination]] = {}
         for binding in bindings:
-            destination = await self._destination(binding)
+            destination = await self._destination(binding, source if dialog else None)
             if destination is None:
                 continue
             if binding.instance:
@@ -451,44 +531,52 @@ class SipServer:
         for instance, destinations in by_instance.items():
             q = max(b.effective_q for b in bindings if b.instance == instance)
             targets.append(ForkTarget(tuple(destinations), q=q))
-        record_route = self._record_route() if self.config.record_route else None
-        if not bindings:
-            self._respond(request, txn, make_response(request, 404, to_tag=self._tag()))
+        if self._serving.get(txn):
+            # CANCELled while its bindings were being read (§16.10).
+            self._respond(request, txn, make_response(request, 487, to_tag=self._tag()))
             return
-        self.proxy.proxy(request, txn, targets, now=self._now(), record_route=record_route)
+        self.proxy.proxy(request, txn, targets, now=self._now())
         self._pump()
 
-    async def _destination(self, binding: Binding) -> Destination | None:
+    async def _destination(self, binding: Binding, caller: Source | None) -> Destination | None:
+        """How to reach ``binding`` (:func:`binding_destination`); with
+        ``caller`` (a dialog-forming request), the branch is double
+        record-routed (RFC 5658) with tokens of both flows, so requests in the
+        dialog reach each side over its own flow, through its NAT."""
         try:
             contact = parse_name_addr(binding.contact)
         except NatkitError:
             return None
         flow = self.transport.flow(binding.flow) if binding.flow else None
+        if flow is None and binding.reg_id is not None and binding.flow:
+            return None  # an outbound flow that closed: try the instance's others (RFC 5626 §7)
         path = []
         for value in binding.path:
             with contextlib.suppress(NatkitError):
                 path.append(parse_name_addr(value))
-        return await binding_destination(contact.uri, path, flow, self._resolve)
+        destination = await binding_destination(contact.uri, path, flow, self._resolve)
+        if destination is None or caller is None:
+            return destination
+        callee_side = flow if flow is not None and not path else None
+        routes = (
+            *((self._record_route(callee_side),) if callee_side is not None else ()),
+            self._record_route(caller),
+        )
+        return dataclasses.replace(destination, record_routes=routes)
 
-    async def _forward_to(
-        self, request: SipRequest, txn: ServerTransactionId, *, record_route: bool
-    ) -> None:
-        hop = request.name_addrs("Route")[0].uri if request.headers.get("Route") else request.uri
-        target = await self._resolve(hop)
-        if target is None:
-            self._respond(request, txn, make_response(request, 404, to_tag=self._tag()))
+    async def _forward_ack(self, ack: SipRequest, source: Source) -> None:
+        """An ACK for a 2xx goes end to end (§13.2.2.4, §16.12): forwarded
+        statelessly like any request in the dialog (over the other party's
+        flow), and only on a route this server recorded."""
+        ack, tokens = self._pop_own_routes(ack)
+        if not tokens:
             return
-        fork = ForkTarget((Destination(uri=request.uri, target=target),))
-        rr = self._record_route() if record_route else None
-        self.proxy.proxy(request, txn, [fork], now=self._now(), record_route=rr)
-        self._pump()
-
-    async def _forward_ack(self, ack: SipRequest) -> None:
-        """An ACK for a 2xx goes end to end (§13.2.2.4, §16.12): forward it
-        statelessly along its Route or to its Request-URI."""
-        ack, _ = preprocess_routes(ack, self._is_own_route)
-        hop = ack.name_addrs("Route")[0].uri if ack.headers.get("Route") else ack.uri
-        target = await self._resolve(hop)
+        other = next((flow for flow in tokens if not same_flow(flow, source)), None)
+        if other is not None:
+            target: Target | None = Target(other.transport, other.remote, other.flow)
+        else:
+            hop = ack.name_addrs("Route")[0].uri if ack.headers.get("Route") else ack.uri
+            target = await self._resolve(hop)
         if target is None:
             return
         via = self._via_for(target).with_params(branch=self.layer.new_branch())
@@ -511,6 +599,14 @@ class SipServer:
             self.layer.send_stateless(out, target)
 
     # -- naming ourselves ------------------------------------------------------------
+
+    def _is_served_aor(self, uri: Uri) -> bool:
+        """A user in a served domain: reached through the location service."""
+        return (
+            isinstance(uri, SipUri)
+            and uri.user is not None
+            and uri.host.lower() in {d.lower() for d in self.config.domains}
+        )
 
     def _served_hosts(self) -> set[str]:
         hosts = {d.lower() for d in self.config.domains}
@@ -535,9 +631,42 @@ class SipServer:
             transport=transport.via_token, host=self.host, port=port, params=(("rport", None),)
         )
 
-    def _record_route(self) -> NameAddr:
-        port = self._ports.get(SipTransport.UDP) or next(iter(self._ports.values()))
-        return NameAddr(SipUri(scheme="sip", host=self.host, port=port, params=(("lr", None),)))
+    def _record_route(self, flow: Source) -> NameAddr:
+        """Our Record-Route facing ``flow``: its sealed token (which is what
+        makes the route ours, and unforgeable), on that flow's transport."""
+        transport = flow.transport
+        port = self._ports.get(transport) or next(iter(self._ports.values()))
+        params: list[tuple[str, str | None]] = []
+        if transport in (SipTransport.TCP, SipTransport.TLS):
+            params.append(("transport", "tcp"))
+        elif transport in (SipTransport.WS, SipTransport.WSS):
+            params.append(("transport", "ws"))
+        params.append(("lr", None))
+        return NameAddr(
+            SipUri(
+                scheme="sips" if transport.secure else "sip",
+                host=self.host,
+                user=self.signer.encode(flow),
+                port=port,
+                params=tuple(params),
+            )
+        )
+
+    def _cancel(
+        self, cancel: SipRequest, txn: ServerTransactionId, invite: ServerTransactionId | None
+    ) -> None:
+        """A CANCEL the forking proxy had no context for (§16.10): for an
+        INVITE still being routed, 200 now and 487 for the INVITE when its
+        routing ends; for nothing we know, 481."""
+        if invite is not None and invite in self._serving:
+            self._serving[invite] = True
+            self._respond(cancel, txn, make_response(cancel, 200, to_tag=self._tag()))
+        else:
+            self._respond(cancel, txn, make_response(cancel, 481, to_tag=self._tag()))
+
+    async def _guarded(self, job: Coroutine[Any, Any, None]) -> None:
+        with contextlib.suppress(MalformedMessageError):
+            await job
 
     def _tag(self) -> str:
         return f"{self.rng.getrandbits(64):016x}"
@@ -599,3 +728,11 @@ async def binding_destination(
     if target is None:
         return None
     return Destination(uri=contact, target=target)
+
+
+def _dialog_forming(request: SipRequest) -> bool:
+    return request.method in DIALOG_FORMING_METHODS and request.to.tag is None
+
+
+def _short(exc: Exception) -> str:
+    return f"Bad Request ({str(exc)[:80]})"
