@@ -262,3 +262,170 @@ def test_split_edge_and_registrar_route_the_call_through_the_path() -> None:
             bob.layer.close()
 
     run_virtual(main)
+
+
+def test_in_dialog_request_for_a_user_agent_on_the_servers_own_address_is_forwarded() -> None:
+    # A UA on the server's IP at another port (sipp on loopback): its Contact
+    # has no user part. A BYE that came through our Record-Route goes to that
+    # remote target (RFC 3261 §16.12); it is not a request for the server (404).
+    async def main() -> None:
+        _, server_host, _, bob_host = world()
+        config = server_config(authenticate=False)
+        async with SipServer(server_host.stack, config, MemoryStore(clock=wallclock)) as server:
+            callee = Phone(server_host, SipTransport.UDP, 5070)
+            bob = Phone(bob_host, SipTransport.UDP, 5080)
+            await callee.start()
+            await bob.start()
+            # The Record-Route the server gave bob's side of the dialog.
+            bob_flow = Source(
+                SipTransport.UDP, Endpoint(BOB_IP, 5080), Endpoint(SERVER_IP, 5060), "-"
+            )
+            route = f"<sip:{server.signer.encode(bob_flow)}@{SERVER_IP}:5060;lr>"
+            bye = bob.request(
+                "BYE",
+                f"sip:{SERVER_IP}:5070",
+                to="sip:alice@example.org",
+                user="bob",
+                extra=f"Route: {route}\r\n",
+            )
+            bye.headers.set("To", "<sip:alice@example.org>;tag=callee")  # in dialog
+            assert bye.to.tag == "callee"
+            await bob.send(bye, UDP_SERVER)
+            arrived, source = await callee.next()
+            assert isinstance(arrived, SipRequest) and arrived.method == "BYE"
+            assert arrived.headers.get("Route") is None
+            await callee.reply(arrived, source, 200)
+            response, _ = await bob.next()
+            assert isinstance(response, SipResponse) and response.status == 200
+            callee.layer.close()
+            bob.layer.close()
+
+    run_virtual(main)
+
+
+def test_in_dialog_requests_for_a_served_gruu_go_over_the_registered_flow() -> None:
+    # baresip's Contact in a dialog is its public GRUU (sip:USER@DOMAIN;gr=...,
+    # RFC 5627 §5.1): the ACK and the BYE that come through our Record-Route
+    # are routed by the location service, not resolved as a host name.
+    async def main() -> None:
+        _, server_host, alice_host, bob_host = world()
+        config = server_config(authenticate=False)
+        async with SipServer(server_host.stack, config, MemoryStore(clock=wallclock)) as server:
+            alice = Phone(alice_host, SipTransport.UDP, 5070)
+            bob = Phone(bob_host, SipTransport.UDP, 5080)
+            await alice.start()
+            await bob.start()
+            await registered(alice, UDP_SERVER, password=None)
+            gruu = "sip:alice@example.org;gr=urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
+            # The Record-Route the server gave bob's side (tokens make it ours).
+            bob_flow = Source(
+                SipTransport.UDP, Endpoint(BOB_IP, 5080), Endpoint(SERVER_IP, 5060), "-"
+            )
+            route = f"<sip:{server.signer.encode(bob_flow)}@{SERVER_IP}:5060;lr>"
+            for method in ("ACK", "BYE"):
+                request = bob.request(
+                    method,
+                    gruu,
+                    to="sip:alice@example.org",
+                    user="bob",
+                    extra=f"Route: {route}\r\n",
+                )
+                request.headers.set("To", "<sip:alice@example.org>;tag=callee")
+                await bob.send(request, UDP_SERVER)
+                arrived, source = await alice.next()
+                assert isinstance(arrived, SipRequest) and arrived.method == method
+                assert source.remote.host == SERVER_IP
+            await alice.reply(arrived, source, 200)
+            response, _ = await bob.next()
+            assert isinstance(response, SipResponse) and response.status == 200
+            alice.layer.close()
+            bob.layer.close()
+
+    run_virtual(main)
+
+
+def test_foreign_routes_and_forged_tokens_are_not_relayed() -> None:
+    # Not an open relay: a Route or Request-URI elsewhere is followed only on a
+    # Record-Route this server issued (a sealed token), never on host alone.
+    async def main() -> None:
+        _, server_host, _, bob_host = world()
+        async with SipServer(
+            server_host.stack, server_config(authenticate=False), MemoryStore(clock=wallclock)
+        ):
+            bob = Phone(bob_host, SipTransport.UDP, 5080)
+            await bob.start()
+            cases = [
+                ("sip:x@elsewhere.example", "Route: <sip:198.51.100.77;lr>\r\n", 403),
+                ("sip:x@elsewhere.example", f"Route: <sip:{SERVER_IP}:5060;lr>\r\n", 403),
+                ("sip:x@198.51.100.77", f"Route: <sip:AAAAforged@{SERVER_IP}:5060;lr>\r\n", 403),
+                ("sip:alice@example.org", "Route: garbage<<\r\n", 400),
+            ]
+            for uri, route, status in cases:
+                request = bob.request("MESSAGE", uri, to=uri, user="bob", extra=route)
+                await bob.send(request, UDP_SERVER)
+                response, _ = await bob.next()
+                assert isinstance(response, SipResponse)
+                assert response.status == status, (uri, route, response.status)
+            bob.layer.close()
+
+    run_virtual(main)
+
+
+def test_a_call_to_a_natted_ua_keeps_its_dialog_on_her_flow() -> None:
+    # alice's Contact is a private address behind a NAT; the double
+    # Record-Route with both flows' tokens takes bob's ACK and BYE to her
+    # over the flow she registered on (RFC 5658, RFC 5626 §5.3).
+    from natkit.lab.topology import attach_nat
+    from natkit.nat.presets import PORT_RESTRICTED_CONE
+
+    async def main() -> None:
+        net, server_host, _, bob_host = world()
+        nat = attach_nat(net, PORT_RESTRICTED_CONE, seed=3)
+        alice_host = net.add_host("alice-natted", behind=nat)
+        async with SipServer(
+            server_host.stack, server_config(authenticate=False), MemoryStore(clock=wallclock)
+        ):
+            alice = Phone(alice_host, SipTransport.UDP, 5070)
+            bob = Phone(bob_host, SipTransport.UDP, 5080)
+            await alice.start()
+            await bob.start()
+            await registered(alice, UDP_SERVER, password=None)
+            invite = bob.request(
+                "INVITE", "sip:alice@example.org", to="sip:alice@example.org", user="bob"
+            )
+            await bob.send(invite, UDP_SERVER)
+            arrived, source = await alice.next()
+            assert isinstance(arrived, SipRequest) and arrived.method == "INVITE"
+            assert len(arrived.name_addrs("Record-Route")) == 2
+            await alice.reply(arrived, source, 200)
+            while True:
+                ok, _ = await bob.next()
+                assert isinstance(ok, SipResponse)
+                if ok.status >= 200:
+                    break
+            assert ok.status == 200
+            routes = ", ".join(str(r) for r in reversed(ok.name_addrs("Record-Route")))
+            remote_target = str(ok.contacts[0].uri) if ok.contacts != "*" else ""
+            assert alice_host.ip in remote_target  # a private address
+            for method in ("ACK", "BYE"):
+                request = bob.request(
+                    method,
+                    remote_target,
+                    to="sip:alice@example.org",
+                    user="bob",
+                    extra=f"Route: {routes}\r\n",
+                )
+                request.headers.set("To", str(ok.to))
+                request.headers.set("Call-ID", invite.call_id)
+                if method == "ACK":
+                    request.headers.set("CSeq", f"{invite.cseq.seq} ACK")
+                await bob.send(request, UDP_SERVER)
+                got, got_source = await alice.next()
+                assert isinstance(got, SipRequest) and got.method == method
+            await alice.reply(got, got_source, 200)
+            bye_ok, _ = await bob.next()
+            assert isinstance(bye_ok, SipResponse) and bye_ok.status == 200
+            alice.layer.close()
+            bob.layer.close()
+
+    run_virtual(main)

@@ -68,7 +68,7 @@ from natkit.sip.message import (
 )
 from natkit.sip.uri import SipUri
 
-__all__ = ["DIALOG_FORMING_METHODS", "EdgeProxy", "EdgeProxyConfig", "EdgeStats"]
+__all__ = ["DIALOG_FORMING_METHODS", "EdgeProxy", "EdgeProxyConfig", "EdgeStats", "same_flow"]
 
 DIALOG_FORMING_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 """Requests that create a dialog when sent outside one (no To tag)."""
@@ -128,7 +128,9 @@ class EdgeProxy:
         self.stats = EdgeStats()
         self._hosts = frozenset({config.host.lower(), *(a.lower() for a in config.aliases)})
         self._ports = frozenset(config.ports.values())
-        self._upstreams = frozenset({config.upstream.remote, *config.upstream_peers})
+        self._upstream_hosts = frozenset(
+            {config.upstream.remote.host, *(peer.host for peer in config.upstream_peers)}
+        )
         self._open_flows: set[str] = set()
         self._outbox: list[tuple[SipMessage, Target]] = []
 
@@ -183,7 +185,7 @@ class EdgeProxy:
             if token_flow is None:
                 self._reply(request, source, 403, "Forbidden (bad flow token)")
                 return
-        if token_flow is not None and not _same_flow(token_flow, source):
+        if token_flow is not None and not same_flow(token_flow, source):
             self._to_flow(request, source, token_flow, popped)
             return
         if self._from_upstream(source):
@@ -323,10 +325,11 @@ class EdgeProxy:
         return via.host.lower() in self._hosts and via.param(_FLOW_PARAM) is not None
 
     def _from_upstream(self, source: Source) -> bool:
-        return source.remote in self._upstreams
+        # By address: a registrar's requests over TCP come from ephemeral ports.
+        return source.remote.host in self._upstream_hosts
 
 
-def _same_flow(token_flow: Source, source: Source) -> bool:
+def same_flow(token_flow: Source, source: Source) -> bool:
     """RFC 5626 §5.3: the token names the flow a request arrived on (for
     streams, the very connection; for UDP, the same pair of endpoints)."""
     if token_flow.transport is not source.transport or token_flow.remote != source.remote:

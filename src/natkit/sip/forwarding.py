@@ -28,7 +28,7 @@ edited copies, leaving their input alone.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from natkit.sip.headers import NameAddr, Via
 from natkit.sip.message import SipRequest, SipResponse
@@ -82,7 +82,7 @@ def forward_request(
     *,
     via: Via,
     uri: Uri | None = None,
-    record_route: NameAddr | None = None,
+    record_route: NameAddr | Sequence[NameAddr] | None = None,
     push_routes: Iterable[NameAddr] = (),
 ) -> SipRequest:
     """§16.6 steps 1-8 for one target, on a copy of ``request``.
@@ -90,7 +90,8 @@ def forward_request(
     ``uri`` replaces the Request-URI (step 2: the target; None keeps it).
     Max-Forwards is decremented, or set to 70 when absent (step 3; the
     caller has refused requests at 0 with 483 already, §16.3).
-    ``record_route`` is prepended to Record-Route (step 4). ``push_routes``
+    ``record_route`` is prepended to Record-Route (step 4); several values
+    (double record-routing, RFC 5658) end up in the order given, first on top. ``push_routes``
     go on top of the Route set in the order given (step 6's
     pre-loaded routes: a registered contact's Path, RFC 3327 §5.4). ``via``
     becomes the top Via (step 8).
@@ -104,7 +105,9 @@ def forward_request(
         str(DEFAULT_MAX_FORWARDS if max_forwards is None else max(max_forwards - 1, 0)),
     )
     if record_route is not None:
-        out.headers.prepend("Record-Route", str(record_route))
+        values = [record_route] if isinstance(record_route, NameAddr) else list(record_route)
+        for value in reversed(values):
+            out.headers.prepend("Record-Route", str(value))
     pushed = [str(route) for route in push_routes]
     if pushed:
         out.headers.prepend("Route", ", ".join(pushed))

@@ -25,7 +25,8 @@ proxied transactions.
   no branch is pending and no target is left, the best is forwarded:
   a 6xx, else the lowest class, preferring 401, 407, 415, 420 and 484 among
   4xx, with every challenge of every 401/407 merged (step 7), a 503 turned
-  into 500 (step 6), a timeout or transport failure counting as 408.
+  into 500 (step 6), a branch timeout counting as 408 and a transport
+  failure as 503 (so 500 upstream when it is the best).
 * **Flows** (RFC 5626 §7): a target may name alternative flows to the same
   instance; a branch that fails with 430 Flow Failed, a transport error or
   a timeout moves on to the next flow instead of being a final answer —
@@ -74,6 +75,8 @@ class Destination:
     uri: Uri
     target: Target
     routes: tuple[NameAddr, ...] = ()
+    record_routes: tuple[NameAddr, ...] | None = None
+    """Record-Route values for this branch only (None: the request's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +246,11 @@ class ForkingProxy:
             context.request,
             via=via,
             uri=destination.uri,
-            record_route=context.record_route,
+            record_route=(
+                destination.record_routes
+                if destination.record_routes is not None
+                else context.record_route
+            ),
             push_routes=destination.routes,
         )
         try:
@@ -289,7 +296,9 @@ class ForkingProxy:
         if self._try_next_flow(context, branch, now):
             return
         branch.done = True
-        context.finals.append(make_response(context.request, status))
+        context.finals.append(
+            make_response(context.request, status, to_tag=_tag(context.server_txn))
+        )
         self._finish_if_done(context, now)
 
     def _try_next_flow(self, context: _Context, branch: _Branch, now: float) -> bool:

@@ -25,6 +25,16 @@ Theory of operation
   Record-Route with flow tokens and sends requests for user agents over
   their flows.
 
+Routing rule (no open relay): a request whose Request-URI is not a served
+domain, or that still carries a Route after the server's own are removed,
+is forwarded only when one of the removed Routes is a Record-Route this
+server issued - recognised by its sealed flow token (the same AES-SIV tokens
+as the edge's), never by host and port alone. Dialog-forming requests are
+double record-routed (RFC 5658) with the tokens of the caller's and the
+callee's flows, so every request in the dialog, the 2xx ACK included, goes
+over the other party's flow, through its NAT (RFC 5626 §5.3 applied to the
+co-located edge). Anything else gets 403.
+
 Protocol decisions are the cores'; the coroutines here only fetch what the
 cores need from the store (bindings, HA1 values) and hand the result back,
 so a request is evaluated once its data is at hand (STYLE.md "Drivers").
@@ -458,10 +468,18 @@ class SipServer:
                 return
             target: Target | None = Target(other.transport, other.remote, other.flow)
         else:
-            hop = (
-                request.name_addrs("Route")[0].uri if request.headers.get("Route") else request.uri
-            )
-            target = await self._resolve(hop)
+            uri = request.uri
+            if (
+                request.headers.get("Route") is None
+                and isinstance(uri, SipUri)
+                and uri.host.lower() in self.config.domains
+                and uri.user is not None
+            ):
+                # The remote target is one of our AoRs or GRUUs (a UA whose
+                # Contact is its GRUU, RFC 5627 §5.1): the location service.
+                await self._proxy_to_aor(request, source, txn, uri)
+                return
+            target = await self._resolve(_next_hop(request))
         if target is None:
             self._respond(request, txn, make_response(request, 404, to_tag=self._tag()))
             return
@@ -514,6 +532,12 @@ class SipServer:
         self, request: SipRequest, source: Source, txn: ServerTransactionId, uri: SipUri
     ) -> None:
         bindings = await self.location.lookup(uri.aor)
+        instance = uri.param("gr")
+        if instance:
+            # A public GRUU names one instance (RFC 5627 §5.2): its bindings
+            # only, when the location knows that instance.
+            mine = [b for b in bindings if (b.instance or "").strip('"<>') == instance]
+            bindings = mine or bindings
         if not bindings:
             self._respond(request, txn, make_response(request, 404, to_tag=self._tag()))
             return
@@ -574,9 +598,10 @@ class SipServer:
         other = next((flow for flow in tokens if not same_flow(flow, source)), None)
         if other is not None:
             target: Target | None = Target(other.transport, other.remote, other.flow)
+        elif isinstance(ack.uri, SipUri) and ack.uri.host.lower() in self.config.domains:
+            target = await self._aor_flow(ack.uri)  # a GRUU remote target
         else:
-            hop = ack.name_addrs("Route")[0].uri if ack.headers.get("Route") else ack.uri
-            target = await self._resolve(hop)
+            target = await self._resolve(_next_hop(ack))
         if target is None:
             return
         via = self._via_for(target).with_params(branch=self.layer.new_branch())
@@ -586,6 +611,14 @@ class SipServer:
         forwarded.headers.prepend("Via", str(via))
         self.layer.send_stateless(forwarded, target)
         self._pump()
+
+    async def _aor_flow(self, uri: SipUri) -> Target | None:
+        """The open flow of the AoR's first binding (where a stateless ACK goes)."""
+        for binding in await self.location.lookup(uri.aor):
+            flow = self.transport.flow(binding.flow) if binding.flow else None
+            if flow is not None:
+                return Target(flow.transport, flow.remote, flow.flow)
+        return None
 
     def _forward_stray(self, response: SipResponse) -> None:
         """A 2xx retransmission after the INVITE's transactions ended (§16.7):
@@ -732,6 +765,11 @@ async def binding_destination(
 
 def _dialog_forming(request: SipRequest) -> bool:
     return request.method in DIALOG_FORMING_METHODS and request.to.tag is None
+
+
+def _next_hop(request: SipRequest) -> Uri:
+    """§16.12: the top Route, else the Request-URI."""
+    return request.name_addrs("Route")[0].uri if request.headers.get("Route") else request.uri
 
 
 def _short(exc: Exception) -> str:
