@@ -93,15 +93,6 @@ def test_udp_recovers_at_the_next_refresh(nat: str) -> None:
     assert outcome.recovered_after <= REGISTRATION_EXPIRES / 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "natkit bug: after FlowFailed the agent's retry REGISTER reuses the dead TCP "
-        "connection (RegistrationAgent never closes the failed flow's connection and "
-        "SipTransportLayer._connection_for reuses any open one to the same peer), so "
-        "it times out (Timer F) and recovery waits a second back-off: ~186 s, not <= 91 s"
-    ),
-)
 def test_tcp_recovers_within_detection_plus_the_first_backoff() -> None:
     outcome = run_virtual(reboot_then_call("port-restricted-cone", PORT_RESTRICTED_CONE, TCP))
     # detection: a ping within Flow-Timer, 10 s for its pong; then 30-60 s back-off

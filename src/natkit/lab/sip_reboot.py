@@ -17,10 +17,9 @@ the registrar holds for alice now leads nowhere.
 * Over **TCP** the connection is dead: alice's next CRLFCRLF ping is
   dropped at the NAT (no mapping), no pong comes within 10 s, the agent
   fails the flow (:class:`FlowFailed`) and re-registers after the §4.5
-  back-off (30-60 s, only one flow). §4.5 wants a new connection; today
-  the retry is written onto the dead one, which the driver never closed,
-  times out, and only the retry after a second back-off (by then the
-  dead connection gave up) registers: about 186 s after the reboot.
+  back-off (30-60 s, only one flow) over a new connection (§4.5: the
+  agent closes the failed flow's connection first): about 60 s after
+  the reboot.
 * Over **UDP** the agent cannot tell: it counts a STUN keepalive answered
   when sent (see :mod:`natkit.sip.aio.registration`), so no flow failure is
   reported. Its keepalives make a new mapping (a different external port

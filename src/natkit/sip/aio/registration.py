@@ -38,6 +38,7 @@ from natkit.sip.flow import FlowId, SipTransport, Source, Target
 from natkit.sip.message import SipMessage, SipResponse
 from natkit.sip.registration import RegistrationClient, RegistrationConfig
 from natkit.sip.registration_events import (
+    FlowFailed,
     KeepaliveDue,
     KeepaliveMethod,
     RegistrationEvent,
@@ -155,6 +156,9 @@ class RegistrationAgent:
                     continue
                 case RegistrationSucceeded(flow=flow):
                     self._registered.add(flow)
+                case FlowFailed(flow=flow):
+                    self._registered.discard(flow)
+                    self._drop_connections(flow)
                 case _:
                     self._registered.discard(event.flow)
             self.events.put_nowait(event)
@@ -162,6 +166,17 @@ class RegistrationAgent:
         for message, target in self.client.messages_to_send():
             self._spawn(self._send(message, target))
         self._arm()
+
+    def _drop_connections(self, flow: int) -> None:
+        """RFC 5626 §4.5: recovery needs a *new* flow. Close the failed flow's
+        stream connections, or the retry would be written onto the dead one
+        (the transport reuses an open connection to the same peer)."""
+        target = self.config.flows[flow - 1].target
+        if not target.transport.reliable:
+            return
+        for source in self.transport.flows():
+            if source.transport is target.transport and source.remote == target.remote:
+                self.transport.close_flow(source.flow)
 
     def _arm(self) -> None:
         if self._timer is not None:
