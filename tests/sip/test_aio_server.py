@@ -429,3 +429,24 @@ def test_a_call_to_a_natted_ua_keeps_its_dialog_on_her_flow() -> None:
             bob.layer.close()
 
     run_virtual(main)
+
+
+def test_a_wildcard_listener_names_the_server_by_its_address() -> None:
+    # Listening on 0.0.0.0 must not put 0.0.0.0 in Via/Record-Route/Path, and
+    # every local address is the server's own (no self-forwarding loops).
+    async def main() -> None:
+        _, server_host, _, bob_host = world()
+        config = server_config(
+            listen=((SipTransport.UDP, Endpoint("0.0.0.0", 5060)),), authenticate=False
+        )
+        async with SipServer(server_host.stack, config, MemoryStore(clock=wallclock)) as server:
+            assert server.host == SERVER_IP
+            bob = Phone(bob_host, SipTransport.UDP, 5080)
+            await bob.start()
+            uri = f"sip:{SERVER_IP}"
+            await bob.send(bob.request("OPTIONS", uri, to=uri, user="bob"), UDP_SERVER)
+            response, _ = await bob.next()
+            assert isinstance(response, SipResponse) and response.status == 200
+            bob.layer.close()
+
+    run_virtual(main)

@@ -202,6 +202,7 @@ class SipServer:
         self.edge: EdgeProxy | None = None
         self._host = config.host
         self._ports: dict[SipTransport, int] = {}
+        self._own_hosts: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._serving: dict[ServerTransactionId, bool] = {}  # -> CANCELled meanwhile
         self._timer: asyncio.TimerHandle | None = None
@@ -215,8 +216,18 @@ class SipServer:
         for transport, local in self.config.listen:
             bound = await self.transport.listen(transport, local, tls=self.config.tls)
             self._ports.setdefault(transport, bound.port)
-            if self._host is None:
+            if self._host is None and not _wildcard(bound.host):
                 self._host = bound.host
+        own = {ep.host for _, ep in self.transport.listening}
+        if any(_wildcard(host) for host in own):
+            # Listening on every address: each of them is ours, and the name in
+            # our Via/Record-Route/Path is the first that is not loopback.
+            addresses = [a for a in self.transport.stack.local_addresses()]
+            own.update(a.ip for a in addresses)
+            if self._host is None:
+                public = [a.ip for a in addresses if not a.is_loopback]
+                self._host = (public or ["127.0.0.1"])[0]
+        self._own_hosts = {h.lower() for h in own if not _wildcard(h)}
         if self.config.edge_upstream is None and self.config.nat_pings:
             self.pinger = NatPinger(
                 NatPingerConfig(host=self.host), self.layer, via_for=self._via_for, rng=self.rng
@@ -644,13 +655,13 @@ class SipServer:
     def _served_hosts(self) -> set[str]:
         hosts = {d.lower() for d in self.config.domains}
         hosts.add(self.host.lower())
-        hosts.update(ep.host for _, ep in self.listening)
+        hosts.update(self._own_hosts)
         return hosts
 
     def _is_own_route(self, uri: SipUri) -> bool:
         return (
             uri.lr
-            and uri.host.lower() in {self.host.lower(), *(ep.host for _, ep in self.listening)}
+            and (uri.host.lower() == self.host.lower() or uri.host.lower() in self._own_hosts)
             and (uri.port is None or uri.port in self._ports.values())
         )
 
@@ -765,6 +776,10 @@ async def binding_destination(
 
 def _dialog_forming(request: SipRequest) -> bool:
     return request.method in DIALOG_FORMING_METHODS and request.to.tag is None
+
+
+def _wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "::")
 
 
 def _next_hop(request: SipRequest) -> Uri:
