@@ -644,14 +644,6 @@ class SipServer:
 
     # -- naming ourselves ------------------------------------------------------------
 
-    def _is_served_aor(self, uri: Uri) -> bool:
-        """A user in a served domain: reached through the location service."""
-        return (
-            isinstance(uri, SipUri)
-            and uri.user is not None
-            and uri.host.lower() in {d.lower() for d in self.config.domains}
-        )
-
     def _served_hosts(self) -> set[str]:
         hosts = {d.lower() for d in self.config.domains}
         hosts.add(self.host.lower())
