@@ -423,6 +423,8 @@ module ausine.so
 module aufile.so
 module sndfile.so
 module ctrl_tcp.so
+# uuid: an instance id (+sip.instance), which sipnat=outbound needs
+module_tmp uuid.so
 module_app account.so
 module_app menu.so
 ctrl_tcp_listen {host}:{ctrl_port}

@@ -313,21 +313,6 @@ def test_malformed_flood_leaves_natkit_serving(tmp_path: Path) -> None:
 # -- 4. baresip --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def baresip_with_uuid(monkeypatch: pytest.MonkeyPatch) -> None:
-    """baresip 1.0 refuses ``sipnat=outbound`` without an instance UUID ("ua:
-    outbound requires valid UUID!", the account is not created): the uuid
-    module, loaded before the accounts, makes one (``+sip.instance``)."""
-    config = sp.BARESIP_CONFIG
-    assert "module_app account.so" in config
-    if "uuid.so" not in config:
-        config = config.replace(
-            "module_app account.so", "module_tmp uuid.so\nmodule_app account.so"
-        )
-        monkeypatch.setattr(sp, "BARESIP_CONFIG", config)
-
-
-@pytest.mark.usefixtures("baresip_with_uuid")
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_baresip_registers_with_outbound_and_is_called_over_its_flow(
     tmp_path: Path, transport: str
