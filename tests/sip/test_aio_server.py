@@ -450,3 +450,22 @@ def test_a_wildcard_listener_names_the_server_by_its_address() -> None:
             bob.layer.close()
 
     run_virtual(main)
+
+
+def test_register_addressed_to_the_servers_ip_registers_in_the_to_domain() -> None:
+    async def main() -> None:
+        _, server_host, alice_host, _ = world()
+        store = MemoryStore(clock=wallclock)
+        async with SipServer(server_host.stack, server_config(authenticate=False), store) as server:
+            alice = Phone(alice_host, SipTransport.UDP, 5070)
+            await alice.start()
+            request = alice.request(
+                "REGISTER", f"sip:{SERVER_IP}", to="sip:alice@example.org", user="alice"
+            )
+            await alice.send(request, UDP_SERVER)
+            response, _ = await alice.next()
+            assert isinstance(response, SipResponse) and response.status == 200
+            assert await server.location.lookup("sip:alice@example.org")
+            alice.layer.close()
+
+    run_virtual(main)

@@ -498,6 +498,24 @@ class SipServer:
         self.proxy.proxy(request, txn, [fork], now=self._now())
         self._pump()
 
+    def _as_domain_register(self, request: SipRequest) -> SipRequest:
+        """A REGISTER addressed to the server's own address (phones configured
+        with an IP, sipp) registers in the domain of its To, when that domain
+        is served (RFC 3261 §10.3 step 1 asks which domain the Request-URI
+        names; the server's address stands for the domains it serves). The
+        digest check has already run against the Request-URI as sent."""
+        uri = request.uri
+        if not isinstance(uri, SipUri) or uri.host.lower() not in self._own_hosts | {
+            self.host.lower()
+        }:
+            return request
+        to_uri = request.to.uri
+        if not isinstance(to_uri, SipUri) or to_uri.host.lower() not in self.config.domains:
+            return request
+        rewritten = request.copy()
+        rewritten.uri = SipUri(scheme=uri.scheme, host=to_uri.host)
+        return rewritten
+
     async def _register(
         self, request: SipRequest, source: Source, txn: ServerTransactionId
     ) -> None:
@@ -510,6 +528,7 @@ class SipServer:
                     self._respond(request, txn, challenge)
                 return
             user = result.username
+        request = self._as_domain_register(request)
         aor = self.registrar.aor_of(request)
         if aor is None:
             outcome = self.registrar.process(
