@@ -1,9 +1,11 @@
 """SIP servers and the sipp load tool for natkit's SIP benchmarks.
 
-The benchmarks load Kamailio and (later) ``natkit sip-server`` with the same
-sipp scenarios, the ones the interop tests use
-(``tests/interop/data/sipp/``), and start Kamailio with the interop
-configuration (``tests/interop/data/kamailio/registrar.cfg``). A server is
+The benchmarks load Kamailio and ``natkit sip-server`` with the same sipp
+scenarios (the interop tests' ``tests/interop/data/sipp/``, and
+``bench/sipp/`` for digest), and start Kamailio with the interop
+configuration (``tests/interop/data/kamailio/registrar.cfg``), natkit with
+``--store memory:`` (no auth) or a fresh SQLite store holding the bench user
+(digest: a memory store cannot be shared with ``natkit sip user add``). A server is
 ready once it answers an OPTIONS request over UDP with 200; it is stopped by
 its PID (SIGTERM, then SIGKILL), and with it every child it forked.
 """
@@ -26,6 +28,8 @@ from benchlib import BenchError, require_binary
 REPO = Path(__file__).resolve().parent.parent
 KAMAILIO_CFG = REPO / "tests" / "interop" / "data" / "kamailio" / "registrar.cfg"
 SIPP_DIR = REPO / "tests" / "interop" / "data" / "sipp"
+BENCH_SIPP_DIR = REPO / "bench" / "sipp"
+NATKIT = REPO / ".venv" / "bin" / "natkit"
 HOST = "127.0.0.1"
 DOMAIN = "example.org"
 AUTH_USER, PASSWORD = "bench", "secret"
@@ -104,6 +108,10 @@ class SipServer:
     def pss_kb(self) -> int:
         """Proportional set size of the whole process tree, in kB (shared pages counted once)."""
         return sum(p.memory_full_info().pss for p in self.processes()) // 1024
+
+    def rss_kb(self) -> int:
+        """Resident set size of the whole process tree, in kB."""
+        return sum(p.memory_info().rss for p in self.processes()) // 1024
 
     def cpu_s(self) -> float:
         total = 0.0
@@ -192,6 +200,33 @@ def command_server(name: str, template: str, port: int, workdir: Path, *, auth: 
     return SipServer(name, argv, port, workdir)
 
 
+def natkit_server(port: int, workdir: Path, *, auth: bool) -> SipServer:
+    """``natkit sip-server`` on UDP. No auth: ``--store memory:``. Digest: a
+    fresh SQLite store with the bench user (``natkit sip user add``),
+    ``--md5-first`` (sipp answers only the first challenge) and the listening
+    address as a served domain too (sipp's Request-URI, see
+    bench/sipp/register_auth_bench.xml)."""
+    natkit = str(NATKIT) if NATKIT.exists() else require_binary("natkit", "pip install -e .")
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = [natkit, "sip-server", "--listen", f"udp:{HOST}:{port}", "--domain", DOMAIN]
+    if not auth:
+        return SipServer("natkit", [*argv, "--store", "memory:", "--no-auth"], port, workdir)
+    store = f"sqlite:{workdir / 'natkit.db'}"
+    add = [natkit, "sip", "user", "add", AUTH_USER, "-r", DOMAIN, "-p", PASSWORD]
+    proc = subprocess.run(
+        [*add, "--store", store],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise BenchError(f"natkit sip user add: {proc.stderr or proc.stdout}")
+    argv += ["--domain", HOST, "--realm", DOMAIN, "--md5-first", "--store", store]
+    return SipServer("natkit", argv, port, workdir)
+
+
 @dataclass(frozen=True)
 class SippRun:
     returncode: int
@@ -239,14 +274,15 @@ def run_sipp(
     timeout_s: float,
     limit: int = 2000,
 ) -> SippRun:
-    """One bounded sipp run (``-m``, ``-timeout``, ``-nostdin``) against ``server``."""
+    """One bounded sipp run (``-m``, ``-timeout``, ``-nostdin``) against ``server``;
+    ``scenario`` is a file name in ``SIPP_DIR`` or a path."""
     sipp = require_binary("sipp", "Debian package sip-tester")
     workdir.mkdir(parents=True, exist_ok=True)
-    stat = workdir / f"{scenario}.{secrets.token_hex(3)}.csv"
+    stat = workdir / f"{Path(scenario).name}.{secrets.token_hex(3)}.csv"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind((HOST, 0))
         local_port = probe.getsockname()[1]
-    argv = [sipp, f"{server.host}:{server.port}", "-sf", str(SIPP_DIR / scenario)]
+    argv = [sipp, f"{server.host}:{server.port}", "-sf", str(SIPP_DIR / scenario)]  # a path stays
     argv += ["-i", HOST, "-p", str(local_port), "-t", "u1", "-set", "domain", DOMAIN]
     argv += ["-m", str(calls), "-r", str(rate), "-rp", "1000", "-l", str(limit)]
     argv += ["-timeout", f"{timeout_s:g}s", "-timeout_error", "-nostdin", "-inf", str(csv)]

@@ -1,5 +1,6 @@
 """The SIP REGISTER benchmark (bench/sip_register.py) runs end to end in its
---smoke mode against Kamailio and prints the JSON bench/README.md documents.
+--smoke mode against Kamailio and ``natkit sip-server`` and prints the JSON
+bench/README.md documents.
 
 Not a timed test: no number is judged, only that every registration
 succeeded with and without digest auth, that memory per registration was
@@ -68,19 +69,25 @@ def test_sip_register_smoke_registers_with_and_without_auth_and_measures_memory(
     result: dict[str, Any] = json.loads(proc.stdout)
     assert result["benchmark"] == "sip_register"
     assert result["smoke"] is True
-    assert set(result["servers"]) == {"kamailio"}
-    server = result["servers"]["kamailio"]
+    assert set(result["servers"]) == {"kamailio", "natkit"}
     calls = result["params"]["calls"]
+    for name, server in result["servers"].items():
+        for mode in ("noauth", "auth"):
+            stats = server["modes"][mode]
+            assert _is_summary(stats["rate"]), (name, mode)
+            assert stats["rate"]["median"] > 0, (name, mode)
+            assert stats["failed"] == 0, (name, mode, stats["runs"])
+            assert all(run["successful"] == calls for run in stats["runs"]), (name, mode)
+        assert _is_summary(server["pss_bytes_per_registration"]), name
+        assert _is_summary(server["rss_bytes_per_registration"]), name
+        (memory,) = server["memory_runs"]
+        hold = result["params"]["natkit_hold" if name == "natkit" else "hold"]
+        assert memory["held"] == hold, name
+        assert server["pids"] and all(_gone(pid) for pid in server["pids"]), name
+    kamailio = result["servers"]["kamailio"]
+    assert _is_summary(kamailio["shm_bytes_per_registration"])
+    assert kamailio["shm_bytes_per_registration"]["median"] > 0
+    assert result["servers"]["natkit"]["shm_bytes_per_registration"] is None
     for mode in ("noauth", "auth"):
-        stats = server["modes"][mode]
-        assert _is_summary(stats["rate"]), mode
-        assert stats["rate"]["median"] > 0, mode
-        assert stats["failed"] == 0, (mode, stats["runs"])
-        assert all(run["successful"] == calls for run in stats["runs"]), mode
-    assert _is_summary(server["pss_bytes_per_registration"])
-    assert _is_summary(server["shm_bytes_per_registration"])
-    assert server["shm_bytes_per_registration"]["median"] > 0
-    (memory,) = server["memory_runs"]
-    assert memory["held"] == result["params"]["hold"]
-    assert server["pids"] and all(_gone(pid) for pid in server["pids"])
+        assert result["ratio"][f"natkit/kamailio_{mode}_rate"] > 0, mode
     assert "cpus" in result["machine"]
