@@ -119,41 +119,55 @@ def _register(port: int, local: int, cseq: int, extra: str = "") -> SipRequest:
     return request
 
 
-def test_sip_server_registers_with_digest_and_stops_on_sigterm(tmp_path: Path) -> None:
+def _store_with_alice(tmp_path: Path) -> str:
     store = f"sqlite:{tmp_path / 'natkit.db'}"
     added = runner.invoke(
         app, ["sip", "user", "add", "alice", "-r", REALM, "-p", "pw", "--store", store]
     )
     assert added.exit_code == 0
-    port = _free_udp_port()
+    return store
+
+
+def _start_sip_server(*args: str) -> subprocess.Popen[bytes]:
+    """``natkit sip-server ARGS`` in a subprocess, read until it says it listens."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "natkit.cli.main",
-            "sip-server",
-            "--listen",
-            f"udp:127.0.0.1:{port}",
-            "--domain",
-            REALM,
-            "--store",
-            store,
-        ],
+        [*SIP_SERVER, *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        bufsize=0,
+        bufsize=0,  # unbuffered: select() must see what readline() has not consumed
         env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.stderr is not None
+    seen = b""
+    deadline = time.monotonic() + 20
+    while b"listening on" not in seen:
+        ready, _, _ = select.select([proc.stderr], [], [], max(0, deadline - time.monotonic()))
+        line = proc.stderr.readline() if ready else b""
+        if not line:
+            proc.kill()
+            proc.wait(10)
+            raise AssertionError(f"sip-server did not start: {seen.decode()}")
+        seen += line
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    code = proc.wait(10)
+    if proc.stderr is not None:
+        proc.stderr.close()
+    return code
+
+
+def test_sip_server_registers_with_digest_and_stops_on_sigterm(tmp_path: Path) -> None:
+    store = _store_with_alice(tmp_path)
+    port = _free_udp_port()
+    proc = _start_sip_server(
+        "--listen", f"udp:127.0.0.1:{port}", "--domain", REALM, "--store", store
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        assert proc.stderr is not None
-        seen = b""
-        deadline = time.monotonic() + 20
-        while b"listening on" not in seen:
-            ready, _, _ = select.select([proc.stderr], [], [], max(0, deadline - time.monotonic()))
-            line = proc.stderr.readline() if ready else b""
-            assert line, f"sip-server did not start: {seen.decode()}"
-            seen += line
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(10)
         local = sock.getsockname()[1]
@@ -171,37 +185,15 @@ def test_sip_server_registers_with_digest_and_stops_on_sigterm(tmp_path: Path) -
         assert ok.contacts != "*" and len(ok.contacts) == 1
     finally:
         sock.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        code = proc.wait(10)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        code = _stop(proc)
     assert code == 0
 
 
 def test_sip_register_once_against_a_real_server(tmp_path: Path) -> None:
-    store = f"sqlite:{tmp_path / 'natkit.db'}"
-    added = runner.invoke(
-        app, ["sip", "user", "add", "alice", "-r", REALM, "-p", "pw", "--store", store]
-    )
-    assert added.exit_code == 0
+    store = _store_with_alice(tmp_path)
     port = _free_udp_port()
-    proc = subprocess.Popen(
-        [*SIP_SERVER, "--listen", f"127.0.0.1:{port}", "--domain", REALM, "--store", store],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        bufsize=0,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    proc = _start_sip_server("--listen", f"127.0.0.1:{port}", "--domain", REALM, "--store", store)
     try:
-        assert proc.stderr is not None
-        seen = b""
-        deadline = time.monotonic() + 20
-        while b"listening on" not in seen:
-            ready, _, _ = select.select([proc.stderr], [], [], max(0, deadline - time.monotonic()))
-            line = proc.stderr.readline() if ready else b""
-            assert line, f"sip-server did not start: {seen.decode()}"
-            seen += line
         registrar = f"sip:127.0.0.1:{port}"
         for transport in ("udp", "tcp"):
             result = runner.invoke(
@@ -217,7 +209,4 @@ def test_sip_register_once_against_a_real_server(tmp_path: Path) -> None:
         )
         assert wrong.exit_code == 1
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        _stop(proc)
