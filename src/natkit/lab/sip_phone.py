@@ -6,6 +6,11 @@ port, answers INVITEs, sends RFC 5626 §4.4.1 STUN keepalives, and queues what
 it receives. It is deliberately not natkit's user agent: scenarios control
 every header (``rport`` or not) and every timing. :func:`lab_registrar`
 starts natkit's registrar + proxy with open registration.
+
+Both only need a stack and an address (:class:`StackHost`): a simulated
+host, or an :class:`OnStack` holding an OS stack inside a lab namespace
+(:mod:`natkit.lab.sip_netns`), where the registrar is not at
+:data:`REGISTRAR_IP` and the phone is told where it is.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
 
 from natkit.addr import Endpoint
-from natkit.net.sim import SimHost
+from natkit.net.stack import Stack
 from natkit.rng import seeded_rng
 from natkit.sip.aio.server import SipServer, SipServerConfig
 from natkit.sip.aio.transport import SipTransportLayer
@@ -26,7 +33,15 @@ from natkit.store.memory import MemoryStore
 from natkit.stun.constants import MessageClass, Method
 from natkit.stun.message import StunMessage, serialize_message
 
-__all__ = ["DOMAIN", "REGISTRAR_IP", "SIP_PORT", "LabPhone", "lab_registrar"]
+__all__ = [
+    "DOMAIN",
+    "REGISTRAR_IP",
+    "SIP_PORT",
+    "LabPhone",
+    "OnStack",
+    "StackHost",
+    "lab_registrar",
+]
 
 REGISTRAR_IP = "203.0.113.10"
 SIP_PORT = 5060
@@ -37,9 +52,28 @@ EPOCH = 1_800_000_000.0
 REGISTRAR = Target(SipTransport.UDP, Endpoint(REGISTRAR_IP, SIP_PORT))
 
 
+class StackHost(Protocol):
+    """What a phone or the registrar runs on: a stack and its address
+    (a :class:`~natkit.net.sim.SimHost` is one)."""
+
+    @property
+    def stack(self) -> Stack: ...
+
+    @property
+    def ip(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OnStack:
+    """A stack and an address of it, e.g. an OS stack inside a namespace."""
+
+    stack: Stack
+    ip: str
+
+
 @asynccontextmanager
 async def lab_registrar(
-    host: SimHost, *, seed: int = 0, nat_pings: bool = False
+    host: StackHost, *, seed: int = 0, nat_pings: bool = False
 ) -> AsyncIterator[SipServer]:
     """natkit's registrar + home proxy for ``example.org`` on ``host``, UDP 5060,
     registration open, bindings in memory under the lab's wall clock; with
@@ -58,10 +92,19 @@ async def lab_registrar(
 
 
 class LabPhone:
-    """A UDP phone named ``user`` on ``host``'s SIP port."""
+    """A UDP phone named ``user`` on ``host``'s SIP port, registering at
+    ``registrar`` (default: the simulated lab's, :data:`REGISTRAR_IP`)."""
 
-    def __init__(self, host: SimHost, user: str, *, answer: int = 200) -> None:
+    def __init__(
+        self,
+        host: StackHost,
+        user: str,
+        *,
+        answer: int = 200,
+        registrar: Endpoint | None = None,
+    ) -> None:
         self.host = host
+        self.registrar = REGISTRAR if registrar is None else Target(SipTransport.UDP, registrar)
         self.user = user
         self.answer = answer
         self.responses: asyncio.Queue[SipResponse] = asyncio.Queue()
@@ -110,10 +153,10 @@ class LabPhone:
         """Send one REGISTER to the lab registrar (the answer lands in :attr:`responses`)."""
         extra = f"Expires: {expires}\r\n"
         data = self._request("REGISTER", f"sip:{DOMAIN}", rport=rport, extra=extra)
-        await self.layer.send(data, REGISTRAR)
+        await self.layer.send(data, self.registrar)
 
     async def invite(self, uri: str) -> None:
-        await self.layer.send(self._request("INVITE", uri, rport=True), REGISTRAR)
+        await self.layer.send(self._request("INVITE", uri, rport=True), self.registrar)
 
     async def keepalive(self) -> None:
         """RFC 5626 §4.4.1: a STUN Binding request to the registrar's SIP port,
@@ -123,7 +166,7 @@ class LabPhone:
             message_class=MessageClass.REQUEST,
             transaction_id=self._rng.randbytes(12),
         )
-        await self.layer.send(serialize_message(request), REGISTRAR)
+        await self.layer.send(serialize_message(request), self.registrar)
 
     async def final_response(self, timeout: float = 60.0) -> SipResponse | None:
         """The next final response, or None if none comes within ``timeout``."""

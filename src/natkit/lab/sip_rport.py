@@ -30,7 +30,7 @@ from natkit.nat.box import NatBehavior, PortAssignment
 from natkit.nat.presets import PRESETS
 from natkit.net.sim import Internet, Link, run_virtual
 
-__all__ = ["RportOutcome", "expected_arrival", "register_behind", "run_rport_sim"]
+__all__ = ["RportOutcome", "expected_arrival", "register_behind", "run_rport_sim", "source_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,7 @@ async def register_behind(
         finally:
             for phone in phones:
                 phone.close()
-    mapped = _source_of(bindings[0].source) if bindings else None
+    mapped = source_of(bindings[0].source) if bindings else None
     return RportOutcome(
         nat=name,
         rport=rport,
@@ -101,7 +101,7 @@ async def register_behind(
     )
 
 
-def _source_of(text: str | None) -> Endpoint | None:
+def source_of(text: str | None) -> Endpoint | None:
     """``udp:[ip]:port`` or ``udp:ip:port`` as the registrar stores a source."""
     if not text:
         return None
