@@ -32,7 +32,7 @@ import pytest
 from natkit.addr import Endpoint
 from natkit.errors import MalformedMessageError, TransportError
 from natkit.net.os_stack import OsDatagramEndpoint, OsStack
-from natkit.net.stack import DatagramHandler, Responder
+from natkit.net.stack import DatagramHandler, IcmpHandler, Responder
 from natkit.stun import attributes as at
 from natkit.stun.aio import StunServerRunner
 from natkit.stun.constants import MessageClass, Method
@@ -399,6 +399,7 @@ class TappedStack(OsStack):
         on_datagram: DatagramHandler,
         *,
         responder: Responder | None = None,
+        on_icmp: IcmpHandler | None = None,
     ) -> OsDatagramEndpoint:
         def tap(data: bytes, remote: Endpoint) -> None:
             self.sources.append(remote)
@@ -412,7 +413,7 @@ class TappedStack(OsStack):
             self.sources.pop()  # the handler records it
             return None
 
-        return await super().open_udp(local, tap, responder=tap_responder)
+        return await super().open_udp(local, tap, responder=tap_responder, on_icmp=on_icmp)
 
 
 @dataclass
