@@ -146,12 +146,21 @@ class Server:
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise BenchError(
-                    f"{self.name} exited with {self.proc.returncode}: {self.log_tail()}"
-                )
-            if all(stun_answers(h, p) for h, p in [(self.host, self.port), *self.also_ready]):
+                code = self.proc.returncode
+                tail = self.log_tail()
+                self.stop()
+                raise BenchError(f"{self.name} exited with {code}: {tail}")
+            if self.is_ready():
                 return
-        raise BenchError(f"{self.name} did not answer STUN within {ready_timeout} s")
+        self.stop()
+        raise BenchError(f"{self.name} did not answer {self.probe} within {ready_timeout} s")
+
+    probe = "STUN"
+    """What :meth:`is_ready` asks (for the error message)."""
+
+    def is_ready(self) -> bool:
+        """The server answers its protocol (STUN Binding on every address it serves)."""
+        return all(stun_answers(h, p) for h, p in [(self.host, self.port), *self.also_ready])
 
     def log_tail(self, lines: int = 5) -> str:
         if self._log is not None:

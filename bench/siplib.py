@@ -19,11 +19,11 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psutil
 
-from benchlib import BenchError, require_binary
+from benchlib import BenchError, Server, require_binary
 
 REPO = Path(__file__).resolve().parent.parent
 KAMAILIO_CFG = REPO / "tests" / "interop" / "data" / "kamailio" / "registrar.cfg"
@@ -59,46 +59,17 @@ def options_status(host: str, port: int, timeout: float = 0.2) -> int | None:
     return int(reply.split(" ", 2)[1])
 
 
-class SipServer:
+class SipServer(Server):
     """A SIP server child process; ``start()`` returns once it answers OPTIONS."""
 
+    probe = "OPTIONS"
+
     def __init__(self, name: str, argv: list[str], port: int, workdir: Path) -> None:
-        self.name, self.argv, self.port, self.workdir = name, argv, port, workdir
-        self.host = HOST
+        super().__init__(name, argv, HOST, port, workdir)
         self.ctl: Path | None = None
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
-    @property
-    def pid(self) -> int:
-        if self.proc is None:
-            raise BenchError(f"{self.name} is not running")
-        return self.proc.pid
-
-    def start(self, ready_timeout: float = 15.0) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._log = (self.workdir / f"{self.name}.log").open("wb")
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-        )
-        deadline = time.monotonic() + ready_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.stop()
-                raise BenchError(f"{self.name} exited: {self.log_tail()}")
-            if options_status(self.host, self.port) == 200:
-                return
-        self.stop()
-        raise BenchError(f"{self.name} did not answer OPTIONS within {ready_timeout} s")
-
-    def log_tail(self, lines: int = 5) -> str:
-        path = self.workdir / f"{self.name}.log"
-        text = path.read_text(errors="replace") if path.exists() else ""
-        return " | ".join(text.strip().splitlines()[-lines:])
+    def is_ready(self) -> bool:
+        return options_status(self.host, self.port) == 200
 
     def processes(self) -> list[psutil.Process]:
         """The server and its children (Kamailio forks its workers)."""
@@ -148,20 +119,6 @@ class SipServer:
             if key == "real_used":
                 return int(value)
         return None
-
-    def stop(self) -> None:
-        """SIGTERM by PID, then SIGKILL if it lingers; always reaps the child."""
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 def kamailio_server(
