@@ -460,15 +460,15 @@ class NatPinger:
         is private or not its source), not outbound (no ``reg-id``), no
         Path (an edge proxy keeps it). Untracks it otherwise. Returns
         whether it is tracked."""
-        route = route_to_binding(binding)
+        # Cheapest tests first: this runs for every binding of every REGISTER.
         wanted = (
-            route is not None
-            and binding.reg_id is None
+            binding.reg_id is None
             and not binding.path
             and binding.source is not None
             and binding_is_natted(binding).natted
         )
-        if not wanted or route is None:
+        route = route_to_binding(binding) if wanted else None
+        if route is None:
             self.untrack(aor, binding.key)
             return False
         return self.track(aor, binding.key, binding.contact, route.target, now=now)
