@@ -1,0 +1,1 @@
+"""ICE: candidates, connectivity checks and nomination (RFC 8445, 8838, 8839, 7675)."""
