@@ -25,9 +25,11 @@ PYTHON=${PYTHON:-python3}
 # (RFC 5626 edge), and baresip-core (the baresip program and its modules g711,
 # ausine, aufile, sndfile, ctrl_tcp, stun, outbound; not the "baresip" metapackage,
 # whose recommends pull in GTK, GStreamer and FFmpeg front-ends).
+# rtpengine-daemon is the media relay bench/media_relay.py compares natkit's with
+# (userspace forwarding; the kernel module is not installed).
 DEB_PACKAGES=(python3-venv stun-server stun-client coturn gcc libc6-dev tshark nftables
   miniupnpd-nftables miniupnpd miniupnpc natpmpc redis-server chromium
-  sip-tester kamailio kamailio-outbound-modules baresip-core)
+  sip-tester kamailio kamailio-outbound-modules baresip-core rtpengine-daemon)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
