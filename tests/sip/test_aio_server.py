@@ -335,6 +335,7 @@ def test_in_dialog_requests_for_a_served_gruu_go_over_the_registered_flow() -> N
                 arrived, source = await alice.next()
                 assert isinstance(arrived, SipRequest) and arrived.method == method
                 assert source.remote.host == SERVER_IP
+            assert isinstance(arrived, SipRequest)
             await alice.reply(arrived, source, 200)
             response, _ = await bob.next()
             assert isinstance(response, SipResponse) and response.status == 200
@@ -422,6 +423,7 @@ def test_a_call_to_a_natted_ua_keeps_its_dialog_on_her_flow() -> None:
                 await bob.send(request, UDP_SERVER)
                 got, got_source = await alice.next()
                 assert isinstance(got, SipRequest) and got.method == method
+            assert isinstance(got, SipRequest)
             await alice.reply(got, got_source, 200)
             bye_ok, _ = await bob.next()
             assert isinstance(bye_ok, SipResponse) and bye_ok.status == 200
@@ -467,5 +469,30 @@ def test_register_addressed_to_the_servers_ip_registers_in_the_to_domain() -> No
             assert isinstance(response, SipResponse) and response.status == 200
             assert await server.location.lookup("sip:alice@example.org")
             alice.layer.close()
+
+    run_virtual(main)
+
+
+def test_a_request_routed_back_to_the_server_itself_is_answered_482() -> None:
+    # §16.3 step 4: a Record-Route token naming the server's own address as
+    # the far party sends the MESSAGE back to the server; the second pass
+    # carries our Via with the hash we would compute now: 482, not another
+    # round (nor 403 for the Request-URI it would otherwise be refused on).
+    async def main() -> None:
+        _, server_host, _, bob_host = world()
+        config = server_config(authenticate=False)
+        async with SipServer(server_host.stack, config, MemoryStore(clock=wallclock)) as server:
+            bob = Phone(bob_host, SipTransport.UDP, 5080)
+            await bob.start()
+            to_itself = Source(
+                SipTransport.UDP, Endpoint(SERVER_IP, 5060), Endpoint(SERVER_IP, 5060), "-"
+            )
+            route = f"<sip:{server.signer.encode(to_itself)}@{SERVER_IP}:5060;lr>"
+            uri = "sip:carol@elsewhere.example"
+            message = bob.request("MESSAGE", uri, to=uri, user="bob", extra=f"Route: {route}\r\n")
+            await bob.send(message, UDP_SERVER)
+            response, _ = await bob.next()
+            assert isinstance(response, SipResponse) and response.status == 482
+            bob.layer.close()
 
     run_virtual(main)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
+
 from natkit.sip.forwarding import (
     forward_request,
+    is_looped,
+    loop_branch,
     next_hop,
     pop_own_via,
     preprocess_routes,
@@ -116,3 +122,66 @@ def test_pop_own_via() -> None:
 def test_pop_own_via_refuses_foreign_or_last_via() -> None:
     assert pop_own_via(response("SIP/2.0/UDP 198.51.100.7"), is_own_via) is None
     assert pop_own_via(response(f"SIP/2.0/UDP {PROXY};branch=z9hG4bKp"), is_own_via) is None
+
+
+# -- loop detection (§16.3 step 4, §16.6 step 8) -------------------------------------
+
+OWN_VIA = Via("UDP", PROXY, 5060)
+
+
+def forwarded_back(received: SipRequest, *, via: Via = OWN_VIA) -> SipRequest:
+    """``received`` forwarded by us with a loop branch, then by another proxy
+    back to us (its Via on top, Max-Forwards down again)."""
+    ours = forward_request(
+        received, via=via.with_params(branch=loop_branch(received, "z9hG4bK1234"))
+    )
+    return forward_request(
+        ours, via=Via("UDP", "198.51.100.50", 5060, params=(("branch", "z9hG4bKother"),))
+    )
+
+
+def test_a_request_that_comes_back_unchanged_has_looped() -> None:
+    assert is_looped(forwarded_back(request()), is_own_via)
+
+
+def test_the_first_pass_is_no_loop() -> None:
+    assert not is_looped(request(), is_own_via)
+
+
+def test_a_loop_branch_keeps_its_unique_part() -> None:
+    first = loop_branch(request(), "z9hG4bKaaaa")
+    second = loop_branch(request(), "z9hG4bKbbbb")
+    assert first != second and first.startswith("z9hG4bK") and first.endswith("aaaa")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda r: setattr(r, "uri", parse_uri("sip:bob@192.0.2.99")), id="uri"),
+        pytest.param(
+            lambda r: r.headers.prepend("Route", "<sip:198.51.100.9;lr>"), id="route-added"
+        ),
+        pytest.param(lambda r: r.headers.set("CSeq", "2 INVITE"), id="cseq"),
+    ],
+)
+def test_a_spiral_with_changed_request_uri_or_route_is_not_a_loop(
+    change: Callable[[SipRequest], None],
+) -> None:
+    back = forwarded_back(request())
+    change(back)
+    assert not is_looped(back, is_own_via)
+
+
+def test_another_proxys_via_or_a_plain_branch_is_no_loop() -> None:
+    received = request()
+    foreign = Via("UDP", "198.51.100.60", 5060)
+    assert not is_looped(forwarded_back(received, via=foreign), is_own_via)
+    plain = forward_request(received, via=OWN_VIA.with_params(branch="z9hG4bKplain"))
+    back = forward_request(plain, via=Via("UDP", "198.51.100.50", 5060))
+    assert not is_looped(back, is_own_via)
+
+
+def test_loop_detection_ignores_max_forwards() -> None:
+    back = forwarded_back(request("Max-Forwards: 12\n"))
+    back.headers.set("Max-Forwards", "3")
+    assert is_looped(back, is_own_via)

@@ -278,3 +278,19 @@ def test_best_response_status_needs_responses() -> None:
 def test_fork_target_needs_a_destination() -> None:
     with pytest.raises(ValueError):
         ForkTarget(())
+
+
+def test_branches_carry_the_loop_detection_hash() -> None:
+    # §16.6 step 8: each branch's Via lets the element recognise the request
+    # if it comes back (§16.3 step 4); the branches of one fork still differ.
+    from natkit.sip.forwarding import forward_request, is_looped
+
+    h = Harness()
+    h.invite(target(1), target(2))
+    (first, _), (second, _) = h.branches()
+    assert first.top_via.branch != second.top_via.branch
+    back = forward_request(
+        first, via=Via("UDP", "203.0.113.1", 5060, params=(("branch", "z9hG4bKx"),))
+    )
+    back.uri = parse_uri("sip:bob@example.org")  # the next hop retargets it back to the AoR
+    assert is_looped(back, lambda via: via.host == PROXY_IP)

@@ -19,6 +19,13 @@ mechanical parts of that, free of any routing policy:
   (and the CANCEL or non-2xx ACK of an INVITE) gets the same branch.
 * :func:`pop_own_via` — §16.7 step 3, §16.11: remove this proxy's Via from a
   response; None when nothing is left to forward it to.
+* :func:`loop_branch` and :func:`is_looped` — §16.6 step 8 and §16.3 step 4:
+  the branch of a forwarded request carries a hash of the fields that make
+  it *this* request at this proxy (Request-URI, tags, Call-ID, CSeq number,
+  the Via it arrived with, Route, Proxy-Require, Proxy-Authorization); a
+  request that comes back with one of our Vias whose hash matches what we
+  would compute for it now has looped (482), while a spiral (its
+  Request-URI or Route changed on the way) hashes differently and passes.
 
 None of these resolve names or touch the network; they work on
 :class:`~natkit.sip.message.SipRequest` / ``SipResponse`` values and return
@@ -38,6 +45,9 @@ __all__ = [
     "DEFAULT_MAX_FORWARDS",
     "MAGIC_COOKIE",
     "forward_request",
+    "is_looped",
+    "loop_branch",
+    "loop_key",
     "next_hop",
     "pop_own_via",
     "preprocess_routes",
@@ -169,6 +179,71 @@ def pop_own_via(
     out = response.copy()
     out.headers.remove_first("Via")
     return out, vias[0]
+
+
+_LOOP_PREFIX = MAGIC_COOKIE + "nk"
+_LOOP_SEPARATOR = "."
+
+
+def loop_key(request: SipRequest, *, arrived_with: Via | None = None) -> str:
+    """§16.6 step 8: the loop-detection hash of ``request`` as this proxy
+    received it (after §16.4, so with its own Routes removed).
+
+    Hashed: the Request-URI, To and From tags, Call-ID, CSeq number (not the
+    method: a CANCEL hashes like its INVITE), the branch and sent-by of the
+    Via it arrived with (``arrived_with``; default its top Via: when the
+    request comes back, that Via sits right below ours), and every Route,
+    Proxy-Require and Proxy-Authorization value. Max-Forwards and the other
+    Vias are left out: they change on every hop, loop or not.
+    """
+    via = arrived_with if arrived_with is not None else request.top_via
+    material = "\n".join(
+        (
+            str(request.uri),
+            request.to.tag or "",
+            request.from_.tag or "",
+            request.call_id,
+            str(request.cseq.seq),
+            via.branch or "",
+            via.sent_by.lower(),
+            *(f"r:{v}" for v in request.headers.get_all("Route")),
+            *(f"p:{v}" for v in request.headers.get_all("Proxy-Require")),
+            *(f"a:{v}" for v in request.headers.get_all("Proxy-Authorization")),
+        )
+    )
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def loop_branch(request: SipRequest, unique: str) -> str:
+    """§16.6 step 8: a branch for forwarding ``request`` that lets
+    :func:`is_looped` recognise it: the cookie, :func:`loop_key` and a part
+    unique to this branch (``unique``, e.g. a transaction layer's fresh
+    branch: two branches of one fork must differ)."""
+    if unique.startswith(MAGIC_COOKIE):
+        unique = unique[len(MAGIC_COOKIE) :]
+    return f"{_LOOP_PREFIX}{loop_key(request)}{_LOOP_SEPARATOR}{unique}"
+
+
+def is_looped(request: SipRequest, is_own_via: Callable[[Via], bool]) -> bool:
+    """§16.3 step 4: whether ``request`` (after §16.4) has looped.
+
+    It has when one of its Vias is this proxy's (``is_own_via``), carries a
+    :func:`loop_branch` branch, and that branch's hash equals the hash of
+    the request now, taken with the Via below ours (the one it arrived with
+    the first time). A request that passed this proxy before but changed
+    Request-URI or Route on the way (a spiral) is not a loop.
+    """
+    vias = request.vias
+    for index, via in enumerate(vias[:-1]):
+        if not is_own_via(via):
+            continue
+        branch = via.branch or ""
+        if not branch.startswith(_LOOP_PREFIX) or _LOOP_SEPARATOR not in branch:
+            continue
+        key = branch[len(_LOOP_PREFIX) :].split(_LOOP_SEPARATOR, 1)[0]
+        if key == loop_key(request, arrived_with=vias[index + 1]):
+            return True
+    return False
 
 
 def _set_routes(request: SipRequest, routes: list[NameAddr]) -> None:

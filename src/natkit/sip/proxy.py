@@ -16,7 +16,9 @@ proxied transactions.
 * **Forwarding** (§16.6): each branch is a copy with the target as its
   Request-URI, the target's Path pushed as Route (RFC 3327 §5.4), an
   optional Record-Route, Max-Forwards decremented and the proxy's own Via
-  with a fresh branch; the client transaction goes to the target's
+  with a fresh branch that carries the §16.6 step 8 loop-detection hash
+  (:func:`~natkit.sip.forwarding.loop_branch`; the element answers a
+  request that comes back with it 482, §16.3 step 4); the client transaction goes to the target's
   :class:`~natkit.sip.flow.Target` (an edge proxy, or straight over the
   flow the contact registered on).
 * **Responses** (§16.7): 100 is absorbed; other provisionals and every 2xx
@@ -44,7 +46,7 @@ from dataclasses import dataclass, field
 
 from natkit.errors import LocalProtocolError
 from natkit.sip.flow import Target
-from natkit.sip.forwarding import forward_request, pop_own_via
+from natkit.sip.forwarding import forward_request, loop_branch, pop_own_via
 from natkit.sip.headers import NameAddr, Via
 from natkit.sip.message import SipRequest, SipResponse, make_response
 from natkit.sip.transaction import TransactionLayer
@@ -241,7 +243,7 @@ class ForkingProxy:
         not even be handed to the transaction layer."""
         destination = target.destinations[index]
         via = self._via_for(destination.target)
-        via = via.with_params(branch=self._layer.new_branch())
+        via = via.with_params(branch=loop_branch(context.request, self._layer.new_branch()))
         forwarded = forward_request(
             context.request,
             via=via,

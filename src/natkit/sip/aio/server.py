@@ -63,7 +63,7 @@ from natkit.sip.digest import AuthOk, DigestAlgorithm, DigestServer, DigestServe
 from natkit.sip.edge import DIALOG_FORMING_METHODS, EdgeProxy, EdgeProxyConfig, same_flow
 from natkit.sip.flow import SipTransport, Source, Target
 from natkit.sip.flow_token import FlowTokenSigner
-from natkit.sip.forwarding import pop_own_via, preprocess_routes
+from natkit.sip.forwarding import is_looped, pop_own_via, preprocess_routes
 from natkit.sip.headers import NameAddr, Via, parse_name_addr
 from natkit.sip.location import LocationService
 from natkit.sip.message import (
@@ -423,6 +423,11 @@ class SipServer:
                 txn,
                 make_response(request, 403, "Forbidden (bad route)", to_tag=self._tag()),
             )
+            return
+        if is_looped(request, self._is_own_via):
+            # §16.3 step 4: it carries our Via with the hash we would put there
+            # now (same Request-URI, Route, tags...): a loop, not a spiral.
+            self._respond(request, txn, make_response(request, 482, to_tag=self._tag()))
             return
         if tokens:
             # A request on a route this server recorded (in a dialog): over the
