@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import pytest
+
 from natkit.addr import Endpoint
 from natkit.net.sim import Internet, SimHost, run_virtual
 from natkit.rng import seeded_rng
+from natkit.sip.aio.resolve import ResolverConfig, SipResolver, StaticZone
 from natkit.sip.aio.server import SipServer, SipServerConfig
 from natkit.sip.aio.transport import SipTransportLayer
 from natkit.sip.aio.users import add_user
@@ -493,6 +496,116 @@ def test_a_request_routed_back_to_the_server_itself_is_answered_482() -> None:
             await bob.send(message, UDP_SERVER)
             response, _ = await bob.next()
             assert isinstance(response, SipResponse) and response.status == 482
+            bob.layer.close()
+
+    run_virtual(main)
+
+
+DEAD_IP = "198.51.100.66"
+CARRIER_IP = "198.51.100.77"
+
+
+def carrier_resolver(transport: str) -> SipResolver:
+    """carrier.example: two SRV targets, the dead one first (RFC 3263 §4.3)."""
+    service = "_sip._udp" if transport == "udp" else "_sip._tcp"
+    zone = StaticZone(
+        {
+            ("carrier.example", "NAPTR"): [
+                f'10 50 "s" "SIP+D2{"U" if transport == "udp" else "T"}" "" '
+                f"{service}.carrier.example."
+            ],
+            (f"{service}.carrier.example", "SRV"): [
+                "10 0 5060 dead.carrier.example.",
+                "20 0 5060 live.carrier.example.",
+            ],
+            ("dead.carrier.example", "A"): [DEAD_IP],
+            ("live.carrier.example", "A"): [CARRIER_IP],
+        }
+    )
+    transports = (SipTransport.UDP,) if transport == "udp" else (SipTransport.TCP,)
+    return SipResolver(zone, config=ResolverConfig(transports=transports), rng=seeded_rng(4))
+
+
+@pytest.mark.parametrize("transport", [pytest.param("udp", id="udp-icmp"), "tcp"])
+def test_a_forwarded_request_fails_over_to_the_next_server_of_the_plan(transport: str) -> None:
+    # bob's BYE comes on his own Record-Route towards carol at carrier.example,
+    # whose first SRV target is down: ICMP port unreachable (UDP) or a refused
+    # connect (TCP) is a transport error, and the proxy tries the next server
+    # of the plan with a new branch at once (RFC 3263 §4.3, RFC 3261 §16.7).
+    async def main() -> None:
+        net, server_host, _, bob_host = world()
+        dead = net.add_host("dead", DEAD_IP)
+        dead.stack.port_unreachable = True
+        carrier_host = net.add_host("carrier", CARRIER_IP)
+        config = server_config(authenticate=False)
+        server = SipServer(
+            server_host.stack,
+            config,
+            MemoryStore(clock=wallclock),
+            resolver=carrier_resolver(transport),
+        )
+        async with server:
+            sip_transport = SipTransport.UDP if transport == "udp" else SipTransport.TCP
+            carol = Phone(carrier_host, sip_transport, 5060)
+            bob = Phone(bob_host, SipTransport.UDP, 5080)
+            await carol.start()
+            await bob.start()
+            bob_flow = Source(
+                SipTransport.UDP, Endpoint(BOB_IP, 5080), Endpoint(SERVER_IP, 5060), "-"
+            )
+            route = f"<sip:{server.signer.encode(bob_flow)}@{SERVER_IP}:5060;lr>"
+            bye = bob.request(
+                "BYE",
+                "sip:carol@carrier.example",
+                to="sip:carol@carrier.example",
+                user="bob",
+                extra=f"Route: {route}\r\n",
+            )
+            bye.headers.set("To", "<sip:carol@carrier.example>;tag=callee")
+            started = asyncio.get_running_loop().time()
+            await bob.send(bye, UDP_SERVER)
+            arrived, source = await carol.next()
+            assert isinstance(arrived, SipRequest) and arrived.method == "BYE"
+            assert asyncio.get_running_loop().time() - started < 1.0  # no timer F wait
+            await carol.reply(arrived, source, 200)
+            response, _ = await bob.next()
+            assert isinstance(response, SipResponse) and response.status == 200
+            carol.layer.close()
+            bob.layer.close()
+
+    run_virtual(main)
+
+
+def test_a_silent_first_server_is_left_after_the_transaction_timeout() -> None:
+    # No ICMP (the dead host drops silently): timer F ends the first branch,
+    # then the second server of the plan gets the request.
+    async def main() -> None:
+        net, server_host, _, bob_host = world()
+        net.add_host("dead", DEAD_IP)
+        carrier_host = net.add_host("carrier", CARRIER_IP)
+        server = SipServer(
+            server_host.stack,
+            server_config(authenticate=False),
+            MemoryStore(clock=wallclock),
+            resolver=carrier_resolver("udp"),
+        )
+        async with server:
+            carol = Phone(carrier_host, SipTransport.UDP, 5060)
+            bob = Phone(bob_host, SipTransport.UDP, 5080)
+            await carol.start()
+            await bob.start()
+            bob_flow = Source(
+                SipTransport.UDP, Endpoint(BOB_IP, 5080), Endpoint(SERVER_IP, 5060), "-"
+            )
+            route = f"<sip:{server.signer.encode(bob_flow)}@{SERVER_IP}:5060;lr>"
+            uri = "sip:carol@carrier.example"
+            message = bob.request("MESSAGE", uri, to=uri, user="bob", extra=f"Route: {route}\r\n")
+            started = asyncio.get_running_loop().time()
+            await bob.send(message, UDP_SERVER)
+            arrived, _ = await asyncio.wait_for(carol.inbox.get(), 60)
+            assert isinstance(arrived, SipRequest) and arrived.method == "MESSAGE"
+            assert asyncio.get_running_loop().time() - started >= 32.0  # 64*T1
+            carol.layer.close()
             bob.layer.close()
 
     run_virtual(main)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from natkit.addr import Endpoint
@@ -294,3 +296,82 @@ def test_branches_carry_the_loop_detection_hash() -> None:
     )
     back.uri = parse_uri("sip:bob@example.org")  # the next hop retargets it back to the AoR
     assert is_looped(back, lambda via: via.host == PROXY_IP)
+
+
+# -- RFC 3263 §4.3 failover across a next hop's servers -------------------------------
+
+
+def servers(count: int) -> ForkTarget:
+    """One next hop's plan: ``count`` servers, best first."""
+    return dataclasses.replace(target(1, flows=count), servers=True)
+
+
+def distinct_branches(h: Harness, method: str = "INVITE") -> list[tuple[str, int]]:
+    seen: list[tuple[str, int]] = []
+    for message, where in h.branches(method):
+        key = (message.top_via.branch or "", where.remote.port)
+        if key not in seen:
+            seen.append(key)
+    return seen
+
+
+def test_a_timeout_moves_to_the_next_server_with_a_new_branch() -> None:
+    h = Harness()
+    h.invite(servers(2))
+    h.advance(40.0)  # timer B of the first server
+    (first, second) = distinct_branches(h)
+    assert (first[1], second[1]) == (5060, 5061) and first[0] != second[0]
+    b2 = next(m for m, _ in h.branches() if m.top_via.branch == second[0])
+    h.answer(b2, 200)
+    assert h.statuses() == [100, 200]
+
+
+def test_a_transport_failure_moves_to_the_next_server_at_once() -> None:
+    h = Harness()
+    h.invite(servers(2), method="MESSAGE")
+    ((b1, w1),) = h.branches("MESSAGE")
+    h.layer.destination_unreachable(w1.remote, now=h.now)  # ICMP port unreachable
+    h.pump()
+    (_, (b2, w2)) = h.branches("MESSAGE")
+    assert w2.remote.port == 5061 and b2.top_via.branch != b1.top_via.branch
+    h.answer(b2, 202)
+    assert h.statuses() == [202]
+
+
+def test_a_503_moves_to_the_next_server_but_a_408_response_does_not() -> None:
+    h = Harness()
+    h.invite(servers(3), method="MESSAGE")
+    ((b1, _),) = h.branches("MESSAGE")
+    h.answer(b1, 503)
+    (_, (b2, _)) = h.branches("MESSAGE")
+    h.answer(b2, 408)
+    assert len(h.branches("MESSAGE")) == 2  # the third server is not tried
+    assert h.statuses() == [408]
+
+
+def test_an_invite_that_had_a_provisional_does_not_fail_over() -> None:
+    h = Harness()
+    h.invite(servers(2))
+    ((b1, _),) = h.branches()
+    h.answer(b1, 180)
+    h.answer(b1, 503)
+    assert len(distinct_branches(h)) == 1
+    assert h.statuses()[-1] == 500  # §16.7 step 6: a 503 goes up as 500
+
+
+def test_a_non_invite_fails_over_even_after_a_100() -> None:
+    h = Harness()
+    h.invite(servers(2), method="MESSAGE")
+    ((b1, _),) = h.branches("MESSAGE")
+    h.answer(b1, 100)
+    h.answer(b1, 503)
+    assert len(distinct_branches(h, "MESSAGE")) == 2
+
+
+def test_the_last_server_failing_gives_the_failure_upstream() -> None:
+    h = Harness()
+    h.invite(servers(2), method="MESSAGE")
+    for _ in range(2):
+        (*_, (branch, _)) = h.branches("MESSAGE")
+        h.answer(branch, 503)
+    assert h.statuses() == [500]

@@ -33,6 +33,13 @@ proxied transactions.
   instance; a branch that fails with 430 Flow Failed, a transport error or
   a timeout moves on to the next flow instead of being a final answer —
   never two flows of one instance at once.
+* **Servers** (RFC 3263 §4.3, RFC 3261 §16.7 step 10 / §17.1.1.2 transport
+  errors): a target whose destinations are the servers of one next hop's
+  DNS plan (``ForkTarget.servers``) tries them in the plan's order: a
+  timeout, a transport failure (ICMP on UDP, a TCP connect that fails) or
+  a 503 moves on to the next server with a new branch. An INVITE does not
+  move on once the branch had a provisional response (the server has it:
+  a second copy could ring twice).
 * **CANCEL** (§16.10) from upstream: 200 for the CANCEL, then every pending
   branch is cancelled and no new one starts; the INVITE is answered by the
   branches' 487s. Timer C (§16.6 step 11) cancels a branch that rings too long.
@@ -67,6 +74,7 @@ __all__ = ["Destination", "ForkTarget", "ForkingProxy", "best_response_status"]
 
 _PREFERRED_4XX = (401, 407, 415, 420, 484)
 _RETRY_ON_NEXT_FLOW = frozenset({408, 430, 503})
+_RETRY_ON_NEXT_SERVER = frozenset({503})
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +96,11 @@ class ForkTarget:
 
     destinations: tuple[Destination, ...]
     q: float = 1.0
+    servers: bool = False
+    """The destinations are one next hop's RFC 3263 servers, best first
+    (failover on timeout, transport failure and 503, for an INVITE only
+    before a provisional), not an instance's flows (RFC 5626 §7: also on
+    430 and 408 responses)."""
 
     def __post_init__(self) -> None:
         if not self.destinations:
@@ -101,6 +114,7 @@ class _Branch:
     txn: ClientTransactionId
     final: SipResponse | None = None
     done: bool = False
+    provisional: bool = False
 
 
 @dataclass(slots=True)
@@ -269,6 +283,7 @@ class ForkingProxy:
     ) -> None:
         status = response.status
         if status == 100:
+            branch.provisional = True
             return
         if 200 <= status < 300:
             branch.done = True
@@ -278,12 +293,14 @@ class ForkingProxy:
             self._finish_if_done(context, now)
             return
         if status < 200:
+            branch.provisional = True
             if not context.answered:
                 self._forward(context, response, now)
             return
         if branch.done:
             return
-        if status in _RETRY_ON_NEXT_FLOW and self._try_next_flow(context, branch, now):
+        retry_on = _RETRY_ON_NEXT_SERVER if branch.target.servers else _RETRY_ON_NEXT_FLOW
+        if status in retry_on and self._try_next_flow(context, branch, now):
             return
         branch.done = True
         context.finals.append(response)
@@ -304,8 +321,12 @@ class ForkingProxy:
         self._finish_if_done(context, now)
 
     def _try_next_flow(self, context: _Context, branch: _Branch, now: float) -> bool:
-        """RFC 5626 §7: another flow to the same instance, if there is one."""
+        """RFC 5626 §7: another flow to the same instance, if there is one;
+        RFC 3263 §4.3: the next server of the plan (an INVITE only while no
+        provisional came back)."""
         if context.answered or context.cancelled:
+            return False
+        if branch.target.servers and branch.provisional and branch.txn.method == "INVITE":
             return False
         for index in range(branch.index + 1, len(branch.target.destinations)):
             branch.done = True

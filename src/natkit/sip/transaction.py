@@ -56,6 +56,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from natkit.addr import Endpoint
 from natkit.errors import LocalProtocolError, MalformedMessageError
 from natkit.rng import Rng, default_rng
 from natkit.sip.flow import Source, Target
@@ -411,6 +412,16 @@ class TransactionLayer:
             return
         self._events.append(TransportFailed(txn=txn))
         self._terminate(record)
+
+    def destination_unreachable(self, remote: Endpoint, *, now: float) -> None:
+        """An ICMP unreachable for a datagram sent to ``remote`` (§18.4: a
+        transport error, RFC 3263 §4.3): :meth:`transport_failed` for every
+        UDP client transaction to ``remote`` still waiting for a final
+        response. Others (final received, streams) are not concerned."""
+        waiting = (_State.CALLING, _State.TRYING, _State.PROCEEDING)
+        for record in list(self._clients.values()):
+            if not record.reliable and record.target.remote == remote and record.state in waiting:
+                self.transport_failed(record.id, now=now)
 
     def transport_failed_for(self, message: SipMessage, *, now: float) -> None:
         """:meth:`transport_failed` for the transaction ``message`` (as

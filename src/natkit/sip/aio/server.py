@@ -94,7 +94,7 @@ from natkit.sip.uri import SipUri, Uri
 from natkit.sip.via_routing import default_port, response_target
 from natkit.store.base import Store
 
-__all__ = ["SipServer", "SipServerConfig", "binding_destination"]
+__all__ = ["SipServer", "SipServerConfig", "binding_destinations"]
 
 _log = logging.getLogger(__name__)
 _log.addHandler(logging.NullHandler())
@@ -117,6 +117,8 @@ class SipServerConfig:
     bindings of NATed user agents without Outbound alive with OPTIONS (UDP)
     and CRLF (streams) pings and drop those that stop answering
     (:class:`~natkit.sip.nat_helper.NatPinger`, docs/sip-nat.md).
+    ``max_failover_targets``: how many servers of a next hop's RFC 3263 plan
+    a forwarded request may try, one after the other (§4.3).
     """
 
     listen: tuple[tuple[SipTransport, Endpoint], ...]
@@ -135,6 +137,7 @@ class SipServerConfig:
     default_expires: int = 3600
     edge_upstream: Target | None = None
     nat_pings: bool = True
+    max_failover_targets: int = 5
     transport: SipTransportConfig = field(default_factory=SipTransportConfig)
 
     def __post_init__(self) -> None:
@@ -168,6 +171,7 @@ class SipServer:
             stack,
             self._on_message,
             on_flow_closed=self._on_flow_closed,
+            on_unreachable=self._on_unreachable,
             config=config.transport,
             rng=self.rng,
         )
@@ -288,6 +292,13 @@ class SipServer:
             return
         self.layer.receive_message(message, source, now=self._now())
         self._pump()
+
+    def _on_unreachable(self, remote: Endpoint) -> None:
+        """ICMP unreachable: the UDP transactions towards ``remote`` failed
+        (RFC 3263 §4.3: the proxy moves on to the next server)."""
+        if self.edge is None:
+            self.layer.destination_unreachable(remote, now=self._now())
+            self._pump()
 
     def _on_flow_closed(self, flow: str) -> None:
         if self.edge is not None:
@@ -482,7 +493,7 @@ class SipServer:
             if other.transport.reliable and self.transport.flow(other.flow) is None:
                 self._respond(request, txn, make_response(request, 430, to_tag=self._tag()))
                 return
-            target: Target | None = Target(other.transport, other.remote, other.flow)
+            targets = [Target(other.transport, other.remote, other.flow)]
         else:
             uri = request.uri
             if (
@@ -495,11 +506,14 @@ class SipServer:
                 # Contact is its GRUU, RFC 5627 §5.1): the location service.
                 await self._proxy_to_aor(request, source, txn, uri)
                 return
-            target = await self._resolve(_next_hop(request))
-        if target is None:
+            targets = await self._resolve_all(_next_hop(request))
+        if not targets:
             self._respond(request, txn, make_response(request, 404, to_tag=self._tag()))
             return
-        fork = ForkTarget((Destination(uri=request.uri, target=target),))
+        # RFC 3263 §4.3: the next hop's servers in the plan's order, failing over.
+        fork = ForkTarget(
+            tuple(Destination(uri=request.uri, target=t) for t in targets), servers=True
+        )
         self.proxy.proxy(request, txn, [fork], now=self._now())
         self._pump()
 
@@ -580,16 +594,18 @@ class SipServer:
         targets: list[ForkTarget] = []
         by_instance: dict[str, list[Destination]] = {}
         for binding in bindings:
-            destination = await self._destination(binding, source if dialog else None)
-            if destination is None:
+            destinations = await self._destinations(binding, source if dialog else None)
+            if not destinations:
                 continue
             if binding.instance:
-                by_instance.setdefault(binding.instance, []).append(destination)
+                by_instance.setdefault(binding.instance, []).extend(destinations)
             else:
-                targets.append(ForkTarget((destination,), q=binding.effective_q))
-        for instance, destinations in by_instance.items():
+                targets.append(
+                    ForkTarget(destinations, q=binding.effective_q, servers=len(destinations) > 1)
+                )
+        for instance, flows in by_instance.items():
             q = max(b.effective_q for b in bindings if b.instance == instance)
-            targets.append(ForkTarget(tuple(destinations), q=q))
+            targets.append(ForkTarget(tuple(flows), q=q))
         if self._serving.get(txn):
             # CANCELled while its bindings were being read (§16.10).
             self._respond(request, txn, make_response(request, 487, to_tag=self._tag()))
@@ -597,31 +613,33 @@ class SipServer:
         self.proxy.proxy(request, txn, targets, now=self._now())
         self._pump()
 
-    async def _destination(self, binding: Binding, caller: Source | None) -> Destination | None:
-        """How to reach ``binding`` (:func:`binding_destination`); with
+    async def _destinations(
+        self, binding: Binding, caller: Source | None
+    ) -> tuple[Destination, ...]:
+        """The ways to reach ``binding`` (:func:`binding_destinations`); with
         ``caller`` (a dialog-forming request), the branch is double
         record-routed (RFC 5658) with tokens of both flows, so requests in the
         dialog reach each side over its own flow, through its NAT."""
         try:
             contact = parse_name_addr(binding.contact)
         except NatkitError:
-            return None
+            return ()
         flow = self.transport.flow(binding.flow) if binding.flow else None
         if flow is None and binding.reg_id is not None and binding.flow:
-            return None  # an outbound flow that closed: try the instance's others (RFC 5626 §7)
+            return ()  # an outbound flow that closed: try the instance's others (RFC 5626 §7)
         path = []
         for value in binding.path:
             with contextlib.suppress(NatkitError):
                 path.append(parse_name_addr(value))
-        destination = await binding_destination(contact.uri, path, flow, self._resolve)
-        if destination is None or caller is None:
-            return destination
+        destinations = await binding_destinations(contact.uri, path, flow, self._resolve_all)
+        if caller is None:
+            return destinations
         callee_side = flow if flow is not None and not path else None
         routes = (
             *((self._record_route(callee_side),) if callee_side is not None else ()),
             self._record_route(caller),
         )
-        return dataclasses.replace(destination, record_routes=routes)
+        return tuple(dataclasses.replace(d, record_routes=routes) for d in destinations)
 
     async def _forward_ack(self, ack: SipRequest, source: Source) -> None:
         """An ACK for a 2xx goes end to end (§13.2.2.4, §16.12): forwarded
@@ -636,7 +654,8 @@ class SipServer:
         elif isinstance(ack.uri, SipUri) and ack.uri.host.lower() in self.config.domains:
             target = await self._aor_flow(ack.uri)  # a GRUU remote target
         else:
-            target = await self._resolve(_next_hop(ack))
+            resolved = await self._resolve_all(_next_hop(ack))
+            target = resolved[0] if resolved else None
         if target is None:
             return
         via = self._via_for(target).with_params(branch=self.layer.new_branch())
@@ -731,22 +750,29 @@ class SipServer:
     def _tag(self) -> str:
         return f"{self.rng.getrandbits(64):016x}"
 
-    async def _resolve(self, uri: Uri) -> Target | None:
-        """The first target of ``uri``: literal addresses directly, names by
-        RFC 3263 when a resolver was given."""
+    async def _resolve_all(self, uri: Uri) -> list[Target]:
+        """The targets of ``uri`` in RFC 3263 order (at most
+        ``config.max_failover_targets``): a literal address alone, names by
+        the resolver's plan (NAPTR, SRV, A/AAAA) when one was given. The
+        proxy fails over along them (RFC 3263 §4.3)."""
         if not isinstance(uri, SipUri):
-            return None
+            return []
         literal = literal_target(uri)
         if literal is not None or self._resolver is None:
-            return literal
+            return [literal] if literal is not None else []
+        found: list[Target] = []
         targets = self._resolver.targets_for_uri(uri)
         try:
-            first = await targets.__anext__()
-        except (StopAsyncIteration, TransportError):
-            return None
+            async for server in targets:
+                if server.target not in found:
+                    found.append(server.target)
+                if len(found) >= self.config.max_failover_targets:
+                    break
+        except TransportError:
+            pass  # what was found before the lookup failed is still usable
         finally:
             await targets.aclose()
-        return first.target
+        return found
 
 
 def literal_target(uri: SipUri) -> Target | None:
@@ -768,26 +794,25 @@ def literal_target(uri: SipUri) -> Target | None:
     return Target(transport, Endpoint(ip, uri.port or default_port(transport)))
 
 
-async def binding_destination(
+async def binding_destinations(
     contact: Uri,
     path: list[NameAddr],
     flow: Source | None,
-    resolve: Callable[[Uri], Awaitable[Target | None]],
-) -> Destination | None:
-    """How to reach one registered contact (RFC 3327 §5.4, RFC 5626 §5.3):
-    through its Path when it has one; else over the open flow it registered
-    on (the only way through its NAT); else to the Contact itself."""
+    resolve: Callable[[Uri], Awaitable[list[Target]]],
+) -> tuple[Destination, ...]:
+    """The ways to reach one registered contact (RFC 3327 §5.4, RFC 5626
+    §5.3), best first: through its Path when it has one (each server of the
+    first Path hop, RFC 3263); else over the open flow it registered on (the
+    only way through its NAT); else to the Contact's servers. Empty when
+    nothing resolves."""
     if path:
-        first = await resolve(path[0].uri)
-        if first is None:
-            return None
-        return Destination(uri=contact, target=first, routes=tuple(path))
+        return tuple(
+            Destination(uri=contact, target=first, routes=tuple(path))
+            for first in await resolve(path[0].uri)
+        )
     if flow is not None:
-        return Destination(uri=contact, target=Target(flow.transport, flow.remote, flow.flow))
-    target = await resolve(contact)
-    if target is None:
-        return None
-    return Destination(uri=contact, target=target)
+        return (Destination(uri=contact, target=Target(flow.transport, flow.remote, flow.flow)),)
+    return tuple(Destination(uri=contact, target=t) for t in await resolve(contact))
 
 
 def _dialog_forming(request: SipRequest) -> bool:

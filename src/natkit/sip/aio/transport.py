@@ -13,7 +13,12 @@ Requests are stamped with ``received``/``rport`` (RFC 3581 §4, via
   requests on the SIP port (first byte 0x00 or 0x01, RFC 5626 §8, RFC 7983)
   are answered inline with XOR-MAPPED-ADDRESS; CRLF keepalives over UDP are
   ignored. The flow of a datagram is its (local, remote) pair; its id
-  encodes both, so sending over a UDP flow needs no table.
+  encodes both, so sending over a UDP flow needs no table. ICMP
+  unreachable errors for datagrams we sent (where the stack reports them)
+  go to ``on_unreachable(remote)``: a transport error for the transactions
+  towards that address (RFC 3261 §18.4, RFC 3263 §4.3 failover).
+  STUN Binding *success responses* (answers to our own keepalives, RFC
+  5626 §4.4.1) go to ``on_stun_response(transaction_id, mapped, source)``.
 * TCP and TLS (§18.3): :class:`~natkit.sip.framing.SipStreamFramer` cuts the
   stream; a CRLFCRLF ping is answered with a CRLF pong (RFC 5626 §4.4.1).
   Lost framing is answered 400 when the header block allows and the
@@ -388,6 +393,8 @@ class SipTransportLayer:
         *,
         on_flow_closed: FlowHandler | None = None,
         on_pong: FlowHandler | None = None,
+        on_unreachable: Callable[[Endpoint], None] | None = None,
+        on_stun_response: Callable[[bytes, Endpoint | None, Source], None] | None = None,
         config: SipTransportConfig | None = None,
         rng: Rng | None = None,
     ) -> None:
@@ -396,6 +403,8 @@ class SipTransportLayer:
         self._on_message = on_message
         self._on_flow_closed = on_flow_closed
         self._on_pong = on_pong
+        self._on_unreachable = on_unreachable
+        self._on_stun_response = on_stun_response
         self._rng = rng if rng is not None else default_rng()
         self._flow_prefix = "".join(self._rng.choice(_TAG_ALPHABET) for _ in range(6))
         self._counter = 0
@@ -426,6 +435,7 @@ class SipTransportLayer:
                 local,
                 lambda data, remote: self._on_datagram(holder[0], data, remote),
                 responder=self._answer_stun,
+                on_icmp=self._icmp if self._on_unreachable is not None else None,
             )
             holder.append(endpoint)
             bound = endpoint.local_endpoint
@@ -687,9 +697,42 @@ class SipTransportLayer:
         response = request.success().add(stun_attributes.XOR_MAPPED_ADDRESS, remote)
         return serialize_stun(response, fingerprint=request.has_fingerprint)
 
+    def _icmp(self, remote: Endpoint, icmp_type: int, code: int, info: int) -> None:
+        """ICMP destination unreachable (type 3, or 1 for ICMPv6) for a datagram we sent."""
+        if icmp_type not in (1, 3) or self._on_unreachable is None:
+            return
+        try:
+            self._on_unreachable(remote)
+        except Exception:
+            log.exception("on_unreachable failed for %s", remote)
+
+    def _stun_response(self, endpoint: DatagramEndpoint, data: bytes, remote: Endpoint) -> None:
+        """A STUN Binding success response on the SIP port: the answer to a
+        keepalive of ours (RFC 5626 §4.4.1), handed up with its mapped address."""
+        if self._on_stun_response is None or not is_stun_message(data):
+            return
+        try:
+            response = parse_stun(data)
+        except MalformedMessageError:
+            return
+        if response.method != Method.BINDING or response.message_class != MessageClass.SUCCESS:
+            return
+        mapped = response.get(stun_attributes.XOR_MAPPED_ADDRESS)
+        local = endpoint.local_endpoint
+        source = Source(
+            transport=SipTransport.UDP, remote=remote, local=local, flow=_udp_flow_id(local, remote)
+        )
+        try:
+            self._on_stun_response(response.transaction_id, mapped, source)
+        except Exception:
+            log.exception("on_stun_response failed for %s", remote)
+
     def _on_datagram(self, endpoint: DatagramEndpoint, data: bytes, remote: Endpoint) -> None:
         if not data or data[0] <= 0x01:
-            return  # STUN that the responder did not answer (responses, indications)
+            # STUN that the responder did not answer: responses to our
+            # keepalives, indications.
+            self._stun_response(endpoint, data, remote)
+            return
         if data in (_PING, _PONG):
             return  # CRLF keepalives are for streams; UDP uses STUN (RFC 5626 §4.4.2)
         local = endpoint.local_endpoint
