@@ -1,0 +1,265 @@
+"""The ICE agent back to back (RFC 8445): connect, roles, prflx, lite, trickle,
+failure, restart, components and streams."""
+
+from __future__ import annotations
+
+from natkit.addr import Endpoint
+from natkit.ice.agent import IceAgent
+from natkit.ice.candidate import CandidateType
+from natkit.ice.checklist import PairState
+from natkit.ice.events import (
+    CandidatePairSucceeded,
+    ChecksCompleted,
+    DataReceived,
+    IceFailed,
+    PairNominated,
+    PeerReflexiveDiscovered,
+    RoleSwitched,
+    SelectedPairChanged,
+)
+from tests.ice.test_agent_harness import Net, as_remote, config, exchange, host
+
+A1 = host("192.0.2.1", 5000)
+B1 = host("192.0.2.2", 6000)
+
+
+def pair_up(
+    seed: int = 1, *, a_controlling: bool = True, b_controlling: bool = False, **kw: object
+) -> tuple[Net, IceAgent, IceAgent]:
+    net = Net()
+    a = net.add(IceAgent(config(seed, **kw), controlling=a_controlling))
+    b = net.add(IceAgent(config(seed + 100, **kw), controlling=b_controlling))
+    a.add_stream()
+    b.add_stream()
+    return net, a, b
+
+
+def completed(net: Net, *agents: IceAgent) -> bool:
+    return all(net.of(x, ChecksCompleted) for x in agents)
+
+
+def test_host_candidates_connect_and_carry_data_both_ways() -> None:
+    net, a, b = pair_up()
+    exchange(net, a, b, [A1], [B1])
+    t = net.run(5.0, lambda: completed(net, a, b))
+    assert t < 0.2
+    (nom_a,) = net.of(a, PairNominated)
+    (nom_b,) = net.of(b, PairNominated)
+    assert (nom_a.local.address, nom_a.remote.address) == (A1.address, B1.address)
+    assert (nom_b.local.address, nom_b.remote.address) == (B1.address, A1.address)
+    assert a.send_data(0, 1, b"\x80hello", now=net.now)
+    assert b.send_data(0, 1, b"\x80world", now=net.now)
+    net.run(0.1)
+    assert [e.data for e in net.of(b, DataReceived)] == [b"\x80hello"]
+    assert [e.data for e in net.of(a, DataReceived)] == [b"\x80world"]
+    assert a.selected_pair(0, 1) == (A1, as_remote(B1))
+
+
+def test_send_data_before_selection_sends_nothing() -> None:
+    _, a, _ = pair_up()
+    assert not a.send_data(0, 1, b"x", now=0.0)
+    assert a.datagrams_to_send(now=0.0) == []
+
+
+def test_role_conflict_both_controlling_resolves_to_one_controller() -> None:
+    net, a, b = pair_up(3, a_controlling=True, b_controlling=True)
+    exchange(net, a, b, [A1], [B1])
+    net.run(5.0, lambda: completed(net, a, b))
+    assert completed(net, a, b)
+    assert a.controlling != b.controlling
+    loser = a if not a.controlling else b
+    assert net.of(loser, RoleSwitched) == [RoleSwitched(controlling=False)]
+    # The agent with the larger tie-breaker keeps the role (§7.3.1.1).
+    assert (a.tie_breaker > b.tie_breaker) == a.controlling
+
+
+def test_role_conflict_both_controlled_resolves_to_one_controller() -> None:
+    net, a, b = pair_up(4, a_controlling=False, b_controlling=False)
+    exchange(net, a, b, [A1], [B1])
+    net.run(5.0, lambda: completed(net, a, b))
+    assert completed(net, a, b)
+    assert a.controlling != b.controlling
+    winner = a if a.controlling else b
+    assert net.of(winner, RoleSwitched) == [RoleSwitched(controlling=True)]
+    assert (a.tie_breaker > b.tie_breaker) == a.controlling
+
+
+def test_peer_reflexive_candidates_are_learned_through_a_nat() -> None:
+    # A is behind a NAT and signals only its private host candidate.
+    net, a, b = pair_up(5)
+    private = host("10.0.0.5", 5000)
+    public = Endpoint("203.0.113.5", 40000)
+    net.add_nat(private.address, public)
+    exchange(net, a, b, [private], [B1])
+    net.run(5.0, lambda: completed(net, a, b))
+    assert completed(net, a, b)
+    local_prflx = [e for e in net.of(a, PeerReflexiveDiscovered) if e.local]
+    remote_prflx = [e for e in net.of(b, PeerReflexiveDiscovered) if not e.local]
+    assert [e.candidate.address for e in local_prflx] == [public]
+    assert local_prflx[0].candidate.base == private.address
+    assert [e.candidate.address for e in remote_prflx] == [public]
+    (nom_a,) = net.of(a, PairNominated)
+    assert nom_a.local.type is CandidateType.PEER_REFLEXIVE
+    (nom_b,) = net.of(b, PairNominated)
+    assert nom_b.remote.type is CandidateType.PEER_REFLEXIVE
+    assert b.send_data(0, 1, b"\x80x", now=net.now)
+    net.run(0.1)
+    assert net.of(a, DataReceived)
+
+
+def test_lite_agent_answers_and_full_agent_becomes_controlling() -> None:
+    net = Net()
+    full = net.add(IceAgent(config(6), controlling=False))
+    lite = net.add(IceAgent(config(7, lite=True), controlling=True))
+    full.add_stream()
+    lite.add_stream()
+    assert not lite.controlling
+    full.set_remote_lite()
+    assert full.controlling
+    assert full.next_event() == RoleSwitched(controlling=True)
+    exchange(net, full, lite, [A1], [B1])
+    net.run(5.0, lambda: completed(net, full, lite))
+    assert completed(net, full, lite)
+    assert lite.checks_sent == 0
+    assert lite.send_data(0, 1, b"\x80from-lite", now=net.now)
+    net.run(0.1)
+    assert [e.data for e in net.of(full, DataReceived)] == [b"\x80from-lite"]
+
+
+def test_trickled_candidates_arriving_late_still_connect() -> None:
+    net, a, b = pair_up(8)
+    ca, cb = a.local_credentials(0), b.local_credentials(0)
+    net.add(a, A1.address)
+    net.add(b, B1.address)
+    a.add_local_candidate(0, A1)
+    b.add_local_candidate(0, B1)
+    # Only A knows B's candidate and credentials at first: A's check reaches
+    # B before B has A's credentials or candidates (RFC 8838 §11).
+    a.set_remote_credentials(0, cb.ufrag, cb.pwd)
+    a.add_remote_candidate(0, as_remote(B1))
+    net.run(1.0)
+    assert not completed(net, a, b)
+    prflx = [e for e in net.of(b, PeerReflexiveDiscovered) if not e.local]
+    assert [e.candidate.address for e in prflx] == [A1.address]
+    b.set_remote_credentials(0, ca.ufrag, ca.pwd)
+    b.add_remote_candidate(0, as_remote(A1))  # the same address: no new pair
+    net.run(5.0, lambda: completed(net, a, b))
+    assert completed(net, a, b)
+    assert len(b.pairs(0)) == 1
+
+
+def test_nothing_works_fails_both_sides_after_the_check_timeouts() -> None:
+    net, a, b = pair_up(9)
+    net.blocked = lambda s, d: True
+    exchange(net, a, b, [A1, host("192.0.2.3", 5001, pref=100)], [B1])
+    net.run(60.0, lambda: bool(net.of(a, IceFailed) and net.of(b, IceFailed)))
+    assert net.of(a, IceFailed) and net.of(b, IceFailed)
+    assert 39.0 < net.now < 41.0  # RFC 8489 §6.2.1: 39.5 s with RTO 500 ms, Rc 7, Rm 16
+    assert all(p.state is PairState.FAILED for p in a.pairs(0))
+    assert a.checks_sent == 2 * 7
+
+
+def test_no_failure_before_end_of_candidates() -> None:
+    net, a, b = pair_up(10)
+    net.blocked = lambda s, d: True
+    exchange(net, a, b, [A1], [B1], eoc=False)
+    net.run(60.0)
+    assert not net.of(a, IceFailed)
+    a.end_of_local_candidates(0)
+    a.end_of_remote_candidates(0)
+    assert net.of(a, IceFailed) == [] and a.next_event() == IceFailed(
+        stream=0, reason="no valid pair for component 1"
+    )
+
+
+def test_aggressive_nomination_selects_on_first_success() -> None:
+    net, a, b = pair_up(11, aggressive_nomination=True)
+    exchange(net, a, b, [A1], [B1])
+    net.run(5.0, lambda: completed(net, a, b))
+    assert completed(net, a, b)
+    # One check, carrying USE-CANDIDATE, did it all (RFC 5245 §8.1.1.2).
+    assert a.checks_sent == 1
+
+
+def test_two_components_each_get_a_selected_pair() -> None:
+    net = Net()
+    a = net.add(IceAgent(config(12), controlling=True))
+    b = net.add(IceAgent(config(13), controlling=False))
+    a.add_stream(components=2)
+    b.add_stream(components=2)
+    a_c = [host("192.0.2.1", 5000, 1), host("192.0.2.1", 5001, 2)]
+    b_c = [host("192.0.2.2", 6000, 1), host("192.0.2.2", 6001, 2)]
+    exchange(net, a, b, a_c, b_c)
+    net.run(5.0, lambda: completed(net, a, b))
+    noms = {e.component: (e.local.address, e.remote.address) for e in net.of(a, PairNominated)}
+    assert noms == {
+        1: (a_c[0].address, b_c[0].address),
+        2: (a_c[1].address, b_c[1].address),
+    }
+    # Component 2 was frozen behind component 1's foundation, then unfrozen.
+    assert b.send_data(0, 2, b"\x80rtcp", now=net.now)
+    net.run(0.1)
+    (got,) = net.of(a, DataReceived)
+    assert (got.component, got.data) == (2, b"\x80rtcp")
+
+
+def test_two_streams_unfreeze_by_foundation() -> None:
+    net = Net()
+    a = net.add(IceAgent(config(14), controlling=True))
+    b = net.add(IceAgent(config(15), controlling=False))
+    for agent in (a, b):
+        agent.add_stream()
+        agent.add_stream()
+    a_c = [host("192.0.2.1", 5000), host("192.0.2.1", 5002)]
+    b_c = [host("192.0.2.2", 6000), host("192.0.2.2", 6002)]
+    for s in range(2):
+        ca, cb = a.local_credentials(s), b.local_credentials(s)
+        a.set_remote_credentials(s, cb.ufrag, cb.pwd)
+        b.set_remote_credentials(s, ca.ufrag, ca.pwd)
+        net.add(a, a_c[s].address)
+        net.add(b, b_c[s].address)
+        a.add_local_candidate(s, a_c[s])
+        b.add_local_candidate(s, b_c[s])
+        a.add_remote_candidate(s, as_remote(b_c[s]))
+        b.add_remote_candidate(s, as_remote(a_c[s]))
+    # Same foundations in both streams (host, same IPs): the second stream's
+    # pair waits, Frozen, for the first one's result (§6.1.2.6).
+    net.run(0.001)
+    assert [p.state for p in a.pairs(0)] == [PairState.IN_PROGRESS]
+    assert [p.state for p in a.pairs(1)] == [PairState.FROZEN]
+    net.run(0.05, lambda: bool(net.of(a, CandidatePairSucceeded)))
+    assert [p.state for p in a.pairs(1)] == [PairState.WAITING]  # §7.2.5.3.3
+    net.run(5.0, lambda: len(net.of(a, ChecksCompleted)) == 2)
+    assert {e.stream for e in net.of(a, ChecksCompleted)} == {0, 1}
+
+
+def test_restart_keeps_the_old_pair_until_the_new_one_is_selected() -> None:
+    net, a, b = pair_up(16)
+    exchange(net, a, b, [A1], [B1])
+    net.run(5.0, lambda: completed(net, a, b))
+    old_a = a.local_credentials(0)
+    a.restart(now=net.now)
+    new_a = a.local_credentials(0)
+    assert new_a != old_a
+    assert a.pairs(0) == []
+    # Data still flows over the previous pair during the restart.
+    assert a.send_data(0, 1, b"\x80during", now=net.now)
+    # Offer/answer: B sees A's new credentials and restarts as well.
+    b.set_remote_credentials(0, new_a.ufrag, new_a.pwd)
+    new_b = b.local_credentials(0)
+    a.set_remote_credentials(0, new_b.ufrag, new_b.pwd)
+    a.add_remote_candidate(0, as_remote(B1))
+    b.add_remote_candidate(0, as_remote(A1))
+    net.run(5.0, lambda: len(net.of(a, PairNominated)) == 2 and len(net.of(b, PairNominated)) == 2)
+    assert len(net.of(a, ChecksCompleted)) == 2
+    assert b"\x80during" in [e.data for e in net.of(b, DataReceived)]
+    assert a.send_data(0, 1, b"\x80after", now=net.now)
+    net.run(0.1)
+    assert b"\x80after" in [e.data for e in net.of(b, DataReceived)]
+
+
+def test_selected_pair_changed_is_not_reported_on_a_plain_connect() -> None:
+    net, a, b = pair_up(17)
+    exchange(net, a, b, [A1], [B1])
+    net.run(3.0)
+    assert not net.of(a, SelectedPairChanged) and not net.of(b, SelectedPairChanged)
