@@ -375,3 +375,17 @@ def test_the_last_server_failing_gives_the_failure_upstream() -> None:
         (*_, (branch, _)) = h.branches("MESSAGE")
         h.answer(branch, 503)
     assert h.statuses() == [500]
+
+
+def test_icmp_does_not_fail_a_branch_over_a_registered_flow() -> None:
+    # A NAT that lost a UA's mapping for a moment answers ICMP; the UA's next
+    # keepalive restores it, so retransmissions over the flow go on.
+    h = Harness()
+    flow = Target(SipTransport.UDP, Endpoint("203.0.113.1", 5060), "flow-1")
+    pinned = ForkTarget((Destination(uri=parse_uri("sip:bob@10.0.0.2"), target=flow),))
+    h.invite(pinned, method="MESSAGE")
+    h.layer.destination_unreachable(flow.remote, now=h.now)
+    h.pump()
+    ((branch, _),) = h.branches("MESSAGE")
+    h.answer(branch, 202)
+    assert h.statuses() == [202]

@@ -417,10 +417,18 @@ class TransactionLayer:
         """An ICMP unreachable for a datagram sent to ``remote`` (§18.4: a
         transport error, RFC 3263 §4.3): :meth:`transport_failed` for every
         UDP client transaction to ``remote`` still waiting for a final
-        response. Others (final received, streams) are not concerned."""
+        response. Others (final received, streams) are not concerned, nor
+        transactions over a pinned flow (a registered UA's NAT mapping): a
+        NAT that lost the mapping for a moment answers ICMP, and the UA's
+        next keepalive restores it before the retransmissions end."""
         waiting = (_State.CALLING, _State.TRYING, _State.PROCEEDING)
         for record in list(self._clients.values()):
-            if not record.reliable and record.target.remote == remote and record.state in waiting:
+            if (
+                not record.reliable
+                and record.target.flow is None
+                and record.target.remote == remote
+                and record.state in waiting
+            ):
                 self.transport_failed(record.id, now=now)
 
     def transport_failed_for(self, message: SipMessage, *, now: float) -> None:
