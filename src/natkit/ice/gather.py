@@ -262,6 +262,10 @@ class Gatherer:
         return tuple(self._allocations)
 
     @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
     def completed(self) -> bool:
         return self._completed
 

@@ -1,0 +1,1 @@
+"""asyncio drivers of the ICE cores: candidate gathering and mDNS."""
