@@ -33,6 +33,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from natkit.media.pcm import PcmArray, as_pcm
+
 __all__ = [
     "FRAME_SAMPLES",
     "PCMA",
@@ -50,8 +52,6 @@ SAMPLE_RATE: Final = 8000
 """G.711's sampling rate and RTP clock rate (RFC 3551 §4.5.14)."""
 FRAME_SAMPLES: Final = 160
 """Samples in one 20 ms packet, the default packetisation (RFC 3551 §4.5)."""
-
-PcmArray = npt.NDArray[np.int16]
 
 
 def _all_int16() -> npt.NDArray[np.int32]:
@@ -128,29 +128,15 @@ for _table in (_ULAW_ENCODE, _ALAW_ENCODE, _ULAW_DECODE, _ALAW_DECODE):
     _table.flags.writeable = False
 
 
-def _as_pcm(samples: npt.ArrayLike) -> PcmArray:
-    """Samples as a 1-D int16 array; other integer arrays must fit in 16 bits."""
-    array = np.asarray(samples)
-    if array.dtype == np.int16:
-        return array.reshape(-1)
-    if array.size == 0:
-        return np.zeros(0, dtype=np.int16)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"PCM samples must be integers, not {array.dtype}")
-    if array.min() < -32768 or array.max() > 32767:
-        raise ValueError("PCM samples must fit in 16 bits")
-    return array.astype(np.int16).reshape(-1)
-
-
 def encode_ulaw(samples: npt.ArrayLike) -> bytes:
     """Encode 16-bit PCM to µ-law codes (G.711 §3, Table 2a), one byte per sample."""
-    pcm = _as_pcm(samples)
+    pcm = as_pcm(samples)
     return _ULAW_ENCODE[pcm.view(np.uint16)].tobytes()
 
 
 def encode_alaw(samples: npt.ArrayLike) -> bytes:
     """Encode 16-bit PCM to A-law codes (G.711 §2, Table 1a), one byte per sample."""
-    pcm = _as_pcm(samples)
+    pcm = as_pcm(samples)
     return _ALAW_ENCODE[pcm.view(np.uint16)].tobytes()
 
 
