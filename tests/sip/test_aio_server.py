@@ -82,8 +82,26 @@ class Phone:
         return response
 
 
-async def registered(phone: Phone, server: Target, *, password: str | None = "secret") -> None:
+INSTANCE = "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
+
+
+async def registered(
+    phone: Phone,
+    server: Target,
+    *,
+    password: str | None = "secret",
+    instance: str | None = None,
+    call_id: str | None = None,
+) -> SipResponse:
+    """Register alice from ``phone``; with ``instance``, as that
+    ``+sip.instance`` asking for GRUUs (RFC 5627 §4.1)."""
     request = phone.request("REGISTER", "sip:example.org", to="sip:alice@example.org", user="alice")
+    if instance is not None:
+        contact = request.headers.get("Contact")
+        request.headers.set("Contact", f'{contact};+sip.instance="<{instance}>"')
+        request.headers.set("Supported", "gruu")
+    if call_id is not None:
+        request.headers.set("Call-ID", call_id)
     await phone.send(request, server)
     response, _ = await phone.next()
     assert isinstance(response, SipResponse)
@@ -100,6 +118,7 @@ async def registered(phone: Phone, server: Target, *, password: str | None = "se
         response, _ = await phone.next()
         assert isinstance(response, SipResponse)
     assert response.status == 200, response.status
+    return response
 
 
 def world() -> tuple[Internet, SimHost, SimHost, SimHost]:
@@ -318,8 +337,8 @@ def test_in_dialog_requests_for_a_served_gruu_go_over_the_registered_flow() -> N
             bob = Phone(bob_host, SipTransport.UDP, 5080)
             await alice.start()
             await bob.start()
-            await registered(alice, UDP_SERVER, password=None)
-            gruu = "sip:alice@example.org;gr=urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
+            await registered(alice, UDP_SERVER, password=None, instance=INSTANCE)
+            gruu = f"sip:alice@example.org;gr={INSTANCE}"
             # The Record-Route the server gave bob's side (tokens make it ours).
             bob_flow = Source(
                 SipTransport.UDP, Endpoint(BOB_IP, 5080), Endpoint(SERVER_IP, 5060), "-"
@@ -606,6 +625,79 @@ def test_a_silent_first_server_is_left_after_the_transaction_timeout() -> None:
             assert isinstance(arrived, SipRequest) and arrived.method == "MESSAGE"
             assert asyncio.get_running_loop().time() - started >= 32.0  # 64*T1
             carol.layer.close()
+            bob.layer.close()
+
+    run_virtual(main)
+
+
+def temp_gruu_of(response: SipResponse) -> str:
+    (contact,) = [c for c in response.contacts if c != "*"]
+    assert not isinstance(contact, str)
+    value = contact.param("temp-gruu")
+    assert value
+    return value.strip('"')
+
+
+def test_a_request_for_a_temporary_gruu_reaches_that_instance_only() -> None:
+    # RFC 5627 §8.4.1: the temp-gruu the registrar issued reaches the bindings
+    # of that instance registered under the Call-ID it was issued with; the
+    # AoR's other bindings (another phone of alice's) are not forked to.
+    async def main() -> None:
+        net, server_host, alice_host, bob_host = world()
+        desk_host = net.add_host("desk", "192.0.2.8")
+        config = server_config(authenticate=False)
+        async with SipServer(server_host.stack, config, MemoryStore(clock=wallclock)):
+            alice = Phone(alice_host, SipTransport.UDP, 5070)
+            desk = Phone(desk_host, SipTransport.UDP, 5071)
+            bob = Phone(bob_host, SipTransport.UDP, 5080)
+            for phone in (alice, desk, bob):
+                await phone.start()
+            ok = await registered(alice, UDP_SERVER, password=None, instance=INSTANCE)
+            await registered(desk, UDP_SERVER, password=None, call_id="desk-register")
+            temp = temp_gruu_of(ok)
+            assert ";gr" in temp and "alice" not in temp  # it hides the AoR (§3.2)
+            message = bob.request("MESSAGE", temp, to=temp, user="bob")
+            await bob.send(message, UDP_SERVER)
+            arrived, source = await alice.next()
+            assert isinstance(arrived, SipRequest) and arrived.method == "MESSAGE"
+            assert desk.inbox.empty()
+            await alice.reply(arrived, source, 200)
+            response, _ = await bob.next()
+            assert isinstance(response, SipResponse) and response.status == 200
+            for phone in (alice, desk, bob):
+                phone.layer.close()
+
+    run_virtual(main)
+
+
+def test_gruus_without_a_binding_are_404_or_480() -> None:
+    # §8.4.1: a GRUU that is not (or no longer) valid is 404, like any unknown
+    # URI of the domain; a valid public GRUU whose instance has no contact
+    # registered now is 480. A temporary GRUU dies with its Call-ID (§3.2).
+    async def main() -> None:
+        _, server_host, alice_host, bob_host = world()
+        config = server_config(authenticate=False)
+        async with SipServer(server_host.stack, config, MemoryStore(clock=wallclock)):
+            alice = Phone(alice_host, SipTransport.UDP, 5070)
+            bob = Phone(bob_host, SipTransport.UDP, 5080)
+            await alice.start()
+            await bob.start()
+            first = await registered(alice, UDP_SERVER, password=None, instance=INSTANCE)
+            old_temp = temp_gruu_of(first)
+            # alice reboots: a new Call-ID for the same instance.
+            await registered(
+                alice, UDP_SERVER, password=None, instance=INSTANCE, call_id="after-reboot"
+            )
+            forged = old_temp.replace("tgruu.", "tgruu.AAAA")
+            other = "sip:alice@example.org;gr=urn:uuid:00000000-0000-4000-8000-000000000000"
+            cases = [(old_temp, 404), (forged, 404), (other, 480)]
+            for uri, status in cases:
+                await bob.send(bob.request("MESSAGE", uri, to=uri, user="bob"), UDP_SERVER)
+                response, _ = await bob.next()
+                assert isinstance(response, SipResponse)
+                assert response.status == status, uri
+            assert alice.inbox.empty()
+            alice.layer.close()
             bob.layer.close()
 
     run_virtual(main)

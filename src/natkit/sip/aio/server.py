@@ -580,15 +580,9 @@ class SipServer:
     async def _proxy_to_aor(
         self, request: SipRequest, source: Source, txn: ServerTransactionId, uri: SipUri
     ) -> None:
-        bindings = await self.location.lookup(uri.aor)
-        instance = uri.param("gr")
-        if instance:
-            # A public GRUU names one instance (RFC 5627 §5.2): its bindings
-            # only, when the location knows that instance.
-            mine = [b for b in bindings if (b.instance or "").strip('"<>') == instance]
-            bindings = mine or bindings
-        if not bindings:
-            self._respond(request, txn, make_response(request, 404, to_tag=self._tag()))
+        bindings, status = await self._bindings_for(uri)
+        if status is not None:
+            self._respond(request, txn, make_response(request, status, to_tag=self._tag()))
             return
         dialog = self.config.record_route and _dialog_forming(request)
         targets: list[ForkTarget] = []
@@ -612,6 +606,34 @@ class SipServer:
             return
         self.proxy.proxy(request, txn, targets, now=self._now())
         self._pump()
+
+    async def _bindings_for(self, uri: SipUri) -> tuple[tuple[Binding, ...], int | None]:
+        """The bindings a request for ``uri`` reaches (RFC 3261 §16.5), or
+        the status to answer instead.
+
+        A GRUU (RFC 5627 §8.4.1) reaches its instance only: a public GRUU
+        (``gr=<instance>``) the bindings with that ``+sip.instance``, 480
+        when the instance has none (the GRUU itself stays valid); a
+        temporary GRUU (``tgruu.`` token, ``gr`` without value) the
+        instance's bindings registered under the Call-ID it was issued
+        with (§3.2: a UA that reboots loses its old temporary GRUUs), 404
+        when it does not open under our secrets or no such binding is left.
+        Any other URI: the AoR's bindings, 404 when there are none.
+        """
+        if uri.has_param("gr") and self.registrar.gruu is not None:
+            gruu = self.registrar.gruu.resolve(uri)
+            if gruu is None:
+                return (), 404
+            mine = tuple(
+                b
+                for b in await self.location.lookup(gruu.aor)
+                if gruu.matches(b.instance, b.call_id)
+            )
+            if not mine:
+                return (), 404 if gruu.temporary else 480
+            return mine, None
+        bindings = tuple(await self.location.lookup(uri.aor))
+        return bindings, None if bindings else 404
 
     async def _destinations(
         self, binding: Binding, caller: Source | None
@@ -667,8 +689,10 @@ class SipServer:
         self._pump()
 
     async def _aor_flow(self, uri: SipUri) -> Target | None:
-        """The open flow of the AoR's first binding (where a stateless ACK goes)."""
-        for binding in await self.location.lookup(uri.aor):
+        """The open flow of the AoR's (or GRUU's) first binding (where a
+        stateless ACK goes)."""
+        bindings, _ = await self._bindings_for(uri)
+        for binding in bindings:
             flow = self.transport.flow(binding.flow) if binding.flow else None
             if flow is not None:
                 return Target(flow.transport, flow.remote, flow.flow)
