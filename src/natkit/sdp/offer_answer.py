@@ -20,10 +20,11 @@ wants to receive them on, its RTP/RTCP ports, whether it offers
   answered with this end's own payload type numbers (the answer's numbers
   say what the answerer receives, §5.1) unless
   :attr:`LocalCapabilities.payload_numbering` asks for the offerer's (the
-  SHOULD of §6.1). Directions are mirrored (§6.1), ``a=rtcp-mux`` accepted
-  when offered (RFC 5761 §5.1.1), one matching ``a=crypto`` answered with a
-  fresh key from ``rng`` (RFC 4568 §7.1.2), ``a=setup:actpass`` answered
-  ``active`` (RFC 4145 §4.1).
+  SHOULD of §6.1) or the offer uses that number for another codec.
+  Directions are mirrored (§6.1), ``a=rtcp-mux`` accepted when offered
+  (RFC 5761 §5.1.1), one matching ``a=crypto`` answered with a fresh key
+  from ``rng`` (RFC 4568 §7.1.2), ``a=setup:actpass`` answered ``active``
+  (RFC 4145 §4.1).
 - :func:`negotiated_media` reads an offer and its answer from one side's
   point of view and says, per stream, where to send RTP and RTCP, with which
   payload types, in which direction, with which SRTP keys, and whether the
@@ -452,10 +453,19 @@ def _match_codecs(
             if id(local) in used or not local.rtpmap.same_codec(rtpmap):
                 continue
             static = pt < FIRST_DYNAMIC_PAYLOAD_TYPE
-            if static or numbering is PayloadNumbering.OFFERER:
+            # Our own number unless the offer uses it for another codec: an
+            # answer whose PT 101 means telephone-event/8000 while the offer's
+            # 101 is telephone-event/48000 confuses peers that assume symmetry.
+            ours = local.payload_type
+            theirs = _offered_codec(ours, rtpmaps) if ours in offered.payload_types else None
+            if (
+                static
+                or numbering is PayloadNumbering.OFFERER
+                or (theirs is not None and not theirs.same_codec(rtpmap))
+            ):
                 answer_pt = pt
             else:
-                answer_pt = local.payload_type
+                answer_pt = ours
             if any(answer_pt == p for p, _ in chosen):
                 continue
             used.add(id(local))
