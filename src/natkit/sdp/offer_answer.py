@@ -41,12 +41,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import random
 from dataclasses import dataclass, field
 
 from natkit.addr import Endpoint, canonical_ip
 from natkit.errors import MalformedMessageError
-from natkit.rng import default_rng
+from natkit.rng import Rng, default_rng
 from natkit.sdp.attributes import (
     CRYPTO_KEY_SALT_LENGTHS,
     UNUSABLE,
@@ -214,7 +213,7 @@ class LocalCapabilities:
     username: str = "-"
     session_name: str = "natkit"
     payload_numbering: PayloadNumbering = PayloadNumbering.ANSWERER
-    rng: random.Random = field(default_factory=default_rng, compare=False, repr=False)
+    rng: Rng = field(default_factory=default_rng, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -289,7 +288,7 @@ def _codec_attributes(codecs: list[tuple[int, Codec]]) -> list[Attribute]:
     return attrs
 
 
-def _fresh_key(suite: str, rng: random.Random) -> CryptoKey:
+def _fresh_key(suite: str, rng: Rng) -> CryptoKey:
     length = CRYPTO_KEY_SALT_LENGTHS.get(suite.upper(), 30)
     return CryptoKey(key_salt=rng.getrandbits(8 * length).to_bytes(length, "big"))
 
@@ -479,7 +478,7 @@ def _match_codecs(
 def _answer_crypto(
     offered: MediaDescription,
     cap: MediaCapabilities,
-    rng: random.Random,
+    rng: Rng,
     previous: MediaDescription | None,
 ) -> Crypto | None:
     """The first offered ``a=crypto`` we support, answered with our own key (RFC 4568 §7.1.2).
