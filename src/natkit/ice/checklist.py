@@ -276,8 +276,10 @@ class CheckListSet:
     # -- choosing the next check -------------------------------------------------
 
     def enqueue_triggered(self, pair: CandidatePair) -> None:
-        """§7.3.1.4: the pair goes to the triggered-check queue (once)."""
-        if pair.state is not PairState.IN_PROGRESS:
+        """§7.3.1.4: the pair goes to the triggered-check queue (once); a
+        Frozen or Failed pair becomes Waiting, a Succeeded one (a nomination
+        check, §8.1.1) stays Succeeded."""
+        if pair.state is PairState.FROZEN or pair.state is PairState.FAILED:
             self.set_state(pair, PairState.WAITING)
         if not pair.triggered:
             pair.triggered = True

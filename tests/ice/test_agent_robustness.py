@@ -1,0 +1,83 @@
+"""Whatever arrives, receive_datagram never raises (STYLE: drop or answer 400)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from natkit.addr import Endpoint
+from natkit.ice.agent import IceAgent
+from natkit.stun.constants import AttributeType, MessageClass, Method
+from natkit.stun.credentials import short_term_key
+from natkit.stun.message import Attribute, StunMessage, serialize_message
+from tests.ice.test_agent_harness import as_remote, config, host
+
+LOCAL = host("192.0.2.1", 5000)
+PEER = Endpoint("192.0.2.2", 6000)
+ATTR_TYPES = [int(t) for t in AttributeType] + [0x0033, 0xC001]
+
+
+def fresh_agent(controlling: bool, lite: bool) -> IceAgent:
+    ag = IceAgent(config(40, lite=lite), controlling=controlling)
+    ag.add_stream()
+    ag.add_local_candidate(0, LOCAL)
+    ag.set_remote_credentials(0, "peer", "peerpassword0123456789")
+    ag.add_remote_candidate(0, as_remote(host("192.0.2.2", 6000)))
+    return ag
+
+
+def drive(ag: IceAgent, data: bytes) -> None:
+    ag.receive_datagram(data, PEER, local=LOCAL.address, now=1.0)
+    ag.handle_timer(now=1.0)
+    ag.datagrams_to_send(now=1.0)
+    while ag.next_event() is not None:
+        pass
+    ag.get_timer()
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=200), controlling=st.booleans(), lite=st.booleans())
+def test_random_bytes_never_raise(data: bytes, controlling: bool, lite: bool) -> None:
+    drive(fresh_agent(controlling, lite), data)
+
+
+attribute = st.tuples(st.sampled_from(ATTR_TYPES), st.binary(max_size=40))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    method=st.sampled_from([Method.BINDING, Method.ALLOCATE, 0x0FFF]),
+    cls=st.sampled_from(list(MessageClass)),
+    attrs=st.lists(attribute, max_size=8),
+    sign=st.sampled_from(["local", "remote", "none", "wrong"]),
+    good_username=st.booleans(),
+    controlling=st.booleans(),
+    lite=st.booleans(),
+)
+def test_random_stun_messages_never_raise(
+    method: int,
+    cls: MessageClass,
+    attrs: list[tuple[int, bytes]],
+    sign: str,
+    good_username: bool,
+    controlling: bool,
+    lite: bool,
+) -> None:
+    ag = fresh_agent(controlling, lite)
+    # Let the agent send a check so that responses can match a transaction.
+    ag.handle_timer(now=0.0)
+    sent = ag.datagrams_to_send(now=0.0)
+    tid = sent[0].data[8:20] if sent else bytes(12)
+    msg = StunMessage(method, cls, tid)
+    if good_username:
+        msg.attributes.append(
+            Attribute(int(AttributeType.USERNAME), f"{ag.local_credentials(0).ufrag}:peer".encode())
+        )
+    msg.attributes.extend(Attribute(t, v) for t, v in attrs)
+    key = {
+        "local": short_term_key(ag.local_credentials(0).pwd),
+        "remote": short_term_key("peerpassword0123456789"),
+        "none": None,
+        "wrong": b"x",
+    }[sign]
+    drive(ag, serialize_message(msg, key=key, fingerprint=True))

@@ -1,0 +1,113 @@
+"""Check lists on their own (RFC 8445 §6.1.2, §6.1.4.2, §7.2.5.3.3)."""
+
+from __future__ import annotations
+
+from natkit.ice.candidate import Candidate
+from natkit.ice.checklist import CandidatePair, CheckListSet, PairState, compute_pair_priority
+from natkit.ice.consent import choose_spares, path_key, pick_failover
+from tests.ice.test_agent_harness import as_remote, host, relay
+
+
+def make_pair(stream: int, local: Candidate, remote: Candidate) -> CandidatePair:
+    return CandidatePair(
+        stream=stream,
+        local=local,
+        remote=as_remote(remote),
+        priority=compute_pair_priority(local, remote, True),
+        generation=0,
+    )
+
+
+def test_initial_unfreeze_one_pair_per_foundation_lowest_component_first() -> None:
+    lists = CheckListSet()
+    lists.add_list(0)
+    rtp = make_pair(0, host("192.0.2.1", 1, 1), host("192.0.2.2", 1, 1))
+    rtcp = make_pair(0, host("192.0.2.1", 2, 2), host("192.0.2.2", 2, 2))
+    other = make_pair(0, host("192.0.2.9", 3, 1), host("192.0.2.2", 1, 1))
+    for pair in (rtcp, rtp, other):
+        lists.add_pair(pair, unfreeze=False)
+    lists.initial_unfreeze(0)
+    assert (rtp.state, rtcp.state, other.state) == (
+        PairState.WAITING,
+        PairState.FROZEN,
+        PairState.WAITING,
+    )
+    assert lists.waiting_or_in_progress == 2
+
+
+def test_success_unfreezes_its_foundation_in_every_list() -> None:
+    lists = CheckListSet()
+    lists.add_list(0)
+    lists.add_list(1)
+    first = make_pair(0, host("192.0.2.1", 1), host("192.0.2.2", 1))
+    second = make_pair(1, host("192.0.2.1", 5), host("192.0.2.2", 5))
+    lists.add_pair(first, unfreeze=False)
+    lists.add_pair(second, unfreeze=False)
+    assert lists.next_check({0, 1}) is first
+    lists.set_state(first, PairState.IN_PROGRESS)
+    assert lists.next_check({0, 1}) is None  # second's foundation is busy
+    assert [second.state] == [PairState.FROZEN]
+    lists.set_state(first, PairState.SUCCEEDED)
+    lists.unfreeze_foundation(first.foundation)
+    assert second.state is PairState.WAITING
+    assert lists.next_check({0, 1}) is second
+
+
+def test_failed_foundation_lets_the_frozen_pair_run() -> None:
+    lists = CheckListSet()
+    lists.add_list(0)
+    a = make_pair(0, host("192.0.2.1", 1), host("192.0.2.2", 1))
+    b = make_pair(0, host("192.0.2.1", 1), host("192.0.2.2", 2))
+    lists.add_pair(a, unfreeze=False)
+    lists.add_pair(b, unfreeze=False)
+    picked = lists.next_check({0})
+    assert picked is not None
+    lists.set_state(picked, PairState.IN_PROGRESS)
+    lists.set_state(picked, PairState.FAILED)
+    other = b if picked is a else a
+    assert lists.next_check({0}) is other  # §6.1.4.2 unfreezing of idle foundations
+
+
+def test_triggered_checks_go_first_and_highest_priority_next() -> None:
+    lists = CheckListSet()
+    lists.add_list(0)
+    hi = make_pair(0, host("192.0.2.1", 1, pref=65535), host("192.0.2.2", 1))
+    lo = make_pair(0, host("192.0.2.3", 1, pref=1), host("192.0.2.4", 1))
+    lists.add_pair(lo, unfreeze=True)
+    lists.add_pair(hi, unfreeze=True)
+    lists.lists[0].running = True
+    lists.enqueue_triggered(lo)
+    assert lists.next_check({0}) is lo
+    assert lists.next_check({0}) is hi
+    assert lists.next_check(set()) is None
+
+
+def test_reprioritize_on_role_switch_swaps_g_and_d() -> None:
+    lists = CheckListSet()
+    lists.add_list(0)
+    local, remote = host("192.0.2.1", 1, pref=10), host("192.0.2.2", 1, pref=20)
+    pair = make_pair(0, local, remote)
+    lists.add_pair(pair, unfreeze=True)
+    before = pair.priority
+    lists.reprioritize(False)
+    assert pair.priority == compute_pair_priority(local, remote, False) != before
+
+
+def test_spares_are_the_best_valid_pair_of_each_other_path() -> None:
+    lists = CheckListSet()
+    lists.add_list(0)
+    b = host("192.0.2.2", 1)
+    direct = make_pair(0, host("192.0.2.1", 1), b)
+    direct2 = make_pair(0, host("192.0.2.1", 2, pref=5), b)
+    relay1 = make_pair(0, relay("198.51.100.1", 1), b)
+    relay2 = make_pair(0, relay("198.51.100.2", 1), b)
+    for p in (direct, direct2, relay1, relay2):
+        lists.add_pair(p, unfreeze=False)
+        lists.set_state(p, PairState.SUCCEEDED)
+        p.valid_priority = p.priority
+    assert path_key(direct) == path_key(direct2)
+    spares = choose_spares([direct, direct2, relay1, relay2], direct)
+    assert set(map(id, spares)) == {id(relay1), id(relay2)}
+    relay1.last_response, relay2.last_response = 10.0, 8.0
+    assert pick_failover(spares, now=10.5, timeout=1.2) is relay1
+    assert pick_failover(spares, now=20.0, timeout=1.2) is None

@@ -1,0 +1,163 @@
+"""Consent freshness (RFC 7675), keepalives (RFC 8445 §11) and hot-spare failover."""
+
+from __future__ import annotations
+
+import itertools
+
+from natkit.addr import Endpoint
+from natkit.ice.agent import IceAgent
+from natkit.ice.candidate import CandidateType
+from natkit.ice.events import (
+    ChecksCompleted,
+    ConsentLost,
+    DataReceived,
+    IceFailed,
+    SelectedPairChanged,
+)
+from natkit.stun.constants import MessageClass
+from natkit.stun.message import parse_message
+from tests.ice.test_agent_harness import Net, config, exchange, host, relay
+
+A_HOST = host("192.0.2.1", 5000)
+A_RELAY = relay("198.51.100.9", 7000)
+B_HOST = host("192.0.2.2", 6000)
+HOSTS = {A_HOST.address.host, B_HOST.address.host}
+
+
+def connected(seed: int, **kw: object) -> tuple[Net, IceAgent, IceAgent]:
+    net = Net()
+    a = net.add(IceAgent(config(seed, **kw), controlling=True))
+    b = net.add(IceAgent(config(seed + 1, **kw), controlling=False))
+    a.add_stream()
+    b.add_stream()
+    exchange(net, a, b, [A_HOST, A_RELAY], [B_HOST])
+    net.run(5.0, lambda: bool(net.of(a, ChecksCompleted) and net.of(b, ChecksCompleted)))
+    assert net.of(a, ChecksCompleted) and net.of(b, ChecksCompleted)
+    return net, a, b
+
+
+def test_consent_lost_30_s_after_the_path_goes_silent() -> None:
+    net, a, _b = connected(20, hot_spares=False)
+    net.run(10.0)
+    cut = net.now
+    net.blocked = lambda s, d: True
+    net.run(40.0, lambda: bool(net.of(a, ConsentLost)))
+    ((t, lost),) = net.timed(a, ConsentLost)
+    assert isinstance(lost, ConsentLost)
+    # The last response came at most one randomized interval (6 s) before the cut.
+    assert cut + 30.0 - 6.0 <= t <= cut + 30.0 + 1e-6
+    assert (lost.local.address, lost.remote.address) == (A_HOST.address, B_HOST.address)
+    assert net.of(a, IceFailed)[-1].reason == "consent lost"
+    assert not a.send_data(0, 1, b"\x80x", now=net.now)
+    assert not net.of(a, SelectedPairChanged)
+
+
+def test_consent_checks_every_5_s_randomized() -> None:
+    net, a, _ = connected(21, hot_spares=False)
+    start = net.now
+    requests: list[float] = []
+    original = a.datagrams_to_send
+
+    def spy(*, now: float) -> list:  # type: ignore[type-arg]
+        out = original(now=now)
+        for data, local, remote in out:
+            on_pair = local == A_HOST.address and remote == B_HOST.address
+            if on_pair and parse_message(data).message_class is MessageClass.REQUEST:
+                requests.append(now)
+        return out
+
+    a.datagrams_to_send = spy  # type: ignore[method-assign]
+    net.run(60.0)
+    gaps = [y - x for x, y in itertools.pairwise(requests)]
+    assert requests[0] - start <= 6.0
+    assert gaps and all(4.0 - 1e-9 <= g <= 6.0 + 1e-9 for g in gaps)
+    assert net.of(a, ConsentLost) == []
+
+
+def test_consent_with_hot_spares_and_no_spare_still_expires_at_30_s() -> None:
+    net = Net()
+    a = net.add(IceAgent(config(22), controlling=True))
+    b = net.add(IceAgent(config(23), controlling=False))
+    a.add_stream()
+    b.add_stream()
+    exchange(net, a, b, [A_HOST], [B_HOST])
+    net.run(5.0)
+    cut = net.now
+    net.blocked = lambda s, d: True
+    net.run(40.0, lambda: bool(net.of(a, ConsentLost) and net.of(b, ConsentLost)))
+    for agent in (a, b):
+        ((t, _),) = net.timed(agent, ConsentLost)
+        assert cut + 29.0 <= t <= cut + 30.0 + 1e-6
+        assert not net.of(agent, SelectedPairChanged)
+
+
+def test_hot_spare_takes_over_within_2_s_when_the_direct_path_is_cut() -> None:
+    net, a, b = connected(24)
+    assert a.selected_pair(0, 1) is not None
+    local, _ = a.selected_pair(0, 1)  # type: ignore[misc]
+    assert local.type is CandidateType.HOST
+    net.run(3.0)  # the relayed pair became a checked spare
+    cut = net.now
+    net.blocked = lambda s, d: s.host in HOSTS and d.host in HOSTS
+    net.run(5.0, lambda: bool(net.of(a, SelectedPairChanged) and net.of(b, SelectedPairChanged)))
+    for agent in (a, b):
+        ((t, change),) = net.timed(agent, SelectedPairChanged)
+        assert isinstance(change, SelectedPairChanged)
+        assert t - cut <= 2.0, f"switched {t - cut:.2f} s after the cut"
+        assert change.reason in ("failover", "nomination")
+    a_change = net.of(a, SelectedPairChanged)[0]
+    assert a_change.local.type is CandidateType.RELAYED
+    assert net.of(b, SelectedPairChanged)[0].remote.address == A_RELAY.address
+    # Media resumes both ways over the relay, with no offer/answer.
+    assert a.send_data(0, 1, b"\x80a", now=net.now)
+    assert b.send_data(0, 1, b"\x80b", now=net.now)
+    net.run(0.1)
+    assert net.of(b, DataReceived)[-1].data == b"\x80a"
+    assert net.of(a, DataReceived)[-1].data == b"\x80b"
+    net.run(40.0)  # and it stays there: no consent loss, no flapping
+    assert not net.of(a, ConsentLost) and not net.of(b, ConsentLost)
+    assert len(net.of(a, SelectedPairChanged)) == 1
+    assert len(net.of(b, SelectedPairChanged)) == 1
+
+
+def test_a_dead_spare_is_not_switched_to() -> None:
+    net, a, b = connected(25)
+    net.run(3.0)
+    relay_dead = A_RELAY.address
+    net.blocked = lambda s, d: relay_dead in (s, d)
+    net.run(3.0)
+    net.blocked = lambda s, d: True
+    net.run(5.0)
+    assert not net.of(a, SelectedPairChanged)
+    assert not net.of(b, SelectedPairChanged)
+
+
+def test_keepalive_indication_when_nothing_else_is_sent() -> None:
+    # A lite agent sends no consent checks: §11 keepalives keep its path open.
+    net = Net()
+    full = net.add(IceAgent(config(26), controlling=True))
+    lite = net.add(IceAgent(config(27, lite=True), controlling=False))
+    full.add_stream()
+    lite.add_stream()
+    full.set_remote_lite()
+    exchange(net, full, lite, [A_HOST], [B_HOST])
+    net.run(2.0)
+    sent: list[tuple[float, MessageClass]] = []
+    original = lite.datagrams_to_send
+
+    def spy(*, now: float) -> list:  # type: ignore[type-arg]
+        out = original(now=now)
+        for data, _, _ in out:
+            msg = parse_message(data)
+            if msg.message_class is MessageClass.INDICATION:
+                sent.append((now, msg.message_class))
+        return out
+
+    lite.datagrams_to_send = spy  # type: ignore[method-assign]
+    net.run(40.0)
+    assert 2 <= len(sent) <= 3  # every Tr = 15 s
+    assert not net.of(full, ConsentLost)
+
+
+def test_endpoint_helper_is_hashable_for_blocking_rules() -> None:
+    assert Endpoint("192.0.2.1", 1) in {Endpoint("192.0.2.1", 1)}
