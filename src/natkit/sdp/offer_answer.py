@@ -470,8 +470,12 @@ def _match_codecs(
             used.add(id(local))
             chosen.append((answer_pt, local))
             break
-    if all(codec.is_auxiliary for _, codec in chosen):
-        return []  # telephone-event alone carries no audio
+    if all(codec.is_auxiliary for _, codec in chosen) and not all(
+        codec.is_auxiliary for codec in cap.codecs
+    ):
+        # Only telephone-event or CN in common: no audio. A capability made
+        # of telephone-event alone does answer a DTMF-only stream (RFC 4317 §2.4).
+        return []
     return chosen
 
 
