@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 from natkit.addr import Endpoint
 from natkit.mediarelay import MediaRelayConfig
 from natkit.mediarelay.aio import MediaRelayServer
@@ -14,7 +16,9 @@ from natkit.net.os_stack import OsStack
 from ..helpers import rtp
 
 
-async def _loopback_call() -> tuple[list[tuple[int, Endpoint]], list[tuple[int, Endpoint]], int]:
+async def _loopback_call(
+    inline: bool,
+) -> tuple[list[tuple[int, Endpoint]], list[tuple[int, Endpoint]], int]:
     stack = OsStack()
     cfg = MediaRelayConfig(port_min=47000, port_max=47999, rng=random.Random(5))
     got_a: list[tuple[int, Endpoint]] = []
@@ -30,7 +34,7 @@ async def _loopback_call() -> tuple[list[tuple[int, Endpoint]], list[tuple[int, 
 
         return on_datagram
 
-    async with MediaRelayServer(stack, cfg, ipv4="127.0.0.1") as server:
+    async with MediaRelayServer(stack, cfg, ipv4="127.0.0.1", inline_sockets=inline) as server:
         a = await stack.open_udp(Endpoint("127.0.0.1", 0), receiver(got_a))
         b = await stack.open_udp(Endpoint("127.0.0.1", 0), receiver(got_b))
         try:
@@ -51,8 +55,9 @@ async def _loopback_call() -> tuple[list[tuple[int, Endpoint]], list[tuple[int, 
     return got_a, got_b, forwarded
 
 
-def test_media_is_relayed_both_ways_over_loopback() -> None:
-    got_a, got_b, forwarded = asyncio.run(_loopback_call())
+@pytest.mark.parametrize("inline", [False, True], ids=["transports", "inline-sockets"])
+def test_media_is_relayed_both_ways_over_loopback(inline: bool) -> None:
+    got_a, got_b, forwarded = asyncio.run(_loopback_call(inline))
     assert [seq for seq, _ in got_b] == list(range(1, 11))
     assert [seq for seq, _ in got_a][-10:] == list(range(1, 11))
     assert forwarded == 10

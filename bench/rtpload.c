@@ -1,0 +1,207 @@
+/* rtpload: G.711-shaped RTP calls through a media relay, for bench/media_relay.py.
+ *
+ * usage: rtpload SPEC_FILE PACKET_BYTES PPS DURATION_MS WARMUP_MS DRAIN_MS TAG
+ *
+ * SPEC_FILE: one line per call, "FD_A FD_B PORT_A PORT_B": leg A's socket
+ * (inherited, bound on 127.0.0.1) sends to 127.0.0.1:PORT_A (the relay's
+ * port for leg A, or B's own socket for a direct run) and leg B's to
+ * PORT_B; what A sends must arrive at B's socket and the other way round.
+ *
+ * Each of the 2 x calls streams sends PPS packets per second of PACKET_BYTES
+ * (RTP header, then tag, stream, send time, a measured flag), the streams
+ * evenly phased. Sending is paced in 1 ms ticks (no busy-waiting: the
+ * relay needs the CPU); receiving wakes on arrival (epoll_pwait2, so the
+ * one-way latency is timed when the packet lands, not at the next tick).
+ * Packets sent after WARMUP_MS count; the run sends for WARMUP_MS +
+ * DURATION_MS, then waits DRAIN_MS for late packets. Prints one JSON
+ * object: sent/received (measured), loss, misdelivered (arrived at the
+ * wrong socket, or another run's tag), reordered, one-way latency
+ * percentiles in microseconds, and the generator's own CPU time.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    int fd_send;        /* the socket this stream sends from */
+    struct sockaddr_in dest;
+    uint32_t ssrc;
+    uint32_t seq;
+    int64_t highest;    /* highest seq received, -1 none */
+    uint64_t received;
+} stream_t;
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static double cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+#define HDR 12
+#define BODY 25 /* tag 4, stream 4, time 8, measured 1, pad */
+
+int main(int argc, char **argv) {
+    if (argc != 8) {
+        fprintf(stderr, "usage: rtpload SPEC PACKET_BYTES PPS DURATION_MS WARMUP_MS DRAIN_MS TAG\n");
+        return 2;
+    }
+    int size = atoi(argv[2]);
+    double pps = atof(argv[3]);
+    int64_t duration = atoll(argv[4]) * 1000000LL, warmup = atoll(argv[5]) * 1000000LL;
+    int64_t drain = atoll(argv[6]) * 1000000LL;
+    uint32_t tag = (uint32_t)strtoul(argv[7], NULL, 10);
+    if (size < HDR + BODY || size > 1500 || pps <= 0) {
+        fprintf(stderr, "bad packet size or rate\n");
+        return 2;
+    }
+    FILE *spec = fopen(argv[1], "r");
+    if (!spec) { perror("spec"); return 2; }
+    int cap = 1024, calls = 0;
+    stream_t *streams = malloc(sizeof(stream_t) * 2 * cap);
+    int fa, fb, pa, pb;
+    int maxfd = 0;
+    while (fscanf(spec, "%d %d %d %d", &fa, &fb, &pa, &pb) == 4) {
+        if (calls == cap) { cap *= 2; streams = realloc(streams, sizeof(stream_t) * 2 * cap); }
+        stream_t *s = &streams[2 * calls];
+        for (int k = 0; k < 2; k++) {
+            memset(&s[k], 0, sizeof(stream_t));
+            s[k].fd_send = k == 0 ? fa : fb;
+            s[k].dest.sin_family = AF_INET;
+            s[k].dest.sin_port = htons(k == 0 ? pa : pb);
+            s[k].dest.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            s[k].ssrc = tag ^ (uint32_t)(2 * calls + k) * 2654435761u;
+            s[k].highest = -1;
+        }
+        if (fa > maxfd) maxfd = fa;
+        if (fb > maxfd) maxfd = fb;
+        calls++;
+    }
+    fclose(spec);
+    int nstreams = 2 * calls;
+    if (nstreams == 0) { fprintf(stderr, "no calls\n"); return 2; }
+    /* fd -> the stream that arrives there (A's socket receives stream 2i+1). */
+    int *arrives = malloc(sizeof(int) * (maxfd + 1));
+    for (int i = 0; i <= maxfd; i++) arrives[i] = -1;
+    int ep = epoll_create1(0);
+    for (int c = 0; c < calls; c++) {
+        arrives[streams[2 * c].fd_send] = 2 * c + 1;
+        arrives[streams[2 * c + 1].fd_send] = 2 * c;
+        for (int k = 0; k < 2; k++) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.fd = streams[2 * c + k].fd_send};
+            if (epoll_ctl(ep, EPOLL_CTL_ADD, ev.data.fd, &ev) != 0) { perror("epoll_ctl"); return 2; }
+        }
+    }
+    double interval = 1e9 / (pps * nstreams); /* ns between consecutive packets, all streams */
+    uint64_t total = (uint64_t)((warmup + duration) / interval);
+    uint64_t cap_samples = (uint64_t)(duration / interval) + 16;
+    uint32_t *lat = malloc(sizeof(uint32_t) * cap_samples);
+    uint64_t nlat = 0;
+    uint64_t sent = 0, sent_measured = 0, recv_measured = 0, misdelivered = 0, reordered = 0;
+    uint64_t send_errors = 0, recv_total = 0;
+    unsigned char pkt[1500], buf[2048];
+    memset(pkt, 0, sizeof pkt);
+    struct epoll_event evs[256];
+    double cpu0 = cpu_s();
+    int64_t t0 = now_ns() + 1000000LL;
+    int64_t end_send = t0 + warmup + duration, deadline = end_send + drain;
+    uint64_t k = 0;
+    for (;;) {
+        int64_t now = now_ns();
+        /* send everything due (1 ms ticks) */
+        while (k < total && t0 + (int64_t)(k * interval) <= now) {
+            stream_t *s = &streams[k % nstreams];
+            int64_t due = t0 + (int64_t)(k * interval);
+            int measured = due >= t0 + warmup;
+            pkt[0] = 0x80; pkt[1] = 0;
+            pkt[2] = s->seq >> 8; pkt[3] = s->seq & 0xff;
+            uint32_t ts = htonl(s->seq * 160), ssrc = htonl(s->ssrc);
+            memcpy(pkt + 4, &ts, 4); memcpy(pkt + 8, &ssrc, 4);
+            uint32_t stream_id = (uint32_t)(k % nstreams);
+            int64_t stamp = now_ns();
+            memcpy(pkt + HDR, &tag, 4);
+            memcpy(pkt + HDR + 4, &stream_id, 4);
+            memcpy(pkt + HDR + 8, &stamp, 8);
+            pkt[HDR + 16] = (unsigned char)measured;
+            if (sendto(s->fd_send, pkt, size, 0, (struct sockaddr *)&s->dest, sizeof s->dest) != size)
+                send_errors++;
+            s->seq++;
+            sent++;
+            if (measured) sent_measured++;
+            k++;
+        }
+        if (k >= total && now >= deadline) break;
+        if (k >= total && recv_measured >= sent_measured) break;
+        int64_t wake = k < total ? t0 + (int64_t)(k * interval) : deadline;
+        int64_t tick = (now / 1000000LL + 1) * 1000000LL; /* sends go out in 1 ms ticks */
+        if (k < total && wake < tick) wake = tick;
+        int64_t wait = wake - now_ns();
+        if (wait < 0) wait = 0;
+        struct timespec to = {.tv_sec = wait / 1000000000LL, .tv_nsec = wait % 1000000000LL};
+        int n = epoll_pwait2(ep, evs, 256, &to, NULL);
+        for (int e = 0; e < n; e++) {
+            int fd = evs[e].data.fd;
+            for (;;) {
+                ssize_t got = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+                if (got < 0) break;
+                int64_t arrived = now_ns();
+                recv_total++;
+                if (got < HDR + BODY) { misdelivered++; continue; }
+                uint32_t rtag, rstream; int64_t stamp;
+                memcpy(&rtag, buf + HDR, 4); memcpy(&rstream, buf + HDR + 4, 4);
+                memcpy(&stamp, buf + HDR + 8, 8);
+                if (rtag != tag || (int)rstream != arrives[fd]) { misdelivered++; continue; }
+                stream_t *s = &streams[rstream];
+                int64_t seq = (buf[2] << 8) | buf[3];
+                if (s->highest >= 0 && seq <= s->highest && s->highest - seq < 30000) reordered++;
+                else s->highest = seq;
+                s->received++;
+                if (buf[HDR + 16]) {
+                    recv_measured++;
+                    if (nlat < cap_samples) {
+                        int64_t us = (arrived - stamp) / 1000;
+                        lat[nlat++] = us < 0 ? 0 : (uint32_t)us;
+                    }
+                }
+            }
+        }
+    }
+    double elapsed = (now_ns() - t0) / 1e9;
+    double gen_cpu = cpu_s() - cpu0;
+    qsort(lat, nlat, sizeof(uint32_t), cmp_u32);
+#define PCT(p) (nlat ? lat[(uint64_t)((nlat - 1) * (p))] : 0)
+    double loss = sent_measured ? 1.0 - (double)recv_measured / (double)sent_measured : 0.0;
+    if (loss < 0) loss = 0;
+    printf("{\"calls\": %d, \"streams\": %d, \"offered_pps\": %.1f, \"sent\": %llu, "
+           "\"sent_measured\": %llu, \"received_measured\": %llu, \"received_total\": %llu, "
+           "\"loss\": %.6f, \"delivered_pps\": %.1f, \"misdelivered\": %llu, \"reordered\": %llu, "
+           "\"send_errors\": %llu, \"latency_us\": {\"p50\": %u, \"p90\": %u, \"p99\": %u, \"max\": %u}, "
+           "\"elapsed_s\": %.4f, \"generator_cpu_s\": %.4f}\n",
+           calls, nstreams, pps * nstreams, (unsigned long long)sent,
+           (unsigned long long)sent_measured, (unsigned long long)recv_measured,
+           (unsigned long long)recv_total, loss, recv_measured / (duration / 1e9),
+           (unsigned long long)misdelivered, (unsigned long long)reordered,
+           (unsigned long long)send_errors, PCT(0.5), PCT(0.9), PCT(0.99),
+           nlat ? lat[nlat - 1] : 0, elapsed, gen_cpu);
+    return 0;
+}
