@@ -701,3 +701,45 @@ def test_gruus_without_a_binding_are_404_or_480() -> None:
             bob.layer.close()
 
     run_virtual(main)
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        pytest.param("expiry", id="registration-expires"),
+        pytest.param("unregister", id="expires-0"),
+    ],
+)
+def test_nat_pings_end_with_the_binding(ending: str) -> None:
+    # A NATed UA without Outbound is pinged while registered; once its
+    # binding expires unrefreshed, or it unregisters, no OPTIONS goes to it
+    # any more and the pinger holds nothing (docs/sip-nat.md).
+    from natkit.lab.sip_phone import LabPhone, lab_registrar
+    from natkit.lab.topology import attach_nat
+    from natkit.nat.presets import PORT_RESTRICTED_CONE
+
+    async def main() -> tuple[int, int, int]:
+        net = Internet(seed=3)
+        nat = attach_nat(net, PORT_RESTRICTED_CONE, seed=3)
+        registrar_host = net.add_host("registrar", "203.0.113.10")
+        alice = LabPhone(net.add_host("alice", behind=nat), "alice")
+        async with lab_registrar(registrar_host, nat_pings=True) as server:
+            assert server.pinger is not None
+            await alice.start()
+            await alice.register(expires=60)
+            assert (await alice.final_response(10)) is not None
+            await asyncio.sleep(55.0)
+            while_registered = sum(1 for r in alice.requests if r.method == "OPTIONS")
+            if ending == "unregister":
+                await alice.register(expires=0)
+                assert (await alice.final_response(10)) is not None
+            await asyncio.sleep(20.0)  # past the expiry either way
+            after_end = sum(1 for r in alice.requests if r.method == "OPTIONS")
+            await asyncio.sleep(300.0)
+            later = sum(1 for r in alice.requests if r.method == "OPTIONS")
+            alice.close()
+            return while_registered, later - after_end, server.pinger.binding_count
+
+    while_registered, pinged_after, tracked = run_virtual(main)
+    assert while_registered >= 2  # every 20-25 s
+    assert pinged_after == 0 and tracked == 0

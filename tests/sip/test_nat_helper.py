@@ -812,3 +812,30 @@ def test_server_pings_keep_a_passive_ua_reachable_through_a_30s_nat(
     assert got is reached
     assert (200 in answers) is reached
     assert (options >= 3600 / 25) is pings
+
+
+def test_a_binding_that_expires_unrefreshed_is_no_longer_pinged() -> None:
+    h = Harness()
+    wall = 1_000.0  # the registrar's wall clock at now=0
+    expiring = dataclasses.replace(binding(), expires=wall + 60.0)
+    h.pinger.sync_aor("aor", [expiring], now=0.0, wall=wall)
+    h.advance(200.0, answer=200)
+    assert all(at < 60.0 for _, _, at in h.first_options())
+    assert h.pinger.binding_count == 0 and h.pinger.heap_size == 0
+    assert h.lost == []  # expiry is no loss: nothing to delete
+
+
+def test_a_refresh_moves_the_expiry() -> None:
+    h = Harness()
+    wall = 1_000.0
+    h.pinger.sync_aor(
+        "aor", [dataclasses.replace(binding(), expires=wall + 60.0)], now=0.0, wall=wall
+    )
+    h.advance(50.0, answer=200)
+    refreshed = dataclasses.replace(binding(), expires=wall + 50.0 + 60.0)
+    h.pinger.sync_aor("aor", [refreshed], now=50.0, wall=wall + 50.0)
+    h.advance(55.0, answer=200)
+    assert any(60.0 < at < 110.0 for _, _, at in h.first_options())
+    h.advance(100.0, answer=200)
+    assert all(at < 110.0 for _, _, at in h.first_options())
+    assert h.pinger.binding_count == 0

@@ -36,7 +36,10 @@ says which mode breaks what and why natkit chose this one.
   4xx or 5xx, proves the UA and the mapping are alive; a transaction
   timeout or transport failure is a missed ping, and ``max_missed`` in a row
   report :class:`~natkit.sip.nat_helper_events.NatBindingLost`. A stream
-  binding is lost when its connection closes. Bindings wait in one heap
+  binding is lost when its connection closes. An entry ends with its
+  binding: ``Expires: 0``, ``*`` or a replacing REGISTER untrack it
+  (:meth:`NatPinger.sync_aor`), and one that expires unrefreshed is
+  dropped when its next ping falls due, unsent. Bindings wait in one heap
   keyed by due time (O(log n) per ping) and at most ``max_in_flight``
   OPTIONS are outstanding, so 100k bindings ping evenly spread, never at
   once.
@@ -352,10 +355,24 @@ class NatPingerConfig:
 class _Tracked:
     """Per-binding state: kept small (slots, no per-binding containers)."""
 
-    __slots__ = ("aor", "contact", "due", "key", "live", "missed", "target", "txn", "uri")
+    __slots__ = (
+        "aor",
+        "contact",
+        "due",
+        "expires",
+        "key",
+        "live",
+        "missed",
+        "target",
+        "txn",
+        "uri",
+    )
 
-    def __init__(self, aor: str, key: str, contact: str, uri: Uri, target: Target) -> None:
+    def __init__(
+        self, aor: str, key: str, contact: str, uri: Uri, target: Target, expires: float | None
+    ) -> None:
         self.aor = aor
+        self.expires = expires  # monotonic time the binding expires at (None: never)
         self.key = key
         self.contact = contact
         self.uri = uri
@@ -427,13 +444,26 @@ class NatPinger:
 
     # ------------------------------------------------------------ commands
 
-    def track(self, aor: str, key: str, contact: str, target: Target, *, now: float) -> bool:
+    def track(
+        self,
+        aor: str,
+        key: str,
+        contact: str,
+        target: Target,
+        *,
+        now: float,
+        expires_at: float | None = None,
+    ) -> bool:
         """Start (or refresh) pinging the binding ``key`` of ``aor``.
 
         ``contact`` is the registered Contact (name-addr text); it becomes
-        the OPTIONS Request-URI. A refresh (a new REGISTER proves the UA
-        alive) resets the missed count and keeps the schedule. Returns False
-        when the Contact does not parse (nothing is tracked then).
+        the OPTIONS Request-URI. ``expires_at`` (monotonic, like ``now``) is
+        when the binding expires unless refreshed: the entry is dropped
+        then, without a ping or a loss event (RFC 3261 §10.3: an expired
+        binding is gone; pinging it would keep a dead UA's NAT open). A
+        refresh (a new REGISTER proves the UA alive) resets the missed count,
+        moves the expiry and keeps the schedule. Returns False when the
+        Contact does not parse (nothing is tracked then).
         """
         try:
             uri = parse_name_addr(contact).uri
@@ -442,10 +472,11 @@ class NatPinger:
         entry = self._aors.get(aor, {}).get(key)
         if entry is not None and entry.target == target:
             entry.contact, entry.uri, entry.missed = contact, uri, 0
+            entry.expires = expires_at
             return True
         if entry is not None:  # registered again from elsewhere: start afresh
             self.untrack(aor, key)
-        entry = _Tracked(aor, key, contact, uri, target)
+        entry = _Tracked(aor, key, contact, uri, target, expires_at)
         self._aors.setdefault(aor, {})[key] = entry
         self._count += 1
         if target.transport.reliable and target.flow is not None:
@@ -455,11 +486,15 @@ class NatPinger:
         self._schedule(entry, now + self._rng.uniform(0.0, self._interval(entry)))
         return True
 
-    def track_binding(self, aor: str, binding: Binding, *, now: float) -> bool:
+    def track_binding(
+        self, aor: str, binding: Binding, *, now: float, wall: float | None = None
+    ) -> bool:
         """Track a registrar binding if it needs pinging: NATed (its Contact
         is private or not its source), not outbound (no ``reg-id``), no
         Path (an edge proxy keeps it). Untracks it otherwise. Returns
-        whether it is tracked."""
+        whether it is tracked. ``wall`` is the wall-clock time matching
+        ``now``: with it, the entry expires with the binding
+        (``binding.expires`` is wall time)."""
         # Cheapest tests first: this runs for every binding of every REGISTER.
         wanted = (
             binding.reg_id is None
@@ -471,12 +506,20 @@ class NatPinger:
         if route is None:
             self.untrack(aor, binding.key)
             return False
-        return self.track(aor, binding.key, binding.contact, route.target, now=now)
+        expires_at = None if wall is None else now + (binding.expires - wall)
+        return self.track(
+            aor, binding.key, binding.contact, route.target, now=now, expires_at=expires_at
+        )
 
-    def sync_aor(self, aor: str, bindings: Iterable[Binding], *, now: float) -> None:
+    def sync_aor(
+        self, aor: str, bindings: Iterable[Binding], *, now: float, wall: float | None = None
+    ) -> None:
         """Make the tracked bindings of ``aor`` the NATed ones of ``bindings``
-        (call after each REGISTER is applied, with the AoR's bindings)."""
-        keep = {b.key for b in bindings if self.track_binding(aor, b, now=now)}
+        (call after each REGISTER is applied, with the AoR's bindings; or
+        with the bindings a lookup found). Bindings no longer listed -
+        removed by ``Expires: 0`` or ``*``, replaced, expired - stop being
+        pinged; ``wall`` makes the others expire with their bindings."""
+        keep = {b.key for b in bindings if self.track_binding(aor, b, now=now, wall=wall)}
         for key in [k for k in self._aors.get(aor, {}) if k not in keep]:
             self.untrack(aor, key)
 
@@ -555,6 +598,10 @@ class NatPinger:
             if not self._heap or self._heap[0][0] > now:
                 return
             entry = self._heap[0][2]
+            if entry.expires is not None and entry.expires <= now:
+                heapq.heappop(self._heap)
+                self._release(entry)  # the binding expired: no ping to it
+                continue
             if not entry.target.transport.reliable:
                 if self._in_flight >= self.config.max_in_flight:
                     return

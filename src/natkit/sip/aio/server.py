@@ -566,7 +566,7 @@ class SipServer:
 
         after, outcome = await self.location.update(aor, compute)
         if self.pinger is not None and outcome.ok:
-            self.pinger.sync_aor(aor, after, now=self._now())
+            self.pinger.sync_aor(aor, after, now=self._now(), wall=wall)
         response = outcome.response
         if (
             outcome.ok
@@ -633,6 +633,10 @@ class SipServer:
                 return (), 404 if gruu.temporary else 480
             return mine, None
         bindings = tuple(await self.location.lookup(uri.aor))
+        if self.pinger is not None:
+            # What the store says now (another registrar of the cluster may
+            # have removed or refreshed bindings): pings follow it.
+            self.pinger.sync_aor(uri.aor, bindings, now=self._now(), wall=self._wallclock())
         return bindings, None if bindings else 404
 
     async def _destinations(
