@@ -63,9 +63,9 @@ def test_tone_frames_are_20_ms_frames() -> None:
     ],
 )
 def test_impossible_tones_are_rejected(kwargs: dict[str, float]) -> None:
-    params: dict[str, float] = {"frequency": 440, "duration": 1.0} | kwargs
+    params = {"frequency": 440.0, "duration": 1.0, "amplitude": 0.5} | kwargs
     with pytest.raises(ValueError):
-        sine_tone(params.pop("frequency"), **params)
+        sine_tone(params["frequency"], duration=params["duration"], amplitude=params["amplitude"])
 
 
 @pytest.mark.parametrize("codec", [PCMU, PCMA], ids=lambda c: c.name)
