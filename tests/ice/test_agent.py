@@ -263,3 +263,40 @@ def test_selected_pair_changed_is_not_reported_on_a_plain_connect() -> None:
     exchange(net, a, b, [A1], [B1])
     net.run(3.0)
     assert not net.of(a, SelectedPairChanged) and not net.of(b, SelectedPairChanged)
+
+
+def test_aggressive_nomination_moves_to_a_better_pair_that_succeeds_later() -> None:
+    net, a, b = pair_up(18, aggressive_nomination=True)
+    best = host("192.0.2.1", 5000, pref=65535)
+    worse = host("192.0.2.3", 5000, pref=100)
+    net.blocked = lambda s, d: best.address in (s, d)
+    exchange(net, a, b, [best, worse], [B1])
+    net.run(0.3)
+    assert a.selected_pair(0, 1)[0] == worse  # type: ignore[index]
+    net.blocked = lambda s, d: False
+    net.run(3.0)
+    for agent in (a, b):
+        (change,) = net.of(agent, SelectedPairChanged)
+        assert change.reason == "nomination"
+    assert a.selected_pair(0, 1)[0] == best  # type: ignore[index]
+    assert b.selected_pair(0, 1)[1].address == best.address  # type: ignore[index]
+
+
+def test_peer_initiated_restart_through_new_remote_credentials() -> None:
+    net, a, b = pair_up(19)
+    exchange(net, a, b, [A1], [B1])
+    net.run(5.0, lambda: completed(net, a, b))
+    old_b = b.local_credentials(0)
+    b.restart(now=net.now)
+    new_b = b.local_credentials(0)
+    # A gets B's new offer: new credentials restart A's side implicitly (§9.1.1).
+    old_a = a.local_credentials(0)
+    a.set_remote_credentials(0, new_b.ufrag, new_b.pwd)
+    new_a = a.local_credentials(0)
+    assert new_a != old_a and new_b != old_b
+    b.set_remote_credentials(0, new_a.ufrag, new_a.pwd)
+    a.add_remote_candidate(0, as_remote(B1))
+    b.add_remote_candidate(0, as_remote(A1))
+    net.run(5.0)
+    assert len(net.of(a, ChecksCompleted)) == 2 and len(net.of(b, ChecksCompleted)) == 2
+    assert not net.of(a, IceFailed) and not net.of(b, IceFailed)

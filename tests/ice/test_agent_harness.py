@@ -30,7 +30,13 @@ def host(ip: str, port: int, component: int = 1, pref: int = 65535) -> Candidate
     )
 
 
-def relay(ip: str, port: int, component: int = 1, server: str = "198.51.100.50") -> Candidate:
+def relay(
+    ip: str,
+    port: int,
+    component: int = 1,
+    server: str = "198.51.100.50",
+    pref: int = 65535,
+) -> Candidate:
     ep = Endpoint(ip, port)
     return Candidate.local(
         CandidateType.RELAYED,
@@ -39,6 +45,7 @@ def relay(ip: str, port: int, component: int = 1, server: str = "198.51.100.50")
         component=component,
         server=Endpoint(server, 3478),
         related=Endpoint("10.9.9.9", 1),
+        local_preference=pref,
     )
 
 

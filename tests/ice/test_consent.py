@@ -161,3 +161,50 @@ def test_keepalive_indication_when_nothing_else_is_sent() -> None:
 
 def test_endpoint_helper_is_hashable_for_blocking_rules() -> None:
     assert Endpoint("192.0.2.1", 1) in {Endpoint("192.0.2.1", 1)}
+
+
+def test_relay_down_switches_to_the_other_turn_server_within_2_s() -> None:
+    # ECC §6.4: a relay disappears mid-call; the allocation on a second TURN
+    # server is the hot spare. No direct path at all.
+    relay1 = relay("198.51.100.9", 7000, server="198.51.100.50", pref=65535)
+    relay2 = relay("203.0.113.9", 7000, server="203.0.113.50", pref=30000)
+    net = Net()
+    a = net.add(IceAgent(config(28), controlling=True))
+    b = net.add(IceAgent(config(29), controlling=False))
+    a.add_stream()
+    b.add_stream()
+    net.blocked = lambda s, d: s.host in HOSTS and d.host in HOSTS
+    exchange(net, a, b, [A_HOST, relay1, relay2], [B_HOST])
+    net.run(5.0)
+    sel = a.selected_pair(0, 1)
+    assert sel is not None and sel[0].address == relay1.address
+    cut = net.now
+    dead = relay1.address
+    net.blocked = lambda s, d: (s.host in HOSTS and d.host in HOSTS) or dead in (s, d)
+    net.run(5.0)
+    for agent in (a, b):
+        ((t, change),) = net.timed(agent, SelectedPairChanged)
+        assert isinstance(change, SelectedPairChanged)
+        assert t - cut <= 2.0
+    assert a.selected_pair(0, 1)[0].address == relay2.address  # type: ignore[index]
+    assert b.selected_pair(0, 1)[1].address == relay2.address  # type: ignore[index]
+    assert a.send_data(0, 1, b"\x80a", now=net.now)
+    net.run(0.1)
+    assert net.of(b, DataReceived)[-1].data == b"\x80a"
+
+
+def test_controlled_agent_follows_the_controlling_agents_renomination() -> None:
+    # Only the controlling side notices: B->A traffic on the direct path is
+    # lost, so A's consent checks time out; B keeps hearing A's checks and
+    # answering (its answers are lost), and moves when A re-nominates.
+    net, a, b = connected(30)
+    net.run(3.0)
+    cut = net.now
+    a_ip, b_ip = A_HOST.address.host, B_HOST.address.host
+    net.blocked = lambda s, d: s.host == b_ip and d.host == a_ip
+    net.run(5.0)
+    ((ta_, _),) = net.timed(a, SelectedPairChanged)
+    changes_b = net.timed(b, SelectedPairChanged)
+    assert changes_b and changes_b[-1][0] - cut <= 2.0
+    assert ta_ - cut <= 2.0
+    assert b.selected_pair(0, 1)[1].address == A_RELAY.address  # type: ignore[index]

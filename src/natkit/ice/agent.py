@@ -871,6 +871,8 @@ class IceAgent:
         comp = st.components[pair.component]
         if comp.selected is None:
             self._maybe_nominate(st, comp, now)
+        elif comp.selected is pair:
+            self._due(comp, now)  # a failed re-nomination: fail over again
         self._check_failed(st)
 
     def _check_failed(self, st: _Stream) -> None:
@@ -961,8 +963,12 @@ class IceAgent:
         if current is pair:
             return
         better = pair.valid_priority > current.valid_priority
+        # The controlled agent follows a lower-priority nomination when the
+        # controlling agent moved off a pair that went silent, or when its own
+        # failover picked a pair the controlling agent did not nominate.
         stale = (
             current.consent_lost
+            or not current.nominated
             or current.last_response < 0
             or now - current.last_response > self.config.failover_timeout / 2
         )
