@@ -481,3 +481,14 @@ def test_config_validation() -> None:
         GatherConfig(port_range=(5000, 4000))
     with pytest.raises(ValueError):
         TurnServerSpec(address=TURN, credentials=CREDS, transport=Transport.DTLS)
+
+
+def test_taken_allocations_are_no_longer_driven() -> None:
+    net = make(turn=(TurnServerSpec(address=TURN, credentials=CREDS),))
+    net.run()
+    g = net.gatherer
+    assert g.get_timer() is not None  # the allocation's refresh and keepalive
+    (alloc,) = g.take_allocations()
+    assert g.allocations == () and g.get_timer() is None
+    assert not g.receive_datagram(b"\x40\x00\x00\x00", TURN, local=LAN, now=net.now)
+    assert not alloc.client.state.ended

@@ -43,8 +43,9 @@ ChannelData padding RFC 8656 §12.5) is done here, with the same
 allocation is one :class:`~natkit.turn.client.TurnClient` core, so
 authentication, redirects over UDP and the refresh schedule are the TURN
 client's own. Allocations stay alive after gathering (the gatherer keeps
-driving their refreshes); :attr:`Gatherer.allocations` lists them for the
-agent, which sends through them.
+driving their refreshes); :attr:`Gatherer.allocations` lists them, and
+:meth:`Gatherer.take_allocations` hands them to the agent, which relays
+through them from then on.
 
 Port-mapped candidates (ECC report §6.1; RFC 6886, 6887, UPnP IGD):
 :meth:`Gatherer.add_port_mapping` takes a mapping a NAT-PMP/PCP/UPnP client
@@ -59,7 +60,7 @@ import enum
 import fnmatch
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from natkit.addr import AddressClass, Datagram, Endpoint, Family, Transport, address_class
 from natkit.errors import LocalProtocolError, MalformedMessageError
@@ -220,7 +221,7 @@ class _Stats:
     allocations: int = 0
     failures: int = 0
     pruned: int = 0
-    started: float | None = field(default=None)
+    started: float | None = None
 
 
 class Gatherer:
@@ -348,6 +349,23 @@ class Gatherer:
         if mapping.proto != IpProto.UDP or not mapping.public:
             return None
         return self.add_port_mapping(mapping.internal, mapping.external, gateway=mapping.gateway)
+
+    def take_allocations(self) -> tuple[TurnAllocation, ...]:
+        """Hand the TURN allocations over to the agent: from now on the
+        gatherer no longer drives them (timers, events, datagrams), and
+        ``receive_datagram`` returns False for their servers' datagrams and
+        ``receive_stream_data`` ignores their streams, so the agent's driver
+        routes those itself. Call it after draining the gatherer's output."""
+        taken, self._allocations = tuple(self._allocations), []
+        for alloc in taken:
+            for job in self._jobs:
+                if job.turn is alloc.client:
+                    job.turn = None
+            udp = self._turn_udp.get(alloc.base.address, [])
+            self._turn_udp[alloc.base.address] = [j for j in udp if j.turn is not None]
+            if alloc.connection_id is not None:
+                self._turn_stream.pop(alloc.connection_id, None)
+        return taken
 
     def release_allocations(self, *, now: float) -> None:
         """Delete every TURN allocation (Refresh LIFETIME 0, RFC 8656 §8)."""

@@ -140,6 +140,10 @@ def test_relay_over_turn_streams(
             assert cands[1].address.host == TURN_IP
             (alloc,) = g.core.allocations  # type: ignore[union-attr]
             assert alloc.connection_id in g.streams
+            ((taken, conn),) = g.take_allocations()
+            assert taken == alloc and conn is not None and not g.streams
+        assert not conn.closed  # the agent's now, not closed with the gatherer
+        conn.abort()
 
     simulate(body, tls=tls_server_context)
 

@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from natkit.addr import Endpoint
 from natkit.errors import LocalProtocolError, TransportError
 from natkit.ice.candidate import Candidate
-from natkit.ice.gather import Gatherer, select_host_addresses
+from natkit.ice.gather import Gatherer, TurnAllocation, select_host_addresses
 from natkit.ice.gather_config import GatherConfig, HostAddress, LocalBase
 from natkit.ice.gather_events import (
     CandidateGathered,
@@ -185,6 +185,20 @@ class AsyncGatherer:
         cand = self._require_core().add_port_mapping(base, external, gateway=gateway)
         self._flush()
         return cand
+
+    def take_allocations(self) -> list[tuple[TurnAllocation, StreamConnection | None]]:
+        """Hand the TURN allocations to the agent (:meth:`Gatherer.take_allocations`),
+        each with its TCP/TLS connection (``None`` over UDP, where the base
+        socket in :attr:`sockets` carries it). The connections are no longer
+        the gatherer's: :meth:`close` leaves them open, and the caller sets
+        their handler."""
+        out: list[tuple[TurnAllocation, StreamConnection | None]] = []
+        for alloc in self._require_core().take_allocations():
+            conn = None
+            if alloc.connection_id is not None:
+                conn = self.streams.pop(alloc.connection_id, None)
+            out.append((alloc, conn))
+        return out
 
     async def __aiter__(self) -> AsyncIterator[Candidate]:
         """Candidates as they are gathered, until gathering completes (each
