@@ -492,3 +492,12 @@ def test_taken_allocations_are_no_longer_driven() -> None:
     assert g.allocations == () and g.get_timer() is None
     assert not g.receive_datagram(b"\x40\x00\x00\x00", TURN, local=LAN, now=net.now)
     assert not alloc.client.state.ended
+
+
+def test_one_server_for_stun_and_turn() -> None:
+    net = make(stun=(TURN,), turn=(TurnServerSpec(address=TURN, credentials=CREDS),))
+    del net.stun[TURN]  # the TURN core answers Binding itself (RFC 8656 §3)
+    events = net.run()
+    assert not [e for e in events if isinstance(e, ServerFailed)]
+    gathered = [(e.candidate.type, e.server) for _, e in net.gathered()]
+    assert gathered == [(HOST, None), (SRFLX, TURN), (RELAY, TURN)]

@@ -426,20 +426,22 @@ class Gatherer:
         """A datagram arrived on base socket ``local`` from ``remote``.
         Returns whether it was gathering's (a STUN or TURN server's answer),
         so a driver sharing the socket with the ICE agent passes the rest on."""
+        stun = self._stun.get(local)
+        # A Binding answer first (one server is often both STUN and TURN server):
+        # matched by its transaction ID, which only our StunClient knows.
+        if stun is not None and len(data) >= 20 and (local, data[8:20]) in self._by_tid:
+            stun.receive_datagram(data, remote, now=now)
+            self._pull_stun(local, now)
+            return True
         for job in self._turn_udp.get(local, ()):
             if job.turn is not None and remote == job.turn.server:
                 job.turn.receive_datagram(data, remote, now=now)
                 self._pull_turn(now)
                 return True
-        stun = self._stun.get(local)
-        if stun is None or not any(
+        return stun is not None and any(
             job.kind is _Kind.STUN and job.server == remote and job.base.address == local
             for job in self._jobs
-        ):
-            return False
-        stun.receive_datagram(data, remote, now=now)
-        self._pull_stun(local, now)
-        return True
+        )  # a late or stray answer from one of our STUN servers: ours, dropped
 
     def datagrams_to_send(self, *, now: float) -> list[Datagram]:
         """Datagrams to send, each naming the base socket (``local``) to use."""
