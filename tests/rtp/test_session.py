@@ -39,6 +39,7 @@ from natkit.rtp.rtcp import (
     serialize_rtcp,
 )
 from natkit.rtp.session import RtpSession, RtpSessionConfig
+from natkit.rtp.srtp import SrtpContext, SrtpSuite, generate_sdes_key
 
 A_RTP = Endpoint("192.0.2.1", 40000)
 B_RTP = Endpoint("198.51.100.2", 50000)
@@ -523,3 +524,48 @@ def test_without_latch_the_remote_stays_put() -> None:
         session.receive_datagram(rtp_from(5, seq, 0), NAT, now=0.0)
     assert session.remote_rtp == B_RTP
     assert not any(isinstance(e, RemoteLatched) for e in events(session))
+
+
+# -- SRTP ---------------------------------------------------------------------------------
+
+
+def srtp_pair() -> tuple[RtpSession, RtpSession, Link]:
+    key_a = generate_sdes_key(rng=random.Random(10))
+    key_b = generate_sdes_key(rng=random.Random(11))
+    suite = SrtpSuite.AES_CM_128_HMAC_SHA1_80
+
+    def ctx(key: str) -> SrtpContext:
+        return SrtpContext.from_sdes(suite, key)
+
+    a = RtpSession(
+        config(1), local_rtp=A_RTP, remote_rtp=B_RTP, now=0.0,
+        srtp_send=ctx(key_a), srtp_receive=ctx(key_b),
+    )  # fmt: skip
+    b = RtpSession(
+        config(2), local_rtp=B_RTP, remote_rtp=A_RTP, now=0.0,
+        srtp_send=ctx(key_b), srtp_receive=ctx(key_a),
+    )  # fmt: skip
+    return a, b, Link(a, b)
+
+
+def test_srtp_media_and_rtcp_are_encrypted_on_the_wire_and_work_end_to_end() -> None:
+    a, b, link = srtp_pair()
+    link.run(20.0, senders=(a, b), send_until=20.0)
+    assert all(b"\xff" * 16 not in data for _, _, _, data in link.sent)
+    assert all(
+        parse_rtp(d).payload != b"\xff" * 160 for _, local, _, d in link.sent if local == A_RTP
+    )
+    assert b.cname.encode() not in b"".join(d for *_, d in link.sent)  # SRTCP encrypts SDES
+    assert len(link.of(b, RtpReceived)) == len(link.of(a, RtpReceived)) > 900
+    assert a.statistics.rtt_ms == pytest.approx(100.0, abs=0.1)
+    assert a.malformed_count == b.malformed_count == 0
+
+
+def test_srtp_session_drops_plain_and_replayed_packets() -> None:
+    a, b, _ = srtp_pair()
+    b.receive_datagram(rtp_from(5, 1, 0), A_RTP, now=0.0, local=B_RTP)
+    a.send_frame(b"x" * 20, pt=0, now=0.0)
+    [protected] = a.datagrams_to_send(now=0.0)
+    b.receive_datagram(protected.data, A_RTP, now=0.01, local=B_RTP)
+    b.receive_datagram(protected.data, A_RTP, now=0.02, local=B_RTP)
+    assert b.malformed_count == 2

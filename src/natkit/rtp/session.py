@@ -33,6 +33,11 @@ the round-trip time A - LSR - DLSR (§6.4.1). A source silent for
 :meth:`close` sends a final report with BYE (§6.3.7: immediately, as a
 session this small may).
 
+SRTP (RFC 3711): with ``srtp_send`` every RTP and RTCP packet leaves
+protected under our SDES key, with ``srtp_receive`` every one received must
+unprotect under the peer's; one that does not (tampered, replayed, plain) is
+dropped and counted like a malformed one.
+
 NTP timestamps come from ``config.wallclock`` (Unix seconds) when given;
 without one they count from ``now``, which keeps RTT exact (both ends of the
 computation are ours) but gives peers no usable wall-clock time.
@@ -80,6 +85,7 @@ from natkit.rtp.rtcp import (
     serialize_rtcp,
 )
 from natkit.rtp.source import ReceivedSource, SequenceVerdict
+from natkit.rtp.srtp import SrtpContext
 
 __all__ = ["RtpSession", "RtpSessionConfig"]
 
@@ -134,8 +140,12 @@ class RtpSession:
         remote_rtp: Endpoint | None = None,
         local_rtcp: Endpoint | None = None,
         remote_rtcp: Endpoint | None = None,
+        srtp_send: SrtpContext | None = None,
+        srtp_receive: SrtpContext | None = None,
     ) -> None:
         self.config = cfg = config or RtpSessionConfig()
+        self._srtp_send = srtp_send
+        self._srtp_receive = srtp_receive
         rng = cfg.rng
         self._ssrc = rng.getrandbits(32)
         self._sequence = rng.getrandbits(16)
@@ -199,7 +209,7 @@ class RtpSession:
 
     @property
     def malformed_count(self) -> int:
-        """Datagrams dropped because they did not parse."""
+        """Datagrams dropped because they did not parse (or unprotect, with SRTP)."""
         return self._malformed
 
     @property
@@ -271,6 +281,8 @@ class RtpSession:
         self._sequence = (self._sequence + 1) & 0xFFFF
         self._timestamp = (self._timestamp + timestamp_increment) & 0xFFFFFFFF
         if self.remote_rtp is not None:
+            if self._srtp_send is not None:
+                data = self._srtp_send.protect_rtp(data)
             self._out.append(Datagram(data, self.remote_rtp, self.local_rtp))
             self._packets_sent += 1
             self._octets_sent += len(payload)
@@ -339,6 +351,8 @@ class RtpSession:
 
     def _receive_rtp(self, data: bytes, addr: Endpoint, now: float) -> None:
         try:
+            if self._srtp_receive is not None:
+                data = self._srtp_receive.unprotect_rtp(data)
             packet = parse_rtp(data)
         except MalformedMessageError:
             self._malformed += 1
@@ -406,6 +420,8 @@ class RtpSession:
 
     def _receive_rtcp(self, data: bytes, addr: Endpoint, now: float) -> None:
         try:
+            if self._srtp_receive is not None:
+                data = self._srtp_receive.unprotect_rtcp(data)
             packets = parse_rtcp(data, allow_reduced_size=self.config.accept_reduced_size)
         except MalformedMessageError:
             self._malformed += 1
@@ -585,7 +601,8 @@ class RtpSession:
     def _send_report(self, now: float, *, bye: bool = False, bye_reason: str | None = None) -> None:
         data = self._build_report(now, bye=bye, bye_reason=bye_reason)
         if self.remote_rtcp is not None:
-            self._out.append(Datagram(data, self.remote_rtcp, self.local_rtcp))
+            wire = data if self._srtp_send is None else self._srtp_send.protect_rtcp(data)
+            self._out.append(Datagram(wire, self.remote_rtcp, self.local_rtcp))
         self._avg_rtcp_size += (len(data) + _UDP_IP_OVERHEAD - self._avg_rtcp_size) / 16
         self._report_before_last, self._last_report = self._last_report, now
         self._tp = now
