@@ -285,3 +285,13 @@ def test_random_traffic_never_raises_and_keeps_counts_consistent(
     stats = buffer.stats()
     assert stats.played == media
     assert stats.played + stats.buffered <= stats.received
+
+
+def test_a_delay_step_costs_a_few_late_packets_then_plays_on() -> None:
+    arrivals = [(t + (0.1 if seq >= 100 else 0.0), seq, ts) for t, seq, ts in steady(300)]
+    buffer = JitterBuffer()
+    frames = run(buffer, arrivals, pops=320)
+    stats = buffer.stats()
+    assert 1 <= stats.late <= 8
+    assert stats.inserted >= stats.late
+    assert set(range(150, 300)) <= set(played(frames))

@@ -221,15 +221,17 @@ class JitterBuffer:
             self._ref_timestamp_raw = timestamp
             self._ref_timestamp = ext_ts
         self._update_jitter(ext_ts, now=now)
-        self._slack += (slack - self._slack) * _SLACK_GAIN
         if ext_ts < self._next_timestamp:
             if self._playing:
+                # Not averaged into the slack: one very late packet would drag it
+                # down for many frames; growing by one frame now is the answer.
                 self._late += 1
                 self._grow = True
                 return
             # Reordered ahead of the anchor before playout began: start earlier.
             self._next_due -= (self._next_timestamp - ext_ts) / cfg.clock_rate
             self._next_timestamp = ext_ts
+        self._slack += (slack - self._slack) * _SLACK_GAIN
         if len(self._buffer) >= cfg.capacity:
             self._overflowed += 1
             return
