@@ -369,6 +369,12 @@ ADDRESSES = [
     HostAddress("docker0", "172.17.0.1"),
     HostAddress("wlan0", "10.0.0.7"),
     HostAddress("wlan0", "10.0.0.7"),
+    HostAddress("eth0", "::ffff:192.168.1.10"),
+    HostAddress("eth0", "fec0::1"),
+    HostAddress("eth0", "::c0a8:10a"),
+    HostAddress("eth0", "fe80::2%eth0"),
+    HostAddress("eth0", "0.0.0.0"),
+    HostAddress("eth0", "not-an-ip"),
 ]
 
 

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import ipaddress
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -97,6 +98,8 @@ _RELAY_RANK = {Transport.UDP: 3, Transport.TCP: 2, Transport.TLS: 1}  # §5.1.2.
 _POOR_V6 = frozenset(
     {AddressClass.TEREDO, AddressClass.SIX_TO_FOUR, AddressClass.IPV4_MAPPED}
 )  # RFC 8421 §4 (RFC 6724 precedence): below native addresses
+_SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")  # deprecated, RFC 3879
+_V4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated, RFC 4291 §2.5.5.1
 _LAST_RESORT = frozenset({AddressClass.LINK_LOCAL, AddressClass.LOOPBACK})
 
 
@@ -112,9 +115,10 @@ def select_host_addresses(
     Interfaces are kept by ``include_interfaces`` (fnmatch patterns; empty:
     all) minus ``exclude_interfaces``; addresses in ``exclude_addresses``,
     of a disabled family, unspecified, multicast or with a zone are
-    dropped. Loopback and link-local addresses are kept only when allowed,
-    or when nothing else is left (a host with only those can still talk to
-    itself or its link). Order is preserved, duplicates dropped.
+    dropped, and so are those RFC 8445 §5.1.1.1 excludes (IPv4-mapped,
+    IPv4-compatible and site-local IPv6). Loopback and link-local addresses
+    are kept only when allowed, or when nothing else is left (a host with
+    only those can still talk to itself or its link). Order is preserved, duplicates dropped.
     """
     kept: list[HostAddress] = []
     last_resort: list[HostAddress] = []
@@ -137,9 +141,11 @@ def select_host_addresses(
             family == Family.IPV6 and not config.ipv6
         ):
             continue
-        if cls in (AddressClass.UNSPECIFIED, AddressClass.MULTICAST):
+        if cls in (AddressClass.UNSPECIFIED, AddressClass.MULTICAST, AddressClass.IPV4_MAPPED):
             continue
         ip = Endpoint(addr.ip, 0).ip
+        if ip.version == 6 and (ip in _SITE_LOCAL or (ip in _V4_COMPATIBLE and int(ip) > 1)):
+            continue  # RFC 8445 §5.1.1.1: MUST NOT be included
         if any(ip.version == net.version and ip in net for net in config.exclude_addresses):
             continue
         seen.add(addr.ip)
@@ -153,7 +159,7 @@ def select_host_addresses(
 
 
 def host_preferences(ips: Sequence[str]) -> dict[str, int]:
-    """Local preference per host IP (RFC 8445 §5.1.2.1, RFC 8421 §4).
+    """Local preference per host IP (RFC 8445 §5.1.2.1; RFC 8421 §3 multihomed, §4 dual stack).
 
     IPv6 and IPv4 addresses are interleaved, IPv6 first, so that a dual-stack
     host's checks alternate families instead of waiting for all of one;
