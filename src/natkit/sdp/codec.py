@@ -208,9 +208,16 @@ def parse_sdp(data: bytes | str, config: SdpConfig = DEFAULT_CONFIG) -> SessionD
     """
     if len(data) > config.max_size:
         raise _bad(f"SDP body of {len(data)} bytes (limit {config.max_size})")
+    if isinstance(data, str):
+        try:  # the size limit is in bytes, and what is parsed must serialize again
+            data = data.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise _bad("SDP text with characters UTF-8 cannot carry") from None
+        if len(data) > config.max_size:
+            raise _bad(f"SDP body of {len(data)} bytes (limit {config.max_size})")
     # SDP is UTF-8 (RFC 8866 §5); other bytes are kept, not refused, so that
     # a Latin-1 session name from an old phone survives a proxy's rewrite.
-    text = data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else data
+    text = data.decode("utf-8", "surrogateescape")
     lines = _split_lines(text)
     if not lines or lines[0] != ("v", "0"):
         raise _bad("SDP must start with v=0")
