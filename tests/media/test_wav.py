@@ -147,6 +147,52 @@ def test_extensible_or_float_formats_are_unsupported(tmp_path: Path) -> None:
         read_wav(tmp_path / "float.wav")
 
 
+PCM_GUID = bytes.fromhex("0100000000001000800000aa00389b71")
+FLOAT_GUID = bytes.fromhex("0300000000001000800000aa00389b71")
+
+
+def extensible_wav(pcm: np.ndarray, *, rate: int, channels: int, guid: bytes = PCM_GUID) -> bytes:
+    """A WAVE_FORMAT_EXTENSIBLE file (what many tools write for >2 channels)."""
+    fmt = struct.pack(
+        "<HHIIHHHHI", 0xFFFE, channels, rate, rate * 2 * channels, 2 * channels, 16, 22, 16, 0
+    )
+    fmt += guid
+    data = pcm.astype("<i2").tobytes()
+    junk = b"LIST" + struct.pack("<I", 3) + b"abc\x00"  # odd-sized chunk, padded
+    riff = b"WAVE" + junk + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    riff += b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(riff)) + riff
+
+
+def test_extensible_pcm_is_read(tmp_path: Path) -> None:
+    tone = sine_tone(1000, duration=0.5, sample_rate=16000)
+    quad = np.stack([tone, tone, tone, tone], axis=1)
+    (tmp_path / "x.wav").write_bytes(extensible_wav(quad, rate=16000, channels=4))
+    pcm = read_wav(tmp_path / "x.wav")
+    assert len(pcm) == 4000
+    assert dominant_frequencies(pcm)[0] == pytest.approx(1000, abs=1)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(
+            extensible_wav(np.zeros(8, np.int16), rate=8000, channels=1, guid=FLOAT_GUID),
+            id="float-subformat",
+        ),
+        pytest.param(
+            extensible_wav(np.zeros(8, np.int16), rate=8000, channels=1)[:60], id="truncated"
+        ),
+    ],
+)
+def test_unsupported_or_broken_extensible_files_are_clear_errors(
+    tmp_path: Path, content: bytes
+) -> None:
+    (tmp_path / "x.wav").write_bytes(content)
+    with pytest.raises(WavFormatError):
+        read_wav(tmp_path / "x.wav")
+
+
 def test_the_error_is_a_natkit_error_and_a_value_error() -> None:
     assert issubclass(WavFormatError, NatkitError) and issubclass(WavFormatError, ValueError)
 

@@ -71,7 +71,7 @@ def _bit_length(values: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
 
 
 def _build_ulaw_encode_table() -> npt.NDArray[np.uint8]:
-    """G.711 Table 2a via the reference algorithm: 14-bit magnitude + 33 bias."""
+    """G.711 Table 2a via the reference algorithm: 14-bit sample, magnitude + 33 bias."""
     x = _all_int16()
     folded = np.where(x < 0, ~x, x)  # one's complement for negative samples
     biased = np.minimum((folded >> 2) + 33, 0x1FFF)
@@ -85,7 +85,7 @@ def _build_ulaw_encode_table() -> npt.NDArray[np.uint8]:
 
 
 def _build_alaw_encode_table() -> npt.NDArray[np.uint8]:
-    """G.711 Table 1a via the reference algorithm: 12-bit magnitude, even bits toggled."""
+    """G.711 Table 1a via the reference algorithm: 13-bit sample, even bits toggled."""
     x = _all_int16()
     magnitude = np.where(x < 0, ~x, x) >> 4  # 0..2047
     exponent = np.maximum(_bit_length(magnitude) - 4, 0)  # 0 for magnitude <= 15

@@ -3,11 +3,12 @@
 Theory of operation
 -------------------
 :func:`read_wav` reads a RIFF/WAVE file with the standard library's
-:mod:`wave` module, accepts 16-bit linear PCM only, averages the channels
+:mod:`wave` module, accepts 16-bit linear PCM only (also in a WAVE_FORMAT_EXTENSIBLE
+header, which Python 3.11's ``wave`` cannot read: natkit walks the RIFF
+chunks itself for that case), averages the channels
 to mono and resamples to the telephone rate with :func:`resample`.
 Anything else — not a WAV file, a truncated header, compressed formats,
-8/24/32-bit samples, WAVE_FORMAT_EXTENSIBLE headers the interpreter's
-``wave`` cannot read — raises :class:`WavFormatError`.
+8/24/32-bit samples, float, a non-PCM extensible sub-format — raises :class:`WavFormatError`.
 
 :func:`resample` is a rational polyphase resampler: the rate ratio is
 reduced to ``up/down``, and every output sample is the dot product of the
@@ -24,8 +25,10 @@ offset is an integer, and outputs are computed in chunks to bound memory.
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import struct
 import wave
 from typing import BinaryIO, Final
 
@@ -48,6 +51,8 @@ TELEPHONE_RATE: Final = 8000
 _CHUNK_OUTPUTS: Final = 8192
 _KAISER_BETA: Final = 8.6
 _CUTOFF: Final = 0.9
+_WAVE_FORMAT_EXTENSIBLE: Final = 0xFFFE
+_KSDATAFORMAT_SUBTYPE_PCM: Final = bytes.fromhex("0100000000001000800000aa00389b71")
 
 WavSource = str | os.PathLike[str] | BinaryIO
 
@@ -58,26 +63,63 @@ class WavFormatError(NatkitError, ValueError):
 
 def read_wav(source: WavSource, *, sample_rate: int = TELEPHONE_RATE) -> PcmArray:
     """Read a 16-bit PCM WAV file as mono samples at ``sample_rate``."""
+    content = _read_all(source)
     try:
-        with wave.open(_open_arg(source), "rb") as reader:
-            width = reader.getsampwidth()
-            channels = reader.getnchannels()
-            rate = reader.getframerate()
-            if reader.getcomptype() != "NONE":
-                raise WavFormatError(f"compressed WAV ({reader.getcomptype()}) is not supported")
-            if width != 2:
-                raise WavFormatError(f"{8 * width}-bit WAV is not supported: 16-bit PCM only")
-            if channels < 1 or rate < 1:
-                raise WavFormatError("WAV header declares no channels or no sample rate")
-            data = reader.readframes(reader.getnframes())
+        channels, rate, width, data = _read_with_wave(content)
     except WavFormatError:
         raise
     except (wave.Error, EOFError, ValueError) as exc:
-        raise WavFormatError(f"not a readable WAV file: {exc}") from exc
+        if f"unknown format: {_WAVE_FORMAT_EXTENSIBLE}" not in str(exc):
+            raise WavFormatError(f"not a readable WAV file: {exc}") from exc
+        channels, rate, width, data = _read_extensible(content)
+    if width != 2:
+        raise WavFormatError(f"{8 * width}-bit WAV is not supported: 16-bit PCM only")
+    if channels < 1 or rate < 1:
+        raise WavFormatError("WAV header declares no channels or no sample rate")
     usable = len(data) // (2 * channels) * (2 * channels)  # a truncated last frame
     samples = np.frombuffer(data[:usable], dtype="<i2").reshape(-1, channels)
     mono = samples[:, 0] if channels == 1 else _mix_down(samples)
     return resample(mono, rate, sample_rate)
+
+
+def _read_all(source: WavSource) -> bytes:
+    if isinstance(source, (str, os.PathLike)):
+        with open(os.fspath(source), "rb") as file:
+            return file.read()
+    return source.read()
+
+
+def _read_with_wave(content: bytes) -> tuple[int, int, int, bytes]:
+    with wave.open(io.BytesIO(content), "rb") as reader:
+        if reader.getcomptype() != "NONE":
+            raise WavFormatError(f"compressed WAV ({reader.getcomptype()}) is not supported")
+        channels, width, rate = reader.getnchannels(), reader.getsampwidth(), reader.getframerate()
+        return channels, rate, width, reader.readframes(reader.getnframes())
+
+
+def _read_extensible(content: bytes) -> tuple[int, int, int, bytes]:
+    """WAVE_FORMAT_EXTENSIBLE with the PCM sub-format, which ``wave`` only
+    reads from Python 3.12: walk the RIFF chunks, every length checked."""
+    if len(content) < 12 or content[:4] != b"RIFF" or content[8:12] != b"WAVE":
+        raise WavFormatError("not a readable WAV file: no RIFF/WAVE header")
+    fmt: bytes | None = None
+    data: bytes | None = None
+    position = 12
+    while position + 8 <= len(content) and data is None:
+        chunk_id = content[position : position + 4]
+        (size,) = struct.unpack_from("<I", content, position + 4)
+        body = content[position + 8 : position + 8 + size]
+        if chunk_id == b"fmt ":
+            fmt = body
+        elif chunk_id == b"data":
+            data = body
+        position += 8 + size + (size & 1)
+    if fmt is None or data is None or len(fmt) < 40:
+        raise WavFormatError("not a readable WAV file: missing or short fmt/data chunk")
+    _, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", fmt)
+    if fmt[24:40] != _KSDATAFORMAT_SUBTYPE_PCM:
+        raise WavFormatError("WAVE_FORMAT_EXTENSIBLE with a non-PCM sub-format is not supported")
+    return channels, rate, bits // 8 if bits % 8 == 0 else 0, data
 
 
 def read_wav_frames(
