@@ -8,6 +8,7 @@
 * :mod:`natkit.rtp.interval` - the RTCP report interval (§6.2-6.3, A.7)
 * :mod:`natkit.rtp.session` - :class:`RtpSession`, one media stream
 * :mod:`natkit.rtp.srtp` - SRTP/SRTCP with SDES keys through libsrtp
+* :mod:`natkit.rtp.aio` - :class:`~natkit.rtp.aio.AsyncRtpSession`, the asyncio driver
 """
 
 from natkit.rtp.demux import DatagramKind, classify_datagram
