@@ -111,6 +111,7 @@ def test_no_direction_means_sendrecv() -> None:
 
 def test_rtcp_port_only_and_with_address() -> None:
     assert parse_rtcp("53020") == Rtcp(port=53020)
+    assert Rtcp(port=53020).format() == "53020"
     full = parse_rtcp("53020 IN IP4 126.16.64.4")
     assert full == Rtcp(port=53020, nettype="IN", addrtype="IP4", address="126.16.64.4")
     assert full.format() == "53020 IN IP4 126.16.64.4"

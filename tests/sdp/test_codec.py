@@ -225,6 +225,12 @@ REJECTED_400 = [
     ),
     pytest.param(MINIMAL.replace(b"c=IN IP4 192.0.2.1", b"c=IN IP4"), id="connection-2-fields"),
     pytest.param(AUDIO + b"t=0 0\r\n", id="t-inside-media"),
+    pytest.param(
+        MINIMAL.replace(b"c=IN IP4 192.0.2.1", b"c=IN IP4 /127"), id="connection-no-address"
+    ),
+    pytest.param(
+        MINIMAL.replace(b"192.0.2.1\r\nt", b"224.2.1.1/1/2/3\r\nt"), id="connection-3-suffixes"
+    ),
     pytest.param(AUDIO + b"i=one\r\ni=two\r\n", id="two-media-titles"),
 ]
 
@@ -303,3 +309,21 @@ def test_serialized_empty_session_name_is_a_space() -> None:
     desc = parse_sdp(MINIMAL.replace(b"s=-", b"s="))
     assert desc.session_name == ""
     assert b"\r\ns= \r\n" in serialize_sdp(desc)
+
+
+def test_size_limit_counts_bytes_of_text_input() -> None:
+    text = bodies.SIPP_UAC.decode().replace("s=-", "s=" + "\u00e9" * 60)
+    assert len(text) < 200 < len(text.encode())
+    with pytest.raises(MalformedMessageError, match="bytes"):
+        parse_sdp(text, SdpConfig(max_size=200))
+
+
+def test_key_time_zone_and_media_title_lines() -> None:
+    body = (
+        MINIMAL.replace(b"t=0 0\r\n", b"t=0 0\r\nz=2882844526 -1h 2898848070 0\r\nk=prompt\r\n")
+        + b"m=audio 4000 RTP/AVP 0\r\ni=main audio\r\nk=clear:secret\r\n"
+    )
+    desc = parse_sdp(body)
+    assert (desc.time_zones, desc.key) == ("2882844526 -1h 2898848070 0", "prompt")
+    assert (desc.media[0].title, desc.media[0].key) == ("main audio", "clear:secret")
+    assert serialize_sdp(desc) == body

@@ -97,6 +97,12 @@ def test_offer_announces_rtcp_port_only_when_not_rtp_plus_one() -> None:
     assert offer.media[0].get("rtcp") == Attribute("rtcp", "4010")
 
 
+def test_offer_packet_times() -> None:
+    media = build_offer(caps(audio(ptime=30, maxptime=60))).media[0]
+    assert (media.ptime, media.maxptime) == (30.0, 60.0)
+    assert build_offer(caps(audio(ptime=None))).media[0].ptime is None
+
+
 def test_offer_without_rtcp_mux() -> None:
     assert not build_offer(caps(audio(rtcp_mux=False))).media[0].rtcp_mux
 
@@ -185,6 +191,15 @@ def test_answer_codec_match_needs_same_clock_rate_and_channels() -> None:
     )
     result = answer(offer, caps(audio(codecs=(OPUS, PCMU))))
     assert result.media[0].port == 0
+
+
+def test_answer_drops_a_local_codec_whose_payload_type_is_taken() -> None:
+    clash = Codec(name="G722", clock_rate=8000, payload_type=101)
+    offer = offer_of(
+        "m=audio 5000 RTP/AVP 96 97", "a=rtpmap:96 telephone-event/8000", "a=rtpmap:97 G722/8000"
+    )
+    result = answer(offer, caps(audio(codecs=(TELEPHONE_EVENT, clash, PCMU))))
+    assert result.media[0].port == 0  # G722 cannot have 101 too; events alone are no audio
 
 
 def test_answer_rejects_stream_with_no_common_codec() -> None:
@@ -349,6 +364,13 @@ def test_negotiated_rtcp_attribute_port_only() -> None:
     assert stream.remote_rtcp == Endpoint("198.51.100.7", 53020)
 
 
+def test_negotiated_rtcp_to_unspecified_address_is_unknown() -> None:
+    offer = offer_of("m=audio 49170 RTP/AVP 0", "a=rtcp:9 IN IP4 0.0.0.0")
+    (stream,) = negotiated_media(offer, answer(offer, caps()), local_is_offerer=False)
+    assert stream.remote_rtp == Endpoint("198.51.100.7", 49170)
+    assert stream.remote_rtcp is None
+
+
 def test_negotiated_rtcp_defaults_to_rtp_plus_one() -> None:
     offer = parse_sdp(bodies.SIPP_UAC)
     (stream,) = negotiated_media(offer, answer(offer, caps()), local_is_offerer=False)
@@ -472,6 +494,24 @@ def test_answer_srtp_policy(
     assert (media.port != 0, bool(media.get_all("crypto"))) == (accepted, with_crypto)
 
 
+def test_best_effort_srtp_declined_means_plain_rtp_both_ways() -> None:
+    offer = build_offer(caps(audio(srtp=SrtpPolicy.OPTIONAL)))
+    reply = answer(offer, caps(address="198.51.100.7"))
+    assert not reply.media[0].get_all("crypto")
+    assert negotiated_media(offer, reply)[0].srtp is None
+    assert negotiated_media(offer, reply, local_is_offerer=False)[0].srtp is None
+
+
+def test_savp_answer_without_keys_is_unusable() -> None:
+    offer = build_offer(caps(audio(srtp=SrtpPolicy.REQUIRED)))
+    reply = answer(offer, caps(audio(srtp=SrtpPolicy.REQUIRED), seed=3))
+    stripped = reply.with_media(
+        0, reply.media[0].with_attributes(reply.media[0].without(frozenset({"crypto"})))
+    )
+    with pytest.raises(MalformedMessageError, match="without SRTP keys"):
+        negotiated_media(offer, stripped)
+
+
 def test_negotiated_crypto_answer_for_no_offered_tag_is_unusable() -> None:
     offer = build_offer(caps(audio(srtp=SrtpPolicy.REQUIRED)))
     reply = answer(offer, caps(audio(srtp=SrtpPolicy.REQUIRED), seed=3))
@@ -551,6 +591,22 @@ def test_reoffer_keeps_srtp_keys() -> None:
     first = build_offer(caps(audio(srtp=SrtpPolicy.REQUIRED)))
     again = build_offer(caps(audio(srtp=SrtpPolicy.REQUIRED), seed=99), previous=first)
     assert again.media[0].crypto() == first.media[0].crypto()
+
+
+def test_reoffer_that_turns_srtp_on_makes_fresh_keys() -> None:
+    plain = build_offer(caps())
+    broken = plain.with_media(
+        0,
+        plain.media[0].with_attributes(
+            (
+                *plain.media[0].attributes,
+                Attribute("crypto", "1 AES_CM_128_HMAC_SHA1_80 inline:bad"),
+            )
+        ),
+    )
+    secure = build_offer(caps(audio(srtp=SrtpPolicy.REQUIRED)), previous=broken)
+    assert [c.tag for c in secure.media[0].crypto()] == [1, 2]
+    assert secure.origin.session_version == plain.origin.session_version + 1
 
 
 def test_reoffer_turns_dropped_stream_into_port_zero() -> None:

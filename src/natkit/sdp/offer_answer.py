@@ -120,6 +120,10 @@ STATIC_PAYLOAD_TYPES: dict[int, RtpMap] = {
 }
 FIRST_DYNAMIC_PAYLOAD_TYPE = 96  # RFC 3551 §3
 
+# Secure RTP profiles whose keys come from a=crypto (RFC 4568 §9.1); the
+# UDP/TLS/... variants take theirs from DTLS (RFC 5763) instead.
+SDES_PROTOS = frozenset({"RTP/SAVP", "RTP/SAVPF"})
+
 # Encodings that ride along with a real codec and are never "the" codec.
 AUXILIARY_ENCODINGS = frozenset({"telephone-event", "cn", "red", "rtx", "ulpfec", "flexfec"})
 
@@ -606,9 +610,10 @@ def _endpoint(host: str | None, port: int) -> Endpoint | None:
     if host is None:
         return None
     try:
-        return Endpoint.of(host, port)
+        endpoint = Endpoint.of(host, port)
     except ValueError:
         return None  # a host name: the caller resolves remote_host
+    return None if endpoint.ip.is_unspecified else endpoint
 
 
 def _negotiated_codecs(local: MediaDescription, remote: MediaDescription) -> list[NegotiatedCodec]:
@@ -688,7 +693,8 @@ def negotiated_media(
     to RTP port + 1 (RFC 3550 §11). We send each codec with the remote's
     payload type and receive it on ours. Raises
     :class:`MalformedMessageError` (488) if the answer has a different
-    number of m-lines (RFC 3264 §6) or an ``a=crypto`` that answers nothing.
+    number of m-lines (RFC 3264 §6), an ``a=crypto`` that answers nothing,
+    or an ``RTP/SAVP(F)`` stream without keys (RFC 4568 §7.1.3).
     """
     if len(answer.media) != len(offer.media):
         raise MalformedMessageError(
@@ -713,10 +719,16 @@ def negotiated_media(
         if mux:
             remote_rtcp = remote_rtp
         elif rtcp_attr is not None:
-            remote_rtcp = _endpoint(rtcp_attr.address or host, rtcp_attr.port)
+            rtcp_host = host if rtcp_attr.address is None else rtcp_attr.address
+            remote_rtcp = _endpoint(rtcp_host, rtcp_attr.port)
         else:
             remote_rtcp = _endpoint(host, rm.port + 1) if rm.port < 0xFFFF else None
         codecs = _negotiated_codecs(lm, rm)
+        srtp = _negotiated_srtp(lm, rm)
+        if srtp is None and rm.proto.upper() in SDES_PROTOS:
+            raise MalformedMessageError(
+                f"stream {index} is {rm.proto} without SRTP keys", error_code=UNUSABLE
+            )
         streams.append(
             NegotiatedStream(
                 index=index,
@@ -739,7 +751,7 @@ def negotiated_media(
                     receives=local_direction.receives and remote_direction.sends,
                 ),
                 remote_hold=not remote_direction.receives,
-                srtp=_negotiated_srtp(lm, rm),
+                srtp=srtp,
                 remote_ptime=rm.ptime,
                 local_setup=_local_setup(local, remote, index, local_is_offerer),
             )
