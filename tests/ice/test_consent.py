@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from natkit.addr import Endpoint
 from natkit.ice.agent import IceAgent
 from natkit.ice.candidate import CandidateType
@@ -208,3 +210,21 @@ def test_controlled_agent_follows_the_controlling_agents_renomination() -> None:
     assert changes_b and changes_b[-1][0] - cut <= 2.0
     assert ta_ - cut <= 2.0
     assert b.selected_pair(0, 1)[1].address == A_RELAY.address  # type: ignore[index]
+
+
+@pytest.mark.parametrize("seed", range(100, 112))
+def test_failover_then_total_loss_runs_to_consent_expiry_for_many_seeds(seed: int) -> None:
+    # Long virtual runs across every timer (consent, failover, keepalive,
+    # retransmissions) with different random draws: nothing spins, and the
+    # end state is the same.
+    net, a, b = connected(seed)
+    net.run(2.0)
+    net.blocked = lambda s, d: s.host in HOSTS and d.host in HOSTS
+    net.run(5.0)
+    assert len(net.of(a, SelectedPairChanged)) == 1
+    net.blocked = lambda s, d: True
+    net.run(40.0)
+    for agent in (a, b):
+        assert len(net.of(agent, ConsentLost)) == 1
+        assert net.of(agent, IceFailed)[-1].reason == "consent lost"
+        assert agent.get_timer() is None or agent.get_timer() > net.now  # type: ignore[operator]

@@ -163,6 +163,7 @@ class _Check:
     rto: float
     sends: int = 1
     deadline: float = 0.0
+    cancelled: bool = False
 
 
 class IceAgent:
@@ -558,6 +559,7 @@ class IceAgent:
         if pair.state is not PairState.SUCCEEDED:
             self._lists.set_state(pair, PairState.IN_PROGRESS)
         check = self._new_check(pair, gen, consent=False, use_candidate=use_candidate, rto=rto)
+        pair.check_tid = check.tid
         self._start_check(check, now)
 
     def _new_check(
@@ -631,7 +633,7 @@ class IceAgent:
             self._transmit(check.pair, check.data, now)
             return
         del self._checks[check.tid]
-        if not check.consent:
+        if not check.consent and not check.cancelled:
             self._fail_pair(check.pair, now)
 
     # -- answering checks (§7.3) --------------------------------------------------------
@@ -766,9 +768,19 @@ class IceAgent:
             if use_candidate and not self._controlling:
                 self._nominated(st, pair, now)
             return
-        if pair.state is not PairState.IN_PROGRESS:
-            self._lists.enqueue_triggered(pair)
-            self._wake()
+        if pair.state is PairState.IN_PROGRESS:
+            # §7.3.1.4: cancel the running check (no more retransmissions, no
+            # failure on timeout, a late answer still counts) and check again
+            # now that the peer's check has opened the path.
+            running = self._checks.get(pair.check_tid)
+            if running is not None and not running.cancelled:
+                running.cancelled = True
+                running.sends = self.config.rc
+                running.deadline = now + self.config.rm * running.rto
+                heapq.heappush(self._check_heap, (running.deadline, next(self._serial), running))
+            self._lists.set_state(pair, PairState.WAITING)
+        self._lists.enqueue_triggered(pair)
+        self._wake()
 
     # -- responses to our checks (§7.2.5) ------------------------------------------------
 
@@ -1050,7 +1062,9 @@ class IceAgent:
             for pair in monitored:
                 if pair.consent_lost:
                     continue
-                if now - pair.last_response >= cfg.consent_timeout:
+                # Deadlines are compared as computed (a + b), never as now - a >= b:
+                # float rounding would leave a timer due that never fires.
+                if now >= pair.last_response + cfg.consent_timeout:
                     self._consent_lost(st, comp, pair, now)
                     continue
                 if now >= pair.next_check:
@@ -1064,8 +1078,7 @@ class IceAgent:
                 due = min(due, pair.next_check, pair.last_response + cfg.consent_timeout)
             current = comp.selected
             if cfg.hot_spares and current is not None and not current.consent_lost:
-                silent = now - current.last_response
-                if silent > cfg.failover_timeout:
+                if now > current.last_response + cfg.failover_timeout:
                     spare = pick_failover(comp.spares, now=now, timeout=cfg.failover_timeout)
                     if spare is not None:
                         self._failover(st, comp, spare, now)
@@ -1074,7 +1087,7 @@ class IceAgent:
                     due = min(due, current.last_response + cfg.failover_timeout + 1e-3)
         keep = comp.selected if comp.selected is not None else comp.previous
         if keep is not None and not keep.consent_lost:
-            if now - keep.last_sent >= cfg.tr:
+            if now >= keep.last_sent + cfg.tr:
                 # §11: a Binding indication keeps NAT bindings open.
                 ind = StunMessage(Method.BINDING, MessageClass.INDICATION, self._rng.randbytes(12))
                 self._transmit(keep, serialize_message(ind, fingerprint=True), now)

@@ -75,6 +75,7 @@ class CandidatePair:
     nominating: bool = False  # a USE-CANDIDATE check is queued or running
     triggered: bool = False
     heap_serial: int = -1
+    check_tid: bytes = b""  # the transaction of its latest connectivity check
     # RFC 7675 consent and hot-spare path monitoring
     last_response: float = -1.0
     next_check: float = 0.0
