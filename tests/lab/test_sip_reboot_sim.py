@@ -25,9 +25,9 @@ UDP, TCP = SipTransport.UDP, SipTransport.TCP
 CASES = [
     pytest.param("port-restricted-cone", UDP, True, False, True, id="prc-udp-refresh-heals"),
     pytest.param("port-restricted-cone", TCP, True, True, True, id="prc-tcp-flow-fails"),
-    pytest.param("symmetric", UDP, True, False, True, id="symmetric-udp-new-port"),
+    pytest.param("symmetric", UDP, True, True, True, id="symmetric-udp-new-port"),
     pytest.param("symmetric", TCP, True, True, True, id="symmetric-tcp"),
-    pytest.param("carrier-grade", UDP, True, False, True, id="cgn-udp"),
+    pytest.param("carrier-grade", UDP, True, True, True, id="cgn-udp-new-port"),
     pytest.param("linux-masquerade", TCP, True, True, True, id="masquerade-tcp"),
     pytest.param("symmetric-udp-firewall", TCP, True, True, True, id="firewall-tcp-state-lost"),
     pytest.param("open", TCP, True, False, True, id="no-state-nothing-lost"),
@@ -84,13 +84,26 @@ def test_every_preset_early_call_matches_the_expected_table() -> None:
     assert run_virtual(main) == []
 
 
-@pytest.mark.parametrize("nat", ["port-restricted-cone", "symmetric", "open"])
+@pytest.mark.parametrize("nat", ["port-restricted-cone", "open"])
 def test_udp_recovers_at_the_next_refresh(nat: str) -> None:
-    """The agent does not see a UDP flow die; the refresh at half the
-    expiry (60 s after registering, 30 s after the reboot) moves it."""
+    """A UDP mapping that comes back on the same port fails nothing; the
+    refresh at half the expiry (60 s after registering, 30 s after the
+    reboot) re-registers as usual."""
     outcome = run_virtual(reboot_then_call(nat, PRESETS[nat], UDP))
     assert outcome.recovered_after is not None
     assert outcome.recovered_after <= REGISTRATION_EXPIRES / 2
+
+
+@pytest.mark.parametrize("nat", ["symmetric", "carrier-grade"])
+def test_udp_flow_rebound_to_a_new_port_fails_at_the_next_keepalive(nat: str) -> None:
+    """RFC 5626 §4.4.1: the STUN keepalive's XOR-MAPPED-ADDRESS changed, so
+    the flow fails within one keepalive interval (Flow-Timer) and registers
+    again after the §4.5 back-off (30-60 s)."""
+    outcome = run_virtual(reboot_then_call(nat, PRESETS[nat], UDP))
+    assert outcome.flow_failed
+    assert outcome.detected_after is not None and outcome.detected_after <= FLOW_TIMER + 1
+    assert outcome.recovered_after is not None
+    assert outcome.recovered_after <= FLOW_TIMER + 60 + 1
 
 
 def test_tcp_recovers_within_detection_plus_the_first_backoff() -> None:
@@ -112,7 +125,8 @@ def test_every_preset_and_transport_matches_the_expected_table() -> None:
     ("behavior", "transport", "expected"),
     [
         pytest.param(PORT_RESTRICTED_CONE, TCP, (True, True, True), id="stateful-tcp"),
-        pytest.param(PORT_RESTRICTED_CONE, UDP, (True, False, True), id="udp-unseen"),
+        pytest.param(PORT_RESTRICTED_CONE, UDP, (True, False, True), id="udp-same-port"),
+        pytest.param(PRESETS["symmetric"], UDP, (True, True, True), id="udp-new-port"),
         pytest.param(OPEN, TCP, (True, False, True), id="open"),
         pytest.param(UDP_BLOCKED, UDP, (False, False, False), id="udp-blocked"),
         pytest.param(WEB_ONLY, TCP, (False, False, False), id="web-only-no-5060"),

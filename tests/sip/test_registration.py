@@ -645,3 +645,82 @@ def test_backoff_wait_in_half_to_full_bound(failures: int, seed: int, others_up:
         h.advance(retry_at - 0.001, answer={EDGE2: ok() if others_up else status(503)})
         h.take()  # flow 2's own refreshes and retries
         h.advance(retry_at, answer={EDGE1: status(500), EDGE2: ok() if others_up else status(503)})
+
+
+# ------------------------------------------ RFC 5626 §4.4.1: the STUN mapped address
+
+NAT_MAPPED = Endpoint("198.51.100.1", 40001)
+
+
+def ok_stamped(mapped: Endpoint | None) -> Reply:
+    """A 200 whose Via carries the received/rport the edge stamped (RFC 3581 §4)."""
+    base = ok(flow_timer=30)
+
+    def answer(request: SipRequest) -> SipResponse:
+        response = base(request)
+        if mapped is not None:
+            via = request.top_via.with_params(received=mapped.host, rport=str(mapped.port))
+            response.headers.set("Via", str(via))
+        return response
+
+    return answer
+
+
+def udp_keepalive_due(h: Harness) -> KeepaliveDue:
+    """Run timers (the UDP transaction's Timer K among them) to the next keepalive."""
+    for _ in range(10):
+        h.run_to_next()
+        dues = [e for e in h.take() if isinstance(e, KeepaliveDue)]
+        if dues:
+            (due,) = dues
+            assert due.method is KeepaliveMethod.STUN
+            return due
+    raise AssertionError("no keepalive came")
+
+
+@pytest.mark.parametrize(
+    ("stamped", "answers", "failed_at"),
+    [
+        pytest.param(NAT_MAPPED, [NAT_MAPPED, NAT_MAPPED], None, id="same-as-registered"),
+        pytest.param(NAT_MAPPED, [Endpoint("198.51.100.1", 40777)], 0, id="port-changed"),
+        pytest.param(NAT_MAPPED, [Endpoint("198.51.100.9", 40001)], 0, id="address-changed"),
+        pytest.param(None, [NAT_MAPPED, NAT_MAPPED], None, id="no-rport-first-answer-is-base"),
+        pytest.param(
+            None, [NAT_MAPPED, Endpoint("198.51.100.1", 1)], 1, id="no-rport-then-changed"
+        ),
+    ],
+)
+def test_a_changed_stun_mapped_address_fails_the_flow(
+    stamped: Endpoint | None, answers: list[Endpoint], failed_at: int | None
+) -> None:
+    h = harness(transport=SipTransport.UDP)
+    h.answer(ok_stamped(stamped))
+    h.take()
+    for index, mapped in enumerate(answers):
+        due = udp_keepalive_due(h)
+        h.client.keepalive_answered(due.flow, now=h.now, mapped=mapped)
+        failures = [e for e in h.take() if isinstance(e, FlowFailed)]
+        if index == failed_at:
+            (failure,) = failures
+            assert failure.reason == "mapped address changed"
+            assert h.client.flow_state(1) is FlowState.WAITING
+            return
+        assert not failures and h.client.flow_state(1) is FlowState.REGISTERED
+    assert failed_at is None
+
+
+def test_after_recovery_the_new_mapping_is_the_base() -> None:
+    h = harness(transport=SipTransport.UDP)
+    h.answer(ok_stamped(NAT_MAPPED))
+    h.take()
+    due = udp_keepalive_due(h)
+    h.client.keepalive_answered(due.flow, now=h.now, mapped=Endpoint("198.51.100.1", 40777))
+    (failure,) = [e for e in h.take() if isinstance(e, FlowFailed)]
+    h.advance(failure.retry_at)
+    rebound = Endpoint("198.51.100.1", 40777)
+    h.answer(ok_stamped(rebound))  # the recovery REGISTER, from the new mapping
+    assert h.client.flow_state(1) is FlowState.REGISTERED
+    h.take()
+    due = udp_keepalive_due(h)
+    h.client.keepalive_answered(due.flow, now=h.now, mapped=rebound)
+    assert not [e for e in h.take() if isinstance(e, FlowFailed)]

@@ -194,3 +194,90 @@ def test_two_flows_via_two_edges_one_edge_dies_the_other_stays_registered() -> N
             await agent.close()
 
     run_virtual(main)
+
+
+def test_stun_keepalives_unanswered_fail_the_udp_flow_before_the_refresh() -> None:
+    # RFC 5626 §4.4.1: the edge stops answering (here: the server is gone).
+    # The STUN transaction times out (39.5 s) and the flow fails at once,
+    # not at the REGISTER refresh 300 s later.
+    async def main() -> tuple[str, float]:
+        net = Internet(seed=3)
+        server_host = net.add_host("server", SERVER_IP)
+        alice_host = net.add_host("alice", ALICE_IP)
+        store = MemoryStore(clock=wallclock)
+        await add_user(store, "example.org", "alice", "secret")
+        config = SipServerConfig(
+            listen=((SipTransport.UDP, Endpoint(SERVER_IP, 5060)),),
+            domains=frozenset({"example.org"}),
+            secret=b"s" * 32,
+            flow_timer=30,
+        )
+        server = SipServer(server_host.stack, config, store, rng=seeded_rng(1))
+        await server.start()
+        async with RegistrationAgent(alice_host.stack, agent_config(SipTransport.UDP)) as agent:
+            await asyncio.wait_for(agent.registered(), 30)
+            await asyncio.sleep(100)  # a few keepalives answered
+            while not agent.events.empty():
+                assert not isinstance(agent.events.get_nowait(), FlowFailed)
+            await server.close()
+            stopped = asyncio.get_running_loop().time()
+            failed = await asyncio.wait_for(agent.events.get(), 200)
+            assert isinstance(failed, FlowFailed)
+            return failed.reason, asyncio.get_running_loop().time() - stopped
+
+    reason, after = run_virtual(main)
+    assert reason == "STUN keepalive timed out"
+    assert after <= 30 + 39.5 + 1  # one keepalive interval plus the STUN timeout
+
+
+def test_a_nat_rebinding_the_udp_flow_fails_it_at_the_next_keepalive() -> None:
+    # RFC 5626 §4.4.1: after the NAT forgot its mappings, the next STUN
+    # keepalive comes out of a new external port; its XOR-MAPPED-ADDRESS is
+    # not the address alice registered with, so the flow fails and is
+    # registered again (§4.5) over the new mapping.
+    from natkit.lab.topology import attach_nat
+    from natkit.nat.box import NatBox
+    from natkit.nat.presets import SYMMETRIC
+
+    async def main() -> tuple[str, float, bool]:
+        net = Internet(seed=3)
+        server_host = net.add_host("server", SERVER_IP)
+        nat = attach_nat(net, SYMMETRIC, seed=3)
+        alice_host = net.add_host("alice", behind=nat)
+        store = MemoryStore(clock=wallclock)
+        await add_user(store, "example.org", "alice", "secret")
+        config = SipServerConfig(
+            listen=((SipTransport.UDP, Endpoint(SERVER_IP, 5060)),),
+            domains=frozenset({"example.org"}),
+            secret=b"s" * 32,
+            flow_timer=30,
+        )
+        agent_cfg = dataclasses.replace(
+            agent_config(SipTransport.UDP),
+            contact=sip(f"sip:alice@{alice_host.ip}:5070;transport=udp"),
+            sent_by=Endpoint(alice_host.ip, 5070),
+        )
+        loop = asyncio.get_running_loop()
+        async with (
+            SipServer(server_host.stack, config, store, rng=seeded_rng(1)),
+            RegistrationAgent(alice_host.stack, agent_cfg) as agent,
+        ):
+            await asyncio.wait_for(agent.registered(), 30)
+            await asyncio.sleep(70)
+            while not agent.events.empty():
+                assert not isinstance(agent.events.get_nowait(), FlowFailed)
+            core = nat.core
+            assert isinstance(core, NatBox)
+            core.reboot(now=loop.time())
+            nat.rearm()
+            rebooted = loop.time()
+            failed = await asyncio.wait_for(agent.events.get(), 100)
+            assert isinstance(failed, FlowFailed)
+            detected = loop.time() - rebooted
+            again = await asyncio.wait_for(agent.events.get(), 100)
+            return failed.reason, detected, isinstance(again, RegistrationSucceeded)
+
+    reason, detected, registered_again = run_virtual(main)
+    assert reason == "mapped address changed"
+    assert detected <= 30 + 1  # within one keepalive interval (Flow-Timer)
+    assert registered_again

@@ -20,11 +20,13 @@ the registrar holds for alice now leads nowhere.
   back-off (30-60 s, only one flow) over a new connection (§4.5: the
   agent closes the failed flow's connection first): about 60 s after
   the reboot.
-* Over **UDP** the agent cannot tell: it counts a STUN keepalive answered
-  when sent (see :mod:`natkit.sip.aio.registration`), so no flow failure is
-  reported. Its keepalives make a new mapping (a different external port
-  unless the NAT preserves ports) and the next REGISTER refresh, at half
-  the expiry (60 s), moves the registrar's binding onto it.
+* Over **UDP** the next STUN keepalive makes a new mapping. Behind a NAT
+  that picks a new external port (symmetric, carrier-grade) its
+  XOR-MAPPED-ADDRESS differs from the address alice registered with: the
+  agent fails the flow at once (RFC 5626 §4.4.1) and registers again after
+  the back-off. Behind port-preserving NATs and firewalls the mapping comes
+  back the same, nothing failed, and the next REGISTER refresh (half the
+  expiry, 60 s) finds it so.
 
 Either way, once alice has registered again, bob's INVITE through the
 proxy reaches her over the new flow and is answered 200. A box without
@@ -137,11 +139,16 @@ def expected_reboot_outcome(
 ) -> tuple[bool, bool, bool]:
     """(registered, flow_failed, reached): a reachable registrar registers;
     a reboot kills a TCP flow through any box with state (the agent sees
-    it) but goes unseen on UDP; after the next REGISTER the call arrives."""
+    it) and a UDP flow through a NAT that maps it to a new external port
+    (the STUN keepalive's mapped address changes); after the next REGISTER
+    the call arrives."""
     if not passes(behavior, transport):
         return (False, False, False)
     stateless = not behavior.translate and behavior.filtering is None
-    return (True, transport.reliable and not stateless, True)
+    if transport.reliable:
+        return (True, not stateless, True)
+    rebound = behavior.translate and behavior.port_assignment is not PortAssignment.PRESERVING
+    return (True, rebound, True)
 
 
 def expected_early_call(behavior: NatBehavior, transport: SipTransport) -> bool:

@@ -34,7 +34,10 @@ uniform(95, 120) s on streams and uniform(24, 29) s on UDP. The driver
 sends a STUN Binding (UDP) or CRLFCRLF (streams) and reports
 :meth:`keepalive_answered`; no answer within ``keepalive_timeout`` (10 s
 for a pong, §4.4.1; 39.5 s for STUN, the RFC 5389 transaction timeout),
-:meth:`keepalive_failed` or :meth:`flow_closed` fail the flow, which then
+:meth:`keepalive_failed` or :meth:`flow_closed` fail the flow, and so does
+a STUN answer whose XOR-MAPPED-ADDRESS differs from the address the flow
+registered with (the ``received``/``rport`` of its 2xx: the NAT rebound it,
+§4.4.1; ``keepalive_answered(mapped=...)``). A failed flow then
 re-registers after the back-off over a new connection (its Target loses the
 pinned flow id). :meth:`local_address_changed` re-registers every flow now;
 :meth:`unregister` sends Expires: 0 on every registered flow.
@@ -52,7 +55,7 @@ import enum
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from natkit.addr import Endpoint
+from natkit.addr import Endpoint, canonical_ip
 from natkit.errors import MalformedMessageError
 from natkit.rng import Rng, default_rng
 from natkit.sip.digest import DigestClient
@@ -183,6 +186,7 @@ class _Flow:
     retry_at: float | None = None
     keepalive_at: float | None = None
     keepalive_deadline: float | None = None
+    mapped: Endpoint | None = None  # UDP: our address as the first hop sees it
     outbound: bool = False
     flow_timer: int | None = None
     expires_at: float | None = None
@@ -195,6 +199,7 @@ class _Flow:
     def clear_timers(self) -> None:
         self.refresh_at = self.retry_at = None
         self.keepalive_at = self.keepalive_deadline = None
+        self.mapped = None
 
 
 def _uuid4(rng: Rng) -> str:
@@ -308,12 +313,27 @@ class RegistrationClient:
             f.consecutive_failures = 0
             self._send_register(f, self.config.expires, now)
 
-    def keepalive_answered(self, flow: int, *, now: float) -> None:
-        """The driver got the STUN response or CRLF pong for ``flow``."""
+    def keepalive_answered(self, flow: int, *, now: float, mapped: Endpoint | None = None) -> None:
+        """The driver got the STUN response or CRLF pong for ``flow``;
+        ``mapped`` is a STUN response's XOR-MAPPED-ADDRESS.
+
+        RFC 5626 §4.4.1: a mapped address that differs from the one the
+        flow registered with (the ``received``/``rport`` of its REGISTER's
+        2xx, else the first STUN answer) means the NAT rebound the flow: it
+        fails (:class:`FlowFailed`, reason "mapped address changed") and is
+        recovered by the §4.5 back-off, as for any failed flow.
+        """
         f = self._flow(flow)
         if f.keepalive_deadline is None:
             return
         f.keepalive_deadline = None
+        if mapped is not None and f.state is FlowState.REGISTERED:
+            mapped = _canonical(mapped)
+            if f.mapped is None:
+                f.mapped = mapped
+            elif f.mapped != mapped:
+                self._flow_failed(f, "mapped address changed", now)
+                return
         if f.state is FlowState.REGISTERED:
             self._schedule_keepalive(f, now)
 
@@ -538,6 +558,8 @@ class RegistrationClient:
         f.flow_timer = _int_header(response, "Flow-Timer")
         if f.keepalive_deadline is None and f.keepalive_at is None:
             self._schedule_keepalive(f, now)
+        if not f.config.target.transport.reliable:
+            f.mapped = _via_mapped(response)
         self._events.append(
             RegistrationSucceeded(
                 flow=f.index,
@@ -643,6 +665,26 @@ class RegistrationClient:
         f.pinned = None
         f.retry_at = self._backoff(f, now)
         self._events.append(FlowFailed(flow=f.index, reason=reason, retry_at=f.retry_at))
+
+
+def _canonical(endpoint: Endpoint) -> Endpoint:
+    try:
+        return Endpoint(canonical_ip(endpoint.host), endpoint.port)
+    except ValueError:
+        return endpoint
+
+
+def _via_mapped(response: SipResponse) -> Endpoint | None:
+    """Our address as the first hop saw it: the ``received`` and ``rport``
+    it stamped on our Via (RFC 3581 §4), when it stamped both."""
+    try:
+        via = response.top_via
+    except MalformedMessageError:
+        return None
+    port = via.rport
+    if port is None:
+        return None
+    return _canonical(Endpoint(via.received or via.host, port))
 
 
 def _delta(value: str | None) -> int | None:

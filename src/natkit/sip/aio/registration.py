@@ -14,12 +14,15 @@ Keepalives (RFC 5626 §4.4.1): a :class:`KeepaliveDue` over a stream flow
 becomes a CRLFCRLF ping (``send_ping``); the transport's ``on_pong`` reports
 ``keepalive_answered``, ``on_flow_closed`` reports ``flow_closed``; a ping
 over a flow already gone fails it at once. Over UDP the STUN Binding
-request is sent from the SIP socket, but the transport layer does not hand
-STUN *responses* to its user (it answers requests only), so the agent
-counts a UDP keepalive answered when it is sent: the NAT binding is kept,
-a dead UDP flow is found by the next REGISTER refresh instead of the
-keepalive. Requests arriving for the UA are not served here (the UA core
-will share the transaction layer).
+request is a :class:`~natkit.stun.transaction.StunClient` transaction sent
+from the SIP socket (retransmitted per RFC 8489 §6.2.1, timing out after
+39.5 s); its response, handed up by the transport's ``on_stun_response``,
+reports ``keepalive_answered`` with the XOR-MAPPED-ADDRESS (a changed one
+fails the flow, RFC 5626 §4.4.1), and a timeout reports
+``keepalive_failed``: a UDP flow whose edge stopped answering, or whose
+NAT rebound it, fails at its next keepalive, not at the next refresh.
+Requests arriving for the UA are not served here (the UA core will share
+the transaction layer).
 """
 
 from __future__ import annotations
@@ -45,9 +48,11 @@ from natkit.sip.registration_events import (
     RegistrationSucceeded,
 )
 from natkit.sip.uri import SipUri
+from natkit.stun import attributes as stun_attributes
 from natkit.stun.constants import Method
+from natkit.stun.events import ResponseReceived as StunResponseReceived
 from natkit.stun.message import StunMessage
-from natkit.stun.message import serialize_message as serialize_stun
+from natkit.stun.transaction import StunClient, StunClientConfig
 
 __all__ = ["RegistrationAgent"]
 
@@ -65,8 +70,11 @@ class RegistrationAgent:
             self._on_message,
             on_flow_closed=self._on_flow_closed,
             on_pong=self._on_pong,
+            on_stun_response=self._on_stun,
             rng=config.rng,
         )
+        self.stun = StunClient(StunClientConfig(rng=config.rng, fingerprint=True))
+        self._stun_flows: dict[bytes, int] = {}  # keepalive transaction -> flow
         self.events: asyncio.Queue[RegistrationEvent] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -149,6 +157,15 @@ class RegistrationAgent:
         return loop.time()
 
     def _pump(self) -> None:
+        # STUN outcomes feed the client, whose events may start keepalives:
+        # go round until both are drained.
+        while True:
+            self._drain_client()
+            if not self._drain_stun():
+                break
+        self._arm()
+
+    def _drain_client(self) -> None:
         while (event := self.client.next_event()) is not None:
             match event:
                 case KeepaliveDue():
@@ -165,7 +182,28 @@ class RegistrationAgent:
             self._changed.set()
         for message, target in self.client.messages_to_send():
             self._spawn(self._send(message, target))
-        self._arm()
+
+    def _drain_stun(self) -> bool:
+        """STUN keepalive outcomes to the client (True if there were any),
+        the STUN client's datagrams to the SIP socket."""
+        now = self._now()
+        fed = False
+        while (event := self.stun.next_event()) is not None:
+            flow = self._stun_flows.pop(event.transaction_id, None)
+            if flow is None:
+                continue
+            fed = True
+            match event:
+                case StunResponseReceived(response=response) if event.is_success:
+                    mapped = response.get(stun_attributes.XOR_MAPPED_ADDRESS)
+                    self.client.keepalive_answered(flow, now=now, mapped=mapped)
+                case StunResponseReceived():
+                    self.client.keepalive_failed(flow, now=now, reason="STUN error response")
+                case _:
+                    self.client.keepalive_failed(flow, now=now, reason="STUN keepalive timed out")
+        for datagram in self.stun.datagrams_to_send(now=now):
+            self.transport.send_soon(datagram.data, Target(SipTransport.UDP, datagram.remote))
+        return fed
 
     def _drop_connections(self, flow: int) -> None:
         """RFC 5626 §4.5: recovery needs a *new* flow. Close the failed flow's
@@ -183,11 +221,15 @@ class RegistrationAgent:
             self._timer.cancel()
             self._timer = None
         deadline = self.client.get_timer()
+        stun_at = self.stun.get_timer()
+        if stun_at is not None and (deadline is None or stun_at < deadline):
+            deadline = stun_at
         if deadline is not None and self._loop is not None:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
+        self.stun.handle_timer(now=self._now())
         self.client.handle_timer(now=self._now())
         self._pump()
 
@@ -216,9 +258,13 @@ class RegistrationAgent:
             except FlowGoneError:
                 self.client.flow_closed(event.flow, now=now)
             return
-        request = StunMessage.request(Method.BINDING, self.config.rng.randbytes(12))
-        self.transport.send_soon(serialize_stun(request, fingerprint=True), target)
-        self.client.keepalive_answered(event.flow, now=now)  # see the module docstring
+        for tid, flow in list(self._stun_flows.items()):
+            if flow == event.flow:  # one keepalive per flow at a time
+                self.stun.cancel(tid)
+                del self._stun_flows[tid]
+        request = StunMessage.request(Method.BINDING, self.stun.new_transaction_id())
+        tid = self.stun.send_request(request, target.remote, now=now)
+        self._stun_flows[tid] = event.flow
 
     # -- transport callbacks -------------------------------------------------------
 
@@ -226,6 +272,10 @@ class RegistrationAgent:
         if isinstance(message, SipResponse):
             self.client.receive_message(message, source, now=self._now())
             self._pump()
+
+    def _on_stun(self, data: bytes, source: Source) -> None:
+        self.stun.receive_datagram(data, source.remote, now=self._now())
+        self._pump()
 
     def _on_flow_closed(self, flow: FlowId) -> None:
         self.client.flow_closed(flow, now=self._now())

@@ -17,8 +17,8 @@ Requests are stamped with ``received``/``rport`` (RFC 3581 §4, via
   unreachable errors for datagrams we sent (where the stack reports them)
   go to ``on_unreachable(remote)``: a transport error for the transactions
   towards that address (RFC 3261 §18.4, RFC 3263 §4.3 failover).
-  STUN Binding *success responses* (answers to our own keepalives, RFC
-  5626 §4.4.1) go to ``on_stun_response(transaction_id, mapped, source)``.
+  Other STUN messages on the SIP port (responses to our own keepalives,
+  RFC 5626 §4.4.1) go to ``on_stun_response(data, source)``.
 * TCP and TLS (§18.3): :class:`~natkit.sip.framing.SipStreamFramer` cuts the
   stream; a CRLFCRLF ping is answered with a CRLF pong (RFC 5626 §4.4.1).
   Lost framing is answered 400 when the header block allows and the
@@ -394,7 +394,7 @@ class SipTransportLayer:
         on_flow_closed: FlowHandler | None = None,
         on_pong: FlowHandler | None = None,
         on_unreachable: Callable[[Endpoint], None] | None = None,
-        on_stun_response: Callable[[bytes, Endpoint | None, Source], None] | None = None,
+        on_stun_response: Callable[[bytes, Source], None] | None = None,
         config: SipTransportConfig | None = None,
         rng: Rng | None = None,
     ) -> None:
@@ -707,23 +707,16 @@ class SipTransportLayer:
             log.exception("on_unreachable failed for %s", remote)
 
     def _stun_response(self, endpoint: DatagramEndpoint, data: bytes, remote: Endpoint) -> None:
-        """A STUN Binding success response on the SIP port: the answer to a
-        keepalive of ours (RFC 5626 §4.4.1), handed up with its mapped address."""
+        """A STUN message the responder did not answer (a response to one of
+        our keepalives, RFC 5626 §4.4.1; an indication): handed up whole."""
         if self._on_stun_response is None or not is_stun_message(data):
             return
-        try:
-            response = parse_stun(data)
-        except MalformedMessageError:
-            return
-        if response.method != Method.BINDING or response.message_class != MessageClass.SUCCESS:
-            return
-        mapped = response.get(stun_attributes.XOR_MAPPED_ADDRESS)
         local = endpoint.local_endpoint
         source = Source(
             transport=SipTransport.UDP, remote=remote, local=local, flow=_udp_flow_id(local, remote)
         )
         try:
-            self._on_stun_response(response.transaction_id, mapped, source)
+            self._on_stun_response(data, source)
         except Exception:
             log.exception("on_stun_response failed for %s", remote)
 
