@@ -151,6 +151,9 @@ def _packet(**changes: object) -> RtpPacket:
         ),
         pytest.param({"extension_profile": 1 << 16}, id="profile"),
         pytest.param({"padding": 256}, id="pad"),
+        pytest.param(
+            {"extension_profile": 0x1234, "extension_data": bytes(4 << 16)}, id="ext-long"
+        ),
     ],
 )
 def test_unencodable_packets_raise_local_protocol_error(changes: dict[str, object]) -> None:

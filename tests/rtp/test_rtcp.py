@@ -130,7 +130,8 @@ def test_reduced_size_rtcp_needs_permission() -> None:
         pytest.param(RR + hx("82cb0001" "00000001"), id="bye-short"),
         pytest.param(RR + hx("81cb0002" "00000001" "09616263"), id="bye-reason-overrun"),
         pytest.param(RR + hx("80cc0001" "00000001"), id="app-short"),
-        pytest.param(RR + hx("80cc0000") * 70, id="too-many-packets"),
+        pytest.param(RR + hx("80cf0000") * 70, id="too-many-packets"),
+        pytest.param(RR + hx("a1ca0003" "00000001" "01026162" "00000003"), id="sdes-pad-unaligned"),
     ],
 )  # fmt: skip
 def test_invalid_compounds_are_rejected(data: bytes) -> None:
@@ -151,6 +152,7 @@ def test_invalid_compounds_are_rejected(data: bytes) -> None:
         pytest.param(App(subtype=0, ssrc=1, name=b"NAME", data=b"odd"), id="app-data"),
         pytest.param(SourceDescription((SdesChunk(1, (SdesItem(0, b"x"),)),)), id="sdes-type"),
         pytest.param(RtcpUnknown(packet_type=256, count=0, body=b""), id="type"),
+        pytest.param(RtcpUnknown(packet_type=207, count=0, body=bytes(4 << 16)), id="too-long"),
     ],
 )  # fmt: skip
 def test_unencodable_values_raise_local_protocol_error(packet: RtcpPacket) -> None:

@@ -569,3 +569,73 @@ def test_srtp_session_drops_plain_and_replayed_packets() -> None:
     b.receive_datagram(protected.data, A_RTP, now=0.01, local=B_RTP)
     b.receive_datagram(protected.data, A_RTP, now=0.02, local=B_RTP)
     assert b.malformed_count == 2
+
+
+# -- odds and ends the peer can cause ---------------------------------------------------------
+
+
+def rtcp_to(session: RtpSession, packets: list[RtcpPacket], source: Endpoint, now: float) -> None:
+    session.receive_datagram(serialize_rtcp(packets), source, now=now, local=session.local_rtcp)
+
+
+def test_rtcp_details_that_change_nothing() -> None:
+    from natkit.rtp.rtcp import App, ReportBlock, ntp_middle32, ntp_timestamp
+
+    a = RtpSession(config(1), local_rtp=A_RTP, remote_rtp=B_RTP, now=0.0)
+    ours = SdesChunk(a.ssrc, (SdesItem(SdesItemType.CNAME, b"impostor"),))
+    future_lsr = ntp_middle32(ntp_timestamp(1000.0 + 2_208_988_800))  # an SR we never sent
+    packets: list[RtcpPacket] = [
+        ReceiverReport(
+            ssrc=5,
+            reports=(
+                ReportBlock(ssrc=12345),  # about someone else
+                ReportBlock(ssrc=a.ssrc, fraction_lost=64, last_sr=future_lsr),
+            ),
+        ),
+        SourceDescription((ours,)),
+        App(subtype=1, ssrc=5, name=b"TEST"),
+        Bye((999,)),  # never heard of
+    ]
+    rtcp_to(a, packets, B_RTP.with_port(50001), 1.0)
+    got = events(a)
+    assert [type(e) for e in got] == [SourceAdded, RtcpReceived, StatisticsUpdated]
+    stats = a.statistics
+    assert stats.rtt_ms is None  # the negative round trip was ignored
+    assert stats.remote_fraction_lost == 0.25
+    assert set(a.sources) == {5}
+
+
+def test_repeated_rtcp_collision_from_a_conflicting_address_is_ignored() -> None:
+    a = RtpSession(config(1), local_rtp=A_RTP, remote_rtp=B_RTP, now=0.0)
+    rtcp_to(a, [ReceiverReport(ssrc=a.ssrc)], NAT, 0.0)
+    second = a.ssrc
+    rtcp_to(a, [ReceiverReport(ssrc=second)], NAT, 0.1)
+    assert a.ssrc == second
+    assert second not in a.sources
+
+
+def test_conflicting_addresses_are_remembered_up_to_a_bound() -> None:
+    a = RtpSession(config(1), local_rtp=A_RTP, remote_rtp=B_RTP, now=0.0)
+    for port in range(1, 80):
+        rtcp_to(a, [ReceiverReport(ssrc=a.ssrc)], NAT.with_port(port), port * 0.01)
+    changes = [e for e in events(a) if isinstance(e, SsrcChanged)]
+    assert len(changes) == 79
+    first = changes[0].new_ssrc
+    rtcp_to(a, [ReceiverReport(ssrc=a.ssrc)], NAT.with_port(1), 1.0)  # forgotten: collides again
+    assert a.ssrc != changes[-1].new_ssrc != first
+
+
+def test_rtcp_sources_beyond_the_table_bound_are_not_added() -> None:
+    a = RtpSession(config(1, max_sources=2), local_rtp=A_RTP, now=0.0)
+    rtcp_to(a, [ReceiverReport(ssrc=s) for s in (1, 2, 3)], B_RTP, 0.0)
+    assert set(a.sources) == {1, 2}
+
+
+def test_timer_and_close_are_idempotent() -> None:
+    a = RtpSession(config(1), local_rtp=A_RTP, remote_rtp=B_RTP, now=0.0)
+    a.handle_timer(now=0.1)  # early: nothing due
+    assert a.datagrams_to_send(now=0.1) == []
+    a.close(now=1.0)
+    a.close(now=2.0)
+    a.handle_timer(now=10.0)
+    assert len(a.datagrams_to_send(now=10.0)) == 1
