@@ -300,3 +300,27 @@ def test_peer_initiated_restart_through_new_remote_credentials() -> None:
     net.run(5.0)
     assert len(net.of(a, ChecksCompleted)) == 2 and len(net.of(b, ChecksCompleted)) == 2
     assert not net.of(a, IceFailed) and not net.of(b, IceFailed)
+
+
+def test_full_check_list_drops_its_lowest_priority_pair_for_a_better_one() -> None:
+    _, a, _ = pair_up(20, max_pairs=2)
+    a.add_local_candidate(0, A1)
+    for i, pref in enumerate((100, 200, 65535)):
+        a.add_remote_candidate(0, as_remote(host(f"192.0.2.{50 + i}", 6000, pref=pref)))
+    remotes = sorted(p.remote.address.host for p in a.pairs(0))
+    assert remotes == ["192.0.2.51", "192.0.2.52"]  # the pref-100 pair was dropped
+    a.add_remote_candidate(0, as_remote(host("192.0.2.60", 6000, pref=1)))
+    assert len(a.pairs(0)) == 2 and all(p.remote.address.host != "192.0.2.60" for p in a.pairs(0))
+
+
+def test_restart_during_a_restart_keeps_data_on_the_first_pair() -> None:
+    net, a, b = pair_up(21)
+    exchange(net, a, b, [A1], [B1])
+    net.run(5.0, lambda: completed(net, a, b))
+    a.restart(now=net.now)
+    a.restart(now=net.now)
+    net.run(10.0)
+    assert a.send_data(0, 1, b"\x80still", now=net.now)
+    net.run(0.1)
+    assert net.of(b, DataReceived)[-1].data == b"\x80still"
+    assert not net.of(a, IceFailed)

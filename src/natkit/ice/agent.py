@@ -339,13 +339,15 @@ class IceAgent:
 
     def _restart_stream(self, st: _Stream) -> None:
         old = st.gen
-        keep_old = any(
-            c.selected is not None or c.previous is not None for c in st.components.values()
-        )
-        if st.old_gen is not None:
-            self._ufrags.pop(st.old_gen.local.ufrag, None)
-        st.old_gen = old if keep_old else None
-        if not keep_old:
+        if any(c.selected is not None for c in st.components.values()):
+            # The current generation carries data: it serves until the new
+            # one is selected (its credentials keep answering consent checks).
+            if st.old_gen is not None:
+                self._ufrags.pop(st.old_gen.local.ufrag, None)
+            st.old_gen = old
+        else:
+            # Nothing selected yet (a restart during a restart): the older
+            # generation, if any, still carries the data.
             self._ufrags.pop(old.local.ufrag, None)
         st.gen = self._new_generation(old.number + 1)
         self._ufrags[st.gen.local.ufrag] = (st, st.gen)
@@ -520,19 +522,38 @@ class IceAgent:
         existing = checklist.pairs.get(key)
         if existing is not None:
             return existing
-        if len(checklist.pairs) >= self.config.max_pairs:
+        priority = compute_pair_priority(local, remote, self._controlling)
+        if len(checklist.pairs) >= self.config.max_pairs and not self._evict_for(st, priority):
             return None
         pair = CandidatePair(
             stream=st.id,
             local=local,
             remote=remote,
-            priority=compute_pair_priority(local, remote, self._controlling),
+            priority=priority,
             generation=st.gen.number,
         )
         self._lists.add_pair(pair, unfreeze=self._lists.should_unfreeze_new_pair(pair))
         self._pairs_by_tuple[(pair.local_base, remote.address)] = pair
         self._wake()
         return pair
+
+    def _evict_for(self, st: _Stream, priority: int) -> bool:
+        """§6.1.2.5: a full check list drops its lowest-priority Frozen or
+        Waiting pair for a better one (O(n), only when full)."""
+        victims = [
+            p
+            for p in st.checklist.pairs.values()
+            if p.state is PairState.FROZEN or p.state is PairState.WAITING
+        ]
+        if not victims:
+            return False
+        worst = min(victims, key=lambda p: p.priority)
+        if worst.priority >= priority:
+            return False
+        self._lists.remove_pair(worst)
+        if self._pairs_by_tuple.get((worst.local_base, worst.remote.address)) is worst:
+            del self._pairs_by_tuple[(worst.local_base, worst.remote.address)]
+        return True
 
     # -- pacing (§6.1.4.2, §14.2) -----------------------------------------------------
 
@@ -725,6 +746,8 @@ class IceAgent:
         component = local_cand.component
         remote = st.remote_candidates.get((component, src))
         if remote is None:
+            if len(st.remote_candidates) >= 2 * self.config.max_pairs:
+                return  # bounded: learned candidates cost memory
             remote = Candidate(
                 foundation=compute_foundation(CandidateType.PEER_REFLEXIVE, src.host),
                 component=component,

@@ -174,6 +174,14 @@ class CheckListSet:
         if unfreeze:
             self.set_state(pair, PairState.WAITING)
 
+    def remove_pair(self, pair: CandidatePair) -> None:
+        """Drop a pair (check list limit, §6.1.2.5); counters are unwound."""
+        checklist = self.lists[pair.stream]
+        if checklist.pairs.get(pair.key) is not pair:
+            return
+        self._count(pair.state, pair, -1)
+        del checklist.pairs[pair.key]
+
     def should_unfreeze_new_pair(self, pair: CandidatePair) -> bool:
         """RFC 8838 §10: a pair trickled into a Running list is Waiting unless
         another pair of its foundation is already Waiting or In-Progress; a
