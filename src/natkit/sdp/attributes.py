@@ -349,8 +349,8 @@ def _parse_crypto_key(text: str, suite: str) -> CryptoKey:
 def parse_crypto(value: str | None) -> Crypto:
     """Decode an ``a=crypto`` value (RFC 4568 §9.1).
 
-    Several keys are separated by ``;`` (§5.1); only the ``inline`` method
-    exists for SRTP (§6.1).
+    Several keys are separated by ``;`` (§9.1's key-params); only the
+    ``inline`` method exists for SRTP (§6.1).
     """
     parts = (value or "").split()
     if len(parts) < 3 or not _TOKEN.match(parts[1]):
