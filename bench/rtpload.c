@@ -1,17 +1,23 @@
 /* rtpload: G.711-shaped RTP calls through a media relay, for bench/media_relay.py.
  *
- * usage: rtpload SPEC_FILE PACKET_BYTES PPS DURATION_MS WARMUP_MS DRAIN_MS TAG
+ * usage: rtpload SPEC_FILE FD_A FD_B PACKET_BYTES PPS DURATION_MS WARMUP_MS DRAIN_MS TAG
  *
- * SPEC_FILE: one line per call, "FD_A FD_B PORT_A PORT_B": leg A's socket
- * (inherited, bound on 127.0.0.1) sends to 127.0.0.1:PORT_A (the relay's
- * port for leg A, or B's own socket for a direct run) and leg B's to
- * PORT_B; what A sends must arrive at B's socket and the other way round.
+ * FD_A, FD_B: two inherited UDP sockets bound on 127.0.0.1, the A and the B
+ * side of every call (a relay latches per call on the source address, so
+ * calls may share a source; the relay's own ports stay per call and per leg).
+ * SPEC_FILE: one line per call, "PORT_A PORT_B": the call's A stream goes
+ * from FD_A to 127.0.0.1:PORT_A (the relay's port for leg A, or FD_B's own
+ * port for a direct run) and must arrive at FD_B; its B stream goes from
+ * FD_B to PORT_B and must arrive at FD_A. Sharing two sockets lets the
+ * generator batch its system calls (sendmmsg/recvmmsg), so it takes a small
+ * share of the CPU the relay needs.
  *
  * Each of the 2 x calls streams sends PPS packets per second of PACKET_BYTES
  * (RTP header, then tag, stream, send time, a measured flag), the streams
  * evenly phased. Sending is paced in 1 ms ticks (no busy-waiting: the
- * relay needs the CPU); receiving wakes on arrival (epoll_pwait2, so the
- * one-way latency is timed when the packet lands, not at the next tick).
+ * relay needs the CPU), in sendmmsg batches; receiving wakes on arrival
+ * (epoll_pwait2, so the one-way latency is timed when the packet lands, not
+ * at the next tick) and reads recvmmsg batches.
  * Packets sent after WARMUP_MS count; the run sends for WARMUP_MS +
  * DURATION_MS, then waits DRAIN_MS for late packets. Prints one JSON
  * object: sent/received (measured), loss, misdelivered (arrived at the
@@ -33,12 +39,10 @@
 #include <unistd.h>
 
 typedef struct {
-    int fd_send;        /* the socket this stream sends from */
     struct sockaddr_in dest;
     uint32_t ssrc;
     uint32_t seq;
     int64_t highest;    /* highest seq received, -1 none */
-    uint64_t received;
 } stream_t;
 
 static int64_t now_ns(void) {
@@ -60,17 +64,39 @@ static int cmp_u32(const void *a, const void *b) {
 
 #define HDR 12
 #define BODY 25 /* tag 4, stream 4, time 8, measured 1, pad */
+#define BATCH 64
+
+typedef struct {
+    int fd;
+    int n;
+    struct mmsghdr msgs[BATCH];
+    struct iovec iov[BATCH];
+    unsigned char bufs[BATCH][1500];
+} outq_t;
+
+static uint64_t send_errors = 0;
+
+static void flush(outq_t *q) {
+    int off = 0;
+    while (off < q->n) {
+        int r = sendmmsg(q->fd, q->msgs + off, q->n - off, 0);
+        if (r <= 0) { send_errors += q->n - off; break; }
+        off += r;
+    }
+    q->n = 0;
+}
 
 int main(int argc, char **argv) {
-    if (argc != 8) {
-        fprintf(stderr, "usage: rtpload SPEC PACKET_BYTES PPS DURATION_MS WARMUP_MS DRAIN_MS TAG\n");
+    if (argc != 10) {
+        fprintf(stderr, "usage: rtpload SPEC FD_A FD_B PACKET_BYTES PPS DURATION_MS WARMUP_MS DRAIN_MS TAG\n");
         return 2;
     }
-    int size = atoi(argv[2]);
-    double pps = atof(argv[3]);
-    int64_t duration = atoll(argv[4]) * 1000000LL, warmup = atoll(argv[5]) * 1000000LL;
-    int64_t drain = atoll(argv[6]) * 1000000LL;
-    uint32_t tag = (uint32_t)strtoul(argv[7], NULL, 10);
+    int fds[2] = {atoi(argv[2]), atoi(argv[3])};
+    int size = atoi(argv[4]);
+    double pps = atof(argv[5]);
+    int64_t duration = atoll(argv[6]) * 1000000LL, warmup = atoll(argv[7]) * 1000000LL;
+    int64_t drain = atoll(argv[8]) * 1000000LL;
+    uint32_t tag = (uint32_t)strtoul(argv[9], NULL, 10);
     if (size < HDR + BODY || size > 1500 || pps <= 0) {
         fprintf(stderr, "bad packet size or rate\n");
         return 2;
@@ -79,38 +105,51 @@ int main(int argc, char **argv) {
     if (!spec) { perror("spec"); return 2; }
     int cap = 1024, calls = 0;
     stream_t *streams = malloc(sizeof(stream_t) * 2 * cap);
-    int fa, fb, pa, pb;
-    int maxfd = 0;
-    while (fscanf(spec, "%d %d %d %d", &fa, &fb, &pa, &pb) == 4) {
+    int pa, pb;
+    while (fscanf(spec, "%d %d", &pa, &pb) == 2) {
         if (calls == cap) { cap *= 2; streams = realloc(streams, sizeof(stream_t) * 2 * cap); }
         stream_t *s = &streams[2 * calls];
         for (int k = 0; k < 2; k++) {
             memset(&s[k], 0, sizeof(stream_t));
-            s[k].fd_send = k == 0 ? fa : fb;
             s[k].dest.sin_family = AF_INET;
             s[k].dest.sin_port = htons(k == 0 ? pa : pb);
             s[k].dest.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
             s[k].ssrc = tag ^ (uint32_t)(2 * calls + k) * 2654435761u;
             s[k].highest = -1;
         }
-        if (fa > maxfd) maxfd = fa;
-        if (fb > maxfd) maxfd = fb;
         calls++;
     }
     fclose(spec);
     int nstreams = 2 * calls;
     if (nstreams == 0) { fprintf(stderr, "no calls\n"); return 2; }
-    /* fd -> the stream that arrives there (A's socket receives stream 2i+1). */
-    int *arrives = malloc(sizeof(int) * (maxfd + 1));
-    for (int i = 0; i <= maxfd; i++) arrives[i] = -1;
+    /* stream 2i goes A -> B (sent on fds[0], arrives at fds[1]); 2i+1 the other way. */
     int ep = epoll_create1(0);
-    for (int c = 0; c < calls; c++) {
-        arrives[streams[2 * c].fd_send] = 2 * c + 1;
-        arrives[streams[2 * c + 1].fd_send] = 2 * c;
-        for (int k = 0; k < 2; k++) {
-            struct epoll_event ev = {.events = EPOLLIN, .data.fd = streams[2 * c + k].fd_send};
-            if (epoll_ctl(ep, EPOLL_CTL_ADD, ev.data.fd, &ev) != 0) { perror("epoll_ctl"); return 2; }
+    for (int k = 0; k < 2; k++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)k};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fds[k], &ev) != 0) { perror("epoll_ctl"); return 2; }
+    }
+    static outq_t out[2];
+    for (int k = 0; k < 2; k++) {
+        out[k].fd = fds[k];
+        out[k].n = 0;
+        for (int i = 0; i < BATCH; i++) {
+            memset(out[k].bufs[i], 0, 1500);
+            out[k].iov[i].iov_base = out[k].bufs[i];
+            out[k].iov[i].iov_len = size;
+            memset(&out[k].msgs[i], 0, sizeof(struct mmsghdr));
+            out[k].msgs[i].msg_hdr.msg_iov = &out[k].iov[i];
+            out[k].msgs[i].msg_hdr.msg_iovlen = 1;
+            out[k].msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
         }
+    }
+    static unsigned char rbufs[BATCH][2048];
+    static struct mmsghdr rmsgs[BATCH];
+    static struct iovec riov[BATCH];
+    for (int i = 0; i < BATCH; i++) {
+        riov[i].iov_base = rbufs[i];
+        riov[i].iov_len = sizeof rbufs[i];
+        rmsgs[i].msg_hdr.msg_iov = &riov[i];
+        rmsgs[i].msg_hdr.msg_iovlen = 1;
     }
     double interval = 1e9 / (pps * nstreams); /* ns between consecutive packets, all streams */
     uint64_t total = (uint64_t)((warmup + duration) / interval);
@@ -118,38 +157,40 @@ int main(int argc, char **argv) {
     uint32_t *lat = malloc(sizeof(uint32_t) * cap_samples);
     uint64_t nlat = 0;
     uint64_t sent = 0, sent_measured = 0, recv_measured = 0, misdelivered = 0, reordered = 0;
-    uint64_t send_errors = 0, recv_total = 0;
-    unsigned char pkt[1500], buf[2048];
-    memset(pkt, 0, sizeof pkt);
-    struct epoll_event evs[256];
+    uint64_t recv_total = 0;
+    struct epoll_event evs[4];
     double cpu0 = cpu_s();
     int64_t t0 = now_ns() + 1000000LL;
     int64_t end_send = t0 + warmup + duration, deadline = end_send + drain;
     uint64_t k = 0;
     for (;;) {
         int64_t now = now_ns();
-        /* send everything due (1 ms ticks) */
+        /* send everything due (1 ms ticks), batched per socket */
         while (k < total && t0 + (int64_t)(k * interval) <= now) {
-            stream_t *s = &streams[k % nstreams];
+            uint32_t stream_id = (uint32_t)(k % nstreams);
+            stream_t *s = &streams[stream_id];
+            outq_t *q = &out[stream_id & 1];
             int64_t due = t0 + (int64_t)(k * interval);
-            int measured = due >= t0 + warmup;
+            unsigned char *pkt = q->bufs[q->n];
             pkt[0] = 0x80; pkt[1] = 0;
             pkt[2] = s->seq >> 8; pkt[3] = s->seq & 0xff;
             uint32_t ts = htonl(s->seq * 160), ssrc = htonl(s->ssrc);
             memcpy(pkt + 4, &ts, 4); memcpy(pkt + 8, &ssrc, 4);
-            uint32_t stream_id = (uint32_t)(k % nstreams);
             int64_t stamp = now_ns();
             memcpy(pkt + HDR, &tag, 4);
             memcpy(pkt + HDR + 4, &stream_id, 4);
             memcpy(pkt + HDR + 8, &stamp, 8);
+            int measured = due >= t0 + warmup;
             pkt[HDR + 16] = (unsigned char)measured;
-            if (sendto(s->fd_send, pkt, size, 0, (struct sockaddr *)&s->dest, sizeof s->dest) != size)
-                send_errors++;
+            q->msgs[q->n].msg_hdr.msg_name = &s->dest;
+            if (++q->n == BATCH) flush(q);
             s->seq++;
             sent++;
             if (measured) sent_measured++;
             k++;
         }
+        flush(&out[0]);
+        flush(&out[1]);
         if (k >= total && now >= deadline) break;
         if (k >= total && recv_measured >= sent_measured) break;
         int64_t wake = k < total ? t0 + (int64_t)(k * interval) : deadline;
@@ -158,31 +199,38 @@ int main(int argc, char **argv) {
         int64_t wait = wake - now_ns();
         if (wait < 0) wait = 0;
         struct timespec to = {.tv_sec = wait / 1000000000LL, .tv_nsec = wait % 1000000000LL};
-        int n = epoll_pwait2(ep, evs, 256, &to, NULL);
+        int n = epoll_pwait2(ep, evs, 4, &to, NULL);
         for (int e = 0; e < n; e++) {
-            int fd = evs[e].data.fd;
+            int side = (int)evs[e].data.u32; /* 1: B's socket, receives even streams */
             for (;;) {
-                ssize_t got = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-                if (got < 0) break;
+                int got = recvmmsg(fds[side], rmsgs, BATCH, MSG_DONTWAIT, NULL);
+                if (got <= 0) break;
                 int64_t arrived = now_ns();
-                recv_total++;
-                if (got < HDR + BODY) { misdelivered++; continue; }
-                uint32_t rtag, rstream; int64_t stamp;
-                memcpy(&rtag, buf + HDR, 4); memcpy(&rstream, buf + HDR + 4, 4);
-                memcpy(&stamp, buf + HDR + 8, 8);
-                if (rtag != tag || (int)rstream != arrives[fd]) { misdelivered++; continue; }
-                stream_t *s = &streams[rstream];
-                int64_t seq = (buf[2] << 8) | buf[3];
-                if (s->highest >= 0 && seq <= s->highest && s->highest - seq < 30000) reordered++;
-                else s->highest = seq;
-                s->received++;
-                if (buf[HDR + 16]) {
-                    recv_measured++;
-                    if (nlat < cap_samples) {
-                        int64_t us = (arrived - stamp) / 1000;
-                        lat[nlat++] = us < 0 ? 0 : (uint32_t)us;
+                for (int m = 0; m < got; m++) {
+                    unsigned char *buf = rbufs[m];
+                    unsigned len = rmsgs[m].msg_len;
+                    recv_total++;
+                    if (len < HDR + BODY) { misdelivered++; continue; }
+                    uint32_t rtag, rstream; int64_t stamp;
+                    memcpy(&rtag, buf + HDR, 4); memcpy(&rstream, buf + HDR + 4, 4);
+                    memcpy(&stamp, buf + HDR + 8, 8);
+                    if (rtag != tag || rstream >= (uint32_t)nstreams || (int)(rstream & 1) == side) {
+                        misdelivered++;
+                        continue;
+                    }
+                    stream_t *s = &streams[rstream];
+                    int64_t seq = (buf[2] << 8) | buf[3];
+                    if (s->highest >= 0 && seq <= s->highest && s->highest - seq < 30000) reordered++;
+                    else s->highest = seq;
+                    if (buf[HDR + 16]) {
+                        recv_measured++;
+                        if (nlat < cap_samples) {
+                            int64_t us = (arrived - stamp) / 1000;
+                            lat[nlat++] = us < 0 ? 0 : (uint32_t)us;
+                        }
                     }
                 }
+                if (got < BATCH) break;
             }
         }
     }
