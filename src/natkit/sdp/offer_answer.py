@@ -210,7 +210,13 @@ class MediaCapabilities:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LocalCapabilities:
-    """This end of a session: its address, streams, and where its randomness comes from."""
+    """This end of a session: its address, streams, and where its randomness comes from.
+
+    ``address`` is an IP literal (IPv4 or IPv6) for ``o=`` and the session
+    ``c=``; a name raises ``ValueError`` when a description is built.
+    ``rng`` makes session IDs and SRTP keys: ``secrets``-backed by default,
+    seeded in tests.
+    """
 
     address: str
     media: tuple[MediaCapabilities, ...]
