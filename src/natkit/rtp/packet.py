@@ -98,6 +98,10 @@ class RtpHeaderFields(NamedTuple):
     ssrc: int
 
 
+_unpack_fixed = _FIXED.unpack_from
+_new_fields = tuple.__new__  # RtpHeaderFields(...) without the NamedTuple's Python __new__
+
+
 def peek_rtp_header(data: bytes) -> RtpHeaderFields | None:
     """Read the fixed RTP header without parsing (or copying) the rest.
 
@@ -105,12 +109,10 @@ def peek_rtp_header(data: bytes) -> RtpHeaderFields | None:
     It does not check the CSRC count, extension or padding against the
     length: that is :func:`parse_rtp`'s job, for the packets that need it.
     """
-    if len(data) < HEADER_LENGTH:
+    if len(data) < HEADER_LENGTH or data[0] & 0xC0 != _VERSION_BITS:
         return None
-    b0, b1, seq, ts, ssrc = _FIXED.unpack_from(data)
-    if b0 & 0xC0 != _VERSION_BITS:
-        return None
-    return RtpHeaderFields(b1 & 0x7F, bool(b1 & 0x80), seq, ts, ssrc)
+    _, b1, seq, ts, ssrc = _unpack_fixed(data)
+    return _new_fields(RtpHeaderFields, (b1 & 0x7F, b1 > 0x7F, seq, ts, ssrc))
 
 
 def _parse_one_byte(data: bytes) -> tuple[ExtensionElement, ...]:
