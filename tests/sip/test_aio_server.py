@@ -743,3 +743,68 @@ def test_nat_pings_end_with_the_binding(ending: str) -> None:
     while_registered, pinged_after, tracked = run_virtual(main)
     assert while_registered >= 2  # every 20-25 s
     assert pinged_after == 0 and tracked == 0
+
+
+def test_each_domain_challenges_in_its_own_realm_with_its_own_users() -> None:
+    # One realm per served domain: alice@example.org and alice@example.net are
+    # different users with their own passwords (users stored per realm); the
+    # one's password does not register the other.
+    async def main() -> None:
+        _, server_host, alice_host, _ = world()
+        store = MemoryStore(clock=wallclock)
+        await add_user(store, "example.org", "alice", "org-secret")
+        await add_user(store, "example.net", "alice", "net-secret")
+        config = server_config(domains=frozenset({"example.org", "example.net"}))
+        async with SipServer(server_host.stack, config, store, rng=seeded_rng(1)):
+            alice = Phone(alice_host, SipTransport.UDP, 5070)
+            await alice.start()
+            cases = [
+                ("example.org", "org-secret", 200),
+                ("example.net", "net-secret", 200),
+                ("example.net", "org-secret", 401),
+            ]
+            for domain, password, expected in cases:
+                request = alice.request(
+                    "REGISTER", f"sip:{domain}", to=f"sip:alice@{domain}", user="alice"
+                )
+                request.headers.set("From", f"<sip:alice@{domain}>;tag=a1")
+                await alice.send(request, UDP_SERVER)
+                challenge, _ = await alice.next()
+                assert isinstance(challenge, SipResponse) and challenge.status == 401
+                realms = {
+                    value.split('realm="', 1)[1].split('"', 1)[0]
+                    for value in challenge.headers.get_all("WWW-Authenticate")
+                }
+                assert realms == {domain}
+                retry = DigestClient("alice", password, rng=seeded_rng(3)).authorize(
+                    request, challenge
+                )
+                assert retry is not None
+                alice.cseq += 1
+                retry.headers.set("CSeq", f"{alice.cseq} REGISTER")
+                via = client_via(SipTransport.UDP, Endpoint(ALICE_IP, 5070), seeded_rng(alice.cseq))
+                retry.headers.set("Via", str(via))
+                await alice.send(retry, UDP_SERVER)
+                response, _ = await alice.next()
+                assert isinstance(response, SipResponse)
+                assert response.status == expected, (domain, password)
+            alice.layer.close()
+
+    run_virtual(main)
+
+
+def test_a_configured_realm_is_shared_by_every_domain() -> None:
+    async def main() -> None:
+        _, server_host, alice_host, _ = world()
+        config = server_config(domains=frozenset({"example.org", "example.net"}), realm="corp")
+        async with SipServer(
+            server_host.stack, config, MemoryStore(clock=wallclock), rng=seeded_rng(1)
+        ) as server:
+            alice = Phone(alice_host, SipTransport.UDP, 5070)
+            for domain in ("example.org", "example.net"):
+                request = alice.request(
+                    "REGISTER", f"sip:{domain}", to=f"sip:alice@{domain}", user="alice"
+                )
+                assert server.realm_for(request) == "corp"
+
+    run_virtual(main)

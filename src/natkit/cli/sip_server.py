@@ -114,7 +114,8 @@ def sip_server_command(
         typer.Option(help="Name or address to put in Via, Record-Route and Path."),
     ] = None,
     realm: Annotated[
-        str | None, typer.Option(help="Digest realm (default: the first domain).")
+        str | None,
+        typer.Option(help="One digest realm for every domain (default: each domain is its own)."),
     ] = None,
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Open registration (labs and tests only).")

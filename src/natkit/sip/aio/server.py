@@ -109,8 +109,9 @@ class SipServerConfig:
     ``listen``: (transport, endpoint) pairs; TLS and WSS need ``tls``.
     ``host``: the name or address the server puts in its Via, Record-Route
     and Path (default: the first listening address). ``domains``: the
-    domains it is registrar and home proxy for. ``realm``: the digest realm
-    (default: the first domain); ``authenticate`` off makes registration
+    domains it is registrar and home proxy for. ``realm``: one digest realm
+    for every domain (default: each domain is its own realm, and its users
+    are stored under it: :meth:`SipServer.realm_for`); ``authenticate`` off makes registration
     open (lab and tests only). ``secret``: nonce, flow-token and GRUU key
     (share it across a cluster). ``edge_upstream``: run as an edge proxy
     only, sending everything from user agents there. ``nat_pings``: keep the
@@ -517,6 +518,20 @@ class SipServer:
         self.proxy.proxy(request, txn, [fork], now=self._now())
         self._pump()
 
+    def realm_for(self, request: SipRequest) -> str:
+        """The digest realm a REGISTER is challenged in and its user looked
+        up under (``sip/users/<realm>``): ``config.realm`` when set (one
+        realm for every domain), else the domain it registers in - its
+        Request-URI's, or its To's when addressed to the server's own
+        address (RFC 3261 §22.1: the realm names the protection domain; one
+        per served domain keeps each domain's users apart)."""
+        if self.config.realm:
+            return self.config.realm
+        for uri in (self._as_domain_register(request).uri, request.to.uri):
+            if isinstance(uri, SipUri) and uri.host.lower() in self.config.domains:
+                return uri.host.lower()
+        return self.digest.config.realm
+
     def _as_domain_register(self, request: SipRequest) -> SipRequest:
         """A REGISTER addressed to the server's own address (phones configured
         with an IP, sipp) registers in the domain of its To, when that domain
@@ -540,9 +555,12 @@ class SipServer:
     ) -> None:
         user: str | None = None
         if self.config.authenticate:
-            result = await authenticate(self.digest, self.store, request, now=self._wallclock())
+            realm = self.realm_for(request)
+            result = await authenticate(
+                self.digest, self.store, request, now=self._wallclock(), realm=realm
+            )
             if not isinstance(result, AuthOk):
-                challenge = self.digest.answer(request, result, now=self._wallclock())
+                challenge = self.digest.answer(request, result, now=self._wallclock(), realm=realm)
                 if challenge is not None:
                     self._respond(request, txn, challenge)
                 return
