@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "natkit"
-CORE_PACKAGES = ("stun", "nat", "turn", "ice", "sip", "sdp", "rtp", "media", "mediarelay")
+CORE_PACKAGES = ("stun", "nat", "turn", "ice", "sip", "sdp", "rtp", "media", "mediarelay", "ua")
 SHARED_CORE_MODULES = ("addr.py", "errors.py", "ratelimit.py", "packet.py", "srv.py")
 FORBIDDEN = {"asyncio", "socket", "threading", "time", "random", "selectors", "uvloop"}
 DRIVER_MARKERS = ("aio",)  # stun/aio/, nat/aio.py: asyncio drivers live here
