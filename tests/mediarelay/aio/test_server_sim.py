@@ -15,6 +15,8 @@ from natkit.mediarelay import (
     CallDeleted,
     CallTimedOut,
     DeleteReason,
+    LatchReason,
+    LegSide,
     MediaRelayConfig,
     MediaRelayEvent,
     SourceLatched,
@@ -205,3 +207,55 @@ async def _ports_are_reused_and_errors_are_clear() -> list[str]:
 
 def test_ports_come_back_after_a_call_and_errors_leave_nothing_bound() -> None:
     assert run_virtual(_ports_are_reused_and_errors_are_clear()) == ["01", "1", "0"]
+
+
+async def _rebinding_after_hold() -> dict[str, object]:
+    net = Internet(seed=4, default_link=Link(delay=0.01))
+    relay_host = net.add_host("relay", RELAY_IP)
+    nat_a = _nat(net, "nat-a", "symmetric", "198.51.100.1", "192.168.1.0/24", 11)
+    nat_b = _nat(net, "nat-b", "symmetric", "198.51.100.2", "192.168.2.0/24", 21)
+    host_a = net.add_host("alice", "192.168.1.10", behind=nat_a)  # type: ignore[arg-type]
+    host_b = net.add_host("bob", "192.168.2.20", behind=nat_b)  # type: ignore[arg-type]
+    seen: list[MediaRelayEvent] = []
+    cfg = MediaRelayConfig(port_min=40000, port_max=40099, idle_timeout=600.0, rng=seeded_rng(5))
+    async with MediaRelayServer(
+        relay_host.stack, cfg, ipv4=RELAY_IP, on_event=seen.append
+    ) as server:
+        alice = await Phone.open(host_a.stack, "192.168.1.10", 4000, 0xA1)
+        bob = await Phone.open(host_b.stack, "192.168.2.20", 5000, 0xB2)
+        ends = await server.create_call("call-1")
+        for i in range(50):
+            alice.talk(ends.a.rtp, i, 1)
+            bob.talk(ends.b.rtp, i, 1)
+            await asyncio.sleep(0.02)
+        before = server.call_stats("call-1")
+        await asyncio.sleep(200.0)  # on hold: both NATs' 120 s mappings expire
+        for i in range(50, 100):
+            alice.talk(ends.a.rtp, i, 1)
+            bob.talk(ends.b.rtp, i, 1)
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        return {
+            "alice": alice.heard(0xB2),
+            "bob": bob.heard(0xA1),
+            "before": before,
+            "after": server.call_stats("call-1"),
+            "events": seen,
+        }
+
+
+def test_media_survives_a_nat_rebinding_after_a_hold_by_ssrc_handover() -> None:
+    out = run_virtual(_rebinding_after_hold())
+    before, after = out["before"], out["after"]
+    # Both NATs gave their phone a new mapping after the hold...
+    assert after.a_to_b.source != before.a_to_b.source  # type: ignore[attr-defined]
+    assert after.b_to_a.source != before.b_to_a.source  # type: ignore[attr-defined]
+    handovers = [
+        e
+        for e in out["events"]  # type: ignore[attr-defined]
+        if isinstance(e, SourceLatched) and e.reason is LatchReason.SSRC_HANDOVER
+    ]
+    assert {e.leg for e in handovers} == {LegSide.A, LegSide.B}
+    # ...and after the first packet or two the media flows again, both ways.
+    assert out["alice"][-45:] == list(range(55, 100))  # type: ignore[index]
+    assert out["bob"][-45:] == list(range(55, 100))  # type: ignore[index]
