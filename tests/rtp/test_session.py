@@ -468,6 +468,10 @@ def test_ssrc_collision_sends_bye_and_picks_a_new_ssrc() -> None:
     assert bye[-1] == Bye((old,), "SSRC collision")
     assert len([e for e in got if isinstance(e, RtpReceived)]) == 3  # now the peer's source
     assert a.send_frame(b"y", pt=0, now=0.1).ssrc == a.ssrc
+    a.datagrams_to_send(now=0.1)
+    sr = next_report(a)[0]
+    assert isinstance(sr, SenderReport)
+    assert (sr.ssrc, sr.packet_count, sr.octet_count) == (a.ssrc, 1, 1)  # counts restart (§6.4.1)
 
 
 def test_own_packets_looped_back_are_not_a_collision() -> None:

@@ -166,6 +166,8 @@ class RtpSession:
         # sender state
         self._packets_sent = 0
         self._octets_sent = 0
+        self._sr_packets = 0  # the SR counts: reset with a new SSRC (§6.4.1)
+        self._sr_octets = 0
         self._last_sent_time: float | None = None
         self._last_sent_timestamp = 0
         # reception summary and reports about us
@@ -286,6 +288,8 @@ class RtpSession:
             self._out.append(Datagram(data, self.remote_rtp, self.local_rtp))
             self._packets_sent += 1
             self._octets_sent += len(payload)
+            self._sr_packets += 1
+            self._sr_octets += len(payload)
             self._last_sent_time = now
             self._last_sent_timestamp = packet.timestamp
         return packet
@@ -413,6 +417,7 @@ class RtpSession:
         while new == old or new in self._sources:
             new = self.config.rng.getrandbits(32)
         self._ssrc = new
+        self._sr_packets = self._sr_octets = 0
         self._events.append(SsrcChanged(old_ssrc=old, new_ssrc=new, conflicting_source=addr))
         return True
 
@@ -581,8 +586,8 @@ class RtpSession:
                     ssrc=self._ssrc,
                     ntp_timestamp=self._ntp(now),
                     rtp_timestamp=(self._last_sent_timestamp + elapsed) & 0xFFFFFFFF,
-                    packet_count=self._packets_sent & 0xFFFFFFFF,
-                    octet_count=self._octets_sent & 0xFFFFFFFF,
+                    packet_count=self._sr_packets & 0xFFFFFFFF,
+                    octet_count=self._sr_octets & 0xFFFFFFFF,
                     reports=tuple(blocks),
                 )
             )
