@@ -1,11 +1,22 @@
-"""Interop: FFmpeg's RTP muxer (through PyAV) sends G.711 RTP and an RTCP SR on
-loopback; natkit's codecs parse what FFmpeg packetised, and an RtpSession
-delivers every payload byte for byte as FFmpeg's encoder produced it."""
+"""Interop with FFmpeg through PyAV, on loopback.
+
+* FFmpeg's RTP muxer sends G.711 RTP and an RTCP SR; natkit's codecs parse
+  what FFmpeg packetised, and an RtpSession delivers every payload byte for
+  byte as FFmpeg's encoder produced it.
+* An RtpSession sends a 1 kHz tone to FFmpeg's RTP demuxer (opened from an
+  SDP); what FFmpeg decodes has its spectral peak at 1 kHz. FFmpeg binds its
+  port only once it runs, so natkit keeps sending frames until FFmpeg has
+  decoded a second of audio (a readiness loop bounded by the tone's length,
+  not a fixed wait).
+"""
 
 from __future__ import annotations
 
 import random
 import socket
+import tempfile
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,3 +118,77 @@ def test_ffmpeg_rtp_and_rtcp_parse_and_play_through_a_session() -> None:
     assert any(isinstance(e, RtcpReceived) for e in got)
     assert session.statistics.packets_lost == 0
     assert session.sources[sr.ssrc].last_sr_ntp != 0
+
+
+def _mulaw_tone(hz: float, seconds: float) -> bytes:
+    encoder = av.CodecContext.create("pcm_mulaw", "w")
+    encoder.sample_rate = 8000
+    encoder.layout = "mono"
+    encoder.format = "s16"
+    t = np.arange(int(8000 * seconds)) / 8000
+    tone = (np.sin(2 * np.pi * hz * t) * 10000).astype(np.int16).reshape(1, -1)
+    out = bytearray()
+    for start in range(0, tone.shape[1], 160):
+        frame = av.AudioFrame.from_ndarray(
+            tone[:, start : start + 160], format="s16", layout="mono"
+        )
+        frame.sample_rate = 8000
+        for packet in encoder.encode(frame):
+            out += bytes(packet)
+    return bytes(out)
+
+
+def test_ffmpeg_decodes_the_tone_a_session_sends() -> None:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    decoded: list[np.ndarray] = []
+    done = threading.Event()
+    with tempfile.TemporaryDirectory() as tmp:
+        sdp = Path(tmp) / "natkit.sdp"
+        sdp.write_text(
+            "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        )
+
+        def ffmpeg_receives() -> None:
+            try:
+                container = av.open(
+                    str(sdp), format="sdp", timeout=5,
+                    options={"protocol_whitelist": "file,udp,rtp", "reorder_queue_size": "0"},
+                )  # fmt: skip
+                samples = 0
+                for frame in container.decode(audio=0):
+                    decoded.append(frame.to_ndarray())
+                    samples += frame.samples
+                    if samples >= 8000:
+                        break
+                container.close()
+            finally:
+                done.set()
+
+        receiver = threading.Thread(target=ffmpeg_receives)
+        receiver.start()
+        tone = _mulaw_tone(1000.0, 4.0)
+        session = RtpSession(
+            RtpSessionConfig(rng=random.Random(3)), local_rtp=Endpoint("127.0.0.1", 0),
+            remote_rtp=Endpoint("127.0.0.1", port), now=0.0,
+        )  # fmt: skip
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for i in range(len(tone) // 160):
+                if done.wait(0.005):
+                    break
+                frame = tone[160 * i : 160 * (i + 1)]
+                session.send_frame(frame, pt=0, timestamp_increment=160, now=0.02 * i)
+                for d in session.datagrams_to_send(now=0.02 * i):
+                    sender.sendto(d.data, (d.remote.host, d.remote.port))
+        finally:
+            sender.close()
+            receiver.join(10)
+    assert decoded, "FFmpeg decoded nothing"
+    audio = np.concatenate(decoded, axis=1)[0].astype(float)
+    assert len(audio) >= 8000
+    spectrum = np.abs(np.fft.rfft(audio))
+    assert np.argmax(spectrum) * 8000 / len(audio) == pytest.approx(1000.0, abs=8000 / len(audio))
