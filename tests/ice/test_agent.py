@@ -3,6 +3,8 @@ failure, restart, components and streams."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from natkit.addr import Endpoint
 from natkit.ice.agent import IceAgent
 from natkit.ice.candidate import CandidateType
@@ -324,3 +326,40 @@ def test_restart_during_a_restart_keeps_data_on_the_first_pair() -> None:
     net.run(0.1)
     assert net.of(b, DataReceived)[-1].data == b"\x80still"
     assert not net.of(a, IceFailed)
+
+
+def _request_from(agent: IceAgent) -> Callable[[bytes], bool]:
+    """Matches the connectivity checks ``agent`` sends (its tie-breaker)."""
+    marker = agent.tie_breaker.to_bytes(8, "big")
+
+    def lose(data: bytes) -> bool:
+        return data[0] < 4 and data[:2] == b"\x00\x01" and marker in data
+
+    return lose
+
+
+def test_controlled_agent_rechecks_until_a_failed_controlling_peer_recovers() -> None:
+    # B controls, and every check B sends is lost for 35 s: B's first check
+    # would time out (its last retransmission leaves at 31.5 s), while A
+    # (controlled) has a valid pair at once. A's periodic re-check keeps
+    # triggering new checks at B (§7.3.1.4), one of which gets through once
+    # the loss ends, and B nominates.
+    net, a, b = pair_up(22, a_controlling=False, b_controlling=True)
+    net.lose = _request_from(b)
+    exchange(net, a, b, [A1], [B1])
+    net.run(35.0)
+    assert net.of(a, CandidatePairSucceeded) and not net.of(a, ChecksCompleted)
+    net.lose = lambda data: False
+    net.run(10.0, lambda: completed(net, a, b))
+    assert completed(net, a, b)
+    assert not net.of(a, IceFailed)
+
+
+def test_controlled_agent_gives_up_without_a_nomination() -> None:
+    net, a, b = pair_up(23, a_controlling=False, b_controlling=True, nomination_timeout=20.0)
+    net.lose = _request_from(b)
+    exchange(net, a, b, [A1], [B1])
+    net.run(60.0, lambda: bool(net.of(a, IceFailed)))
+    ((t, failed),) = net.timed(a, IceFailed)
+    assert isinstance(failed, IceFailed) and failed.reason == "no nomination"
+    assert 20.0 <= t <= 21.0  # idle since the first round trip, plus nomination_timeout

@@ -78,6 +78,7 @@ class Net:
         self.nat: dict[Endpoint, Endpoint] = {}
         self._unnat: dict[Endpoint, Endpoint] = {}
         self.blocked: Callable[[Endpoint, Endpoint], bool] = lambda s, d: False
+        self.lose: Callable[[bytes], bool] = lambda data: False  # by content
         self._queue: list[tuple[float, int, IceAgent, bytes, Endpoint, Endpoint]] = []
         self._boxes: list[tuple[ipaddress.IPv4Network, NatBox]] = []
         self._seq = itertools.count()
@@ -154,7 +155,7 @@ class Net:
                         continue
                     src, dst = routed
                 target = self.owner.get(dst)
-                if target is None or self.blocked(local, dst):
+                if target is None or self.blocked(local, dst) or self.lose(data):
                     continue
                 heapq.heappush(
                     self._queue,

@@ -81,3 +81,44 @@ def test_random_stun_messages_never_raise(
         "wrong": b"x",
     }[sign]
     drive(ag, serialize_message(msg, key=key, fingerprint=True))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    loss=st.floats(0.0, 0.6),
+    a_controlling=st.booleans(),
+    b_controlling=st.booleans(),
+    aggressive=st.booleans(),
+)
+def test_lossy_network_always_ends_connected_or_failed(
+    seed: int, loss: float, a_controlling: bool, b_controlling: bool, aggressive: bool
+) -> None:
+    """Whatever is lost, the agents never raise or spin, and each stream ends
+    connected or failed (RFC 8445 §8.1.2) within the check timeouts."""
+    import random
+
+    from natkit.ice.events import ChecksCompleted, IceFailed
+    from tests.ice.test_agent_harness import Net, config, exchange
+
+    drop = random.Random(seed)
+    net = Net(delay=0.02)
+    net.blocked = lambda s, d: drop.random() < loss
+    a = net.add(IceAgent(config(seed, aggressive_nomination=aggressive), controlling=a_controlling))
+    b = net.add(IceAgent(config(seed + 1), controlling=b_controlling))
+    a.add_stream()
+    b.add_stream()
+    exchange(
+        net,
+        a,
+        b,
+        [host("192.0.2.1", 5000), host("192.0.2.3", 5000, pref=1000)],
+        [host("192.0.2.2", 6000)],
+    )
+
+    def done(agent: IceAgent) -> bool:
+        return bool(net.of(agent, ChecksCompleted) or net.of(agent, IceFailed))
+
+    net.run(120.0, lambda: done(a) and done(b))
+    assert done(a)
+    assert done(b) or net.of(a, IceFailed)  # a controlled peer may wait for a nomination

@@ -127,6 +127,9 @@ class _Component:
     spares: list[CandidatePair] = field(default_factory=list)
     first_valid_at: float | None = None
     nominate_at: float | None = None
+    recheck_at: float | None = None  # controlled, valid pairs, no nomination yet
+    give_up_at: float | None = None
+    switched_at: float = -math.inf
     next_due: float | None = None
 
 
@@ -890,6 +893,51 @@ class IceAgent:
             self._due(comp, now)
         else:
             self._maybe_nominate(st, comp, now)
+        self._await_nomination(st, comp, now)
+
+    def _await_nomination(self, st: _Stream, comp: _Component, now: float) -> None:
+        """A controlled component with valid pairs and nothing pending waits
+        for the nomination: it re-checks its best valid pair now and then and
+        gives up after ``nomination_timeout`` (see :class:`IceConfig`)."""
+        if self._controlling or self.config.lite or comp.selected is not None:
+            return
+        pairs = st.checklist.by_component(comp.id)
+        if any(p.is_pending for p in pairs):
+            return
+        if not any(p.state is PairState.SUCCEEDED for p in pairs):
+            return
+        comp.recheck_at = now + jittered(
+            self._rng, self.config.consent_interval, self.config.consent_jitter
+        )
+        if comp.give_up_at is None:
+            comp.give_up_at = now + self.config.nomination_timeout
+        self._due(comp, comp.recheck_at)
+
+    def _waiting_for_nomination(self, st: _Stream, comp: _Component, now: float) -> float:
+        """Run the controlled side's wait (re-checks, give-up); its next deadline."""
+        if comp.selected is not None or self._controlling:
+            comp.recheck_at = comp.give_up_at = None
+            return math.inf
+        if comp.give_up_at is not None and now >= comp.give_up_at:
+            comp.recheck_at = comp.give_up_at = None
+            if not st.failed:
+                st.failed = True
+                self._events.append(IceFailed(stream=st.id, reason="no nomination"))
+            return math.inf
+        if comp.recheck_at is not None and now >= comp.recheck_at:
+            valid = [
+                p for p in st.checklist.by_component(comp.id) if p.state is PairState.SUCCEEDED
+            ]
+            if valid:
+                self._lists.enqueue_triggered(max(valid, key=lambda p: p.valid_priority))
+                self._wake()
+            comp.recheck_at = now + jittered(
+                self._rng, self.config.consent_interval, self.config.consent_jitter
+            )
+        return min(
+            comp.recheck_at if comp.recheck_at is not None else math.inf,
+            comp.give_up_at if comp.give_up_at is not None else math.inf,
+        )
 
     def _fail_pair(self, pair: CandidatePair, now: float) -> None:
         st = self._streams[pair.stream]
@@ -909,6 +957,7 @@ class IceAgent:
         elif comp.selected is pair:
             self._due(comp, now)  # a failed re-nomination: fail over again
         self._check_failed(st)
+        self._await_nomination(st, comp, now)
 
     def _check_failed(self, st: _Stream) -> None:
         """§8.1.2 / RFC 8838 §8: with both sides' end-of-candidates and nothing
@@ -1031,6 +1080,7 @@ class IceAgent:
         previous = comp.selected
         assert previous is not None  # callers switch only from a selected pair
         comp.selected = pair
+        comp.switched_at = now
         pair.next_check = now
         self._refresh_spares(st, comp, now)
         self._events.append(
@@ -1076,6 +1126,8 @@ class IceAgent:
                 self._maybe_nominate(st, comp, now)
             if comp.nominate_at is not None:
                 due = min(due, comp.nominate_at)
+        if comp.recheck_at is not None or comp.give_up_at is not None:
+            due = min(due, self._waiting_for_nomination(st, comp, now))
         selected = comp.selected if comp.selected is not None else comp.previous
         if selected is None:
             comp.next_due = None if due == math.inf else due
@@ -1101,11 +1153,15 @@ class IceAgent:
                 due = min(due, pair.next_check, pair.last_response + cfg.consent_timeout)
             current = comp.selected
             if cfg.hot_spares and current is not None and not current.consent_lost:
+                holddown_end = comp.switched_at + cfg.failover_holddown
                 if now > current.last_response + cfg.failover_timeout:
-                    spare = pick_failover(comp.spares, now=now, timeout=cfg.failover_timeout)
-                    if spare is not None:
-                        self._failover(st, comp, spare, now)
-                        due = min(due, now)
+                    if now < holddown_end:
+                        due = min(due, holddown_end)
+                    else:
+                        spare = pick_failover(comp.spares, now=now, timeout=cfg.failover_timeout)
+                        if spare is not None:
+                            self._failover(st, comp, spare, now)
+                            due = min(due, now)
                 else:
                     due = min(due, current.last_response + cfg.failover_timeout + 1e-3)
         keep = comp.selected if comp.selected is not None else comp.previous

@@ -35,6 +35,11 @@ class IceConfig:
     - ``nomination_delay``: regular nomination (§8.1.1) waits at most this
       long after the first valid pair of a component for a better one to
       succeed; it nominates at once when no higher-priority pair is pending.
+    - ``nomination_timeout``: a controlled agent whose component has valid
+      pairs and nothing left to check re-checks its best valid pair every
+      ``consent_interval`` (so a controlling peer whose own checks were all
+      lost gets a triggered check that succeeds) and gives up with
+      ``IceFailed`` when no nomination came this long after that.
     - ``lite``: this agent is an ICE-lite agent (§2.5): it never sends
       checks, answers them, and is always controlled.
     - ``hot_spares``: after nomination keep checking the remaining pairs and
@@ -42,7 +47,9 @@ class IceConfig:
       pair and the spares are checked every ``failover_check_interval``
       (randomized like consent checks) and the selected pair is replaced by
       the best live spare when it has had no response for
-      ``failover_timeout`` seconds.
+      ``failover_timeout`` seconds; after a switch the next failover waits
+      ``failover_holddown`` seconds (hysteresis: a lossy network must not
+      make the agents flap between paths), unless consent is lost.
     - ``max_pairs``: the check list limit of §6.1.2.5 (per stream).
     """
 
@@ -56,10 +63,12 @@ class IceConfig:
     consent_timeout: float = 30.0
     aggressive_nomination: bool = False
     nomination_delay: float = 0.5
+    nomination_timeout: float = 40.0
     lite: bool = False
     hot_spares: bool = True
     failover_check_interval: float = 0.3
     failover_timeout: float = 1.2
+    failover_holddown: float = 5.0
     max_pairs: int = 100
     software: str | None = None
     rng: Rng = field(default_factory=default_rng)
