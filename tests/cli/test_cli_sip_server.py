@@ -61,6 +61,9 @@ def test_listen_flags(text: str, expected: list[tuple[SipTransport, Endpoint]]) 
         ),
         pytest.param(["--listen", "tls:127.0.0.1:0", "-d", "x.org"], "--tls-cert", id="tls"),
         pytest.param(["-d", "x.org", "--secret", "zz"], "hex", id="bad-secret"),
+        pytest.param(
+            ["-d", "x.org", "--alias-peer", "edge.example"], "IP address", id="named-alias-peer"
+        ),
     ],
 )
 def test_bad_flags_exit_1_with_one_line(args: list[str], message: str) -> None:

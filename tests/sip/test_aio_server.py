@@ -808,3 +808,65 @@ def test_a_configured_realm_is_shared_by_every_domain() -> None:
                 assert server.realm_for(request) == "corp"
 
     run_virtual(main)
+
+
+@pytest.mark.parametrize(
+    ("trusted", "connections"),
+    [
+        pytest.param(True, 1, id="alias-honoured"),
+        pytest.param(False, 2, id="untrusted-peer-new-connection"),
+    ],
+)
+def test_connection_reuse_between_edge_and_registrar(trusted: bool, connections: int) -> None:
+    # RFC 5923: the edge's Via carries alias on its TCP connection to the
+    # registrar; a registrar that trusts the edge sends the call for alice
+    # (Path first hop: the edge's address and port) back over that very
+    # connection instead of opening one to the edge's listening port.
+    async def main() -> tuple[int, bool]:
+        net, server_host, alice_host, bob_host = world()
+        edge_host = net.add_host("edge", EDGE_IP)
+        registrar = SipServer(
+            server_host.stack,
+            server_config(
+                authenticate=False, alias_peers=frozenset({EDGE_IP} if trusted else set())
+            ),
+            MemoryStore(clock=wallclock),
+            rng=seeded_rng(1),
+        )
+        edge_config = server_config(
+            listen=((SipTransport.TCP, Endpoint(EDGE_IP, 5060)),),
+            domains=frozenset(),
+            edge_upstream=TCP_SERVER,
+            connection_reuse=True,
+        )
+        edge = SipServer(
+            edge_host.stack, edge_config, MemoryStore(clock=wallclock), rng=seeded_rng(2)
+        )
+        async with registrar, edge:
+            alice = Phone(alice_host, SipTransport.TCP, 5070)
+            bob = Phone(bob_host, SipTransport.UDP, 5080)
+            await alice.start()
+            await bob.start()
+            await registered(
+                alice, Target(SipTransport.TCP, Endpoint(EDGE_IP, 5060)), password=None
+            )
+            invite = bob.request(
+                "INVITE", "sip:alice@example.org", to="sip:alice@example.org", user="bob"
+            )
+            await bob.send(invite, UDP_SERVER)
+            arrived, source = await alice.next()
+            assert isinstance(arrived, SipRequest) and arrived.method == "INVITE"
+            await alice.reply(arrived, source, 200)
+            while True:
+                response, _ = await bob.next()
+                assert isinstance(response, SipResponse)
+                if response.status >= 200:
+                    break
+            to_edge = [f for f in registrar.transport.flows() if f.remote.host == EDGE_IP]
+            alice.layer.close()
+            bob.layer.close()
+            return len(to_edge), response.status == 200
+
+    count, answered = run_virtual(main)
+    assert answered
+    assert count == connections

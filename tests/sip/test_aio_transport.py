@@ -624,3 +624,37 @@ def test_headers_in_the_body_of_a_malformed_datagram_are_not_copied() -> None:
         assert b"evil" not in answer
 
     run_virtual(main)
+
+
+def test_an_alias_sends_over_the_peers_connection_until_it_closes() -> None:
+    # RFC 5923: the server aliases the client's listening address to the
+    # connection the client opened; requests to that address use it, and
+    # after it closed a new connection is opened to the listener.
+    async def main() -> tuple[bool, bool, bool]:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None)
+        await server.start(SipTransport.TCP)
+        rec = Recorder()
+        client = await _client(client_host, None, rec)
+        await client.listen(SipTransport.TCP, Endpoint("0.0.0.0", 5070))
+        await client.send(
+            options(SipTransport.TCP), Target(SipTransport.TCP, Endpoint(SERVER_IP, 5060))
+        )
+        await rec.next()  # the 200
+        (_, source) = server.seen[-1]
+        client_listener = Endpoint(CLIENT_IP, 5070)
+        aliased = server.layer.add_alias(source.flow, client_listener)
+        towards_client = Target(SipTransport.TCP, client_listener)
+        await server.layer.send(options(SipTransport.TCP, call_id="back"), towards_client)
+        _, arrived = await rec.next()
+        reused = arrived.remote == Endpoint(SERVER_IP, 5060)  # over the client's connection
+        server.layer.close_flow(source.flow)
+        await asyncio.sleep(1)
+        await server.layer.send(options(SipTransport.TCP, call_id="again"), towards_client)
+        _, again = await rec.next()
+        fresh = again.remote.host == SERVER_IP and again.remote.port != 5060
+        client.close()
+        server.layer.close()
+        return aliased, reused, fresh
+
+    assert run_virtual(main) == (True, True, True)

@@ -379,3 +379,31 @@ def test_other_members_of_the_upstream_cluster_are_routed_by_token() -> None:
     edge.receive_message(invite(route=None), from_peer, now=0.0)
     response, _ = only(edge)
     assert isinstance(response, SipResponse) and response.status == 404
+
+
+@pytest.mark.parametrize(
+    ("upstream_transport", "alias"),
+    [
+        pytest.param(SipTransport.TCP, True, id="tcp"),
+        pytest.param(SipTransport.UDP, False, id="udp"),
+    ],
+)
+def test_connection_reuse_puts_alias_in_the_upstream_via(
+    upstream_transport: SipTransport, alias: bool
+) -> None:
+    # RFC 5923 §5: only over connection-oriented transports.
+    upstream = Target(upstream_transport, UPSTREAM.remote)
+    edge = EdgeProxy(
+        EdgeProxyConfig(
+            host=EDGE_IP,
+            ports={SipTransport.UDP: 5060, SipTransport.TCP: 5060},
+            upstream=upstream,
+            signer=SIGNER,
+            connection_reuse=True,
+        )
+    )
+    edge.flow_opened(UA_TCP)
+    edge.receive_message(register(), UA_TCP, now=0.0)
+    forwarded, target = only(edge)
+    assert target == upstream and isinstance(forwarded, SipRequest)
+    assert forwarded.top_via.has_param("alias") is alias

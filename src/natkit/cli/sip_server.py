@@ -25,7 +25,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from natkit.addr import Endpoint, parse_endpoint
+from natkit.addr import Endpoint, canonical_ip, parse_endpoint
 from natkit.errors import NatkitError
 from natkit.net.loop import run
 from natkit.net.os_stack import OsStack
@@ -138,6 +138,21 @@ def sip_server_command(
     flow_timer: Annotated[
         int, typer.Option(help="Flow-Timer seconds for outbound registrations (RFC 5626 §5.4).")
     ] = 120,
+    alias_peer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--alias-peer",
+            help="IP address of an adjacent proxy (edge) whose Via alias over TCP/TLS is "
+            "honoured: requests for it reuse its connection (RFC 5923; repeatable).",
+        ),
+    ] = None,
+    connection_reuse: Annotated[
+        bool,
+        typer.Option(
+            "--connection-reuse",
+            help="As an edge, ask the registrar to reuse our TCP/TLS connection (RFC 5923 alias).",
+        ),
+    ] = False,
 ) -> None:
     """Run the SIP registrar and home proxy (or, with --edge-only, an Outbound edge)."""
     try:
@@ -174,6 +189,10 @@ def sip_server_command(
     except ValueError:
         raise _fail("--secret is hex") from None
     try:
+        alias_peers = frozenset(canonical_ip(peer) for peer in alias_peer or ())
+    except ValueError:
+        raise _fail("--alias-peer must be an IP address") from None
+    try:
         run(
             _serve(
                 pairs=tuple(pairs),
@@ -187,6 +206,8 @@ def sip_server_command(
                 secret=secret_bytes,
                 tls=tls,
                 flow_timer=flow_timer,
+                alias_peers=alias_peers,
+                connection_reuse=connection_reuse,
             )
         )
     except (StoreError, NatkitError, OSError, ValueError) as exc:
@@ -206,6 +227,8 @@ async def _serve(
     secret: bytes | None,
     tls: ssl.SSLContext | None,
     flow_timer: int,
+    alias_peers: frozenset[str] = frozenset(),
+    connection_reuse: bool = False,
 ) -> None:
     store = await open_store(store_url)
     try:
@@ -221,6 +244,8 @@ async def _serve(
             tls=tls,
             flow_timer=flow_timer,
             edge_upstream=upstream,
+            alias_peers=alias_peers,
+            connection_reuse=connection_reuse,
         )
         server = SipServer(OsStack(), config, store, resolver=SipResolver())
         await server.start()

@@ -97,6 +97,11 @@ class EdgeProxyConfig:
     aliases: frozenset[str] = frozenset()
     upstream_peers: frozenset[Endpoint] = frozenset()
     branch_salt: str = "natkit-edge"
+    connection_reuse: bool = False
+    """RFC 5923: put ``alias`` in the Via of requests sent upstream over
+    TCP/TLS, asking the upstream to send its requests for this edge back
+    over the same connection (an edge behind a firewall or NAT cannot be
+    connected to)."""
 
     def __post_init__(self) -> None:
         if not self.ports:
@@ -209,7 +214,7 @@ class EdgeProxy:
         upstream = self.config.upstream
         forwarded = forward_request(
             request,
-            via=self._via(request, upstream.transport, source),
+            via=self._via(request, upstream.transport, source, alias=self.config.connection_reuse),
             record_route=record_route,
         )
         self.stats.to_upstream += 1
@@ -282,15 +287,20 @@ class EdgeProxy:
         self.stats.rejected[status] = self.stats.rejected.get(status, 0) + 1
         self._outbox.append((response, Target(source.transport, source.remote, source.flow)))
 
-    def _via(self, request: SipRequest, transport: SipTransport, source: Source) -> Via:
+    def _via(
+        self, request: SipRequest, transport: SipTransport, source: Source, *, alias: bool = False
+    ) -> Via:
+        params: tuple[tuple[str, str | None], ...] = (
+            ("branch", stateless_branch(request, salt=self.config.branch_salt)),
+            (_FLOW_PARAM, self.config.signer.encode(source)),
+        )
+        if alias and transport in (SipTransport.TCP, SipTransport.TLS):
+            params += (("alias", None),)  # RFC 5923 §5
         return Via(
             transport=transport.via_token,
             host=self.config.host,
             port=self._port_for(transport),
-            params=(
-                ("branch", stateless_branch(request, salt=self.config.branch_salt)),
-                (_FLOW_PARAM, self.config.signer.encode(source)),
-            ),
+            params=params,
         )
 
     def _own_uri(self, token: str, transport: SipTransport, *, ob: bool) -> SipUri:

@@ -120,6 +120,11 @@ class SipServerConfig:
     (:class:`~natkit.sip.nat_helper.NatPinger`, docs/sip-nat.md).
     ``max_failover_targets``: how many servers of a next hop's RFC 3263 plan
     a forwarded request may try, one after the other (§4.3).
+    ``alias_peers``: addresses of adjacent proxies (edges) whose ``alias``
+    Via over TCP/TLS is honoured: requests for them reuse the connection
+    they opened (RFC 5923; trusted by address, see :meth:`SipServer._alias`).
+    ``connection_reuse``: as an edge, ask the upstream for that (``alias``
+    in the Via of what it sends there).
     """
 
     listen: tuple[tuple[SipTransport, Endpoint], ...]
@@ -139,6 +144,8 @@ class SipServerConfig:
     edge_upstream: Target | None = None
     nat_pings: bool = True
     max_failover_targets: int = 5
+    alias_peers: frozenset[str] = frozenset()
+    connection_reuse: bool = False
     transport: SipTransportConfig = field(default_factory=SipTransportConfig)
 
     def __post_init__(self) -> None:
@@ -168,6 +175,7 @@ class SipServer:
         self.rng = rng if rng is not None else default_rng()
         self._wallclock = wallclock if wallclock is not None else store.clock
         self._resolver = resolver
+        self._alias_peers = frozenset(_canonical_host(h) for h in config.alias_peers)
         self.transport = SipTransportLayer(
             stack,
             self._on_message,
@@ -245,6 +253,7 @@ class SipServer:
                     upstream=self.config.edge_upstream,
                     signer=self.signer,
                     flow_timer=self.config.flow_timer,
+                    connection_reuse=self.config.connection_reuse,
                 )
             )
 
@@ -291,8 +300,33 @@ class SipServer:
             for out, target in self.edge.messages_to_send():
                 self._spawn(self._send(out, target))
             return
+        if self._alias_peers and isinstance(message, SipRequest):
+            self._alias(message, source)
         self.layer.receive_message(message, source, now=self._now())
         self._pump()
+
+    def _alias(self, request: SipRequest, source: Source) -> None:
+        """RFC 5923 §5-6: a request with ``alias`` in its top Via, over a TCP
+        or TLS connection the peer opened, makes requests to the Via's
+        sent-by go over that connection. Honoured only for ``alias_peers``
+        and a sent-by that is the connection's own source address (with
+        the peer's listening port): RFC 5923 asks for the peer's TLS
+        certificate to vouch for the sent-by, and natkit's stacks expose
+        no peer certificate, so adjacent proxies are trusted by
+        configuration instead - which also lets plain TCP peers use it."""
+        if source.transport not in (SipTransport.TCP, SipTransport.TLS):
+            return
+        if source.remote.host not in self._alias_peers:
+            return
+        try:
+            via = request.top_via
+            sent_by = canonical_ip(via.host)
+        except (MalformedMessageError, ValueError):
+            return
+        if not via.has_param("alias") or sent_by != source.remote.host:
+            return
+        port = via.port or default_port(source.transport)
+        self.transport.add_alias(source.flow, Endpoint(sent_by, port))
 
     def _on_unreachable(self, remote: Endpoint) -> None:
         """ICMP unreachable: the UDP transactions towards ``remote`` failed
@@ -863,6 +897,13 @@ async def binding_destinations(
 
 def _dialog_forming(request: SipRequest) -> bool:
     return request.method in DIALOG_FORMING_METHODS and request.to.tag is None
+
+
+def _canonical_host(host: str) -> str:
+    try:
+        return canonical_ip(host)
+    except ValueError:
+        return host.lower()
 
 
 def _wildcard(host: str) -> bool:

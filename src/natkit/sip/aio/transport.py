@@ -37,7 +37,9 @@ of the layer.
 
 Stream connections are kept in a table keyed by flow id, with an index by
 (transport, remote) so that requests to a peer reuse an open connection
-(§18.1.1) and concurrent sends share one connect. Connections idle for
+(§18.1.1) and concurrent sends share one connect. :meth:`SipTransportLayer.add_alias`
+adds a peer's advertised listening address to that index for the
+connection it opened (RFC 5923 connection reuse). Connections idle for
 ``idle_timeout`` are closed; ``max_connections`` caps the table and
 ``max_connections_per_ip`` what one host may open; a peer that stops
 reading is aborted once ``max_write_buffer`` octets wait for it. When a
@@ -413,6 +415,7 @@ class SipTransportLayer:
         self._listen_tls: dict[Endpoint, ssl.SSLContext | None] = {}
         self._connections: dict[FlowId, _Connection] = {}
         self._by_remote: dict[tuple[SipTransport, Endpoint], FlowId] = {}
+        self._aliases: dict[FlowId, set[tuple[SipTransport, Endpoint]]] = {}
         self._connecting: dict[tuple[SipTransport, Endpoint], asyncio.Future[_Connection]] = {}
         self._listening: list[tuple[SipTransport, Endpoint]] = []
         self._accepted_per_ip: dict[str, int] = {}
@@ -562,6 +565,24 @@ class SipTransportLayer:
             raise FlowGoneError(f"flow {flow} is closed")
         conn.send_ping()
 
+    def add_alias(self, flow: FlowId, remote: Endpoint) -> bool:
+        """RFC 5923 §5-6: requests this element sends to ``remote`` over the
+        transport of ``flow`` (a stream connection the peer opened) go over
+        that connection instead of a new one, while it is open. Whether the
+        peer may claim ``remote`` is the caller's decision (RFC 5923 wants
+        it authenticated). An open connection of our own to ``remote`` is
+        kept. Returns whether the alias is in place."""
+        conn = self._connections.get(flow)
+        if conn is None or conn.closed:
+            return False
+        key = (conn.transport, remote)
+        current = self._by_remote.get(key)
+        if current is not None and current != flow and current in self._connections:
+            return False
+        self._by_remote[key] = flow
+        self._aliases.setdefault(flow, set()).add(key)
+        return True
+
     def close_flow(self, flow: FlowId) -> None:
         """Close a stream flow (``on_flow_closed`` is called)."""
         conn = self._connections.get(flow)
@@ -666,9 +687,9 @@ class SipTransportLayer:
                 self._accepted_per_ip[host] = left
             else:
                 self._accepted_per_ip.pop(host, None)
-        key = (conn.transport, conn.source.remote)
-        if self._by_remote.get(key) == conn.flow:
-            del self._by_remote[key]
+        for key in (conn.transport, conn.source.remote), *self._aliases.pop(conn.flow, ()):
+            if self._by_remote.get(key) == conn.flow:
+                del self._by_remote[key]
         if self._on_flow_closed is not None:
             try:
                 self._on_flow_closed(conn.flow)
