@@ -298,8 +298,15 @@ class IceAgent:
         if candidate.component not in st.components:
             raise LocalProtocolError(f"stream {stream} has no component {candidate.component}")
         key = (candidate.component, candidate.address)
-        if key in st.remote_candidates:
-            return  # known already, maybe as peer-reflexive (RFC 8838 §11.4)
+        known = st.remote_candidates.get(key)
+        if known is not None and (
+            known.type is not CandidateType.PEER_REFLEXIVE
+            or candidate.type is CandidateType.PEER_REFLEXIVE
+        ):
+            return
+        # A signalled candidate replaces a peer-reflexive one learned from a
+        # check (RFC 8838 §11.4); the pair already made keeps running, the
+        # other local candidates are paired with it now.
         st.remote_candidates[key] = candidate
         if candidate.transport is not Transport.UDP or self.config.lite:
             return
