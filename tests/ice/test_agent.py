@@ -363,3 +363,26 @@ def test_controlled_agent_gives_up_without_a_nomination() -> None:
     ((t, failed),) = net.timed(a, IceFailed)
     assert isinstance(failed, IceFailed) and failed.reason == "no nomination"
     assert 20.0 <= t <= 21.0  # idle since the first round trip, plus nomination_timeout
+
+
+def test_ipv6_host_candidates_connect_and_families_are_not_mixed() -> None:
+    net, a, b = pair_up(24)
+    a6, b6 = host("2001:db8::1", 5000), host("2001:db8::2", 6000)
+    exchange(net, a, b, [A1, a6], [b6])
+    net.run(5.0, lambda: completed(net, a, b))
+    assert [(p.local_base, p.remote.address) for p in a.pairs(0)] == [(a6.address, b6.address)]
+    assert a.selected_pair(0, 1) == (a6, as_remote(b6))
+
+
+def test_local_candidate_trickled_late_gets_paired_and_used() -> None:
+    net, a, b = pair_up(25)
+    net.blocked = lambda s, d: A1.address in (s, d)  # the first candidate does not work
+    late = host("192.0.2.7", 5000, pref=100)
+    exchange(net, a, b, [A1], [B1], eoc=False)
+    net.run(1.0)
+    assert not completed(net, a, b)
+    net.add(a, late.address)
+    a.add_local_candidate(0, late)
+    b.add_remote_candidate(0, as_remote(late))
+    net.run(5.0, lambda: completed(net, a, b))
+    assert a.selected_pair(0, 1) == (late, as_remote(B1))

@@ -228,3 +228,27 @@ def test_failover_then_total_loss_runs_to_consent_expiry_for_many_seeds(seed: in
         assert len(net.of(agent, ConsentLost)) == 1
         assert net.of(agent, IceFailed)[-1].reason == "consent lost"
         assert agent.get_timer() is None or agent.get_timer() > net.now  # type: ignore[operator]
+
+
+def test_hot_spare_failover_with_a_lite_peer() -> None:
+    # The full agent checks and re-nominates; the lite agent follows the
+    # latest nomination (it sends no checks of its own).
+    net = Net()
+    full = net.add(IceAgent(config(31), controlling=True))
+    lite = net.add(IceAgent(config(32, lite=True), controlling=False))
+    full.add_stream()
+    lite.add_stream()
+    full.set_remote_lite()
+    exchange(net, full, lite, [A_HOST, A_RELAY], [B_HOST])
+    net.run(3.0)
+    assert full.selected_pair(0, 1)[0].type is CandidateType.HOST  # type: ignore[index]
+    cut = net.now
+    net.blocked = lambda s, d: s.host in HOSTS and d.host in HOSTS
+    net.run(5.0)
+    for agent in (full, lite):
+        ((t, _),) = net.timed(agent, SelectedPairChanged)
+        assert t - cut <= 2.0
+    assert lite.selected_pair(0, 1)[1].address == A_RELAY.address  # type: ignore[index]
+    assert lite.send_data(0, 1, b"\x80lite", now=net.now)
+    net.run(0.1)
+    assert net.of(full, DataReceived)[-1].data == b"\x80lite"
