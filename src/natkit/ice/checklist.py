@@ -81,22 +81,23 @@ class CandidatePair:
     next_check: float = 0.0
     consent_lost: bool = False
     last_sent: float = -1.0
+    # Fixed for the pair's life (the local candidate's base and the remote
+    # address never change), computed once: the counters use them per change.
+    key: PairKey = field(init=False)
+    foundation: tuple[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        local = self.local
+        self.key = (local.component, local.effective_base, self.remote.address)
+        self.foundation = (local.foundation, self.remote.foundation)
 
     @property
     def component(self) -> int:
         return self.local.component
 
     @property
-    def key(self) -> PairKey:
-        return (self.local.component, self.local.effective_base, self.remote.address)
-
-    @property
     def local_base(self) -> Endpoint:
-        return self.local.effective_base
-
-    @property
-    def foundation(self) -> tuple[str, str]:
-        return (self.local.foundation, self.remote.foundation)
+        return self.key[1]
 
     @property
     def reported_local(self) -> Candidate:
