@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from natkit.errors import NatkitError
 from natkit.media.tone import contains_tone, dominant_frequencies, level_dbfs, sine_tone
@@ -91,6 +93,21 @@ def test_upsampling_works_as_well() -> None:
     out = resample(sine_tone(1000, duration=0.5), 8000, 48000)
     assert len(out) == 24000
     assert dominant_frequencies(out, sample_rate=48000)[0] == pytest.approx(1000, abs=2)
+
+
+def test_awkward_rates_use_a_close_ratio() -> None:
+    tone = sine_tone(1000, duration=1.0, sample_rate=8017)
+    out = resample(tone, 8017, 8000)
+    assert abs(len(out) - 8000) <= 1
+    assert dominant_frequencies(out)[0] == pytest.approx(1000, abs=1)
+    up = resample(sine_tone(1000, duration=0.2), 8000, 44111)
+    assert abs(len(up) - 8822) <= 2
+
+
+def test_sample_rates_outside_1_to_384_khz_are_rejected(tmp_path: Path) -> None:
+    path = make_wav(tmp_path / "r.wav", np.zeros(100, np.int16), rate=500)
+    with pytest.raises(WavFormatError, match="sample rate"):
+        read_wav(path)
 
 
 def test_same_rate_and_empty_input_are_copies() -> None:
@@ -200,3 +217,40 @@ def test_the_error_is_a_natkit_error_and_a_value_error() -> None:
 def test_missing_file_is_the_usual_os_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         read_wav(tmp_path / "absent.wav")
+
+
+GOOD_WAV = extensible_wav(np.arange(-50, 50, dtype=np.int16), rate=8000, channels=1)
+
+
+def plain_wav() -> bytes:
+    buffer = io.BytesIO()
+    write_wav(buffer, sine_tone(440, duration=0.01))
+    return buffer.getvalue()
+
+
+@given(st.binary(max_size=200))
+@settings(derandomize=True, database=None, max_examples=300)
+def test_random_bytes_are_a_wav_format_error(data: bytes) -> None:
+    with pytest.raises(WavFormatError):
+        read_wav(io.BytesIO(data))
+
+
+@given(
+    st.sampled_from([plain_wav(), GOOD_WAV]),
+    st.integers(0, 200),
+    st.binary(min_size=1, max_size=4),
+    st.integers(0, 200),
+)
+@settings(derandomize=True, database=None, max_examples=400)
+def test_mutated_and_truncated_wavs_read_or_raise_wav_format_error(
+    original: bytes, at: int, patch: bytes, cut: int
+) -> None:
+    data = bytearray(original)
+    position = at % len(data)
+    data[position : position + len(patch)] = patch
+    data = data[: len(data) - cut]
+    try:
+        pcm = read_wav(io.BytesIO(bytes(data)))
+    except WavFormatError:
+        return
+    assert pcm.dtype == np.int16

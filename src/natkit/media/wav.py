@@ -19,14 +19,16 @@ crossings the pass band is flat to about 3.3 kHz at 8 kHz and content
 above 4 kHz (which would alias) is attenuated by more than 60 dB. The
 kernel is tabulated once per call at the up-sampled rate, where every tap
 offset is an integer, and outputs are computed in chunks to bound memory.
+A ratio whose reduced terms exceed 1024 is replaced by the nearest one
+with terms that small, which bounds the table.
 
 :func:`write_wav` records 8 kHz mono 16-bit PCM (or another rate if asked).
 """
 
 from __future__ import annotations
 
+import fractions
 import io
-import math
 import os
 import struct
 import wave
@@ -51,6 +53,9 @@ TELEPHONE_RATE: Final = 8000
 _CHUNK_OUTPUTS: Final = 8192
 _KAISER_BETA: Final = 8.6
 _CUTOFF: Final = 0.9
+_MAX_PHASES: Final = 1024
+_MIN_RATE: Final = 1000
+_MAX_RATE: Final = 384000
 _WAVE_FORMAT_EXTENSIBLE: Final = 0xFFFE
 _KSDATAFORMAT_SUBTYPE_PCM: Final = bytes.fromhex("0100000000001000800000aa00389b71")
 
@@ -68,14 +73,17 @@ def read_wav(source: WavSource, *, sample_rate: int = TELEPHONE_RATE) -> PcmArra
         channels, rate, width, data = _read_with_wave(content)
     except WavFormatError:
         raise
-    except (wave.Error, EOFError, ValueError) as exc:
+    except (wave.Error, EOFError, ValueError, RuntimeError, struct.error, OverflowError) as exc:
+        # wave (through its chunk reader) reports broken headers in all of these.
         if f"unknown format: {_WAVE_FORMAT_EXTENSIBLE}" not in str(exc):
             raise WavFormatError(f"not a readable WAV file: {exc}") from exc
         channels, rate, width, data = _read_extensible(content)
     if width != 2:
         raise WavFormatError(f"{8 * width}-bit WAV is not supported: 16-bit PCM only")
-    if channels < 1 or rate < 1:
-        raise WavFormatError("WAV header declares no channels or no sample rate")
+    if channels < 1:
+        raise WavFormatError("WAV header declares no channels")
+    if not _MIN_RATE <= rate <= _MAX_RATE:
+        raise WavFormatError(f"a sample rate of {rate} Hz is outside 1-384 kHz")
     usable = len(data) // (2 * channels) * (2 * channels)  # a truncated last frame
     samples = np.frombuffer(data[:usable], dtype="<i2").reshape(-1, channels)
     mono = samples[:, 0] if channels == 1 else _mix_down(samples)
@@ -160,9 +168,8 @@ def resample(
         raise ValueError("sample rates must be positive")
     if from_rate == to_rate or len(pcm) == 0:
         return pcm.copy()
-    common = math.gcd(from_rate, to_rate)
-    up, down = to_rate // common, from_rate // common
-    kernel, half = _lowpass_kernel(up, min(from_rate, to_rate), from_rate * up, zero_crossings)
+    up, down = _rate_ratio(from_rate, to_rate)
+    kernel, half = _lowpass_kernel(up, down, zero_crossings)
     x = pcm.astype(np.float64)
     out_len = -(-len(x) * up // down)
     taps = 2 * half // up + 2
@@ -181,14 +188,31 @@ def resample(
     return resampled
 
 
-def _lowpass_kernel(
-    up: int, lower_rate: int, grid_rate: int, zero_crossings: int
-) -> tuple[npt.NDArray[np.float64], int]:
+def _rate_ratio(from_rate: int, to_rate: int) -> tuple[int, int]:
+    """``to_rate / from_rate`` as ``up / down`` in lowest terms; when either
+    term exceeds ``_MAX_PHASES`` (rates such as 8017 Hz), the nearest ratio
+    with terms that small instead (a pitch error below 1e-6, inaudible),
+    so the kernel table stays bounded."""
+    ratio = fractions.Fraction(to_rate, from_rate)
+    if max(ratio.numerator, ratio.denominator) > _MAX_PHASES:
+        if ratio > 1:
+            ratio = 1 / (1 / ratio).limit_denominator(_MAX_PHASES)
+        else:
+            ratio = ratio.limit_denominator(_MAX_PHASES)
+    return ratio.numerator, ratio.denominator
+
+
+def _lowpass_kernel(up: int, down: int, zero_crossings: int) -> tuple[npt.NDArray[np.float64], int]:
     """A Kaiser-windowed sinc tabulated at every integer offset of the
-    up-sampled grid; scaled so that each polyphase branch has unit DC gain."""
-    half = math.ceil(zero_crossings * grid_rate / lower_rate)
+    up-sampled grid; scaled so that each polyphase branch has unit DC gain.
+
+    On the up-sampled grid the lower of the two rates is ``1 / max(up,
+    down)`` cycles per sample, so the kernel depends on the ratio alone.
+    """
+    grid_per_lower = max(up, down)
+    half = zero_crossings * grid_per_lower
     offsets = np.arange(-half, half + 1, dtype=np.float64)
-    cutoff = _CUTOFF * lower_rate / 2  # Hz
-    kernel = np.sinc(2 * cutoff * offsets / grid_rate) * np.kaiser(2 * half + 1, _KAISER_BETA)
+    cutoff = _CUTOFF * 0.5 / grid_per_lower  # cycles per grid sample
+    kernel = np.sinc(2 * cutoff * offsets) * np.kaiser(2 * half + 1, _KAISER_BETA)
     kernel *= up / kernel.sum()
     return kernel, half
