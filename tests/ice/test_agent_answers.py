@@ -204,3 +204,19 @@ def test_unknown_stream_or_component_is_a_local_protocol_error() -> None:
         ag.send_data(0, 2, b"x", now=0.0)
     with pytest.raises(LocalProtocolError):
         ag.add_local_candidate(0, as_remote(LOCAL))  # no base
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        pytest.param({"ta": 0}, id="ta"),
+        pytest.param({"rc": 0}, id="rc"),
+        pytest.param({"consent_jitter": 1.0}, id="jitter"),
+        pytest.param({"failover_timeout": 0.3}, id="failover-faster-than-checks"),
+        pytest.param({"consent_timeout": 5.0}, id="consent-timeout-below-interval"),
+        pytest.param({"max_pairs": 0}, id="max-pairs"),
+    ],
+)
+def test_config_rejects_inconsistent_timers(kw: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        config(1, **kw)

@@ -82,3 +82,8 @@ class IceConfig:
             raise ValueError("consent_jitter must be in [0, 1)")
         if self.max_pairs < 1:
             raise ValueError("max_pairs must be at least 1")
+        longest_gap = self.failover_check_interval * (1 + self.consent_jitter)
+        if self.hot_spares and self.failover_timeout <= longest_gap:
+            raise ValueError("failover_timeout must exceed the longest gap between path checks")
+        if self.consent_timeout <= self.consent_interval * (1 + self.consent_jitter):
+            raise ValueError("consent_timeout must exceed the longest gap between consent checks")
