@@ -839,3 +839,19 @@ def test_a_refresh_moves_the_expiry() -> None:
     h.advance(100.0, answer=200)
     assert all(at < 110.0 for _, _, at in h.first_options())
     assert h.pinger.binding_count == 0
+
+
+def test_refresh_aor_follows_a_lookup_without_tracking_anything_new() -> None:
+    h = Harness()
+    wall = 1_000.0
+    mine = dataclasses.replace(binding("mine"), expires=wall + 60.0)
+    h.pinger.sync_aor("aor", [mine], now=0.0, wall=wall)
+    elsewhere = dataclasses.replace(binding("elsewhere"), expires=wall + 3600.0)
+    # Another registrar refreshed "mine" for an hour and added "elsewhere".
+    longer = dataclasses.replace(mine, expires=wall + 3600.0)
+    h.pinger.refresh_aor("aor", [longer, elsewhere], now=10.0, wall=wall + 10.0)
+    assert h.pinger.is_tracked("aor", "mine") and not h.pinger.is_tracked("aor", "elsewhere")
+    h.advance(300.0, answer=200)
+    assert any(at > 60.0 for _, _, at in h.first_options())  # the new expiry holds
+    h.pinger.refresh_aor("aor", [elsewhere], now=h.now, wall=wall + h.now)  # "mine" removed
+    assert h.pinger.binding_count == 0

@@ -38,8 +38,9 @@ says which mode breaks what and why natkit chose this one.
   report :class:`~natkit.sip.nat_helper_events.NatBindingLost`. A stream
   binding is lost when its connection closes. An entry ends with its
   binding: ``Expires: 0``, ``*`` or a replacing REGISTER untrack it
-  (:meth:`NatPinger.sync_aor`), and one that expires unrefreshed is
-  dropped when its next ping falls due, unsent. Bindings wait in one heap
+  (:meth:`NatPinger.sync_aor`), one that expires unrefreshed is dropped
+  when its next ping falls due, unsent, and :meth:`NatPinger.refresh_aor`
+  follows what a lookup found in the store. Bindings wait in one heap
   keyed by due time (O(log n) per ping) and at most ``max_in_flight``
   OPTIONS are outstanding, so 100k bindings ping evenly spread, never at
   once.
@@ -522,6 +523,25 @@ class NatPinger:
         keep = {b.key for b in bindings if self.track_binding(aor, b, now=now, wall=wall)}
         for key in [k for k in self._aors.get(aor, {}) if k not in keep]:
             self.untrack(aor, key)
+
+    def refresh_aor(
+        self, aor: str, bindings: Iterable[Binding], *, now: float, wall: float
+    ) -> None:
+        """Bring the tracked bindings of ``aor`` in line with what a lookup
+        found (``bindings``, e.g. written by another registrar of a cluster):
+        those gone stop being pinged, the others take the listed expiry.
+        Nothing new is tracked: a binding registered elsewhere may name a
+        flow this element does not hold."""
+        tracked = self._aors.get(aor)
+        if not tracked:
+            return
+        listed = {b.key: b for b in bindings}
+        for key, entry in list(tracked.items()):
+            binding = listed.get(key)
+            if binding is None:
+                self._release(entry)
+            else:
+                entry.expires = now + (binding.expires - wall)
 
     def untrack(self, aor: str, key: str) -> None:
         """Stop pinging (binding removed or expired). A ping in flight is

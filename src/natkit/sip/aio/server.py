@@ -688,7 +688,7 @@ class SipServer:
         if self.pinger is not None:
             # What the store says now (another registrar of the cluster may
             # have removed or refreshed bindings): pings follow it.
-            self.pinger.sync_aor(uri.aor, bindings, now=self._now(), wall=self._wallclock())
+            self.pinger.refresh_aor(uri.aor, bindings, now=self._now(), wall=self._wallclock())
         return bindings, None if bindings else 404
 
     async def _destinations(
