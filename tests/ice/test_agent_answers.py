@@ -220,3 +220,26 @@ def test_unknown_stream_or_component_is_a_local_protocol_error() -> None:
 def test_config_rejects_inconsistent_timers(kw: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         config(1, **kw)
+
+
+def test_rto_grows_with_the_number_of_waiting_and_in_progress_pairs() -> None:
+    # §14.3: with 20 pairs of distinct foundations Waiting or In-Progress and
+    # Ta 50 ms, RTO is 20 * 50 ms = 1 s rather than the 500 ms floor.
+    ag = IceAgent(config(33), controlling=True)
+    ag.add_stream()
+    ag.add_local_candidate(0, LOCAL)
+    ag.set_remote_credentials(0, "peer", "peerpassword0123456789")
+    for i in range(20):
+        ag.add_remote_candidate(0, as_remote(host(f"192.0.2.{100 + i}", 7000)))
+    ag.handle_timer(now=0.0)
+    (first,) = ag.datagrams_to_send(now=0.0)
+    assert ag.get_timer() == pytest.approx(0.05)  # the next paced check
+    sends = []
+    now = 0.0
+    while now < 1.2:
+        timer = ag.get_timer()
+        assert timer is not None
+        now = timer
+        ag.handle_timer(now=now)
+        sends += [now for t in ag.datagrams_to_send(now=now) if t.data == first.data]
+    assert sends[0] == pytest.approx(1.0)

@@ -586,9 +586,10 @@ class IceAgent:
         if gen.remote is None:
             return
         use_candidate = self._controlling and (self.config.aggressive_nomination or pair.nominating)
-        rto = max(self.config.rto, self.config.ta * (self._lists.waiting_or_in_progress + 1))
         if pair.state is not PairState.SUCCEEDED:
             self._lists.set_state(pair, PairState.IN_PROGRESS)
+        # §14.3, counting this check's own pair among the In-Progress ones.
+        rto = max(self.config.rto, self.config.ta * self._lists.waiting_or_in_progress)
         check = self._new_check(pair, gen, consent=False, use_candidate=use_candidate, rto=rto)
         pair.check_tid = check.tid
         self._start_check(check, now)
