@@ -274,17 +274,24 @@ def test_random_traffic_never_raises_and_keeps_counts_consistent(
     buffer = JitterBuffer()
     now = 0.0
     media = 0
+    last: tuple[int, int] | None = None  # (resets, timestamp) of the last media frame
     for seq, ts, delta, is_pop in ops:
         now += delta
         if is_pop:
             frame = buffer.pop(now=now)
             if frame is not None and not frame.concealed:
                 media += 1
+                resets = buffer.stats().resets
+                if last is not None and last[0] == resets:
+                    # within one run, playout never goes back in time (mod 2**32)
+                    assert 0 < (frame.timestamp - last[1]) % 2**32 < 2**31
+                last = (resets, frame.timestamp)
         else:
             buffer.push(seq, ts, b"x", now=now)
     stats = buffer.stats()
     assert stats.played == media
     assert stats.played + stats.buffered <= stats.received
+    assert stats.buffered <= buffer.config.capacity
 
 
 def test_a_delay_step_costs_a_few_late_packets_then_plays_on() -> None:

@@ -210,6 +210,14 @@ def test_unsupported_or_broken_extensible_files_are_clear_errors(
         read_wav(tmp_path / "x.wav")
 
 
+def test_files_over_the_size_limit_are_refused(tmp_path: Path) -> None:
+    path = make_wav(tmp_path / "big.wav", sine_tone(440, duration=0.1), rate=8000)
+    size = path.stat().st_size
+    assert len(read_wav(path, max_bytes=size)) == 800
+    with pytest.raises(WavFormatError, match="larger than"):
+        read_wav_frames(path, max_bytes=size - 1)
+
+
 def test_the_error_is_a_natkit_error_and_a_value_error() -> None:
     assert issubclass(WavFormatError, NatkitError) and issubclass(WavFormatError, ValueError)
 

@@ -41,6 +41,7 @@ from natkit.errors import NatkitError
 from natkit.media.pcm import PcmArray, as_pcm, split_frames
 
 __all__ = [
+    "MAX_FILE_BYTES",
     "TELEPHONE_RATE",
     "WavFormatError",
     "read_wav",
@@ -54,6 +55,8 @@ _CHUNK_OUTPUTS: Final = 8192
 _KAISER_BETA: Final = 8.6
 _CUTOFF: Final = 0.9
 _MAX_PHASES: Final = 1024
+MAX_FILE_BYTES: Final = 256 << 20
+"""The largest WAV file read by default: about 23 minutes of 48 kHz stereo."""
 _MIN_RATE: Final = 1000
 _MAX_RATE: Final = 384000
 _WAVE_FORMAT_EXTENSIBLE: Final = 0xFFFE
@@ -66,9 +69,15 @@ class WavFormatError(NatkitError, ValueError):
     """A file that is not a WAV file natkit can play (16-bit PCM)."""
 
 
-def read_wav(source: WavSource, *, sample_rate: int = TELEPHONE_RATE) -> PcmArray:
-    """Read a 16-bit PCM WAV file as mono samples at ``sample_rate``."""
-    content = _read_all(source)
+def read_wav(
+    source: WavSource, *, sample_rate: int = TELEPHONE_RATE, max_bytes: int = MAX_FILE_BYTES
+) -> PcmArray:
+    """Read a 16-bit PCM WAV file as mono samples at ``sample_rate``.
+
+    Files larger than ``max_bytes`` are refused (WavFormatError) before
+    they are read into memory.
+    """
+    content = _read_all(source, max_bytes)
     try:
         channels, rate, width, data = _read_with_wave(content)
     except WavFormatError:
@@ -90,11 +99,15 @@ def read_wav(source: WavSource, *, sample_rate: int = TELEPHONE_RATE) -> PcmArra
     return resample(mono, rate, sample_rate)
 
 
-def _read_all(source: WavSource) -> bytes:
+def _read_all(source: WavSource, max_bytes: int) -> bytes:
     if isinstance(source, (str, os.PathLike)):
         with open(os.fspath(source), "rb") as file:
-            return file.read()
-    return source.read()
+            content = file.read(max_bytes + 1)
+    else:
+        content = source.read(max_bytes + 1)
+    if len(content) > max_bytes:
+        raise WavFormatError(f"WAV file larger than {max_bytes} bytes")
+    return content
 
 
 def _read_with_wave(content: bytes) -> tuple[int, int, int, bytes]:
@@ -131,10 +144,15 @@ def _read_extensible(content: bytes) -> tuple[int, int, int, bytes]:
 
 
 def read_wav_frames(
-    source: WavSource, *, sample_rate: int = TELEPHONE_RATE, frame_samples: int = 160
+    source: WavSource,
+    *,
+    sample_rate: int = TELEPHONE_RATE,
+    frame_samples: int = 160,
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> list[PcmArray]:
     """:func:`read_wav` cut into frames (20 ms at 8 kHz); the last is zero-padded."""
-    return split_frames(read_wav(source, sample_rate=sample_rate), frame_samples)
+    pcm = read_wav(source, sample_rate=sample_rate, max_bytes=max_bytes)
+    return split_frames(pcm, frame_samples)
 
 
 def write_wav(
