@@ -281,3 +281,35 @@ def test_a_nat_rebinding_the_udp_flow_fails_it_at_the_next_keepalive() -> None:
     assert reason == "mapped address changed"
     assert detected <= 30 + 1  # within one keepalive interval (Flow-Timer)
     assert registered_again
+
+
+def test_a_failed_flow_forgets_its_keepalive_under_way() -> None:
+    # A STUN keepalive still retransmitting when its flow fails for another
+    # reason must not report on the flow later (it may be registered anew by
+    # then, and a late timeout would fail it for nothing).
+    async def main() -> tuple[int, int]:
+        net = Internet(seed=3)
+        server_host = net.add_host("server", SERVER_IP)
+        alice_host = net.add_host("alice", ALICE_IP)
+        store = MemoryStore(clock=wallclock)
+        await add_user(store, "example.org", "alice", "secret")
+        config = SipServerConfig(
+            listen=((SipTransport.UDP, Endpoint(SERVER_IP, 5060)),),
+            domains=frozenset({"example.org"}),
+            secret=b"s" * 32,
+            flow_timer=30,
+        )
+        server = SipServer(server_host.stack, config, store, rng=seeded_rng(1))
+        await server.start()
+        async with RegistrationAgent(alice_host.stack, agent_config(SipTransport.UDP)) as agent:
+            await asyncio.wait_for(agent.registered(), 30)
+            await server.close()
+            while agent.stun.pending == 0:  # the next keepalive, unanswered
+                await asyncio.sleep(0.5)
+            in_flight = agent.stun.pending
+            agent.client.flow_closed(1, now=asyncio.get_running_loop().time())
+            agent._pump()
+            return in_flight, agent.stun.pending
+
+    in_flight, left = run_virtual(main)
+    assert in_flight == 1 and left == 0

@@ -176,8 +176,10 @@ class RegistrationAgent:
                 case FlowFailed(flow=flow):
                     self._registered.discard(flow)
                     self._drop_connections(flow)
+                    self._cancel_keepalives(flow)
                 case _:
                     self._registered.discard(event.flow)
+                    self._cancel_keepalives(event.flow)
             self.events.put_nowait(event)
             self._changed.set()
         for message, target in self.client.messages_to_send():
@@ -246,6 +248,14 @@ class RegistrationAgent:
             self.client.send_failed(message, now=self._now())
             self._pump()
 
+    def _cancel_keepalives(self, flow: int) -> None:
+        """Forget the STUN keepalive of ``flow`` still under way: its outcome
+        would concern a flow that has failed or been registered anew."""
+        for tid, owner in list(self._stun_flows.items()):
+            if owner == flow:
+                self.stun.cancel(tid)
+                del self._stun_flows[tid]
+
     def _keepalive(self, event: KeepaliveDue) -> None:
         now = self._now()
         target = event.target
@@ -258,10 +268,7 @@ class RegistrationAgent:
             except FlowGoneError:
                 self.client.flow_closed(event.flow, now=now)
             return
-        for tid, flow in list(self._stun_flows.items()):
-            if flow == event.flow:  # one keepalive per flow at a time
-                self.stun.cancel(tid)
-                del self._stun_flows[tid]
+        self._cancel_keepalives(event.flow)  # one keepalive per flow at a time
         request = StunMessage.request(Method.BINDING, self.stun.new_transaction_id())
         tid = self.stun.send_request(request, target.remote, now=now)
         self._stun_flows[tid] = event.flow
