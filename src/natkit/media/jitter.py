@@ -35,10 +35,10 @@ after its frame was concealed is *late*: dropped and counted.
 jitter_multiplier * J``, ``J`` the RFC 3550 §6.4.1 interarrival jitter,
 bounded by ``min_delay`` and ``max_delay`` (and no lower than
 ``initial_delay`` for the first ``warmup_packets``, while J is still a
-guess). When the average slack is more
-than two frames above target, a pop skips one frame (time compression);
-when it is half a frame below target, or a packet was late, a pop inserts
-one concealment frame without advancing (time expansion). The change is a
+guess). When the average slack is more than two frames above target, a
+pop skips one frame (time compression); when it is half a frame below
+target, or a packet was late, a pop inserts one concealment frame without
+advancing (time expansion). The change is a
 frame at a time, and slack-driven changes are at least ``adapt_interval``
 pops apart so that the noisy average does not make the delay oscillate; a
 late packet grows the delay at once.
