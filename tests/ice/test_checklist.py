@@ -111,3 +111,14 @@ def test_spares_are_the_best_valid_pair_of_each_other_path() -> None:
     relay1.last_response, relay2.last_response = 10.0, 8.0
     assert pick_failover(spares, now=10.5, timeout=1.2) is relay1
     assert pick_failover(spares, now=20.0, timeout=1.2) is None
+
+
+def test_spares_come_from_the_selected_pairs_component_only() -> None:
+    lists = CheckListSet()
+    lists.add_list(0)
+    rtp = make_pair(0, host("192.0.2.1", 1, 1), host("192.0.2.2", 1, 1))
+    rtcp_relay = make_pair(0, relay("198.51.100.1", 2, 2), host("192.0.2.2", 2, 2))
+    for p in (rtp, rtcp_relay):
+        lists.add_pair(p, unfreeze=False)
+        lists.set_state(p, PairState.SUCCEEDED)
+    assert choose_spares([rtp, rtcp_relay], rtp) == []

@@ -252,3 +252,28 @@ def test_hot_spare_failover_with_a_lite_peer() -> None:
     assert lite.send_data(0, 1, b"\x80lite", now=net.now)
     net.run(0.1)
     assert net.of(full, DataReceived)[-1].data == b"\x80lite"
+
+
+def test_each_component_fails_over_on_its_own() -> None:
+    net = Net()
+    a = net.add(IceAgent(config(33), controlling=True))
+    b = net.add(IceAgent(config(34), controlling=False))
+    a.add_stream(components=2)
+    b.add_stream(components=2)
+    a_c = [host("192.0.2.1", 5000, 1), host("192.0.2.1", 5001, 2)]
+    a_c += [relay("198.51.100.9", 7000, 1), relay("198.51.100.9", 7001, 2)]
+    b_c = [host("192.0.2.2", 6000, 1), host("192.0.2.2", 6001, 2)]
+    exchange(net, a, b, a_c, b_c)
+    net.run(4.0)
+    assert all(a.selected_pair(0, c)[0].type is CandidateType.HOST for c in (1, 2))  # type: ignore[index]
+    cut = net.now
+    net.blocked = lambda s, d: s.host in HOSTS and d.host in HOSTS
+    net.run(5.0)
+    for agent in (a, b):
+        changes = net.timed(agent, SelectedPairChanged)
+        assert sorted(e.component for e in net.of(agent, SelectedPairChanged)) == [1, 2]
+        assert all(t - cut <= 2.0 for t, _ in changes)
+    assert a.send_data(0, 2, b"\x80rtcp", now=net.now)
+    net.run(0.1)
+    got = net.of(b, DataReceived)[-1]
+    assert (got.component, got.data) == (2, b"\x80rtcp")

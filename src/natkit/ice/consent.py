@@ -55,11 +55,13 @@ def _usable(pair: CandidatePair) -> bool:
 
 
 def choose_spares(pairs: Iterable[CandidatePair], selected: CandidatePair) -> list[CandidatePair]:
-    """The best valid pair of every path other than the selected pair's."""
+    """The best valid pair of every path other than the selected pair's,
+    among the pairs of the selected pair's component."""
     best: dict[PathKey, CandidatePair] = {}
     selected_path = path_key(selected)
+    component = selected.component
     for pair in pairs:
-        if pair is selected or not _usable(pair):
+        if pair is selected or pair.component != component or not _usable(pair):
             continue
         key = path_key(pair)
         if key == selected_path:
