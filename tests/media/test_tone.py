@@ -10,6 +10,7 @@ import pytest
 from natkit.media.g711 import PCMA, PCMU, G711Codec
 from natkit.media.pcm import join_frames
 from natkit.media.tone import (
+    check_recording,
     contains_tone,
     dominant_frequencies,
     is_silent,
@@ -147,3 +148,24 @@ def test_short_and_empty_recordings() -> None:
     assert tone_duration(np.zeros(10, dtype=np.int16), 440) == 0.0
     assert level_dbfs([]) == -math.inf
     assert not contains_tone(sine_tone(440, duration=0.02), 440, min_duration=0.04)
+
+
+def test_check_recording_passes_when_the_far_tone_arrived() -> None:
+    recording = lose_frames(through_g711(sine_tone(1000, duration=3.0)), 0.1)
+    check = check_recording(recording, far_hz=1000, own_hz=440, min_duration=2.0)
+    assert check.ok and check.heard_far and not check.heard_own and not check.silent
+    assert 2.0 <= check.far_seconds <= 3.0 and check.own_seconds == 0.0
+    assert check.dominant[0] == pytest.approx(1000, abs=2)
+
+
+def test_check_recording_fails_on_silence_and_on_only_the_own_tone() -> None:
+    silent = check_recording(np.zeros(24000, np.int16), far_hz=1000, own_hz=440)
+    assert not silent.ok and silent.silent and silent.dominant == ()
+    echo = check_recording(sine_tone(440, duration=3.0), far_hz=1000, own_hz=440)
+    assert not echo.ok and echo.heard_own and not echo.silent
+
+
+def test_check_recording_with_echo_of_the_own_tone_still_passes() -> None:
+    mix = sine_tone(1000, duration=2.0, amplitude=0.4) + sine_tone(440, duration=2.0, amplitude=0.2)
+    check = check_recording(mix, far_hz=1000, own_hz=440)
+    assert check.ok and check.level_dbfs < 0

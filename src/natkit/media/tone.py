@@ -27,6 +27,7 @@ verdict.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -35,6 +36,8 @@ import numpy.typing as npt
 from natkit.media.pcm import PcmArray, as_pcm, split_frames
 
 __all__ = [
+    "RecordingCheck",
+    "check_recording",
     "contains_tone",
     "dominant_frequencies",
     "is_silent",
@@ -201,3 +204,51 @@ def dominant_frequencies(
         offset = 0.5 * (a - c) / denominator if denominator != 0 else 0.0
         result.append((i + offset) * bin_hz)
     return result
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordingCheck:
+    """What one side's recording proves about the call (two-way audio by content).
+
+    ``heard_far`` is the verdict: the far side's tone is there for at least
+    the required time. ``heard_own`` flags the near side's own tone (echo,
+    or a relay looping media back); a recording holding only that, or only
+    silence, means the far side's audio never arrived.
+    """
+
+    heard_far: bool
+    heard_own: bool
+    silent: bool
+    far_seconds: float
+    own_seconds: float
+    level_dbfs: float
+    dominant: tuple[float, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.heard_far
+
+
+def check_recording(
+    samples: npt.ArrayLike,
+    *,
+    far_hz: float,
+    own_hz: float,
+    min_duration: float = 1.0,
+    tolerance_hz: float = 20.0,
+    sample_rate: int = 8000,
+) -> RecordingCheck:
+    """Check a recording for the far side's tone ``far_hz`` and note the
+    near side's own ``own_hz`` (see :class:`RecordingCheck`)."""
+    pcm = as_pcm(samples)
+    far = tone_duration(pcm, far_hz, tolerance_hz=tolerance_hz, sample_rate=sample_rate)
+    own = tone_duration(pcm, own_hz, tolerance_hz=tolerance_hz, sample_rate=sample_rate)
+    return RecordingCheck(
+        heard_far=far + 1e-9 >= min_duration,
+        heard_own=own + 1e-9 >= min_duration,
+        silent=is_silent(pcm),
+        far_seconds=far,
+        own_seconds=own,
+        level_dbfs=level_dbfs(pcm),
+        dominant=tuple(dominant_frequencies(pcm, sample_rate=sample_rate)),
+    )
