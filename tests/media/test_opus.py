@@ -1,4 +1,4 @@
-"""Opus through PyAV's libopus (optional: these tests need the ``av`` package)."""
+"""Opus through PyAV's libopus (``av`` is a dependency, so these always run)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import random
 
 import numpy as np
 import pytest
-
-pytest.importorskip("av", reason="Opus support is optional (pip install av)")
 
 from natkit.errors import MalformedMessageError
 from natkit.media.opus import (
