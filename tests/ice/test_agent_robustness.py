@@ -131,3 +131,46 @@ def test_lossy_network_always_ends_connected_or_failed(
     if loss <= 0.25:
         assert done(a)
         assert done(b) or net.of(a, IceFailed)  # a controlled peer may wait for a nomination
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    attrs=st.lists(attribute, max_size=6),
+    cls=st.sampled_from(list(MessageClass)),
+    sign=st.sampled_from(["local", "remote", "none"]),
+    which=st.integers(0, 50),
+)
+def test_random_messages_to_a_connected_agent_never_raise_or_break_it(
+    attrs: list[tuple[int, bytes]], cls: MessageClass, sign: str, which: int
+) -> None:
+    from natkit.ice.events import ChecksCompleted, DataReceived
+    from tests.ice.test_agent_harness import Net, exchange
+
+    net = Net()
+    a = net.add(IceAgent(config(41), controlling=True))
+    b = net.add(IceAgent(config(42), controlling=False))
+    a.add_stream()
+    b.add_stream()
+    b_host = host("192.0.2.2", 6000)
+    exchange(net, a, b, [LOCAL, host("198.51.100.9", 7000)], [b_host])
+    net.run(2.0)
+    assert net.of(a, ChecksCompleted)
+    tids = list(a._checks)  # in-flight consent checks: responses can match them
+    tid = tids[which % len(tids)] if tids else bytes(12)
+    msg = StunMessage(Method.BINDING, cls, tid)
+    msg.attributes.extend(Attribute(t, v) for t, v in attrs)
+    key = {
+        "local": short_term_key(a.local_credentials(0).pwd),
+        "remote": short_term_key(b.local_credentials(0).pwd),
+        "none": None,
+    }[sign]
+    a.receive_datagram(
+        serialize_message(msg, key=key, fingerprint=True),
+        b_host.address,
+        local=LOCAL.address,
+        now=net.now,
+    )
+    net.run(1.0)
+    assert a.send_data(0, 1, b"\x80still", now=net.now)
+    net.run(0.1)
+    assert net.of(b, DataReceived)[-1].data == b"\x80still"
