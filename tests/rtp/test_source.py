@@ -174,16 +174,21 @@ def test_lossy_reordered_duplicated_streams_deliver_each_packet_once(
         if data.draw(st.integers(0, 19)) == 0:
             arrivals.append(n)  # 5 % duplicated
     source = ReceivedSource(7, clock_rate=8000)
-    delivered: list[int] = []
+    delivered: list[tuple[int, int]] = []  # (extended sequence, packet number n)
     validated_at: int | None = None
     for i, n in enumerate(arrivals):
         verdict, out = source.update(packet(start + n, 160 * n), now=0.02 * i)
         if verdict is SequenceVerdict.ACCEPTED and validated_at is None:
             validated_at = i
-        delivered.extend(source.extended_sequence(p.sequence_number) for p in out)
-    assert len(delivered) == len(set(delivered))
+        delivered.extend(
+            (source.extended_sequence(p.sequence_number), p.timestamp // 160) for p in out
+        )
+    numbers = [n for _, n in delivered]
+    assert len(numbers) == len(set(numbers))
     assert source.received == len(delivered)
+    # Extended numbers count exactly as the sender numbered, across the wrap.
+    assert len({ext - n for ext, n in delivered}) <= 1
+    assert all(ext >= 0 for ext, _ in delivered)
     if validated_at is not None:
-        later = {(start + n) for n in arrivals[validated_at + 1 :]}
-        assert later <= set(delivered)
+        assert set(arrivals[validated_at + 1 :]) <= set(numbers)
         assert source.lost == source.expected - source.received

@@ -151,8 +151,13 @@ class ReceivedSource:
                     held = self._held
                     self._held = []
                     self._init_seq(seq)
-                    # Held packets were in sequence: they count from the first of them.
+                    # Held packets were in sequence: they count from the first of them,
+                    # which may lie before a wrap: then this packet starts cycle 1, so
+                    # extended numbers never go negative.
                     self.base_seq = seq - len(held)
+                    if self.base_seq < 0:
+                        self.cycles = RTP_SEQ_MOD
+                        self.base_seq += RTP_SEQ_MOD
                     self.received = len(held) + 1
                     self._seen = (1 << (len(held) + 1)) - 1
                     self.validated = True
