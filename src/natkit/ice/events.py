@@ -67,8 +67,10 @@ class PairNominated:
 class SelectedPairChanged:
     """The selected pair was replaced without a new offer/answer: a hot-spare
     failover, a higher-priority aggressive nomination (RFC 5245 §8.1.1.2) or
-    the peer's re-nomination. ``reason`` is ``"failover"``,
-    ``"nomination"`` or ``"restart"``."""
+    the peer's re-nomination. ``reason`` is ``"failover"`` (this agent
+    detected the loss) or ``"nomination"`` (a better or re-nominated pair).
+    After an ICE restart the new generation's pair is a new
+    :class:`PairNominated`."""
 
     stream: int
     component: int
