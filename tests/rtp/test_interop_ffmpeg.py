@@ -18,6 +18,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -26,8 +27,6 @@ from natkit.rtp.events import RtcpReceived, RtpReceived
 from natkit.rtp.packet import parse_rtp
 from natkit.rtp.rtcp import SenderReport, parse_rtcp
 from natkit.rtp.session import RtpSession, RtpSessionConfig
-
-av = pytest.importorskip("av")
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(30)]
 
