@@ -277,3 +277,22 @@ def test_each_component_fails_over_on_its_own() -> None:
     net.run(0.1)
     got = net.of(b, DataReceived)[-1]
     assert (got.component, got.data) == (2, b"\x80rtcp")
+
+
+def test_relayed_selection_is_upgraded_when_the_direct_pair_succeeds_later() -> None:
+    net = Net()
+    a = net.add(IceAgent(config(35), controlling=True))
+    b = net.add(IceAgent(config(36), controlling=False))
+    a.add_stream()
+    b.add_stream()
+    net.blocked = lambda s, d: s.host in HOSTS and d.host in HOSTS
+    exchange(net, a, b, [A_HOST, A_RELAY], [B_HOST])
+    net.run(1.0)
+    assert a.selected_pair(0, 1)[0].type is CandidateType.RELAYED  # type: ignore[index]
+    net.blocked = lambda s, d: False  # the direct path opens (a retransmission gets through)
+    net.run(5.0)
+    for agent in (a, b):
+        (change,) = net.of(agent, SelectedPairChanged)
+        assert change.reason == ("upgrade" if agent is a else "nomination")
+    assert a.selected_pair(0, 1)[0] == A_HOST  # type: ignore[index]
+    assert b.selected_pair(0, 1)[1].address == A_HOST.address  # type: ignore[index]

@@ -897,11 +897,30 @@ class IceAgent:
         if nominated_by_us or (pair.remote_nominated and not self._controlling):
             self._nominated(st, pair, now)
         elif comp.selected is not None and self.config.hot_spares:
-            comp.spares = choose_spares(st.checklist.pairs.values(), comp.selected)
-            self._due(comp, now)
+            if self._is_upgrade(pair, comp.selected):
+                self._switch_selected(st, comp, pair, "upgrade", now)
+                pair.nominating = True
+                self._lists.enqueue_triggered(pair)
+            else:
+                comp.spares = choose_spares(st.checklist.pairs.values(), comp.selected)
+                self._due(comp, now)
         else:
             self._maybe_nominate(st, comp, now)
         self._await_nomination(st, comp, now)
+
+    def _is_upgrade(self, pair: CandidatePair, selected: CandidatePair) -> bool:
+        """A direct pair that succeeds after a relayed one was selected
+        (checks go on with hot spares): the controlling agent moves media off
+        the relay and re-nominates (§8.1.1 nominates once; natkit's peers
+        follow a better nomination, others keep using the relayed pair)."""
+        if not self._controlling or self.config.lite or pair.consent_lost:
+            return False
+        relayed = CandidateType.RELAYED
+        selected_relayed = relayed in (selected.local.type, selected.remote.type)
+        pair_relayed = relayed in (pair.local.type, pair.remote.type)
+        return (
+            selected_relayed and not pair_relayed and pair.valid_priority > selected.valid_priority
+        )
 
     def _await_nomination(self, st: _Stream, comp: _Component, now: float) -> None:
         """A controlled component with valid pairs and nothing pending waits

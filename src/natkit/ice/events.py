@@ -68,7 +68,9 @@ class SelectedPairChanged:
     """The selected pair was replaced without a new offer/answer: a hot-spare
     failover, a higher-priority aggressive nomination (RFC 5245 §8.1.1.2) or
     the peer's re-nomination. ``reason`` is ``"failover"`` (this agent
-    detected the loss) or ``"nomination"`` (a better or re-nominated pair).
+    detected the loss), ``"upgrade"`` (the controlling agent moved off a relay
+    to a direct pair that succeeded later) or ``"nomination"`` (the peer
+    nominated a better or a replacement pair).
     After an ICE restart the new generation's pair is a new
     :class:`PairNominated`."""
 
