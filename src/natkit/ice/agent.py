@@ -590,6 +590,7 @@ class IceAgent:
         if gen.remote is None:
             return
         use_candidate = self._controlling and (self.config.aggressive_nomination or pair.nominating)
+        pair.recheck = False
         if pair.state is not PairState.SUCCEEDED:
             self._lists.set_state(pair, PairState.IN_PROGRESS)
         # §14.3, counting this check's own pair among the In-Progress ones.
@@ -960,7 +961,9 @@ class IceAgent:
                 p for p in st.checklist.by_component(comp.id) if p.state is PairState.SUCCEEDED
             ]
             if valid:
-                self._lists.enqueue_triggered(max(valid, key=lambda p: p.valid_priority))
+                best = max(valid, key=lambda p: p.valid_priority)
+                best.recheck = True
+                self._lists.enqueue_triggered(best)
                 self._wake()
             comp.recheck_at = now + jittered(
                 self._rng, self.config.consent_interval, self.config.consent_jitter

@@ -73,6 +73,7 @@ class CandidatePair:
     nominated: bool = False
     remote_nominated: bool = False  # USE-CANDIDATE received (§7.3.1.5)
     nominating: bool = False  # a USE-CANDIDATE check is queued or running
+    recheck: bool = False  # a check of a Succeeded pair was asked for on purpose
     triggered: bool = False
     heap_serial: int = -1
     check_tid: bytes = b""  # the transaction of its latest connectivity check
@@ -318,11 +319,13 @@ class CheckListSet:
         while checklist.triggered:
             queued = checklist.triggered.popleft()
             queued.triggered = False
-            if (
-                checklist.pairs.get(queued.key) is queued
-                and queued.state is not PairState.IN_PROGRESS
-            ):
-                return queued
+            if checklist.pairs.get(queued.key) is not queued:
+                continue
+            if queued.state is PairState.IN_PROGRESS:
+                continue
+            if queued.state is PairState.SUCCEEDED and not (queued.nominating or queued.recheck):
+                continue  # the cancelled check it replaced was answered meanwhile
+            return queued
         pair = self._pop_waiting(checklist)
         if pair is None and checklist.frozen:
             self._unfreeze_idle_foundations(checklist)
