@@ -12,6 +12,8 @@ import asyncio
 from typing import Any
 
 import pytest
+from aioice import Candidate as AioCandidate
+from aioice import Connection
 
 from natkit.addr import Endpoint, Transport
 from natkit.ice.agent import IceAgent
@@ -21,10 +23,6 @@ from natkit.ice.events import ChecksCompleted, DataReceived, IceEvent
 from natkit.rng import seeded_rng
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(30)]
-
-aioice = pytest.importorskip("aioice")
-from aioice import Candidate as AioCandidate  # noqa: E402
-from aioice import Connection  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 
