@@ -1,9 +1,12 @@
 """``natkit sip-server``: run the SIP registrar + home proxy, or an Outbound edge proxy.
 
 The element is :class:`natkit.sip.aio.server.SipServer` (docs/sip-server.md);
-this module turns flags into its config, opens the store (bindings, users
-and the server secret live there: ``--store``, default SQLite), and runs it
-until SIGINT/SIGTERM.
+this module turns flags and, with ``--config``, a TOML file holding the same
+keys (:mod:`natkit.sip.aio.config`; a flag given wins) into its config, opens
+the store (bindings, users and the server secret live there: ``--store``,
+default SQLite), and runs it until SIGINT/SIGTERM. ``--admin ADDR:PORT``
+serves ``/metrics``, ``/healthz`` and ``/sessions`` (the registrations;
+:mod:`natkit.sip.aio.metrics`).
 
 The server secret keys digest nonces, flow tokens and temporary GRUUs. It is
 read from the store (namespace ``sip/server``) and created there on first
@@ -20,50 +23,34 @@ import secrets as _secrets
 import signal
 import ssl
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from natkit.addr import Endpoint, canonical_ip, parse_endpoint
 from natkit.errors import NatkitError
+from natkit.net.admin import AdminServer
 from natkit.net.loop import run
 from natkit.net.os_stack import OsStack
+from natkit.sip.aio.config import (
+    KEYS,
+    SipServerSettings,
+    build_settings,
+    load_toml,
+    parse_sip_listen,
+)
+from natkit.sip.aio.metrics import RegistrationView, SipAdmin, SipCounters, SipMetrics, instrument
 from natkit.sip.aio.resolve import SipResolver
-from natkit.sip.aio.server import SipServer, SipServerConfig, literal_target
-from natkit.sip.digest import DigestAlgorithm
-from natkit.sip.flow import SipTransport, Target
-from natkit.sip.uri import SipUri, parse_uri
+from natkit.sip.aio.server import SipServer
 from natkit.store import Store, StoreError, default_store_url, open_store
 
-__all__ = ["parse_sip_listen", "server_secret", "sip_server_command"]
+__all__ = ["parse_sip_listen", "server_secret", "sip_server_command", "tls_context"]
 
 err_console = Console(stderr=True)
 _log = logging.getLogger(__name__)
 
 SECRET_NAMESPACE = "sip/server"
-_DEFAULT_PORTS = {
-    SipTransport.UDP: 5060,
-    SipTransport.TCP: 5060,
-    SipTransport.TLS: 5061,
-    SipTransport.WS: 80,
-    SipTransport.WSS: 443,
-}
-
-
-def parse_sip_listen(text: str) -> list[tuple[SipTransport, Endpoint]]:
-    """``udp:|tcp:|tls:|ws:|wss:ADDR[:PORT]``; a bare ``ADDR[:PORT]`` means UDP and TCP."""
-    scheme, sep, rest = text.partition(":")
-    kinds: tuple[SipTransport, ...]
-    if sep and scheme.lower() in {t.value for t in SipTransport}:
-        kinds = (SipTransport(scheme.lower()),)
-    else:
-        kinds, rest = (SipTransport.UDP, SipTransport.TCP), text
-    try:
-        endpoint = parse_endpoint(rest, _DEFAULT_PORTS[kinds[0]])
-    except ValueError as exc:
-        raise ValueError(f"--listen {text!r}: {exc}") from None
-    return [(kind, endpoint) for kind in kinds]
+TOKEN_ENV = "NATKIT_ADMIN_TOKEN"
 
 
 async def server_secret(store: Store) -> bytes:
@@ -77,7 +64,22 @@ async def server_secret(store: Store) -> bytes:
     return bytes.fromhex(again["hex"]) if again is not None else fresh
 
 
+def tls_context(settings: SipServerSettings) -> ssl.SSLContext | None:
+    """The server-side TLS context for tls: and wss: listeners (None without)."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        tls.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise NatkitError(f"cannot load the TLS certificate: {exc}") from None
+    return tls
+
+
 def _fail(message: str) -> typer.Exit:
+    key = message.partition(":")[0]
+    if key in KEYS:  # name the flag the key is (the file's key has the same name)
+        message = "--" + message
     err_console.print(f"natkit sip-server: {message}", style="red", highlight=False)
     return typer.Exit(1)
 
@@ -136,8 +138,9 @@ def sip_server_command(
     ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM key for tls: and wss:.")] = None,
     flow_timer: Annotated[
-        int, typer.Option(help="Flow-Timer seconds for outbound registrations (RFC 5626 §5.4).")
-    ] = 120,
+        int | None,
+        typer.Option(help="Flow-Timer seconds for outbound registrations (RFC 5626 §5.4; 120)."),
+    ] = None,
     alias_peer: Annotated[
         list[str] | None,
         typer.Option(
@@ -153,113 +156,123 @@ def sip_server_command(
             help="As an edge, ask the registrar to reuse our TCP/TLS connection (RFC 5923 alias).",
         ),
     ] = False,
+    min_expires: Annotated[
+        int | None, typer.Option(help="Shortest registration accepted, else 423 (60 s).")
+    ] = None,
+    max_expires: Annotated[
+        int | None, typer.Option(help="Longest registration granted (7200 s).")
+    ] = None,
+    default_expires: Annotated[
+        int | None, typer.Option(help="Registration time when none is asked (3600 s).")
+    ] = None,
+    no_record_route: Annotated[
+        bool, typer.Option("--no-record-route", help="Do not Record-Route dialogs.")
+    ] = False,
+    no_nat_pings: Annotated[
+        bool,
+        typer.Option("--no-nat-pings", help="Do not keep NATed bindings alive with OPTIONS/CRLF."),
+    ] = False,
+    admin: Annotated[
+        str | None,
+        typer.Option(
+            help="Admin HTTP endpoint ADDR[:PORT] (/metrics, /healthz, /sessions; port 9642)."
+        ),
+    ] = None,
+    no_admin: Annotated[
+        bool, typer.Option("--no-admin", help="No admin endpoint, whatever the file says.")
+    ] = False,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(help="Bearer token the admin endpoint requires.", envvar=TOKEN_ENV),
+    ] = None,
+    admin_insecure: Annotated[
+        bool,
+        typer.Option(
+            "--admin-insecure", help="Allow a non-loopback --admin without --admin-token."
+        ),
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML file with the same keys.")
+    ] = None,
 ) -> None:
     """Run the SIP registrar and home proxy (or, with --edge-only, an Outbound edge)."""
+    flags: dict[str, Any] = {
+        "listen": listen,
+        "domain": domain,
+        "store": store,
+        "edge-only": edge_only,
+        "registrar": registrar,
+        "host": host,
+        "realm": realm,
+        "no-auth": no_auth,
+        "md5-first": md5_first,
+        "secret": secret,
+        "tls-cert": str(tls_cert) if tls_cert else None,
+        "tls-key": str(tls_key) if tls_key else None,
+        "flow-timer": flow_timer,
+        "alias-peer": alias_peer,
+        "connection-reuse": connection_reuse,
+        "min-expires": min_expires,
+        "max-expires": max_expires,
+        "default-expires": default_expires,
+        "no-record-route": no_record_route,
+        "no-nat-pings": no_nat_pings,
+        "admin": admin,
+        "no-admin": no_admin,
+        "admin-token": admin_token,
+        "admin-insecure": admin_insecure,
+    }
     try:
-        pairs = [pair for text in (listen or ["0.0.0.0:5060"]) for pair in parse_sip_listen(text)]
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-    tls: ssl.SSLContext | None = None
-    if any(t.secure for t, _ in pairs):
-        if tls_cert is None or tls_key is None:
-            raise _fail("tls: and wss: listeners need --tls-cert and --tls-key")
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            tls.load_cert_chain(tls_cert, tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise _fail(f"cannot load the TLS certificate: {exc}") from None
-    upstream: Target | None = None
-    if edge_only:
-        if registrar is None:
-            raise _fail("--edge-only needs --registrar sip:ADDRESS[:PORT]")
-        try:
-            uri = parse_uri(registrar)
-        except NatkitError as exc:
-            raise _fail(f"--registrar: {exc}") from None
-        upstream = literal_target(uri) if isinstance(uri, SipUri) else None
-        if upstream is None:
-            raise _fail("--registrar must be a sip: URI with an IP address")
-    elif not domain:
-        raise _fail("a registrar needs --domain (or run --edge-only)")
-    algorithms = (DigestAlgorithm.SHA256, DigestAlgorithm.MD5)
-    if md5_first:
-        algorithms = (DigestAlgorithm.MD5, DigestAlgorithm.SHA256)
-    try:
-        secret_bytes = bytes.fromhex(secret) if secret is not None else None
-    except ValueError:
-        raise _fail("--secret is hex") from None
-    try:
-        alias_peers = frozenset(canonical_ip(peer) for peer in alias_peer or ())
-    except ValueError:
-        raise _fail("--alias-peer must be an IP address") from None
-    try:
-        run(
-            _serve(
-                pairs=tuple(pairs),
-                domains=frozenset(d.lower() for d in domain or ()),
-                store_url=store or default_store_url(),
-                upstream=upstream,
-                host=host,
-                realm=realm,
-                authenticate=not no_auth,
-                algorithms=algorithms,
-                secret=secret_bytes,
-                tls=tls,
-                flow_timer=flow_timer,
-                alias_peers=alias_peers,
-                connection_reuse=connection_reuse,
-            )
-        )
+        file = load_toml(config) if config is not None else {}
+        settings = build_settings(file, flags)
+        tls = tls_context(settings)
+        run(_serve(settings, tls))
     except (StoreError, NatkitError, OSError, ValueError) as exc:
         raise _fail(str(exc)) from None
 
 
-async def _serve(
-    *,
-    pairs: tuple[tuple[SipTransport, Endpoint], ...],
-    domains: frozenset[str],
-    store_url: str,
-    upstream: Target | None,
-    host: str | None,
-    realm: str | None,
-    authenticate: bool,
-    algorithms: tuple[DigestAlgorithm, ...],
-    secret: bytes | None,
-    tls: ssl.SSLContext | None,
-    flow_timer: int,
-    alias_peers: frozenset[str] = frozenset(),
-    connection_reuse: bool = False,
-) -> None:
-    store = await open_store(store_url)
+async def _serve(settings: SipServerSettings, tls: ssl.SSLContext | None) -> None:
+    store = await open_store(settings.store or default_store_url())
     try:
-        key = secret if secret is not None else await server_secret(store)
-        config = SipServerConfig(
-            listen=pairs,
-            domains=domains,
-            secret=key,
-            host=host,
-            realm=realm,
-            authenticate=authenticate,
-            digest_algorithms=algorithms,
-            tls=tls,
-            flow_timer=flow_timer,
-            edge_upstream=upstream,
-            alias_peers=alias_peers,
-            connection_reuse=connection_reuse,
-        )
-        server = SipServer(OsStack(), config, store, resolver=SipResolver())
+        key = settings.secret if settings.secret is not None else await server_secret(store)
+        config = settings.core_config(key, tls=tls)
+        stack = OsStack()
+        server = SipServer(stack, config, store, resolver=SipResolver())
+        counters = SipCounters()
+        instrument(server, counters)
+        view = RegistrationView(store)
+        app = SipAdmin(server, SipMetrics(server, counters, view), view)
+        admin_server: AdminServer | None = None
+        refresher: asyncio.Task[None] | None = None
         await server.start()
-        where = ", ".join(f"{t.value}:{ep}" for t, ep in server.listening)
-        role = "edge proxy" if config.edge_upstream is not None else "registrar + proxy"
-        err_console.print(f"SIP {role} listening on {where}", markup=False)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
         try:
+            if settings.admin is not None:
+                admin_server = AdminServer(stack, settings.admin, app, token=settings.admin_token)
+                await admin_server.start()
+                refresher = asyncio.ensure_future(view.run())
+            app.running = True
+            where = ", ".join(f"{t.value}:{ep}" for t, ep in server.listening)
+            role = "edge proxy" if config.edge_upstream is not None else "registrar + proxy"
+            err_console.print(f"SIP {role} listening on {where}", markup=False)
+            if admin_server is not None:
+                ep = admin_server.local_endpoint
+                err_console.print(f"admin endpoint on http://{ep}", markup=False)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, stop.set)
             await stop.wait()
         finally:
+            app.running = False
+            if refresher is not None:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
+            if admin_server is not None:
+                admin_server.close()
+                await admin_server.wait_closed()
+            await app.close()
             await server.close()
     finally:
         await store.close()
