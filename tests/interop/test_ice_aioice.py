@@ -23,15 +23,26 @@ Servers: natkit's own STUN server (aioice learns a server-reflexive
 candidate from it) and natkit's TURN server (aioice relay-only, RFC 8656:
 every check and every datagram from aioice travels through a natkit
 allocation).
+
+Across NATs (marker ``netns``, root): the namespace lab with natkit behind one
+NAT and aioice behind another, natkit's STUN and TURN servers on the lab
+internet; natkit, aioice and each server run on an event loop of their own
+on a thread inside their host's namespace (``NamespaceLoop``: the sockets
+they open are that namespace's), with real packets through natkit's TUN NAT
+(RFC 4787 presets) or the kernel's masquerade. Direct where theory says a
+direct path exists, relayed through natkit's TURN server elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,13 +52,23 @@ from natkit.ice.aio.agent import AsyncIceAgent
 from natkit.ice.candidate import Candidate, CandidateType
 from natkit.ice.config import IceConfig
 from natkit.ice.events import RoleSwitched
-from natkit.ice.gather_config import GatherConfig
+from natkit.ice.gather_config import GatherConfig, TurnServerSpec
 from natkit.ice.sdp import parse_candidate, serialize_candidate
+from natkit.net.netns import (
+    KernelNat,
+    Lab,
+    LabUnavailable,
+    NatEngine,
+    TunNat,
+    check_available,
+    lab_namespaces,
+)
 from natkit.net.os_stack import OsStack
 from natkit.net.stack import InterfaceAddress
 from natkit.rng import seeded_rng
 from natkit.stun.aio import StunServerRunner
 from natkit.stun.server import StunServerConfig
+from natkit.turn.aio.server import TurnServerRunner
 from natkit.turn.credentials import StaticCredentials
 from natkit.turn.server import TurnServerConfig
 
@@ -288,8 +309,6 @@ async def test_aioice_learns_srflx_from_natkit_stun_and_connects(natkit_stun: En
 async def natkit_turn() -> AsyncIterator[Endpoint]:
     """natkit's TURN server in this process: UDP on 127.0.0.1, relays on
     127.0.0.1 above the ephemeral range, loopback peers allowed."""
-    from natkit.turn.aio.server import TurnServerRunner
-
     config = TurnServerConfig(
         realm=REALM,
         relay_ips=(LOOPBACK,),
@@ -333,3 +352,218 @@ async def test_relay_only_aioice_connects_through_natkit_turn(
         assert selected[1].address == Endpoint(relayed.host, relayed.port)
         assert selected[1].type is CandidateType.RELAYED
         await exchange(natkit, peer)
+
+
+# -- across the namespace lab's NATs ------------------------------------------------------
+
+PRC = "port-restricted-cone"
+LAB_CASES = [
+    # natkit's NAT box on TUN devices, RFC 4787 behaviours exactly: port-restricted
+    # cone on both sides lets the server-reflexive candidates reach each other.
+    pytest.param(TunNat(PRC), TunNat(PRC), True, "direct", id="tun-prc-prc-natkit-controlling"),
+    # aioice controlling nominates aggressively (USE-CANDIDATE on every check)
+    # and keeps the first pair that succeeds at its end, often relayed while the
+    # direct pair's first check is still filtered; natkit follows (§7.3.1.5).
+    pytest.param(TunNat(PRC), TunNat(PRC), False, None, id="tun-prc-prc-aioice-controlling"),
+    # Symmetric against port-restricted: no direct path (RFC 6314 §5.2.2.3),
+    # natkit's TURN server relays.
+    pytest.param(
+        TunNat("symmetric"), TunNat(PRC), True, "relay", id="tun-sym-prc-natkit-controlling"
+    ),
+    pytest.param(
+        TunNat(PRC), TunNat("symmetric"), False, "relay", id="tun-prc-sym-aioice-controlling"
+    ),
+    # The kernel's masquerade on both sides: it maps endpoint-independently, but a
+    # check that arrives before the local side has sent to its source leaves a
+    # conntrack entry that the local side's own packet then clashes with, so that
+    # packet leaves from another port and the peer's port-restricted filter drops
+    # it. Whether hole punching works depends on which check arrives first: any
+    # path will do here, as long as ICE connects and data flows.
+    pytest.param(KernelNat(), KernelNat(), True, None, id="kernel-kernel-natkit-controlling"),
+]
+
+
+def describe(events: Sequence[object]) -> list[str]:
+    """natkit's events in one line each (for assertion messages)."""
+    lines = []
+    for event in events:
+        parts = [type(event).__name__]
+        for name in ("local", "remote", "candidate"):
+            cand = getattr(event, name, None)
+            if isinstance(cand, Candidate):
+                parts.append(f"{name}={cand.type}:{cand.address}")
+        lines.append(" ".join(parts))
+    return lines
+
+
+def _require_lab(*, tun: bool) -> None:
+    try:
+        check_available(tun=tun, nft=True)
+    except LabUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{exc} (CI runs the namespace lab as root)", pytrace=False)
+        pytest.skip(str(exc))
+
+
+@pytest.mark.netns
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("nat_natkit", "nat_aioice", "natkit_controlling", "path"), LAB_CASES)
+def test_natkit_and_aioice_connect_across_lab_nats(
+    tmp_path: Path,
+    nat_natkit: NatEngine,
+    nat_aioice: NatEngine,
+    natkit_controlling: bool,
+    path: str | None,
+) -> None:
+    """natkit behind one kernel NAT, aioice behind another, natkit's STUN and
+    TURN servers on the lab internet; each program on an event loop of its
+    own inside its host's namespace (real sockets, real NATs), signalled by
+    the test across the loops."""
+    _require_lab(tun=isinstance(nat_natkit, TunNat) or isinstance(nat_aioice, TunNat))
+    from natkit.lab.turn import NamespaceLoop, lab_credentials, start_turn_server
+
+    lab = Lab(workdir=tmp_path)
+    try:
+        lab.open()
+        stun_host = lab.add_public_host("stun")
+        turn_host = lab.add_public_host("turn")
+        natkit_nat = lab.add_nat("nata", nat_natkit)
+        aioice_nat = lab.add_nat("natb", nat_aioice)
+        natkit_host = lab.add_host("natkit", behind=natkit_nat)
+        aioice_host = lab.add_host("aioice", behind=aioice_nat)
+        stun_ep = Endpoint(stun_host.address, 3478)
+        turn_ep = Endpoint(turn_host.address, 3478)
+        _, creds = lab_credentials()
+        with (
+            NamespaceLoop(stun_host.netns) as stun_loop,
+            NamespaceLoop(turn_host.netns) as turn_loop,
+            NamespaceLoop(natkit_host.netns) as natkit_loop,
+            NamespaceLoop(aioice_host.netns) as aioice_loop,
+        ):
+
+            async def start_stun() -> StunServerRunner:
+                runner = StunServerRunner(OsStack(), StunServerConfig(primary=stun_ep), tcp=False)
+                await runner.start()
+                return runner
+
+            async def stop(runner: StunServerRunner | TurnServerRunner) -> None:
+                runner.close()
+                await runner.wait_closed()
+
+            async def start_natkit() -> tuple[AsyncIceAgent, list[Candidate]]:
+                agent = AsyncIceAgent(
+                    OsStack(),
+                    controlling=natkit_controlling,
+                    config=IceConfig(rng=seeded_rng(3)),
+                    gather_config=GatherConfig(
+                        stun_servers=(stun_ep,),
+                        turn_servers=(TurnServerSpec(address=turn_ep, credentials=creds),),
+                        ipv6=False,
+                        rng=seeded_rng(4),
+                    ),
+                )
+                await agent.start()
+                return agent, [c async for c in agent.local_candidates()]
+
+            async def start_aioice() -> Connection:
+                conn = Connection(
+                    ice_controlling=not natkit_controlling,
+                    stun_server=(stun_ep.host, stun_ep.port),
+                    turn_server=(turn_ep.host, turn_ep.port),
+                    turn_username=creds.username,
+                    turn_password=creds.password,
+                    use_ipv6=False,
+                )
+                await conn.gather_candidates()
+                return conn
+
+            stun = stun_loop.run(start_stun())
+            turn = turn_loop.run(start_turn_server(OsStack(), turn_host.address))
+            natkit: AsyncIceAgent | None = None
+            peer: Connection | None = None
+            try:
+                natkit, ours = natkit_loop.run(start_natkit())
+                peer = aioice_loop.run(start_aioice())
+                assert {c.type for c in ours} == {
+                    CandidateType.HOST,
+                    CandidateType.SERVER_REFLEXIVE,
+                    CandidateType.RELAYED,
+                }
+                assert {c.type for c in peer.local_candidates} == {"host", "srflx", "relay"}
+                theirs = [from_aioice(c) for c in peer.local_candidates]
+                creds_natkit = natkit.local_credentials
+
+                async def signal_aioice() -> None:
+                    assert peer is not None
+                    peer.remote_username = creds_natkit.ufrag
+                    peer.remote_password = creds_natkit.pwd
+                    for cand in ours:
+                        await peer.add_remote_candidate(to_aioice(cand))
+                    await peer.add_remote_candidate(None)
+
+                async def signal_natkit() -> None:
+                    assert natkit is not None and peer is not None
+                    natkit.set_remote_credentials(peer.local_username, peer.local_password)
+                    for cand in theirs:
+                        natkit.add_remote_candidate(cand)
+                    natkit.end_of_remote_candidates()
+
+                aioice_loop.run(signal_aioice())
+                natkit_loop.run(signal_natkit())
+                # Both connect at once, each on its own loop.
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    aioice_done = pool.submit(
+                        aioice_loop.run, asyncio.wait_for(peer.connect(), CONNECT_TIMEOUT * 2)
+                    )
+                    natkit_loop.run(asyncio.wait_for(natkit.connect(), CONNECT_TIMEOUT * 2))
+                    aioice_done.result(CONNECT_TIMEOUT * 2)
+                selected = natkit.selected_pair()
+                assert selected is not None
+                local, remote = selected
+                # The remote end is one of aioice's candidates (or the address a
+                # check came from), the local one natkit's own or learned from it.
+                assert remote.address in {c.address for c in theirs} or (
+                    remote.type is CandidateType.PEER_REFLEXIVE
+                ), describe(natkit.events)
+                kinds = (local.type, remote.type)
+                observed = "relay" if CandidateType.RELAYED in kinds else "direct"
+                assert path is None or observed == path, (
+                    [f"{c.type}:{c.address}" for c in ours],
+                    [c.to_sdp() for c in peer.local_candidates],
+                    describe(natkit.events),
+                )
+
+                async def natkit_sends() -> None:
+                    assert natkit is not None
+                    for i in range(MESSAGES):
+                        assert natkit.send(1, payload("natkit", i))
+
+                async def aioice_exchanges() -> list[bytes]:
+                    assert peer is not None
+                    for i in range(MESSAGES):
+                        await peer.send(payload("aioice", i))
+                    async with asyncio.timeout(CONNECT_TIMEOUT):
+                        return [await peer.recv() for _ in range(MESSAGES)]
+
+                async def natkit_receives() -> list[tuple[int, bytes]]:
+                    assert natkit is not None
+                    async with asyncio.timeout(CONNECT_TIMEOUT):
+                        return [await natkit.recv() for _ in range(MESSAGES)]
+
+                natkit_loop.run(natkit_sends())
+                assert aioice_loop.run(aioice_exchanges()) == [
+                    payload("natkit", i) for i in range(MESSAGES)
+                ]
+                assert natkit_loop.run(natkit_receives()) == [
+                    (1, payload("aioice", i)) for i in range(MESSAGES)
+                ]
+            finally:
+                if peer is not None:
+                    aioice_loop.run(peer.close())
+                if natkit is not None:
+                    natkit_loop.run(natkit.close())
+                turn_loop.run(stop(turn))
+                stun_loop.run(stop(stun))
+    finally:
+        lab.close()
+    assert not lab_namespaces(lab.prefix)
