@@ -41,9 +41,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
+import itertools
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from natkit.addr import Endpoint, Transport
@@ -67,6 +69,7 @@ from natkit.turn.server import TurnServerConfig
 __all__ = [
     "ConnectLab",
     "ConnectResult",
+    "MediaProbe",
     "NAT_NAMES",
     "STUN_SERVER",
     "SAME_NAT",
@@ -319,10 +322,49 @@ async def exchange_data(a: AsyncIceAgent, b: AsyncIceAgent, *, timeout: float = 
     return sent
 
 
-@dataclass(slots=True)
-class _Side:
-    host: SimHost
-    boxes: list[Middlebox] = field(default_factory=list)
+class MediaProbe:
+    """Media-like traffic both ways: one datagram every ``period`` seconds
+    (RTP's 20 ms) from each agent over its selected pair, with the arrival
+    times recorded per receiving side (``"a"``, ``"b"``). An outage is the
+    longest silence between arrivals (:meth:`longest_gap`)."""
+
+    def __init__(self, a: AsyncIceAgent, b: AsyncIceAgent, *, period: float = 0.02) -> None:
+        self.agents = {"a": a, "b": b}
+        self.period = period
+        self.arrivals: dict[str, list[float]] = {"a": [], "b": []}
+        self.sent = {"a": 0, "b": 0}
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[None] | None = None
+        for side, agent in self.agents.items():
+            agent.on_data = functools.partial(self._arrived, side)
+
+    def _arrived(self, side: str, component: int, data: bytes) -> None:
+        del component, data
+        self.arrivals[side].append(self._loop.time())
+
+    def start(self) -> None:
+        self._task = self._loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        payload = b"\x80" + b"\x00" * 171  # the size of a G.711 RTP packet
+        while True:
+            for side, agent in self.agents.items():
+                if agent.send(1, payload):
+                    self.sent[side] += 1
+            await asyncio.sleep(self.period)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def longest_gap(self, side: str, *, since: float, until: float) -> float:
+        """The longest silence at ``side`` within ``[since, until]``
+        (the whole window when nothing arrived)."""
+        times = [t for t in self.arrivals[side] if since <= t <= until]
+        edges = [since, *times, until]
+        return max(b - a for a, b in itertools.pairwise(edges))
 
 
 class ConnectLab:
@@ -361,10 +403,14 @@ class ConnectLab:
         tls_server: ssl.SSLContext | None = None,
         tls_client: ssl.SSLContext | None = None,
         ice_config: IceConfig | None = None,
+        split_turn: bool = False,
     ) -> ConnectLab:
         """``nat_a``/``nat_b``: names of :data:`NAT_NAMES`; ``nat_a`` may be
         ``same-nat``/``same-nat-hairpin`` (``nat_b`` then names the shared
-        NAT's preset). ``latency``: one-way delay between the two agents."""
+        NAT's preset). ``latency``: one-way delay between the two agents.
+        ``split_turn`` (with two TURN servers): agent a gathers from the first
+        only, agent b from the second only, so no path of one depends on the
+        other's server."""
         net = Internet(seed=seed, default_link=Link(delay=0.001))
         lab = cls(net, nat_a, nat_b)
         stun_host = net.add_host("stun", STUN_SERVER.host)
@@ -386,8 +432,11 @@ class ConnectLab:
                 lab._side(label, name, n, seed, hop, host_link)
                 for n, (label, name) in enumerate((("a", nat_a), ("b", nat_b)), start=1)
             ]
-        stun_servers, specs = ice_servers(TURN_IPS[:turn_servers], tls=tls_client is not None)
         for i, host in enumerate(hosts):
+            ips = TURN_IPS[:turn_servers]
+            if split_turn and turn_servers > 1:
+                ips = (ips[i],)
+            stun_servers, specs = ice_servers(ips, tls=tls_client is not None)
             gather = GatherConfig(
                 stun_servers=stun_servers, turn_servers=specs, rng=seeded_rng(seed * 7 + i)
             )
@@ -491,11 +540,16 @@ class ConnectLab:
             with contextlib.suppress(NatkitError, OSError):
                 await agent.close(timeout=1.0)
         for runner in self.turn_servers:
-            runner.close()
-            await runner.wait_closed()
+            await stop_turn_server(runner)
         if self.stun is not None:
             self.stun.close()
             await self.stun.wait_closed()
+
+
+async def stop_turn_server(runner: TurnServerRunner) -> None:
+    """Close a TURN server (again, if a scenario killed it) and wait for it."""
+    runner.close()
+    await runner.wait_closed()
 
 
 def fill_result(
