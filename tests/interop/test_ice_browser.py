@@ -38,9 +38,9 @@ candidate from the browser's checks (RFC 8445 §7.3.1.3), which the browser
 can send since natkit's own candidates are plain IP addresses.
 
 Relay only: ``iceTransportPolicy: 'relay'`` with natkit's TURN server
-(RFC 8656) on 127.0.0.1: the browser's only candidate is relayed, every
-check and datagram between it and natkit's loopback host candidate travels
-through a natkit allocation.
+(RFC 8656, reached over UDP or TCP) on 127.0.0.1: the browser's only
+candidate is relayed, every check and datagram between it and natkit's
+loopback host candidate travels through a natkit allocation.
 """
 
 from __future__ import annotations
@@ -302,9 +302,9 @@ async def test_chromium_mdns_host_candidates_connect_through_peer_reflexive_lear
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def natkit_turn() -> AsyncIterator[Endpoint]:
-    """natkit's TURN server in this process: UDP on 127.0.0.1, relays on
-    127.0.0.1 above the ephemeral range, loopback peers allowed."""
+async def natkit_turn() -> AsyncIterator[dict[str, Endpoint]]:
+    """natkit's TURN server in this process: UDP and TCP on 127.0.0.1, relays
+    on 127.0.0.1 above the ephemeral range, loopback peers allowed."""
     from natkit.turn.aio.server import TurnServerRunner
 
     config = TurnServerConfig(
@@ -319,22 +319,30 @@ async def natkit_turn() -> AsyncIterator[Endpoint]:
         OsStack(),
         config,
         StaticCredentials.from_passwords({TURN_USER[0]: TURN_USER[1]}, REALM),
-        listen=[(Transport.UDP, Endpoint(LOOPBACK, 0))],
+        listen=[(Transport.UDP, Endpoint(LOOPBACK, 0)), (Transport.TCP, Endpoint(LOOPBACK, 0))],
     )
     await runner.start()
     try:
-        yield runner.endpoint(Transport.UDP)
+        yield {"udp": runner.endpoint(Transport.UDP), "tcp": runner.endpoint(Transport.TCP)}
     finally:
         runner.close()
         await runner.wait_closed()
 
 
+RELAY_CASES = [
+    pytest.param(False, "udp", id="chromium-controlling-udp"),
+    pytest.param(True, "udp", id="natkit-controlling-udp"),
+    pytest.param(False, "tcp", id="chromium-controlling-tcp"),
+]
+
+
 @pytest.mark.asyncio(loop_scope="module")
-@pytest.mark.parametrize("natkit_controlling", ROLES)
+@pytest.mark.parametrize(("natkit_controlling", "transport"), RELAY_CASES)
 async def test_relay_only_chromium_connects_to_natkit_through_natkit_turn(
-    browser: Browser, natkit_turn: Endpoint, natkit_controlling: bool
+    browser: Browser, natkit_turn: dict[str, Endpoint], natkit_controlling: bool, transport: str
 ) -> None:
-    ice = IceServer(turn_url(natkit_turn.host, natkit_turn.port, "udp"), *TURN_USER)
+    server = natkit_turn[transport]
+    ice = IceServer(turn_url(server.host, server.port, transport), *TURN_USER)
     loopback = GatherConfig(allow_loopback=True, include_interfaces=("lo",), ipv6=False)
     async with ice_page(browser) as page:
         session = await start_session(
@@ -351,7 +359,7 @@ async def test_relay_only_chromium_connects_to_natkit_through_natkit_turn(
             stats = await wait_connected(session)
             ours, theirs = check_selected(session, stats)
             assert stats.local.candidate_type == "relay" and stats.local.url == ice.url
-            assert stats.local.relay_protocol == "udp"
+            assert stats.local.relay_protocol == transport
             # The browser's end is its relayed address on natkit's server. When the
             # browser's check arrives before its candidate is signalled, natkit knows
             # the address first as peer-reflexive (§7.3.1.3) and keeps that type.
