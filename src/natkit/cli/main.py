@@ -22,6 +22,7 @@ from natkit import __version__
 from natkit.addr import Endpoint, parse_endpoint
 from natkit.cli.call import answer_command, call_command
 from natkit.cli.lab import lab_app, print_turn, turn_rows
+from natkit.cli.serve import serve_command
 from natkit.cli.sip import sip_app
 from natkit.cli.sip_server import sip_server_command
 from natkit.cli.turn import turn_app
@@ -40,6 +41,7 @@ app.add_typer(turn_app, name="turn")
 app.add_typer(sip_app, name="sip")
 app.command("turn-server")(turn_server_command)
 app.command("sip-server")(sip_server_command)
+app.command("serve")(serve_command)
 app.command("call")(call_command)
 app.command("answer")(answer_command)
 console = Console()

@@ -1,0 +1,477 @@
+"""The SIP element's media handler: anchor a call's media on natkit's media
+relay when a party is behind a NAT and cannot do ICE (ECC report §6.4, the
+"NAT proxy"; RFC 6314 §5.2.2.2, the media relay a proxy inserts; what
+rtpengine does for Kamailio).
+
+Theory of operation
+-------------------
+The SIP element hands every SDP offer and answer of a dialog-forming INVITE
+to :class:`RelayMediaHandler` before forwarding it, with the transport
+source it arrived from, and tells it when the call ends (BYE, CANCEL, a
+failure response, the relay's idle timeout):
+
+* **Offer** (the INVITE's SDP). A party is *NATed* when what it says about
+  its addresses is not where its packets come from (the tests of Kamailio's
+  ``nat_uac_test`` and RFC 6314 §4.1): its top Via's sent-by is not the
+  source address, its Contact host or the SDP's ``c=`` address is private
+  (RFC 1918, RFC 6598, ULA, link-local) while the source is not, or the
+  ``c=`` address differs from the source. An offer with ``a=ice-ufrag``
+  (session or media level, RFC 8839 §5.4) is left untouched: the user
+  agents find their own path (direct media, or TURN). Otherwise, under the
+  ``auto`` policy, the call is relayed when the caller is NATed; under
+  ``always``, whenever the offer has no ICE. Relayed: one relay call per
+  RTP stream (``m=`` with a non-zero port) is created on the
+  :class:`~natkit.mediarelay.aio.server.MediaRelayServer`, seeded with the
+  caller's SDP address (the relay latches onto the real source anyway:
+  comedia), and the offer the callee gets names the relay's leg-B ports
+  (:func:`~natkit.sdp.rewrite_connection`: ``c=``, ``m=`` port, ``a=rtcp``;
+  ICE lines stripped).
+* **Answer** (the first SDP in a 18x/2xx). For a relayed call the callee's
+  addresses seed leg B (``update_call``) and the answer the caller gets
+  names leg A's ports. For a call not relayed, the choice is recorded (ICE,
+  or no NAT on the caller's side).
+* **End**: every relay call of the dialog is deleted; the relay's own idle
+  timeout (``CallDeleted`` with reason timed-out) ends the record too.
+
+A relay that cannot take a call (port range exhausted, ``max_calls``) lets
+the SDP through unchanged and counts an allocation failure: a call with
+one-way audio is better than no call. Calls are kept in a bounded history
+(:attr:`RelayMediaHandler.history`) for the status page.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from natkit.addr import Endpoint, Family, canonical_ip
+from natkit.errors import LocalProtocolError, MalformedMessageError, NatkitError, TransportError
+from natkit.mediarelay.aio.server import LegOffer, MediaRelayServer
+from natkit.mediarelay.events import CallDeleted, MediaRelayEvent
+from natkit.mediarelay.legs import LegEndpoints, LegUpdate
+from natkit.sdp import SessionDescription, parse_sdp, rewrite_connection, serialize_sdp
+from natkit.sip.flow import Source
+from natkit.sip.headers import parse_name_addr
+from natkit.sip.message import SipMessage
+from natkit.sip.uri import SipUri
+
+__all__ = [
+    "CallRecord",
+    "MediaPath",
+    "RelayMediaHandler",
+    "has_ice",
+    "is_nated",
+]
+
+log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())
+
+_HISTORY = 200
+
+
+class MediaPath:
+    """The media path chosen for a call (labels of ``natkit_media_relay_call_paths``)."""
+
+    RELAY = "relay"
+    ICE = "direct-ice"  # the offer carries ICE: the user agents find their path
+    DIRECT = "direct"  # no NAT on the caller's side (auto policy)
+    UNRELAYED = "relay-unavailable"  # relay wanted, but it could not take the call
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One call as the status page shows it."""
+
+    call_id: str
+    caller: str
+    callee: str
+    path: str
+    reason: str
+    started: float
+    state: str = "offered"  # offered, answered, ended
+    relay_calls: list[str] = field(default_factory=list)
+    legs: list[tuple[LegEndpoints, LegEndpoints]] = field(default_factory=list)
+    streams: list[int] = field(default_factory=list)  # media indexes relayed
+    packets: int = 0
+    ended_by: str | None = None
+
+    def to_json(self, packets: int) -> dict[str, Any]:
+        return {
+            "call_id": self.call_id,
+            "caller": self.caller,
+            "callee": self.callee,
+            "path": self.path,
+            "reason": self.reason,
+            "state": self.state,
+            "relayed": self.path == MediaPath.RELAY,
+            "packets": packets,
+            "ended_by": self.ended_by,
+            "age_s": round(time.monotonic() - self.started, 1),
+        }
+
+
+# -- NAT and ICE detection ---------------------------------------------------------------
+
+
+def _private(host: str) -> bool:
+    """An address that cannot be reached from the Internet (RFC 1918, RFC
+    6598 shared space, RFC 4193 ULA, link-local, unspecified)."""
+    try:
+        ip = ipaddress.ip_address(canonical_ip(host))
+    except ValueError:
+        return False  # a name: nothing to say
+    if ip.is_unspecified or ip.is_link_local:
+        return True
+    if isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("100.64.0.0/10"):
+        return True
+    return ip.is_private and not ip.is_loopback
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return canonical_ip(a) == canonical_ip(b)
+    except ValueError:
+        return False
+
+
+def is_nated(
+    message: SipMessage, desc: SessionDescription | None, source: Source
+) -> tuple[bool, str]:
+    """Whether the sender of ``message`` (from ``source``) is behind a NAT,
+    and why (see the module docstring)."""
+    src = source.remote.host
+    src_private = _private(src)
+    from natkit.sip.message import SipRequest
+
+    if isinstance(message, SipRequest):
+        try:
+            via = message.top_via
+        except MalformedMessageError:
+            via = None
+        if via is not None and not _same_ip(via.host, src):
+            return True, f"Via sent-by {via.host} is not the source {src}"
+    contacts: Any
+    try:
+        contacts = message.contacts
+    except MalformedMessageError:
+        contacts = []
+    if contacts != "*":
+        for contact in contacts:
+            uri = contact.uri
+            if isinstance(uri, SipUri) and _private(uri.host) and not src_private:
+                return True, f"private Contact {uri.host}"
+    if desc is not None:
+        for index, media in enumerate(desc.media):
+            if media.rejected or not media.is_rtp:
+                continue
+            conn = desc.connection_of(index)
+            if conn is None:
+                continue
+            if _private(conn.address) and not src_private:
+                return True, f"private SDP address {conn.address}"
+            if not _same_ip(conn.address, src):
+                return True, f"SDP address {conn.address} is not the source {src}"
+    return False, "addresses match the source"
+
+
+def has_ice(desc: SessionDescription) -> bool:
+    """``a=ice-ufrag`` at session level or on any stream (RFC 8839 §5.4)."""
+    return desc.ice_ufrag is not None or any(m.ice_ufrag is not None for m in desc.media)
+
+
+def _sdp_of(message: SipMessage) -> SessionDescription | None:
+    ctype = (message.content_type or "").split(";")[0].strip().lower()
+    if not message.body or ctype not in ("application/sdp", ""):
+        return None
+    try:
+        return parse_sdp(message.body)
+    except MalformedMessageError:
+        return None  # the user agent answers 488; nothing for the relay to do
+
+
+def _with_sdp(message: SipMessage, desc: SessionDescription) -> SipMessage:
+    out = message.copy()
+    out.body = serialize_sdp(desc)
+    return out
+
+
+def _stream_address(
+    desc: SessionDescription, index: int
+) -> tuple[Endpoint | None, Endpoint | None]:
+    """The RTP and RTCP addresses ``desc`` announces for stream ``index``."""
+    media = desc.media[index]
+    conn = desc.connection_of(index)
+    if conn is None or media.port == 0:
+        return None, None
+    try:
+        host = canonical_ip(conn.address)
+    except ValueError:
+        return None, None
+    if ipaddress.ip_address(host).is_unspecified:
+        return None, None  # hold (RFC 3264 §8.4, old style): learn from packets
+    rtp = Endpoint(host, media.port)
+    rtcp_attr = media.rtcp
+    rtcp: Endpoint | None = None
+    if rtcp_attr is not None:
+        rtcp_host = host
+        if rtcp_attr.address:
+            try:
+                rtcp_host = canonical_ip(rtcp_attr.address)
+            except ValueError:
+                rtcp_host = host
+        rtcp = Endpoint(rtcp_host, rtcp_attr.port)
+    return rtp, rtcp
+
+
+def _who(message: SipMessage, header: str) -> str:
+    try:
+        value = message.headers.get(header)
+        if value is None:
+            return "-"
+        uri = parse_name_addr(value).uri
+        return str(uri)
+    except NatkitError:
+        return "-"
+
+
+class RelayMediaHandler:
+    """Per call, relay or not (module docstring); ``relay`` must be started.
+
+    ``policy``: ``auto`` (relay when the caller is NATed and offers no ICE)
+    or ``always`` (relay every offer without ICE). ``advertised_ipv4`` /
+    ``advertised_ipv6``: the relay's public address when it sits behind a
+    1:1 NAT (what the SDP names instead of the bound address)."""
+
+    def __init__(
+        self,
+        relay: MediaRelayServer,
+        settings: Any = None,
+        *,
+        policy: str | None = None,
+        advertised: dict[Family, str] | None = None,
+    ) -> None:
+        self.relay = relay
+        self.policy = policy or (getattr(settings, "policy", None) or "auto")
+        self.advertised: dict[Family, str] = dict(advertised or {})
+        if settings is not None:
+            if getattr(settings, "advertised_ipv4", None):
+                self.advertised[Family.IPV4] = settings.advertised_ipv4
+            if getattr(settings, "advertised_ipv6", None):
+                self.advertised[Family.IPV6] = settings.advertised_ipv6
+        self.calls: dict[str, CallRecord] = {}
+        self.history: collections.deque[CallRecord] = collections.deque(maxlen=_HISTORY)
+        self.paths_chosen: dict[str, int] = {}
+        self.ended_by_reason: dict[str, int] = {}
+        self.allocation_failures = 0
+        self._relay_owner: dict[str, CallRecord] = {}  # relay call id -> its call
+        self._ended_packets = 0
+        self._ended_bytes = 0
+        self._ended_foreign = 0
+        self._closed = False
+
+    # -- the SIP element's side -------------------------------------------------------
+
+    async def offer(self, message: SipMessage, source: Source) -> SipMessage:
+        """The INVITE (or its SDP-carrying copy) from the caller, as it will
+        be forwarded: rewritten towards the relay when the call is relayed."""
+        desc = _sdp_of(message)
+        call_id = message.call_id
+        if desc is None or self._closed:
+            return message
+        if call_id in self.calls:
+            return await self._reoffer(self.calls[call_id], message, desc, source)
+        caller, callee = _who(message, "From"), _who(message, "To")
+        if has_ice(desc):
+            self._choose(CallRecord(call_id, caller, callee, MediaPath.ICE, "the offer has ICE",
+                                    time.monotonic()))  # fmt: skip
+            return message
+        nated, why = is_nated(message, desc, source)
+        if not nated and self.policy != "always":
+            self._choose(CallRecord(call_id, caller, callee, MediaPath.DIRECT, why,
+                                    time.monotonic()))  # fmt: skip
+            return message
+        reason = why if nated else "policy always"
+        record = CallRecord(call_id, caller, callee, MediaPath.RELAY, reason, time.monotonic())
+        rewritten = desc
+        try:
+            for index, media in enumerate(desc.media):
+                if media.rejected or not media.is_rtp:
+                    continue
+                rtp, rtcp = _stream_address(desc, index)
+                family = (
+                    Family.IPV6 if rtp is not None and rtp.family == Family.IPV6 else Family.IPV4
+                )
+                if self.relay.addresses.get(family) is None:
+                    family = Family.IPV4 if family is Family.IPV6 else Family.IPV6
+                relay_id = f"{call_id}#{index}"
+                ends = await self.relay.create_call(
+                    relay_id,
+                    a=LegOffer(family=family, rtcp_mux=media.rtcp_mux, remote_rtp=rtp,
+                               remote_rtcp=rtcp),
+                    b=LegOffer(family=family, rtcp_mux=media.rtcp_mux),
+                )  # fmt: skip
+                record.relay_calls.append(relay_id)
+                record.streams.append(index)
+                record.legs.append((ends.a, ends.b))
+                self._relay_owner[relay_id] = record
+                rewritten = self._towards(rewritten, index, ends.b)
+        except (LocalProtocolError, TransportError) as exc:
+            log.warning("media relay cannot take call %s: %s", call_id, exc)
+            self.allocation_failures += 1
+            self._delete_relay_calls(record)
+            record.path, record.reason = MediaPath.UNRELAYED, str(exc)
+            self._choose(record)
+            return message
+        self._choose(record)
+        log.info("call %s relayed (%s)", call_id, reason)
+        return _with_sdp(message, rewritten)
+
+    async def answer(self, message: SipMessage, source: Source) -> SipMessage:
+        """A 18x/2xx with SDP from the callee, as it will be forwarded."""
+        record = self.calls.get(message.call_id)
+        desc = _sdp_of(message)
+        if record is None or desc is None or record.path != MediaPath.RELAY:
+            if record is not None and record.state == "offered":
+                record.state = "answered"
+            return message
+        record.state = "answered"
+        rewritten = desc
+        for (leg_a, _), index, relay_id in zip(
+            record.legs, record.streams, record.relay_calls, strict=True
+        ):
+            if index >= len(desc.media):
+                continue
+            rtp, rtcp = _stream_address(desc, index)
+            try:
+                self.relay.update_call(relay_id, b=LegUpdate(remote_rtp=rtp, remote_rtcp=rtcp))
+            except LocalProtocolError:
+                continue  # the relay call timed out meanwhile
+            rewritten = self._towards(rewritten, index, leg_a)
+        return _with_sdp(message, rewritten)
+
+    def ended(self, call_id: str, reason: str) -> None:
+        """The dialog (or the attempt) is over: BYE, CANCEL, a failure, a timeout."""
+        record = self.calls.pop(call_id, None)
+        if record is None:
+            return
+        record.state = "ended"
+        record.ended_by = reason
+        self._delete_relay_calls(record)
+
+    def close(self) -> None:
+        """End every call (the relay itself is closed by its owner)."""
+        self._closed = True
+        for call_id in list(self.calls):
+            self.ended(call_id, "shutdown")
+
+    def hook(self) -> RelayMediaHandler:
+        """What ``SipServer(media_handler=...)`` is given."""
+        return self
+
+    # -- the relay's side -------------------------------------------------------------
+
+    def on_relay_event(self, event: MediaRelayEvent) -> None:
+        """``MediaRelayServer(on_event=...)``: a relay call deleted (by us,
+        by its idle timeout, at shutdown) ends its record and is counted."""
+        if not isinstance(event, CallDeleted):
+            return
+        stats = event.stats
+        self._ended_packets += stats.a_to_b.forwarded + stats.b_to_a.forwarded
+        self._ended_bytes += stats.a_to_b.bytes + stats.b_to_a.bytes
+        self._ended_foreign += stats.a_to_b.dropped_foreign + stats.b_to_a.dropped_foreign
+        reason = event.reason.value
+        self.ended_by_reason[reason] = self.ended_by_reason.get(reason, 0) + 1
+        record = self._relay_owner.pop(event.call_id, None)
+        if record is None:
+            return
+        record.packets += stats.a_to_b.forwarded + stats.b_to_a.forwarded
+        if event.call_id in record.relay_calls:
+            record.relay_calls.remove(event.call_id)
+        if not record.relay_calls and record.state != "ended":
+            # the relay's idle timeout (or shutdown) ended the call's media first
+            if self.calls.get(record.call_id) is record:
+                del self.calls[record.call_id]
+            record.state = "ended"
+            record.ended_by = f"relay {reason}"
+
+    # -- what the status page and metrics read ---------------------------------------
+
+    def relayed_totals(self) -> tuple[int, int, int]:
+        """Packets and bytes relayed and foreign packets dropped, ended and live calls."""
+        packets, octets, foreign = self._ended_packets, self._ended_bytes, self._ended_foreign
+        for relay_id in list(self._relay_owner):
+            try:
+                stats = self.relay.call_stats(relay_id)
+            except LocalProtocolError:
+                continue
+            packets += stats.a_to_b.forwarded + stats.b_to_a.forwarded
+            octets += stats.a_to_b.bytes + stats.b_to_a.bytes
+            foreign += stats.a_to_b.dropped_foreign + stats.b_to_a.dropped_foreign
+        return packets, octets, foreign
+
+    def calls_json(self) -> list[dict[str, Any]]:
+        """The history, most recent first, with live packet counts."""
+        out: list[dict[str, Any]] = []
+        for record in reversed(self.history):
+            packets = record.packets
+            for relay_id in record.relay_calls:
+                try:
+                    stats = self.relay.call_stats(relay_id)
+                except LocalProtocolError:
+                    continue
+                packets += stats.a_to_b.forwarded + stats.b_to_a.forwarded
+            out.append(record.to_json(packets))
+        return out
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _choose(self, record: CallRecord) -> None:
+        self.paths_chosen[record.path] = self.paths_chosen.get(record.path, 0) + 1
+        self.calls[record.call_id] = record
+        self.history.append(record)
+
+    async def _reoffer(
+        self, record: CallRecord, message: SipMessage, desc: SessionDescription, source: Source
+    ) -> SipMessage:
+        """A re-INVITE (or a retransmitted INVITE) with SDP: a relayed call's
+        new addresses seed the side it came from; the SDP still names the relay."""
+        if record.path != MediaPath.RELAY:
+            return message
+        from_caller = _who(message, "From") == record.caller
+        rewritten = desc
+        for (leg_a, leg_b), index, relay_id in zip(
+            record.legs, record.streams, record.relay_calls, strict=True
+        ):
+            if index >= len(desc.media):
+                continue
+            rtp, rtcp = _stream_address(desc, index)
+            update = LegUpdate(remote_rtp=rtp, remote_rtcp=rtcp)
+            try:
+                if from_caller:
+                    self.relay.update_call(relay_id, a=update)
+                else:
+                    self.relay.update_call(relay_id, b=update)
+            except LocalProtocolError:
+                continue
+            rewritten = self._towards(rewritten, index, leg_b if from_caller else leg_a)
+        return _with_sdp(message, rewritten)
+
+    def _towards(
+        self, desc: SessionDescription, index: int, leg: LegEndpoints
+    ) -> SessionDescription:
+        address = self.advertised.get(leg.rtp.family, leg.rtp.host)
+        rtcp_port = leg.rtcp.port if leg.rtcp is not None else None
+        if rtcp_port == leg.rtp.port + 1:
+            rtcp_port = None  # the RFC 3550 default: no a=rtcp needed
+        return rewrite_connection(desc, index, address, leg.rtp.port, rtcp_port)
+
+    def _delete_relay_calls(self, record: CallRecord) -> None:
+        for relay_id in list(record.relay_calls):
+            # on_relay_event counts the final statistics (CallDeleted)
+            with contextlib.suppress(LocalProtocolError):  # gone already (idle timeout)
+                self.relay.delete_call(relay_id)
