@@ -77,9 +77,11 @@ __all__ = [
     "TURN_IPS",
     "behavior_of",
     "expected_path",
+    "expected_path_for",
     "ice_servers",
     "run_connect_sim",
-    "start_ice_servers",
+    "start_relay",
+    "start_stun_server",
 ]
 
 STUN_SERVER = Endpoint("203.0.113.1", 3478)
@@ -132,7 +134,11 @@ def _apdf(b: NatBehavior) -> bool:
 
 def expected_path(nat_a: str, nat_b: str) -> str:
     """``"direct"`` or ``"relay"``: DESIGN.md's ICE matrix (RFC 6314 §5.2.2.3)."""
-    a, b = behavior_of(nat_a), behavior_of(nat_b)
+    return expected_path_for(behavior_of(nat_a), behavior_of(nat_b))
+
+
+def expected_path_for(a: NatBehavior, b: NatBehavior) -> str:
+    """:func:`expected_path` for two behaviours."""
     if not (_udp_ok(a) and _udp_ok(b)):
         return "relay"
     if (_edm(a) and (_edm(b) or _apdf(b))) or (_edm(b) and _apdf(a)):
@@ -229,32 +235,26 @@ def ice_servers(
     return (stun,), tuple(specs)
 
 
-async def start_ice_servers(
-    stun_stack: Stack,
-    turn_stacks: list[tuple[Stack, str]],
-    *,
-    stun: Endpoint = STUN_SERVER,
-    tls: ssl.SSLContext | None = None,
-    seed: int = 0,
-) -> tuple[StunServerRunner, list[TurnServerRunner]]:
-    """natkit's STUN server at ``stun`` and a TURN server per ``(stack, ip)``
-    (UDP/TCP 3478, TLS 443 with a context), with the lab's user; started."""
-    stun_runner = StunServerRunner(stun_stack, StunServerConfig(primary=stun))
-    await stun_runner.start()
+async def start_stun_server(stack: Stack, at: Endpoint = STUN_SERVER) -> StunServerRunner:
+    """natkit's STUN server (RFC 8489 Binding) at ``at``; started."""
+    runner = StunServerRunner(stack, StunServerConfig(primary=at))
+    await runner.start()
+    return runner
+
+
+async def start_relay(
+    stack: Stack, ip: str, *, tls: ssl.SSLContext | None = None, seed: int = 0
+) -> TurnServerRunner:
+    """natkit's TURN server on ``ip``: UDP and TCP on 3478, TLS on 443 with a
+    context, relaying from ``ip``, with the lab's user; started."""
     credentials, _ = lab_credentials()
-    turns: list[TurnServerRunner] = []
-    for i, (stack, ip) in enumerate(turn_stacks):
-        listen = [
-            (Transport.UDP, Endpoint(ip, TURN_PORT)),
-            (Transport.TCP, Endpoint(ip, TURN_PORT)),
-        ]
-        if tls is not None:
-            listen.append((Transport.TLS, Endpoint(ip, TURNS_PORT)))
-        config = TurnServerConfig(realm=REALM, relay_ips=(ip,), rng=seeded_rng(seed + 10 + i))
-        runner = TurnServerRunner(stack, config, credentials, listen=listen, tls=tls)
-        await runner.start()
-        turns.append(runner)
-    return stun_runner, turns
+    listen = [(t, Endpoint(ip, TURN_PORT)) for t in (Transport.UDP, Transport.TCP)]
+    if tls is not None:
+        listen.append((Transport.TLS, Endpoint(ip, TURNS_PORT)))
+    config = TurnServerConfig(realm=REALM, relay_ips=(ip,), rng=seeded_rng(seed))
+    runner = TurnServerRunner(stack, config, credentials, listen=listen, tls=tls)
+    await runner.start()
+    return runner
 
 
 def describe_pair(agent: AsyncIceAgent) -> tuple[Candidate, Candidate, str] | None:
@@ -415,12 +415,10 @@ class ConnectLab:
         lab = cls(net, nat_a, nat_b)
         stun_host = net.add_host("stun", STUN_SERVER.host)
         turn_hosts = [net.add_host(f"turn{i + 1}", TURN_IPS[i]) for i in range(turn_servers)]
-        lab.stun, lab.turn_servers = await start_ice_servers(
-            stun_host.stack,
-            [(h.stack, ip) for h, ip in zip(turn_hosts, TURN_IPS, strict=False)],
-            tls=tls_server,
-            seed=seed,
-        )
+        lab.stun = await start_stun_server(stun_host.stack)
+        for i, host in enumerate(turn_hosts):
+            relay = await start_relay(host.stack, TURN_IPS[i], tls=tls_server, seed=seed + 10 + i)
+            lab.turn_servers.append(relay)
         hop = Link(delay=latency * 0.4)
         host_link = Link(delay=latency * 0.1)
         if nat_a in (SAME_NAT, SAME_NAT_HAIRPIN):

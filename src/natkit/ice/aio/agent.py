@@ -172,6 +172,7 @@ class AsyncIceAgent:
         self._remote_public: set[str] = set()
         self._flushing = False
         self._closed = False
+        self._released = asyncio.Event()  # set once close() saw every allocation end
         self.dropped = 0
         """Received application datagrams dropped because :meth:`recv`'s queue was full."""
 
@@ -278,10 +279,10 @@ class AsyncIceAgent:
             if not relay.client.state.ended and not relay.lost:
                 relay.client.release(now=now)
                 self._flush_relay(relay)
+        self._check_released()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                while any(not r.client.state.ended and not r.lost for r in self.relays.values()):
-                    await asyncio.sleep(0.05)
+                await self._released.wait()
         for relay in self.relays.values():
             if relay.timer is not None:
                 relay.timer.close()
@@ -431,8 +432,6 @@ class AsyncIceAgent:
     # -- internals: sockets and relays ------------------------------------------------------
 
     def _on_datagram(self, data: bytes, remote: Endpoint, local: Endpoint) -> None:
-        if self._closed:
-            return
         now = self._loop.time()
         for relay in self.relays.values():
             if (
@@ -440,10 +439,11 @@ class AsyncIceAgent:
                 and remote == relay.server
                 and local == relay.socket.local_endpoint
             ):
-                self._from_relay(relay, data, now)
+                self._from_relay(relay, data, now)  # after close() too: the release's answer
                 return
-        self.core.receive_datagram(data, remote, local=local, now=now)
-        self._flush()
+        if not self._closed:
+            self.core.receive_datagram(data, remote, local=local, now=now)
+            self._flush()
 
     def _on_stream_data(self, relay: RelayPath, data: bytes) -> None:
         now = self._loop.time()
@@ -493,11 +493,17 @@ class AsyncIceAgent:
                     log.info("relay %s: %s", relay.relayed, event)
                 case _:
                     pass
+        if self._closed:
+            self._check_released()
         if relay.timer is not None:
             if client.state.ended:
                 relay.timer.close()
             else:
                 relay.timer.arm()
+
+    def _check_released(self) -> None:
+        if all(r.client.state.ended or r.lost for r in self.relays.values()):
+            self._released.set()
 
     def _write(self, relay: RelayPath, data: bytes) -> None:
         if relay.connection is not None:
