@@ -23,10 +23,11 @@ call (a relay latches per call, on the source of that call's packets, so
 calls can share a source; each call still has its own relay ports per leg,
 announced to the relay as SDP addresses / in the control message, and the
 relay's ports handed back). Sharing lets the generator batch its system
-calls (sendmmsg/recvmmsg) and leave the CPU to the relay. It paces the sends
-in 1 ms ticks (no busy-waiting), wakes on arrival to time each packet's
-one-way trip (A -> relay -> B), and checks every packet arrived at the
-right socket (``misdelivered``). ``other_cpu_util`` is what the rest of the
+calls (sendmmsg/recvmmsg) and leave the CPU to the relay. It wakes every
+1 ms (no busy-waiting) to send what is due and read what arrived, times
+each packet's one-way trip (A -> relay -> B) from the kernel's receive
+timestamp (SO_TIMESTAMPNS), and checks every packet arrived at the right
+socket (``misdelivered``). ``other_cpu_util`` is what the rest of the
 machine used meanwhile; steps above 0.25 count as ``contended_steps``.
 
 Per round, each relay in turn (natkit, rtpengine, plain, natkit, ...) runs
@@ -725,7 +726,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--calls",
         type=parse_calls,
-        default=parse_calls("100,250,500,750,1000,1250,1500,2000"),
+        default=parse_calls("100,250,500,750,1000,1250,1500,2000,2500,3000"),
         help="simultaneous calls per step, comma-separated",
     )
     p.add_argument("--duration", type=float, default=3.0, help="measured seconds per step")

@@ -14,10 +14,11 @@
  *
  * Each of the 2 x calls streams sends PPS packets per second of PACKET_BYTES
  * (RTP header, then tag, stream, send time, a measured flag), the streams
- * evenly phased. Sending is paced in 1 ms ticks (no busy-waiting: the
- * relay needs the CPU), in sendmmsg batches; receiving wakes on arrival
- * (epoll_pwait2, so the one-way latency is timed when the packet lands, not
- * at the next tick) and reads recvmmsg batches.
+ * evenly phased. The generator wakes every 1 ms (clock_nanosleep, no
+ * busy-waiting: the relay needs the CPU), sends what is due in sendmmsg
+ * batches and reads what arrived in recvmmsg batches. The one-way latency
+ * is the kernel's receive timestamp (SO_TIMESTAMPNS) minus the send time,
+ * both CLOCK_REALTIME: when the packet landed, not when the generator woke.
  * Packets sent after WARMUP_MS count; the run sends for WARMUP_MS +
  * DURATION_MS, then waits DRAIN_MS for late packets. Prints one JSON
  * object: sent/received (measured), loss, misdelivered (arrived at the
@@ -30,7 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -48,6 +48,12 @@ typedef struct {
 static int64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int64_t real_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
@@ -123,10 +129,12 @@ int main(int argc, char **argv) {
     int nstreams = 2 * calls;
     if (nstreams == 0) { fprintf(stderr, "no calls\n"); return 2; }
     /* stream 2i goes A -> B (sent on fds[0], arrives at fds[1]); 2i+1 the other way. */
-    int ep = epoll_create1(0);
     for (int k = 0; k < 2; k++) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)k};
-        if (epoll_ctl(ep, EPOLL_CTL_ADD, fds[k], &ev) != 0) { perror("epoll_ctl"); return 2; }
+        int on = 1;
+        if (setsockopt(fds[k], SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on) != 0) {
+            perror("SO_TIMESTAMPNS");
+            return 2;
+        }
     }
     static outq_t out[2];
     for (int k = 0; k < 2; k++) {
@@ -143,6 +151,7 @@ int main(int argc, char **argv) {
         }
     }
     static unsigned char rbufs[BATCH][2048];
+    static unsigned char cbufs[BATCH][CMSG_SPACE(sizeof(struct timespec)) + 64];
     static struct mmsghdr rmsgs[BATCH];
     static struct iovec riov[BATCH];
     for (int i = 0; i < BATCH; i++) {
@@ -150,6 +159,7 @@ int main(int argc, char **argv) {
         riov[i].iov_len = sizeof rbufs[i];
         rmsgs[i].msg_hdr.msg_iov = &riov[i];
         rmsgs[i].msg_hdr.msg_iovlen = 1;
+        rmsgs[i].msg_hdr.msg_control = cbufs[i];
     }
     double interval = 1e9 / (pps * nstreams); /* ns between consecutive packets, all streams */
     uint64_t total = (uint64_t)((warmup + duration) / interval);
@@ -158,7 +168,6 @@ int main(int argc, char **argv) {
     uint64_t nlat = 0;
     uint64_t sent = 0, sent_measured = 0, recv_measured = 0, misdelivered = 0, reordered = 0;
     uint64_t recv_total = 0;
-    struct epoll_event evs[4];
     double cpu0 = cpu_s();
     int64_t t0 = now_ns() + 1000000LL;
     int64_t end_send = t0 + warmup + duration, deadline = end_send + drain;
@@ -176,7 +185,7 @@ int main(int argc, char **argv) {
             pkt[2] = s->seq >> 8; pkt[3] = s->seq & 0xff;
             uint32_t ts = htonl(s->seq * 160), ssrc = htonl(s->ssrc);
             memcpy(pkt + 4, &ts, 4); memcpy(pkt + 8, &ssrc, 4);
-            int64_t stamp = now_ns();
+            int64_t stamp = real_ns();
             memcpy(pkt + HDR, &tag, 4);
             memcpy(pkt + HDR + 4, &stream_id, 4);
             memcpy(pkt + HDR + 8, &stamp, 8);
@@ -193,22 +202,28 @@ int main(int argc, char **argv) {
         flush(&out[1]);
         if (k >= total && now >= deadline) break;
         if (k >= total && recv_measured >= sent_measured) break;
-        int64_t wake = k < total ? t0 + (int64_t)(k * interval) : deadline;
-        int64_t tick = (now / 1000000LL + 1) * 1000000LL; /* sends go out in 1 ms ticks */
-        if (k < total && wake < tick) wake = tick;
-        int64_t wait = wake - now_ns();
-        if (wait < 0) wait = 0;
-        struct timespec to = {.tv_sec = wait / 1000000000LL, .tv_nsec = wait % 1000000000LL};
-        int n = epoll_pwait2(ep, evs, 4, &to, NULL);
-        for (int e = 0; e < n; e++) {
-            int side = (int)evs[e].data.u32; /* 1: B's socket, receives even streams */
+        int64_t tick = (now / 1000000LL + 1) * 1000000LL; /* wake every 1 ms */
+        struct timespec to = {.tv_sec = tick / 1000000000LL, .tv_nsec = tick % 1000000000LL};
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &to, NULL);
+        for (int side = 0; side < 2; side++) { /* 1: B's socket, receives even streams */
             for (;;) {
+                for (int m = 0; m < BATCH; m++)
+                    rmsgs[m].msg_hdr.msg_controllen = sizeof cbufs[m];
                 int got = recvmmsg(fds[side], rmsgs, BATCH, MSG_DONTWAIT, NULL);
                 if (got <= 0) break;
-                int64_t arrived = now_ns();
+                int64_t woke = real_ns();
                 for (int m = 0; m < got; m++) {
                     unsigned char *buf = rbufs[m];
                     unsigned len = rmsgs[m].msg_len;
+                    int64_t arrived = woke;
+                    for (struct cmsghdr *c = CMSG_FIRSTHDR(&rmsgs[m].msg_hdr); c;
+                         c = CMSG_NXTHDR(&rmsgs[m].msg_hdr, c)) {
+                        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+                            struct timespec kt;
+                            memcpy(&kt, CMSG_DATA(c), sizeof kt);
+                            arrived = (int64_t)kt.tv_sec * 1000000000LL + kt.tv_nsec;
+                        }
+                    }
                     recv_total++;
                     if (len < HDR + BODY) { misdelivered++; continue; }
                     uint32_t rtag, rstream; int64_t stamp;
