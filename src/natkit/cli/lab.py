@@ -423,3 +423,209 @@ def print_turn(rows: list[dict[str, Any]], mode: str) -> None:
         )
     console.print(table)
     console.print("Transports tried in order: UDP 3478, TCP 3478, TLS 443.")
+
+
+CONNECT_NAT_HELP = (
+    "sim: open, full-cone, restricted-cone, port-restricted-cone, symmetric, "
+    "symmetric-udp-firewall, udp-blocked, web-only, tandem (a carrier-grade NAT in front of a "
+    "port-restricted home NAT), linux-masquerade, carrier-grade; netns: the natkit presets on "
+    "TUN devices (not tandem) or kernel-masquerade, kernel-random-fully"
+)
+
+
+@lab_app.command("connect")
+def connect(
+    nat_a: Annotated[
+        str,
+        typer.Option(
+            "--nat-a",
+            help="Agent a's NAT (controlling). same-nat / same-nat-hairpin (sim): both "
+            "agents behind one NAT of --nat-b's preset. " + CONNECT_NAT_HELP,
+        ),
+    ] = "symmetric",
+    nat_b: Annotated[str, typer.Option("--nat-b", help="Agent b's NAT.")] = (
+        "port-restricted-cone"
+    ),
+    mode: Annotated[
+        str, typer.Option(help="sim: the simulated internet; netns: real packets (root).")
+    ] = "sim",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    grid: Annotated[
+        bool,
+        typer.Option(
+            "--grid",
+            help="Every pair instead: the 9x9 traversal matrix (sim) or the 4x4 grid of the "
+            "ECC NAT types (netns); with --json one object per line.",
+        ),
+    ] = False,
+    latency: Annotated[
+        float, typer.Option(help="sim: one-way delay (s) between the two agents.")
+    ] = 0.05,
+    seed: Annotated[int, typer.Option(help="Seed of the lab's random choices.")] = 0,
+) -> None:
+    """Two natkit ICE agents behind two NATs, with natkit's STUN and TURN servers on
+    the lab internet: did they connect, over which pair, how fast, with how many checks."""
+    if mode not in ("netns", "sim"):
+        raise typer.BadParameter("choose netns or sim", param_hint="--mode")
+    if latency < 0:
+        raise typer.BadParameter("latency must not be negative", param_hint="--latency")
+    pairs = _connect_pairs(nat_a, nat_b, mode=mode, grid=grid)
+    rows = connect_rows(
+        pairs,
+        mode=mode,
+        seed=seed,
+        latency=latency,
+        on_row=_print_json_line if as_json and grid else None,
+    )
+    if as_json and not grid:
+        sys.stdout.write(json.dumps(rows[0], indent=2) + "\n")
+    elif not as_json:
+        print_connect(rows, mode)
+    if not all(row["connected"] and row["as_expected"] for row in rows):
+        raise typer.Exit(1)
+
+
+def _connect_pairs(nat_a: str, nat_b: str, *, mode: str, grid: bool) -> list[tuple[str, str]]:
+    from natkit.lab.ice_connect import NAT_NAMES, SAME_NAT, SAME_NAT_HAIRPIN, TANDEM, behavior_of
+    from natkit.lab.ice_netns import ECC_TYPES
+
+    if grid:
+        names = NAT_NAMES if mode == "sim" else ECC_TYPES
+        return [(a, b) for a in names for b in names]
+    for hint, name in (("--nat-a", nat_a), ("--nat-b", nat_b)):
+        shared = hint == "--nat-a" and name in (SAME_NAT, SAME_NAT_HAIRPIN)
+        if mode == "sim":
+            if name.startswith("kernel-"):
+                raise _fail(f"{name} is the kernel's NAT: it exists only with --mode netns", 2)
+            if not shared:
+                try:
+                    behavior_of(name)
+                except ValueError as exc:
+                    raise typer.BadParameter(str(exc), param_hint=hint) from exc
+        else:
+            if shared or name == TANDEM:
+                raise _fail(f"{name} exists only with --mode sim", 2)
+            try:
+                _nat_engine(name)
+            except typer.BadParameter as exc:
+                raise typer.BadParameter(str(exc.message), param_hint=hint) from exc
+    return [(nat_a, nat_b)]
+
+
+def connect_rows(
+    pairs: list[tuple[str, str]],
+    *,
+    mode: str = "sim",
+    seed: int = 0,
+    latency: float = 0.05,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the ICE scenario (:mod:`natkit.lab.ice_connect`, or
+    :mod:`natkit.lab.ice_netns` in namespaces) for each pair; one JSON-ready
+    row each, with ``expected`` (DESIGN.md's path) and ``as_expected``."""
+    from natkit.lab.certs import lab_tls_contexts
+    from natkit.lab.ice_connect import SAME_NAT, SAME_NAT_HAIRPIN, expected_path
+    from natkit.lab.turn import TLS_HOSTNAME
+
+    tls_server, tls_client = lab_tls_contexts(hostnames=(TLS_HOSTNAME,))
+    rows: list[dict[str, Any]] = []
+
+    def emit(row: dict[str, Any], expected: str) -> None:
+        row["expected"] = expected
+        row["as_expected"] = row["path"] == expected
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+
+    if mode == "sim":
+        from natkit.lab.ice_connect import run_connect_sim
+
+        for nat_a, nat_b in pairs:
+            try:
+                result = run_connect_sim(
+                    nat_a,
+                    nat_b,
+                    seed=seed,
+                    latency=latency,
+                    tls_server=tls_server,
+                    tls_client=tls_client,
+                )
+            except NatkitError as exc:
+                raise _fail(str(exc)) from exc
+            shared = nat_a in (SAME_NAT, SAME_NAT_HAIRPIN)
+            emit(result.to_json(), "direct" if shared else expected_path(nat_a, nat_b))
+        return rows
+    from natkit.lab.ice_netns import IceNamespaceLab, expected_netns_path
+    from natkit.net.netns import Lab
+
+    engines_a = {a: _nat_engine(a, seed=seed) for a, _ in pairs}
+    engines_b = {b: _nat_engine(b, seed=seed) for _, b in pairs}
+    with (
+        _lab_errors(),
+        Lab() as lab,
+        IceNamespaceLab(
+            lab,
+            list(engines_a.values()),
+            list(engines_b.values()),
+            tls_server=tls_server,
+            tls_client=tls_client,
+            seed=seed,
+        ) as ice_lab,
+    ):
+        for nat_a, nat_b in pairs:
+            engine_a, engine_b = engines_a[nat_a], engines_b[nat_b]
+            row = ice_lab.connect(engine_a, engine_b).to_json()
+            row["lab"] = lab.run_id
+            emit(row, expected_netns_path(engine_a, engine_b))
+    return rows
+
+
+def print_connect(rows: list[dict[str, Any]], mode: str) -> None:
+    if len(rows) == 1:
+        row = rows[0]
+        table = Table(title=f"ICE: {row['nat_a']} <-> {row['nat_b']} ({mode})", show_header=False)
+        table.add_column("")
+        table.add_column("")
+        connected = "[green]yes[/green]" if row["connected"] else "[red]no[/red]"
+        table.add_row("connected", connected)
+        table.add_row("path", f"{row['path'] or '-'} (expected {row['expected']})")
+        table.add_row(
+            "selected pair",
+            f"{row['local_type'] or '-'} {row['local'] or ''} -> "
+            f"{row['remote_type'] or '-'} {row['remote'] or ''}",
+        )
+        table.add_row(
+            "transport", f"a: {row['transport'] or '-'}, b: {row['remote_transport'] or '-'}"
+        )
+        table.add_row("time to connected", f"{row['elapsed_s'] * 1000:.0f} ms")
+        table.add_row(
+            "checks sent", f"{row['checks_sent']} (a {row['checks_a']}, b {row['checks_b']})"
+        )
+        table.add_row("data both ways", "yes" if row["data_ok"] else "no")
+        if row["error"]:
+            table.add_row("error", f"[red]{row['error']}[/red]")
+        console.print(table)
+        return
+    table = Table(title=f"ICE between every pair of NATs ({mode})")
+    for column in ("a", "b", "path", "pair", "via", "ms", "checks", "ok"):
+        if column in ("a", "b"):
+            table.add_column(column, overflow="fold")
+        else:
+            table.add_column(column, no_wrap=True)
+    for row in rows:
+        ok = row["connected"] and row["as_expected"] and row["data_ok"]
+        table.add_row(
+            row["nat_a"],
+            row["nat_b"],
+            row["path"] or "-",
+            f"{row['local_type'] or '-'}/{row['remote_type'] or '-'}",
+            f"{row['transport'] or '-'}/{row['remote_transport'] or '-'}",
+            f"{row['elapsed_s'] * 1000:.0f}",
+            str(row["checks_sent"]),
+            "[green]yes[/green]" if ok else f"[red]no[/red] (expected {row['expected']})",
+        )
+    console.print(table)
+    console.print(
+        "path: direct (host/srflx/prflx at both ends) or relay (natkit's TURN server); "
+        "pair and via: agent a's end / agent b's end (via: how it reaches the TURN server)."
+    )
