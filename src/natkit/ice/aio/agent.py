@@ -49,7 +49,7 @@ import dataclasses
 import functools
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from natkit.addr import AddressClass, Endpoint, address_class
@@ -67,7 +67,7 @@ from natkit.ice.events import (
     SelectedPairChanged,
 )
 from natkit.ice.gather import TurnAllocation
-from natkit.ice.gather_config import GatherConfig
+from natkit.ice.gather_config import GatherConfig, HostAddress
 from natkit.net.driver import CoreTimer
 from natkit.net.stack import DatagramEndpoint, Stack, StreamConnection
 from natkit.stun.framing import StreamFramer
@@ -187,13 +187,14 @@ class AsyncIceAgent:
     def checks_sent(self) -> int:
         return self.core.checks_sent
 
-    async def start(self) -> None:
-        """Open the base sockets and start gathering; host candidates are
-        reported at once, the others as they arrive."""
+    async def start(self, addresses: Sequence[HostAddress] | None = None) -> None:
+        """Open the base sockets (on ``addresses``, default: the stack's own)
+        and start gathering; host candidates are reported at once, the
+        others as they arrive."""
         if self.started_at is not None:
             raise LocalProtocolError("the agent is started already")
         self.started_at = self._loop.time()
-        await self.gatherer.open()
+        await self.gatherer.open(addresses)
         self.gatherer.start()
         if self.gatherer.completed:
             self._gathering_done()
