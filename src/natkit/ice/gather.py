@@ -254,6 +254,7 @@ class Gatherer:
         self._out: list[Datagram] = []
         self._stream_out: list[tuple[int, bytes]] = []
         self._allocations: list[TurnAllocation] = []
+        self._handed_over: set[tuple[Endpoint, Endpoint]] = set()  # (base, server) over UDP
         self._started = False
         self._completed = False
 
@@ -371,6 +372,8 @@ class Gatherer:
             self._turn_udp[alloc.base.address] = [j for j in udp if j.turn is not None]
             if alloc.connection_id is not None:
                 self._turn_stream.pop(alloc.connection_id, None)
+            else:
+                self._handed_over.add((alloc.base.address, alloc.client.server))
         return taken
 
     def release_allocations(self, *, now: float) -> None:
@@ -444,6 +447,8 @@ class Gatherer:
                 job.turn.receive_datagram(data, remote, now=now)
                 self._pull_turn(now)
                 return True
+        if (local, remote) in self._handed_over:
+            return False  # that server is also our TURN server: the agent's relay now
         return stun is not None and any(
             job.kind is _Kind.STUN and job.server == remote and job.base.address == local
             for job in self._jobs

@@ -6,9 +6,11 @@ nothing connects, and allocations released on close."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
+from natkit.addr import Endpoint
 from natkit.errors import LocalProtocolError
 from natkit.ice.aio.agent import AsyncIceAgent, IceConnectionFailed
 from natkit.ice.candidate import Candidate, CandidateType
@@ -214,5 +216,25 @@ def test_close_releases_every_turn_allocation() -> None:
             await agent.close()
             turn.close()
             await turn.wait_closed()
+
+    run_virtual(main)
+
+
+def test_one_server_as_stun_and_turn_server_relays_after_gathering() -> None:
+    """The usual coturn set-up: the TURN server is the STUN server too. Once
+    its allocation is the agent's, the gatherer must pass that server's
+    datagrams on (it took them for stray STUN answers and dropped them)."""
+
+    async def main() -> None:
+        lab = await ConnectLab.build("symmetric", "symmetric")
+        turn = Endpoint("203.0.113.10", 3478)
+        for agent in lab.agents:
+            agent.gatherer.config = dataclasses.replace(agent.gatherer.config, stun_servers=(turn,))
+        try:
+            result = await lab.connect(timeout=10)
+            assert result.connected and result.path == "relay", result.to_json()
+            assert result.data_ok
+        finally:
+            await lab.close()
 
     run_virtual(main)
