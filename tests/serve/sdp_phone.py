@@ -91,6 +91,8 @@ class SdpPhone:
         response = make_response(message, 200, to_tag=f"{self.user}-tag")
         response.headers.add("Contact", f"<sip:{self.user}@{self.host.ip}:{SIP_PORT}>")
         if message.method == "INVITE":
+            for route in message.headers.values("Record-Route"):  # RFC 3261 §12.1.1
+                response.headers.add("Record-Route", route)
             response.headers.add("Content-Type", "application/sdp")
             response.body = sdp_body(self.host.ip, RTP_PORT, ice=self.ice)
         target = response_target(response, source)
@@ -123,6 +125,27 @@ class SdpPhone:
     async def invite(self, uri: str, call_id: str) -> SipResponse | None:
         body = sdp_body(self.host.ip, RTP_PORT, ice=self.ice)
         await self.layer.send(self._request("INVITE", uri, body=body, call=call_id), REGISTRAR)
+        return await self.final_response()
+
+    async def bye(self, ok: SipResponse, call_id: str) -> SipResponse | None:
+        """End the call ``ok`` answered: a BYE along its route set (the
+        Record-Route in reverse, RFC 3261 §12.1.2) to its Contact."""
+        routes = list(reversed(ok.headers.values("Record-Route")))
+        contact = ok.contacts
+        assert contact != "*" and contact
+        self._cseq += 1
+        ip = self.host.ip
+        to = ok.headers.get("To")
+        head = (
+            f"BYE {contact[0].uri} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {ip}:{SIP_PORT};branch=z9hG4bK{self.user}bye{self._cseq};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            + "".join(f"Route: {r}\r\n" for r in routes)
+            + f"From: <sip:{self.user}@{DOMAIN}>;tag={self.user}-from\r\n"
+            f"To: {to}\r\nCall-ID: {call_id}\r\nCSeq: {self._cseq} BYE\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        await self.layer.send(head.encode(), REGISTRAR)
         return await self.final_response()
 
     async def final_response(self, timeout: float = 30.0) -> SipResponse | None:

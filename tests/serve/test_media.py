@@ -8,7 +8,6 @@ relay's idle timeout."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 import pytest
 
@@ -84,13 +83,6 @@ def test_nat_detection(
 def test_ice_detection() -> None:
     assert has_ice(parse_sdp(sdp_body("192.0.2.1", 4000, ice=True)))
     assert not has_ice(parse_sdp(sdp_body("192.0.2.1", 4000, ice=False)))
-
-
-@dataclass
-class Phone:
-    host: SimHost
-    received: list[bytes]
-    sock: object = None
 
 
 def _behind_symmetric(net: Internet, name: str, index: int) -> SimHost:

@@ -41,11 +41,13 @@ one-way audio is better than no call. Calls are kept in a bounded history
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import ipaddress
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,13 +59,14 @@ from natkit.mediarelay.legs import LegEndpoints, LegUpdate
 from natkit.sdp import SessionDescription, parse_sdp, rewrite_connection, serialize_sdp
 from natkit.sip.flow import Source
 from natkit.sip.headers import parse_name_addr
-from natkit.sip.message import SipMessage
+from natkit.sip.message import SipMessage, SipRequest, SipResponse
 from natkit.sip.uri import SipUri
 
 __all__ = [
     "CallRecord",
     "MediaPath",
     "RelayMediaHandler",
+    "TransportTap",
     "has_ice",
     "is_nated",
 ]
@@ -146,8 +149,6 @@ def is_nated(
     and why (see the module docstring)."""
     src = source.remote.host
     src_private = _private(src)
-    from natkit.sip.message import SipRequest
-
     if isinstance(message, SipRequest):
         try:
             via = message.top_via
@@ -475,3 +476,85 @@ class RelayMediaHandler:
             # on_relay_event counts the final statistics (CallDeleted)
             with contextlib.suppress(LocalProtocolError):  # gone already (idle timeout)
                 self.relay.delete_call(relay_id)
+
+
+# -- attaching to a SIP element -----------------------------------------------------------
+
+
+class TransportTap:
+    """Puts a :class:`RelayMediaHandler` in the path of a
+    :class:`~natkit.sip.aio.server.SipServer`'s messages, at its transport
+    layer: what the element receives is handed on after the handler saw it,
+    and what it sends is watched.
+
+    * an INVITE with SDP (an offer) and a 18x/2xx to an INVITE with SDP (an
+      answer) go through :meth:`RelayMediaHandler.offer` /
+      :meth:`~RelayMediaHandler.answer` before the element sees them, so
+      the element forwards the rewritten SDP (offers need the source the
+      INVITE came from: the NAT test);
+    * a BYE or CANCEL received ends the call;
+    * a final response of 300 or more to an INVITE that the element *sends*
+      (the best response of its forks, a 487 after CANCEL, a 408 when no
+      branch answered) ends it too: a failing branch of a fork that another
+      branch answers does not.
+
+    The element's own code is unchanged (the media hook of
+    :mod:`natkit.sip.media_hook`, where present, is the other way in).
+    """
+
+    def __init__(self, server: Any, handler: RelayMediaHandler) -> None:
+        self.handler = handler
+        self._tasks: set[asyncio.Task[None]] = set()
+        transport = server.transport
+        self._deliver: Callable[[SipMessage, Source], None] = transport._on_message
+        self._send = transport.send
+        transport._on_message = self._on_message
+        transport.send = self._sending
+
+    def _on_message(self, message: SipMessage, source: Source) -> None:
+        try:
+            if isinstance(message, SipRequest):
+                if message.method == "INVITE" and message.body:
+                    self._spawn(self._offer(message, source))
+                    return
+                if message.method in ("BYE", "CANCEL"):
+                    self.handler.ended(message.call_id, message.method.lower())
+            elif (
+                isinstance(message, SipResponse)
+                and message.body
+                and 100 < message.status < 300
+                and message.cseq.method == "INVITE"
+            ):
+                self._spawn(self._answer(message, source))
+                return
+        except MalformedMessageError:
+            pass  # the element answers or drops it
+        self._deliver(message, source)
+
+    async def _offer(self, message: SipRequest, source: Source) -> None:
+        try:
+            out = await self.handler.offer(message, source)
+        except Exception:  # a bug here must not lose the call's signalling
+            log.exception("media relay offer failed")
+            out = message
+        self._deliver(out, source)
+
+    async def _answer(self, message: SipResponse, source: Source) -> None:
+        try:
+            out = await self.handler.answer(message, source)
+        except Exception:
+            log.exception("media relay answer failed")
+            out = message
+        self._deliver(out, source)
+
+    async def _sending(self, message: SipMessage | bytes, target: Any, **kw: Any) -> Any:
+        if isinstance(message, SipResponse) and message.status >= 300:
+            with contextlib.suppress(MalformedMessageError):
+                if message.cseq.method == "INVITE":
+                    self.handler.ended(message.call_id, f"failure {message.status}")
+        return await self._send(message, target, **kw)
+
+    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

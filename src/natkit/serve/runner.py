@@ -288,6 +288,10 @@ class ServeRunner:
         self.sip = SipServer(self.stack, config, self.store, resolver=SipResolver(), **extra)
         counters = SipCounters()
         instrument(self.sip, counters)
+        if self.media is not None and not extra:
+            from natkit.serve.media import TransportTap
+
+            TransportTap(self.sip, self.media)
         self.sip_view = RegistrationView(self.store, interval=self.registration_refresh)
         await self.sip.start()
         self.prometheus.add(SipMetrics(self.sip, counters, self.sip_view))

@@ -1,0 +1,120 @@
+"""natkit serve on the simulated internet: the whole process (ServeRunner) on
+one public host; phones behind symmetric NATs register at its SIP element and
+call each other. Without ICE in their SDP the call is anchored on the media
+relay and RTP with distinct payloads arrives both ways; with ICE the SDP goes
+through untouched and the relay is not used. The status document and the
+metrics show the path chosen; BYE deletes the relay call."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from natkit.lab.sip_phone import DOMAIN, REGISTRAR_IP
+from natkit.nat.box import NatBox
+from natkit.nat.presets import SYMMETRIC
+from natkit.net.sim import Internet, Link, SimHost, run_virtual
+from natkit.rng import seeded_rng
+from natkit.serve.runner import ServeRunner
+from natkit.serve.settings import build_serve_settings
+from tests.serve.sdp_phone import SdpPhone, sdp_body
+
+SETTINGS: dict[str, dict[str, Any]] = {
+    "store": {"url": "memory:"},
+    "stun": {"listen": [f"{REGISTRAR_IP}:3479"]},
+    "turn": {"listen": [f"udp:{REGISTRAR_IP}:3478"], "user": ["alice:pw"]},
+    "sip": {"listen": [f"udp:{REGISTRAR_IP}:5060"], "domain": [DOMAIN], "no-auth": True},
+    "media-relay": {"ipv4": REGISTRAR_IP},
+    "admin": {"listen": f"{REGISTRAR_IP}:9640", "token": "t"},
+}
+
+
+def _behind_symmetric(net: Internet, name: str, index: int) -> SimHost:
+    public = f"203.0.113.{50 + index}"
+    inside = f"192.168.{index}.0/24"
+    box = NatBox(SYMMETRIC, [public], inside_networks=[inside], rng=seeded_rng(10 + index),
+                 trace=False)  # fmt: skip
+    return net.add_host(name, behind=net.add_middlebox(f"nat-{name}", box, [public], inside=inside))
+
+
+@dataclass
+class Outcome:
+    alice_got: list[bytes]
+    bob_got: list[bytes]
+    offer_as_sent: bytes
+    offer_as_received: bytes | None
+    relay_calls_during: int
+    relay_calls_after: int
+    status: dict[str, Any]
+    metrics: str
+    bye_status: int | None
+
+
+def run_call(*, ice: bool) -> Outcome:
+    async def main() -> Outcome:
+        net = Internet(seed=11, default_link=Link(delay=0.01))
+        server = net.add_host("natkit", [REGISTRAR_IP])
+        a = _behind_symmetric(net, "alice", 1)
+        b = _behind_symmetric(net, "bob", 2)
+        settings = build_serve_settings(SETTINGS)
+        async with ServeRunner(server.stack, settings, registration_refresh=0.5) as runner:
+            alice, bob = SdpPhone(a, "alice", ice=ice), SdpPhone(b, "bob", ice=ice)
+            await alice.start()
+            await bob.start()
+            for phone in (alice, bob):
+                registered = await phone.register()
+                assert registered is not None and registered.status == 200
+            ok = await alice.invite(f"sip:bob@{DOMAIN}", "call-1")
+            assert ok is not None and ok.status == 200, ok
+            during = runner.relay.call_count if runner.relay else -1
+            await asyncio.gather(alice.send_rtp(40), bob.send_rtp(40))
+            await asyncio.sleep(0.5)
+            status = runner.status()
+            metrics = runner.metrics()[0].decode()
+            bye = await alice.bye(ok, "call-1")
+            await asyncio.sleep(0.1)
+            after = runner.relay.call_count if runner.relay else -1
+            alice.close()
+            bob.close()
+            return Outcome(
+                alice_got=alice.received,
+                bob_got=bob.received,
+                offer_as_sent=sdp_body(a.ip, 4000, ice=ice),
+                offer_as_received=bob.remote_sdp,
+                relay_calls_during=during,
+                relay_calls_after=after,
+                status=status,
+                metrics=metrics,
+                bye_status=bye.status if bye is not None else None,
+            )
+
+    return run_virtual(main)
+
+
+def _from(payloads: list[bytes], who: str) -> list[bytes]:
+    return [p for p in payloads if p.startswith(who.encode() + b":")]
+
+
+def test_symmetric_nats_without_ice_talk_through_the_relay() -> None:
+    out = run_call(ice=False)
+    assert out.relay_calls_during == 1
+    # both ways, each side only the other's packets (the first few go before the latch)
+    assert len(_from(out.bob_got, "alice")) >= 30 and not _from(out.bob_got, "bob")
+    assert len(_from(out.alice_got, "bob")) >= 30 and not _from(out.alice_got, "alice")
+    assert out.offer_as_received is not None and REGISTRAR_IP.encode() in out.offer_as_received
+    call = out.status["calls"][0]
+    assert call["path"] == "relay" and call["relayed"] and call["packets"] >= 60
+    assert 'natkit_media_relay_call_paths_total{path="relay"} 1.0' in out.metrics
+    assert "natkit_media_relay_calls 1.0" in out.metrics
+    assert out.bye_status == 200 and out.relay_calls_after == 0
+
+
+def test_with_ice_in_the_sdp_the_relay_is_not_used() -> None:
+    out = run_call(ice=True)
+    assert out.relay_calls_during == 0 and out.offer_as_received == out.offer_as_sent
+    # no ICE agent runs in these phones: their private addresses reach nothing
+    assert out.alice_got == [] and out.bob_got == []
+    call = out.status["calls"][0]
+    assert call["path"] == "direct-ice" and not call["relayed"]
+    assert 'natkit_media_relay_call_paths_total{path="direct-ice"} 1.0' in out.metrics
