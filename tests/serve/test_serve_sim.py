@@ -11,6 +11,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from natkit.lab.sip_phone import DOMAIN, REGISTRAR_IP
 from natkit.nat.box import NatBox
 from natkit.nat.presets import SYMMETRIC
@@ -118,3 +120,65 @@ def test_with_ice_in_the_sdp_the_relay_is_not_used() -> None:
     call = out.status["calls"][0]
     assert call["path"] == "direct-ice" and not call["relayed"]
     assert 'natkit_media_relay_call_paths_total{path="direct-ice"} 1.0' in out.metrics
+
+
+@pytest.mark.parametrize(
+    ("relay", "heard"),
+    [pytest.param(True, True, id="with-relay"), pytest.param(False, False, id="without-relay")],
+)
+def test_natkit_user_agents_behind_symmetric_nats_hear_each_other_through_serve(
+    relay: bool, heard: bool
+) -> None:
+    """Two natkit UAs without STUN or ICE (their SDP names private addresses)
+    behind symmetric NATs, registered at natkit serve: with the media relay
+    each plays a tone and the other's recording contains it (two-way audio
+    proven by content); without it, neither hears anything."""
+    import random
+
+    from natkit.addr import Endpoint
+    from natkit.lab.sip_phone import SIP_PORT
+    from natkit.media.tone import contains_tone
+    from natkit.sip.uri import SipUri
+    from natkit.ua.aio import MediaSource, UserAgent, UserAgentSettings
+
+    def settings(host: SimHost, user: str, tone: float, seed: int) -> UserAgentSettings:
+        return UserAgentSettings(
+            aor=SipUri(scheme="sip", host=DOMAIN, user=user),
+            local_ip=host.ip,
+            sip_port=SIP_PORT,
+            proxy=Endpoint(REGISTRAR_IP, SIP_PORT),
+            register=True,
+            source=MediaSource(tone_hz=tone),
+            rng=random.Random(seed),
+        )
+
+    async def main() -> tuple[bool, bool, str]:
+        net = Internet(seed=7, default_link=Link(delay=0.02))
+        server = net.add_host("natkit", [REGISTRAR_IP])
+        a = _behind_symmetric(net, "a", 1)
+        b = _behind_symmetric(net, "b", 2)
+        overrides = {} if relay else {"media-relay": {"enabled": False}}
+        settings_ = build_serve_settings(SETTINGS, overrides)
+        async with ServeRunner(server.stack, settings_) as runner:
+            ua_a = UserAgent(a.stack, settings(a, "alice", 440.0, 1))
+            ua_b = UserAgent(b.stack, settings(b, "bob", 1000.0, 2))
+            async with ua_a, ua_b:
+                call_a = await ua_a.call(f"sip:bob@{DOMAIN}")
+                call_b = await asyncio.wait_for(ua_b.incoming.get(), 10)
+                await asyncio.wait_for(call_a.established.wait(), 10)
+                await asyncio.wait_for(call_b.established.wait(), 10)
+                await asyncio.sleep(3.0)
+                await ua_a.hangup(call_a)
+                await asyncio.wait_for(call_b.ended.wait(), 10)
+                rec_a, rec_b = call_a.recording(), call_b.recording()
+            calls = runner.status()["calls"]
+            path = calls[0]["path"] if calls else "no relay"
+        return (
+            contains_tone(rec_a, 1000.0, min_duration=1.5),
+            contains_tone(rec_b, 440.0, min_duration=1.5),
+            path,
+        )
+
+    a_hears_b, b_hears_a, path = run_virtual(main)
+    assert path == ("relay" if relay else "no relay")
+    assert (a_hears_b, b_hears_a) == (heard, heard)

@@ -370,10 +370,6 @@ class RelayMediaHandler:
         for call_id in list(self.calls):
             self.ended(call_id, "shutdown")
 
-    def hook(self) -> RelayMediaHandler:
-        """What ``SipServer(media_handler=...)`` is given."""
-        return self
-
     # -- the relay's side -------------------------------------------------------------
 
     def on_relay_event(self, event: MediaRelayEvent) -> None:

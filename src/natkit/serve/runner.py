@@ -18,7 +18,8 @@ stack in production, a simulated host in tests):
   (:class:`~natkit.serve.media.RelayMediaHandler`);
 * ``[sip]``: a :class:`~natkit.sip.aio.server.SipServer` with the server
   secret from the store, counted for metrics
-  (:func:`~natkit.sip.aio.metrics.instrument`);
+  (:func:`~natkit.sip.aio.metrics.instrument`), its offers and answers
+  passing the media handler (:class:`~natkit.serve.media.TransportTap`);
 * ``[admin]``: a :class:`~natkit.serve.status.ServeAdminServer`.
 
 Start-up is all or nothing: a server that cannot start (a port in use)
@@ -282,13 +283,10 @@ class ServeRunner:
         assert self.store is not None
         secret = sip.secret if sip.secret is not None else await server_secret(self.store)
         config = sip.core_config(secret, tls=self.sip_tls)
-        extra: dict[str, Any] = {}
-        if self.media is not None and _takes_media_handler():
-            extra["media_handler"] = self.media.hook()
-        self.sip = SipServer(self.stack, config, self.store, resolver=SipResolver(), **extra)
+        self.sip = SipServer(self.stack, config, self.store, resolver=SipResolver())
         counters = SipCounters()
         instrument(self.sip, counters)
-        if self.media is not None and not extra:
+        if self.media is not None:
             from natkit.serve.media import TransportTap
 
             TransportTap(self.sip, self.media)
@@ -400,15 +398,6 @@ class ServeRunner:
             "allocations": allocations,
             "calls": calls,
         }
-
-
-def _takes_media_handler() -> bool:
-    """Whether this SipServer has the media hook (natkit.sip.media_hook)."""
-    import inspect
-
-    from natkit.sip.aio.server import SipServer
-
-    return "media_handler" in inspect.signature(SipServer).parameters
 
 
 def _masked(url: str) -> str:
