@@ -182,3 +182,44 @@ def test_natkit_user_agents_behind_symmetric_nats_hear_each_other_through_serve(
     a_hears_b, b_hears_a, path = run_virtual(main)
     assert path == ("relay" if relay else "no relay")
     assert (a_hears_b, b_hears_a) == (heard, heard)
+
+
+def test_turn_allocations_with_configured_and_stored_users_show_in_status() -> None:
+    """TURN in natkit serve: a user from [turn] and one added to the shared
+    store (as ``natkit turn user add`` does) both allocate; the status
+    document, /sessions and the metrics list the allocations."""
+    from natkit.addr import Endpoint
+    from natkit.turn.aio.client import AsyncTurnClient
+    from natkit.turn.aio.credentials import add_user
+    from natkit.turn.client_config import TurnClientConfig
+
+    async def main() -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+        net = Internet(seed=5)
+        server = net.add_host("natkit", [REGISTRAR_IP])
+        client_host = net.add_host("client", ["198.51.100.70"])
+        async with ServeRunner(server.stack, build_serve_settings(SETTINGS)) as runner:
+            assert runner.store is not None
+            await add_user(runner.store, "natkit", "carol", "pw2")
+            await asyncio.sleep(6)  # the TURN server re-reads the store every 5 s
+            clients = []
+            for i, creds in enumerate((("alice", "pw"), ("carol", "pw2"))):
+                client = await AsyncTurnClient.connect(
+                    client_host.stack,
+                    Endpoint(REGISTRAR_IP, 3478),
+                    credentials=creds,
+                    local=Endpoint("198.51.100.70", 6000 + i),
+                    config=TurnClientConfig(rng=seeded_rng(i)),
+                )
+                await client.allocate()
+                clients.append(client)
+            status, sessions = runner.status(), runner.sessions()
+            metrics = runner.metrics()[0].decode()
+            for client in clients:
+                await client.close()
+        return status, sessions, metrics
+
+    status, sessions, metrics = run_virtual(main)
+    assert status["counts"]["allocations"] == 2
+    assert sorted(a["username"] for a in status["allocations"]) == ["alice", "carol"]
+    assert [s["kind"] for s in sessions] == ["allocation", "allocation"]
+    assert "natkit_turn_allocations 2.0" in metrics
