@@ -250,3 +250,28 @@ def test_the_relay_idle_timeout_ends_the_call_record() -> None:
     handler = run_virtual(main)
     assert handler.calls == {} and handler.ended_by_reason == {"timed-out": 1}
     assert handler.calls_json()[0]["ended_by"] == "relay timed-out"
+
+
+def test_a_late_answer_after_the_relay_timed_out_and_a_re_invite_do_not_break() -> None:
+    async def main() -> tuple[SipMessage, SipMessage, int]:
+        net = Internet(seed=3)
+        relay_host = net.add_host("relay", [RELAY_IP])
+        config = MediaRelayConfig(rng=seeded_rng(1), idle_timeout=5.0)
+        async with MediaRelayServer(relay_host.stack, config, ipv4=RELAY_IP) as relay:
+            handler = RelayMediaHandler(relay)
+            relay.on_event = handler.on_relay_event
+            source = _source(Endpoint("203.0.113.51", 5060))
+            invite = _invite("192.168.1.2", sdp_body("192.168.1.2", 4000, ice=False))
+            await handler.offer(invite, source)
+            # a re-INVITE from the caller with a new port still names the relay
+            again = await handler.offer(
+                _invite("192.168.1.2", sdp_body("192.168.1.2", 4100, ice=False)), source
+            )
+            await asyncio.sleep(10)  # idle: the relay call is gone
+            late = await handler.answer(_ok("192.168.2.2", sdp_body("192.168.2.2", 4000,
+                                                                 ice=False)), source)  # fmt: skip
+            return again, late, relay.call_count
+
+    again, late, calls = run_virtual(main)
+    assert _target(again).host == RELAY_IP and calls == 0
+    assert _target(late) == Endpoint("192.168.2.2", 4000)  # nothing left to rewrite towards

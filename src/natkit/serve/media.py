@@ -97,11 +97,13 @@ class CallRecord:
     reason: str
     started: float
     state: str = "offered"  # offered, answered, ended
-    relay_calls: list[str] = field(default_factory=list)
+    relay_calls: list[str] = field(default_factory=list)  # one per relayed stream
+    live: set[str] = field(default_factory=set)  # those the relay still has
     legs: list[tuple[LegEndpoints, LegEndpoints]] = field(default_factory=list)
     streams: list[int] = field(default_factory=list)  # media indexes relayed
     packets: int = 0
     ended_by: str | None = None
+    last_answer: bytes | None = None
 
     def to_json(self, packets: int) -> dict[str, Any]:
         return {
@@ -317,6 +319,7 @@ class RelayMediaHandler:
                     b=LegOffer(family=family, rtcp_mux=media.rtcp_mux),
                 )  # fmt: skip
                 record.relay_calls.append(relay_id)
+                record.live.add(relay_id)
                 record.streams.append(index)
                 record.legs.append((ends.a, ends.b))
                 self._relay_owner[relay_id] = record
@@ -326,6 +329,7 @@ class RelayMediaHandler:
             self.allocation_failures += 1
             self._delete_relay_calls(record)
             record.path, record.reason = MediaPath.UNRELAYED, str(exc)
+            record.state, record.ended_by = "offered", None
             self._choose(record)
             return message
         self._choose(record)
@@ -341,18 +345,28 @@ class RelayMediaHandler:
                 record.state = "answered"
             return message
         record.state = "answered"
+        # The answerer is the side that did not send the request: the callee
+        # for the INVITE, the caller for a re-INVITE the callee sent.
+        by_callee = _who(message, "From") == record.caller
+        repeated = message.body == record.last_answer  # a 2xx retransmission
+        record.last_answer = message.body
         rewritten = desc
-        for (leg_a, _), index, relay_id in zip(
+        for (leg_a, leg_b), index, relay_id in zip(
             record.legs, record.streams, record.relay_calls, strict=True
         ):
-            if index >= len(desc.media):
+            if index >= len(desc.media) or relay_id not in record.live:
                 continue
-            rtp, rtcp = _stream_address(desc, index)
-            try:
-                self.relay.update_call(relay_id, b=LegUpdate(remote_rtp=rtp, remote_rtcp=rtcp))
-            except LocalProtocolError:
-                continue  # the relay call timed out meanwhile
-            rewritten = self._towards(rewritten, index, leg_a)
+            if not repeated:
+                rtp, rtcp = _stream_address(desc, index)
+                update = LegUpdate(remote_rtp=rtp, remote_rtcp=rtcp)
+                try:
+                    if by_callee:
+                        self.relay.update_call(relay_id, b=update)
+                    else:
+                        self.relay.update_call(relay_id, a=update)
+                except LocalProtocolError:
+                    continue  # the relay call timed out meanwhile
+            rewritten = self._towards(rewritten, index, leg_a if by_callee else leg_b)
         return _with_sdp(message, rewritten)
 
     def ended(self, call_id: str, reason: str) -> None:
@@ -387,9 +401,8 @@ class RelayMediaHandler:
         if record is None:
             return
         record.packets += stats.a_to_b.forwarded + stats.b_to_a.forwarded
-        if event.call_id in record.relay_calls:
-            record.relay_calls.remove(event.call_id)
-        if not record.relay_calls and record.state != "ended":
+        record.live.discard(event.call_id)
+        if not record.live and record.state != "ended":
             # the relay's idle timeout (or shutdown) ended the call's media first
             if self.calls.get(record.call_id) is record:
                 del self.calls[record.call_id]
@@ -416,7 +429,7 @@ class RelayMediaHandler:
         out: list[dict[str, Any]] = []
         for record in reversed(self.history):
             packets = record.packets
-            for relay_id in record.relay_calls:
+            for relay_id in record.live:
                 try:
                     stats = self.relay.call_stats(relay_id)
                 except LocalProtocolError:
@@ -444,7 +457,7 @@ class RelayMediaHandler:
         for (leg_a, leg_b), index, relay_id in zip(
             record.legs, record.streams, record.relay_calls, strict=True
         ):
-            if index >= len(desc.media):
+            if index >= len(desc.media) or relay_id not in record.live:
                 continue
             rtp, rtcp = _stream_address(desc, index)
             update = LegUpdate(remote_rtp=rtp, remote_rtcp=rtcp)
@@ -468,7 +481,7 @@ class RelayMediaHandler:
         return rewrite_connection(desc, index, address, leg.rtp.port, rtcp_port)
 
     def _delete_relay_calls(self, record: CallRecord) -> None:
-        for relay_id in list(record.relay_calls):
+        for relay_id in list(record.live):
             # on_relay_event counts the final statistics (CallDeleted)
             with contextlib.suppress(LocalProtocolError):  # gone already (idle timeout)
                 self.relay.delete_call(relay_id)
