@@ -51,7 +51,7 @@ from natkit.addr import Endpoint, Family, Transport
 from natkit.ice.aio.agent import AsyncIceAgent
 from natkit.ice.candidate import Candidate, CandidateType
 from natkit.ice.config import IceConfig
-from natkit.ice.events import RoleSwitched
+from natkit.ice.events import ConsentLost, IceFailed, RoleSwitched
 from natkit.ice.gather_config import GatherConfig, TurnServerSpec
 from natkit.ice.sdp import parse_candidate, serialize_candidate
 from natkit.net.netns import (
@@ -63,8 +63,8 @@ from natkit.net.netns import (
     check_available,
     lab_namespaces,
 )
-from natkit.net.os_stack import OsStack
-from natkit.net.stack import InterfaceAddress
+from natkit.net.os_stack import OsDatagramEndpoint, OsStack
+from natkit.net.stack import DatagramHandler, IcmpHandler, InterfaceAddress, Responder
 from natkit.rng import seeded_rng
 from natkit.stun.aio import StunServerRunner
 from natkit.stun.server import StunServerConfig
@@ -269,6 +269,63 @@ async def test_eight_host_candidates_a_side_select_one_pair_and_carry_data() -> 
             best.local.address,
             best.remote.address,
         )
+        await exchange(natkit, peer, count=5)
+    finally:
+        await peer.close()
+        await natkit.close()
+
+
+class RequestCountingStack(LoopbackStack):
+    """The loopback stack, counting the STUN Binding requests natkit's sockets
+    receive (an observer only: every datagram still reaches natkit)."""
+
+    def __init__(self, ips: Sequence[str] = (LOOPBACK,)) -> None:
+        super().__init__(ips)
+        self.binding_requests = 0
+
+    async def open_udp(
+        self,
+        local: Endpoint,
+        on_datagram: DatagramHandler,
+        *,
+        responder: Responder | None = None,
+        on_icmp: IcmpHandler | None = None,
+    ) -> OsDatagramEndpoint:
+        def tap(data: bytes, remote: Endpoint) -> None:
+            if data[:2] == b"\x00\x01":  # RFC 8489 §5: Binding request
+                self.binding_requests += 1
+            on_datagram(data, remote)
+
+        return await super().open_udp(local, tap, responder=responder, on_icmp=on_icmp)
+
+
+CONSENT_HOLD = 12.0
+"""Seconds on consent alone: aioice checks every 4-6 s (RFC 7675 §5.1), natkit
+every 0.24-0.36 s (its hot-spare interval)."""
+
+
+@pytest.mark.timeout(60)
+async def test_consent_both_ways_keeps_natkit_and_aioice_connected() -> None:
+    stack = RequestCountingStack()
+    natkit = AsyncIceAgent(
+        stack,
+        controlling=True,
+        config=IceConfig(rng=seeded_rng(21)),
+        gather_config=GatherConfig(allow_loopback=True, ipv6=False, rng=seeded_rng(22)),
+    )
+    peer = AioicePeer(ice_controlling=False)
+    loop = asyncio.get_running_loop()
+    try:
+        await signal(natkit, peer)
+        await connect(natkit, peer)
+        requests_at_connect = stack.binding_requests
+        await asyncio.sleep(CONSENT_HOLD)  # real peers, real time: nothing sent but consent
+        # aioice kept checking consent and natkit answered (aioice gives up after
+        # 6 unanswered checks and closes); natkit kept checking and aioice answered.
+        assert stack.binding_requests - requests_at_connect >= 2
+        assert not [e for e in natkit.events if isinstance(e, ConsentLost | IceFailed)]
+        freshest = max(p.last_response for p in natkit.core.pairs(natkit.stream))
+        assert loop.time() - freshest < 1.0
         await exchange(natkit, peer, count=5)
     finally:
         await peer.close()
