@@ -195,7 +195,7 @@ async def wait_connected(session: Session) -> IceStats:
             f"natkit did not connect within {CONNECT_TIMEOUT} s; events {session.agent.events}"
         ) from None
     await session.page.connected(CONNECT_TIMEOUT)
-    return await session.page.stats()
+    return await agreed_stats(session)
 
 
 def check_selected(session: Session, stats: IceStats) -> tuple[Candidate, Candidate]:
@@ -211,6 +211,22 @@ def check_selected(session: Session, stats: IceStats) -> tuple[Candidate, Candid
     if stats.local.address:
         assert (stats.local.address, stats.local.port) == (theirs.address.host, theirs.address.port)
     return ours, theirs
+
+
+async def agreed_stats(session: Session, timeout: float = 2.0) -> IceStats:
+    """The browser's stats once both sides name the same pair: a browser that
+    has just switched pairs tells natkit by its next check (bounded wait)."""
+    for _ in range(int(timeout / 0.1)):
+        stats = await session.page.stats()
+        selected = session.agent.selected_pair()
+        if selected is not None and (stats.remote.address, stats.remote.port) == (
+            selected[0].address.host,
+            selected[0].address.port,
+        ):
+            break
+        await asyncio.sleep(0.1)
+    check_selected(session, stats)
+    return stats
 
 
 async def hold(session: Session, before: IceStats) -> IceStats:
@@ -235,8 +251,7 @@ async def hold(session: Session, before: IceStats) -> IceStats:
     changes = [e for e in agent.events if isinstance(e, SelectedPairChanged)]
     assert all(e.reason == "nomination" for e in changes), changes
     assert not changes or not agent.core.controlling, changes
-    after = await session.page.stats()
-    check_selected(session, after)
+    after = await agreed_stats(session)
     # RFC 7675 both ways: the browser kept checking consent and natkit answered;
     # natkit kept checking and the browser answered.
     assert after.consent_requests_sent > before.consent_requests_sent, (before, after)
