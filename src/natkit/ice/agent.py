@@ -171,6 +171,8 @@ class _Check:
     sends: int = 1
     deadline: float = 0.0
     cancelled: bool = False
+    first_sent: float = 0.0
+    retransmitted: bool = False  # Karn: the answer's RTT is then ambiguous
 
 
 class IceAgent:
@@ -641,6 +643,7 @@ class IceAgent:
 
     def _start_check(self, check: _Check, now: float) -> None:
         self._checks[check.tid] = check
+        check.first_sent = now
         if check.consent:
             # A consent check is sent once: the next one is its retransmission.
             check.sends = self.config.rc
@@ -661,6 +664,7 @@ class IceAgent:
         cfg = self.config
         if check.sends < cfg.rc:
             check.sends += 1
+            check.retransmitted = True
             self.checks_sent += 1
             interval = check.rto * (2 ** (check.sends - 1))
             if check.sends == cfg.rc:
@@ -885,6 +889,8 @@ class IceAgent:
         pair.valid_local = valid_local
         pair.valid_priority = compute_pair_priority(valid_local, pair.remote, self._controlling)
         pair.last_response = now
+        if not check.retransmitted:
+            pair.rtt = now - check.first_sent
         newly = pair.state is not PairState.SUCCEEDED
         self._lists.set_state(pair, PairState.SUCCEEDED)
         comp = st.components[component]
@@ -1042,7 +1048,7 @@ class IceAgent:
         best = max(valid, key=lambda p: p.valid_priority)
         if comp.first_valid_at is None:
             comp.first_valid_at = now
-        deadline = comp.first_valid_at + self.config.nomination_delay
+        deadline = comp.first_valid_at + self._nomination_wait(best)
         better_pending = any(p.is_pending and p.priority > best.valid_priority for p in pairs)
         if better_pending and now < deadline:
             comp.nominate_at = deadline
@@ -1052,6 +1058,20 @@ class IceAgent:
         best.nominating = True
         self._lists.enqueue_triggered(best)
         self._wake()
+
+    def _nomination_wait(self, best: CandidatePair) -> float:
+        """How long regular nomination waits, after the component's first
+        valid pair, for a higher-priority pair to succeed (§8.1.1 leaves the
+        choice to the agent): ``nomination_rtts`` round trips of the best
+        valid pair, at least ``Ta`` and at most ``nomination_delay``; the
+        full ``nomination_delay`` while no round trip is known. A direct path
+        is no longer than the path through a relay, so a better pair whose
+        check is in flight answers within about that time; one that succeeds
+        later still replaces a relayed selection (hot spares, upgrade)."""
+        cfg = self.config
+        if best.rtt < 0:
+            return cfg.nomination_delay
+        return min(cfg.nomination_delay, max(cfg.ta, cfg.nomination_rtts * best.rtt))
 
     def _nominated(self, st: _Stream, pair: CandidatePair, now: float) -> None:
         """The pair is nominated (§8.1.1 success, §7.3.1.5): select it, or

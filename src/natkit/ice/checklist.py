@@ -82,6 +82,7 @@ class CandidatePair:
     next_check: float = 0.0
     consent_lost: bool = False
     last_sent: float = -1.0
+    rtt: float = -1.0  # round trip of its latest unretransmitted check
     # Fixed for the pair's life (the local candidate's base and the remote
     # address never change), computed once: the counters use them per change.
     key: PairKey = field(init=False)

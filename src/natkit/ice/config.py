@@ -32,9 +32,12 @@ class IceConfig:
       lost 30 s after the last authenticated response.
     - ``aggressive_nomination``: RFC 5245 §8.1.1.2 compatibility: the
       controlling agent puts USE-CANDIDATE on every check.
-    - ``nomination_delay``: regular nomination (§8.1.1) waits at most this
-      long after the first valid pair of a component for a better one to
-      succeed; it nominates at once when no higher-priority pair is pending.
+    - ``nomination_delay``/``nomination_rtts``: regular nomination (§8.1.1)
+      waits, after the first valid pair of a component, ``nomination_rtts``
+      round trips of the best valid pair's check (at least ``ta``, at most
+      ``nomination_delay``; the full ``nomination_delay`` when no round trip
+      was measured) for a better one to succeed; it nominates at once when
+      no higher-priority pair is pending.
     - ``nomination_timeout``: a controlled agent whose component has valid
       pairs and nothing left to check re-checks its best valid pair every
       ``consent_interval`` (so a controlling peer whose own checks were all
@@ -63,6 +66,7 @@ class IceConfig:
     consent_timeout: float = 30.0
     aggressive_nomination: bool = False
     nomination_delay: float = 0.5
+    nomination_rtts: float = 1.5
     nomination_timeout: float = 40.0
     lite: bool = False
     hot_spares: bool = True
@@ -80,6 +84,8 @@ class IceConfig:
             raise ValueError("rc and rm must be at least 1")
         if not 0 <= self.consent_jitter < 1:
             raise ValueError("consent_jitter must be in [0, 1)")
+        if self.nomination_rtts < 0 or self.nomination_delay < 0:
+            raise ValueError("nomination_rtts and nomination_delay must not be negative")
         if self.max_pairs < 1:
             raise ValueError("max_pairs must be at least 1")
         longest_gap = self.failover_check_interval * (1 + self.consent_jitter)
