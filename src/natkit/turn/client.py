@@ -549,9 +549,9 @@ class TurnClient(_Requests, _PeerBook, _Rfc6062):
     def handle_timer(self, *, now: float) -> None:
         self._stun.handle_timer(now=now)
         self._pull(now)
+        self._timer_dirty = True  # also when no longer allocated: the old deadline is void
         if self.state is not ClientState.ALLOCATED:
             return
-        self._timer_dirty = True
         if self.expires is not None and now >= self.expires:
             # Refreshes went unanswered (each retried, §8): the server has
             # deleted the allocation by now.

@@ -238,3 +238,26 @@ def test_one_server_as_stun_and_turn_server_relays_after_gathering() -> None:
             await lab.close()
 
     run_virtual(main)
+
+
+def test_close_returns_when_the_turn_server_died_long_ago() -> None:
+    """The release of an allocation on a dead server goes unanswered; the
+    client's keepalive deadline passed meanwhile. close() must still return
+    (a void deadline once re-armed the relay's timer at the same instant for
+    ever: a busy loop, and in virtual time a hang)."""
+
+    async def main() -> None:
+        lab = await ConnectLab.build("symmetric", "symmetric")
+        try:
+            result = await lab.connect()
+            assert result.connected and result.path == "relay"
+            for runner in lab.turn_servers:
+                runner.close()
+            await asyncio.sleep(12.0)  # past the 10 s TURN keepalive
+            async with asyncio.timeout(5.0):
+                await lab.a.close(timeout=1.0)
+                await lab.b.close(timeout=1.0)
+        finally:
+            await lab.close()
+
+    run_virtual(main)
