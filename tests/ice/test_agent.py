@@ -3,6 +3,7 @@ failure, restart, components and streams."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from natkit.addr import Endpoint
@@ -386,3 +387,60 @@ def test_local_candidate_trickled_late_gets_paired_and_used() -> None:
     b.add_remote_candidate(0, as_remote(late))
     net.run(5.0, lambda: completed(net, a, b))
     assert a.selected_pair(0, 1) == (late, as_remote(B1))
+
+
+def _connect_with_b_learning_a_as_prflx(seed: int) -> tuple[Net, IceAgent, IceAgent]:
+    """B has A's credentials but not A's candidate: A's check makes A1 a
+    peer-reflexive remote candidate of B (§7.3.1.3)."""
+    net, a, b = pair_up(seed)
+    ca, cb = a.local_credentials(0), b.local_credentials(0)
+    net.add(a, A1.address)
+    net.add(b, B1.address)
+    a.add_local_candidate(0, A1)
+    b.add_local_candidate(0, B1)
+    a.set_remote_credentials(0, cb.ufrag, cb.pwd)
+    b.set_remote_credentials(0, ca.ufrag, ca.pwd)
+    a.add_remote_candidate(0, as_remote(B1))
+    return net, a, b
+
+
+def test_a_candidate_signalled_after_a_prflx_one_replaces_it_in_the_pair() -> None:
+    """RFC 8838 §11.4: the late a=candidate for the peer-reflexive address
+    gives the pair the signalled type, priority and foundation."""
+    net, a, b = _connect_with_b_learning_a_as_prflx(21)
+    net.run(0.02)  # A's first check has reached B
+    (learned,) = b.remote_candidates(0)
+    assert learned.type is CandidateType.PEER_REFLEXIVE
+    (pair,) = b.pairs(0)
+    prflx_priority = pair.priority
+    signalled = as_remote(A1)
+    b.add_remote_candidate(0, signalled)
+    (pair,) = b.pairs(0)
+    assert pair.remote == signalled
+    assert pair.foundation == (B1.foundation, A1.foundation)
+    assert pair.priority != prflx_priority
+    assert b.remote_candidates(0) == [signalled]
+    net.run(5.0, lambda: completed(net, a, b))
+    assert completed(net, a, b)
+    assert b.selected_pair(0, 1) == (B1, signalled)
+    (nom_b,) = net.of(b, PairNominated)
+    assert nom_b.remote == signalled  # nominated after the upgrade
+
+
+def test_a_candidate_signalled_after_selection_upgrades_the_selected_pair() -> None:
+    net, a, b = _connect_with_b_learning_a_as_prflx(22)
+    net.run(5.0, lambda: completed(net, a, b))
+    assert completed(net, a, b)
+    selected = b.selected_pair(0, 1)
+    assert selected is not None and selected[1].type is CandidateType.PEER_REFLEXIVE
+    signalled = as_remote(A1)
+    b.add_remote_candidate(0, signalled)
+    assert b.selected_pair(0, 1) == (B1, signalled)
+    assert not net.of(b, SelectedPairChanged)  # the same 5-tuple: nothing moved
+    # A second prflx signal for the address does not undo it.
+    prflx_again = dataclasses.replace(signalled, type=CandidateType.PEER_REFLEXIVE, priority=1)
+    b.add_remote_candidate(0, prflx_again)
+    assert b.selected_pair(0, 1) == (B1, signalled)
+    assert b.send_data(0, 1, b"\x80after", now=net.now)
+    net.run(0.1)
+    assert [e.data for e in net.of(a, DataReceived)] == [b"\x80after"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from natkit.ice.candidate import Candidate
+from dataclasses import replace
+
+from natkit.ice.candidate import Candidate, CandidateType
 from natkit.ice.checklist import CandidatePair, CheckListSet, PairState, compute_pair_priority
 from natkit.ice.consent import choose_spares, path_key, pick_failover
 from tests.ice.test_agent_harness import as_remote, host, relay
@@ -122,3 +124,29 @@ def test_spares_come_from_the_selected_pairs_component_only() -> None:
         lists.add_pair(p, unfreeze=False)
         lists.set_state(p, PairState.SUCCEEDED)
     assert choose_spares([rtp, rtcp_relay], rtp) == []
+
+
+def test_replacing_a_prflx_remote_moves_the_pair_to_the_signalled_foundation() -> None:
+    """RFC 8838 §11.4: the signalled candidate's foundation and priority;
+    the per-foundation counters follow (a new pair of the new foundation is
+    no longer unfrozen on its own, one of the old foundation is)."""
+    lists = CheckListSet()
+    lists.add_list(0)
+    local = host("192.0.2.1", 1)
+    signalled = as_remote(host("192.0.2.2", 2, pref=100))
+    prflx = replace(signalled, type=CandidateType.PEER_REFLEXIVE, foundation="p1", priority=7)
+    pair = make_pair(0, local, prflx)
+    lists.add_pair(pair, unfreeze=False)
+    lists.initial_unfreeze(0)
+    assert pair.state is PairState.WAITING
+    lists.replace_remote(pair, signalled, True)
+    assert pair.remote is signalled
+    assert pair.foundation == (local.foundation, signalled.foundation)
+    assert pair.priority == compute_pair_priority(local, signalled, True)
+    # Another base on the same IP has the same local foundation.
+    same_new = make_pair(0, host("192.0.2.1", 3), signalled)
+    same_old = make_pair(0, host("192.0.2.1", 3), prflx)
+    assert same_new.foundation == pair.foundation
+    assert not lists.should_unfreeze_new_pair(same_new)
+    assert lists.should_unfreeze_new_pair(same_old)
+    assert lists.next_check({0}) is pair

@@ -311,13 +311,24 @@ class IceAgent:
         ):
             return
         # A signalled candidate replaces a peer-reflexive one learned from a
-        # check (RFC 8838 §11.4); the pair already made keeps running, the
-        # other local candidates are paired with it now.
+        # check (§7.3.1.3, RFC 8838 §11.4): the pairs already made with it
+        # (the selected one included) take its type, priority and
+        # foundation, and the other local candidates are paired with it now.
         st.remote_candidates[key] = candidate
+        if known is not None:
+            self._upgrade_peer_reflexive(st, known, candidate)
         if candidate.transport is not Transport.UDP or self.config.lite:
             return
         for local in list(st.pairing_locals[candidate.component].values()):
             self._add_pair(st, local, candidate)
+
+    def _upgrade_peer_reflexive(self, st: _Stream, prflx: Candidate, signalled: Candidate) -> None:
+        for pair in st.checklist.pairs.values():
+            if pair.remote is prflx:
+                self._lists.replace_remote(pair, signalled, self._controlling)
+        for comp in st.components.values():
+            if comp.selected is not None and comp.selected.remote is signalled:
+                self._refresh_spares(st, comp, self._now)
 
     def end_of_remote_candidates(self, stream: int) -> None:
         """The peer signalled end-of-candidates (RFC 8838 §13): from now on a

@@ -226,6 +226,22 @@ class CheckListSet:
         pair.heap_serial = serial
         heapq.heappush(self.lists[pair.stream].waiting, (-pair.priority, serial, pair))
 
+    def replace_remote(self, pair: CandidatePair, remote: Candidate, controlling: bool) -> None:
+        """A signalled candidate replaces the peer-reflexive remote candidate
+        of ``pair`` (same address: the key stays; RFC 8445 §7.3.1.3, RFC 8838
+        §11.4): type, priority and foundation are the signalled ones, and the
+        counters move to the new foundation."""
+        state = pair.state
+        self._count(state, pair, -1)
+        pair.remote = remote
+        pair.foundation = (pair.local.foundation, remote.foundation)
+        pair.priority = compute_pair_priority(pair.local, remote, controlling)
+        if pair.valid_local is not None:
+            pair.valid_priority = compute_pair_priority(pair.valid_local, remote, controlling)
+        self._count(state, pair, +1)
+        if state is PairState.WAITING:
+            self._push_waiting(pair)  # its place in the heap follows the priority
+
     def reprioritize(self, controlling: bool) -> None:
         """Role switch (§7.2.5.1, §7.3.1.1): pair priorities are recomputed."""
         for checklist in self.lists.values():
