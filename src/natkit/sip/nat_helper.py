@@ -63,7 +63,7 @@ from natkit.errors import MalformedMessageError
 from natkit.rng import Rng, default_rng
 from natkit.sip.flow import SipTransport, Source, Target
 from natkit.sip.headers import CSeq, NameAddr, Via, parse_name_addr
-from natkit.sip.message import Headers, SipRequest
+from natkit.sip.message import Headers, SipRequest, SipResponse
 from natkit.sip.nat_helper_events import LossReason, NatBindingLost, NatPingerEvent
 from natkit.sip.registrar import Binding
 from natkit.sip.transaction import TransactionLayer
@@ -87,6 +87,7 @@ __all__ = [
     "binding_is_natted",
     "binding_target",
     "detect_nat",
+    "detect_nat_response",
     "is_private_host",
     "parse_source_text",
     "route_to_binding",
@@ -204,6 +205,21 @@ def detect_nat(request: SipRequest, source: Source) -> NatVerdict:
         reasons |= _via_reasons(request.top_via, source)
     try:
         contacts = request.contacts
+    except MalformedMessageError:
+        contacts = []
+    if contacts != "*":
+        for contact in contacts:
+            reasons |= _contact_reasons(contact.uri, source)
+    return NatVerdict(frozenset(reasons))
+
+
+def detect_nat_response(response: SipResponse, source: Source) -> NatVerdict:
+    """:func:`detect_nat` for a response from ``source``: its Contacts only
+    (the top Via of a response names whoever sent the request, not the
+    answering user agent). Never raises."""
+    reasons: set[NatReason] = set()
+    try:
+        contacts = response.contacts
     except MalformedMessageError:
         contacts = []
     if contacts != "*":

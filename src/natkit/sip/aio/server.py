@@ -48,6 +48,7 @@ import contextlib
 import dataclasses
 import logging
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,16 @@ from natkit.sip.flow_token import FlowTokenSigner
 from natkit.sip.forwarding import is_looped, pop_own_via, preprocess_routes
 from natkit.sip.headers import NameAddr, Via, parse_name_addr
 from natkit.sip.location import LocationService
+from natkit.sip.media_hook import (
+    DIALOG_ENDING_STATUSES,
+    OFFER_METHODS,
+    MediaHandler,
+    carries_sdp,
+    dialog_tags,
+    is_invite_error,
+    media_source,
+    with_body,
+)
 from natkit.sip.message import (
     SipMessage,
     SipRequest,
@@ -87,8 +98,10 @@ from natkit.sip.transaction import TransactionLayer
 from natkit.sip.transaction_events import (
     AckReceived,
     RequestReceived,
+    ResponseReceived,
     ServerTransactionId,
     StrayResponseReceived,
+    TransactionEvent,
 )
 from natkit.sip.uri import SipUri, Uri
 from natkit.sip.via_routing import default_port, response_target
@@ -100,6 +113,7 @@ _log = logging.getLogger(__name__)
 _log.addHandler(logging.NullHandler())
 
 SERVER_NAME = "natkit"
+_CONFIRMED_CALLS_MAX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +183,15 @@ class SipServer:
         resolver: SipResolver | None = None,
         rng: Rng | None = None,
         wallclock: Callable[[], float] | None = None,
+        media_handler: MediaHandler | None = None,
     ) -> None:
         self.config = config
+        self.media_handler = media_handler
+        # Events waiting behind a response whose SDP the media handler is
+        # rewriting: the transaction layer's events stay in order.
+        self._media_backlog: deque[TransactionEvent] = deque()
+        self._media_busy = False
+        self._confirmed_calls: dict[str, None] = {}  # Call-IDs with a 2xx INVITE sent
         self.store = store
         self.rng = rng if rng is not None else default_rng()
         self._wallclock = wallclock if wallclock is not None else store.clock
@@ -347,29 +368,146 @@ class SipServer:
     def _pump(self) -> None:
         now = self._now()
         pinger = self.pinger
+        media = self.media_handler
         while (event := self.layer.next_event()) is not None:
-            if pinger is not None and pinger.handle_event(event, now=now):
+            if media is not None and (self._media_backlog or _answer_to_rewrite(event)):
+                self._media_backlog.append(event)
+                if not self._media_busy:
+                    self._media_busy = True
+                    self._spawn(self._media_answers())
                 continue
-            if self.proxy.handle_event(event, now=now):
-                continue
-            match event:
-                case RequestReceived(request=request, server_txn=txn, cancelled_txn=cancelled) if (
-                    request.method == "CANCEL"
-                ):
-                    self._cancel(request, txn, cancelled)
-                case RequestReceived(request=request, source=source, server_txn=txn):
-                    self._spawn(self._serve(request, source, txn))
-                case AckReceived(request=request, source=source, server_txn=None):
-                    self._spawn(self._guarded(self._forward_ack(request, source)))
-                case StrayResponseReceived(response=response):
-                    self._forward_stray(response)
-                case _:
-                    pass
+            self._dispatch(event, now)
         if pinger is not None:
             self._drain_pinger(pinger)
         for message, target in self.layer.messages_to_send():
+            if media is not None and isinstance(message, SipResponse):
+                if is_invite_error(message):
+                    self._media_error_sent(message, media)
+                else:
+                    self._media_confirmed(message)
             self._spawn(self._send(message, target))
         self._arm_timer()
+
+    def _dispatch(self, event: TransactionEvent, now: float) -> None:
+        if self.pinger is not None and self.pinger.handle_event(event, now=now):
+            return
+        if (
+            self.media_handler is not None
+            and isinstance(event, RequestReceived)
+            and event.request.method == "CANCEL"
+        ):
+            self._media_ended(event.request)
+        if self.proxy.handle_event(event, now=now):
+            return
+        match event:
+            case RequestReceived(request=request, server_txn=txn, cancelled_txn=cancelled) if (
+                request.method == "CANCEL"
+            ):
+                self._cancel(request, txn, cancelled)
+            case RequestReceived(request=request, source=source, server_txn=txn):
+                self._spawn(self._serve(request, source, txn))
+            case AckReceived(request=request, source=source, server_txn=None):
+                self._spawn(self._guarded(self._forward_ack(request, source)))
+            case StrayResponseReceived(response=response):
+                self._forward_stray(response)
+            case _:
+                pass
+
+    # -- the media hook (natkit.sip.media_hook) ------------------------------------
+
+    async def _media_answers(self) -> None:
+        """Hand the backlog to the proxy in order, each response with SDP
+        after the media handler has seen (and maybe rewritten) it."""
+        try:
+            while self._media_backlog:
+                event = self._media_backlog[0]
+                if isinstance(event, ResponseReceived | StrayResponseReceived) and carries_sdp(
+                    event.response
+                ):
+                    rewritten = await self._media_message(event.response, event.source)
+                    if isinstance(rewritten, SipResponse):
+                        event = dataclasses.replace(event, response=rewritten)
+                self._media_backlog.popleft()
+                self._dispatch(event, self._now())
+                self._pump()
+        finally:
+            self._media_busy = False
+            if self._media_backlog:  # cancelled at shutdown: nothing is left waiting
+                self._media_backlog.clear()
+
+    async def _media_message(self, message: SipMessage, source: Source) -> SipMessage:
+        """``message`` as the media handler wants it forwarded (the
+        original when it has no SDP, the handler keeps it or fails)."""
+        handler = self.media_handler
+        if handler is None or not carries_sdp(message):
+            return message
+        try:
+            call_id = message.call_id
+        except MalformedMessageError:
+            return message
+        from_tag, to_tag = dialog_tags(message)
+        where = media_source(message, source)
+        offer = isinstance(message, SipRequest) and message.method in OFFER_METHODS
+        try:
+            if offer:
+                body = await handler.on_offer(call_id, from_tag, to_tag, message, where)
+            else:
+                body = await handler.on_answer(call_id, from_tag, to_tag, message, where)
+        except Exception:  # the call goes on with its own SDP
+            _log.exception("media handler failed on %r", message)
+            return message
+        if body is None or body == message.body:
+            return message
+        return with_body(message, body)
+
+    async def _media_request(self, request: SipRequest, source: Source) -> SipRequest:
+        """An INVITE, UPDATE or ACK about to be proxied, through the handler."""
+        if self.media_handler is None or request.method not in ("INVITE", "UPDATE", "ACK"):
+            return request
+        rewritten = await self._media_message(request, source)
+        return rewritten if isinstance(rewritten, SipRequest) else request
+
+    def _media_ended(self, message: SipMessage) -> None:
+        handler = self.media_handler
+        if handler is None:
+            return
+        try:
+            call_id = message.call_id
+        except MalformedMessageError:
+            return
+        self._confirmed_calls.pop(call_id, None)
+        try:
+            handler.on_call_ended(call_id)
+        except Exception:
+            _log.exception("media handler failed ending call %s", call_id)
+
+    def _media_error_sent(self, response: SipResponse, handler: MediaHandler) -> None:
+        """A final error to an INVITE: the end of an initial INVITE's call,
+        of a confirmed call's only when the error ends the dialog (RFC 5057)."""
+        try:
+            call_id = response.call_id
+        except MalformedMessageError:
+            return
+        if call_id in self._confirmed_calls and response.status not in DIALOG_ENDING_STATUSES:
+            return
+        self._media_ended(response)
+
+    def _media_confirmed(self, message: SipMessage) -> None:
+        """Remember Call-IDs whose INVITE got a 2xx (bounded: oldest forgotten)."""
+        if self.media_handler is None or not isinstance(message, SipResponse):
+            return
+        if not 200 <= message.status < 300:
+            return
+        try:
+            if message.cseq.method != "INVITE":
+                return
+            call_id = message.call_id
+        except MalformedMessageError:
+            return
+        confirmed = self._confirmed_calls
+        confirmed[call_id] = None
+        if len(confirmed) > _CONFIRMED_CALLS_MAX:
+            del confirmed[next(iter(confirmed))]
 
     def _drain_pinger(self, pinger: NatPinger) -> None:
         """CRLF keepalives to write, and bindings that stopped answering to
@@ -457,6 +595,8 @@ class SipServer:
         self, request: SipRequest, source: Source, txn: ServerTransactionId
     ) -> None:
         status = validate_request(request, proxy=True)
+        if request.method == "BYE" and status is None:
+            self._media_ended(request)
         if status == 483 and request.method == "OPTIONS":
             status = None  # §11, §16.3 step 3: answered here, below
         if status is not None:
@@ -549,6 +689,7 @@ class SipServer:
         fork = ForkTarget(
             tuple(Destination(uri=request.uri, target=t) for t in targets), servers=True
         )
+        request = await self._media_request(request, source)
         self.proxy.proxy(request, txn, [fork], now=self._now())
         self._pump()
 
@@ -656,6 +797,8 @@ class SipServer:
             # CANCELled while its bindings were being read (§16.10).
             self._respond(request, txn, make_response(request, 487, to_tag=self._tag()))
             return
+        if targets:
+            request = await self._media_request(request, source)
         self.proxy.proxy(request, txn, targets, now=self._now())
         self._pump()
 
@@ -736,6 +879,7 @@ class SipServer:
             target = resolved[0] if resolved else None
         if target is None:
             return
+        ack = await self._media_request(ack, source)
         via = self._via_for(target).with_params(branch=self.layer.new_branch())
         forwarded = ack.copy()
         mf = forwarded.max_forwards
@@ -893,6 +1037,13 @@ async def binding_destinations(
     if flow is not None:
         return (Destination(uri=contact, target=Target(flow.transport, flow.remote, flow.flow)),)
     return tuple(Destination(uri=contact, target=t) for t in await resolve(contact))
+
+
+def _answer_to_rewrite(event: TransactionEvent) -> bool:
+    """A response with SDP on its way to being forwarded (media hook)."""
+    return isinstance(event, ResponseReceived | StrayResponseReceived) and carries_sdp(
+        event.response
+    )
 
 
 def _dialog_forming(request: SipRequest) -> bool:
