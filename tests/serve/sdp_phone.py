@@ -45,8 +45,11 @@ def sdp_body(ip: str, port: int, *, ice: bool) -> bytes:
 
 
 class SdpPhone:
-    def __init__(self, host: StackHost, user: str, *, ice: bool = False) -> None:
+    def __init__(
+        self, host: StackHost, user: str, *, ice: bool = False, invite_status: int = 200
+    ) -> None:
         self.host = host
+        self.invite_status = invite_status
         self.user = user
         self.ice = ice
         self.responses: asyncio.Queue[SipResponse] = asyncio.Queue()
@@ -88,9 +91,10 @@ class SdpPhone:
             return
         if message.method == "INVITE" and message.body:
             self.remote_sdp = message.body
-        response = make_response(message, 200, to_tag=f"{self.user}-tag")
+        status = self.invite_status if message.method == "INVITE" else 200
+        response = make_response(message, status, to_tag=f"{self.user}-tag")
         response.headers.add("Contact", f"<sip:{self.user}@{self.host.ip}:{SIP_PORT}>")
-        if message.method == "INVITE":
+        if message.method == "INVITE" and status == 200:
             for route in message.headers.values("Record-Route"):  # RFC 3261 §12.1.1
                 response.headers.add("Record-Route", route)
             response.headers.add("Content-Type", "application/sdp")

@@ -223,3 +223,30 @@ def test_turn_allocations_with_configured_and_stored_users_show_in_status() -> N
     assert sorted(a["username"] for a in status["allocations"]) == ["alice", "carol"]
     assert [s["kind"] for s in sessions] == ["allocation", "allocation"]
     assert "natkit_turn_allocations 2.0" in metrics
+
+
+def test_a_busy_callee_ends_the_relay_call() -> None:
+    async def main() -> tuple[int | None, int, int, dict[str, Any]]:
+        net = Internet(seed=11, default_link=Link(delay=0.01))
+        server = net.add_host("natkit", [REGISTRAR_IP])
+        a = _behind_symmetric(net, "alice", 1)
+        b = _behind_symmetric(net, "bob", 2)
+        async with ServeRunner(server.stack, build_serve_settings(SETTINGS)) as runner:
+            assert runner.relay is not None
+            alice, bob = SdpPhone(a, "alice"), SdpPhone(b, "bob", invite_status=486)
+            await alice.start()
+            await bob.start()
+            for phone in (alice, bob):
+                await phone.register()
+            busy = await alice.invite(f"sip:bob@{DOMAIN}", "call-busy")
+            await asyncio.sleep(0.1)
+            created = runner.media.paths_chosen.get("relay", 0) if runner.media else 0
+            left = runner.relay.call_count
+            status = runner.status()
+            alice.close()
+            bob.close()
+        return busy.status if busy else None, created, left, status
+
+    busy, created, left, status = run_virtual(main)
+    assert busy == 486 and created == 1 and left == 0
+    assert status["calls"][0]["state"] == "ended"

@@ -41,13 +41,11 @@ one-way audio is better than no call. Calls are kept in a bounded history
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,14 +57,15 @@ from natkit.mediarelay.legs import LegEndpoints, LegUpdate
 from natkit.sdp import SessionDescription, parse_sdp, rewrite_connection, serialize_sdp
 from natkit.sip.flow import Source
 from natkit.sip.headers import parse_name_addr
-from natkit.sip.message import SipMessage, SipRequest, SipResponse
+from natkit.sip.media_hook import MediaSource
+from natkit.sip.message import SipMessage, SipRequest
 from natkit.sip.uri import SipUri
 
 __all__ = [
     "CallRecord",
     "MediaPath",
     "RelayMediaHandler",
-    "TransportTap",
+    "SipMediaHook",
     "has_ice",
     "is_nated",
 ]
@@ -279,9 +278,13 @@ class RelayMediaHandler:
 
     # -- the SIP element's side -------------------------------------------------------
 
-    async def offer(self, message: SipMessage, source: Source) -> SipMessage:
-        """The INVITE (or its SDP-carrying copy) from the caller, as it will
-        be forwarded: rewritten towards the relay when the call is relayed."""
+    async def offer(
+        self, message: SipMessage, source: Source, *, nat_verdict: str | None = None
+    ) -> SipMessage:
+        """The INVITE (or UPDATE) with SDP from the caller, as it will be
+        forwarded: rewritten towards the relay when the call is relayed.
+        ``nat_verdict``: the SIP element's own finding that the sender is
+        NATed (why), added to :func:`is_nated`'s."""
         desc = _sdp_of(message)
         call_id = message.call_id
         if desc is None or self._closed:
@@ -294,6 +297,8 @@ class RelayMediaHandler:
                                     time.monotonic()))  # fmt: skip
             return message
         nated, why = is_nated(message, desc, source)
+        if not nated and nat_verdict:
+            nated, why = True, nat_verdict
         if not nated and self.policy != "always":
             self._choose(CallRecord(call_id, caller, callee, MediaPath.DIRECT, why,
                                     time.monotonic()))  # fmt: skip
@@ -345,9 +350,11 @@ class RelayMediaHandler:
                 record.state = "answered"
             return message
         record.state = "answered"
-        # The answerer is the side that did not send the request: the callee
-        # for the INVITE, the caller for a re-INVITE the callee sent.
-        by_callee = _who(message, "From") == record.caller
+        # A response comes from the To side (the callee for the INVITE, the
+        # caller for a re-INVITE the callee sent); an ACK with the answer to a
+        # 2xx offer from the From side.
+        from_is_caller = _who(message, "From") == record.caller
+        by_callee = from_is_caller != isinstance(message, SipRequest)
         repeated = message.body == record.last_answer  # a 2xx retransmission
         record.last_answer = message.body
         rewritten = desc
@@ -487,83 +494,43 @@ class RelayMediaHandler:
                 self.relay.delete_call(relay_id)
 
 
-# -- attaching to a SIP element -----------------------------------------------------------
+# -- the SIP element's media hook -----------------------------------------------------------
 
 
-class TransportTap:
-    """Puts a :class:`RelayMediaHandler` in the path of a
-    :class:`~natkit.sip.aio.server.SipServer`'s messages, at its transport
-    layer: what the element receives is handed on after the handler saw it,
-    and what it sends is watched.
+class SipMediaHook:
+    """:class:`~natkit.sip.media_hook.MediaHandler` over a
+    :class:`RelayMediaHandler`: what ``SipServer(media_handler=...)`` is
+    given. The element calls ``on_offer`` for each INVITE/UPDATE with SDP it
+    proxies, ``on_answer`` for each response (and ACK) with SDP it forwards,
+    ``on_call_ended`` for BYE, CANCEL and INVITE failures; the element's NAT
+    verdict on the sender (Via, Contact) is combined with the handler's own
+    SDP test (:func:`is_nated`)."""
 
-    * an INVITE with SDP (an offer) and a 18x/2xx to an INVITE with SDP (an
-      answer) go through :meth:`RelayMediaHandler.offer` /
-      :meth:`~RelayMediaHandler.answer` before the element sees them, so
-      the element forwards the rewritten SDP (offers need the source the
-      INVITE came from: the NAT test);
-    * a BYE or CANCEL received ends the call;
-    * a final response of 300 or more to an INVITE that the element *sends*
-      (the best response of its forks, a 487 after CANCEL, a 408 when no
-      branch answered) ends it too: a failing branch of a fork that another
-      branch answers does not.
-
-    The element's own code is unchanged (the media hook of
-    :mod:`natkit.sip.media_hook`, where present, is the other way in).
-    """
-
-    def __init__(self, server: Any, handler: RelayMediaHandler) -> None:
+    def __init__(self, handler: RelayMediaHandler) -> None:
         self.handler = handler
-        self._tasks: set[asyncio.Task[None]] = set()
-        transport = server.transport
-        self._deliver: Callable[[SipMessage, Source], None] = transport._on_message
-        self._send = transport.send
-        transport._on_message = self._on_message
-        transport.send = self._sending
 
-    def _on_message(self, message: SipMessage, source: Source) -> None:
-        try:
-            if isinstance(message, SipRequest):
-                if message.method == "INVITE" and message.body:
-                    self._spawn(self._offer(message, source))
-                    return
-                if message.method in ("BYE", "CANCEL"):
-                    self.handler.ended(message.call_id, message.method.lower())
-            elif (
-                isinstance(message, SipResponse)
-                and message.body
-                and 100 < message.status < 300
-                and message.cseq.method == "INVITE"
-            ):
-                self._spawn(self._answer(message, source))
-                return
-        except MalformedMessageError:
-            pass  # the element answers or drops it
-        self._deliver(message, source)
+    async def on_offer(
+        self,
+        call_id: str,
+        from_tag: str | None,
+        to_tag: str | None,
+        message: SipMessage,
+        source_flow: MediaSource,
+    ) -> bytes | None:
+        verdict = ", ".join(sorted(str(r) for r in source_flow.nat.reasons)) or None
+        out = await self.handler.offer(message, source_flow.source, nat_verdict=verdict)
+        return None if out is message else out.body
 
-    async def _offer(self, message: SipRequest, source: Source) -> None:
-        try:
-            out = await self.handler.offer(message, source)
-        except Exception:  # a bug here must not lose the call's signalling
-            log.exception("media relay offer failed")
-            out = message
-        self._deliver(out, source)
+    async def on_answer(
+        self,
+        call_id: str,
+        from_tag: str | None,
+        to_tag: str | None,
+        message: SipMessage,
+        source_flow: MediaSource,
+    ) -> bytes | None:
+        out = await self.handler.answer(message, source_flow.source)
+        return None if out is message else out.body
 
-    async def _answer(self, message: SipResponse, source: Source) -> None:
-        try:
-            out = await self.handler.answer(message, source)
-        except Exception:
-            log.exception("media relay answer failed")
-            out = message
-        self._deliver(out, source)
-
-    async def _sending(self, message: SipMessage | bytes, target: Any, **kw: Any) -> Any:
-        if isinstance(message, SipResponse) and message.status >= 300:
-            with contextlib.suppress(MalformedMessageError):
-                if message.cseq.method == "INVITE":
-                    self.handler.ended(message.call_id, f"failure {message.status}")
-        return await self._send(message, target, **kw)
-
-    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(job)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def on_call_ended(self, call_id: str) -> None:
+        self.handler.ended(call_id, "ended")

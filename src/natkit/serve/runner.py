@@ -19,7 +19,8 @@ stack in production, a simulated host in tests):
 * ``[sip]``: a :class:`~natkit.sip.aio.server.SipServer` with the server
   secret from the store, counted for metrics
   (:func:`~natkit.sip.aio.metrics.instrument`), its offers and answers
-  passing the media handler (:class:`~natkit.serve.media.TransportTap`);
+  passing the media handler through the element's media hook
+  (:class:`~natkit.serve.media.SipMediaHook`);
 * ``[admin]``: a :class:`~natkit.serve.status.ServeAdminServer`.
 
 Start-up is all or nothing: a server that cannot start (a port in use)
@@ -283,13 +284,16 @@ class ServeRunner:
         assert self.store is not None
         secret = sip.secret if sip.secret is not None else await server_secret(self.store)
         config = sip.core_config(secret, tls=self.sip_tls)
-        self.sip = SipServer(self.stack, config, self.store, resolver=SipResolver())
+        hook = None
+        if self.media is not None:
+            from natkit.serve.media import SipMediaHook
+
+            hook = SipMediaHook(self.media)
+        self.sip = SipServer(
+            self.stack, config, self.store, resolver=SipResolver(), media_handler=hook
+        )
         counters = SipCounters()
         instrument(self.sip, counters)
-        if self.media is not None:
-            from natkit.serve.media import TransportTap
-
-            TransportTap(self.sip, self.media)
         self.sip_view = RegistrationView(self.store, interval=self.registration_refresh)
         await self.sip.start()
         self.prometheus.add(SipMetrics(self.sip, counters, self.sip_view))
