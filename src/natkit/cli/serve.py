@@ -122,9 +122,11 @@ def _tls(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
 async def _serve(
     settings: ServeSettings, turn_tls: ssl.SSLContext | None, sip_tls: ssl.SSLContext | None
 ) -> None:
+    from natkit.cli.turn_server import _raise_fd_limit, _tune_gc
     from natkit.net.os_stack import OsStack
     from natkit.serve.runner import ServeRunner
 
+    _raise_fd_limit()  # every TURN allocation and relayed stream holds sockets
     stack = OsStack(udp_buffer=_UDP_BUFFER)
     runner = ServeRunner(stack, settings, turn_tls=turn_tls, sip_tls=sip_tls)
     stop = asyncio.Event()
@@ -133,6 +135,7 @@ async def _serve(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     await runner.start()
+    _tune_gc()  # as turn-server does: no full collections on the relay paths
     try:
         _print_summary(runner, settings)
         await stop.wait()
