@@ -588,7 +588,8 @@ def print_connect(rows: list[dict[str, Any]], mode: str) -> None:
         table.add_column("")
         connected = "[green]yes[/green]" if row["connected"] else "[red]no[/red]"
         table.add_row("connected", connected)
-        table.add_row("path", f"{row['path'] or '-'} (expected {row['expected']})")
+        upgraded = " - relayed at first, then upgraded" if row["upgraded"] else ""
+        table.add_row("path", f"{row['path'] or '-'} (expected {row['expected']}){upgraded}")
         table.add_row(
             "selected pair",
             f"{row['local_type'] or '-'} {row['local'] or ''} -> "

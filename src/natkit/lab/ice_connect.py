@@ -179,6 +179,11 @@ class ConnectResult:
     """Virtual (or, in the namespace lab, real) seconds from start to both connected."""
     checks_sent: int = 0
     """Connectivity checks both agents sent until then (retransmissions included)."""
+    path_at_connect: str | None = None
+    """The path when both had connected: a relayed pair chosen first may be
+    upgraded to a direct one whose check succeeded later (then ``path`` is
+    ``direct`` and ``upgraded`` is true)."""
+    upgraded: bool = False
     checks_a: int = 0
     checks_b: int = 0
     data_ok: bool = False
@@ -202,6 +207,8 @@ class ConnectResult:
             "checks_sent": self.checks_sent,
             "checks_a": self.checks_a,
             "checks_b": self.checks_b,
+            "path_at_connect": self.path_at_connect,
+            "upgraded": self.upgraded,
             "data_ok": self.data_ok,
             "error": self.error,
         }
@@ -513,9 +520,17 @@ class ConnectLab:
         return net.add_host(label, behind=inner, link=host_link)
 
     async def connect(
-        self, *, timeout: float = 30.0, signalling_delay: float = 0.05, data: bool = True
+        self,
+        *,
+        timeout: float = 30.0,
+        signalling_delay: float = 0.05,
+        data: bool = True,
+        settle: float = 1.5,
     ) -> ConnectResult:
-        """Start both agents, signal in process, wait for both to connect."""
+        """Start both agents, signal in process, wait for both to connect,
+        then ``settle`` seconds more (checks go on after nomination: a direct
+        pair that succeeds late replaces a relayed one) before the selected
+        pair is read."""
         loop = asyncio.get_running_loop()
         result = ConnectResult(self.nat_a, self.nat_b, connected=False)
         wire_signalling(self.a, self.b, delay=signalling_delay)
@@ -529,6 +544,9 @@ class ConnectLab:
         except NatkitError as exc:
             result.error = f"{type(exc).__name__}: {exc}"
         fill_result(result, self.a, self.b, self.started_at)
+        if result.connected and settle > 0:
+            await asyncio.sleep(settle)
+            fill_result(result, self.a, self.b, self.started_at)
         if result.connected and data:
             result.data_ok = await exchange_data(self.a, self.b)
         return result
@@ -553,9 +571,12 @@ async def stop_turn_server(runner: TurnServerRunner) -> None:
 def fill_result(
     result: ConnectResult, a: AsyncIceAgent, b: AsyncIceAgent, started_at: float
 ) -> None:
-    """Copy the agents' outcome into ``result``."""
-    result.checks_a, result.checks_b = a.checks_sent, b.checks_sent
-    result.checks_sent = a.checks_sent + b.checks_sent
+    """Copy the agents' outcome into ``result`` (again after settling: the
+    first call's path stays ``path_at_connect``)."""
+    checks_a = a.checks_at_connected if a.checks_at_connected is not None else a.checks_sent
+    checks_b = b.checks_at_connected if b.checks_at_connected is not None else b.checks_sent
+    result.checks_a, result.checks_b = checks_a, checks_b
+    result.checks_sent = checks_a + checks_b
     if a.connected_at is not None and b.connected_at is not None:
         result.elapsed_s = max(a.connected_at, b.connected_at) - started_at
     ours, theirs = describe_pair(a), describe_pair(b)
@@ -564,6 +585,9 @@ def fill_result(
     result.connected = True
     local, remote, transport = ours
     result.path = path_of(local, remote)
+    if result.path_at_connect is None:
+        result.path_at_connect = result.path
+    result.upgraded = result.path != result.path_at_connect
     result.local_type, result.remote_type = local.type.value, remote.type.value
     result.transport, result.remote_transport = transport, theirs[2]
     result.local, result.remote = str(local.address), str(remote.address)

@@ -298,14 +298,19 @@ class IceNamespaceLab:
         return a.loop.run(make(0)), b.loop.run(make(1))
 
     def connect(
-        self, engine_a: NatEngine, engine_b: NatEngine, *, timeout: float = 20.0
+        self,
+        engine_a: NatEngine,
+        engine_b: NatEngine,
+        *,
+        timeout: float = 20.0,
+        settle: float = 1.5,
     ) -> ConnectResult:
-        """Two fresh agents behind ``engine_a`` and ``engine_b``: connect, one
-        datagram each way, close."""
+        """Two fresh agents behind ``engine_a`` and ``engine_b``: connect,
+        settle (see :meth:`ConnectLab.connect`), one datagram each way, close."""
         a, b = self._side("a", engine_a), self._side("b", engine_b)
         agent_a, agent_b = self._agents(a, b)
         try:
-            return self._connect(a, b, agent_a, agent_b, timeout=timeout)
+            return self._connect(a, b, agent_a, agent_b, timeout=timeout, settle=settle)
         finally:
             self._close_agents(a, b, agent_a, agent_b)
 
@@ -317,6 +322,7 @@ class IceNamespaceLab:
         agent_b: AsyncIceAgent,
         *,
         timeout: float,
+        settle: float,
     ) -> ConnectResult:
         result = ConnectResult(a.engine.label, b.engine.label, connected=False, mode="netns")
         self._signal(a, b, agent_a, agent_b)
@@ -338,6 +344,9 @@ class IceNamespaceLab:
         started = min(t for t in (agent_a.started_at, agent_b.started_at) if t is not None)
         # Read the agents on their own loops: they are live.
         a.loop.run(_fill(result, agent_a, agent_b, started))
+        if result.connected and settle > 0:
+            time.sleep(settle)  # see ConnectLab.connect: a late direct pair may replace a relay
+            a.loop.run(_fill(result, agent_a, agent_b, started))
         if result.connected:
             result.data_ok = self._exchange(a, b, agent_a, agent_b)
         return result
@@ -410,7 +419,7 @@ class IceNamespaceLab:
         a, b = self._side("a", engine_a), self._side("b", engine_b)
         agent_a, agent_b = self._agents(a, b)
         try:
-            result = self._connect(a, b, agent_a, agent_b, timeout=20.0)
+            result = self._connect(a, b, agent_a, agent_b, timeout=20.0, settle=0.0)
             outcome = FailoverOutcome(result)
             if not result.connected:
                 return outcome

@@ -163,6 +163,8 @@ class AsyncIceAgent:
         self.events: list[IceEvent] = []
         """Every core event so far, in order (for inspection and the lab)."""
         self.connected_at: float | None = None
+        self.checks_at_connected: int | None = None
+        """:attr:`checks_sent` when the agent connected."""
         self.started_at: float | None = None
         self._loop = asyncio.get_running_loop()
         self._timer = CoreTimer(self.core, self._flush)
@@ -357,6 +359,7 @@ class AsyncIceAgent:
             case ChecksCompleted():
                 if self.connected_at is None:
                     self.connected_at = self._loop.time()
+                    self.checks_at_connected = self.core.checks_sent
                 if not self._connected.done():
                     self._connected.set_result(None)
             case IceFailed(reason=reason):
