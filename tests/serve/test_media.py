@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from natkit.addr import Endpoint
+from natkit.addr import Endpoint, Family
 from natkit.lab.sip_phone import DOMAIN
 from natkit.mediarelay.aio.server import MediaRelayServer
 from natkit.mediarelay.config import MediaRelayConfig
@@ -275,3 +275,16 @@ def test_a_late_answer_after_the_relay_timed_out_and_a_re_invite_do_not_break() 
     again, late, calls = run_virtual(main)
     assert _target(again).host == RELAY_IP and calls == 0
     assert _target(late) == Endpoint("192.168.2.2", 4000)  # nothing left to rewrite towards
+
+
+def test_a_relay_behind_a_1to1_nat_advertises_its_public_address() -> None:
+    async def main() -> SipMessage:
+        net = Internet(seed=3)
+        relay_host = net.add_host("relay", [RELAY_IP])
+        async with MediaRelayServer(relay_host.stack, MediaRelayConfig(rng=seeded_rng(1)),
+                                    ipv4=RELAY_IP) as relay:  # fmt: skip
+            handler = RelayMediaHandler(relay, advertised={Family.IPV4: "198.51.100.99"})
+            invite = _invite("192.168.1.2", sdp_body("192.168.1.2", 4000, ice=False))
+            return await handler.offer(invite, _source(Endpoint("203.0.113.51", 5060)))
+
+    assert _target(run_virtual(main)).host == "198.51.100.99"

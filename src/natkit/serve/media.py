@@ -55,6 +55,7 @@ from natkit.mediarelay.aio.server import LegOffer, MediaRelayServer
 from natkit.mediarelay.events import CallDeleted, MediaRelayEvent
 from natkit.mediarelay.legs import LegEndpoints, LegUpdate
 from natkit.sdp import SessionDescription, parse_sdp, rewrite_connection, serialize_sdp
+from natkit.serve.settings import MediaRelaySettings, RelayPolicy
 from natkit.sip.flow import Source
 from natkit.sip.headers import parse_name_addr
 from natkit.sip.media_hook import MediaSource
@@ -252,18 +253,18 @@ class RelayMediaHandler:
     def __init__(
         self,
         relay: MediaRelayServer,
-        settings: Any = None,
+        settings: MediaRelaySettings | None = None,
         *,
         policy: str | None = None,
         advertised: dict[Family, str] | None = None,
     ) -> None:
         self.relay = relay
-        self.policy = policy or (getattr(settings, "policy", None) or "auto")
+        self.policy = policy or (settings.policy if settings is not None else RelayPolicy.AUTO)
         self.advertised: dict[Family, str] = dict(advertised or {})
         if settings is not None:
-            if getattr(settings, "advertised_ipv4", None):
+            if settings.advertised_ipv4:
                 self.advertised[Family.IPV4] = settings.advertised_ipv4
-            if getattr(settings, "advertised_ipv6", None):
+            if settings.advertised_ipv6:
                 self.advertised[Family.IPV6] = settings.advertised_ipv6
         self.calls: dict[str, CallRecord] = {}
         self.history: collections.deque[CallRecord] = collections.deque(maxlen=_HISTORY)
@@ -299,7 +300,7 @@ class RelayMediaHandler:
         nated, why = is_nated(message, desc, source)
         if not nated and nat_verdict:
             nated, why = True, nat_verdict
-        if not nated and self.policy != "always":
+        if not nated and self.policy != RelayPolicy.ALWAYS:
             self._choose(CallRecord(call_id, caller, callee, MediaPath.DIRECT, why,
                                     time.monotonic()))  # fmt: skip
             return message
