@@ -61,6 +61,8 @@ class SdpPhone:
         self.rtp: DatagramEndpoint | None = None
         self._cseq = 0
         self._seq = 0
+        self._ringing: SipRequest | None = None  # an INVITE answered provisionally
+        self._invite: tuple[str, str, int] | None = None  # (uri, call-id, cseq) last sent
 
     async def start(self) -> None:
         await self.layer.listen(SipTransport.UDP, Endpoint(self.host.ip, SIP_PORT))
@@ -91,7 +93,16 @@ class SdpPhone:
             return
         if message.method == "INVITE" and message.body:
             self.remote_sdp = message.body
+        if message.method == "CANCEL" and self._ringing is not None:
+            # RFC 3261 §9.2: 200 for the CANCEL (below), 487 for the INVITE
+            terminated = make_response(self._ringing, 487, to_tag=f"{self.user}-tag")
+            target = response_target(terminated, source)
+            if target is not None:
+                self.layer.send_soon(terminated, target)
+            self._ringing = None
         status = self.invite_status if message.method == "INVITE" else 200
+        if message.method == "INVITE" and status < 200:
+            self._ringing = message
         response = make_response(message, status, to_tag=f"{self.user}-tag")
         response.headers.add("Contact", f"<sip:{self.user}@{self.host.ip}:{SIP_PORT}>")
         if message.method == "INVITE" and status == 200:
@@ -126,10 +137,27 @@ class SdpPhone:
         await self.layer.send(self._request("REGISTER", f"sip:{DOMAIN}", call="reg"), REGISTRAR)
         return await self.final_response()
 
-    async def invite(self, uri: str, call_id: str) -> SipResponse | None:
+    async def invite(self, uri: str, call_id: str, *, wait: bool = True) -> SipResponse | None:
         body = sdp_body(self.host.ip, RTP_PORT, ice=self.ice)
         await self.layer.send(self._request("INVITE", uri, body=body, call=call_id), REGISTRAR)
-        return await self.final_response()
+        self._invite = (uri, call_id, self._cseq)
+        return await self.final_response() if wait else None
+
+    async def cancel(self) -> None:
+        """CANCEL the last INVITE (RFC 3261 §9.1: its Request-URI, Call-ID,
+        CSeq number and Via branch)."""
+        assert self._invite is not None
+        uri, call_id, cseq = self._invite
+        ip = self.host.ip
+        head = (
+            f"CANCEL {uri} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {ip}:{SIP_PORT};branch=z9hG4bK{self.user}invite{cseq};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:{self.user}@{DOMAIN}>;tag={self.user}-from\r\n"
+            f"To: <{uri}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} CANCEL\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        await self.layer.send(head.encode(), REGISTRAR)
 
     async def bye(self, ok: SipResponse, call_id: str) -> SipResponse | None:
         """End the call ``ok`` answered: a BYE along its route set (the

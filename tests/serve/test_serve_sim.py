@@ -250,3 +250,35 @@ def test_a_busy_callee_ends_the_relay_call() -> None:
     busy, created, left, status = run_virtual(main)
     assert busy == 486 and created == 1 and left == 0
     assert status["calls"][0]["state"] == "ended"
+
+
+def test_a_cancelled_call_deletes_its_relay_call() -> None:
+    async def main() -> tuple[int, int, list[int]]:
+        net = Internet(seed=11, default_link=Link(delay=0.01))
+        server = net.add_host("natkit", [REGISTRAR_IP])
+        a = _behind_symmetric(net, "alice", 1)
+        b = _behind_symmetric(net, "bob", 2)
+        async with ServeRunner(server.stack, build_serve_settings(SETTINGS)) as runner:
+            assert runner.relay is not None
+            alice, bob = SdpPhone(a, "alice"), SdpPhone(b, "bob", invite_status=180)
+            await alice.start()
+            await bob.start()
+            for phone in (alice, bob):
+                await phone.register()
+            await alice.invite(f"sip:bob@{DOMAIN}", "call-cancel", wait=False)
+            ringing = await asyncio.wait_for(alice.responses.get(), 10)
+            while ringing.status != 180:
+                ringing = await asyncio.wait_for(alice.responses.get(), 10)
+            during = runner.relay.call_count
+            await alice.cancel()
+            finals = []
+            for _ in range(2):  # 200 for the CANCEL, 487 for the INVITE
+                finals.append((await asyncio.wait_for(alice.responses.get(), 10)).status)
+            await asyncio.sleep(0.1)
+            after = runner.relay.call_count
+            alice.close()
+            bob.close()
+        return during, after, sorted(finals)
+
+    during, after, finals = run_virtual(main)
+    assert during == 1 and after == 0 and finals == [200, 487]
