@@ -82,7 +82,8 @@ class CallEndpoints:
 
 
 class MediaRelayServer:
-    """``start()``, ``close()``, ``wait_closed()``, or ``async with``.
+    """``start()``, ``close()``, ``wait_closed()``, or ``async with``;
+    construct it inside the loop that runs it.
 
     ``ipv4``/``ipv6``: the local addresses relay ports are bound on (one per
     family a leg may ask for). ``on_event``: called with every core event
