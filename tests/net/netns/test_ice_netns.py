@@ -5,7 +5,7 @@ mid-session and media resumes over the hot spare within 2 s.
 
 The grid shares one lab (eight NATs, built once, torn down in ``finally``
 and checked gone); each pair gets fresh agents. The whole grid runs in CI:
-about 15 s."""
+about 40 s (1.5 s settle time per pair included)."""
 
 from __future__ import annotations
 
