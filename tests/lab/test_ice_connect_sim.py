@@ -10,14 +10,17 @@ import ssl
 
 import pytest
 
+from natkit.ice.candidate import Candidate, CandidateType
 from natkit.lab.ice_connect import (
     NAT_NAMES,
     SAME_NAT,
     SAME_NAT_HAIRPIN,
+    ConnectLab,
     ConnectResult,
     expected_path,
     run_connect_sim,
 )
+from natkit.net.sim import run_virtual
 
 # Rows: agent a's NAT (controlling); columns: agent b's. D: direct (host,
 # srflx or prflx at both ends), R: relayed through natkit's TURN server.
@@ -137,3 +140,30 @@ def test_the_same_seed_replays_the_same_run(
         for _ in range(2)
     ]
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize(
+    ("shared", "path"),
+    [
+        pytest.param(SAME_NAT, "relay", id="no-hairpinning"),
+        pytest.param(SAME_NAT_HAIRPIN, "direct", id="hairpinning"),
+    ],
+)
+def test_behind_one_nat_stun_addresses_alone_need_hairpinning(shared: str, path: str) -> None:
+    """DESIGN.md: same NAT without hairpinning, STUN addresses alone do not
+    connect (the relay does); with hairpinning the srflx pair does."""
+
+    def no_host(candidate: Candidate) -> bool:
+        return candidate.type is not CandidateType.HOST
+
+    async def main() -> ConnectResult:
+        lab = await ConnectLab.build(shared, "port-restricted-cone")
+        try:
+            return await lab.connect(signalled=no_host)
+        finally:
+            await lab.close()
+
+    result = run_virtual(main)
+    assert result.connected and result.data_ok, result.to_json()
+    assert result.path == path, result.to_json()
+    assert "host" not in (result.local_type, result.remote_type)

@@ -283,16 +283,23 @@ def path_of(local: Candidate, remote: Candidate) -> str:
     return "relay" if relayed in (local.type, remote.type) else "direct"
 
 
-def wire_signalling(a: AsyncIceAgent, b: AsyncIceAgent, *, delay: float) -> None:
+def wire_signalling(
+    a: AsyncIceAgent,
+    b: AsyncIceAgent,
+    *,
+    delay: float,
+    signalled: Callable[[Candidate], bool] | None = None,
+) -> None:
     """In-process signalling: credentials now, candidates ``delay`` after they
-    are gathered (end-of-candidates as ``None``)."""
+    are gathered (end-of-candidates as ``None``); with ``signalled``, only
+    the candidates it accepts (to show what a path needs)."""
     loop = asyncio.get_running_loop()
 
     def deliver(to: AsyncIceAgent) -> Callable[[Candidate | None], None]:
         def on_candidate(candidate: Candidate | None) -> None:
             if candidate is None:
                 loop.call_later(delay, to.end_of_remote_candidates)
-            else:
+            elif signalled is None or signalled(candidate):
                 remote = dataclasses.replace(candidate, base=None)
                 loop.call_later(delay, to.add_remote_candidate, remote)
 
@@ -526,14 +533,15 @@ class ConnectLab:
         signalling_delay: float = 0.05,
         data: bool = True,
         settle: float = 1.5,
+        signalled: Callable[[Candidate], bool] | None = None,
     ) -> ConnectResult:
         """Start both agents, signal in process, wait for both to connect,
         then ``settle`` seconds more (checks go on after nomination: a direct
         pair that succeeds late replaces a relayed one) before the selected
-        pair is read."""
+        pair is read. ``signalled`` filters the candidates signalled."""
         loop = asyncio.get_running_loop()
         result = ConnectResult(self.nat_a, self.nat_b, connected=False)
-        wire_signalling(self.a, self.b, delay=signalling_delay)
+        wire_signalling(self.a, self.b, delay=signalling_delay, signalled=signalled)
         self.started_at = loop.time()
         try:
             async with asyncio.timeout(timeout):
