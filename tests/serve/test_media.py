@@ -288,3 +288,49 @@ def test_a_relay_behind_a_1to1_nat_advertises_its_public_address() -> None:
             return await handler.offer(invite, _source(Endpoint("203.0.113.51", 5060)))
 
     assert _target(run_virtual(main)).host == "198.51.100.99"
+
+
+def _ack(ip: str, sdp: bytes, *, call_id: str = "c1") -> SipRequest:
+    text = (
+        f"ACK sip:bob@{DOMAIN} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {ip}:5060;branch=z9hG4bK3;rport\r\n"
+        f"From: <sip:alice@{DOMAIN}>;tag=a\r\nTo: <sip:bob@{DOMAIN}>;tag=b\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: 1 ACK\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n"
+    ).encode()
+    message = parse_message(text + sdp)
+    assert isinstance(message, SipRequest)
+    return message
+
+
+def test_a_late_offer_from_a_natted_callee_is_relayed_both_ways() -> None:
+    """INVITE without SDP; the callee's offer in the 2xx, the caller's answer
+    in the ACK (RFC 3261 §13.2.1): both rewritten, RTP flows both ways."""
+
+    async def main() -> tuple[list[bytes], list[bytes], str]:
+        net = Internet(seed=3, default_link=Link(delay=0.01))
+        relay_host = net.add_host("relay", [RELAY_IP])
+        a = _behind_symmetric(net, "a", 1)
+        b = _behind_symmetric(net, "b", 2)
+        async with MediaRelayServer(relay_host.stack, MediaRelayConfig(rng=seeded_rng(1)),
+                                    ipv4=RELAY_IP) as relay:  # fmt: skip
+            handler = RelayMediaHandler(relay)
+            relay.on_event = handler.on_relay_event
+            offer = await handler.answer(_ok(b.ip, sdp_body(b.ip, RTP_PORT, ice=False)),
+                                         _source(Endpoint("203.0.113.52", 40001)))  # fmt: skip
+            again = await handler.answer(_ok(b.ip, sdp_body(b.ip, RTP_PORT, ice=False)),
+                                         _source(Endpoint("203.0.113.52", 40001)))  # fmt: skip
+            assert _target(again) == _target(offer)  # a 2xx retransmission
+            answer = await handler.answer(_ack(a.ip, sdp_body(a.ip, RTP_PORT, ice=False)),
+                                          _source(Endpoint("203.0.113.51", 40000)))  # fmt: skip
+            to_a, to_b = _target(offer), _target(answer)
+            assert to_a.host == RELAY_IP and to_b.host == RELAY_IP and to_a != to_b
+            got_a, got_b = await _rtp_between(a, b, to_a, to_b)
+            reason = handler.calls["c1"].reason
+            handler.ended("c1", "bye")
+            return got_a, got_b, reason
+
+    got_a, got_b, reason = run_virtual(main)
+    assert len([p for p in got_b if p.startswith(b"a:")]) >= 20
+    assert len([p for p in got_a if p.startswith(b"b:")]) >= 20
+    assert reason.startswith("late offer")

@@ -30,6 +30,9 @@ failure response, the relay's idle timeout):
   addresses seed leg B (``update_call``) and the answer the caller gets
   names leg A's ports. For a call not relayed, the choice is recorded (ICE,
   or no NAT on the caller's side).
+* **Late offer**: a 18x/2xx with SDP for a call whose INVITE had none is
+  the callee's offer (RFC 3261 §13.2.1): the same rules, applied to the
+  callee; the caller's answer comes in the ACK.
 * **End**: every relay call of the dialog is deleted; the relay's own idle
   timeout (``CallDeleted`` with reason timed-out) ends the record too.
 
@@ -75,6 +78,7 @@ log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
 
 _HISTORY = 200
+_GONE = 10000
 
 
 class MediaPath:
@@ -231,6 +235,16 @@ def _stream_address(
     return rtp, rtcp
 
 
+def _to_invite(message: SipMessage) -> bool:
+    """A response to an INVITE."""
+    if isinstance(message, SipRequest):
+        return False
+    try:
+        return message.cseq.method == "INVITE"
+    except MalformedMessageError:
+        return False
+
+
 def _who(message: SipMessage, header: str) -> str:
     try:
         value = message.headers.get(header)
@@ -267,6 +281,7 @@ class RelayMediaHandler:
             if settings.advertised_ipv6:
                 self.advertised[Family.IPV6] = settings.advertised_ipv6
         self.calls: dict[str, CallRecord] = {}
+        self._gone: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.history: collections.deque[CallRecord] = collections.deque(maxlen=_HISTORY)
         self.paths_chosen: dict[str, int] = {}
         self.ended_by_reason: dict[str, int] = {}
@@ -306,32 +321,43 @@ class RelayMediaHandler:
             return message
         reason = why if nated else "policy always"
         record = CallRecord(call_id, caller, callee, MediaPath.RELAY, reason, time.monotonic())
+        return await self._relay(record, message, desc, from_caller=True)
+
+    async def _relay(
+        self,
+        record: CallRecord,
+        message: SipMessage,
+        desc: SessionDescription,
+        *,
+        from_caller: bool,
+    ) -> SipMessage:
+        """Anchor ``record``'s streams on the relay: one relay call per RTP
+        stream, seeded on the sender's leg (A for the caller's offer, B for a
+        callee's late offer) and ``message`` rewritten towards the other leg."""
         rewritten = desc
         try:
             for index, media in enumerate(desc.media):
                 if media.rejected or not media.is_rtp:
                     continue
                 rtp, rtcp = _stream_address(desc, index)
-                family = (
-                    Family.IPV6 if rtp is not None and rtp.family == Family.IPV6 else Family.IPV4
-                )
+                v6 = rtp is not None and rtp.family == Family.IPV6
+                family = Family.IPV6 if v6 else Family.IPV4
                 if self.relay.addresses.get(family) is None:
                     family = Family.IPV4 if family is Family.IPV6 else Family.IPV6
-                relay_id = f"{call_id}#{index}"
-                ends = await self.relay.create_call(
-                    relay_id,
-                    a=LegOffer(family=family, rtcp_mux=media.rtcp_mux, remote_rtp=rtp,
-                               remote_rtcp=rtcp),
-                    b=LegOffer(family=family, rtcp_mux=media.rtcp_mux),
-                )  # fmt: skip
+                relay_id = f"{record.call_id}#{index}"
+                seeded = LegOffer(family=family, rtcp_mux=media.rtcp_mux, remote_rtp=rtp,
+                                  remote_rtcp=rtcp)  # fmt: skip
+                unknown = LegOffer(family=family, rtcp_mux=media.rtcp_mux)
+                a, b = (seeded, unknown) if from_caller else (unknown, seeded)
+                ends = await self.relay.create_call(relay_id, a=a, b=b)
                 record.relay_calls.append(relay_id)
                 record.live.add(relay_id)
                 record.streams.append(index)
                 record.legs.append((ends.a, ends.b))
                 self._relay_owner[relay_id] = record
-                rewritten = self._towards(rewritten, index, ends.b)
+                rewritten = self._towards(rewritten, index, ends.b if from_caller else ends.a)
         except (LocalProtocolError, TransportError) as exc:
-            log.warning("media relay cannot take call %s: %s", call_id, exc)
+            log.warning("media relay cannot take call %s: %s", record.call_id, exc)
             self.allocation_failures += 1
             self._delete_relay_calls(record)
             record.path, record.reason = MediaPath.UNRELAYED, str(exc)
@@ -339,13 +365,46 @@ class RelayMediaHandler:
             self._choose(record)
             return message
         self._choose(record)
-        log.info("call %s relayed (%s)", call_id, reason)
+        log.info("call %s relayed (%s)", record.call_id, record.reason)
+        if not from_caller:
+            record.state = "answered"
+            record.last_answer = message.body
         return _with_sdp(message, rewritten)
 
-    async def answer(self, message: SipMessage, source: Source) -> SipMessage:
-        """A 18x/2xx with SDP from the callee, as it will be forwarded."""
+    async def _late_offer(
+        self, message: SipMessage, desc: SessionDescription, source: Source, nat_verdict: str | None
+    ) -> SipMessage:
+        """A 18x/2xx to an INVITE without SDP carries the callee's offer
+        (RFC 3264 §4, RFC 3261 §13.2.1); the caller's answer comes in the ACK.
+        The same rules as for an offer, applied to the callee."""
+        call_id = message.call_id
+        caller, callee = _who(message, "From"), _who(message, "To")
+        started = time.monotonic()
+        if has_ice(desc):
+            self._choose(CallRecord(call_id, caller, callee, MediaPath.ICE,
+                                    "the late offer has ICE", started))  # fmt: skip
+            return message
+        nated, why = is_nated(message, desc, source)
+        if not nated and nat_verdict:
+            nated, why = True, nat_verdict
+        if not nated and self.policy != RelayPolicy.ALWAYS:
+            self._choose(CallRecord(call_id, caller, callee, MediaPath.DIRECT, why, started))
+            return message
+        reason = f"late offer: {why if nated else 'policy always'}"
+        record = CallRecord(call_id, caller, callee, MediaPath.RELAY, reason, started)
+        return await self._relay(record, message, desc, from_caller=False)
+
+    async def answer(
+        self, message: SipMessage, source: Source, *, nat_verdict: str | None = None
+    ) -> SipMessage:
+        """A 18x/2xx (or ACK) with SDP, as it will be forwarded: the answer
+        to an offer seen, or the callee's late offer in a response to an
+        INVITE that had none."""
         record = self.calls.get(message.call_id)
         desc = _sdp_of(message)
+        late = record is None and message.call_id not in self._gone and _to_invite(message)
+        if late and desc is not None and not self._closed:
+            return await self._late_offer(message, desc, source, nat_verdict)
         if record is None or desc is None or record.path != MediaPath.RELAY:
             if record is not None and record.state == "offered":
                 record.state = "answered"
@@ -382,6 +441,7 @@ class RelayMediaHandler:
         record = self.calls.pop(call_id, None)
         if record is None:
             return
+        self._forget(call_id)
         record.state = "ended"
         record.ended_by = reason
         self._delete_relay_calls(record)
@@ -414,6 +474,7 @@ class RelayMediaHandler:
             # the relay's idle timeout (or shutdown) ended the call's media first
             if self.calls.get(record.call_id) is record:
                 del self.calls[record.call_id]
+                self._forget(record.call_id)
             record.state = "ended"
             record.ended_by = f"relay {reason}"
 
@@ -447,6 +508,12 @@ class RelayMediaHandler:
         return out
 
     # -- helpers ----------------------------------------------------------------------
+
+    def _forget(self, call_id: str) -> None:
+        """Remember that ``call_id`` ended (a late 2xx of it is no late offer)."""
+        self._gone[call_id] = None
+        while len(self._gone) > _GONE:
+            self._gone.popitem(last=False)
 
     def _choose(self, record: CallRecord) -> None:
         self.paths_chosen[record.path] = self.paths_chosen.get(record.path, 0) + 1
@@ -530,7 +597,8 @@ class SipMediaHook:
         message: SipMessage,
         source_flow: MediaSource,
     ) -> bytes | None:
-        out = await self.handler.answer(message, source_flow.source)
+        verdict = ", ".join(sorted(str(r) for r in source_flow.nat.reasons)) or None
+        out = await self.handler.answer(message, source_flow.source, nat_verdict=verdict)
         return None if out is message else out.body
 
     def on_call_ended(self, call_id: str) -> None:
