@@ -1,0 +1,163 @@
+"""An ICE connection with SDP signalling: :class:`IceConnection`.
+
+:class:`~natkit.ice.aio.agent.AsyncIceAgent` already owns the gatherer, the
+sockets, the TURN allocations and one datagram channel per component; what an
+application still has to write is the signalling glue and a way to follow
+path changes. :class:`IceConnection` adds both:
+
+- the SDP side of RFC 8839: :meth:`IceConnection.local_description` is the
+  media section's ICE attributes (ufrag/pwd, ``ice-options:trickle``, the
+  candidates gathered so far, ``end-of-candidates`` once gathering is done),
+  ready for :func:`~natkit.ice.sdp.serialize_ice_description`;
+  :meth:`IceConnection.apply_remote_description` takes the peer's parsed
+  section (credentials, ice-lite, candidates, end-of-candidates), and
+  :meth:`IceConnection.add_remote_candidate_line` one trickled
+  ``candidate:`` line (RFC 8840);
+- :meth:`IceConnection.path_changes`: an async iterator of the events an
+  application reacts to - the selected pair changed (hot-spare failover,
+  upgrade, re-nomination), consent lost, ICE failed.
+
+mDNS (``.local``) candidates of the peer are skipped here: resolving them is
+:mod:`natkit.ice.aio.mdns`'s job, before the line is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+
+from natkit.errors import MalformedMessageError
+from natkit.ice.aio.agent import AsyncIceAgent, DataCallback
+from natkit.ice.candidate import Candidate
+from natkit.ice.config import IceConfig
+from natkit.ice.events import ConsentLost, IceEvent, IceFailed, SelectedPairChanged
+from natkit.ice.gather_config import GatherConfig
+from natkit.ice.sdp import CandidateLine, IceDescription, parse_candidate
+from natkit.net.stack import Stack
+
+__all__ = ["IceConnection", "PathEvent"]
+
+PathEvent = SelectedPairChanged | ConsentLost | IceFailed
+
+
+class IceConnection:
+    """One ICE media stream with its SDP attributes (see the module docstring)."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        *,
+        controlling: bool,
+        gather_config: GatherConfig | None = None,
+        config: IceConfig | None = None,
+        components: int = 1,
+        tls: ssl.SSLContext | None = None,
+        on_data: DataCallback | None = None,
+    ) -> None:
+        self.agent = AsyncIceAgent(
+            stack,
+            controlling=controlling,
+            config=config,
+            gather_config=gather_config,
+            components=components,
+            tls=tls,
+            on_event=self._on_event,
+            on_data=on_data,
+        )
+        self._gathered: list[Candidate] = []
+        self._gathering_done = False
+        self._paths: asyncio.Queue[PathEvent | None] = asyncio.Queue()
+        self.agent.on_candidate = self._on_candidate
+
+    # -- signalling ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start gathering (host candidates are in :meth:`local_description` at once)."""
+        await self.agent.start()
+
+    async def gathered(self) -> IceDescription:
+        """Wait until gathering is done; the complete description (no trickle)."""
+        async for _ in self.agent.local_candidates():
+            pass
+        return self.local_description()
+
+    def local_description(self) -> IceDescription:
+        """ufrag/pwd, ``trickle``, the candidates so far, end-of-candidates
+        when gathering is over (RFC 8839 §5, RFC 8840 §4.1.1)."""
+        creds = self.agent.local_credentials
+        return IceDescription(
+            ufrag=creds.ufrag,
+            pwd=creds.pwd,
+            options=("trickle",),
+            candidates=tuple(CandidateLine.from_candidate(c) for c in self._gathered),
+            end_of_candidates=self._gathering_done,
+        )
+
+    def apply_remote_description(self, description: IceDescription) -> None:
+        """The peer's ICE attributes of this media section."""
+        if description.ufrag is not None and description.pwd is not None:
+            self.agent.set_remote_credentials(description.ufrag, description.pwd)
+        if description.lite:
+            self.agent.core.set_remote_lite(True)
+        for line in description.candidates:
+            self._add_line(line)
+        if description.end_of_candidates:
+            self.agent.end_of_remote_candidates()
+
+    def add_remote_candidate_line(self, text: str) -> bool:
+        """A trickled ``candidate:...`` line (``a=`` optional); False when it
+        is malformed or an unresolved mDNS name (dropped)."""
+        try:
+            line = parse_candidate(text.removeprefix("a="))
+        except MalformedMessageError:
+            return False
+        return self._add_line(line)
+
+    def _add_line(self, line: CandidateLine) -> bool:
+        if line.is_fqdn:
+            return False
+        try:
+            candidate = line.to_candidate()
+        except (ValueError, MalformedMessageError):
+            return False
+        self.agent.add_remote_candidate(candidate)
+        return True
+
+    # -- media -------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """See :meth:`AsyncIceAgent.connect`."""
+        await self.agent.connect()
+
+    def send(self, component: int, data: bytes) -> bool:
+        return self.agent.send(component, data)
+
+    async def recv(self) -> tuple[int, bytes]:
+        return await self.agent.recv()
+
+    async def path_changes(self) -> AsyncIterator[PathEvent]:
+        """Selected-pair changes, consent losses and ICE failure, as they
+        happen, until :meth:`close`."""
+        while True:
+            event = await self._paths.get()
+            if event is None:
+                self._paths.put_nowait(None)
+                return
+            yield event
+
+    async def close(self) -> None:
+        await self.agent.close()
+        self._paths.put_nowait(None)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _on_candidate(self, candidate: Candidate | None) -> None:
+        if candidate is None:
+            self._gathering_done = True
+        else:
+            self._gathered.append(candidate)
+
+    def _on_event(self, event: IceEvent) -> None:
+        if isinstance(event, SelectedPairChanged | ConsentLost | IceFailed):
+            self._paths.put_nowait(event)
