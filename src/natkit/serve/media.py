@@ -100,7 +100,7 @@ class CallRecord:
     path: str
     reason: str
     started: float
-    state: str = "offered"  # offered, answered, ended
+    state: str = "offered"  # offered, answered, ended; or not relayed
     relay_calls: list[str] = field(default_factory=list)  # one per relayed stream
     live: set[str] = field(default_factory=set)  # those the relay still has
     legs: list[tuple[LegEndpoints, LegEndpoints]] = field(default_factory=list)
@@ -307,6 +307,8 @@ class RelayMediaHandler:
             return message
         if call_id in self.calls:
             return await self._reoffer(self.calls[call_id], message, desc, source)
+        if call_id in self._gone:
+            return message  # a re-offer in a call that was not relayed stays direct
         caller, callee = _who(message, "From"), _who(message, "To")
         if has_ice(desc):
             self._choose(CallRecord(call_id, caller, callee, MediaPath.ICE, "the offer has ICE",
@@ -405,9 +407,7 @@ class RelayMediaHandler:
         late = record is None and message.call_id not in self._gone and _to_invite(message)
         if late and desc is not None and not self._closed:
             return await self._late_offer(message, desc, source, nat_verdict)
-        if record is None or desc is None or record.path != MediaPath.RELAY:
-            if record is not None and record.state == "offered":
-                record.state = "answered"
+        if record is None or desc is None:
             return message
         record.state = "answered"
         # A response comes from the To side (the callee for the INVITE, the
@@ -510,23 +510,28 @@ class RelayMediaHandler:
     # -- helpers ----------------------------------------------------------------------
 
     def _forget(self, call_id: str) -> None:
-        """Remember that ``call_id`` ended (a late 2xx of it is no late offer)."""
+        """Remember that ``call_id`` was seen and needs nothing more (a late
+        2xx of it is no late offer); bounded, oldest first out."""
         self._gone[call_id] = None
         while len(self._gone) > _GONE:
             self._gone.popitem(last=False)
 
     def _choose(self, record: CallRecord) -> None:
+        """Count the path chosen; only relayed calls stay in :attr:`calls`
+        (until their end), so calls that never see a BYE cost nothing."""
         self.paths_chosen[record.path] = self.paths_chosen.get(record.path, 0) + 1
-        self.calls[record.call_id] = record
         self.history.append(record)
+        if record.path == MediaPath.RELAY:
+            self.calls[record.call_id] = record
+        else:
+            record.state = "not relayed"
+            self._forget(record.call_id)
 
     async def _reoffer(
         self, record: CallRecord, message: SipMessage, desc: SessionDescription, source: Source
     ) -> SipMessage:
         """A re-INVITE (or a retransmitted INVITE) with SDP: a relayed call's
         new addresses seed the side it came from; the SDP still names the relay."""
-        if record.path != MediaPath.RELAY:
-            return message
         from_caller = _who(message, "From") == record.caller
         rewritten = desc
         for (leg_a, leg_b), index, relay_id in zip(
