@@ -7,7 +7,10 @@ To pair with such a candidate an agent resolves the name with a *one-shot*
 multicast DNS query (RFC 6762 §5.1): :class:`MdnsResolver` sends one
 question per name (A or AAAA) to 224.0.0.251:5353 (or ff02::fb) from an
 ordinary ephemeral port, so responders answer it as a legacy unicast query,
-straight back to that port with the query's ID (§6.7); it asks again after
+straight back to that port with the query's ID (§6.7), and with the QU bit
+set (§5.4) for responders that do not do legacy unicast; answers sent to the
+group instead reach the driver's group listener (the core takes an answer
+for a pending name from either socket); it asks again after
 ``retransmit`` seconds and gives up after ``timeout``
 (:class:`NameUnresolved`: the candidate is dropped, as the draft says,
 §3.2). Answers are taken from the answer and additional sections, with or
@@ -139,9 +142,13 @@ MdnsEvent = NameResolved | NameUnresolved
 class MdnsResolverConfig:
     """RFC 6762 §5.1 leaves one-shot timing to the querier: ask, ask again
     after ``retransmit``, give up at ``timeout`` (browsers' peers use a
-    few seconds). ``group`` is where questions go."""
+    few seconds). ``group`` is where questions go; ``unicast_response``
+    sets the QU bit of the question (§5.4: unicast answers requested; a
+    responder that answers by multicast anyway, as Chromium's does, is
+    heard by the driver's group listener)."""
 
     group: Endpoint = MDNS_GROUP_V4
+    unicast_response: bool = True  # the QU bit (§5.4)
     timeout: float = 3.0
     retransmit: float = 1.0
     max_pending: int = 256  # names being resolved at once (a peer may send many)
@@ -193,7 +200,10 @@ class MdnsResolver:
         self._send(query)
 
     def _send(self, query: _Query) -> None:
-        msg = dns.message.make_query(query.name + ".", query.rdtype)
+        rdclass = dns.rdataclass.RdataClass.make(
+            dns.rdataclass.IN | (_QU if self.config.unicast_response else 0)
+        )
+        msg = dns.message.make_query(query.name + ".", query.rdtype, rdclass=rdclass)
         msg.id = query.query_id  # echoed by legacy unicast answers (§6.7)
         msg.flags = 0
         self._out.append(Datagram(msg.to_wire(), self.config.group))

@@ -532,6 +532,38 @@ class OsStack:
             raise TransportError(f"cannot bind UDP {local}: {exc.strerror or exc}") from exc
         return OsDatagramEndpoint(transport, protocol.lost, protocol if on_icmp else None)
 
+    async def open_udp_multicast(
+        self, group: Endpoint, on_datagram: DatagramHandler, *, interface: str
+    ) -> OsDatagramEndpoint:
+        """Receive what is sent to the IPv4 multicast ``group`` on the
+        interface whose address is ``interface`` (mDNS answers, RFC 6762
+        §5): bound to the group's address and port with SO_REUSEADDR and
+        SO_REUSEPORT beside any other listener (an mDNS daemon), joined
+        with IP_ADD_MEMBERSHIP on that interface only; what it sends goes
+        out that interface (IP_MULTICAST_IF, TTL 255 as §11 asks)."""
+        if _family_of(group.host) != socket.AF_INET or not group.ip.is_multicast:
+            raise TransportError(f"not an IPv4 multicast group: {group}")
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((group.host, group.port))
+            iface = socket.inet_aton(interface)
+            mreq = socket.inet_aton(group.host) + iface
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, iface)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+            sock.setblocking(False)
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(on_datagram, None, None, sock), sock=sock
+            )
+        except OSError as exc:
+            sock.close()
+            reason = exc.strerror or exc
+            raise TransportError(f"cannot join {group} on {interface}: {reason}") from exc
+        return OsDatagramEndpoint(transport, protocol.lost, None)
+
     def open_udp_now(
         self,
         local: Endpoint,

@@ -41,6 +41,7 @@ __all__ = [
     "DatagramHandler",
     "IcmpHandler",
     "InterfaceAddress",
+    "MulticastStack",
     "Responder",
     "Stack",
     "StreamConnection",
@@ -204,3 +205,15 @@ class Stack(Protocol):
 
     async def source_address_for(self, remote: Endpoint) -> str:
         """The local IP the host would send from to reach ``remote`` (a route lookup)."""
+
+
+@runtime_checkable
+class MulticastStack(Protocol):
+    """A stack that can also join an IPv4 multicast group on one interface
+    (the OS stack: mDNS answers sent to 224.0.0.251, RFC 6762 §5)."""
+
+    async def open_udp_multicast(
+        self, group: Endpoint, on_datagram: DatagramHandler, *, interface: str
+    ) -> DatagramEndpoint:
+        """Deliver datagrams sent to ``group`` on the interface with address
+        ``interface``; sends go out that interface."""

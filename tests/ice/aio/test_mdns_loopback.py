@@ -5,10 +5,15 @@ the resolver's 'group' is the responder's own loopback address."""
 from __future__ import annotations
 
 import random
+import socket
+
+import dns.flags
+import dns.message
+import dns.rrset
 
 from natkit.addr import Endpoint
 from natkit.ice.aio.mdns import AsyncMdnsResolver, AsyncMdnsResponder
-from natkit.ice.mdns import MdnsResolverConfig, new_mdns_name
+from natkit.ice.mdns import MDNS_GROUP_V4, MdnsResolverConfig, new_mdns_name
 from natkit.ice.sdp import parse_candidate
 from natkit.net.os_stack import OsStack
 
@@ -41,3 +46,69 @@ async def test_unanswered_name_drops_the_candidate() -> None:
             assert await resolver.resolve_candidate(line) is None
             fqdn = parse_candidate("candidate:1 1 udp 1 turn.example.com 5 typ relay")
             assert await resolver.resolve_candidate(fqdn) is None
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_an_answer_multicast_to_the_group_resolves_the_name() -> None:
+    """A responder that answers a one-shot query by multicast to the group
+    with ID 0 (Chromium's, RFC 6762 §6 style) instead of unicast back to the
+    query's port: the resolver's group listener hears it. Everything stays
+    on the loopback interface (the group is joined there, the query socket
+    is bound to 127.0.0.1, the answer goes out lo); the group's port is a
+    free one, not 5353, so no mDNS daemon on this host is involved."""
+    stack = OsStack()
+    name = new_mdns_name(random.Random(4))
+    group = Endpoint(MDNS_GROUP_V4.host, _free_udp_port())
+    questions: list[dns.message.Message] = []
+
+    def browser_like(data: bytes, remote: Endpoint) -> None:
+        msg = dns.message.from_wire(data)
+        if msg.flags & dns.flags.QR:
+            return  # its own answer, looped back
+        questions.append(msg)
+        answer = dns.message.Message(id=0)
+        answer.flags = dns.flags.QR | dns.flags.AA
+        rrset = dns.rrset.from_text(name + ".", 120, "IN", "A", "192.168.1.11")
+        answer.answer = [rrset]
+        responder.send(answer.to_wire(), group)
+
+    responder = await stack.open_udp_multicast(group, browser_like, interface="127.0.0.1")
+    try:
+        config = MdnsResolverConfig(group=group, timeout=2.0, rng=random.Random(2))
+        async with AsyncMdnsResolver(stack, config, interface="127.0.0.1") as resolver:
+            assert await resolver.resolve(name) == "192.168.1.11"
+    finally:
+        responder.close()
+    (question,) = questions[0].question
+    assert question.rdclass & 0x8000  # QU: a unicast answer was asked for (§5.4)
+    assert str(question.name) == name + "."
+
+
+async def test_without_the_group_listener_such_an_answer_is_missed() -> None:
+    stack = OsStack()
+    name = new_mdns_name(random.Random(5))
+    group = Endpoint(MDNS_GROUP_V4.host, _free_udp_port())
+
+    def browser_like(data: bytes, remote: Endpoint) -> None:
+        msg = dns.message.from_wire(data)
+        if not msg.flags & dns.flags.QR:
+            answer = dns.message.Message(id=0)
+            answer.flags = dns.flags.QR | dns.flags.AA
+            answer.answer = [dns.rrset.from_text(name + ".", 120, "IN", "A", "192.168.1.12")]
+            responder.send(answer.to_wire(), group)
+
+    responder = await stack.open_udp_multicast(group, browser_like, interface="127.0.0.1")
+    try:
+        config = MdnsResolverConfig(group=group, timeout=0.3, retransmit=0.1, rng=random.Random(2))
+        async with AsyncMdnsResolver(
+            stack, config, interface="127.0.0.1", listen_group=False
+        ) as resolver:
+            assert await resolver.resolve(name) is None
+    finally:
+        responder.close()

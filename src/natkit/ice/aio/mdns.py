@@ -1,20 +1,31 @@
 """mDNS for ICE on any stack: resolving peers' ``.local`` candidates and
 answering for our own.
 
-:class:`AsyncMdnsResolver` drives :class:`~natkit.ice.mdns.MdnsResolver` on
-one ephemeral UDP socket: ``await resolver.resolve(name)`` gives the IP or
-``None`` after the timeout, and :meth:`AsyncMdnsResolver.resolve_candidate`
-turns a remote :class:`~natkit.ice.sdp.CandidateLine` into the agent's
+:class:`AsyncMdnsResolver` drives :class:`~natkit.ice.mdns.MdnsResolver`:
+``await resolver.resolve(name)`` gives the IP or ``None`` after the
+timeout, and :meth:`AsyncMdnsResolver.resolve_candidate` turns a remote
+:class:`~natkit.ice.sdp.CandidateLine` into the agent's
 :class:`~natkit.ice.candidate.Candidate` (``None``: drop it,
 draft-ietf-mmusic-mdns-ice-candidates §3.2). Lines that are not mDNS pass
-through unresolved.
+through unresolved. Questions leave from one ephemeral UDP socket with the
+QU bit (RFC 6762 §5.4), so legacy-unicast (§6.7) and QU-honouring
+responders answer there. Some responders (Chromium's) answer a one-shot
+query by multicast to 224.0.0.251:5353 all the same, so when the group is
+IPv4 multicast and the stack can join groups
+(:class:`~natkit.net.stack.MulticastStack`, the OS stack) the resolver also
+listens on the group, joined on one interface: ``interface`` (an address of
+it; by default the one the host routes the group through). The query socket
+is then bound to that address, so the question goes out that interface
+only (Linux sends link-local multicast from a bound source address out its
+interface) and answers come back on it; tests use ``interface="127.0.0.1"``
+so that nothing reaches a real LAN.
 
 :class:`AsyncMdnsResponder` drives :class:`~natkit.ice.mdns.MdnsResponder`
-on ``listen`` (0.0.0.0:5353 for real use). The :class:`~natkit.net.stack.Stack`
-interface has no multicast group membership, so on a real LAN the socket
-receives the group's queries only where the platform delivers them to a
-port-5353 socket without a join; tests run the pair over loopback, where
-the resolver's ``group`` is the responder's own address.
+on ``listen`` (0.0.0.0:5353 for real use). It does not join the group, so on
+a real LAN the socket receives the group's queries only where the platform
+delivers them to a port-5353 socket without a join (Linux does once any
+socket joined the group on the interface); tests run the pair over
+loopback, where the resolver's ``group`` is the responder's own address.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from natkit.ice.mdns import (
 )
 from natkit.ice.sdp import CandidateLine
 from natkit.net.driver import CoreDriver
-from natkit.net.stack import DatagramEndpoint, Stack
+from natkit.net.stack import DatagramEndpoint, MulticastStack, Stack
 
 __all__ = ["AsyncMdnsResolver", "AsyncMdnsResponder"]
 
@@ -46,9 +57,19 @@ _MDNS_LISTEN = Endpoint("0.0.0.0", MDNS_PORT)
 class AsyncMdnsResolver:
     """One-shot mDNS queries from one socket (see the module docstring)."""
 
-    def __init__(self, stack: Stack, config: MdnsResolverConfig | None = None) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        config: MdnsResolverConfig | None = None,
+        *,
+        interface: str | None = None,
+        listen_group: bool = True,
+    ) -> None:
         self.stack = stack
         self.config = config or MdnsResolverConfig()
+        self.interface = interface
+        self.listen_group = listen_group
+        self._group_sock: DatagramEndpoint | None = None
         self.core = MdnsResolver(self.config)
         self._loop = asyncio.get_running_loop()
         self._waiters: dict[str, list[asyncio.Future[str | None]]] = {}
@@ -60,7 +81,21 @@ class AsyncMdnsResolver:
         wildcard = "::" if group.family == Family.IPV6 else "0.0.0.0"
         if group.ip.is_loopback:
             wildcard = group.host
-        self._sock = await self.stack.open_udp(Endpoint(wildcard, 0), self._on_datagram)
+        stack = self.stack
+        if self.interface is not None and group.family == Family.IPV4:
+            wildcard = self.interface
+        if (
+            self.listen_group
+            and group.family == Family.IPV4
+            and group.ip.is_multicast
+            and isinstance(stack, MulticastStack)
+        ):
+            interface = self.interface or await stack.source_address_for(group)
+            self._group_sock = await stack.open_udp_multicast(
+                group, self._on_datagram, interface=interface
+            )
+            wildcard = interface
+        self._sock = await stack.open_udp(Endpoint(wildcard, 0), self._on_datagram)
         self._driver = CoreDriver(self.core, {None: self._sock}, self._on_event)
         return self
 
@@ -97,6 +132,8 @@ class AsyncMdnsResolver:
             self._driver.close()
         if self._sock is not None:
             self._sock.close()
+        if self._group_sock is not None:
+            self._group_sock.close()
         for futs in self._waiters.values():
             for fut in futs:
                 if not fut.done():
