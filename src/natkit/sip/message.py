@@ -321,8 +321,9 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         """Append a header line."""
-        self._items.append((_key(name), canonical_name(name), value))
-        self._cache.clear()
+        key = _key(name)
+        self._items.append((key, canonical_name(name), value))
+        self._forget(key)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert before the first line of *name* (at the top if none): Via,
@@ -335,7 +336,7 @@ class Headers:
                 break
         else:
             self._items.insert(0, entry)
-        self._cache.clear()
+        self._forget(key)
 
     def set(self, name: str, value: str) -> None:
         """Replace every line of *name* by one, at the first one's place."""
@@ -353,14 +354,14 @@ class Headers:
         if not placed:
             out.append(entry)
         self._items = out
-        self._cache.clear()
+        self._forget(key)
 
     def remove(self, name: str) -> int:
         """Remove every line of *name*; return how many."""
         key = _key(name)
         before = len(self._items)
         self._items = [item for item in self._items if item[0] != key]
-        self._cache.clear()
+        self._forget(key)
         return before - len(self._items)
 
     def remove_first(self, name: str) -> str | None:
@@ -371,7 +372,7 @@ class Headers:
             if k != key:
                 continue
             parts = split_header_values(value)
-            self._cache.clear()
+            self._forget(key)
             if len(parts) <= 1:
                 del self._items[i]
                 return parts[0] if parts else value
@@ -402,7 +403,18 @@ class Headers:
         return f"Headers({list(self)!r})"
 
     def copy(self) -> Headers:
-        return Headers._from_parsed(list(self._items))
+        """Same lines, and the same cached views (they are immutable)."""
+        copy = Headers._from_parsed(list(self._items))
+        if self._cache:
+            copy._cache = dict(self._cache)
+        return copy
+
+    def _forget(self, key: str) -> None:
+        """Drop the views built from *key*'s lines (each view reads one header)."""
+        cache = self._cache
+        if cache:
+            cache.pop(key, None)
+            cache.pop("name-addrs:" + key, None)
 
     def _view(self, key: str, build: Callable[[], _T]) -> _T:
         cached = self._cache.get(key)

@@ -67,6 +67,8 @@ from natkit.sip.message import (
     SipRequest,
     SipResponse,
     make_response,
+    parse_message,
+    serialize_message,
 )
 from natkit.sip.timers import TimerConfig, TimerHeap
 from natkit.sip.transaction_events import (
@@ -152,6 +154,45 @@ class _ServerTxn:
     @property
     def alive(self) -> bool:
         return self.state is not _State.TERMINATED
+
+
+class _CompletedServerTxn:
+    """A non-INVITE server transaction in Completed over UDP (§17.2.2): all
+    it still does for Timer J (64*T1) is answer a retransmitted request with
+    its final response, so it keeps only that response's wire form and where
+    it went. An element at 2,000 requests/s holds ~64,000 of these; full
+    records (the parsed request and response) were ~4 KB each and made the
+    garbage collector's full passes long."""
+
+    __slots__ = ("id", "merge_key", "response_key", "response_target", "state", "timers", "wire")
+
+    invite = False
+    reliable = False
+    response_to_tag = None
+
+    def __init__(self, txn: _ServerTxn, response: SipResponse, target: Target) -> None:
+        self.id = txn.id
+        self.state = _State.COMPLETED
+        self.wire = serialize_message(response)
+        self.response_target: Target | None = target
+        self.response_key = txn.response_key
+        self.merge_key = txn.merge_key
+        self.timers: dict[str, float] = {}
+
+    @property
+    def alive(self) -> bool:
+        return self.state is not _State.TERMINATED
+
+    @property
+    def last_response(self) -> SipResponse:
+        """The final response again, for a retransmission (parsed back from
+        the octets sent: the same message)."""
+        response = parse_message(self.wire)
+        assert isinstance(response, SipResponse)  # serialized from one
+        return response
+
+
+_AnyServerTxn = _ServerTxn | _CompletedServerTxn
 
 
 def build_cancel(invite: SipRequest) -> SipRequest:
@@ -244,7 +285,7 @@ class TransactionLayer:
         self._rng = rng if rng is not None else default_rng()
         self._reject_merged = reject_merged_requests
         self._clients: dict[ClientTransactionId, _ClientTxn] = {}
-        self._servers: dict[ServerTransactionId, _ServerTxn] = {}
+        self._servers: dict[ServerTransactionId, _AnyServerTxn] = {}
         self._legacy_responses: dict[tuple[str, ...], ServerTransactionId] = {}
         self._merge_index: dict[tuple[str, ...], ServerTransactionId] = {}
         self._heap = TimerHeap()
@@ -355,7 +396,7 @@ class TransactionLayer:
         if txn is None:
             _log.debug("response %d for no server transaction dropped", response.status)
             return
-        if txn.invite:
+        if isinstance(txn, _ServerTxn) and txn.invite:
             self._invite_server_send(txn, response, now)
         else:
             self._non_invite_server_send(txn, response, now)
@@ -403,7 +444,7 @@ class TransactionLayer:
         """The driver could not send a message of ``txn`` (§17.1.4, §17.2.4:
         after trying the alternatives RFC 3263 gives): the TU hears
         TransportFailed and the transaction terminates."""
-        record: _ClientTxn | _ServerTxn | None
+        record: _ClientTxn | _AnyServerTxn | None
         if isinstance(txn, ClientTransactionId):
             record = self._clients.get(txn)
         else:
@@ -468,7 +509,7 @@ class TransactionLayer:
             owner, name = due
             if isinstance(owner, _ClientTxn):
                 self._client_timer(owner, name, now)
-            elif isinstance(owner, _ServerTxn):
+            elif isinstance(owner, _ServerTxn | _CompletedServerTxn):
                 self._server_timer(owner, name, now)
 
     # ------------------------------------------------------ client machines
@@ -668,7 +709,7 @@ class TransactionLayer:
             return ServerTransactionId("", "", request.method, key)
         return ServerTransactionId(via.branch or "", _sent_by(via), request.method)
 
-    def _match_legacy(self, request: SipRequest, via: Via, seq: int) -> _ServerTxn | None:
+    def _match_legacy(self, request: SipRequest, via: Via, seq: int) -> _AnyServerTxn | None:
         """§17.2.3 for requests without the cookie: an INVITE or non-INVITE
         matches on Request-URI, To tag, From tag, Call-ID, CSeq and top Via;
         an ACK matches its INVITE when its To tag is that of the response the
@@ -693,7 +734,7 @@ class TransactionLayer:
         key = self._response_key(response.call_id, cseq.seq, cseq.method, response, via)
         return self._legacy_responses.get(key)
 
-    def _retransmitted_request(self, txn: _ServerTxn) -> None:
+    def _retransmitted_request(self, txn: _AnyServerTxn) -> None:
         """§17.2.1/§17.2.2: resend the last response (the provisional in
         Proceeding, the final in Completed); Trying, Confirmed and RFC 6026
         Accepted absorb."""
@@ -701,9 +742,9 @@ class TransactionLayer:
             self._send(txn, txn.last_response)
 
     def _receive_ack(
-        self, txn: _ServerTxn | None, request: SipRequest, source: Source, now: float
+        self, txn: _AnyServerTxn | None, request: SipRequest, source: Source, now: float
     ) -> None:
-        if txn is None or not txn.invite:
+        if txn is None or not isinstance(txn, _ServerTxn) or not txn.invite:
             self._events.append(AckReceived(request=request, source=source))
             return
         if txn.state is _State.ACCEPTED:  # RFC 6026 §8.7: the ACK is the TU's
@@ -718,10 +759,12 @@ class TransactionLayer:
                 self._heap.arm(txn, "I", now + self._config.t4)
         # Proceeding (an ACK before any final response) and Confirmed absorb
 
-    def _send(self, txn: _ServerTxn, response: SipResponse) -> None:
-        if txn.response_target is None:
-            txn.response_target = self._response_target(response, txn.source)
-        self._outbox.append((response, txn.response_target))
+    def _send(self, txn: _AnyServerTxn, response: SipResponse) -> None:
+        target = txn.response_target
+        if target is None:
+            assert isinstance(txn, _ServerTxn)  # a completed record has its target
+            target = txn.response_target = self._response_target(response, txn.source)
+        self._outbox.append((response, target))
 
     def _send_trying(self, txn: _ServerTxn, now: float) -> None:
         # make_response copies Timestamp into a 100 (§8.2.6.1) and adds no To tag
@@ -753,8 +796,10 @@ class TransactionLayer:
             self._heap.arm(txn, "G", now + txn.interval)
         self._heap.arm(txn, "H", now + self._config.timer_h)
 
-    def _non_invite_server_send(self, txn: _ServerTxn, response: SipResponse, now: float) -> None:
-        if txn.state not in (_State.TRYING, _State.PROCEEDING):
+    def _non_invite_server_send(
+        self, txn: _AnyServerTxn, response: SipResponse, now: float
+    ) -> None:
+        if not isinstance(txn, _ServerTxn) or txn.state not in (_State.TRYING, _State.PROCEEDING):
             _log.debug("response %d in %s dropped", response.status, txn.state.value)
             return
         self._send(txn, response)
@@ -765,8 +810,12 @@ class TransactionLayer:
         txn.state = _State.COMPLETED
         if txn.reliable:
             self._terminate(txn)
-        else:
-            self._heap.arm(txn, "J", now + self._config.timer_j)
+            return
+        assert txn.response_target is not None  # set by _send
+        completed = _CompletedServerTxn(txn, response, txn.response_target)
+        txn.state = _State.TERMINATED  # replaced: its timers are stale now
+        self._servers[txn.id] = completed
+        self._heap.arm(completed, "J", now + self._config.timer_j)
 
     @staticmethod
     def _to_tag(response: SipResponse) -> str | None:
@@ -775,7 +824,10 @@ class TransactionLayer:
         except MalformedMessageError:
             return None
 
-    def _server_timer(self, txn: _ServerTxn, name: str, now: float) -> None:
+    def _server_timer(self, txn: _AnyServerTxn, name: str, now: float) -> None:
+        if not isinstance(txn, _ServerTxn):
+            self._terminate(txn)  # J, the only timer of a completed record
+            return
         if name == "trying":
             if txn.state is _State.PROCEEDING and txn.last_response is None:
                 self._send_trying(txn, now)
@@ -792,7 +844,7 @@ class TransactionLayer:
 
     # ---------------------------------------------------------------- ending
 
-    def _terminate(self, txn: _ClientTxn | _ServerTxn) -> None:
+    def _terminate(self, txn: _ClientTxn | _AnyServerTxn) -> None:
         txn.state = _State.TERMINATED
         txn.timers.clear()
         if isinstance(txn, _ClientTxn):
