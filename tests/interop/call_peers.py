@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from natkit.addr import Endpoint
+from natkit.media.g711 import encode_ulaw
 from natkit.media.pcm import PcmArray
 from natkit.media.tone import RecordingCheck, check_recording, sine_tone
 from natkit.media.wav import read_wav, write_wav
@@ -156,7 +157,7 @@ def baresip_recording(peer: sp.BaresipPeer, timeout: float = 5.0) -> PcmArray:
 
 def natkit_settings(
     user: str,
-    proxy: Endpoint,
+    proxy: Endpoint | None,
     *,
     sip_port: int,
     register: bool,
@@ -221,3 +222,18 @@ def assert_heard(samples: PcmArray, *, far_hz: float, own_hz: float, who: str) -
     check = check_recording(samples, far_hz=far_hz, own_hz=own_hz)
     assert check.heard_far, f"{who} did not hear {far_hz:g} Hz: {check}"
     return check
+
+
+# -- sipp with RTP ----------------------------------------------------------------------
+
+SIPP_RTP_SCENARIO = "uac_rtp_stream.xml"
+SIPP_STREAM_FILE = "sipp_tone.ulaw"
+"""The file ``uac_rtp_stream.xml`` streams (relative to sipp's working directory)."""
+
+
+def write_sipp_stream(workdir: Path, frequency: float = PEER_HZ, seconds: float = 4.0) -> Path:
+    """Raw G.711 u-law (payload type 0) of a sine: what sipp's rtp_stream sends as is."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / SIPP_STREAM_FILE
+    path.write_bytes(encode_ulaw(sine_tone(frequency, duration=seconds, amplitude=0.5)))
+    return path
