@@ -68,3 +68,39 @@ def test_a_qu_question_from_port_5353_is_answered_unicast_by_natkit() -> None:
     assert out.remote == querier
     resolver.receive_datagram(out.data, Endpoint("192.0.2.9", 5353), now=0.0)
     assert resolver.next_event() == NameResolved(name=name, address="192.168.1.21")
+
+
+def _announcement(name: str, ip: str, ttl: int = 120) -> bytes:
+    msg = dns.message.Message(id=0)
+    msg.flags = dns.flags.QR | dns.flags.AA
+    msg.answer = [dns.rrset.from_text(name + ".", ttl, "IN", "A", ip)]
+    return msg.to_wire()
+
+
+def test_an_announced_name_resolves_at_once_until_its_ttl_ends() -> None:
+    """§8.3: Chromium announces each new name by multicast; heard before the
+    candidate is signalled, it needs no question (§10: for its TTL)."""
+    name = new_mdns_name(random.Random(5))
+    resolver = MdnsResolver(MdnsResolverConfig(rng=random.Random(1)))
+    resolver.receive_datagram(_announcement(name, "192.168.1.30", ttl=120), BROWSER, now=0.0)
+    assert resolver.next_event() is None  # nobody asked yet
+    resolver.resolve(name.upper(), now=10.0)
+    assert resolver.next_event() == NameResolved(name=name, address="192.168.1.30")
+    assert resolver.datagrams_to_send(now=10.0) == []
+    resolver.resolve(name, now=120.5)  # expired: asked on the network
+    assert resolver.next_event() is None
+    assert len(resolver.datagrams_to_send(now=120.5)) == 1
+
+
+def test_a_goodbye_forgets_the_name_and_the_cache_is_bounded() -> None:
+    rng = random.Random(6)
+    names = [new_mdns_name(rng) for _ in range(3)]
+    resolver = MdnsResolver(MdnsResolverConfig(cache_size=2, rng=random.Random(1)))
+    for i, name in enumerate(names):
+        resolver.receive_datagram(_announcement(name, f"192.168.1.{40 + i}"), BROWSER, now=0.0)
+    resolver.receive_datagram(_announcement(names[2], "192.168.1.42", ttl=0), BROWSER, now=1.0)
+    for name in names:
+        resolver.resolve(name, now=2.0)
+    resolved = [e for e in iter(resolver.next_event, None)]
+    assert resolved == [NameResolved(name=names[1], address="192.168.1.41")]
+    assert len(resolver.datagrams_to_send(now=2.0)) == 2  # the oldest and the goodbye

@@ -24,18 +24,21 @@ the browser offering tests natkit controlled, natkit offering tests natkit
 controlling.
 
 Host candidates and mDNS: Chromium hides host addresses behind
-``<uuid>.local`` names (draft-ietf-mmusic-mdns-ice-candidates). natkit's
-one-shot resolver cannot resolve them here: Chromium's responder answers a
-one-shot query by multicast to 224.0.0.251:5353 with ID 0 instead of unicast
-to the query's port (RFC 6762 §6.7), and natkit's
-:class:`~natkit.ice.aio.mdns.AsyncMdnsResolver` listens only on its
-ephemeral port (the Stack interface has no multicast membership). So the
-host cases run Chromium with mDNS obfuscation off
-(:data:`~tests.interop.ice_browser.NO_MDNS_ARGS`), and one case keeps it on:
-the names stay unresolved and are dropped (draft §3.2), and ICE still
-connects because natkit learns the browser's address as a peer-reflexive
-candidate from the browser's checks (RFC 8445 §7.3.1.3), which the browser
-can send since natkit's own candidates are plain IP addresses.
+``<uuid>.local`` names (draft-ietf-mmusic-mdns-ice-candidates) and runs its
+mDNS responder only on non-loopback interfaces: it announces each name by
+multicast there (RFC 6762 §8.3) and answers queries there by multicast with
+ID 0, not unicast to the query's port (§6.7) even with the QU bit (§5.4).
+natkit's :class:`~natkit.ice.aio.mdns.AsyncMdnsResolver` now asks with the
+QU bit and listens on the group too (tests/ice/aio/test_mdns_loopback.py
+checks such a multicast answer on lo), but tests never send to a real LAN:
+here natkit's resolver is confined to lo (``interface="127.0.0.1"``), where
+Chromium neither hears nor answers. So the host cases run Chromium with
+mDNS obfuscation off (:data:`~tests.interop.ice_browser.NO_MDNS_ARGS`), and
+one case keeps it on: the names stay unresolved and are dropped (draft
+§3.2), and ICE still connects because natkit learns the browser's address
+as a peer-reflexive candidate from the browser's checks (RFC 8445
+§7.3.1.3), which the browser can send since natkit's own candidates are
+plain IP addresses.
 
 Relay only: ``iceTransportPolicy: 'relay'`` with natkit's TURN server
 (RFC 8656, reached over UDP or TCP) on 127.0.0.1: the browser's only
@@ -122,20 +125,21 @@ class Session:
     received: list[bytes] = field(default_factory=list)
 
 
-async def remote_candidates(lines: list[str]) -> tuple[list[Candidate], dict[str, str | None]]:
+async def remote_candidates(
+    lines: list[str], resolver: AsyncMdnsResolver | None = None
+) -> tuple[list[Candidate], dict[str, str | None]]:
     """The browser's candidate strings as natkit candidates; ``.local`` names
-    go through natkit's mDNS resolver and are dropped when unresolved."""
+    go through natkit's mDNS resolver (``resolver``, else one opened now
+    with no group listener) and are dropped when unresolved."""
     out: list[Candidate] = []
     resolved: dict[str, str | None] = {}
-    resolver: AsyncMdnsResolver | None = None
+    own: AsyncMdnsResolver | None = None
     try:
         for text in lines:
             line = parse_candidate(text)
             if line.is_mdns:
                 if resolver is None:
-                    resolver = AsyncMdnsResolver(
-                        OsStack(), MdnsResolverConfig(timeout=1.0, retransmit=0.5)
-                    )
+                    resolver = own = loopback_resolver()
                     await resolver.open()
                 cand = await resolver.resolve_candidate(line)
                 resolved[line.address] = None if cand is None else cand.address.host
@@ -144,9 +148,17 @@ async def remote_candidates(lines: list[str]) -> tuple[list[Candidate], dict[str
             if cand is not None:
                 out.append(cand)
     finally:
-        if resolver is not None:
-            resolver.close()
+        if own is not None:
+            own.close()
     return out, resolved
+
+
+def loopback_resolver() -> AsyncMdnsResolver:
+    """natkit's resolver with its query socket and group join on lo only:
+    nothing natkit sends reaches a real LAN."""
+    return AsyncMdnsResolver(
+        OsStack(), MdnsResolverConfig(timeout=1.0, retransmit=0.5), interface=LOOPBACK
+    )
 
 
 async def start_session(
@@ -156,6 +168,7 @@ async def start_session(
     gather: GatherConfig,
     ice_servers: tuple[IceServer, ...] = (),
     relay_only: bool = False,
+    resolver: AsyncMdnsResolver | None = None,
 ) -> Session:
     received: list[bytes] = []
     agent = AsyncIceAgent(
@@ -178,7 +191,7 @@ async def start_session(
         await page.add_candidate(serialize_candidate(cand, prefix=False))
     await page.end_of_candidates()
     lines = await page.gathered(CONNECT_TIMEOUT)
-    theirs, resolved = await remote_candidates(lines)
+    theirs, resolved = await remote_candidates(lines, resolver)
     for cand in theirs:
         agent.add_remote_candidate(cand)
     agent.end_of_remote_candidates()
@@ -297,18 +310,18 @@ async def test_chromium_and_natkit_connect_over_host_candidates_and_keep_consent
 async def test_chromium_mdns_host_candidates_connect_through_peer_reflexive_learning(
     mdns_browser: Browser,
 ) -> None:
+    """natkit's resolver on lo only: Chromium does not answer there, so the
+    names stay unresolved and are dropped (draft §3.2); the browser's checks
+    teach natkit its address (RFC 8445 §7.3.1.3)."""
     async with ice_page(mdns_browser) as page:
         session = await start_session(page, natkit_controlling=False, gather=GatherConfig())
         try:
             lines = [parse_candidate(text) for text in session.browser_lines]
             assert lines and all(line.is_mdns for line in lines), session.browser_lines
+            assert session.resolved and all(ip is None for ip in session.resolved.values())
             stats = await wait_connected(session)
             ours, theirs = check_selected(session, stats)
-            if any(ip is not None for ip in session.resolved.values()):
-                assert theirs.type is CandidateType.HOST
-            else:
-                # Unresolved names were dropped; the browser's checks taught natkit its address.
-                assert theirs.type is CandidateType.PEER_REFLEXIVE
+            assert theirs.type is CandidateType.PEER_REFLEXIVE
             assert ours.type is CandidateType.HOST
             await hold(session, stats)
         finally:

@@ -14,7 +14,9 @@ for a pending name from either socket); it asks again after
 ``retransmit`` seconds and gives up after ``timeout``
 (:class:`NameUnresolved`: the candidate is dropped, as the draft says,
 §3.2). Answers are taken from the answer and additional sections, with or
-without the cache-flush bit (§10.2), and only for names asked.
+without the cache-flush bit (§10.2). Address records of ``.local`` names
+not asked (announcements, §8.3) are cached for their TTL, bounded, and
+answer a later question at once.
 
 :class:`MdnsResponder` is the other half: natkit offering its own host
 candidates as mDNS names (``new_mdns_name`` draws a version-4 UUID from the
@@ -152,6 +154,7 @@ class MdnsResolverConfig:
     timeout: float = 3.0
     retransmit: float = 1.0
     max_pending: int = 256  # names being resolved at once (a peer may send many)
+    cache_size: int = 256  # announced records kept (§8.3, §10), oldest dropped first
     rng: Rng = field(default_factory=default_rng)
 
 
@@ -170,6 +173,7 @@ class MdnsResolver:
     def __init__(self, config: MdnsResolverConfig | None = None) -> None:
         self.config = config or MdnsResolverConfig()
         self._pending: dict[str, _Query] = {}
+        self._cache: dict[tuple[str, bool], tuple[str, float]] = {}
         self._out: list[Datagram] = []
         self._events: deque[MdnsEvent] = deque()
 
@@ -187,6 +191,10 @@ class MdnsResolver:
             dns.name.from_text(key + ".")
         except dns.exception.DNSException:
             self._events.append(NameUnresolved(name=key))
+            return
+        cached = self._cache.get((key, ipv6))
+        if cached is not None and now < cached[1]:
+            self._events.append(NameResolved(name=key, address=cached[0]))
             return
         cfg = self.config
         query = _Query(
@@ -209,15 +217,30 @@ class MdnsResolver:
         self._out.append(Datagram(msg.to_wire(), self.config.group))
 
     def receive_datagram(self, data: bytes, remote: Endpoint, *, now: float) -> None:
-        """A datagram on the querier's socket: answers for pending names."""
-        del remote, now
+        """A datagram on the querier's or the group's socket: answers for
+        pending names resolve them; other ``.local`` address records (a
+        responder's announcements, §8.3, or answers to others' questions)
+        are cached for their TTL (§10; TTL 0 is a goodbye, §10.1), so a name
+        announced before it is asked for resolves at once."""
+        del remote
         msg = _parse(data)
         if msg is None or not msg.flags & dns.flags.QR:
             return
-        for name, address, _ in _addresses(msg):
+        for name, address, ttl in _addresses(msg):
             query = self._pending.pop(name, None)
             if query is not None:
                 self._events.append(NameResolved(name=name, address=address))
+            if is_mdns_name(name):
+                self._remember((name, ":" in address), address, ttl, now)
+
+    def _remember(self, key: tuple[str, bool], address: str, ttl: int, now: float) -> None:
+        cache = self._cache
+        cache.pop(key, None)
+        if ttl <= 0 or self.config.cache_size < 1:
+            return
+        while len(cache) >= self.config.cache_size:
+            del cache[next(iter(cache))]
+        cache[key] = (address, now + ttl)
 
     def datagrams_to_send(self, *, now: float) -> list[Datagram]:
         del now
