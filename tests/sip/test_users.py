@@ -8,12 +8,14 @@ import random
 import pytest
 
 from natkit.sip.aio.users import (
+    Ha1Cache,
     add_user,
     add_user_ha1,
     authenticate,
     list_users,
     lookup_ha1,
     remove_user,
+    user_document,
     users_namespace,
 )
 from natkit.sip.digest import (
@@ -129,3 +131,69 @@ async def test_authenticate_a_register_against_the_store(store_factory: StoreFac
         username="alice", realm=REALM, algorithm=SHA256
     )
     assert isinstance(await authenticate(server, store, bad, now=NOW), AuthFailed)
+
+
+class _CountingStore(MemoryStore):
+    """A memory store that counts reads (what the HA1 cache saves)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def get(self, ns: str, key: str) -> dict[str, object] | None:
+        self.reads += 1
+        return await super().get(ns, key)
+
+
+def _signed(password: str, seed: int, server: DigestServer) -> SipRequest:
+    req = _register()
+    challenge = server.challenge(req, now=NOW)
+    signed = DigestClient("alice", password, rng=random.Random(seed)).authorize(req, challenge)
+    assert signed is not None
+    return signed
+
+
+async def test_the_ha1_cache_spares_the_store_and_follows_password_changes() -> None:
+    store = _CountingStore()
+    await add_user(store, REALM, "alice", "wonderland")
+    server = DigestServer(DigestServerConfig(realm=REALM, secrets=(b"s",)), rng=random.Random(1))
+    cache = Ha1Cache(ttl=30.0)
+    store.reads = 0
+    for seed in range(5):
+        ok = await authenticate(server, store, _signed("wonderland", seed, server), now=NOW,
+                                cache=cache)  # fmt: skip
+        assert isinstance(ok, AuthOk)
+    assert store.reads == 1 and cache.hits == 4
+    # a wrong password is checked against the store once more, and still fails
+    bad = await authenticate(server, store, _signed("guess", 9, server), now=NOW, cache=cache)
+    assert isinstance(bad, AuthFailed) and store.reads == 2
+    # the password changes behind the cache's back (another process): the new
+    # one works at once, the old one until the entry expires
+    await store.put(users_namespace(REALM), "alice", user_document("alice", REALM, "rabbit"))
+    old = await authenticate(server, store, _signed("wonderland", 10, server), now=NOW + 1,
+                             cache=cache)  # fmt: skip
+    assert isinstance(old, AuthOk)  # the cached entry is younger than ttl
+    new = await authenticate(server, store, _signed("rabbit", 11, server), now=NOW + 2,
+                             cache=cache)  # fmt: skip
+    assert isinstance(new, AuthOk)  # failed against the cache, re-read: the new HA1
+    old = await authenticate(server, store, _signed("wonderland", 13, server), now=NOW + 2,
+                             cache=cache)  # fmt: skip
+    assert isinstance(old, AuthFailed)  # the re-read replaced the cached entry
+    # removed through this module with the cache: gone at once
+    reads = store.reads
+    await remove_user(store, REALM, "alice", cache=cache)
+    assert len(cache) == 0
+    gone = await authenticate(server, store, _signed("rabbit", 12, server), now=NOW + 3,
+                              cache=cache)  # fmt: skip
+    assert isinstance(gone, AuthFailed) and store.reads == reads + 1
+
+
+def test_the_ha1_cache_is_bounded_and_entries_expire() -> None:
+    cache = Ha1Cache(max_users=2, ttl=10.0)
+    for name in ("a", "b", "c"):
+        cache.put(REALM, name, {"md5": name}, now=0.0)
+    assert len(cache) == 2 and cache.get(REALM, "a", now=1.0) is None  # least recent left
+    assert cache.get(REALM, "c", now=9.9) == {"md5": "c"}
+    assert cache.get(REALM, "c", now=10.0) is None  # expired
+    with pytest.raises(ValueError):
+        Ha1Cache(ttl=0)

@@ -22,6 +22,7 @@ values are kept as written and compared case-insensitively.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -331,7 +332,20 @@ def _hosts_equal(a: str, b: str) -> bool:
 
 def parse_uri(text: str) -> Uri:
     """Parse an absolute URI: SIP/SIPS (RFC 3261 §19.1, §25.1), tel (RFC 3966)
-    or any other scheme kept verbatim. Raises MalformedMessageError(400)."""
+    or any other scheme kept verbatim. Raises MalformedMessageError(400).
+
+    URIs are immutable, so the last few thousand results are remembered: one
+    REGISTER names the same URI in its To, From and Request-URI, and its
+    Contact is read again by the registrar and the NAT helper."""
+    return _parse_uri_cached(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_uri_cached(text: str) -> Uri:
+    return _parse_uri(text)
+
+
+def _parse_uri(text: str) -> Uri:
     colon = text.find(":")
     if colon <= 0:
         raise _bad(f"not a URI: {text[:80]!r}")

@@ -59,7 +59,7 @@ from natkit.net.stack import Stack
 from natkit.rng import Rng, default_rng
 from natkit.sip.aio.resolve import SipResolver
 from natkit.sip.aio.transport import SipTransportConfig, SipTransportLayer
-from natkit.sip.aio.users import authenticate
+from natkit.sip.aio.users import Ha1Cache, authenticate
 from natkit.sip.digest import AuthOk, DigestAlgorithm, DigestServer, DigestServerConfig
 from natkit.sip.edge import DIALOG_FORMING_METHODS, EdgeProxy, EdgeProxyConfig, same_flow
 from natkit.sip.flow import SipTransport, Source, Target
@@ -138,7 +138,9 @@ class SipServerConfig:
     Via over TCP/TLS is honoured: requests for them reuse the connection
     they opened (RFC 5923; trusted by address, see :meth:`SipServer._alias`).
     ``connection_reuse``: as an edge, ask the upstream for that (``alias``
-    in the Via of what it sends there).
+    in the Via of what it sends there). ``ha1_cache_ttl``: how long a user's
+    HA1s are kept in memory between store reads (:class:`~natkit.sip.aio.users.Ha1Cache`;
+    None reads the store for every request).
     """
 
     listen: tuple[tuple[SipTransport, Endpoint], ...]
@@ -160,6 +162,7 @@ class SipServerConfig:
     max_failover_targets: int = 5
     alias_peers: frozenset[str] = frozenset()
     connection_reuse: bool = False
+    ha1_cache_ttl: float | None = 30.0
     transport: SipTransportConfig = field(default_factory=SipTransportConfig)
 
     def __post_init__(self) -> None:
@@ -230,6 +233,9 @@ class SipServer:
                 check_uri=config.check_digest_uri,
             ),
             rng=self.rng,
+        )
+        self.ha1_cache: Ha1Cache | None = (
+            Ha1Cache(ttl=config.ha1_cache_ttl) if config.ha1_cache_ttl is not None else None
         )
         self.proxy = ForkingProxy(self.layer, via_for=self._via_for, is_own_via=self._is_own_via)
         self.pinger: NatPinger | None = None
@@ -732,7 +738,12 @@ class SipServer:
         if self.config.authenticate:
             realm = self.realm_for(request)
             result = await authenticate(
-                self.digest, self.store, request, now=self._wallclock(), realm=realm
+                self.digest,
+                self.store,
+                request,
+                now=self._wallclock(),
+                realm=realm,
+                cache=self.ha1_cache,
             )
             if not isinstance(result, AuthOk):
                 challenge = self.digest.answer(request, result, now=self._wallclock(), realm=realm)
