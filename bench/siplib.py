@@ -226,13 +226,15 @@ def run_sipp(
     *,
     calls: int,
     rate: int,
-    csv: Path,
+    csv: Path | None,
     auth: bool,
     timeout_s: float,
     limit: int = 2000,
+    service: str | None = None,
 ) -> SippRun:
     """One bounded sipp run (``-m``, ``-timeout``, ``-nostdin``) against ``server``;
-    ``scenario`` is a file name in ``SIPP_DIR`` or a path."""
+    ``scenario`` is a file name in ``SIPP_DIR`` or a path; ``service`` is
+    the user part of an INVITE's Request-URI (``-s``)."""
     sipp = require_binary("sipp", "Debian package sip-tester")
     workdir.mkdir(parents=True, exist_ok=True)
     stat = workdir / f"{Path(scenario).name}.{secrets.token_hex(3)}.csv"
@@ -242,7 +244,11 @@ def run_sipp(
     argv = [sipp, f"{server.host}:{server.port}", "-sf", str(SIPP_DIR / scenario)]  # a path stays
     argv += ["-i", HOST, "-p", str(local_port), "-t", "u1", "-set", "domain", DOMAIN]
     argv += ["-m", str(calls), "-r", str(rate), "-rp", "1000", "-l", str(limit)]
-    argv += ["-timeout", f"{timeout_s:g}s", "-timeout_error", "-nostdin", "-inf", str(csv)]
+    argv += ["-timeout", f"{timeout_s:g}s", "-timeout_error", "-nostdin"]
+    if csv is not None:
+        argv += ["-inf", str(csv)]
+    if service is not None:
+        argv += ["-s", service]
     argv += ["-trace_stat", "-stf", str(stat), "-fd", "1", "-buff_size", "4194304"]
     if auth:
         argv += ["-au", AUTH_USER, "-ap", PASSWORD]
@@ -267,6 +273,80 @@ def run_sipp(
         stats,
         proc.stderr[-2000:],
     )
+
+
+def register_from(server: SipServer, user: str, local_port: int) -> int:
+    """One REGISTER without auth for ``user`` sent from ``127.0.0.1:local_port``
+    (Contact: that address); its final status. Both servers reach a UDP
+    binding there, so the sipp UAS that later binds this port gets the calls."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, local_port))
+        sock.settimeout(2.0)
+        text = (
+            f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {HOST}:{local_port};rport;branch=z9hG4bK{secrets.token_hex(6)}\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:{user}@{DOMAIN}>;tag={secrets.token_hex(4)}\r\n"
+            f"To: <sip:{user}@{DOMAIN}>\r\nCall-ID: {secrets.token_hex(8)}\r\n"
+            f"CSeq: 1 REGISTER\r\nContact: <sip:{user}@{HOST}:{local_port}>\r\n"
+            "Expires: 3600\r\nContent-Length: 0\r\n\r\n"
+        )
+        sock.sendto(text.encode(), (server.host, server.port))
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                reply = sock.recv(65535).decode(errors="replace")
+            except OSError as exc:
+                raise BenchError(f"{server.name}: no answer to the REGISTER: {exc}") from exc
+            status = int(reply.split(" ", 2)[1])
+            if status >= 200:
+                return status
+    raise BenchError(f"{server.name}: no final answer to the REGISTER")
+
+
+def _udp_port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+class SippUas:
+    """A sipp UAS (``uas_answer.xml``) on ``127.0.0.1:port``, stopped by PID."""
+
+    def __init__(self, port: int, workdir: Path, *, calls: int, timeout_s: float) -> None:
+        sipp = require_binary("sipp", "Debian package sip-tester")
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.stat = workdir / f"uas.{secrets.token_hex(3)}.csv"
+        self.argv = [sipp, "-sf", str(SIPP_DIR / "uas_answer.xml"), "-i", HOST, "-p", str(port)]
+        self.argv += ["-t", "u1", "-m", str(calls), "-timeout", f"{timeout_s:g}s", "-nostdin"]
+        self.argv += ["-trace_stat", "-stf", str(self.stat), "-fd", "1"]
+        self.argv += ["-buff_size", "4194304"]
+        self._log = (workdir / "uas.log").open("wb")
+        self.proc = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=workdir,
+        )  # fmt: skip
+        self.pid = self.proc.pid
+        deadline = time.monotonic() + 10.0
+        while _udp_port_free(port):  # bound once we cannot bind it
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise BenchError(f"sipp UAS did not bind {HOST}:{port}")
+            time.sleep(0.05)
+
+    def stop(self) -> dict[str, str]:
+        """SIGTERM by PID (SIGKILL if it lingers); its last statistics line."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self._log.close()
+        return read_stats(self.stat)
 
 
 def describe(run: SippRun) -> dict[str, Any]:
