@@ -104,3 +104,22 @@ def test_a_goodbye_forgets_the_name_and_the_cache_is_bounded() -> None:
     resolved = [e for e in iter(resolver.next_event, None)]
     assert resolved == [NameResolved(name=names[1], address="192.168.1.41")]
     assert len(resolver.datagrams_to_send(now=2.0)) == 2  # the oldest and the goodbye
+
+
+# Chromium 156's multicast answer (ID 0) for one of its names, captured on a
+# veth pair: the A record with the cache-flush bit, then an NSEC record whose
+# next-domain name is compressed (RFC 3845 §2.1.1 forbids that).
+CHROMIUM_ANSWER = bytes.fromhex(
+    "0000840000000001000000012461363437343734302d316137312d343038322d386638362d363931"
+    "626462373063623261056c6f63616c0000018001000000780004c6124d022461363437343734302d"
+    "316137312d343038322d386638362d363931626462373063623261056c6f63616c00002f80010000"
+    "00780005c046000140"
+)
+CHROMIUM_NAME = "a6474740-1a71-4082-8f86-691bdb70cb2a.local"
+
+
+def test_chromiums_answer_with_a_compressed_nsec_name_resolves() -> None:
+    resolver = MdnsResolver(MdnsResolverConfig(rng=random.Random(1)))
+    resolver.resolve(CHROMIUM_NAME, now=0.0)
+    resolver.receive_datagram(CHROMIUM_ANSWER, BROWSER, now=0.1)
+    assert resolver.next_event() == NameResolved(name=CHROMIUM_NAME, address="198.18.77.2")

@@ -111,7 +111,10 @@ def _parse(data: bytes) -> dns.message.Message | None:
     if len(data) > _MAX_PACKET:
         return None
     try:
-        return dns.message.from_wire(data, ignore_trailing=True)
+        # continue_on_error: Chromium's answers carry an NSEC record whose
+        # next-domain name is compressed (RFC 3845 §2.1.1 forbids it), which
+        # dnspython refuses; the address records before it are still good.
+        return dns.message.from_wire(data, ignore_trailing=True, continue_on_error=True)
     except Exception:  # untrusted bytes through a third-party parser: drop, never raise
         return None
 
