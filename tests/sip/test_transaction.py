@@ -622,3 +622,18 @@ def test_response_without_via_and_without_transaction_id_is_dropped() -> None:
     layer.send_response(ok, now=0.0)
     assert sent(layer) == []
     assert layer.has_transaction(txn)  # still waiting for a usable answer
+
+
+def test_a_completed_udp_non_invite_keeps_only_the_responses_octets() -> None:
+    # Timer J holds it 32 s: the compact record must not pin the parsed messages.
+    layer, txn, req = _server("REGISTER")
+    ok = response(req, 200)
+    layer.send_response(ok, now=1.0)
+    assert sent(layer) == [ok]
+    assert layer.has_transaction(txn)
+    record = layer._servers[txn]
+    assert not hasattr(record, "request") and isinstance(record.wire, bytes)
+    layer.receive_message(req, source(), now=2.0)  # a retransmission: the same octets again
+    assert [serialize_message(m) for m in sent(layer)] == [serialize_message(ok)]
+    assert run_timers(layer, until=40.0) == [(33.0, [])]  # Timer J ends it, sending nothing
+    assert not layer.has_transaction(txn)
