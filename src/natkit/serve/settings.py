@@ -35,12 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from natkit.addr import Endpoint, canonical_ip, parse_endpoint
+from natkit.settings_common import ConfigError, norm, read_toml
 from natkit.sip.aio import config as sip_config
 from natkit.sip.aio.config import SipServerSettings
 from natkit.store.base import StoreError
 from natkit.store.url import default_sqlite_path, parse_store_url
 from natkit.turn.aio import config as turn_config
-from natkit.turn.aio.config import ConfigError, TurnServerSettings
+from natkit.turn.aio.config import TurnServerSettings
 
 __all__ = [
     "ADMIN_DEFAULT",
@@ -152,20 +153,16 @@ class ServeSettings:
 # -- reading ----------------------------------------------------------------------------
 
 
-def _norm(key: str) -> str:
-    return key.replace("_", "-").lower()
-
-
 def _tables(doc: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]:
     """``doc`` as ``{section: {key: value}}`` with dashed names; top-level
     keys go under section ``""``."""
     out: dict[str, dict[str, Any]] = {"": {}}
     for key, value in doc.items():
-        k = _norm(key)
+        k = norm(key)
         if isinstance(value, dict):
             if k not in SECTIONS:
                 raise ConfigError(f"config: unknown table [{key}] in {where}")
-            out.setdefault(k, {}).update({_norm(n): v for n, v in value.items()})
+            out.setdefault(k, {}).update({norm(n): v for n, v in value.items()})
         elif k == "data-dir":
             out[""][k] = value
         else:
@@ -175,14 +172,7 @@ def _tables(doc: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]:
 
 def load_serve_toml(path: Path) -> dict[str, dict[str, Any]]:
     """Read ``natkit.toml``: ``{section: {key: value}}`` (keys dashed)."""
-    try:
-        with path.open("rb") as f:
-            doc = tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"config: cannot read {path}: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config: {path} is not valid TOML: {exc}") from exc
-    return _tables(doc, str(path))
+    return _tables(read_toml(path), str(path))
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -192,14 +182,14 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     section, dot, key = name.strip().rpartition(".")
     if not sep or not key:
         raise ConfigError(f"--set: {text!r} is not SECTION.KEY=VALUE")
-    section = _norm(section) if dot else ""
+    section = norm(section) if dot else ""
     if section and section not in SECTIONS:
         raise ConfigError(f"--set: unknown section {section!r} in {text!r}")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
-    return section, _norm(key), value
+    return section, norm(key), value
 
 
 def _merge(
@@ -209,7 +199,7 @@ def _merge(
     merged: dict[str, dict[str, Any]] = {s: dict(v) for s, v in defaults.items()}
     for layer in (file, overrides):
         for section, keys in layer.items():
-            merged.setdefault(_norm(section), {}).update({_norm(k): v for k, v in keys.items()})
+            merged.setdefault(norm(section), {}).update({norm(k): v for k, v in keys.items()})
     return merged
 
 

@@ -20,7 +20,6 @@ TLS context are known.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +27,13 @@ from typing import Any
 
 from natkit.addr import Endpoint, canonical_ip, parse_endpoint
 from natkit.errors import NatkitError
+from natkit.settings_common import ConfigError, KeyKinds, file_keys, merge_flags, read_toml
 from natkit.sip.aio.server import SipServerConfig, literal_target
 from natkit.sip.digest import DigestAlgorithm
 from natkit.sip.flow import SipTransport, Target
 from natkit.sip.uri import SipUri, parse_uri
 from natkit.store.base import StoreError
 from natkit.store.url import parse_store_url
-from natkit.turn.aio.config import ConfigError
 
 __all__ = [
     "ADMIN_PORT",
@@ -153,81 +152,28 @@ _BOOL_KEYS = frozenset(
         "admin-insecure",
     }
 )
-KEYS = _LIST_KEYS | _INT_KEYS | _STR_KEYS | _NULLABLE_STR_KEYS | _BOOL_KEYS
+_KINDS = KeyKinds(
+    lists=_LIST_KEYS,
+    ints=_INT_KEYS,
+    strings=_STR_KEYS,
+    nullable_strings=_NULLABLE_STR_KEYS,
+    bools=_BOOL_KEYS,
+)
+KEYS = _KINDS.all
 """Every key of the file (and every flag), dashed."""
-
-
-def norm(key: str) -> str:
-    return key.replace("_", "-").lower()
 
 
 def load_toml(path: Path) -> dict[str, Any]:
     """Read a TOML file of ``sip-server`` keys (top level, or under a
     ``[sip-server]`` table). Unknown keys are errors: a typo must not be
     silently ignored on a server."""
-    try:
-        with path.open("rb") as f:
-            doc = tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"config: cannot read {path}: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config: {path} is not valid TOML: {exc}") from exc
-    for table in ("sip-server", "sip_server"):
-        if isinstance(doc.get(table), dict):
-            doc = doc[table]
-            break
-    out: dict[str, Any] = {}
-    for key, value in doc.items():
-        k = norm(key)
-        if k not in KEYS:
-            raise ConfigError(f"config: unknown key {key!r} in {path}")
-        out[k] = value
-    return out
-
-
-def typed(key: str, value: Any) -> Any:
-    """Check a TOML value's type for ``key`` (flags arrive already typed)."""
-    if key in _LIST_KEYS:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
-        return value
-    if key in _INT_KEYS:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if key in _BOOL_KEYS:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if key in _NULLABLE_STR_KEYS:
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    if not isinstance(value, str):
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    return value
+    return file_keys(read_toml(path), ("sip-server", "sip_server"), KEYS, path)
 
 
 def build_settings(file: Mapping[str, Any], flags: Mapping[str, Any]) -> SipServerSettings:
     """Merge the file's keys with the flags given (``None``, empty list or
     ``False``: not given) and check everything. Keys are the flags' names."""
-    merged: dict[str, Any] = {}
-    for key, value in file.items():
-        k = norm(key)
-        if k not in KEYS:
-            raise ConfigError(f"unknown setting {key!r}")
-        merged[k] = typed(k, value)
-    for key, value in flags.items():
-        k = norm(key)
-        if k not in KEYS:
-            raise ConfigError(f"unknown setting {key!r}")
-        listed = k in _LIST_KEYS
-        if value is None or (listed and not value) or (k in _BOOL_KEYS and not value):
-            continue
-        merged[k] = typed(k, list(value) if listed else value)
-    return settings_from(merged)
+    return settings_from(merge_flags(file, flags, _KINDS))
 
 
 def settings_from(m: Mapping[str, Any]) -> SipServerSettings:
