@@ -28,6 +28,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from natkit.cli.server_options import AdminTokenOption, ConfigFileOption
 from natkit.errors import NatkitError
 from natkit.net.admin import AdminServer
 from natkit.net.loop import run
@@ -50,7 +51,6 @@ err_console = Console(stderr=True)
 _log = logging.getLogger(__name__)
 
 SECRET_NAMESPACE = "sip/server"
-TOKEN_ENV = "NATKIT_ADMIN_TOKEN"
 
 
 async def server_secret(store: Store) -> bytes:
@@ -181,19 +181,14 @@ def sip_server_command(
     no_admin: Annotated[
         bool, typer.Option("--no-admin", help="No admin endpoint, whatever the file says.")
     ] = False,
-    admin_token: Annotated[
-        str | None,
-        typer.Option(help="Bearer token the admin endpoint requires.", envvar=TOKEN_ENV),
-    ] = None,
+    admin_token: AdminTokenOption = None,
     admin_insecure: Annotated[
         bool,
         typer.Option(
             "--admin-insecure", help="Allow a non-loopback --admin without --admin-token."
         ),
     ] = False,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="TOML file with the same keys.")
-    ] = None,
+    config: ConfigFileOption = None,
 ) -> None:
     """Run the SIP registrar and home proxy (or, with --edge-only, an Outbound edge)."""
     flags: dict[str, Any] = {

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from natkit.cli.server_options import TOKEN_ENV, AdminTokenOption, ConfigFileOption
 from natkit.cli.turn import turn_app
 from natkit.errors import NatkitError
 from natkit.net.loop import loop_factory
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 out_console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 ADMIN_URL = f"http://{ADMIN_DEFAULT}"
-TOKEN_ENV = "NATKIT_ADMIN_TOKEN"
 
 
 def _fail(message: str) -> typer.Exit:
@@ -134,10 +134,7 @@ def turn_server_command(
         typer.Option(help="Admin HTTP endpoint ADDR:PORT (default 127.0.0.1:9641)."),
     ] = None,
     no_admin: Annotated[bool, typer.Option("--no-admin", help="No admin endpoint.")] = False,
-    admin_token: Annotated[
-        str | None,
-        typer.Option(help="Bearer token the admin endpoint requires.", envvar=TOKEN_ENV),
-    ] = None,
+    admin_token: AdminTokenOption = None,
     admin_insecure: Annotated[
         bool,
         typer.Option(
@@ -189,9 +186,7 @@ def turn_server_command(
             "See docs/turn-server.md for what more than one implies."
         ),
     ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="TOML file with the same keys.")
-    ] = None,
+    config: ConfigFileOption = None,
 ) -> None:
     """Run a TURN relay server (RFC 8656, RFC 6062) over UDP, TCP and TLS."""
     flags: dict[str, Any] = {
