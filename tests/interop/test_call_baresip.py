@@ -5,7 +5,8 @@ baresip plays a 1000 Hz WAV file through its aufile module and records what
 it hears with sndfile; natkit's UserAgent (in-process) plays 440 Hz and
 records. Each recording must hold the far side's tone (check_recording).
 Both UAs register to natkit's registrar (baresip with SIP Outbound), so
-the INVITE goes through natkit's proxy in both directions.
+the INVITE goes through natkit's proxy in both directions. The last test
+runs the ``natkit call`` command (``--play``/``--record`` WAV files).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from natkit.addr import Endpoint
+from natkit.media.wav import read_wav
 from natkit.ua.aio.agent import Call, UserAgent
 
 from . import call_peers as cp
 from . import sip_peers as sp
-from .conftest import LOOPBACK, free_ports, require_program
+from .conftest import LOOPBACK, free_ports, natkit_command, require_program, run_program
 from .test_sip_natkit import NatkitSip, natkit_sip_server
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
@@ -93,3 +95,25 @@ def test_natkit_ua_calls_baresip_through_natkit_proxy(tmp_path: Path) -> None:
             _check_both(result, peer)
         finally:
             peer.stop()
+
+
+def test_natkit_call_command_calls_baresip(tmp_path: Path) -> None:
+    """``natkit call`` (the command) through the proxy to baresip, playing a
+    WAV file and recording to one."""
+    tone = cp.write_tone_wav(tmp_path / "natkit-tone.wav", cp.NATKIT_HZ)
+    record = tmp_path / "heard.wav"
+    with natkit_sip_server(tmp_path / "natkit", "--no-auth") as server:
+        peer = _baresip_registered(tmp_path, server, "bob")
+        try:
+            argv = [*natkit_command(), "call", f"sip:bob@{DOMAIN}", "--proxy", server.target]
+            argv += ["--user", f"sip:alice@{DOMAIN}", "--play", str(tone)]
+            argv += ["--record", str(record), "--duration", str(cp.TALK_SECONDS)]
+            argv += ["--bind", LOOPBACK, "--timeout", "10", "--json"]
+            result = run_program(argv, timeout=30)
+            assert result.returncode == 0, result.stdout + result.stderr
+            peer.control.wait_event("CALL_CLOSED", timeout=5)
+            heard_by_baresip = cp.baresip_recording(peer)
+        finally:
+            peer.stop()
+    cp.assert_heard(read_wav(record), far_hz=cp.PEER_HZ, own_hz=cp.NATKIT_HZ, who="natkit call")
+    cp.assert_heard(heard_by_baresip, far_hz=cp.NATKIT_HZ, own_hz=cp.PEER_HZ, who="baresip")
