@@ -307,3 +307,63 @@ async def ice_page(browser: Browser) -> AsyncIterator[IcePage]:
         yield IcePage(page, console)
     finally:
         await context.close()
+
+
+NETNS_HOST_IP = "198.18.77.1"
+NETNS_BROWSER_IP = "198.18.77.2"
+"""The veth pair of :func:`chromium_in_netns` (RFC 2544 benchmarking space, /30)."""
+
+
+@asynccontextmanager
+async def chromium_in_netns(extra_args: Sequence[str] = ()) -> AsyncIterator[tuple[Browser, str]]:
+    """Headless Chromium in a network namespace of its own, joined to this
+    one by a veth pair only (this side :data:`NETNS_HOST_IP`, the browser's
+    :data:`NETNS_BROWSER_IP`, its default route through this side), so its
+    mDNS responder runs on an interface that is not loopback and reaches no
+    LAN: what it multicasts ends at the veth's other end. Yields the browser
+    and the name of this side's veth interface; everything is removed
+    after (needs root, as the namespace lab does)."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from playwright.async_api import async_playwright
+
+    from .browser import CHROMIUM_ARGS, LAUNCH_TIMEOUT, require_chromium
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    tag = f"{os.getpid() % 100000}"
+    netns, host_if, ns_if = f"nkbr{tag}", f"nkbh{tag}", f"nkbn{tag}"
+    workdir = tempfile.mkdtemp(prefix="natkit-chromium-netns-")
+    wrapper = os.path.join(workdir, "chromium")
+    with open(wrapper, "w") as fh:
+        fh.write(f'#!/bin/sh\nexec ip netns exec {netns} {require_chromium()} "$@"\n')
+    os.chmod(wrapper, 0o755)
+    ip("netns", "add", netns)
+    try:
+        ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if, "netns", netns)
+        ip("addr", "add", f"{NETNS_HOST_IP}/30", "dev", host_if)
+        ip("link", "set", host_if, "up")
+        inside = ("-n", netns)
+        ip(*inside, "addr", "add", f"{NETNS_BROWSER_IP}/30", "dev", ns_if)
+        ip(*inside, "link", "set", ns_if, "up")
+        ip(*inside, "link", "set", "lo", "up")
+        ip(*inside, "route", "add", "default", "via", NETNS_HOST_IP)
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(
+                executable_path=wrapper,
+                args=[*CHROMIUM_ARGS, *extra_args],
+                headless=True,
+                timeout=LAUNCH_TIMEOUT * 1000,
+            )
+            try:
+                yield browser, host_if
+            finally:
+                await browser.close()
+    finally:
+        subprocess.run(["ip", "link", "del", host_if], check=False, capture_output=True)
+        subprocess.run(["ip", "netns", "del", netns], check=False, capture_output=True)
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -25,20 +25,19 @@ controlling.
 
 Host candidates and mDNS: Chromium hides host addresses behind
 ``<uuid>.local`` names (draft-ietf-mmusic-mdns-ice-candidates) and runs its
-mDNS responder only on non-loopback interfaces: it announces each name by
-multicast there (RFC 6762 §8.3) and answers queries there by multicast with
-ID 0, not unicast to the query's port (§6.7) even with the QU bit (§5.4).
-natkit's :class:`~natkit.ice.aio.mdns.AsyncMdnsResolver` now asks with the
-QU bit and listens on the group too (tests/ice/aio/test_mdns_loopback.py
-checks such a multicast answer on lo), but tests never send to a real LAN:
-here natkit's resolver is confined to lo (``interface="127.0.0.1"``), where
-Chromium neither hears nor answers. So the host cases run Chromium with
-mDNS obfuscation off (:data:`~tests.interop.ice_browser.NO_MDNS_ARGS`), and
-one case keeps it on: the names stay unresolved and are dropped (draft
-§3.2), and ICE still connects because natkit learns the browser's address
-as a peer-reflexive candidate from the browser's checks (RFC 8445
-§7.3.1.3), which the browser can send since natkit's own candidates are
-plain IP addresses.
+mDNS responder only on non-loopback interfaces, answering queries there by
+multicast with ID 0 even for a one-shot query with the QU bit (RFC 6762
+§5.4, §6.7). Tests never send to a real LAN, so the cases with hiding on
+run Chromium in a network namespace of its own, joined to this one by a
+veth pair only (:func:`~tests.interop.ice_browser.chromium_in_netns`):
+natkit's :class:`~natkit.ice.aio.mdns.AsyncMdnsResolver` asks on the veth
+and listens on 224.0.0.251:5353 joined there, and the name resolves to a
+host candidate; without resolving, the names are dropped (draft §3.2) and
+ICE still connects because natkit learns the browser's address as a
+peer-reflexive candidate from the browser's checks (RFC 8445 §7.3.1.3).
+The other host cases run Chromium with mDNS obfuscation off
+(:data:`~tests.interop.ice_browser.NO_MDNS_ARGS`); loopback_resolver()
+confines any query natkit makes for them to lo.
 
 Relay only: ``iceTransportPolicy: 'relay'`` with natkit's TURN server
 (RFC 8656, reached over UDP or TCP) on 127.0.0.1: the browser's only
@@ -74,10 +73,13 @@ from .browser import IceServer, chromium, turn_url
 from .conftest import LOOPBACK
 from .ice_browser import (
     CONNECTED_STATES,
+    NETNS_BROWSER_IP,
+    NETNS_HOST_IP,
     NO_MDNS_ARGS,
     IcePage,
     IceStats,
     browser_credentials,
+    chromium_in_netns,
     ice_page,
     natkit_description,
 )
@@ -106,13 +108,6 @@ async def browser() -> AsyncIterator[Browser]:
         yield launched
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def mdns_browser() -> AsyncIterator[Browser]:
-    """Chromium as users run it: host candidates behind ``.local`` names."""
-    async with chromium() as launched:
-        yield launched
-
-
 @dataclass
 class Session:
     """One natkit agent and the page it is connected to."""
@@ -126,7 +121,7 @@ class Session:
 
 
 async def remote_candidates(
-    lines: list[str], resolver: AsyncMdnsResolver | None = None
+    lines: list[str], resolver: AsyncMdnsResolver | None = None, *, resolve_mdns: bool = True
 ) -> tuple[list[Candidate], dict[str, str | None]]:
     """The browser's candidate strings as natkit candidates; ``.local`` names
     go through natkit's mDNS resolver (``resolver``, else one opened now
@@ -137,7 +132,9 @@ async def remote_candidates(
     try:
         for text in lines:
             line = parse_candidate(text)
-            if line.is_mdns:
+            if line.is_mdns and not resolve_mdns:
+                resolved[line.address] = cand = None  # no resolver: dropped (draft §3.2)
+            elif line.is_mdns:
                 if resolver is None:
                     resolver = own = loopback_resolver()
                     await resolver.open()
@@ -169,6 +166,7 @@ async def start_session(
     ice_servers: tuple[IceServer, ...] = (),
     relay_only: bool = False,
     resolver: AsyncMdnsResolver | None = None,
+    resolve_mdns: bool = True,
 ) -> Session:
     received: list[bytes] = []
     agent = AsyncIceAgent(
@@ -191,7 +189,7 @@ async def start_session(
         await page.add_candidate(serialize_candidate(cand, prefix=False))
     await page.end_of_candidates()
     lines = await page.gathered(CONNECT_TIMEOUT)
-    theirs, resolved = await remote_candidates(lines, resolver)
+    theirs, resolved = await remote_candidates(lines, resolver, resolve_mdns=resolve_mdns)
     for cand in theirs:
         agent.add_remote_candidate(cand)
     agent.end_of_remote_candidates()
@@ -307,26 +305,58 @@ async def test_chromium_and_natkit_connect_over_host_candidates_and_keep_consent
 
 
 @pytest.mark.asyncio(loop_scope="module")
-async def test_chromium_mdns_host_candidates_connect_through_peer_reflexive_learning(
-    mdns_browser: Browser,
-) -> None:
-    """natkit's resolver on lo only: Chromium does not answer there, so the
-    names stay unresolved and are dropped (draft §3.2); the browser's checks
-    teach natkit its address (RFC 8445 §7.3.1.3)."""
-    async with ice_page(mdns_browser) as page:
-        session = await start_session(page, natkit_controlling=False, gather=GatherConfig())
+async def test_chromium_mdns_host_candidates_connect_through_peer_reflexive_learning() -> None:
+    """mDNS hiding on and natkit not resolving the names: they are dropped
+    (draft §3.2), and the browser's checks teach natkit its address as a
+    peer-reflexive candidate (RFC 8445 §7.3.1.3)."""
+    async with chromium_in_netns() as (netns_browser, host_if), ice_page(netns_browser) as page:
+        gather = GatherConfig(include_interfaces=(host_if,))
+        session = await start_session(
+            page, natkit_controlling=False, gather=gather, resolve_mdns=False
+        )
         try:
             lines = [parse_candidate(text) for text in session.browser_lines]
             assert lines and all(line.is_mdns for line in lines), session.browser_lines
-            assert session.resolved and all(ip is None for ip in session.resolved.values())
             stats = await wait_connected(session)
             ours, theirs = check_selected(session, stats)
             assert theirs.type is CandidateType.PEER_REFLEXIVE
+            assert theirs.address.host == NETNS_BROWSER_IP
             assert ours.type is CandidateType.HOST
             await hold(session, stats)
         finally:
             await page.close()
             await session.agent.close()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_chromium_mdns_host_candidates_resolve_over_a_veth_pair() -> None:
+    """mDNS hiding on, Chromium in a network namespace joined to this one by
+    a veth pair: natkit's resolver (query socket and group join on the veth,
+    QU bit, RFC 6762 §5.4) hears Chromium's multicast answer and resolves
+    the ``.local`` name, so the browser's candidate is a host candidate."""
+    async with chromium_in_netns() as (netns_browser, host_if):
+        resolver = AsyncMdnsResolver(
+            OsStack(),
+            MdnsResolverConfig(timeout=2.0, retransmit=0.5),
+            interface=NETNS_HOST_IP,
+        )
+        async with resolver, ice_page(netns_browser) as page:
+            gather = GatherConfig(include_interfaces=(host_if,))
+            session = await start_session(
+                page, natkit_controlling=False, gather=gather, resolver=resolver
+            )
+            try:
+                assert session.resolved, session.browser_lines
+                assert set(session.resolved.values()) == {NETNS_BROWSER_IP}, session.resolved
+                stats = await wait_connected(session)
+                ours, theirs = check_selected(session, stats)
+                assert theirs.type is CandidateType.HOST
+                assert theirs.address.host == NETNS_BROWSER_IP
+                assert (ours.type, ours.address.host) == (CandidateType.HOST, NETNS_HOST_IP)
+                await hold(session, stats)
+            finally:
+                await page.close()
+                await session.agent.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
