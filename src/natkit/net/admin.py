@@ -37,12 +37,12 @@ import ipaddress
 import json
 import logging
 from http import HTTPStatus
-from types import TracebackType
 from typing import Any, Protocol
 
 import h11
 
 from natkit.addr import Endpoint
+from natkit.net.driver import StartedAndClosedOnExit
 from natkit.net.stack import Stack, StreamConnection, StreamListener
 
 __all__ = ["AdminApp", "AdminServer"]
@@ -176,7 +176,7 @@ class _Exchange:
             self.conn.close()
 
 
-class AdminServer:
+class AdminServer(StartedAndClosedOnExit):
     """The admin endpoint: ``start()``, ``close()``, ``wait_closed()``, or ``async with``."""
 
     def __init__(
@@ -261,19 +261,6 @@ class AdminServer:
     async def wait_closed(self) -> None:
         if self.listener is not None:
             await self.listener.wait_closed()
-
-    async def __aenter__(self) -> AdminServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-        await self.wait_closed()
 
 
 def _json(value: Any) -> bytes:

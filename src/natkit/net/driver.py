@@ -12,12 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import Generic, Protocol, TypeVar
+from types import TracebackType
+from typing import Generic, Protocol, Self, TypeVar
 
 from natkit.addr import Datagram, Endpoint
 from natkit.net.stack import DatagramEndpoint, StreamConnection
 
-__all__ = ["CoreDriver", "CoreTimer", "DatagramCore", "StreamSender", "TimedCore"]
+__all__ = [
+    "ClosedOnExit",
+    "CoreDriver",
+    "CoreTimer",
+    "DatagramCore",
+    "StartedAndClosedOnExit",
+    "StreamSender",
+    "TimedCore",
+]
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
@@ -153,3 +162,44 @@ class CoreDriver(Generic[E]):
 
     def close(self) -> None:
         self._timer.close()
+
+
+class ClosedOnExit:
+    """``async with`` for an object that is running once built: leaving the
+    block calls ``close()`` then awaits ``wait_closed()`` (the asyncio
+    server shape, :meth:`asyncio.Server.close` /
+    :meth:`asyncio.Server.wait_closed`)."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def wait_closed(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+class StartedAndClosedOnExit(ClosedOnExit):
+    """:class:`ClosedOnExit` for an object started with ``await start()``:
+    entering the block starts it."""
+
+    __slots__ = ()
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self

@@ -34,7 +34,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Protocol
 
 from natkit.addr import Endpoint, Family
@@ -45,7 +44,7 @@ from natkit.mediarelay.legs import LegEndpoints, LegSetup, LegUpdate
 from natkit.mediarelay.ports import PortAllocator
 from natkit.mediarelay.relay import MediaRelay, RelayPort
 from natkit.mediarelay.stats import CallStats
-from natkit.net.driver import CoreTimer
+from natkit.net.driver import CoreTimer, StartedAndClosedOnExit
 from natkit.net.stack import DatagramEndpoint, DatagramHandler, Stack
 
 __all__ = ["CallEndpoints", "LegOffer", "MediaRelayServer"]
@@ -81,7 +80,7 @@ class CallEndpoints:
     b: LegEndpoints
 
 
-class MediaRelayServer:
+class MediaRelayServer(StartedAndClosedOnExit):
     """``start()``, ``close()``, ``wait_closed()``, or ``async with``;
     construct it inside the loop that runs it.
 
@@ -143,19 +142,6 @@ class MediaRelayServer:
             with contextlib.suppress(Exception):
                 await sock.wait_closed()
         self._closing_sockets.clear()
-
-    async def __aenter__(self) -> MediaRelayServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-        await self.wait_closed()
 
     # -- control -----------------------------------------------------------------------
 

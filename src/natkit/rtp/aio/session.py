@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from types import TracebackType
 
 from natkit.addr import Endpoint
 from natkit.errors import NatkitError
-from natkit.net.driver import CoreDriver
+from natkit.net.driver import ClosedOnExit, CoreDriver
 from natkit.net.stack import DatagramEndpoint, Stack
 from natkit.rtp.events import RtpEvent, RtpStatistics
 from natkit.rtp.packet import ExtensionElement, RtpPacket
@@ -27,7 +26,7 @@ from natkit.rtp.srtp import SrtpContext
 __all__ = ["AsyncRtpSession"]
 
 
-class AsyncRtpSession:
+class AsyncRtpSession(ClosedOnExit):
     """:class:`RtpSession` over a stack's UDP sockets."""
 
     def __init__(
@@ -180,18 +179,6 @@ class AsyncRtpSession:
         await self.rtp_endpoint.wait_closed()
         if self.rtcp_endpoint is not None:
             await self.rtcp_endpoint.wait_closed()
-
-    async def __aenter__(self) -> AsyncRtpSession:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-        await self.wait_closed()
 
     # -- internals -------------------------------------------------------------------
 
