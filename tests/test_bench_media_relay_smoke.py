@@ -10,54 +10,23 @@ installs it); a missing C compiler is a skip here and a failure in CI.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any
 
-import psutil
 import pytest
+
+from .bench_smoke import gone, is_summary, run_smoke, skip_or_fail
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
 SMOKE_TIMEOUT = 90.0
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _is_summary(value: Any) -> bool:
-    return (
-        isinstance(value, dict)
-        and {"runs", "median", "min", "max"} <= value.keys()
-        and len(value["runs"]) >= 1
-        and value["median"] is not None
-    )
 
 
 @pytest.mark.timeout(SMOKE_TIMEOUT + 30)
 def test_media_relay_smoke_relays_every_call_through_every_relay() -> None:
     if shutil.which("cc") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("cc not installed; CI must run the benchmarks", pytrace=False)
-        pytest.skip("cc not installed (scripts/setup.sh installs it)")
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "media_relay.py"), "--smoke"],
-        capture_output=True,
-        text=True,
-        timeout=SMOKE_TIMEOUT,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result: dict[str, Any] = json.loads(proc.stdout)
+        skip_or_fail("cc not installed (scripts/setup.sh installs it)")
+    result = run_smoke("media_relay.py", timeout=SMOKE_TIMEOUT)
     assert result["benchmark"] == "media_relay" and result["smoke"] is True
     have_rtpengine = shutil.which("rtpengine", path="/usr/bin:" + os.environ["PATH"]) is not None
     expected = {"natkit", "plain"} | ({"rtpengine"} if have_rtpengine else set())
@@ -67,15 +36,15 @@ def test_media_relay_smoke_relays_every_call_through_every_relay() -> None:
     for name, relay in result["relays"].items():
         step = relay["calls"][str(calls)]
         for key in ("loss", "delivered_pps", "latency_p50_us", "latency_p99_us", "relay_cpu_util"):
-            assert _is_summary(step[key]), (name, key)
+            assert is_summary(step[key]), (name, key)
         # too short to judge loss on a busy CI machine; only that it relays, to the right place
         assert step["delivered_pps"]["median"] > 0, name
         assert step["loss"]["median"] < 0.5, name
         assert relay["errors"] == {"misdelivered": 0, "send_errors": 0}, name
-        assert _is_summary(relay["max_lossless_calls"]), name
-        assert _is_summary(relay["latency"]["added_p50_us"]), name
-        assert _gone(relay["pid"]), name
-    assert _is_summary(result["direct"]["p50_us"])
+        assert is_summary(relay["max_lossless_calls"]), name
+        assert is_summary(relay["latency"]["added_p50_us"]), name
+        assert gone(relay["pid"]), name
+    assert is_summary(result["direct"]["p50_us"])
     assert result["ratio"]["natkit/plain_max_delivered_pps"] > 0
     if have_rtpengine:
         assert result["ratio"]["natkit/rtpengine_max_delivered_pps"] > 0

@@ -12,46 +12,21 @@ may be left.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+
+from .bench_smoke import gone, is_summary, require, run_smoke
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
 SMOKE_TIMEOUT = 60.0  # seconds; each smoke run takes a few
 LAB_SMOKE_TIMEOUT = 120.0  # seconds; a lab smoke run takes 5-10, building the lab included
-_SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-
-
-def _require(*programs: str) -> None:
-    missing = [p for p in programs if shutil.which(p, path=_SEARCH_PATH) is None]
-    if not missing:
-        return
-    message = f"{', '.join(missing)} not installed (scripts/setup.sh installs them)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}; CI must run the benchmarks", pytrace=False)
-    pytest.skip(message)
 
 
 def _run_smoke(script: str, *extra: str, timeout: float = SMOKE_TIMEOUT) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / script), "--smoke", *extra],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
+    return run_smoke(script, *extra, timeout=timeout)
 
 
 def _run_lab_smoke(script: str, *extra: str) -> dict[str, Any]:
@@ -70,35 +45,19 @@ def _lab_gone(run_id: str) -> bool:
     return not lab_namespaces(f"natkit-{run_id}-")
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _is_summary(value: Any) -> bool:
-    return (
-        isinstance(value, dict)
-        and {"runs", "median", "min", "max"} <= value.keys()
-        and len(value["runs"]) >= 1
-        and value["median"] is not None
-    )
-
-
 def test_stun_server_smoke_prints_rates_medians_and_ratios() -> None:
-    _require("turnserver", "cc")
+    require("turnserver", "cc")
     result = _run_smoke("stun_server.py")
     assert result["benchmark"] == "stun_server"
     assert result["smoke"] is True
     assert set(result["servers"]) == {"natkit", "natkit-asyncio", "coturn"}
     for name, server in result["servers"].items():
         for key in ("rate", "server_cpu_util", "answers_per_server_cpu_s", "generator_cpu_util"):
-            assert _is_summary(server[key]), (name, key)
+            assert is_summary(server[key]), (name, key)
         assert server["rate"]["median"] > 0, name
         assert server["errors"]["invalid"] == 0, name
         assert server["runs"][0]["answered"] > 0, name
-        assert _gone(server["pid"]), name
+        assert gone(server["pid"]), name
     assert set(result["median_rate"]) == set(result["servers"])
     for key in ("natkit/coturn", "natkit/coturn_per_cpu_s", "natkit-asyncio/natkit"):
         assert result["ratio"][key] > 0, key
@@ -106,17 +65,17 @@ def test_stun_server_smoke_prints_rates_medians_and_ratios() -> None:
 
 
 def test_natcheck_smoke_prints_times_and_same_answer() -> None:
-    _require("stund")
+    require("stund")
     result = _run_smoke("natcheck.py")
     assert result["benchmark"] == "natcheck"
     assert result["smoke"] is True
     assert set(result["servers"]) == {"stund", "natkit"}
     for name, server in result["servers"].items():
         for key in ("natkit_s", "natkit_fresh_loop_s", "pystun3_s"):
-            assert _is_summary(server[key]), (name, key)
+            assert is_summary(server[key]), (name, key)
         assert server["ratio"]["natkit/pystun3"] > 0, name
         assert server["same_answer"] is True, (name, server["answers"])
-        assert _gone(server["pid"]), name
+        assert gone(server["pid"]), name
     assert result["same_answer"] is True
     assert isinstance(result["target"]["met"], bool)
 
@@ -124,22 +83,22 @@ def test_natcheck_smoke_prints_times_and_same_answer() -> None:
 @pytest.mark.netns
 @pytest.mark.timeout(LAB_SMOKE_TIMEOUT + 30)
 def test_tun_nat_smoke_prints_rates_loss_and_ratio() -> None:
-    _require("cc")
+    require("cc")
     result = _run_lab_smoke("tun_nat.py")
     assert result["benchmark"] == "tun_nat"
     assert result["smoke"] is True
     assert set(result["per_engine"]) == {"tun", "kernel"}
     for name, engine in result["per_engine"].items():
         at_10k = engine["offered"]["10000"]
-        assert _is_summary(at_10k["loss"]), name
-        assert _is_summary(at_10k["delivered_rate"]), name
-        assert _is_summary(engine["max_delivered_rate"]), name
+        assert is_summary(at_10k["loss"]), name
+        assert is_summary(at_10k["delivered_rate"]), name
+        assert is_summary(engine["max_delivered_rate"]), name
         assert engine["max_delivered_rate"]["median"] > 0, name
     assert {r["engine"] for r in result["runs"]} == {"tun", "kernel"}
     assert all(r["duplicates"] == 0 and r["sent"] > 0 for r in result["runs"])
     assert result["ratio"]["kernel/tun_max_delivered"] > 0
     assert isinstance(result["target"]["met"], bool)
-    assert _gone(result["forwarder"]["pid"])
+    assert gone(result["forwarder"]["pid"])
     assert result["forwarder"]["stats"]["written_outside"] > 0
     assert result["namespaces_left"] == []
     assert _lab_gone(result["run_id"])
@@ -155,12 +114,12 @@ def test_natcheck_lab_smoke_gives_the_emulated_type_for_both_clients() -> None:
     assert set(result["presets"]) == {"full-cone"}
     preset = result["presets"]["full-cone"]
     for key in ("natkit_s", "pystun3_s", "rtt_ms"):
-        assert _is_summary(preset[key]), key
+        assert is_summary(preset[key]), key
     assert preset["answers"] == {"natkit": ["full-cone"], "pystun3": ["full-cone"]}
     assert preset["same_answer"] is True
     assert preset["ratio"]["natkit/pystun3"] > 0
     assert preset["rtt_ms"]["median"] >= 1000 * 2 * result["params"]["delay_inside_s"]
-    assert all(_gone(pid) for pid in preset["pid"].values())
+    assert all(gone(pid) for pid in preset["pid"].values())
     assert result["same_answer"] is True
     assert result["namespaces_left"] == []
     assert _lab_gone(preset["run_id"])
