@@ -590,8 +590,9 @@ class SipMediaHook:
         message: SipMessage,
         source_flow: MediaSource,
     ) -> bytes | None:
-        verdict = ", ".join(sorted(str(r) for r in source_flow.nat.reasons)) or None
-        out = await self.handler.offer(message, source_flow.source, nat_verdict=verdict)
+        out = await self.handler.offer(
+            message, source_flow.source, nat_verdict=_nat_verdict(source_flow)
+        )
         return None if out is message else out.body
 
     async def on_answer(
@@ -602,9 +603,16 @@ class SipMediaHook:
         message: SipMessage,
         source_flow: MediaSource,
     ) -> bytes | None:
-        verdict = ", ".join(sorted(str(r) for r in source_flow.nat.reasons)) or None
-        out = await self.handler.answer(message, source_flow.source, nat_verdict=verdict)
+        out = await self.handler.answer(
+            message, source_flow.source, nat_verdict=_nat_verdict(source_flow)
+        )
         return None if out is message else out.body
 
     def on_call_ended(self, call_id: str) -> None:
         self.handler.ended(call_id, "ended")
+
+
+def _nat_verdict(source_flow: MediaSource) -> str | None:
+    """The SIP element's reasons to think the sender is NATed, as one string
+    (``None``: it found none)."""
+    return ", ".join(sorted(str(r) for r in source_flow.nat.reasons)) or None

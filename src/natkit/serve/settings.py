@@ -29,10 +29,10 @@ checks everything once: a bad value raises :class:`ConfigError` naming
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from natkit.addr import Endpoint, canonical_ip, parse_endpoint
 from natkit.settings_common import ConfigError, norm, read_toml
@@ -365,24 +365,33 @@ def _prefixed(section: str, exc: ConfigError) -> ConfigError:
     return ConfigError(f"{section}.{exc}")
 
 
+_Settings = TypeVar("_Settings")
+
+
 def _turn(keys: Mapping[str, Any]) -> TurnServerSettings | None:
-    if not _bool("turn", "enabled", keys, True):
-        return None
-    file = _section_keys("turn", keys, turn_config.KEYS)
-    try:
-        return turn_config.build_settings(file, {"no-admin": True})
-    except ConfigError as exc:
-        raise _prefixed("turn", exc) from None
+    return _server_section("turn", keys, turn_config.KEYS, turn_config.build_settings)
 
 
 def _sip(keys: Mapping[str, Any]) -> SipServerSettings | None:
-    if not _bool("sip", "enabled", keys, True):
+    return _server_section("sip", keys, sip_config.KEYS, sip_config.build_settings)
+
+
+def _server_section(
+    section: str,
+    keys: Mapping[str, Any],
+    known: frozenset[str],
+    build: Callable[[Mapping[str, Any], Mapping[str, Any]], _Settings],
+) -> _Settings | None:
+    """A server's settings from its section (``None``: ``enabled = false``),
+    with its own admin endpoint off (``natkit serve`` runs one for all);
+    errors name the section."""
+    if not _bool(section, "enabled", keys, True):
         return None
-    file = _section_keys("sip", keys, sip_config.KEYS)
+    file = _section_keys(section, keys, known)
     try:
-        return sip_config.build_settings(file, {"no-admin": True})
+        return build(file, {"no-admin": True})
     except ConfigError as exc:
-        raise _prefixed("sip", exc) from None
+        raise _prefixed(section, exc) from None
 
 
 _RELAY_KEYS = {
