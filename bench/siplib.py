@@ -313,14 +313,17 @@ def _udp_port_free(port: int) -> bool:
 
 
 class SippUas:
-    """A sipp UAS (``uas_answer.xml``) on ``127.0.0.1:port``, stopped by PID."""
+    """A sipp UAS (``bench/sipp/uas_answer_bench.xml``) on ``127.0.0.1:port``,
+    bounded by ``timeout_s`` and stopped by PID."""
 
-    def __init__(self, port: int, workdir: Path, *, calls: int, timeout_s: float) -> None:
+    def __init__(self, port: int, workdir: Path, *, timeout_s: float) -> None:
         sipp = require_binary("sipp", "Debian package sip-tester")
         workdir.mkdir(parents=True, exist_ok=True)
         self.stat = workdir / f"uas.{secrets.token_hex(3)}.csv"
-        self.argv = [sipp, "-sf", str(SIPP_DIR / "uas_answer.xml"), "-i", HOST, "-p", str(port)]
-        self.argv += ["-t", "u1", "-m", str(calls), "-timeout", f"{timeout_s:g}s", "-nostdin"]
+        scenario = BENCH_SIPP_DIR / "uas_answer_bench.xml"
+        self.argv = [sipp, "-sf", str(scenario), "-i", HOST, "-p", str(port), "-t", "u1"]
+        # no -m: calls made of stray messages would count towards it
+        self.argv += ["-timeout", f"{timeout_s:g}s", "-nostdin"]
         self.argv += ["-trace_stat", "-stf", str(self.stat), "-fd", "1"]
         self.argv += ["-buff_size", "4194304"]
         self._log = (workdir / "uas.log").open("wb")
