@@ -2,8 +2,9 @@
 sip-server``, side by side.
 
 Per run, on a fresh server: a user ``bob`` registers (no auth) from a free
-UDP port, a sipp UAS (``bench/sipp/uas_answer_bench.xml``: 180, 200
-with SDP, then ACK, optional as a proxy may swap it with the BYE, and BYE/200) binds that port, and a sipp UAC
+UDP port, a sipp UAS (``bench/sipp/uas_answer_bench.xml``: 180, 200 with
+SDP, then ACK, optional as a proxy may swap it with the BYE, and BYE/200)
+binds that port, and a sipp UAC
 (``uac_invite.xml``: INVITE with SDP, 200, ACK, BYE, 200, in-dialog requests
 along the Record-Route set) calls ``bob@example.org`` through the proxy
 ``--calls`` times, offering ``--rate`` calls/s with at most ``--limit``
