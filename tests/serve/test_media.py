@@ -8,6 +8,8 @@ relay's idle timeout."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -127,16 +129,26 @@ def _target(message: SipMessage) -> Endpoint:
     return Endpoint(conn.address, desc.media[0].port)
 
 
+@contextlib.asynccontextmanager
+async def _phones_behind_symmetric_nats_and_a_relay() -> AsyncIterator[
+    tuple[SimHost, SimHost, MediaRelayServer, RelayMediaHandler]
+]:
+    """Phones a and b, each behind its own symmetric NAT, and a running relay
+    whose events the yielded handler receives."""
+    net = Internet(seed=3, default_link=Link(delay=0.01))
+    relay_host = net.add_host("relay", [RELAY_IP])
+    a = _behind_symmetric(net, "a", 1)
+    b = _behind_symmetric(net, "b", 2)
+    config = MediaRelayConfig(rng=seeded_rng(1))
+    async with MediaRelayServer(relay_host.stack, config, ipv4=RELAY_IP) as relay:
+        handler = RelayMediaHandler(relay)
+        relay.on_event = handler.on_relay_event
+        yield a, b, relay, handler
+
+
 def test_symmetric_nats_without_ice_get_media_through_the_relay_both_ways() -> None:
     async def main() -> tuple[list[bytes], list[bytes], RelayMediaHandler, int]:
-        net = Internet(seed=3, default_link=Link(delay=0.01))
-        relay_host = net.add_host("relay", [RELAY_IP])
-        a = _behind_symmetric(net, "a", 1)
-        b = _behind_symmetric(net, "b", 2)
-        async with MediaRelayServer(relay_host.stack, MediaRelayConfig(rng=seeded_rng(1)),
-                                    ipv4=RELAY_IP) as relay:  # fmt: skip
-            handler = RelayMediaHandler(relay)
-            relay.on_event = handler.on_relay_event
+        async with _phones_behind_symmetric_nats_and_a_relay() as (a, b, relay, handler):
             offer = await handler.offer(_invite(a.ip, sdp_body(a.ip, RTP_PORT, ice=False)),
                                         _source(Endpoint("203.0.113.51", 40000)))  # fmt: skip
             answer = await handler.answer(_ok(b.ip, sdp_body(b.ip, RTP_PORT, ice=False)),
@@ -308,14 +320,7 @@ def test_a_late_offer_from_a_natted_callee_is_relayed_both_ways() -> None:
     in the ACK (RFC 3261 §13.2.1): both rewritten, RTP flows both ways."""
 
     async def main() -> tuple[list[bytes], list[bytes], str]:
-        net = Internet(seed=3, default_link=Link(delay=0.01))
-        relay_host = net.add_host("relay", [RELAY_IP])
-        a = _behind_symmetric(net, "a", 1)
-        b = _behind_symmetric(net, "b", 2)
-        async with MediaRelayServer(relay_host.stack, MediaRelayConfig(rng=seeded_rng(1)),
-                                    ipv4=RELAY_IP) as relay:  # fmt: skip
-            handler = RelayMediaHandler(relay)
-            relay.on_event = handler.on_relay_event
+        async with _phones_behind_symmetric_nats_and_a_relay() as (a, b, _relay, handler):
             offer = await handler.answer(_ok(b.ip, sdp_body(b.ip, RTP_PORT, ice=False)),
                                          _source(Endpoint("203.0.113.52", 40001)))  # fmt: skip
             again = await handler.answer(_ok(b.ip, sdp_body(b.ip, RTP_PORT, ice=False)),

@@ -8,6 +8,8 @@ metrics show the path chosen; BYE deletes the relay call."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,26 +227,37 @@ def test_turn_allocations_with_configured_and_stored_users_show_in_status() -> N
     assert "natkit_turn_allocations 2.0" in metrics
 
 
+@contextlib.asynccontextmanager
+async def _registered_phones(
+    *, bob_invite_status: int
+) -> AsyncIterator[tuple[ServeRunner, SdpPhone, SdpPhone]]:
+    """natkit serve with alice and bob, each behind its own symmetric NAT,
+    registered; bob answers INVITEs with ``bob_invite_status``. The phones
+    are closed on leaving, before the server."""
+    net = Internet(seed=11, default_link=Link(delay=0.01))
+    server = net.add_host("natkit", [REGISTRAR_IP])
+    a = _behind_symmetric(net, "alice", 1)
+    b = _behind_symmetric(net, "bob", 2)
+    async with ServeRunner(server.stack, build_serve_settings(SETTINGS)) as runner:
+        alice, bob = SdpPhone(a, "alice"), SdpPhone(b, "bob", invite_status=bob_invite_status)
+        await alice.start()
+        await bob.start()
+        for phone in (alice, bob):
+            await phone.register()
+        yield runner, alice, bob
+        alice.close()
+        bob.close()
+
+
 def test_a_busy_callee_ends_the_relay_call() -> None:
     async def main() -> tuple[int | None, int, int, dict[str, Any]]:
-        net = Internet(seed=11, default_link=Link(delay=0.01))
-        server = net.add_host("natkit", [REGISTRAR_IP])
-        a = _behind_symmetric(net, "alice", 1)
-        b = _behind_symmetric(net, "bob", 2)
-        async with ServeRunner(server.stack, build_serve_settings(SETTINGS)) as runner:
+        async with _registered_phones(bob_invite_status=486) as (runner, alice, _bob):
             assert runner.relay is not None
-            alice, bob = SdpPhone(a, "alice"), SdpPhone(b, "bob", invite_status=486)
-            await alice.start()
-            await bob.start()
-            for phone in (alice, bob):
-                await phone.register()
             busy = await alice.invite(f"sip:bob@{DOMAIN}", "call-busy")
             await asyncio.sleep(0.1)
             created = runner.media.paths_chosen.get("relay", 0) if runner.media else 0
             left = runner.relay.call_count
             status = runner.status()
-            alice.close()
-            bob.close()
         return busy.status if busy else None, created, left, status
 
     busy, created, left, status = run_virtual(main)
@@ -254,17 +267,8 @@ def test_a_busy_callee_ends_the_relay_call() -> None:
 
 def test_a_cancelled_call_deletes_its_relay_call() -> None:
     async def main() -> tuple[int, int, list[int]]:
-        net = Internet(seed=11, default_link=Link(delay=0.01))
-        server = net.add_host("natkit", [REGISTRAR_IP])
-        a = _behind_symmetric(net, "alice", 1)
-        b = _behind_symmetric(net, "bob", 2)
-        async with ServeRunner(server.stack, build_serve_settings(SETTINGS)) as runner:
+        async with _registered_phones(bob_invite_status=180) as (runner, alice, _bob):
             assert runner.relay is not None
-            alice, bob = SdpPhone(a, "alice"), SdpPhone(b, "bob", invite_status=180)
-            await alice.start()
-            await bob.start()
-            for phone in (alice, bob):
-                await phone.register()
             await alice.invite(f"sip:bob@{DOMAIN}", "call-cancel", wait=False)
             ringing = await asyncio.wait_for(alice.responses.get(), 10)
             while ringing.status != 180:
@@ -276,8 +280,6 @@ def test_a_cancelled_call_deletes_its_relay_call() -> None:
                 finals.append((await asyncio.wait_for(alice.responses.get(), 10)).status)
             await asyncio.sleep(0.1)
             after = runner.relay.call_count
-            alice.close()
-            bob.close()
         return during, after, sorted(finals)
 
     during, after, finals = run_virtual(main)
