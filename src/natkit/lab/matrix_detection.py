@@ -39,19 +39,34 @@ def _rfc5780(mapping: Mapping, filtering: Filtering) -> Scenario:
 
     def run(seed: int) -> str:
         detected = run_natcheck_sim(f"{mapping}/{filtering}", behavior, seed=seed).detected
-        return f"{_word(detected.mapping)} / {_word(detected.filtering)}"
+        return _words(detected.mapping, detected.filtering)
 
     return Scenario(
-        name=f"detect/5780-{mapping.value}-{filtering.value}",
+        name=f"detect/5780-{SHORT_MAPPING[mapping]}-{SHORT_FILTERING[filtering]}",
         group="detection",
         claim="RFC 5780 §4.3, §4.4: mapping and filtering behaviour as emulated",
-        expected=f"{mapping.value} / {filtering.value}",
+        expected=_words(mapping, filtering),
         run=run,
     )
 
 
-def _word(value: Mapping | Filtering | None) -> str:
-    return value.value if value is not None else "none"
+SHORT_MAPPING = {
+    Mapping.ENDPOINT_INDEPENDENT: "EIM",
+    Mapping.ADDRESS_DEPENDENT: "ADM",
+    Mapping.ADDRESS_AND_PORT_DEPENDENT: "APDM",
+}
+"""RFC 4787's abbreviations (endpoint-independent mapping ...)."""
+SHORT_FILTERING = {
+    Filtering.ENDPOINT_INDEPENDENT: "EIF",
+    Filtering.ADDRESS_DEPENDENT: "ADF",
+    Filtering.ADDRESS_AND_PORT_DEPENDENT: "APDF",
+}
+
+
+def _words(mapping: Mapping | None, filtering: Filtering | None) -> str:
+    m = SHORT_MAPPING[mapping] if mapping is not None else "none"
+    f = SHORT_FILTERING[filtering] if filtering is not None else "none"
+    return f"{m} {f}"
 
 
 def scenarios() -> list[Scenario]:
