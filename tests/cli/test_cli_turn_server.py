@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from tests.server_process import read_until, start_natkit
 from tests.turn.aio._runner_client import PASSWORD, REALM, USER, HandClient
 from typer.testing import CliRunner
 
@@ -167,33 +165,18 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[subprocess.Popen[bytes],
         f'realm = "{REALM}"\nstore = "{store}"\n'
         'allow-peer = ["127.0.0.0/8"]\nmin-port = 63100\nmax-port = 63199\n'
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "natkit.cli.main",
-            "turn-server",
-            "--config",
-            str(config),
-            "--listen",
-            f"udp:127.0.0.1:{port}",
-            "--admin",
-            f"127.0.0.1:{admin}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        bufsize=0,  # unbuffered: select() must see what readline() has not consumed
-        env={**os.environ, "COLUMNS": "200"},
+    proc = start_natkit(
+        "turn-server",
+        "--config",
+        str(config),
+        "--listen",
+        f"udp:127.0.0.1:{port}",
+        "--admin",
+        f"127.0.0.1:{admin}",
     )
     try:
         assert proc.stderr is not None
-        seen = b""
-        deadline = time.monotonic() + 20
-        while b"admin endpoint on" not in seen:
-            ready, _, _ = select.select([proc.stderr], [], [], max(0, deadline - time.monotonic()))
-            line = proc.stderr.readline() if ready else b""
-            assert line, f"turn-server did not start: {seen.decode()}"
-            seen += line
+        seen = read_until(proc, b"admin endpoint on", "turn-server")
         assert f"udp:127.0.0.1:{port}".encode() in seen
         yield proc, Endpoint("127.0.0.1", port), f"127.0.0.1:{admin}"
     finally:
@@ -238,26 +221,14 @@ def test_workers_need_no_admin_and_no_user_quota() -> None:
 
 async def test_two_workers_share_the_udp_port_split_the_relay_ports_and_stop_together() -> None:
     port = _free_port()
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "natkit.cli.main", *BASE),
-            *("--listen", f"udp:127.0.0.1:{port}", "--no-admin", "--workers", "2"),
-            *("--allow-peer", "127.0.0.0/8", "--min-port", "63200", "--max-port", "63299"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        bufsize=0,
-        env={**os.environ, "COLUMNS": "200"},
+    proc = start_natkit(
+        *BASE,
+        *("--listen", f"udp:127.0.0.1:{port}", "--no-admin", "--workers", "2"),
+        *("--allow-peer", "127.0.0.0/8", "--min-port", "63200", "--max-port", "63299"),
     )
     try:
         assert proc.stderr is not None
-        seen = b""
-        deadline = time.monotonic() + 20
-        while b"worker processes" not in seen:
-            ready, _, _ = select.select([proc.stderr], [], [], max(0, deadline - time.monotonic()))
-            line = proc.stderr.readline() if ready else b""
-            assert line, f"turn-server did not start: {seen.decode()}"
-            seen += line
+        seen = read_until(proc, b"worker processes", "turn-server")
         assert b"ports 63200-63249" in seen  # worker 0's half
         (worker,) = _children(proc.pid)
         relays: list[Endpoint] = []
@@ -302,25 +273,13 @@ def _alive(pid: int) -> bool:
 
 def test_a_worker_that_exits_stops_the_server_with_status_1() -> None:
     port = _free_port()
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "natkit.cli.main", *BASE),
-            *("--listen", f"udp:127.0.0.1:{port}", "--no-admin", "--workers", "2"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        bufsize=0,
-        env={**os.environ, "COLUMNS": "200"},
+    proc = start_natkit(
+        *BASE,
+        *("--listen", f"udp:127.0.0.1:{port}", "--no-admin", "--workers", "2"),
     )
     try:
         assert proc.stderr is not None
-        seen = b""
-        deadline = time.monotonic() + 20
-        while b"worker processes" not in seen:
-            ready, _, _ = select.select([proc.stderr], [], [], max(0, deadline - time.monotonic()))
-            line = proc.stderr.readline() if ready else b""
-            assert line, f"turn-server did not start: {seen.decode()}"
-            seen += line
+        read_until(proc, b"worker processes", "turn-server")
         (worker,) = _children(proc.pid)
         os.kill(worker, signal.SIGKILL)
         assert proc.wait(15) == 1

@@ -6,18 +6,15 @@ started with --config and --admin on loopback whose /metrics, /healthz and
 from __future__ import annotations
 
 import json
-import os
-import select
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.server_process import read_until, start_natkit
 
 from natkit.addr import Endpoint
 from natkit.sip.aio.config import (
@@ -200,24 +197,11 @@ def test_sip_server_with_config_and_admin_serves_metrics_and_registrations(
         f'listen = ["udp:127.0.0.1:{sip}"]\ndomain = ["example.org"]\nno-auth = true\n'
         f'store = "sqlite:{tmp_path / "natkit.db"}"\nadmin-token = "sekrit"\n',
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "natkit.cli.main", "sip-server", "--config", str(config),
-         "--admin", f"127.0.0.1:{admin}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        bufsize=0,
-        env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
+    proc = start_natkit("sip-server", "--config", str(config), "--admin", f"127.0.0.1:{admin}")
     assert proc.stderr is not None
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        seen = b""
-        deadline = time.monotonic() + 20
-        while b"admin endpoint" not in seen:
-            ready, _, _ = select.select([proc.stderr], [], [], max(0, deadline - time.monotonic()))
-            line = proc.stderr.readline() if ready else b""
-            assert line, f"sip-server did not start: {seen.decode()}"
-            seen += line
+        read_until(proc, b"admin endpoint", "sip-server")
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(10)
         local = sock.getsockname()[1]
