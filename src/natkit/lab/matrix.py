@@ -107,11 +107,18 @@ class ScenarioResult:
 
 def all_scenarios() -> list[Scenario]:
     """Every scenario of the sim matrix, grouped as DESIGN.md lists the claims."""
-    from natkit.lab import matrix_detection, matrix_ice, matrix_signalling, matrix_turn
+    from natkit.lab import (
+        matrix_detection,
+        matrix_ice,
+        matrix_media,
+        matrix_signalling,
+        matrix_turn,
+    )
 
     return [
         *matrix_detection.scenarios(),
         *matrix_signalling.scenarios(),
+        *matrix_media.scenarios(),
         *matrix_turn.scenarios(),
         *matrix_ice.scenarios(),
     ]
