@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from natkit.addr import Endpoint
+from natkit.ice.config import IceConfig
+from natkit.ice.gather_config import GatherConfig
 from natkit.lab.sip_phone import REGISTRAR_IP, SIP_PORT, lab_registrar
 from natkit.media.tone import contains_tone
 from natkit.nat.box import NatBehavior, NatBox
@@ -54,8 +56,13 @@ def _behind(net: Internet, name: str, nat: NatBehavior | None, index: int) -> Si
     return net.add_host(name, behind=middlebox)
 
 
-def _settings(host: SimHost, user: str, tone: float, *, stun: bool, seed: int) -> UserAgentSettings:
+def _settings(
+    host: SimHost, user: str, tone: float, *, stun: bool, seed: int, ice: bool = False
+) -> UserAgentSettings:
+    gather = GatherConfig(stun_servers=(STUN,), rng=random.Random(seed + 10)) if ice else None
     return UserAgentSettings(
+        ice=gather,
+        ice_config=IceConfig(rng=random.Random(seed + 20)) if ice else None,
         aor=SipUri(scheme="sip", host="example.org", user=user),
         local_ip=host.ip,
         sip_port=SIP_PORT,
@@ -74,6 +81,7 @@ def run_call(
     stun: bool = True,
     seconds: float = 3.0,
     intruder: bool = False,
+    ice: tuple[bool, bool] = (False, False),
 ) -> Outcome:
     async def main() -> Outcome:
         net = Internet(seed=7, default_link=Link(delay=0.02))
@@ -85,8 +93,12 @@ def run_call(
         async with lab_registrar(server_host), StunServerRunner(
             stun_host.stack, StunServerConfig(primary=STUN), tcp=False
         ):  # fmt: skip
-            ua_a = UserAgent(host_a.stack, _settings(host_a, "alice", TONE_A, stun=stun, seed=1))
-            ua_b = UserAgent(host_b.stack, _settings(host_b, "bob", TONE_B, stun=stun, seed=2))
+            ua_a = UserAgent(
+                host_a.stack, _settings(host_a, "alice", TONE_A, stun=stun, seed=1, ice=ice[0])
+            )
+            ua_b = UserAgent(
+                host_b.stack, _settings(host_b, "bob", TONE_B, stun=stun, seed=2, ice=ice[1])
+            )
             async with ua_a, ua_b:
                 call_a = await ua_a.call("sip:bob@example.org")
                 call_b = await asyncio.wait_for(ua_b.incoming.get(), 10)
@@ -174,3 +186,26 @@ def test_garbage_and_foreign_rtp_are_dropped_and_the_call_goes_on() -> None:
     assert outcome.a_hears_b and outcome.b_hears_a
     assert outcome.dropped_b >= 200
     assert outcome.ended_b == "the other side hung up"
+
+
+ICE_MATRIX = [
+    pytest.param(SYMMETRIC, FULL_CONE, id="symmetric/full-cone"),
+    pytest.param(PORT_RESTRICTED_CONE, PORT_RESTRICTED_CONE, id="port-restricted x2"),
+    pytest.param(SYMMETRIC, RESTRICTED_CONE, id="symmetric/restricted"),
+]
+
+
+@pytest.mark.parametrize(("nat_a", "nat_b"), ICE_MATRIX)
+def test_ice_gives_two_way_audio_and_an_updated_offer(
+    nat_a: NatBehavior, nat_b: NatBehavior
+) -> None:
+    outcome = run_call(nat_a, nat_b, ice=(True, True))
+    assert outcome.path_a is MediaPath.ICE and outcome.path_b is MediaPath.ICE
+    assert outcome.a_hears_b and outcome.b_hears_a
+    assert any("INVITE moved media" in line for line in outcome.history_a)
+
+
+def test_an_ice_offer_to_a_ua_without_ice_falls_back_to_stun() -> None:
+    outcome = run_call(FULL_CONE, FULL_CONE, ice=(True, False))
+    assert outcome.path_a is MediaPath.STUN and outcome.path_b is MediaPath.STUN
+    assert outcome.a_hears_b and outcome.b_hears_a

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from natkit.addr import Endpoint
 from natkit.errors import LocalProtocolError, MalformedMessageError
 from natkit.rng import Rng, default_rng
+from natkit.sdp.attributes import Attribute
 from natkit.sdp.codec import parse_sdp, serialize_sdp
 from natkit.sdp.model import SessionDescription
 from natkit.sdp.offer_answer import (
@@ -103,6 +104,7 @@ from natkit.ua.events import (
     OptionsAnswered,
     UserAgentEvent,
 )
+from natkit.ua.media import with_media_attributes
 
 __all__ = ["ALLOWED_METHODS", "CallState", "UserAgentConfig", "UserAgentCore"]
 
@@ -200,6 +202,7 @@ class _Call:
     ring_deadline: float | None = None
     offer_in_2xx: SessionDescription | None = None  # offerless INVITE: our offer, answer in ACK
     offer_in_2xx_method: str = "INVITE"
+    media_attributes: tuple[Attribute, ...] = ()  # added to every SDP the core writes
 
 
 class UserAgentCore:
@@ -338,6 +341,18 @@ class UserAgentCore:
             )
         )
         return True
+
+    def set_media_attributes(self, call_id: str, attributes: tuple[Attribute, ...]) -> None:
+        """Lines to add to the audio m-line of every description the core
+        writes for this call from now on (re-offers and answers to re-offers):
+        the ICE attributes of RFC 8839 §5, which must stay in every later
+        offer and answer of the session (§4.4.1.2)."""
+        call = self._calls.get(call_id)
+        if call is not None:
+            call.media_attributes = attributes
+
+    def _decorate(self, call: _Call, sdp: SessionDescription) -> SessionDescription:
+        return with_media_attributes(sdp, call.media_attributes)
 
     def reject(self, call_id: str, status: int, *, now: float) -> None:
         """Refuse an offered call with ``status`` (4xx-6xx, RFC 3261 §13.3.1.3)."""
@@ -614,7 +629,10 @@ class UserAgentCore:
         call = self._calls.get(call_id)
         if call is None or call.dialog is None or call.dialog.state is not DialogState.CONFIRMED:
             return False
-        sdp = offer if offer is not None else build_offer(caps, previous=call.local_sdp)
+        if offer is not None:
+            sdp = offer
+        else:
+            sdp = self._decorate(call, build_offer(caps, previous=call.local_sdp))
         via = self._via()
         try:
             request = call.dialog.create_request(
@@ -813,14 +831,14 @@ class UserAgentCore:
                     request, 200, txn, now, headers=[("Contact", f"<{self.config.contact}>")]
                 )
                 return
-            local = build_offer(caps, previous=call.local_sdp)  # offer in 2xx, answer in ACK
+            local = self._decorate(call, build_offer(caps, previous=call.local_sdp))
             response = self._ok(request, dialog.id.local_tag, local)
             dialog.response_sent(request, response)
             call.offer_in_2xx = local
             call.offer_in_2xx_method = method
             self._send_2xx(call, txn, response, now)
             return
-        local = answer(offer, caps, previous=call.local_sdp)
+        local = self._decorate(call, answer(offer, caps, previous=call.local_sdp))
         streams = self._negotiate(offer, local, local_is_offerer=False)
         if streams is None or not has_accepted_media(local):
             self._refuse_reoffer(call, dialog, request, txn, 488, now)

@@ -25,11 +25,16 @@ in our ``c=``/``m=``, and :func:`local_capabilities` builds the
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from natkit.addr import Endpoint
+from natkit.ice.candidate import Candidate
+from natkit.ice.sdp import IceDescription, parse_ice_description, serialize_candidate
 from natkit.rng import Rng
+from natkit.sdp.attributes import Attribute
 from natkit.sdp.model import SessionDescription
 from natkit.sdp.offer_answer import (
     PCMA,
@@ -47,6 +52,9 @@ __all__ = [
     "MediaPlan",
     "advertised_address",
     "first_audio",
+    "ice_attributes",
+    "remote_ice",
+    "with_media_attributes",
     "choose_media_path",
     "local_capabilities",
     "offers_ice",
@@ -164,4 +172,44 @@ def first_audio(streams: tuple[NegotiatedStream, ...]) -> NegotiatedStream | Non
     for stream in streams:
         if stream.accepted and stream.media.lower() == "audio" and stream.codec is not None:
             return stream
+    return None
+
+
+def ice_attributes(ufrag: str, pwd: str, candidates: Sequence[Candidate]) -> tuple[Attribute, ...]:
+    """The media-level ICE lines of RFC 8839 §5.1, §5.4: ``a=ice-ufrag``,
+    ``a=ice-pwd`` and one ``a=candidate`` per candidate."""
+    lines = [Attribute("ice-ufrag", ufrag), Attribute("ice-pwd", pwd)]
+    for candidate in candidates:
+        name, _, value = serialize_candidate(candidate, prefix=False).partition(":")
+        lines.append(Attribute(name, value))
+    return tuple(lines)
+
+
+def with_media_attributes(
+    desc: SessionDescription, attributes: Sequence[Attribute]
+) -> SessionDescription:
+    """``desc`` with ``attributes`` added to its first accepted audio m-line
+    (the one stream natkit's UA runs), replacing same-named ICE lines."""
+    if not attributes:
+        return desc
+    names = {a.name.lower() for a in attributes}
+    media = list(desc.media)
+    for index, section in enumerate(media):
+        if section.port != 0 and section.media.lower() == "audio":
+            kept = tuple(a for a in section.attributes if a.name.lower() not in names)
+            media[index] = dataclasses.replace(section, attributes=kept + tuple(attributes))
+            break
+    return dataclasses.replace(desc, media=tuple(media))
+
+
+def remote_ice(desc: SessionDescription) -> IceDescription | None:
+    """The peer's ICE attributes for its first accepted audio stream (session
+    level inherited, RFC 8839 §5.3-5.4), or None when it offers no ICE."""
+    if not offers_ice(desc):
+        return None
+    session = parse_ice_description(a.format() for a in desc.attributes)
+    for section in desc.media:
+        if section.port != 0 and section.media.lower() == "audio":
+            ice = parse_ice_description((a.format() for a in section.attributes), session=session)
+            return ice if ice.ufrag is not None and ice.pwd is not None else None
     return None

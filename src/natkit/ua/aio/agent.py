@@ -17,11 +17,20 @@ through the registrar as outbound proxy over the registered flow.
 Each call gets a :class:`~natkit.ua.aio.media.CallMedia` before its SDP is
 written (the RTP socket, and the STUN-learned address when a STUN server is
 configured), and the media path is chosen with
-:func:`~natkit.ua.media.choose_media_path`: STUN + symmetric RTP when STUN
-answered, else plain RTP to what the SDP says (direct, or a media relay that
-rewrote it). ICE (RFC 8445 via :mod:`natkit.ice.aio`) is not wired in yet:
-an ICE offer is answered without ICE attributes, which RFC 8839 §3.2.4
-makes the peer fall back to the c=/m= addresses.
+:func:`~natkit.ua.media.choose_media_path`: ICE when both sides do it, else
+STUN + symmetric RTP when STUN answered, else plain RTP to what the SDP says
+(direct, or a media relay that rewrote it).
+
+ICE (``settings.ice``): the caller gathers with an
+:class:`~natkit.ice.aio.agent.AsyncIceAgent` (controlling) and offers every
+candidate (no trickle); a callee that gets an ICE offer gathers (controlled)
+and answers with its own. Once the 2xx/ACK exchange is done the agents run
+their checks, RTP goes over the selected pair (an
+:class:`~natkit.ua.aio.media.IceChannel`), and the caller sends the updated
+offer of RFC 6314 §5.2.1.2 (a re-INVITE whose c=/m= name the selected
+candidate). ``c=``/``m=`` of the first offer and answer name the call's RTP
+socket (its STUN-learned address) rather than an ICE candidate, so a peer
+without ICE still gets media there; ICE failing falls back to it too.
 """
 
 from __future__ import annotations
@@ -36,17 +45,29 @@ from typing import Any
 
 from natkit.addr import Endpoint
 from natkit.errors import TransportError
+from natkit.ice.aio.agent import AsyncIceAgent, IceConnectionFailed
+from natkit.ice.config import IceConfig
+from natkit.ice.gather_config import GatherConfig
+from natkit.ice.sdp import IceDescription
 from natkit.media.pcm import PcmArray
 from natkit.net.stack import Stack
 from natkit.rng import Rng, default_rng
-from natkit.sdp.offer_answer import Codec, LocalCapabilities
+from natkit.sdp.attributes import Attribute
+from natkit.sdp.model import SessionDescription
+from natkit.sdp.offer_answer import (
+    Codec,
+    LocalCapabilities,
+    NegotiatedStream,
+    answer,
+    build_offer,
+)
 from natkit.sip.aio.registration import RegistrationAgent
 from natkit.sip.aio.transport import SipTransportLayer
 from natkit.sip.flow import SipTransport, Source, Target
 from natkit.sip.message import SipMessage, SipResponse
 from natkit.sip.registration import FlowConfig, RegistrationConfig
 from natkit.sip.uri import SipUri, Uri, parse_uri
-from natkit.ua.aio.media import CallMedia, MediaSource
+from natkit.ua.aio.media import CallMedia, IceChannel, MediaSource
 from natkit.ua.call import UserAgentConfig, UserAgentCore
 from natkit.ua.events import (
     CallEnded,
@@ -65,7 +86,11 @@ from natkit.ua.media import (
     MediaPlan,
     choose_media_path,
     first_audio,
+    ice_attributes,
     local_capabilities,
+    offers_ice,
+    remote_ice,
+    with_media_attributes,
 )
 
 __all__ = ["Call", "CallPhase", "UserAgent", "UserAgentSettings"]
@@ -94,7 +119,9 @@ class UserAgentSettings:
     Outbound first; ``username``/``password`` answer challenges;
     ``stun_server`` learns each call's server-reflexive RTP address;
     ``latch`` follows the peer's actual RTP source (comedia, off: a natkit UA
-    is symmetric itself); ``auto_answer`` answers every incoming call."""
+    is symmetric itself); ``auto_answer`` answers every incoming call;
+    ``ice`` (the STUN/TURN servers to gather from) offers ICE on our calls
+    and answers ICE offers with ICE, ``ice_timeout`` bounds the checks."""
 
     aor: SipUri
     local_ip: str
@@ -111,6 +138,9 @@ class UserAgentSettings:
     auto_answer: bool = True
     source: MediaSource = field(default_factory=MediaSource)
     codecs: tuple[Codec, ...] = DEFAULT_CODECS
+    ice: GatherConfig | None = None
+    ice_config: IceConfig | None = None
+    ice_timeout: float = 10.0
     rng: Rng = field(default_factory=default_rng)
 
 
@@ -126,6 +156,8 @@ class Call:
     plan: MediaPlan | None = None
     media: CallMedia | None = None
     end: CallEnded | None = None
+    offer: SessionDescription | None = None
+    ice: AsyncIceAgent | None = None
     established: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -289,11 +321,20 @@ class UserAgent:
         core = self._core()
         target = parse_uri(uri) if isinstance(uri, str) else uri
         media = await self._open_media()
-        caps = local_capabilities(
-            media.advertised, rng=self.settings.rng, codecs=self.settings.codecs
-        )
-        call_id = core.invite(target, caps, now=self._now())
+        caps = self._caps(media)
+        holder: list[Call] = []
+        ice: AsyncIceAgent | None = None
+        attributes: tuple[Attribute, ...] = ()
+        offer = None
+        if self.settings.ice is not None:
+            ice, attributes = await self._gather(holder, controlling=True)
+            offer = with_media_attributes(build_offer(caps), attributes)
+        call_id = core.invite(target, caps, now=self._now(), offer=offer)
         call = Call(call_id=call_id, role=CallRole.CALLER, remote=str(target), media=media)
+        call.ice = ice
+        holder.append(call)
+        if attributes:
+            core.set_media_attributes(call_id, attributes)
         self.calls[call_id] = call
         self._progress(call, CallPhase.DIALLING, f"calling {target}")
         self._pump()
@@ -388,8 +429,9 @@ class UserAgent:
 
     def _handle(self, event: UserAgentEvent) -> None:
         match event:
-            case CallOffered(call_id=call_id, caller=caller):
+            case CallOffered(call_id=call_id, caller=caller, offer=offer):
                 call = Call(call_id=call_id, role=CallRole.CALLEE, remote=str(caller))
+                call.offer = offer
                 self.calls[call_id] = call
                 self._progress(call, CallPhase.INCOMING, f"incoming call from {caller}")
                 self.incoming.put_nowait(call)
@@ -407,17 +449,18 @@ class UserAgent:
                     self._core().hangup(call_id, now=self._now())
                     return
                 path = choose_media_path(
-                    remote, ice_capable=False, server_reflexive=media.server_reflexive
+                    remote,
+                    ice_capable=call.ice is not None,
+                    server_reflexive=media.server_reflexive,
                 )
-                call.plan = MediaPlan.of(path, media.local, media.advertised, stream)
-                media.start(stream)
-                codec = stream.codec.name if stream.codec is not None else "?"
-                self._progress(
-                    call,
-                    CallPhase.ESTABLISHED,
-                    f"established ({codec}); media {call.plan.describe()}",
-                )
-                call.established.set()
+                if path is MediaPath.ICE and self._start_ice(call, stream, remote):
+                    return
+                if path is MediaPath.ICE:  # the peer's ICE lines are unusable
+                    path = MediaPath.STUN if media.server_reflexive else MediaPath.SDP
+                if call.ice is not None:
+                    self._spawn(call.ice.close())
+                    call.ice = None
+                self._media_up(call, media, stream, path, None)
             case MediaUpdated(call_id=call_id, streams=streams, method=method):
                 call = self.calls[call_id]
                 stream = first_audio(streams)
@@ -443,6 +486,9 @@ class UserAgent:
                 self._progress(call, phase, f"ended: {event.reason}")
                 if call.media is not None:
                     self._spawn(call.media.close())
+                if call.ice is not None:
+                    self._spawn(call.ice.close())
+                    call.ice = None
                 call.ended.set()
             case OptionsAnswered(request_id=request_id):
                 self.options_answers[request_id] = event
@@ -456,10 +502,113 @@ class UserAgent:
             self._pump()
             return
         call.media = media
-        caps = local_capabilities(
-            media.advertised, rng=self.settings.rng, codecs=self.settings.codecs
-        )
-        if not self._core().accept(call.call_id, caps, now=self._now()):
+        caps = self._caps(media)
+        core = self._core()
+        sdp = None
+        if self.settings.ice is not None and call.offer is not None and offers_ice(call.offer):
+            call.ice, attributes = await self._gather([call], controlling=False)
+            sdp = with_media_attributes(answer(call.offer, caps), attributes)
+            core.set_media_attributes(call.call_id, attributes)
+        if not core.accept(call.call_id, caps, now=self._now(), sdp=sdp):
             await media.close()
             call.media = None
+            if call.ice is not None:
+                await call.ice.close()
+                call.ice = None
         self._pump()
+
+    # -- ICE (RFC 8445, RFC 8839, RFC 6314 §5.2.1.2) ----------------------------------
+
+    async def _gather(
+        self, holder: list[Call], *, controlling: bool
+    ) -> tuple[AsyncIceAgent, tuple[Attribute, ...]]:
+        """An ICE agent with every candidate gathered (no trickle: the
+        offer/answer carries them all, RFC 8839 §4.4)."""
+
+        def on_data(component: int, data: bytes) -> None:
+            if holder and holder[0].media is not None:
+                holder[0].media.receive_ice(data)
+
+        agent = AsyncIceAgent(
+            self.stack,
+            controlling=controlling,
+            config=self.settings.ice_config,
+            gather_config=self.settings.ice,
+            on_data=on_data,
+        )
+        await agent.start()
+        candidates = [c async for c in agent.local_candidates()]
+        creds = agent.local_credentials
+        return agent, ice_attributes(creds.ufrag, creds.pwd, candidates)
+
+    def _start_ice(self, call: Call, stream: NegotiatedStream, remote: SessionDescription) -> bool:
+        """Feed the peer's ICE attributes to our agent and run the checks;
+        False when they are unusable (our agent is closed then)."""
+        agent = call.ice
+        description = remote_ice(remote)
+        if agent is None or description is None:
+            return False
+        self._spawn(self._connect_ice(call, agent, stream, description))
+        return True
+
+    async def _connect_ice(
+        self, call: Call, agent: AsyncIceAgent, stream: NegotiatedStream, desc: IceDescription
+    ) -> None:
+        assert desc.ufrag is not None and desc.pwd is not None
+        agent.set_remote_credentials(desc.ufrag, desc.pwd)
+        for line in desc.candidates:
+            if line.component == 1 and not line.is_fqdn:
+                agent.add_remote_candidate(line.to_candidate())
+        agent.end_of_remote_candidates()
+        self._progress(call, call.phase, f"ICE: checking {len(desc.candidates)} remote candidates")
+        media = call.media
+        pair = None
+        try:
+            async with asyncio.timeout(self.settings.ice_timeout):
+                await agent.connect()
+            pair = agent.selected_pair(1)
+        except (TimeoutError, IceConnectionFailed) as exc:
+            self._progress(call, call.phase, f"ICE failed ({exc or 'timeout'}); using the SDP")
+        if media is None or call.end is not None:
+            return
+        if pair is None:
+            call.ice = None
+            self._spawn(agent.close())
+            path = MediaPath.STUN if media.server_reflexive is not None else MediaPath.SDP
+            self._media_up(call, media, stream, path, None)
+            return
+        local, remote = pair
+        channel = IceChannel(agent, local.address, remote.address)
+        self._media_up(call, media, stream, MediaPath.ICE, channel)
+        if call.role is CallRole.CALLER:  # the caller's agent is the controlling one
+            # RFC 6314 §5.2.1.2, RFC 8839 §4.4.1.2.2: the controlling agent
+            # sends an updated offer whose c=/m= name the selected candidate.
+            s = self.settings
+            caps = local_capabilities(local.address, rng=s.rng, codecs=s.codecs)
+            self._core().reinvite(call.call_id, caps, now=self._now())
+            self._pump()
+
+    def _media_up(
+        self,
+        call: Call,
+        media: CallMedia,
+        stream: NegotiatedStream,
+        path: MediaPath,
+        channel: IceChannel | None,
+    ) -> None:
+        if channel is not None:
+            call.plan = MediaPlan(
+                path=path,
+                local=channel.local_endpoint,
+                advertised=channel.local_endpoint,
+                remote_rtp=channel.remote,
+                remote_rtcp=channel.remote,
+                rtcp_mux=True,
+            )
+        else:
+            call.plan = MediaPlan.of(path, media.local, media.advertised, stream)
+        media.start(stream, ice=channel)
+        codec = stream.codec.name if stream.codec is not None else "?"
+        text = f"established ({codec}); media {call.plan.describe()}"
+        self._progress(call, CallPhase.ESTABLISHED, text)
+        call.established.set()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ import numpy as np
 
 from natkit.addr import Endpoint
 from natkit.errors import NatkitError
+from natkit.ice.aio.agent import AsyncIceAgent
 from natkit.media.g711 import PCMA, PCMU, G711Codec
 from natkit.media.jitter import JitterBuffer, JitterBufferConfig
 from natkit.media.pcm import PcmArray
@@ -49,7 +51,7 @@ from natkit.sdp.offer_answer import NegotiatedStream
 from natkit.stun.aio.client import AsyncStunClient
 from natkit.stun.transaction import StunClient, StunClientConfig
 
-__all__ = ["CallMedia", "MediaSource"]
+__all__ = ["CallMedia", "IceChannel", "MediaSource"]
 
 _log = logging.getLogger(__name__)
 
@@ -76,6 +78,36 @@ class MediaSource:
         if self.frames:
             return self.frames[index % len(self.frames)]
         return np.zeros(FRAME, np.int16)
+
+
+class IceChannel:
+    """A :class:`~natkit.net.stack.DatagramEndpoint` over component 1 of an
+    ICE agent (RTP and RTCP muxed, RFC 5761): what the RTP session sends goes
+    over the selected pair (RFC 8445 §12), whatever address it names."""
+
+    def __init__(self, agent: AsyncIceAgent, local: Endpoint, remote: Endpoint) -> None:
+        self.agent = agent
+        self.remote = remote
+        self._local = local
+        self._closed = False
+
+    @property
+    def local_endpoint(self) -> Endpoint:
+        return self._local
+
+    def send(self, data: bytes, remote: Endpoint) -> None:
+        if not self._closed:
+            self.agent.send(1, data)
+
+    def close(self) -> None:
+        self._closed = True  # the agent is closed by its owner
+
+    async def wait_closed(self) -> None:
+        return None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
 
 def _codec_for(name: str) -> G711Codec | None:
@@ -112,6 +144,7 @@ class CallMedia:
         self._task: asyncio.Task[None] | None = None
         self._receive_pt = 0
         self._send_pt = 0
+        self._ice: IceChannel | None = None
 
     @classmethod
     async def open(
@@ -164,23 +197,33 @@ class CallMedia:
 
     # -- use -------------------------------------------------------------------------
 
-    def start(self, stream: NegotiatedStream) -> None:
-        """Start sending and receiving as ``stream`` says (RFC 3264 §6, §8)."""
+    def start(self, stream: NegotiatedStream, *, ice: IceChannel | None = None) -> None:
+        """Start sending and receiving as ``stream`` says (RFC 3264 §6, §8),
+        over the RTP socket, or with ``ice`` over the ICE agent's selected
+        pair (then the pair, not ``c=``/``m=``, says where media goes)."""
         if self.session is None:
+            self._ice = ice
+            if ice is not None:
+                stream = dataclasses.replace(stream, remote_rtp=ice.remote, remote_rtcp=ice.remote)
             config = RtpSessionConfig(rtcp_mux=True, latch=self.latch, rng=self.rng)
+            endpoint: DatagramEndpoint = ice if ice is not None else self.endpoint
             core = RtpSession(
                 config,
-                local_rtp=self.local,
+                local_rtp=endpoint.local_endpoint,
                 now=asyncio.get_running_loop().time(),
                 remote_rtp=stream.remote_rtp,
             )
-            self.session = AsyncRtpSession(core, self.endpoint, on_event=self._on_rtp_event)
+            self.session = AsyncRtpSession(core, endpoint, on_event=self._on_rtp_event)
         self.update(stream)
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
 
     def update(self, stream: NegotiatedStream) -> None:
         """A new offer/answer moved the stream (re-INVITE, UPDATE)."""
+        if self._ice is not None:  # ICE decides where media goes (RFC 8445 §12)
+            stream = dataclasses.replace(
+                stream, remote_rtp=self._ice.remote, remote_rtcp=self._ice.remote
+            )
         self.stream = stream
         codec = stream.codec
         self.codec = _codec_for(codec.name) if codec is not None else None
@@ -205,9 +248,9 @@ class CallMedia:
         if self.session is not None:
             self.session.close()
             await self.session.wait_closed()
-        elif self._stun is not None:
+        if self._stun is not None:
             self._stun.close()
-        else:
+        elif not self.endpoint.closed:
             self.endpoint.close()
 
     # -- internals -------------------------------------------------------------------
@@ -249,7 +292,20 @@ class CallMedia:
             else:
                 self.dropped += 1
             return
-        if not 128 <= first <= 191 or self.session is None:
+        if self._ice is not None:
+            self.dropped += 1  # media goes over ICE now
+            return
+        self._receive_media(data, remote)
+
+    def receive_ice(self, data: bytes) -> None:
+        """Application data the ICE agent received on component 1."""
+        if self._ice is None or not data:
+            self.dropped += 1
+            return
+        self._receive_media(data, self._ice.remote)
+
+    def _receive_media(self, data: bytes, remote: Endpoint) -> None:
+        if not 128 <= data[0] <= 191 or self.session is None:
             self.dropped += 1
             return
         if not self.latch and remote == self.session.core.remote_rtp:
