@@ -110,6 +110,7 @@ def all_scenarios() -> list[Scenario]:
     from natkit.lab import (
         matrix_detection,
         matrix_ice,
+        matrix_ipv6,
         matrix_media,
         matrix_signalling,
         matrix_turn,
@@ -121,6 +122,7 @@ def all_scenarios() -> list[Scenario]:
         *matrix_media.scenarios(),
         *matrix_turn.scenarios(),
         *matrix_ice.scenarios(),
+        *matrix_ipv6.scenarios(),
     ]
 
 
