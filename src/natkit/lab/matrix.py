@@ -119,7 +119,7 @@ def all_scenarios() -> list[Scenario]:
     return [
         *matrix_detection.scenarios(),
         *matrix_signalling.scenarios(),
-        *matrix_media.scenarios(),
+        *matrix_media.all_media_scenarios(),
         *matrix_turn.scenarios(),
         *matrix_ice.scenarios(),
         *matrix_ipv6.scenarios(),
