@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from natkit.addr import Transport
+from natkit.cli.lab_matrix import matrix_command
 from natkit.errors import NatkitError
 
 if TYPE_CHECKING:
@@ -630,3 +631,6 @@ def print_connect(rows: list[dict[str, Any]], mode: str) -> None:
         "path: direct (host/srflx/prflx at both ends) or relay (natkit's TURN server); "
         "pair and via: agent a's end / agent b's end (via: how it reaches the TURN server)."
     )
+
+
+lab_app.command("matrix")(matrix_command)
