@@ -67,3 +67,12 @@ def test_exit_status_is_1_when_a_scenario_differs(monkeypatch: pytest.MonkeyPatc
 def test_no_match_and_bad_mode_are_usage_errors() -> None:
     assert _invoke("--only", "nothing-like-this").exit_code == 2
     assert _invoke("--mode", "bogus").exit_code == 2
+
+
+def test_registered_as_natkit_lab_matrix() -> None:
+    from natkit.cli.main import app as natkit_app
+
+    result = CliRunner().invoke(natkit_app, ["lab", "matrix", "--only", "sip/rport", "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert row["scenario"] == "sip/rport" and row["ok"] is True
