@@ -180,7 +180,8 @@ def columns(items: Sequence[Arrow]) -> list[str]:
     return list(seen)
 
 
-COLUMN_W = 190
+COLUMN_W = 280
+"""Wide enough for an arrow's address line (monospace, 10 px)."""
 ROW_H = 34
 TOP = 40
 
