@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # natkit's one set-up command: Debian packages the tests and the lab use,
 # a virtualenv in .venv with natkit and its test tools, then natkit's main job
-# on its embedded defaults (skip that last step with --no-demo).
+# on its embedded defaults and the traversal matrix in the simulated internet
+# (skip those last steps with --no-demo).
 # Idempotent: run it as often as you like; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -88,5 +89,7 @@ make_venv
 
 if [ "$DEMO" -eq 1 ]; then
   say "natkit demo: a local STUN server pair and natcheck against it"
-  exec .venv/bin/natkit demo
+  .venv/bin/natkit demo
+  say "natkit lab matrix: every traversal claim of DESIGN.md as a scenario in the simulated internet"
+  exec .venv/bin/natkit lab matrix --report build/matrix
 fi
