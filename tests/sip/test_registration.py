@@ -724,3 +724,32 @@ def test_after_recovery_the_new_mapping_is_the_base() -> None:
     due = udp_keepalive_due(h)
     h.client.keepalive_answered(due.flow, now=h.now, mapped=rebound)
     assert not [e for e in h.take() if isinstance(e, FlowFailed)]
+
+
+def _response_with_via(via: str) -> SipResponse:
+    from natkit.sip.message import parse_message
+
+    raw = (
+        f"SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:a@x>;tag=2\r\n"
+        "Call-ID: c\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    message = parse_message(raw)
+    assert isinstance(message, SipResponse)
+    return message
+
+
+def test_via_mapped_needs_both_received_and_rport() -> None:
+    """RFC 3581 §4: a hostname sent-by is not a mapped address."""
+    from natkit.sip.registration import _via_mapped
+
+    assert (
+        _via_mapped(
+            _response_with_via("SIP/2.0/UDP ua.example.com:5060;branch=z9hG4bKa;rport=5060")
+        )
+        is None
+    )
+    assert _via_mapped(
+        _response_with_via(
+            "SIP/2.0/UDP ua.example.com;branch=z9hG4bKa;received=198.51.100.7;rport=40000"
+        )
+    ) == Endpoint("198.51.100.7", 40000)

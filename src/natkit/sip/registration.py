@@ -681,10 +681,10 @@ def _via_mapped(response: SipResponse) -> Endpoint | None:
         via = response.top_via
     except MalformedMessageError:
         return None
-    port = via.rport
-    if port is None:
-        return None
-    return _canonical(Endpoint(via.received or via.host, port))
+    port, received = via.rport, via.received
+    if port is None or received is None:
+        return None  # a sent-by hostname is never the mapped address
+    return _canonical(Endpoint(received, port))
 
 
 def _delta(value: str | None) -> int | None:
