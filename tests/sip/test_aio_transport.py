@@ -658,3 +658,27 @@ def test_an_alias_sends_over_the_peers_connection_until_it_closes() -> None:
         return aliased, reused, fresh
 
     assert run_virtual(main) == (True, True, True)
+
+
+@pytest.mark.parametrize(
+    ("remote", "icmp_type", "code", "unreachable"),
+    [
+        (Endpoint("192.0.2.1", 5060), 3, 3, True),  # port unreachable
+        (Endpoint("192.0.2.1", 5060), 3, 4, False),  # fragmentation needed (RFC 1191)
+        (Endpoint("192.0.2.1", 5060), 1, 0, False),  # unassigned in ICMPv4
+        (Endpoint("2001:db8::1", 5060), 1, 4, True),  # ICMPv6 port unreachable
+        (Endpoint("2001:db8::1", 5060), 3, 0, False),  # ICMPv6 time exceeded
+    ],
+)
+def test_only_destination_unreachable_icmp_fails_the_destination(
+    remote: Endpoint, icmp_type: int, code: int, unreachable: bool
+) -> None:
+    """RFC 792 / RFC 4443 §3.1: only destination unreachable ends transactions."""
+    seen: list[Endpoint] = []
+    layer = SipTransportLayer(
+        None,  # type: ignore[arg-type]  # the stack is not used by the ICMP filter
+        lambda message, source: None,
+        on_unreachable=seen.append,
+    )
+    layer._icmp(remote, icmp_type, code, 0)
+    assert seen == ([remote] if unreachable else [])

@@ -719,8 +719,16 @@ class SipTransportLayer:
         return serialize_stun(response, fingerprint=request.has_fingerprint)
 
     def _icmp(self, remote: Endpoint, icmp_type: int, code: int, info: int) -> None:
-        """ICMP destination unreachable (type 3, or 1 for ICMPv6) for a datagram we sent."""
-        if icmp_type not in (1, 3) or self._on_unreachable is None:
+        """ICMP destination unreachable for a datagram we sent: IPv4 type 3
+        (RFC 792) except code 4, fragmentation needed (RFC 1191), or ICMPv6
+        type 1 (RFC 4443 §3.1). Other errors (ICMPv6 type 3 is time exceeded)
+        do not mean the destination is gone."""
+        if self._on_unreachable is None:
+            return
+        if remote.family == Family.IPV6:
+            if icmp_type != 1:
+                return
+        elif icmp_type != 3 or code == 4:
             return
         try:
             self._on_unreachable(remote)
