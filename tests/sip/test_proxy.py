@@ -368,6 +368,18 @@ def test_a_non_invite_fails_over_even_after_a_100() -> None:
     assert len(distinct_branches(h, "MESSAGE")) == 2
 
 
+def test_a_non_invite_that_timed_out_after_a_100_is_not_resent_elsewhere() -> None:
+    """RFC 3263 §4.3: a timeout after a provisional is no failure (the
+    request arrived); resending it to the next server would duplicate it."""
+    h = Harness()
+    h.invite(servers(2), method="MESSAGE")
+    ((b1, _),) = h.branches("MESSAGE")
+    h.answer(b1, 100)
+    h.advance(40.0)  # timer F
+    assert len(distinct_branches(h, "MESSAGE")) == 1
+    assert h.statuses() == [408]
+
+
 def test_the_last_server_failing_gives_the_failure_upstream() -> None:
     h = Harness()
     h.invite(servers(2), method="MESSAGE")

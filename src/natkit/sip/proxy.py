@@ -218,7 +218,9 @@ class ForkingProxy:
                     return True  # the INVITE's own outcome decides
                 branch = context.branches[txn]
                 status = 408 if isinstance(event, TransactionTimedOut) else 503
-                self._on_failure(context, branch, status, now)
+                self._on_failure(
+                    context, branch, status, now, timed_out=isinstance(event, TransactionTimedOut)
+                )
                 return True
             case TimerCExpired(client_txn=txn):
                 context = self._by_branch.get(txn)
@@ -309,10 +311,12 @@ class ForkingProxy:
             self._cancel_pending(context, now)
         self._finish_if_done(context, now)
 
-    def _on_failure(self, context: _Context, branch: _Branch, status: int, now: float) -> None:
+    def _on_failure(
+        self, context: _Context, branch: _Branch, status: int, now: float, *, timed_out: bool
+    ) -> None:
         if branch.done:
             return
-        if self._try_next_flow(context, branch, now):
+        if not (timed_out and branch.provisional) and self._try_next_flow(context, branch, now):
             return
         branch.done = True
         context.finals.append(
@@ -323,7 +327,9 @@ class ForkingProxy:
     def _try_next_flow(self, context: _Context, branch: _Branch, now: float) -> bool:
         """RFC 5626 §7: another flow to the same instance, if there is one;
         RFC 3263 §4.3: the next server of the plan (an INVITE only while no
-        provisional came back)."""
+        provisional came back). A timeout after a provisional is no failure
+        for any method (RFC 3263 §4.3: the request got there; resending it
+        elsewhere would duplicate it), so :meth:`_on_failure` skips this."""
         if context.answered or context.cancelled:
             return False
         if branch.target.servers and branch.provisional and branch.txn.method == "INVITE":
