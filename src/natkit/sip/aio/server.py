@@ -389,6 +389,8 @@ class SipServer:
             if media is not None and isinstance(message, SipResponse):
                 if is_invite_error(message):
                     self._media_error_sent(message, media)
+                elif _ends_dialog_by_bye(message):
+                    self._media_ended(message)
                 else:
                     self._media_confirmed(message)
             self._spawn(self._send(message, target))
@@ -601,8 +603,6 @@ class SipServer:
         self, request: SipRequest, source: Source, txn: ServerTransactionId
     ) -> None:
         status = validate_request(request, proxy=True)
-        if request.method == "BYE" and status is None:
-            self._media_ended(request)
         if status == 483 and request.method == "OPTIONS":
             status = None  # §11, §16.3 step 3: answered here, below
         if status is not None:
@@ -1079,3 +1079,15 @@ def _next_hop(request: SipRequest) -> Uri:
 
 def _short(exc: Exception) -> str:
     return f"Bad Request ({str(exc)[:80]})"
+
+
+def _ends_dialog_by_bye(response: SipResponse) -> bool:
+    """A 2xx, or a 481 (no such dialog), to a BYE: the call is over (RFC 3261
+    §15.1.2). Media ends then, not when a BYE merely arrives (a spoofed or
+    rejected one must not tear the relay down)."""
+    if not (200 <= response.status < 300 or response.status == 481):
+        return False
+    try:
+        return response.cseq.method == "BYE"
+    except MalformedMessageError:
+        return False
