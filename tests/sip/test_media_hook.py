@@ -133,6 +133,16 @@ def test_offers_answers_and_the_ack_go_through_the_handler_and_bye_ends_the_call
                 ("offer", "INVITE", "bob1", None, invite.call_id, False),
                 ("answer", "200", "bob1", "callee", invite.call_id, True),
             ]
+            # RFC 3261 §9.2: a CANCEL after the 2xx has no effect on the call
+            cancel = bob.request(
+                "CANCEL", "sip:alice@example.org", to="sip:alice@example.org", user="bob"
+            )
+            cancel.headers.set("Via", invite.headers.get("Via") or "")
+            cancel.headers.set("Call-ID", invite.call_id)
+            cancel.headers.set("CSeq", f"{invite.cseq.seq} CANCEL")
+            await bob.send(cancel, UDP_SERVER)
+            await _final(bob)
+            assert relay.ended == []
             routes = ", ".join(str(r) for r in reversed(ok.name_addrs("Record-Route")))
             remote_target = str(ok.contacts[0].uri) if ok.contacts != "*" else ""
             for method in ("ACK", "BYE"):

@@ -399,12 +399,6 @@ class SipServer:
     def _dispatch(self, event: TransactionEvent, now: float) -> None:
         if self.pinger is not None and self.pinger.handle_event(event, now=now):
             return
-        if (
-            self.media_handler is not None
-            and isinstance(event, RequestReceived)
-            and event.request.method == "CANCEL"
-        ):
-            self._media_ended(event.request)
         if self.proxy.handle_event(event, now=now):
             return
         match event:
