@@ -10,6 +10,7 @@ from natkit.sip.forwarding import (
     forward_request,
     is_looped,
     loop_branch,
+    loop_key,
     next_hop,
     pop_own_via,
     preprocess_routes,
@@ -162,6 +163,7 @@ def test_a_loop_branch_keeps_its_unique_part() -> None:
             lambda r: r.headers.prepend("Route", "<sip:198.51.100.9;lr>"), id="route-added"
         ),
         pytest.param(lambda r: r.headers.set("CSeq", "2 INVITE"), id="cseq"),
+        pytest.param(lambda r: r.headers.set("CSeq", "1 OPTIONS"), id="method"),
     ],
 )
 def test_a_spiral_with_changed_request_uri_or_route_is_not_a_loop(
@@ -185,3 +187,15 @@ def test_loop_detection_ignores_max_forwards() -> None:
     back = forwarded_back(request("Max-Forwards: 12\n"))
     back.headers.set("Max-Forwards", "3")
     assert is_looped(back, is_own_via)
+
+
+def test_a_cancel_hashes_like_its_invite() -> None:
+    cancel = request()
+    cancel.headers.set("CSeq", "1 CANCEL")
+    assert loop_key(cancel) == loop_key(request())
+
+
+def test_the_loop_key_hashes_parsed_route_values_not_raw_lines() -> None:
+    one_line = request("Route: <sip:198.51.100.9;lr>,<sip:198.51.100.10;lr>\n")
+    two_lines = request("Route: <sip:198.51.100.9;lr>\nRoute:  <sip:198.51.100.10;lr>\n")
+    assert loop_key(one_line) == loop_key(two_lines)

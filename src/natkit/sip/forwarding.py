@@ -189,11 +189,12 @@ def loop_key(request: SipRequest, *, arrived_with: Via | None = None) -> str:
     """§16.6 step 8: the loop-detection hash of ``request`` as this proxy
     received it (after §16.4, so with its own Routes removed).
 
-    Hashed: the Request-URI, To and From tags, Call-ID, CSeq number (not the
-    method: a CANCEL hashes like its INVITE), the branch and sent-by of the
-    Via it arrived with (``arrived_with``; default its top Via: when the
-    request comes back, that Via sits right below ours), and every Route,
-    Proxy-Require and Proxy-Authorization value. Max-Forwards and the other
+    Hashed: the Request-URI, To and From tags, Call-ID, CSeq number and
+    method (a CANCEL hashes like its INVITE, §9.2), the branch and sent-by of
+    the Via it arrived with (``arrived_with``; default its top Via: when the
+    request comes back, that Via sits right below ours), every parsed Route
+    value (however split over lines), and every Proxy-Require and
+    Proxy-Authorization value. Max-Forwards and the other
     Vias are left out: they change on every hop, loop or not.
     """
     via = arrived_with if arrived_with is not None else request.top_via
@@ -204,9 +205,10 @@ def loop_key(request: SipRequest, *, arrived_with: Via | None = None) -> str:
             request.from_.tag or "",
             request.call_id,
             str(request.cseq.seq),
+            "INVITE" if request.cseq.method == "CANCEL" else request.cseq.method,
             via.branch or "",
             via.sent_by.lower(),
-            *(f"r:{v}" for v in request.headers.get_all("Route")),
+            *(f"r:{route}" for route in request.name_addrs("Route")),
             *(f"p:{v}" for v in request.headers.get_all("Proxy-Require")),
             *(f"a:{v}" for v in request.headers.get_all("Proxy-Authorization")),
         )
