@@ -24,10 +24,11 @@ mDNS (``.local``) candidates of the peer are skipped here: resolving them is
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import AsyncIterator
 
-from natkit.errors import MalformedMessageError
+from natkit.errors import LocalProtocolError, MalformedMessageError
 from natkit.ice.aio.agent import AsyncIceAgent, DataCallback
 from natkit.ice.candidate import Candidate
 from natkit.ice.config import IceConfig
@@ -39,6 +40,9 @@ from natkit.net.stack import Stack
 __all__ = ["IceConnection", "PathEvent"]
 
 PathEvent = SelectedPairChanged | ConsentLost | IceFailed
+
+log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())
 
 
 class IceConnection:
@@ -115,13 +119,21 @@ class IceConnection:
         return self._add_line(line)
 
     def _add_line(self, line: CandidateLine) -> bool:
+        """One remote candidate line; False when it is dropped: a name, a
+        malformed line, or a component this stream does not have (an RTCP
+        candidate from a peer that offered both while we use one component,
+        RFC 8839 §5.1; the other lines still apply)."""
         if line.is_fqdn:
             return False
         try:
             candidate = line.to_candidate()
         except (ValueError, MalformedMessageError):
             return False
-        self.agent.add_remote_candidate(candidate)
+        try:
+            self.agent.add_remote_candidate(candidate)
+        except LocalProtocolError as exc:
+            log.info("ignoring remote candidate %s: %s", candidate, exc)
+            return False
         return True
 
     # -- media -------------------------------------------------------------------
