@@ -174,6 +174,9 @@ class AsyncIceAgent:
         self._remote_public: set[str] = set()
         self._flushing = False
         self._closed = False
+        self._gathering_task: asyncio.Task[None] | None = None
+        """Waits for the end of gathering (kept: the loop holds tasks weakly;
+        cancelled by :meth:`close`)."""
         self._released = asyncio.Event()  # set once close() saw every allocation end
         self.dropped = 0
         """Received application datagrams dropped because :meth:`recv`'s queue was full."""
@@ -201,8 +204,8 @@ class AsyncIceAgent:
         if self.gatherer.completed:
             self._gathering_done()
         else:
-            task = self._loop.create_task(self._await_gathering())
-            task.add_done_callback(_log_failure)
+            self._gathering_task = self._loop.create_task(self._await_gathering())
+            self._gathering_task.add_done_callback(_log_failure)
 
     async def _await_gathering(self) -> None:
         async for _ in self.gatherer:
@@ -277,6 +280,10 @@ class AsyncIceAgent:
             return
         self._closed = True
         self._timer.close()
+        task, self._gathering_task = self._gathering_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])  # a cancellation of close() itself still propagates
         now = self._loop.time()
         for relay in self.relays.values():
             if not relay.client.state.ended and not relay.lost:
