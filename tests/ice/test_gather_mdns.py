@@ -76,7 +76,7 @@ def test_ipv6_names_answer_aaaa() -> None:
         responder.receive_datagram(data, QUERIER, now=0.0)
     for data, _, _ in responder.datagrams_to_send(now=0.0):
         r.receive_datagram(data, RESPONDER, now=0.0)
-    assert r.next_event() == NameResolved(name=NAME, address="2001:db8::10")
+    assert r.next_event() == NameResolved(name=NAME, address="2001:db8::10", ipv6=True)
 
 
 def test_retransmits_once_then_gives_up() -> None:

@@ -7,6 +7,7 @@ import random
 
 import dns.flags
 import dns.message
+import dns.rdatatype
 import dns.rrset
 
 from natkit.addr import Endpoint
@@ -16,6 +17,7 @@ from natkit.ice.mdns import (
     MdnsResolverConfig,
     MdnsResponder,
     NameResolved,
+    NameUnresolved,
     new_mdns_name,
 )
 
@@ -123,3 +125,41 @@ def test_chromiums_answer_with_a_compressed_nsec_name_resolves() -> None:
     resolver.resolve(CHROMIUM_NAME, now=0.0)
     resolver.receive_datagram(CHROMIUM_ANSWER, BROWSER, now=0.1)
     assert resolver.next_event() == NameResolved(name=CHROMIUM_NAME, address="198.18.77.2")
+
+
+def _answer(name: str, rdtype: str, ip: str) -> bytes:
+    msg = dns.message.Message(id=0)
+    msg.flags = dns.flags.QR | dns.flags.AA
+    msg.answer = [dns.rrset.from_text(name + ".", 120, "IN", rdtype, ip)]
+    return msg.to_wire()
+
+
+def test_a_and_aaaa_questions_for_one_name_are_separate_queries() -> None:
+    """A dual-stack peer's name asked in both families: two questions, and an
+    A answer resolves the A query only (queries keyed by name and type)."""
+    name = new_mdns_name(random.Random(7))
+    resolver = MdnsResolver(MdnsResolverConfig(timeout=3.0, retransmit=5.0, rng=random.Random(1)))
+    resolver.resolve(name, now=0.0)
+    resolver.resolve(name, now=0.0, ipv6=True)
+    sent = resolver.datagrams_to_send(now=0.0)
+    types = sorted(dns.message.from_wire(d.data).question[0].rdtype for d in sent)
+    assert types == [dns.rdatatype.A, dns.rdatatype.AAAA]
+    resolver.receive_datagram(_answer(name, "A", "192.168.1.50"), BROWSER, now=0.1)
+    assert resolver.next_event() == NameResolved(name=name, address="192.168.1.50", ipv6=False)
+    assert resolver.next_event() is None  # the AAAA query still waits
+    resolver.receive_datagram(_answer(name, "AAAA", "fd00::50"), BROWSER, now=0.2)
+    assert resolver.next_event() == NameResolved(name=name, address="fd00::50", ipv6=True)
+    assert resolver.get_timer() is None
+
+
+def test_an_a_record_never_answers_an_aaaa_question() -> None:
+    name = new_mdns_name(random.Random(8))
+    resolver = MdnsResolver(MdnsResolverConfig(timeout=3.0, retransmit=5.0, rng=random.Random(1)))
+    resolver.resolve(name, now=0.0, ipv6=True)
+    resolver.datagrams_to_send(now=0.0)
+    resolver.receive_datagram(_answer(name, "A", "192.168.1.51"), BROWSER, now=0.1)
+    assert resolver.next_event() is None
+    resolver.handle_timer(now=3.0)
+    assert resolver.next_event() == NameUnresolved(name=name, ipv6=True)
+    resolver.resolve(name, now=4.0)  # the A record heard meanwhile is cached
+    assert resolver.next_event() == NameResolved(name=name, address="192.168.1.51", ipv6=False)

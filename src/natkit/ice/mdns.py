@@ -124,17 +124,21 @@ def _parse(data: bytes) -> dns.message.Message | None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NameResolved:
-    """``name`` is at ``address`` (the first answer that came)."""
+    """``name`` is at ``address`` (the first answer that came): an AAAA
+    record when ``ipv6``, an A record otherwise."""
 
     name: str
     address: str
+    ipv6: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NameUnresolved:
-    """No responder answered for ``name`` within the timeout."""
+    """No responder answered the A (AAAA when ``ipv6``) question for
+    ``name`` within the timeout."""
 
     name: str
+    ipv6: bool = False
 
 
 MdnsEvent = NameResolved | NameUnresolved
@@ -175,7 +179,9 @@ class MdnsResolver:
 
     def __init__(self, config: MdnsResolverConfig | None = None) -> None:
         self.config = config or MdnsResolverConfig()
-        self._pending: dict[str, _Query] = {}
+        self._pending: dict[tuple[str, bool], _Query] = {}
+        """Queries by (name, ipv6): the A and AAAA questions of one name are
+        separate queries (RFC 6762 §5: a question is a name and a type)."""
         self._cache: dict[tuple[str, bool], tuple[str, float]] = {}
         self._out: list[Datagram] = []
         self._events: deque[MdnsEvent] = deque()
@@ -183,21 +189,22 @@ class MdnsResolver:
     def resolve(self, name: str, *, now: float, ipv6: bool = False) -> None:
         """Ask for ``name``'s address (AAAA when ``ipv6``); the answer is a
         :class:`NameResolved` or :class:`NameUnresolved` event. A name not
-        under ``.local`` or over the pending limit is unresolved at once."""
+        under ``.local`` or over the pending limit is unresolved at once.
+        The A and the AAAA question of one name are independent queries."""
         key = _key(name)
-        if key in self._pending:
+        if (key, ipv6) in self._pending:
             return
         if not is_mdns_name(key) or len(self._pending) >= self.config.max_pending:
-            self._events.append(NameUnresolved(name=key))
+            self._events.append(NameUnresolved(name=key, ipv6=ipv6))
             return
         try:
             dns.name.from_text(key + ".")
         except dns.exception.DNSException:
-            self._events.append(NameUnresolved(name=key))
+            self._events.append(NameUnresolved(name=key, ipv6=ipv6))
             return
         cached = self._cache.get((key, ipv6))
         if cached is not None and now < cached[1]:
-            self._events.append(NameResolved(name=key, address=cached[0]))
+            self._events.append(NameResolved(name=key, address=cached[0], ipv6=ipv6))
             return
         cfg = self.config
         query = _Query(
@@ -207,7 +214,7 @@ class MdnsResolver:
             deadline=now + cfg.timeout,
             resend_at=now + cfg.retransmit if cfg.retransmit < cfg.timeout else None,
         )
-        self._pending[key] = query
+        self._pending[(key, ipv6)] = query
         self._send(query)
 
     def _send(self, query: _Query) -> None:
@@ -224,17 +231,19 @@ class MdnsResolver:
         pending names resolve them; other ``.local`` address records (a
         responder's announcements, §8.3, or answers to others' questions)
         are cached for their TTL (§10; TTL 0 is a goodbye, §10.1), so a name
-        announced before it is asked for resolves at once."""
+        announced before it is asked for resolves at once. An A record
+        answers the name's A question only, an AAAA record its AAAA one."""
         del remote
         msg = _parse(data)
         if msg is None or not msg.flags & dns.flags.QR:
             return
         for name, address, ttl in _addresses(msg):
-            query = self._pending.pop(name, None)
+            key = (name, ":" in address)
+            query = self._pending.pop(key, None)
             if query is not None:
-                self._events.append(NameResolved(name=name, address=address))
+                self._events.append(NameResolved(name=name, address=address, ipv6=key[1]))
             if is_mdns_name(name):
-                self._remember((name, ":" in address), address, ttl, now)
+                self._remember(key, address, ttl, now)
 
     def _remember(self, key: tuple[str, bool], address: str, ttl: int, now: float) -> None:
         cache = self._cache
@@ -258,7 +267,7 @@ class MdnsResolver:
         for key, query in list(self._pending.items()):
             if now >= query.deadline:
                 del self._pending[key]
-                self._events.append(NameUnresolved(name=key))
+                self._events.append(NameUnresolved(name=key[0], ipv6=key[1]))
             elif query.resend_at is not None and now >= query.resend_at:
                 query.resend_at = None
                 self._send(query)

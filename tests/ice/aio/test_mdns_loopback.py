@@ -4,6 +4,7 @@ the resolver's 'group' is the responder's own loopback address."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 
@@ -112,3 +113,19 @@ async def test_without_the_group_listener_such_an_answer_is_missed() -> None:
             assert await resolver.resolve(name) is None
     finally:
         responder.close()
+
+
+async def test_concurrent_a_and_aaaa_lookups_get_their_own_answers() -> None:
+    """Waiters are keyed by name and record type: the AAAA lookup of an
+    IPv4-only name is not handed the A answer of a concurrent lookup."""
+    stack = OsStack()
+    name = new_mdns_name(random.Random(9))
+    async with AsyncMdnsResponder(
+        stack, {name: "192.168.1.60"}, listen=Endpoint("127.0.0.1", 0)
+    ) as responder:
+        config = MdnsResolverConfig(
+            group=responder.local_endpoint, timeout=0.3, retransmit=0.2, rng=random.Random(1)
+        )
+        async with AsyncMdnsResolver(stack, config) as resolver:
+            v4, v6 = await asyncio.gather(resolver.resolve(name), resolver.resolve(name, ipv6=True))
+            assert (v4, v6) == ("192.168.1.60", None)

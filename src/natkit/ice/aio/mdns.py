@@ -72,7 +72,8 @@ class AsyncMdnsResolver:
         self._group_sock: DatagramEndpoint | None = None
         self.core = MdnsResolver(self.config)
         self._loop = asyncio.get_running_loop()
-        self._waiters: dict[str, list[asyncio.Future[str | None]]] = {}
+        self._waiters: dict[tuple[str, bool], list[asyncio.Future[str | None]]] = {}
+        """Lookups waiting, by (name, ipv6): the core's query keys."""
         self._sock: DatagramEndpoint | None = None
         self._driver: CoreDriver[MdnsEvent] | None = None
 
@@ -106,7 +107,7 @@ class AsyncMdnsResolver:
         assert self._driver is not None  # open() made it
         key = name.rstrip(".").lower()
         fut: asyncio.Future[str | None] = self._loop.create_future()
-        self._waiters.setdefault(key, []).append(fut)
+        self._waiters.setdefault((key, ipv6), []).append(fut)
         self.core.resolve(key, now=self._loop.time(), ipv6=ipv6)
         self._driver.flush()
         return await fut
@@ -154,11 +155,11 @@ class AsyncMdnsResolver:
 
     def _on_event(self, event: MdnsEvent) -> None:
         match event:
-            case NameResolved(name=name, address=address):
+            case NameResolved(name=name, address=address, ipv6=ipv6):
                 result: str | None = address
-            case NameUnresolved(name=name):
+            case NameUnresolved(name=name, ipv6=ipv6):
                 result = None
-        for fut in self._waiters.pop(name, []):
+        for fut in self._waiters.pop((name, ipv6), []):
             if not fut.done():
                 fut.set_result(result)
 
