@@ -9,7 +9,8 @@
     │                           protocol does not allow in its current state
     ├── TransactionError        a request got no usable answer
     │   └── TransactionTimeout  ... because every retransmission went unanswered
-    └── TransportError          the network below failed (bind, connect, TLS)
+    ├── TransportError          the network below failed (bind, connect, TLS)
+    └── ConfigError             an operator setting that cannot be used
 
 Outcomes that the protocol itself handles (a 401 challenge, 438 stale nonce,
 487 role conflict, SIP 4xx-6xx, ICE failure) are events, not exceptions.
@@ -18,6 +19,7 @@ Outcomes that the protocol itself handles (a 401 challenge, 438 stale nonce,
 from __future__ import annotations
 
 __all__ = [
+    "ConfigError",
     "LocalProtocolError",
     "MalformedMessageError",
     "NatkitError",
@@ -57,3 +59,8 @@ class TransactionTimeout(TransactionError):
 
 class TransportError(NatkitError):
     """The transport below failed: bind, connect, TLS handshake, reset."""
+
+
+class ConfigError(NatkitError, ValueError):
+    """An operator setting (flag or config file key) that cannot be used; the
+    message names the key."""

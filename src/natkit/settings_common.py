@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# The one ConfigError class every server's settings raise; it is defined with
-# the TURN settings, which predate this module.
-from natkit.turn.aio.config import ConfigError
+from natkit.errors import ConfigError
 
 __all__ = ["ConfigError", "KeyKinds", "file_keys", "merge_flags", "norm", "read_toml", "typed"]
 
@@ -108,8 +106,9 @@ def typed(key: str, value: Any, kinds: KeyKinds) -> Any:
 def merge_flags(
     file: Mapping[str, Any], flags: Mapping[str, Any], kinds: KeyKinds
 ) -> dict[str, Any]:
-    """The file's keys with the flags given laid over them (``None``, an
-    empty list or ``False``: not given), every value type-checked."""
+    """The file's keys with the flags given laid over them, every value
+    type-checked. ``None`` or an empty list means "not given"; a bool flag's
+    ``False`` (``--no-...``) is given, so it can turn off a file's ``true``."""
     keys = kinds.all
     merged: dict[str, Any] = {}
     for key, value in file.items():
@@ -122,7 +121,7 @@ def merge_flags(
         if k not in keys:
             raise ConfigError(f"unknown setting {key!r}")
         listed = k in kinds.lists
-        if value is None or (listed and not value) or (k in kinds.bools and not value):
+        if value is None or (listed and not value):
             continue
         merged[k] = typed(k, list(value) if listed else value, kinds)
     return merged

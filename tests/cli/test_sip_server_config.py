@@ -104,14 +104,32 @@ def test_flags_override_the_file_and_lists_are_replaced(tmp_path: Path) -> None:
             "listen": ["udp:127.0.0.1:6000"],
             "flow-timer": 90,
             "domain": ["other.org"],
-            "no-auth": False,  # False: not given, the file's true stays
+            "no-auth": None,  # None: not given, the file's true stays
+            "no-record-route": False,  # --record-route: turns the file's true off
             "admin": "127.0.0.1",
         },
     )
     assert s.listen == ((SipTransport.UDP, Endpoint("127.0.0.1", 6000)),)
     assert s.flow_timer == 90 and s.domains == frozenset({"other.org"})
     assert not s.authenticate
+    assert s.record_route
     assert s.admin == Endpoint("127.0.0.1", 9642)
+
+
+def test_a_negative_flag_turns_off_a_true_in_the_file() -> None:
+    file = {"domain": ["a.org"], "no-auth": True, "edge-only": False}
+    assert not build_settings(file, {"no-auth": None}).authenticate
+    assert build_settings(file, {"no-auth": False}).authenticate
+
+
+def test_every_bool_flag_has_an_off_switch_on_the_command_line() -> None:
+    from typer.testing import CliRunner
+
+    from natkit.cli.main import app
+
+    out = CliRunner().invoke(app, ["sip-server", "--help"], env={"COLUMNS": "200"}).output
+    for flag in ("--no-edge-only", "--auth", "--no-md5-first", "--record-route", "--nat-pings"):
+        assert flag in out, flag
 
 
 BAD = [

@@ -105,8 +105,11 @@ def sip_server_command(
         ),
     ] = None,
     edge_only: Annotated[
-        bool, typer.Option("--edge-only", help="Run as an Outbound edge proxy (needs --registrar).")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--edge-only/--no-edge-only", help="Run as an Outbound edge proxy (needs --registrar)."
+        ),
+    ] = None,
     registrar: Annotated[
         str | None,
         typer.Option(help="The registrar an edge sends to: a sip: URI with an IP address."),
@@ -120,16 +123,17 @@ def sip_server_command(
         typer.Option(help="One digest realm for every domain (default: each domain is its own)."),
     ] = None,
     no_auth: Annotated[
-        bool, typer.Option("--no-auth", help="Open registration (labs and tests only).")
-    ] = False,
+        bool | None,
+        typer.Option("--no-auth/--auth", help="Open registration (labs and tests only)."),
+    ] = None,
     md5_first: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--md5-first",
+            "--md5-first/--no-md5-first",
             help="Offer MD5 before SHA-256 (for clients that answer only the first "
             "challenge, such as sipp 3.6).",
         ),
-    ] = False,
+    ] = None,
     secret: Annotated[
         str | None, typer.Option(help="Server secret (hex); default: kept in the store.")
     ] = None,
@@ -150,12 +154,12 @@ def sip_server_command(
         ),
     ] = None,
     connection_reuse: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--connection-reuse",
+            "--connection-reuse/--no-connection-reuse",
             help="As an edge, ask the registrar to reuse our TCP/TLS connection (RFC 5923 alias).",
         ),
-    ] = False,
+    ] = None,
     min_expires: Annotated[
         int | None, typer.Option(help="Shortest registration accepted, else 423 (60 s).")
     ] = None,
@@ -166,12 +170,15 @@ def sip_server_command(
         int | None, typer.Option(help="Registration time when none is asked (3600 s).")
     ] = None,
     no_record_route: Annotated[
-        bool, typer.Option("--no-record-route", help="Do not Record-Route dialogs.")
-    ] = False,
+        bool | None,
+        typer.Option("--no-record-route/--record-route", help="Do not Record-Route dialogs."),
+    ] = None,
     no_nat_pings: Annotated[
-        bool,
-        typer.Option("--no-nat-pings", help="Do not keep NATed bindings alive with OPTIONS/CRLF."),
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--no-nat-pings/--nat-pings", help="Do not keep NATed bindings alive with OPTIONS/CRLF."
+        ),
+    ] = None,
     admin: Annotated[
         str | None,
         typer.Option(
@@ -179,15 +186,16 @@ def sip_server_command(
         ),
     ] = None,
     no_admin: Annotated[
-        bool, typer.Option("--no-admin", help="No admin endpoint, whatever the file says.")
-    ] = False,
+        bool | None, typer.Option("--no-admin", help="No admin endpoint, whatever the file says.")
+    ] = None,
     admin_token: AdminTokenOption = None,
     admin_insecure: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--admin-insecure", help="Allow a non-loopback --admin without --admin-token."
+            "--admin-insecure/--no-admin-insecure",
+            help="Allow a non-loopback --admin without --admin-token.",
         ),
-    ] = False,
+    ] = None,
     config: ConfigFileOption = None,
 ) -> None:
     """Run the SIP registrar and home proxy (or, with --edge-only, an Outbound edge)."""

@@ -193,7 +193,9 @@ class ClosedOnExit:
 
 class StartedAndClosedOnExit(ClosedOnExit):
     """:class:`ClosedOnExit` for an object started with ``await start()``:
-    entering the block starts it."""
+    entering the block starts it. When ``start()`` fails half way (one of
+    several sockets would not bind), what it opened is closed before the
+    error propagates, as ``__aexit__`` would not run."""
 
     __slots__ = ()
 
@@ -201,5 +203,10 @@ class StartedAndClosedOnExit(ClosedOnExit):
         raise NotImplementedError
 
     async def __aenter__(self) -> Self:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            self.close()
+            await self.wait_closed()
+            raise
         return self

@@ -171,8 +171,9 @@ def load_toml(path: Path) -> dict[str, Any]:
 
 
 def build_settings(file: Mapping[str, Any], flags: Mapping[str, Any]) -> SipServerSettings:
-    """Merge the file's keys with the flags given (``None``, empty list or
-    ``False``: not given) and check everything. Keys are the flags' names."""
+    """Merge the file's keys with the flags given (``None`` or an empty list:
+    not given; ``False`` from a ``--no-...`` flag is given) and check
+    everything. Keys are the flags' names."""
     return settings_from(merge_flags(file, flags, _KINDS))
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from natkit.addr import Endpoint, Transport, canonical_ip, parse_endpoint
-from natkit.errors import NatkitError, TransportError
+from natkit.errors import ConfigError, TransportError
 from natkit.net.stack import Stack
 from natkit.turn.server import IPNetwork, TurnServerConfig
 
@@ -52,10 +52,6 @@ ADMIN_DEFAULT = Endpoint("127.0.0.1", 9641)
 TURN_PORT = 3478
 TURNS_PORT = 5349
 WILDCARDS = ("0.0.0.0", "::")
-
-
-class ConfigError(NatkitError, ValueError):
-    """A setting that cannot be used; the message names the key."""
 
 
 @dataclass(frozen=True, slots=True)
