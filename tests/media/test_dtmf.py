@@ -124,7 +124,8 @@ def test_non_dtmf_events_have_no_digit() -> None:
 def test_digit_schedule_has_marker_updates_and_three_end_packets() -> None:
     packets = digit_packets("5", timestamp=12345, start=10.0, duration=0.2, interval=0.05)
     decoded = [decode_telephone_event(p.payload) for p in packets]
-    assert [p.send_at for p in packets] == pytest.approx([10.0 + 0.05 * k for k in range(6)])
+    # Each packet leaves once the time it reports has passed (RFC 4733 §2.5.1.2).
+    assert [p.send_at for p in packets] == pytest.approx([10.0 + 0.05 * k for k in range(1, 7)])
     assert {p.timestamp for p in packets} == {12345}
     assert [p.marker for p in packets] == [True] + [False] * 5
     assert [d.duration for d in decoded] == [400, 800, 1200, 1600, 1600, 1600]
@@ -162,10 +163,11 @@ def test_sender_releases_packets_when_due() -> None:
     sender = DtmfSender(DtmfSenderConfig(duration=0.1, interval=0.05))
     assert sender.get_timer() is None
     sender.send_digits("1", timestamp=1000, now=5.0)
-    assert sender.get_timer() == 5.0
-    assert len(sender.packets_to_send(now=5.0)) == 1
     assert sender.get_timer() == pytest.approx(5.05)
     assert sender.packets_to_send(now=5.04) == []
+    assert len(sender.packets_to_send(now=5.05)) == 1
+    assert sender.get_timer() == pytest.approx(5.1)
+    assert sender.packets_to_send(now=5.09) == []
     rest = sender.packets_to_send(now=6.0)
     assert len(rest) == 3 and sender.busy is False and sender.get_timer() is None
 
@@ -176,7 +178,7 @@ def test_sender_spaces_digits_on_both_clocks() -> None:
     sender.send_digits("3", timestamp=999_999, now=0.05)  # queued behind "12"
     packets = sender.packets_to_send(now=10.0)
     starts = sorted({(p.timestamp, round(p.send_at, 6)) for p in packets if p.marker})
-    assert starts == [(0, 0.0), (1600, 0.2), (3200, 0.4)]
+    assert starts == [(0, 0.05), (1600, 0.25), (3200, 0.45)]
 
 
 def test_sender_rejects_a_bad_digit_without_queueing_any() -> None:
@@ -222,7 +224,8 @@ def test_lost_first_packet_still_starts_the_event() -> None:
 
 def test_lost_end_packets_end_the_event_at_the_next_one() -> None:
     receiver = DtmfReceiver()
-    first = [p for p in digit_packets("1", timestamp=0, start=0.0, duration=0.2) if p.send_at < 0.1]
+    packets = digit_packets("1", timestamp=0, start=0.0, duration=0.2)
+    first = [p for p in packets if p.send_at < 0.12]
     feed(receiver, first)
     feed(receiver, digit_packets("2", timestamp=3200, start=0.4, duration=0.2))
     received = [e for e in drain(receiver) if isinstance(e, DigitReceived)]
@@ -236,10 +239,10 @@ def test_lost_end_packets_end_the_event_after_the_timeout() -> None:
     receiver = DtmfReceiver(DtmfReceiverConfig(end_timeout=0.5))
     feed(receiver, digit_packets("9", timestamp=0, start=0.0, duration=0.2)[:2])
     drain(receiver)
-    assert receiver.get_timer() == pytest.approx(0.55)
-    receiver.handle_timer(now=0.5)
-    assert drain(receiver) == []
+    assert receiver.get_timer() == pytest.approx(0.6)
     receiver.handle_timer(now=0.55)
+    assert drain(receiver) == []
+    receiver.handle_timer(now=0.6)
     (event,) = drain(receiver)
     assert isinstance(event, DigitReceived) and not event.end_seen and event.digit == "9"
 

@@ -110,6 +110,18 @@ def test_wild_jump_is_dropped_unless_the_next_packet_confirms_a_restart() -> Non
     assert (source.base_seq, source.received) == (50001, 1)
 
 
+def test_a_sender_restart_does_not_spike_the_jitter() -> None:
+    # A restarted sender picks a new sequence number and a new random timestamp
+    # base (RFC 3550 §5.1): the transit difference across the restart is not jitter.
+    source = ReceivedSource(7, clock_rate=8000)
+    for i in range(10):
+        source.update(packet(100 + i, 160 * i), now=0.02 * i)
+    for i in range(10):
+        source.update(packet(50000 + i, 0x7654321 + 160 * i), now=1.0 + 0.02 * i)
+    assert source.base_seq == 50001
+    assert source.jitter == pytest.approx(0.0, abs=1e-6)
+
+
 def test_very_late_packet_beyond_max_misorder_is_dropped() -> None:
     source = ReceivedSource(7, clock_rate=8000)
     feed(source, list(range(1, 300)))

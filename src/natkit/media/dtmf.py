@@ -141,9 +141,12 @@ def digit_packets(
 ) -> list[DtmfPacket]:
     """The packet schedule of one digit (RFC 4733 §2.5.1).
 
-    Packet *k* leaves at ``start + k * interval`` and reports the event as
-    lasting until the end of its interval; the packet that reaches
-    ``duration`` is the first of ``end_repeats`` identical end packets.
+    Like an audio packet, an event packet leaves when the time it describes
+    has passed: packet *k* leaves at ``start + (k + 1) * interval`` and
+    reports the event's duration so far, ``(k + 1) * interval`` (§2.5.1.2:
+    the duration of the event to date, never ahead of it). At ``start +
+    duration`` the first of ``end_repeats`` identical end packets leaves,
+    the others one interval apart (§2.5.1.4).
     Durations beyond 65535 clock units need segments (§2.5.1.3), which this
     sender does not produce.
     """
@@ -163,7 +166,7 @@ def digit_packets(
         body = TelephoneEventPayload(event=event, volume=volume, duration=elapsed)
         packets.append(
             DtmfPacket(
-                send_at=start + len(packets) * interval,
+                send_at=start + elapsed / clock_rate,
                 timestamp=timestamp,
                 marker=not packets,
                 payload=encode_telephone_event(body),
@@ -173,10 +176,10 @@ def digit_packets(
     end = encode_telephone_event(
         TelephoneEventPayload(event=event, end=True, volume=volume, duration=total)
     )
-    for _ in range(end_repeats):
+    for repeat in range(end_repeats):
         packets.append(
             DtmfPacket(
-                send_at=start + len(packets) * interval,
+                send_at=start + total / clock_rate + repeat * interval,
                 timestamp=timestamp,
                 marker=not packets,
                 payload=end,

@@ -181,7 +181,10 @@ class ReceivedSource:
         elif udelta <= RTP_SEQ_MOD - self.max_misorder:
             if seq == self.bad_seq:
                 # Two sequential packets after a jump: the sender restarted (A.1).
+                # Its timestamps restart too, so the A.8 transit baseline goes:
+                # one transit difference across the restart would be a spike.
                 self._init_seq(seq)
+                self._last_arrival = None
             else:
                 self.bad_seq = (seq + 1) & 0xFFFF
                 return SequenceVerdict.BAD_SEQUENCE, []
