@@ -49,8 +49,10 @@ import dataclasses
 import functools
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from natkit.addr import AddressClass, Endpoint, address_class
 from natkit.errors import LocalProtocolError, MalformedMessageError, NatkitError
@@ -75,13 +77,125 @@ from natkit.turn import client_events as turn_events
 from natkit.turn.client import TurnClient
 from natkit.turn.client_config import ClientState
 
-__all__ = ["AsyncIceAgent", "IceConnectionFailed", "RelayPath"]
+__all__ = ["AsyncIceAgent", "IceConnectionFailed", "RelayPath", "fast_ice_config"]
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
 
 _PUBLIC = frozenset({AddressClass.GLOBAL, AddressClass.DOCUMENTATION})
 """Peer addresses a TURN server may relay to (natkit's PeerPolicy denies the rest)."""
+
+_MAX_INLINE_ROUNDS = 64
+"""How many times one flush runs deadlines that are due already before it
+leaves the rest to the timer (a bound, should a deadline not move on)."""
+
+_SPIN_WINDOW = 0.0015
+"""Seconds before a deadline the precise timer wakes and then polls the loop
+(``call_soon``) until the deadline: asyncio's and uvloop's timers are
+millisecond timers that fire up to a millisecond late (or early, uvloop)."""
+
+
+def fast_ice_config(**changes: Any) -> IceConfig:
+    """natkit's *fast* profile: regular nomination (RFC 8445 §8.1.1) with
+    Ta = 5 ms, the smallest pacing §14.2 allows ("MUST NOT be sent more
+    often than once every 5 ms"), the default being 50 ms. §14.2 asks an
+    agent using another Ta to tell its peer: :class:`~natkit.ice.aio.connection.IceConnection`
+    signals it as ``a=ice-pacing`` (RFC 8839 §5.5). Everything else keeps
+    :class:`IceConfig`'s RFC defaults; ``changes`` override fields."""
+    return IceConfig(**{"ta": 0.005, **changes})
+
+
+def _core_clock(loop: asyncio.AbstractEventLoop) -> tuple[Callable[[], float], bool]:
+    """The clock the core is fed and whether it is a real one the driver may
+    poll against. asyncio's loop clock is ``time.monotonic``; uvloop's is
+    the same clock in whole milliseconds (libuv's ``uv_now``), too coarse
+    for a 5 ms Ta and for round trips on a LAN, so the driver reads
+    ``time.monotonic`` itself there (never behind ``loop.time()``). Other
+    loops (the simulated internet's virtual clock) keep ``loop.time()``."""
+    if type(loop).time is asyncio.BaseEventLoop.time:
+        return loop.time, True
+    if (
+        type(loop).__module__.split(".")[0] == "uvloop"
+        and abs(time.monotonic() - loop.time()) < 0.01
+    ):
+        return time.monotonic, True
+    return loop.time, False
+
+
+class PreciseTimer:
+    """The one timer of the ICE core, to the deadline on ``clock`` (RFC 8445
+    §14.2 pacing: a check never leaves before its slot, and not a
+    millisecond after it either).
+
+    On a real loop it sleeps until :data:`_SPIN_WINDOW` before the deadline
+    and then yields to the loop until the deadline passes (I/O keeps being
+    served); on a virtual clock (``precise=False``) it is a plain
+    ``call_at``. :meth:`arm` after every call into the core, as with
+    :class:`~natkit.net.driver.CoreTimer`."""
+
+    __slots__ = ("_at", "_clock", "_closed", "_core", "_handle", "_loop", "_on_fired", "_precise")
+
+    def __init__(
+        self,
+        core: IceAgent,
+        on_fired: Callable[[], None],
+        clock: Callable[[], float],
+        *,
+        precise: bool,
+    ) -> None:
+        self._core = core
+        self._on_fired = on_fired
+        self._clock = clock
+        self._precise = precise
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.Handle | None = None
+        self._at: float | None = None
+        self._closed = False
+
+    def arm(self) -> None:
+        if self._closed:
+            return
+        deadline = self._core.get_timer()
+        if deadline == self._at and self._handle is not None:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._at = deadline
+        if deadline is not None:
+            self._schedule(deadline)
+
+    def _schedule(self, deadline: float) -> None:
+        if not self._precise:
+            self._handle = self._loop.call_at(deadline, self._fire)
+            return
+        remaining = deadline - self._clock()
+        if remaining > _SPIN_WINDOW:
+            self._handle = self._loop.call_later(remaining - _SPIN_WINDOW, self._wake)
+        else:
+            self._handle = self._loop.call_soon(self._wake)
+
+    def _wake(self) -> None:
+        self._handle = None
+        if self._at is None:
+            return
+        if self._clock() >= self._at:
+            self._fire()
+        else:
+            self._schedule(self._at)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._at = None
+        self._core.handle_timer(now=self._clock())
+        self._on_fired()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
 
 EventCallback = Callable[[IceEvent], None]
 DataCallback = Callable[[int, bytes], None]
@@ -167,7 +281,8 @@ class AsyncIceAgent:
         """:attr:`checks_sent` when the agent connected."""
         self.started_at: float | None = None
         self._loop = asyncio.get_running_loop()
-        self._timer = CoreTimer(self.core, self._flush)
+        self._clock, precise = _core_clock(self._loop)
+        self._timer = PreciseTimer(self.core, self._flush, self._clock, precise=precise)
         self._connected: asyncio.Future[None] = self._loop.create_future()
         self._candidates: asyncio.Queue[Candidate | None] = asyncio.Queue()
         self._data: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(max_queued)
@@ -264,7 +379,7 @@ class AsyncIceAgent:
     def send(self, component: int, data: bytes) -> bool:
         """Send application data on ``component``'s selected pair; False
         (nothing sent) before selection or after consent was lost."""
-        sent = self.core.send_data(self.stream, component, data, now=self._loop.time())
+        sent = self.core.send_data(self.stream, component, data, now=self._clock())
         self._flush()
         return sent
 
@@ -319,14 +434,21 @@ class AsyncIceAgent:
         self._flushing = True
         try:
             core = self.core
-            while True:
-                out = core.datagrams_to_send(now=self._loop.time())
+            for _ in range(_MAX_INLINE_ROUNDS):
+                now = self._clock()
+                out = core.datagrams_to_send(now=now)
                 for transmit in out:
                     self._transmit(transmit)
                 had_event = False
                 while (event := core.next_event()) is not None:
                     had_event = True
                     self._on_event(event)
+                deadline = core.get_timer()
+                if deadline is not None and deadline <= now and not self._closed:
+                    # Due already (the first check of a new check list, a
+                    # nomination): run it now, not one loop iteration later.
+                    core.handle_timer(now=now)
+                    continue
                 if not out and not had_event:
                     break
         finally:
@@ -365,7 +487,7 @@ class AsyncIceAgent:
                     self._data.put_nowait((component, data))
             case ChecksCompleted():
                 if self.connected_at is None:
-                    self.connected_at = self._loop.time()
+                    self.connected_at = self._clock()
                     self.checks_at_connected = self.core.checks_sent
                 if not self._connected.done():
                     self._connected.set_result(None)
@@ -443,17 +565,17 @@ class AsyncIceAgent:
     # -- internals: sockets and relays ------------------------------------------------------
 
     def _on_datagram(self, data: bytes, remote: Endpoint, local: Endpoint) -> None:
-        now = self._loop.time()
         for relay in self.relays.values():
             if (
                 relay.socket is not None
                 and remote == relay.server
                 and local == relay.socket.local_endpoint
             ):
-                self._from_relay(relay, data, now)  # after close() too: the release's answer
+                # after close() too: the release's answer
+                self._from_relay(relay, data, self._loop.time())
                 return
         if not self._closed:
-            self.core.receive_datagram(data, remote, local=local, now=now)
+            self.core.receive_datagram(data, remote, local=local, now=self._clock())
             self._flush()
 
     def _on_stream_data(self, relay: RelayPath, data: bytes) -> None:
@@ -480,7 +602,7 @@ class AsyncIceAgent:
         if got is not None:
             peer, payload = got
             if not self._closed:
-                self.core.receive_datagram(payload, peer, local=relay.relayed, now=now)
+                self.core.receive_datagram(payload, peer, local=relay.relayed, now=self._clock())
                 self._flush()
             return
         relay.client.receive_datagram(data, relay.server, now=now)
@@ -495,7 +617,9 @@ class AsyncIceAgent:
             match event:
                 case turn_events.DataReceived(peer=peer, data=payload):
                     if not self._closed:
-                        self.core.receive_datagram(payload, peer, local=relay.relayed, now=now)
+                        self.core.receive_datagram(
+                            payload, peer, local=relay.relayed, now=self._clock()
+                        )
                         self._flush()
                 case turn_events.AllocationLost(reason=reason):
                     relay.lost = True
