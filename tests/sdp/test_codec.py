@@ -164,6 +164,22 @@ def test_repeat_lines_stay_with_their_timing() -> None:
     assert desc.timings == (Timing(0, 0, ("604800 3600 0 90000",)),)
 
 
+def test_repeat_lines_stay_with_their_own_timing_among_several() -> None:
+    body = MINIMAL + b"r=1 2 3\r\nr=4 5 6\r\nt=7 8\r\nt=9 10\r\nr=11 12 13\r\n"
+    assert parse_sdp(body).timings == (
+        Timing(0, 0, ("1 2 3", "4 5 6")),
+        Timing(7, 8),
+        Timing(9, 10, ("11 12 13",)),
+    )
+
+
+def test_timing_and_repeat_lines_are_bounded_like_other_lines() -> None:
+    with pytest.raises(MalformedMessageError, match="too many lines"):
+        parse_sdp(MINIMAL + b"r=1 2 3\r\n" * 10, SdpConfig(max_attributes=10))
+    with pytest.raises(MalformedMessageError, match="too many lines"):
+        parse_sdp(MINIMAL + b"t=1 2\r\n" * 10, SdpConfig(max_attributes=10))
+
+
 def test_unknown_line_types_are_kept_by_default() -> None:
     body = AUDIO.replace(b"t=0 0\r\n", b"t=0 0\r\nx=vendor session\r\n") + b"y=vendor media\r\n"
     desc = parse_sdp(body)

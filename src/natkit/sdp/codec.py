@@ -188,6 +188,7 @@ class _Section:
 
     def __init__(self) -> None:
         self.values: dict[str, list[str]] = {}
+        self.value_lines = 0  # lines in ``values``, kept as a count: no sum per line
         self.attributes: list[Attribute] = []
         self.extra: list[tuple[str, str]] = []
 
@@ -226,6 +227,7 @@ def parse_sdp(data: bytes | str, config: SdpConfig = DEFAULT_CONFIG) -> SessionD
     current = session
     attribute_count = 0
     timings: list[Timing] = []
+    repeats: list[list[str]] = []  # each t= line's r= lines, frozen once at the end
     for letter, value in lines[1:]:
         if letter == "m":
             if len(media) >= config.max_media:
@@ -249,17 +251,25 @@ def parse_sdp(data: bytes | str, config: SdpConfig = DEFAULT_CONFIG) -> SessionD
             raise _bad(f"{letter}= line inside a media section")
         elif letter == "v":
             raise _bad("second v= line")
-        elif letter == "t":
-            timings.append(_parse_timing(value))
-        elif letter == "r":
-            if not timings:
+        elif letter in {"t", "r"}:
+            session.value_lines += 1
+            if session.value_lines > config.max_attributes:
+                raise _bad("too many lines in one section")
+            if letter == "t":
+                timings.append(_parse_timing(value))
+                repeats.append([])
+            elif not timings:
                 raise _bad("r= before t=")
-            last = timings[-1]
-            timings[-1] = Timing(last.start, last.stop, (*last.repeats, value))
+            else:
+                repeats[-1].append(value)
         else:
             current.values.setdefault(letter, []).append(value)
-            if sum(len(v) for v in current.values.values()) > config.max_attributes:
+            current.value_lines += 1
+            if current.value_lines > config.max_attributes:
                 raise _bad("too many lines in one section")
+    timings = [
+        Timing(t.start, t.stop, tuple(r)) if r else t for t, r in zip(timings, repeats, strict=True)
+    ]
     desc = _build(session, media, timings)
     _check_usable(desc)
     return desc
