@@ -31,7 +31,9 @@ class KeyKinds:
     the sets but ``strings`` is a string too."""
 
     lists: frozenset[str] = frozenset()
+    port_lists: frozenset[str] = frozenset()
     ints: frozenset[str] = frozenset()
+    floats: frozenset[str] = frozenset()
     strings: frozenset[str] = frozenset()
     nullable_strings: frozenset[str] = frozenset()
     bools: frozenset[str] = frozenset()
@@ -39,7 +41,15 @@ class KeyKinds:
     @property
     def all(self) -> frozenset[str]:
         """Every key (and every flag), dashed."""
-        return self.lists | self.ints | self.strings | self.nullable_strings | self.bools
+        return (
+            self.lists
+            | self.port_lists
+            | self.ints
+            | self.floats
+            | self.strings
+            | self.nullable_strings
+            | self.bools
+        )
 
 
 def norm(key: str) -> str:
@@ -86,10 +96,16 @@ def typed(key: str, value: Any, kinds: KeyKinds) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
         return value
+    if key in kinds.port_lists:
+        return _ports(key, value)
     if key in kinds.ints:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
+    if key in kinds.floats:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
     if key in kinds.bools:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -101,6 +117,23 @@ def typed(key: str, value: Any, kinds: KeyKinds) -> Any:
     if not isinstance(value, str):
         raise ConfigError(f"{key}: expected a string, got {value!r}")
     return value
+
+
+def _ports(key: str, value: Any) -> list[int]:
+    """A port or a list of ports (integers or digit strings), each 1-65535."""
+    if isinstance(value, int | str):
+        value = [value]
+    ports: list[int] = []
+    for item in value if isinstance(value, list) else [None]:
+        port = -1
+        if isinstance(item, int) and not isinstance(item, bool):
+            port = item
+        elif isinstance(item, str) and item.strip().isascii() and item.strip().isdigit():
+            port = int(item)
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"{key}: expected ports (1-65535), got {value!r}")
+        ports.append(port)
+    return ports
 
 
 def merge_flags(
@@ -120,7 +153,7 @@ def merge_flags(
         k = norm(key)
         if k not in keys:
             raise ConfigError(f"unknown setting {key!r}")
-        listed = k in kinds.lists
+        listed = k in kinds.lists or k in kinds.port_lists
         if value is None or (listed and not value):
             continue
         merged[k] = typed(k, list(value) if listed else value, kinds)

@@ -127,21 +127,24 @@ def turn_server_command(
         float | None, typer.Option(help="Longest allocation lifetime granted (3600 s).")
     ] = None,
     no_tcp_relay: Annotated[
-        bool, typer.Option("--no-tcp-relay", help="Refuse RFC 6062 TCP allocations.")
-    ] = False,
+        bool | None,
+        typer.Option("--no-tcp-relay/--tcp-relay", help="Refuse RFC 6062 TCP allocations."),
+    ] = None,
     admin: Annotated[
         str | None,
         typer.Option(help="Admin HTTP endpoint ADDR:PORT (default 127.0.0.1:9641)."),
     ] = None,
-    no_admin: Annotated[bool, typer.Option("--no-admin", help="No admin endpoint.")] = False,
+    no_admin: Annotated[
+        bool | None, typer.Option("--no-admin", help="No admin endpoint, whatever the file says.")
+    ] = None,
     admin_token: AdminTokenOption = None,
     admin_insecure: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--admin-insecure",
+            "--admin-insecure/--no-admin-insecure",
             help="Allow a non-loopback --admin without --admin-token (anyone may kick).",
         ),
-    ] = False,
+    ] = None,
     max_connections: Annotated[
         int | None, typer.Option(help="Client TCP/TLS connections at once (4096).")
     ] = None,

@@ -222,3 +222,19 @@ def test_core_limits_from_flags_and_file(tmp_path: Path) -> None:
     path.write_text('deny-connect-port = ["x"]\n')
     with pytest.raises(ConfigError, match="deny-connect-port"):
         build_settings(load_toml(path), {"realm": "r"})
+
+
+def test_a_negative_flag_turns_off_a_true_in_the_file() -> None:
+    file = {"realm": "r", "no-tcp-relay": True}
+    assert not build_settings(file, {"no-tcp-relay": None}).tcp_relay
+    assert build_settings(file, {"no-tcp-relay": False}).tcp_relay
+
+
+def test_ports_and_numbers_in_the_file_are_type_checked() -> None:
+    s = build_settings({"realm": "r", "deny-connect-port": [25, "465"]}, {})
+    assert build_settings({"realm": "r", "default-lifetime": 300}, {}).default_lifetime == 300.0
+    assert 465 in s.deny_connect_ports
+    with pytest.raises(ConfigError, match="deny-connect-port"):
+        build_settings({"realm": "r", "deny-connect-port": [0]}, {})
+    with pytest.raises(ConfigError, match="default-lifetime"):
+        build_settings({"realm": "r", "default-lifetime": "long"}, {})

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 from natkit.addr import Endpoint, Transport, canonical_ip, parse_endpoint
 from natkit.errors import ConfigError, TransportError
 from natkit.net.stack import Stack
+from natkit.settings_common import KeyKinds, file_keys, merge_flags, read_toml
 from natkit.turn.server import IPNetwork, TurnServerConfig
 
 __all__ = [
@@ -293,103 +293,31 @@ _STR_KEYS = frozenset(
 )
 _BOOL_KEYS = frozenset({"no-admin", "no-tcp-relay", "admin-insecure"})
 _NULLABLE_STR_KEYS = frozenset({"software"})
-KEYS = (
-    _LIST_KEYS
-    | _PORT_LIST_KEYS
-    | _INT_KEYS
-    | _FLOAT_KEYS
-    | _STR_KEYS
-    | _BOOL_KEYS
-    | _NULLABLE_STR_KEYS
+_KINDS = KeyKinds(
+    lists=_LIST_KEYS,
+    port_lists=_PORT_LIST_KEYS,
+    ints=_INT_KEYS,
+    floats=_FLOAT_KEYS,
+    strings=_STR_KEYS,
+    nullable_strings=_NULLABLE_STR_KEYS,
+    bools=_BOOL_KEYS,
 )
-
-
-def _norm(key: str) -> str:
-    return key.replace("_", "-").lower()
+KEYS = _KINDS.all
+"""Every key of the file (and every flag), dashed."""
 
 
 def load_toml(path: Path) -> dict[str, Any]:
     """Read a TOML file of ``turn-server`` keys (top level, or under a
     ``[turn-server]`` table). Unknown keys are errors: a typo must not be
     silently ignored on a server."""
-    try:
-        with path.open("rb") as f:
-            doc = tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"config: cannot read {path}: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config: {path} is not valid TOML: {exc}") from exc
-    for table in ("turn-server", "turn_server"):
-        if isinstance(doc.get(table), dict):
-            doc = doc[table]
-            break
-    out: dict[str, Any] = {}
-    for key, value in doc.items():
-        k = _norm(key)
-        if k not in KEYS:
-            raise ConfigError(f"config: unknown key {key!r} in {path}")
-        out[k] = value
-    return out
-
-
-def _typed(key: str, value: Any) -> Any:
-    """Check a TOML value's type for ``key`` (flags arrive already typed)."""
-    if key in _LIST_KEYS:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{key}: expected a list of strings")
-        return value
-    if key in _PORT_LIST_KEYS:
-        if isinstance(value, int | str):
-            value = [value]
-        ports: list[int] = []
-        for item in value if isinstance(value, list) else [None]:
-            port = -1
-            if isinstance(item, int) and not isinstance(item, bool):
-                port = item
-            elif isinstance(item, str) and item.strip().isascii() and item.strip().isdigit():
-                port = int(item)
-            if not 1 <= port <= 65535:
-                raise ConfigError(f"{key}: expected ports (1-65535), got {value!r}")
-            ports.append(port)
-        return ports
-    if key in _INT_KEYS:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if key in _FLOAT_KEYS:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if key in _BOOL_KEYS:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if key in _NULLABLE_STR_KEYS:
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    if not isinstance(value, str):
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    return value
+    return file_keys(read_toml(path), ("turn-server", "turn_server"), KEYS, path)
 
 
 def build_settings(file: Mapping[str, Any], flags: Mapping[str, Any]) -> TurnServerSettings:
-    """Merge the file's keys with the flags given (``None`` / empty list:
-    not given) and check everything. Keys are the flags' names, dashed."""
-    merged: dict[str, Any] = {}
-    for key, value in file.items():
-        merged[_norm(key)] = _typed(_norm(key), value)
-    for key, value in flags.items():
-        k = _norm(key)
-        if k not in KEYS:
-            raise ConfigError(f"unknown setting {key!r}")
-        listed = k in _LIST_KEYS or k in _PORT_LIST_KEYS
-        if value is None or (listed and not value) or (k in _BOOL_KEYS and not value):
-            continue
-        merged[k] = _typed(k, list(value) if listed else value)
-    return _settings(merged)
+    """Merge the file's keys with the flags given (``None`` or an empty list:
+    not given; ``False`` from a ``--no-...`` flag is given) and check
+    everything. Keys are the flags' names, dashed."""
+    return _settings(merge_flags(file, flags, _KINDS))
 
 
 def _settings(m: dict[str, Any]) -> TurnServerSettings:
