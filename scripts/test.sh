@@ -11,4 +11,6 @@ echo "==> ruff"
 echo "==> mypy --strict"
 .venv/bin/mypy
 echo "==> pytest"
-exec .venv/bin/python -m pytest "$@"
+# --durations: the slowest tests, printed at the end of every run, so the
+# suite's 15-minute budget is watched where the time goes.
+exec .venv/bin/python -m pytest --durations=25 "$@"
