@@ -5,6 +5,7 @@ a component the stream does not have in a peer's description is dropped
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 
 from natkit.addr import Endpoint
@@ -41,13 +42,7 @@ def _with_component_two(description: IceDescription) -> IceDescription:
         port=first.port + 1 if first.port < 65535 else first.port - 1,
         type=first.type,
     )
-    return IceDescription(
-        ufrag=description.ufrag,
-        pwd=description.pwd,
-        options=description.options,
-        candidates=(extra, *description.candidates),
-        end_of_candidates=description.end_of_candidates,
-    )
+    return dataclasses.replace(description, candidates=(extra, *description.candidates))
 
 
 async def test_a_component_the_stream_lacks_is_ignored_and_the_connection_works() -> None:

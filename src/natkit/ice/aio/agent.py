@@ -89,10 +89,17 @@ _MAX_INLINE_ROUNDS = 64
 """How many times one flush runs deadlines that are due already before it
 leaves the rest to the timer (a bound, should a deadline not move on)."""
 
-_SPIN_WINDOW = 0.0015
+_SPIN_WINDOW = 0.001
 """Seconds before a deadline the precise timer wakes and then polls the loop
 (``call_soon``) until the deadline: asyncio's and uvloop's timers are
-millisecond timers that fire up to a millisecond late (or early, uvloop)."""
+millisecond timers that fire up to a millisecond late (uvloop: or early)."""
+
+_PRECISE_HORIZON = 0.1
+"""Only deadlines at most this far ahead when armed are kept to the
+microsecond (check pacing, RFC 8445 §14.2's Ta of 5-50 ms, and the nomination
+wait); consent, keepalive, failover and retransmission deadlines, 0.3 s and
+more away, wait on the loop's own millisecond timer, so an idle agent never
+polls."""
 
 
 def fast_ice_config(**changes: Any) -> IceConfig:
@@ -127,10 +134,13 @@ class PreciseTimer:
     §14.2 pacing: a check never leaves before its slot, and not a
     millisecond after it either).
 
-    On a real loop it sleeps until :data:`_SPIN_WINDOW` before the deadline
-    and then yields to the loop until the deadline passes (I/O keeps being
-    served); on a virtual clock (``precise=False``) it is a plain
-    ``call_at``. :meth:`arm` after every call into the core, as with
+    On a real loop, for a deadline within :data:`_PRECISE_HORIZON`, it
+    sleeps until :data:`_SPIN_WINDOW` before the deadline and then yields to
+    the loop until the deadline passes (I/O keeps being served); later
+    deadlines sleep on the loop's timer and are checked against ``clock``
+    when it fires (uvloop may fire up to a millisecond early: the rest is
+    waited out the same way). On a virtual clock (``precise=False``) it is a
+    plain ``call_at``. :meth:`arm` after every call into the core, as with
     :class:`~natkit.net.driver.CoreTimer`."""
 
     __slots__ = ("_at", "_clock", "_closed", "_core", "_handle", "_loop", "_on_fired", "_precise")
@@ -170,7 +180,9 @@ class PreciseTimer:
             self._handle = self._loop.call_at(deadline, self._fire)
             return
         remaining = deadline - self._clock()
-        if remaining > _SPIN_WINDOW:
+        if remaining > _PRECISE_HORIZON:
+            self._handle = self._loop.call_later(remaining, self._wake)
+        elif remaining > _SPIN_WINDOW:
             self._handle = self._loop.call_later(remaining - _SPIN_WINDOW, self._wake)
         else:
             self._handle = self._loop.call_soon(self._wake)

@@ -24,6 +24,7 @@ mDNS (``.local``) candidates of the peer are skipped here: resolving them is
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -37,7 +38,11 @@ from natkit.ice.gather_config import GatherConfig
 from natkit.ice.sdp import CandidateLine, IceDescription, parse_candidate
 from natkit.net.stack import Stack
 
-__all__ = ["IceConnection", "PathEvent"]
+__all__ = ["DEFAULT_TA", "IceConnection", "PathEvent"]
+
+DEFAULT_TA = IceConfig().ta
+"""RFC 8445 §14.2's default Ta (50 ms), assumed for a peer that signals no
+``ice-pacing``."""
 
 PathEvent = SelectedPairChanged | ConsentLost | IceFailed
 
@@ -69,6 +74,7 @@ class IceConnection:
             on_event=self._on_event,
             on_data=on_data,
         )
+        self._proposed_ta = self.agent.core.config.ta
         self._gathered: list[Candidate] = []
         self._gathering_done = False
         self._paths: asyncio.Queue[PathEvent | None] = asyncio.Queue()
@@ -88,18 +94,27 @@ class IceConnection:
 
     def local_description(self) -> IceDescription:
         """ufrag/pwd, ``trickle``, the candidates so far, end-of-candidates
-        when gathering is over (RFC 8839 §5, RFC 8840 §4.1.1)."""
+        when gathering is over (RFC 8839 §5, RFC 8840 §4.1.1), and
+        ``ice-pacing`` when the configured Ta is not the default (RFC 8445
+        §14.2: an agent using another Ta MUST tell its peer; RFC 8839 §5.5)."""
         creds = self.agent.local_credentials
+        pacing = None
+        if self._proposed_ta != DEFAULT_TA:
+            pacing = max(1, round(self._proposed_ta * 1000))
         return IceDescription(
             ufrag=creds.ufrag,
             pwd=creds.pwd,
             options=("trickle",),
+            pacing=pacing,
             candidates=tuple(CandidateLine.from_candidate(c) for c in self._gathered),
             end_of_candidates=self._gathering_done,
         )
 
     def apply_remote_description(self, description: IceDescription) -> None:
-        """The peer's ICE attributes of this media section."""
+        """The peer's ICE attributes of this media section. Checks are paced
+        by the higher of both agents' proposed Ta, a peer that proposes none
+        counting as the default 50 ms (RFC 8445 §14.2, ``a=ice-pacing``)."""
+        self._agree_pacing(description.pacing)
         if description.ufrag is not None and description.pwd is not None:
             self.agent.set_remote_credentials(description.ufrag, description.pwd)
         if description.lite:
@@ -163,6 +178,13 @@ class IceConnection:
         self._paths.put_nowait(None)
 
     # -- internals ---------------------------------------------------------------
+
+    def _agree_pacing(self, remote_ms: int | None) -> None:
+        remote = DEFAULT_TA if remote_ms is None else remote_ms / 1000
+        ta = max(self._proposed_ta, remote)
+        core = self.agent.core
+        if core.config.ta != ta:
+            core.config = dataclasses.replace(core.config, ta=ta)
 
     def _on_candidate(self, candidate: Candidate | None) -> None:
         if candidate is None:
