@@ -15,6 +15,15 @@ One lab serves many pairs (:meth:`IceNamespaceLab.connect`): the 4x4 grid of
 the ECC report's NAT types needs eight NATs and two servers, built once. Each
 pair gets fresh agents, hence fresh sockets and fresh NAT mappings.
 
+:meth:`IceNamespaceLab.call` is the same pair as a real call (RFC 6314
+§5.2.2.3): two natkit user agents (:class:`~natkit.ua.aio.UserAgent`, ICE
+with the lab's STUN and TURN servers) register through their NATs at
+natkit's SIP server (:func:`~natkit.lab.sip_phone.lab_registrar`, started on
+a public host ``sip`` the first time a call is made), the one behind NAT a
+calls the one behind NAT b, each plays its own tone for ``seconds`` and the
+other's recording must hold it (:func:`~natkit.media.tone.check_recording`);
+the path is what the caller's ICE agent selected when the call ended.
+
 :meth:`IceNamespaceLab.relay_failover` is the relay case of issue 6's
 failover: mid-session the TURN server in use is killed (its loop closes
 every socket and connection) and media, 20 ms datagrams both ways, must
@@ -34,7 +43,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from natkit.addr import Endpoint
+from natkit.addr import Endpoint, Transport
 from natkit.errors import NatkitError
 from natkit.ice.aio.agent import AsyncIceAgent
 from natkit.ice.candidate import Candidate, CandidateType
@@ -42,25 +51,36 @@ from natkit.ice.config import IceConfig
 from natkit.ice.gather_config import GatherConfig
 from natkit.lab.ice_connect import (
     ConnectResult,
+    describe_pair,
     expected_path_for,
     fill_result,
     ice_servers,
+    path_of,
     start_relay,
     start_stun_server,
     stop_turn_server,
 )
+from natkit.lab.matrix_media import TONE_A, TONE_B, verdict
+from natkit.lab.sip_phone import DOMAIN, SIP_PORT, OnStack, lab_registrar
 from natkit.lab.turn import NamespaceLoop
+from natkit.media.tone import RecordingCheck, check_recording
 from natkit.nat.box import NatBehavior, PortAssignment
 from natkit.nat.presets import LINUX_MASQUERADE
 from natkit.nat.types import Mapping
 from natkit.net.netns import Host, Lab, NatEngine, TunNat
 from natkit.net.os_stack import OsStack
 from natkit.rng import seeded_rng
+from natkit.sdp.offer_answer import PCMU
+from natkit.sip.uri import SipUri
 from natkit.stun.aio import StunServerRunner
 from natkit.turn.aio.server import TurnServerRunner
+from natkit.ua.aio import MediaSource, UserAgent, UserAgentSettings
+from natkit.ua.aio.agent import Call
+from natkit.ua.media import MediaPath
 
 __all__ = [
     "ECC_TYPES",
+    "CallOutcome",
     "FailoverOutcome",
     "IceNamespaceLab",
     "engine_behavior",
@@ -123,6 +143,50 @@ class FailoverOutcome:
             "received_a": self.received_a,
             "received_b": self.received_b,
             "flowing": self.flowing,
+        }
+
+
+@dataclass(slots=True)
+class CallOutcome:
+    """One call of :meth:`IceNamespaceLab.call`.
+
+    ``observed`` is the word the matrix compares: the ICE path (``direct`` or
+    ``relay``) when both recordings hold the far tone over ICE, else what
+    went wrong (``one-way (b hears a) (direct)``, ``no audio (relay)``,
+    ``no ICE (stun+symmetric-rtp)``, ``failed: ...``)."""
+
+    nat_a: str
+    nat_b: str
+    observed: str = "failed"
+    path: str | None = None
+    """``direct`` or ``relay``: the caller's selected pair when the call ended."""
+    local_type: str | None = None
+    remote_type: str | None = None
+    media_a: str | None = None
+    media_b: str | None = None
+    """Each side's media path (``ice`` when the checks succeeded)."""
+    check_a: RecordingCheck | None = None
+    check_b: RecordingCheck | None = None
+    setup_s: float = 0.0
+    """From the INVITE to media flowing at both sides (gathering and checks included)."""
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        def heard(check: RecordingCheck | None) -> float | None:
+            return None if check is None else round(check.far_seconds, 2)
+
+        return {
+            "nat_a": self.nat_a,
+            "nat_b": self.nat_b,
+            "observed": self.observed,
+            "path": self.path,
+            "pair": f"{self.local_type}/{self.remote_type}" if self.local_type else None,
+            "media_a": self.media_a,
+            "media_b": self.media_b,
+            "a_heard_b_s": heard(self.check_a),
+            "b_heard_a_s": heard(self.check_b),
+            "setup_s": round(self.setup_s, 3),
+            "error": self.error,
         }
 
 
@@ -201,6 +265,9 @@ class IceNamespaceLab:
         self._turn_loops: list[NamespaceLoop] = []
         self.stun_endpoint: Endpoint | None = None
         self.turn_ips: list[str] = []
+        self.sip_endpoint: Endpoint | None = None
+        self._sip_loop: NamespaceLoop | None = None
+        self._sip_stack: contextlib.AsyncExitStack | None = None
         self._runs = 0
 
     # -- building -------------------------------------------------------------------
@@ -236,8 +303,34 @@ class IceNamespaceLab:
     async def _start_turn(self, ip: str) -> TurnServerRunner:
         return await start_relay(OsStack(), ip, tls=self.tls_server, seed=self.seed)
 
+    def open_sip(self) -> Endpoint:
+        """natkit's SIP server (registrar and proxy for :data:`DOMAIN`, open
+        registration) on the public host ``sip``, once; its UDP endpoint."""
+        if self.sip_endpoint is not None:
+            return self.sip_endpoint
+        host = self.lab.add_public_host("sip")
+        loop = NamespaceLoop(host.netns, limit=self.limit).start()
+        self._sip_loop = loop
+        seed = self.seed
+
+        async def start() -> contextlib.AsyncExitStack:
+            stack = contextlib.AsyncExitStack()
+            await stack.enter_async_context(
+                lab_registrar(OnStack(OsStack(), host.address), seed=seed)
+            )
+            return stack
+
+        self._sip_stack = loop.run(start())
+        self.sip_endpoint = Endpoint(host.address, SIP_PORT)
+        return self.sip_endpoint
+
     def close(self) -> None:
         """Stop the servers and every loop (the lab itself is the caller's)."""
+        if self._sip_loop is not None:
+            if self._sip_stack is not None:
+                with contextlib.suppress(NatkitError, OSError, concurrent.futures.TimeoutError):
+                    self._sip_loop.run(self._sip_stack.aclose(), timeout=10.0)
+            self._sip_loop.close()
         for runner, loop in zip(self._turns, self._turn_loops, strict=True):
             with contextlib.suppress(NatkitError, OSError, concurrent.futures.TimeoutError):
                 loop.run(stop_turn_server(runner), timeout=10.0)
@@ -269,14 +362,13 @@ class IceNamespaceLab:
         except KeyError:
             raise NatkitError(f"no NAT {engine.label} on side {label} in this lab") from None
 
-    def _gather_config(self, index: int, seed: int) -> GatherConfig:
+    def _gather_config(self, index: int, seed: int, *, tls: bool | None = None) -> GatherConfig:
         assert self.stun_endpoint is not None  # set by open()
         ips = tuple(self.turn_ips)
         if len(ips) > 1:
             ips = (ips[index],)
-        stun_servers, specs = ice_servers(
-            ips, stun=self.stun_endpoint, tls=self.tls_client is not None
-        )
+        use_tls = self.tls_client is not None if tls is None else tls
+        stun_servers, specs = ice_servers(ips, stun=self.stun_endpoint, tls=use_tls)
         return GatherConfig(stun_servers=stun_servers, turn_servers=specs, rng=seeded_rng(seed))
 
     def _agents(self, a: _Side, b: _Side) -> tuple[AsyncIceAgent, AsyncIceAgent]:
@@ -445,6 +537,154 @@ class IceNamespaceLab:
             return outcome
         finally:
             self._close_agents(a, b, agent_a, agent_b)
+
+    # -- calls between two user agents ----------------------------------------------
+
+    def _ua_settings(self, side: _Side, user: str, tone: float, index: int) -> UserAgentSettings:
+        assert self.sip_endpoint is not None and self.stun_endpoint is not None
+        seed = self.seed * 1000 + self._runs * 10 + index
+        return UserAgentSettings(
+            aor=SipUri(scheme="sip", host=DOMAIN, user=user),
+            local_ip=side.host.address,
+            sip_port=SIP_PORT,
+            proxy=self.sip_endpoint,
+            register=True,
+            stun_server=self.stun_endpoint,
+            source=MediaSource(tone_hz=tone),
+            codecs=(PCMU,),  # one codec: a smaller SDP (see _call_gather_config)
+            ice=self._call_gather_config(index, seed + 5),
+            ice_config=IceConfig(rng=seeded_rng(seed + 7)),
+            rng=seeded_rng(seed),
+        )
+
+    def _call_gather_config(self, index: int, seed: int) -> GatherConfig:
+        """TURN over UDP only, which gives the server-reflexive candidate too
+        (RFC 8445 §5.1.1.2: the Allocate response's XOR-MAPPED-ADDRESS).
+
+        The SDP must stay small: the INVITE the proxy forwards (its Via and
+        two Record-Routes added) must fit the lab's 1500-octet MTU, since
+        natkit's TUN NAT, like many NATs, drops IP fragments
+        (:func:`natkit.packet.decode_ipv4`) and a fragmented INVITE never
+        reaches the callee (the danger RFC 3261 §18.1.1 describes). With
+        TCP relay candidates and STUN's server-reflexive one as well, it
+        did not fit behind the symmetric NAT (one mapping per server)."""
+        config = self._gather_config(index, seed, tls=False)
+        udp = tuple(s for s in config.turn_servers if s.transport is Transport.UDP)
+        return dataclasses.replace(config, stun_servers=(), turn_servers=udp)
+
+    def call(
+        self,
+        engine_a: NatEngine,
+        engine_b: NatEngine,
+        *,
+        seconds: float = 2.0,
+        timeout: float = 15.0,
+    ) -> CallOutcome:
+        """A call from a UA behind ``engine_a`` to one behind ``engine_b``
+        (see the module docstring): ``seconds`` of two tones, then the
+        caller hangs up. Fresh UAs (own users, sockets, NAT mappings) per call."""
+        a, b = self._side("a", engine_a), self._side("b", engine_b)
+        self.open_sip()
+        self._runs += 1
+        run = self._runs
+        outcome = CallOutcome(a.engine.label, b.engine.label)
+        ua_a = a.loop.run(_new_ua(self._ua_settings(a, f"alice{run}", TONE_A, 0)))
+        ua_b = b.loop.run(_new_ua(self._ua_settings(b, f"bob{run}", TONE_B, 1)))
+        try:
+            starts = [self._submit(a, ua_a.start()), self._submit(b, ua_b.start())]
+            for fut in starts:
+                fut.result(timeout)
+            self._talk(a, b, ua_a, ua_b, outcome, seconds=seconds, timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            outcome.error = outcome.error or f"timed out after {timeout:g} s"
+        except (NatkitError, OSError) as exc:
+            outcome.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            closing = [self._submit(a, ua_a.close()), self._submit(b, ua_b.close())]
+            for fut in closing:
+                with contextlib.suppress(NatkitError, OSError, concurrent.futures.TimeoutError):
+                    fut.result(10.0)
+        outcome.observed = _call_verdict(outcome)
+        return outcome
+
+    def _talk(
+        self,
+        a: _Side,
+        b: _Side,
+        ua_a: UserAgent,
+        ua_b: UserAgent,
+        outcome: CallOutcome,
+        *,
+        seconds: float,
+        timeout: float,
+    ) -> None:
+        started = time.monotonic()
+        incoming = self._submit(b, _next_call(ua_b, timeout))
+        call_a = a.loop.run(ua_a.call(f"sip:bob{self._runs}@{DOMAIN}"), timeout)
+        call_b = incoming.result(timeout)
+        deadline = started + timeout
+        for side, call in ((a, call_a), (b, call_b)):
+            side.loop.run(_established(call, deadline - time.monotonic()), timeout)
+        outcome.setup_s = time.monotonic() - started
+        time.sleep(seconds)
+        a.loop.run(_read_path(call_a, outcome))
+        a.loop.run(ua_a.hangup(call_a))
+        with contextlib.suppress(concurrent.futures.TimeoutError, TimeoutError):
+            b.loop.run(_ended(call_b, 5.0), 6.0)
+        outcome.media_a = None if call_a.path is None else call_a.path.value
+        outcome.media_b = None if call_b.path is None else call_b.path.value
+        half = seconds / 2
+        rec_a = a.loop.run(_recording(call_a))
+        rec_b = b.loop.run(_recording(call_b))
+        outcome.check_a = check_recording(rec_a, far_hz=TONE_B, own_hz=TONE_A, min_duration=half)
+        outcome.check_b = check_recording(rec_b, far_hz=TONE_A, own_hz=TONE_B, min_duration=half)
+
+
+async def _new_ua(settings: UserAgentSettings) -> UserAgent:
+    return UserAgent(OsStack(), settings)
+
+
+async def _next_call(ua: UserAgent, timeout: float) -> Call:
+    async with asyncio.timeout(timeout):
+        return await ua.incoming.get()
+
+
+async def _established(call: Call, timeout: float) -> None:
+    async with asyncio.timeout(max(0.0, timeout)):
+        await call.established.wait()
+
+
+async def _ended(call: Call, timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        await call.ended.wait()
+
+
+async def _recording(call: Call) -> Any:
+    return call.recording()
+
+
+async def _read_path(call: Call, outcome: CallOutcome) -> None:
+    if call.ice is None:
+        return
+    described = describe_pair(call.ice)
+    if described is None:
+        return
+    local, remote, _ = described
+    outcome.path = path_of(local, remote)
+    outcome.local_type, outcome.remote_type = local.type.value, remote.type.value
+
+
+def _call_verdict(outcome: CallOutcome) -> str:
+    if outcome.error is not None:
+        return f"failed: {outcome.error}"
+    if outcome.check_a is None or outcome.check_b is None:
+        return "failed"
+    audio = verdict(outcome.check_a, outcome.check_b)
+    if outcome.media_a != MediaPath.ICE or outcome.media_b != MediaPath.ICE:
+        return f"no ICE ({outcome.media_a}/{outcome.media_b}), {audio}"
+    if audio != "two-way":
+        return f"{audio} ({outcome.path})"
+    return outcome.path or "failed"
 
 
 async def _fill(

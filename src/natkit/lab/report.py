@@ -15,7 +15,7 @@ import html
 import re
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from natkit.lab.matrix import Capture, ScenarioResult, Sent
@@ -99,6 +99,18 @@ def _sip_label(data: bytes) -> str | None:
 # -- columns ---------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class WireCapture(Capture):
+    """Packets captured on a real link (the namespace lab), not on a
+    simulated internet: ``raw`` holds every datagram as captured (epoch
+    seconds), written to the pcap unchanged; ``sent`` the decoded ones the
+    ladder draws, each ``origin`` the column of its source; ``names`` maps
+    an address to its column (addresses not in it are their own column)."""
+
+    raw: list[tuple[float, bytes]] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class Arrow:
     """One packet on the ladder: from column ``src`` to column ``dst``."""
@@ -151,11 +163,15 @@ def arrows(capture: Capture) -> list[Arrow]:
     scenario, columns are prefixed by the internet's number."""
     out = []
     several = len(capture.nets) > 1
+    names = capture.names if isinstance(capture, WireCapture) else {}
     for sent in capture.sent:
-        net = capture.nets[sent.net]
-        domain = _domain_of(net, sent.origin)
-        src = _column_of_origin(sent.origin)
-        dst = _receiver(domain, sent.packet.dst.host) if domain is not None else "?"
+        if sent.net >= len(capture.nets):  # a real link: columns by address
+            src = sent.origin
+            dst = names.get(sent.packet.dst.host, sent.packet.dst.host)
+        else:
+            domain = _domain_of(capture.nets[sent.net], sent.origin)
+            src = _column_of_origin(sent.origin)
+            dst = _receiver(domain, sent.packet.dst.host) if domain is not None else "?"
         if several:
             src, dst = f"{sent.net + 1}.{src}", f"{sent.net + 1}.{dst}"
         p = sent.packet
@@ -235,7 +251,13 @@ def ladder_svg(capture: Capture, *, max_arrows: int = MAX_ARROWS) -> str:
 
 def write_pcap(capture: Capture, path: Path) -> int:
     """Every packet of the scenario, as each sender put it on its link (a
-    NAT's translated copy follows the original); returns how many were written."""
+    NAT's translated copy follows the original), or for a :class:`WireCapture`
+    every datagram as captured; returns how many were written."""
+    if isinstance(capture, WireCapture):
+        with PcapWriter(path) as writer:
+            for timestamp, data in capture.raw:
+                writer.write_raw(timestamp, data)
+            return writer.count
     ordered: list[Sent] = sorted(capture.sent, key=lambda s: s.time)
     with PcapWriter(path) as writer:
         for sent in ordered:
