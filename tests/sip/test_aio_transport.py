@@ -682,3 +682,52 @@ def test_only_destination_unreachable_icmp_fails_the_destination(
     )
     layer._icmp(remote, icmp_type, code, 0)
     assert seen == ([remote] if unreachable else [])
+
+
+@dataclass
+class Observer:
+    seen_received: list[str] = field(default_factory=list)
+    seen_sent: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def _name(message: SipMessage) -> str:
+        return message.method if isinstance(message, SipRequest) else str(message.status)
+
+    def received(self, message: SipMessage) -> None:
+        self.seen_received.append(self._name(message))
+
+    def sent(self, message: SipMessage) -> None:
+        self.seen_sent.append(self._name(message))
+
+
+@pytest.mark.parametrize("transport", [SipTransport.UDP, SipTransport.TCP], ids=["udp", "tcp"])
+def test_observers_see_what_is_delivered_and_what_is_sent_by_send_and_send_soon(
+    transport: SipTransport,
+) -> None:
+    # Metrics observe the layer: a UDP send_soon (the UA's path) must count as
+    # well as an awaited send; bytes are not parsed for the observer.
+    async def main() -> None:
+        _, server_host, client_host = _world()
+        server = EchoServer(server_host, None)
+        await server.start(transport)
+        server_view = Observer()
+        server.layer.add_observer(server_view)
+        rec = Recorder()
+        client = await _client(client_host, None, rec)
+        client_view = Observer()
+        client.add_observer(client_view)
+        target = Target(transport, Endpoint(SERVER_IP, PORTS[transport]))
+        await client.send(parse_message(options(transport, call_id="one")), target)
+        await rec.next()
+        client.send_soon(parse_message(options(transport, call_id="two")), target)
+        await rec.next()
+        await client.send(options(transport, call_id="three"), target)  # raw bytes
+        await rec.next()
+        assert client_view.seen_sent == ["OPTIONS", "OPTIONS"]
+        assert client_view.seen_received == ["200", "200", "200"]
+        assert server_view.seen_received == ["OPTIONS"] * 3
+        assert server_view.seen_sent == ["200"] * 3
+        client.close()
+        server.layer.close()
+
+    run_virtual(main)

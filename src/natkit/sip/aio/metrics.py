@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +46,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from natkit.sip.aio.server import SipServer
-from natkit.sip.flow import SipTransport, Source, Target
+from natkit.sip.flow import SipTransport
 from natkit.sip.location import NAMESPACE
 from natkit.sip.message import SipMessage, SipRequest, SipResponse
 from natkit.sip.registrar import Binding, BindingChanges
@@ -114,23 +114,9 @@ def _class_of(status: int) -> str:
 
 def instrument(server: SipServer, counters: SipCounters) -> None:
     """Count what ``server``'s transport layer delivers and sends (call
-    before ``start``). The element has no counters of its own; this wraps
-    the layer's delivery callback and ``send`` on this one instance."""
-    transport = server.transport
-    deliver: Callable[[SipMessage, Source], None] = transport._on_message
-    send = transport.send
-
-    def on_message(message: SipMessage, source: Source) -> None:
-        counters.received(message)
-        deliver(message, source)
-
-    async def counted_send(message: SipMessage | bytes, target: Target, **kw: Any) -> Any:
-        if isinstance(message, SipMessage):
-            counters.sent(message)
-        return await send(message, target, **kw)
-
-    transport._on_message = on_message
-    transport.send = counted_send  # type: ignore[method-assign]
+    before ``start``): the counters observe the layer
+    (:meth:`~natkit.sip.aio.transport.SipTransportLayer.add_observer`)."""
+    server.transport.add_observer(counters)
 
 
 @dataclass(frozen=True, slots=True)

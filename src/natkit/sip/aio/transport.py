@@ -64,6 +64,7 @@ import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -106,6 +107,16 @@ log.addHandler(logging.NullHandler())
 
 MessageHandler = Callable[[SipMessage, Source], None]
 FlowHandler = Callable[[FlowId], None]
+
+
+class MessageObserver(Protocol):
+    """Sees every message the layer delivers and every message handed to it
+    to send (metrics, tracing); see :meth:`SipTransportLayer.add_observer`."""
+
+    def received(self, message: SipMessage) -> None: ...
+
+    def sent(self, message: SipMessage) -> None: ...
+
 
 _PING = b"\r\n\r\n"
 _PONG = b"\r\n"
@@ -407,6 +418,7 @@ class SipTransportLayer:
         self._on_pong = on_pong
         self._on_unreachable = on_unreachable
         self._on_stun_response = on_stun_response
+        self._observers: tuple[MessageObserver, ...] = ()
         self._rng = rng if rng is not None else default_rng()
         self._flow_prefix = "".join(self._rng.choice(_TAG_ALPHABET) for _ in range(6))
         self._counter = 0
@@ -482,6 +494,17 @@ class SipTransportLayer:
 
     # -- sending -------------------------------------------------------------------
 
+    def add_observer(self, observer: MessageObserver) -> None:
+        """Let ``observer`` see every well-formed message delivered to
+        ``on_message`` and every message given to :meth:`send` or
+        :meth:`send_soon` (raw bytes are not parsed for it)."""
+        self._observers = (*self._observers, observer)
+
+    def _observe_sent(self, message: SipMessage | bytes) -> None:
+        if isinstance(message, SipMessage):
+            for observer in self._observers:
+                observer.sent(message)
+
     async def send(
         self,
         message: SipMessage | bytes,
@@ -497,6 +520,12 @@ class SipTransportLayer:
         """
         if self._closed:
             raise TransportError("transport layer is closed")
+        self._observe_sent(message)
+        return await self._send(message, target, server_hostname)
+
+    async def _send(
+        self, message: SipMessage | bytes, target: Target, server_hostname: str | None
+    ) -> FlowId:
         data = message if isinstance(message, bytes) else serialize_message(message)
         if target.transport is SipTransport.UDP:
             if (
@@ -513,7 +542,7 @@ class SipTransportLayer:
                     "Via", str(dataclasses.replace(top, transport=SipTransport.TCP.via_token))
                 )
                 with contextlib.suppress(TransportError):
-                    return await self.send(over_tcp, Target(SipTransport.TCP, target.remote))
+                    return await self._send(over_tcp, Target(SipTransport.TCP, target.remote), None)
             return self._send_udp(data, target)
         conn = await self._connection_for(target, server_hostname)
         conn.send(data)
@@ -537,6 +566,7 @@ class SipTransportLayer:
                 log.info("sending to %s failed: %s", target.remote, exc)
 
         if target.transport is SipTransport.UDP and not self.config.large_requests_over_tcp:
+            self._observe_sent(message)
             data = message if isinstance(message, bytes) else serialize_message(message)
             try:
                 self._send_udp(data, target)
@@ -787,6 +817,8 @@ class SipTransportLayer:
                     reply(answer)
             return
         try:
+            for observer in self._observers:
+                observer.received(message)
             self._on_message(message, source)
         except Exception:
             log.exception("on_message failed for a message from %s", source.remote)
