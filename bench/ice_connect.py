@@ -12,10 +12,13 @@ the Binding requests its peer received). Runs alternate natkit / aioice
 (A B A B ...), ``--runs`` of each, for one pair (127.0.0.1 each side) and
 for 8 host candidates a side (127.0.0.1-8 against 127.0.1.1-8: 64 pairs).
 
-natkit runs twice per round: with its defaults (RFC 8445 §14.2's Ta of
-50 ms) and with Ta = 5 ms, the smallest §14.2 allows (``natkit-ta5``).
-Regular nomination (§8.1.1) puts the USE-CANDIDATE check in the next pacing
-slot after the first success, so natkit's time on loopback is about one Ta.
+natkit runs three times per round: with its defaults (RFC 8445 §14.2's Ta
+of 50 ms), with its fast profile (``natkit-fast``:
+``natkit.ice.aio.agent.fast_ice_config()``, Ta = 5 ms, the smallest §14.2
+allows, regular nomination) and with aggressive nomination (RFC 5245, as
+aioice). Regular nomination (§8.1.1) puts the USE-CANDIDATE check in the
+next pacing slot after the first success, so natkit's time on loopback is
+the first check's time plus one Ta plus one round trip.
 
 Simulated internet (virtual clock): natkit only, two agents behind a
 symmetric and a port-restricted cone NAT (no direct path: RFC 6314
@@ -32,7 +35,7 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import emit, fail, machine, ratio, summary
 from natkit.addr import Endpoint, Family
-from natkit.ice.aio.agent import AsyncIceAgent
+from natkit.ice.aio.agent import AsyncIceAgent, fast_ice_config
 from natkit.ice.config import IceConfig
 from natkit.ice.events import CandidatePairSucceeded, IceEvent
 from natkit.ice.gather_config import GatherConfig, TurnServerSpec
@@ -57,10 +60,18 @@ except ImportError:
 CONNECT_TIMEOUT = 10.0
 ONE_PAIR = (["127.0.0.1"], ["127.0.0.2"])
 SIXTY_FOUR = ([f"127.0.0.{i}" for i in range(1, 9)], [f"127.0.1.{i}" for i in range(1, 9)])
-VARIANT_CONFIG = {  # name: (Ta, aggressive nomination)
-    "natkit": (0.05, False),
-    "natkit-ta5": (0.005, False),
-    "natkit-aggressive": (0.05, True),
+VARIANT_CONFIG: dict[str, Callable[[int], IceConfig]] = {  # name: seed -> config
+    "natkit": lambda seed: IceConfig(rng=seeded_rng(seed)),
+    "natkit-fast": lambda seed: fast_ice_config(rng=seeded_rng(seed)),
+    "natkit-aggressive": lambda seed: IceConfig(aggressive_nomination=True, rng=seeded_rng(seed)),
+}
+VARIANT_DESCRIPTION = {
+    "natkit": "IceConfig() defaults: Ta 50 ms, regular nomination",
+    "natkit-fast": (
+        "fast_ice_config(): Ta 5 ms (RFC 8445 §14.2 minimum, signalled as "
+        "a=ice-pacing:5), regular nomination"
+    ),
+    "natkit-aggressive": "Ta 50 ms, aggressive nomination (RFC 5245 §8.1.1.2, as aioice)",
 }
 NATKIT_VARIANTS = tuple(VARIANT_CONFIG)
 TARGET_ONE_PAIR_RATIO = 0.25
@@ -98,17 +109,22 @@ async def trickle(src: AsyncIceAgent, dst: AsyncIceAgent) -> float:
     return asyncio.get_running_loop().time()
 
 
-async def natkit_once(
-    ips: tuple[list[str], list[str]], ta: float, seed: int, *, aggressive: bool = False
-) -> dict[str, Any]:
+async def natkit_once(ips: tuple[list[str], list[str]], variant: str, seed: int) -> dict[str, Any]:
+    first_valid: list[float] = []
+
+    def on_event(event: IceEvent) -> None:
+        if isinstance(event, CandidatePairSucceeded) and not first_valid:
+            first_valid.append(time.perf_counter())
+
     agents = [
         AsyncIceAgent(
             LoopbackStack(side_ips),
             controlling=index == 0,
-            config=IceConfig(ta=ta, aggressive_nomination=aggressive, rng=seeded_rng(seed + index)),
+            config=VARIANT_CONFIG[variant](seed + index),
             gather_config=GatherConfig(
                 allow_loopback=True, ipv6=False, rng=seeded_rng(seed + 10 + index)
             ),
+            on_event=on_event if index == 0 else None,
         )
         for index, side_ips in enumerate(ips)
     ]
@@ -127,6 +143,7 @@ async def natkit_once(
         assert selected is not None
         return {
             "connect_s": elapsed,
+            "first_valid_s": first_valid[0] - started,
             "checks": checks,
             "pairs": pairs,
             "selected": [selected[0].address.host, selected[1].address.host],
@@ -191,8 +208,7 @@ async def run_variant(name: str, ips: tuple[list[str], list[str]], index: int) -
     """One timed connection of ``name`` (a natkit variant or ``aioice``)."""
     if name == "aioice":
         return await aioice_once(ips)
-    ta, aggressive = VARIANT_CONFIG[name]
-    return await natkit_once(ips, ta, 100 + 7 * index, aggressive=aggressive)
+    return await natkit_once(ips, name, 100 + 7 * index)
 
 
 async def loopback_case(ips: tuple[list[str], list[str]], runs: int) -> dict[str, Any]:
@@ -212,6 +228,7 @@ async def loopback_case(ips: tuple[list[str], list[str]], runs: int) -> dict[str
         }
         if "selected" in results[0]:
             entry["selected"] = sorted({tuple(r["selected"]) for r in results})
+            entry["first_valid_s"] = summary([r["first_valid_s"] for r in results])
         out[name] = entry
     aioice_median = out["aioice"]["connect_s"]["median"]
     out["ratio"] = {
@@ -235,7 +252,7 @@ async def loopback_case(ips: tuple[list[str], list[str]], runs: int) -> dict[str
 
 
 async def sim_once(
-    seed: int, nat_a: str, nat_b: str, one_way: float, *, ta: float, aggressive: bool
+    seed: int, nat_a: str, nat_b: str, one_way: float, variant: str
 ) -> dict[str, Any]:
     from natkit.lab.turn import lab_credentials, start_turn_server
     from natkit.nat.box import NatBox
@@ -283,9 +300,7 @@ async def sim_once(
         AsyncIceAgent(
             host.stack,
             controlling=index == 0,
-            config=IceConfig(
-                ta=ta, aggressive_nomination=aggressive, rng=seeded_rng(seed + 2 + index)
-            ),
+            config=VARIANT_CONFIG[variant](seed + 2 + index),
             gather_config=gather,
             on_event=on_event,
         )
@@ -340,10 +355,9 @@ def sim_case(seeds: int, nat_a: str, nat_b: str, one_way: float) -> dict[str, An
     from natkit.net.sim import run_virtual
 
     out: dict[str, Any] = {"nat_a": nat_a, "nat_b": nat_b, "one_way_delay_s": one_way}
-    for name, (ta, aggressive) in VARIANT_CONFIG.items():
+    for name in VARIANT_CONFIG:
         runs = [
-            run_virtual(sim_once(seed, nat_a, nat_b, one_way, ta=ta, aggressive=aggressive))
-            for seed in range(1, seeds + 1)
+            run_virtual(sim_once(seed, nat_a, nat_b, one_way, name)) for seed in range(1, seeds + 1)
         ]
         out[name] = sim_summary(runs)
     lab = [run_connect_sim(nat_a, nat_b, seed=seed, latency=one_way) for seed in range(seeds)]
@@ -402,13 +416,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "sim_seeds": seeds,
             "one_way_delay_s": args.one_way,
             "loop": "uvloop" if loop_factory() is not None else "asyncio",
-            "natkit_variants": {
-                "natkit": "IceConfig() defaults: Ta 50 ms, regular nomination",
-                "natkit-ta5": "Ta 5 ms (RFC 8445 §14.2 minimum), regular nomination",
-                "natkit-aggressive": (
-                    "Ta 50 ms, aggressive nomination (RFC 5245 §8.1.1.2, as aioice)"
-                ),
-            },
+            "natkit_variants": VARIANT_DESCRIPTION,
         },
         "loopback": looped,
         "sim": sim,

@@ -19,7 +19,7 @@ from .bench_smoke import is_summary, run_smoke, skip_or_fail
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 SMOKE_TIMEOUT = 90.0  # seconds; the smoke run takes a few
-VARIANTS = ("natkit", "natkit-ta5", "natkit-aggressive")
+VARIANTS = ("natkit", "natkit-fast", "natkit-aggressive")
 
 
 @pytest.mark.timeout(SMOKE_TIMEOUT + 30)
