@@ -313,3 +313,59 @@ def test_a_failed_flow_forgets_its_keepalive_under_way() -> None:
 
     in_flight, left = run_virtual(main)
     assert in_flight == 1 and left == 0
+
+
+def test_requests_over_the_registered_flow_go_to_the_application() -> None:
+    # A user agent shares the flow it registered (RFC 5626 §4.3): the home
+    # proxy's requests for the contact, and responses to anything but REGISTER,
+    # reach on_other_message; REGISTER responses stay with the client.
+    async def main() -> list[str]:
+        from natkit.sip.aio.transport import SipTransportLayer
+        from natkit.sip.flow import Source
+        from natkit.sip.message import SipMessage, SipRequest, SipResponse
+
+        net = Internet(seed=3)
+        server_host = net.add_host("server", SERVER_IP)
+        alice_host = net.add_host("alice", ALICE_IP)
+        bob_host = net.add_host("bob", "198.51.100.9")
+        store = MemoryStore(clock=wallclock)
+        await add_user(store, "example.org", "alice", "secret")
+        config = SipServerConfig(
+            listen=((SipTransport.UDP, Endpoint(SERVER_IP, 5060)),),
+            domains=frozenset({"example.org"}),
+            secret=b"s" * 32,
+            authenticate=False,
+        )
+        seen: list[str] = []
+
+        def other(message: SipMessage, source: Source) -> None:
+            if isinstance(message, SipRequest):
+                seen.append(message.method)
+            elif isinstance(message, SipResponse):
+                seen.append(f"{message.status} {message.cseq.method}")
+
+        bob = SipTransportLayer(bob_host.stack, lambda m, s: None)
+        await bob.listen(SipTransport.UDP, Endpoint("198.51.100.9", 5060))
+        async with (
+            SipServer(server_host.stack, config, store, rng=seeded_rng(1)),
+            RegistrationAgent(
+                alice_host.stack, agent_config(SipTransport.UDP), on_other_message=other
+            ) as agent,
+        ):
+            await asyncio.wait_for(agent.registered(), 30)
+            message = (
+                b"MESSAGE sip:alice@example.org SIP/2.0\r\n"
+                b"Via: SIP/2.0/UDP 198.51.100.9:5060;branch=z9hG4bKother1;rport\r\n"
+                b"Max-Forwards: 70\r\nFrom: <sip:bob@example.org>;tag=b1\r\n"
+                b"To: <sip:alice@example.org>\r\nCall-ID: other-1\r\nCSeq: 1 MESSAGE\r\n"
+                b"Content-Length: 0\r\n\r\n"
+            )
+            await bob.send(message, Target(SipTransport.UDP, Endpoint(SERVER_IP, 5060)))
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.05)
+            bob.close()
+        return seen
+
+    assert run_virtual(main) == ["MESSAGE"]

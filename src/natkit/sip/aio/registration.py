@@ -30,11 +30,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from natkit.addr import Endpoint
-from natkit.errors import TransportError
+from natkit.errors import MalformedMessageError, TransportError
 from natkit.net.stack import Stack
 from natkit.sip.aio.transport import FlowGoneError, SipTransportLayer
 from natkit.sip.flow import FlowId, SipTransport, Source, Target
@@ -62,8 +62,20 @@ _log = logging.getLogger(__name__)
 class RegistrationAgent:
     """``async with RegistrationAgent(stack, config) as agent: await agent.registered()``."""
 
-    def __init__(self, stack: Stack, config: RegistrationConfig) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        config: RegistrationConfig,
+        *,
+        on_other_message: Callable[[SipMessage, Source], None] | None = None,
+    ) -> None:
+        """``on_other_message`` gets every message on this agent's transport
+        that is not a REGISTER response (requests for the registered
+        contact, responses to the application's own requests), so a user
+        agent can share the flows it registered (RFC 5626 §4.3); without it
+        they are dropped."""
         self.config = config
+        self._on_other_message = on_other_message
         self.client = RegistrationClient(config)
         self.transport = SipTransportLayer(
             stack,
@@ -276,9 +288,11 @@ class RegistrationAgent:
     # -- transport callbacks -------------------------------------------------------
 
     def _on_message(self, message: SipMessage, source: Source) -> None:
-        if isinstance(message, SipResponse):
+        if isinstance(message, SipResponse) and _cseq_method(message) == "REGISTER":
             self.client.receive_message(message, source, now=self._now())
             self._pump()
+        elif self._on_other_message is not None:
+            self._on_other_message(message, source)
 
     def _on_stun(self, data: bytes, source: Source) -> None:
         self.stun.receive_datagram(data, source.remote, now=self._now())
@@ -293,3 +307,10 @@ class RegistrationAgent:
             if self.client.flow_target(index).flow == flow:
                 self.client.keepalive_answered(index, now=self._now())
         self._pump()
+
+
+def _cseq_method(response: SipResponse) -> str | None:
+    try:
+        return response.cseq.method
+    except MalformedMessageError:
+        return None
