@@ -289,6 +289,9 @@ class AsyncIceAgent:
         self.events: list[IceEvent] = []
         """Every core event so far, in order (for inspection and the lab)."""
         self.connected_at: float | None = None
+        """When every component had its selected pair, on the agent's clock (``loop.time()``;
+        on uvloop ``time.monotonic()``, the same clock in full resolution),
+        like :attr:`started_at`."""
         self.checks_at_connected: int | None = None
         """:attr:`checks_sent` when the agent connected."""
         self.started_at: float | None = None
@@ -325,7 +328,7 @@ class AsyncIceAgent:
         others as they arrive."""
         if self.started_at is not None:
             raise LocalProtocolError("the agent is started already")
-        self.started_at = self._loop.time()
+        self.started_at = self._clock()
         await self.gatherer.open(addresses)
         self.gatherer.start()
         if self.gatherer.completed:
