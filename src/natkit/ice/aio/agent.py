@@ -459,11 +459,13 @@ class AsyncIceAgent:
                     had_event = True
                     self._on_event(event)
                 deadline = core.get_timer()
-                if deadline is not None and deadline <= now and not self._closed:
-                    # Due already (the first check of a new check list, a
-                    # nomination): run it now, not one loop iteration later.
-                    core.handle_timer(now=now)
-                    continue
+                if deadline is not None and not self._closed:
+                    now = self._clock()  # sending took time: pace from now
+                    if deadline <= now:
+                        # Due already (the first check of a new check list, a
+                        # nomination): run it now, not one loop iteration later.
+                        core.handle_timer(now=now)
+                        continue
                 if not out and not had_event:
                     break
         finally:
