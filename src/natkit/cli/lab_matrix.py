@@ -52,6 +52,7 @@ def matrix_command(
     scenario, expected against observed."""
     if mode not in ("sim", "netns"):
         raise typer.BadParameter("sim or netns", param_hint="--mode")
+    extra: dict[str, dict[str, object]] = {}
     if mode == "sim":
         chosen = select(all_scenarios(), only)
         if not chosen:
@@ -61,17 +62,44 @@ def matrix_command(
             len(chosen), as_json, lambda cb: run_matrix(chosen, seed=seed, on_result=cb)
         )
     else:
-        from natkit.lab.matrix_netns import run_netns_grid
+        import secrets
 
-        results = _run_with_progress(
-            16, as_json, lambda cb: run_netns_grid(seed=seed, only=only, on_result=cb)
-        )
+        from natkit.lab.ice_netns import CallOutcome
+        from natkit.lab.matrix_netns import chosen_pairs, run_netns_grid
+
+        run_id = secrets.token_hex(3)
+        calls: dict[str, CallOutcome] = {}
+        total = len(chosen_pairs(only))
+        from natkit.errors import NatkitError
+        from natkit.net.netns import LabInterrupted
+
+        try:
+            results = _run_with_progress(
+                total,
+                as_json,
+                lambda cb: run_netns_grid(
+                    seed=seed, only=only, on_result=cb, run_id=run_id, calls=calls
+                ),
+            )
+        except (KeyboardInterrupt, LabInterrupted) as exc:
+            err_console.print(f"interrupted ({exc or 'SIGINT'}); the lab was torn down")
+            raise typer.Exit(130) from None
+        except NatkitError as exc:  # no root, no TUN device, a lab that did not build
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
         if not results:
             err_console.print(f"[red]error:[/red] no scenario matches {only!r}")
             raise typer.Exit(2)
+        # The lab's run id (its namespaces are natkit-<id>-*) and each call's details.
+        for result in results:
+            extra[result.scenario] = {"lab": run_id}
+        for name, outcome in calls.items():
+            extra[name]["call"] = outcome.to_json()
     if as_json:
         for result in results:
-            sys.stdout.write(json.dumps(result.to_json()) + "\n")
+            row = result.to_json()
+            row.update(extra.get(result.scenario, {}))
+            sys.stdout.write(json.dumps(row) + "\n")
     else:
         print_table(results, mode)
     if report is not None:

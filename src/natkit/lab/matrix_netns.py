@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from natkit.errors import MalformedMessageError
-from natkit.lab.ice_netns import ECC_TYPES, IceNamespaceLab, expected_netns_path
+from natkit.lab.ice_netns import ECC_TYPES, CallOutcome, IceNamespaceLab, expected_netns_path
 from natkit.lab.matrix import Scenario as _Scenario
 from natkit.lab.matrix import ScenarioResult, Sent
 from natkit.lab.matrix import select as select_scenarios
@@ -36,7 +36,14 @@ from natkit.net.netns import Lab, TunNat
 from natkit.net.netns.system import in_namespace
 from natkit.packet import decode_ipv4
 
-__all__ = ["CLAIM", "GROUP", "InternetCapture", "netns_names", "run_netns_grid"]
+__all__ = [
+    "CLAIM",
+    "GROUP",
+    "InternetCapture",
+    "chosen_pairs",
+    "netns_names",
+    "run_netns_grid",
+]
 
 CLAIM = (
     "RFC 6314 §5.2.2.3 with real packets: a call with ICE on both sides has two-way "
@@ -159,30 +166,36 @@ def wire_capture(packets: list[Captured], names: dict[str, str]) -> WireCapture:
     return capture
 
 
+def chosen_pairs(only: str | None = None) -> list[tuple[str, tuple[str, str]]]:
+    """The scenarios ``--only`` picks (all 16 without it), with their NAT
+    presets, in grid order (rows: the caller's NAT)."""
+    names = dict(zip(netns_names(), ((a, b) for a in ECC_TYPES for b in ECC_TYPES), strict=True))
+    stand_ins = [_Scenario(n, GROUP, CLAIM, "", lambda _s: "") for n in names]
+    wanted = {s.name for s in select_scenarios(stand_ins, only)}
+    return [(n, ab) for n, ab in names.items() if n in wanted]
+
+
 def run_netns_grid(
     *,
     seed: int = 0,
     only: str | None = None,
     on_result: Callable[[ScenarioResult], None] | None = None,
     seconds: float = CALL_SECONDS,
+    run_id: str | None = None,
+    calls: dict[str, CallOutcome] | None = None,
 ) -> list[ScenarioResult]:
     """Every ordered pair of the grid (or those matching ``only``) as a call,
-    in one lab; each result carries the call's packets."""
-    names = {f"{GROUP}/{a}+{b}": (a, b) for a in ECC_TYPES for b in ECC_TYPES}
-    wanted = {
-        s.name
-        for s in select_scenarios(
-            [_Scenario(n, GROUP, CLAIM, "", lambda _s: "") for n in names], only
-        )
-    }
-    chosen = [(n, ab) for n, ab in names.items() if n in wanted]
+    in one lab (named ``run_id`` when given); each result carries the
+    call's packets, and ``calls`` (when given) gets each call's details
+    by scenario name."""
+    chosen = chosen_pairs(only)
     results: list[ScenarioResult] = []
     if not chosen:
         return results
     engines_a = {a: TunNat(a) for _, (a, _b) in chosen}
     engines_b = {b: TunNat(b) for _, (_a, b) in chosen}
     with (
-        Lab() as lab,
+        Lab(run_id=run_id) as lab,
         IceNamespaceLab(
             lab, list(engines_a.values()), list(engines_b.values()), seed=seed
         ) as ice_lab,
@@ -199,7 +212,10 @@ def run_netns_grid(
                 capture.take()  # whatever the previous call left in flight
                 started = time.perf_counter()
                 try:
-                    observed = ice_lab.call(a, b, seconds=seconds).observed
+                    outcome = ice_lab.call(a, b, seconds=seconds)
+                    observed = outcome.observed
+                    if calls is not None:
+                        calls[name] = outcome
                 except Exception as exc:  # a row that says so, as run_scenario does
                     observed = f"error: {type(exc).__name__}: {exc}"
                 packets = capture.take()

@@ -3,9 +3,12 @@ natkit's TUN NAT and real packets (natkit's STUN and TURN servers on the lab
 internet), and the relay failover: the TURN server in use is killed
 mid-session and media resumes over the hot spare within 2 s.
 
-The grid shares one lab (eight NATs, built once, torn down in ``finally``
-and checked gone); each pair gets fresh agents. The whole grid runs in CI:
-about 40 s (1.5 s settle time per pair included)."""
+The grid shares one lab (its NATs built once, torn down in ``finally``
+and checked gone); each pair gets fresh agents. Only the four diagonal
+pairs (both agents behind the same NAT type) run here, about 12 s: every
+ordered pair of the 4x4 grid runs as a real call between two user agents
+in tests/net/netns/test_matrix_netns.py (``natkit lab matrix --mode netns``),
+which checks the same paths. The theory is checked for all 16 below."""
 
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ def _pairs() -> list[tuple[str, str, str]]:
     return rows
 
 
-PAIRS = [pytest.param(a, b, path, id=f"{a}--{b}") for a, b, path in _pairs()]
+PAIRS = [pytest.param(a, b, path, id=f"{a}--{b}") for a, b, path in _pairs() if a == b]
 
 
 @pytest.fixture(scope="module")
