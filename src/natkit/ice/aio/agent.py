@@ -86,7 +86,7 @@ _PUBLIC = frozenset({AddressClass.GLOBAL, AddressClass.DOCUMENTATION})
 """Peer addresses a TURN server may relay to (natkit's PeerPolicy denies the rest)."""
 
 _MAX_INLINE_ROUNDS = 64
-"""How many times one flush runs deadlines that are due already before it
+"""How many deadlines that are due already one flush runs itself before it
 leaves the rest to the timer (a bound, should a deadline not move on)."""
 
 _SPIN_WINDOW = 0.001
@@ -449,7 +449,8 @@ class AsyncIceAgent:
         self._flushing = True
         try:
             core = self.core
-            for _ in range(_MAX_INLINE_ROUNDS):
+            inline = 0
+            while True:
                 now = self._clock()
                 out = core.datagrams_to_send(now=now)
                 for transmit in out:
@@ -459,11 +460,12 @@ class AsyncIceAgent:
                     had_event = True
                     self._on_event(event)
                 deadline = core.get_timer()
-                if deadline is not None and not self._closed:
+                if deadline is not None and not self._closed and inline < _MAX_INLINE_ROUNDS:
                     now = self._clock()  # sending took time: pace from now
                     if deadline <= now:
                         # Due already (the first check of a new check list, a
                         # nomination): run it now, not one loop iteration later.
+                        inline += 1
                         core.handle_timer(now=now)
                         continue
                 if not out and not had_event:
