@@ -113,8 +113,10 @@ def _pseudo(src: bytes, dst: bytes, proto: int, length: int) -> bytes:
     return src + dst + struct.pack("!BBH", 0, proto, length)
 
 
-def encode_ipv4(packet: Packet, *, ident: int = 0) -> bytes:
-    """Serialise ``packet`` as an IPv4 datagram with valid checksums."""
+def encode_ipv4(packet: Packet, *, ident: int = 0, dont_fragment: bool = True) -> bytes:
+    """Serialise ``packet`` as an IPv4 datagram with valid checksums; DF
+    set unless ``dont_fragment`` is false (a datagram to be fragmented,
+    :func:`natkit.ipfrag.fragment_ipv4`)."""
     src = ip_of(packet.src.host).packed
     dst = ip_of(packet.dst.host).packed
     if len(src) != 4 or len(dst) != 4:
@@ -146,7 +148,16 @@ def encode_ipv4(packet: Packet, *, ident: int = 0) -> bytes:
         seg = body[:2] + csum.to_bytes(2, "big") + body[4:]
     total = 20 + len(seg)
     header = _IPV4.pack(
-        0x45, 0, total, ident & 0xFFFF, 0x4000, packet.ttl, packet.proto, 0, src, dst
+        0x45,
+        0,
+        total,
+        ident & 0xFFFF,
+        0x4000 if dont_fragment else 0,
+        packet.ttl,
+        packet.proto,
+        0,
+        src,
+        dst,
     )
     csum = internet_checksum(header)
     return header[:10] + csum.to_bytes(2, "big") + header[12:] + seg

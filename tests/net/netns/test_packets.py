@@ -119,3 +119,36 @@ def test_tun_nat_delays_add_up_to_the_round_trip(lab: Lab) -> None:
     started = time.monotonic()
     _udp_round_trip(client, server, b"timed")
     assert time.monotonic() - started >= 0.05
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [
+        pytest.param(TunNat("symmetric"), id="tun-symmetric"),
+        pytest.param(TunNat("port-restricted-cone"), id="tun-port-restricted"),
+    ],
+)
+def test_a_datagram_larger_than_the_mtu_crosses_the_tun_nat_in_fragments(
+    lab: Lab, engine: NatEngine
+) -> None:
+    # A SIP INVITE with ICE candidates easily passes 1500 bytes: the sender's
+    # kernel fragments it, and the NAT must reassemble, translate and
+    # fragment again (only the first fragment carries the ports).
+    server = lab.add_public_host("server")
+    nat = lab.add_nat("nat", engine)
+    client = lab.add_host("client", behind=nat)
+    payload = bytes(i % 251 for i in range(4000))
+    with (
+        socket_in_namespace(server.netns) as srv,
+        socket_in_namespace(client.netns) as cli,
+    ):
+        srv.bind((server.address, SERVER_PORT))
+        srv.settimeout(TIMEOUT)
+        cli.bind(("0.0.0.0", 0))
+        cli.settimeout(TIMEOUT)
+        cli.sendto(payload, (server.address, SERVER_PORT))
+        data, seen = srv.recvfrom(65535)
+        assert data == payload and seen[0] == nat.public_ips[0]
+        srv.sendto(data[::-1], seen)
+        back, _ = cli.recvfrom(65535)
+        assert back == payload[::-1]

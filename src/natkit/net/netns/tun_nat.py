@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from natkit.errors import MalformedMessageError
+from natkit.ipfrag import Ipv4Reassembler, fragment_ipv4, is_ipv4_fragment
 from natkit.nat.box import NatBox
 from natkit.nat.events import PacketDropped, Side
 from natkit.nat.presets import preset
@@ -58,6 +59,8 @@ TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 MAX_PACKET = 65535
+LINK_MTU = 1500
+"""The lab's links (TUN and veth defaults): larger datagrams leave in fragments."""
 READ_BATCH = 256
 """Datagrams read per readiness callback before the box's output is flushed."""
 
@@ -86,6 +89,8 @@ class ForwarderStats:
     written_inside: int = 0
     written_outside: int = 0
     undecodable: int = 0
+    reassembled: int = 0  # datagrams put back together from fragments
+    fragmented: int = 0  # datagrams that left in fragments
     dropped_by_nat: int = 0
     write_errors: int = 0
 
@@ -94,7 +99,10 @@ class TunForwarder:
     """Moves datagrams between two TUN fds through a :class:`NatBox`.
 
     ``delay_inside``/``delay_outside`` are added one-way to packets leaving
-    on that side; order within a side is kept.
+    on that side; order within a side is kept. Fragments are reassembled
+    before the box sees them and a datagram larger than ``mtu`` leaves in
+    fragments, as Linux's conntrack NAT does (:mod:`natkit.ipfrag`): only
+    the first fragment has the ports a NAT translates.
     """
 
     def __init__(
@@ -105,10 +113,13 @@ class TunForwarder:
         *,
         delay_inside: float = 0.0,
         delay_outside: float = 0.0,
+        mtu: int = LINK_MTU,
     ) -> None:
         if delay_inside < 0 or delay_outside < 0:
             raise ValueError("delays must not be negative")
         self.box = box
+        self.mtu = mtu
+        self._reassembler = Ipv4Reassembler()
         self.stats = ForwarderStats()
         self._fds = {Side.INSIDE: inside_fd, Side.OUTSIDE: outside_fd}
         self._delay = {Side.INSIDE: delay_inside, Side.OUTSIDE: delay_outside}
@@ -161,6 +172,12 @@ class TunForwarder:
                 break
             count += 1
             try:
+                if is_ipv4_fragment(data):
+                    whole = self._reassembler.add(data, now=now)
+                    if whole is None:
+                        continue
+                    data = whole
+                    self.stats.reassembled += 1
                 packet = decode_ipv4(data)
             except MalformedMessageError:
                 self.stats.undecodable += 1
@@ -175,15 +192,20 @@ class TunForwarder:
     def _flush(self, now: float) -> None:
         for side, packet in self.box.packets_to_send(now=now):
             self._ident = (self._ident + 1) & 0xFFFF
-            data = encode_ipv4(packet, ident=self._ident)
+            fits = packet.size <= self.mtu
+            data = encode_ipv4(packet, ident=self._ident, dont_fragment=fits)
+            pieces = [data] if fits else fragment_ipv4(data, self.mtu)
+            if not fits:
+                self.stats.fragmented += 1
             delay = self._delay[side]
-            if delay > 0:
-                queue = self._queues[side]
-                queue.append((now + delay, data))
-                if self._drains[side] is None and self._loop is not None:
-                    self._drains[side] = self._loop.call_at(now + delay, self._drain, side)
-            else:
-                self._write(side, data)
+            for piece in pieces:
+                if delay > 0:
+                    queue = self._queues[side]
+                    queue.append((now + delay, piece))
+                    if self._drains[side] is None and self._loop is not None:
+                        self._drains[side] = self._loop.call_at(now + delay, self._drain, side)
+                else:
+                    self._write(side, piece)
         while (event := self.box.next_event()) is not None:
             if isinstance(event, PacketDropped):
                 self.stats.dropped_by_nat += 1
