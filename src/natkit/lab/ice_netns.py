@@ -43,7 +43,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from natkit.addr import Endpoint, Transport
+from natkit.addr import Endpoint
 from natkit.errors import NatkitError
 from natkit.ice.aio.agent import AsyncIceAgent
 from natkit.ice.candidate import Candidate, CandidateType
@@ -70,7 +70,6 @@ from natkit.nat.types import Mapping
 from natkit.net.netns import Host, Lab, NatEngine, TunNat
 from natkit.net.os_stack import OsStack
 from natkit.rng import seeded_rng
-from natkit.sdp.offer_answer import PCMU
 from natkit.sip.uri import SipUri
 from natkit.stun.aio import StunServerRunner
 from natkit.turn.aio.server import TurnServerRunner
@@ -551,26 +550,13 @@ class IceNamespaceLab:
             register=True,
             stun_server=self.stun_endpoint,
             source=MediaSource(tone_hz=tone),
-            codecs=(PCMU,),  # one codec: a smaller SDP (see _call_gather_config)
-            ice=self._call_gather_config(index, seed + 5),
+            # STUN, TURN over UDP and TCP: an INVITE of some 1,900 bytes, which
+            # crosses the TUN NATs in IP fragments (natkit.ipfrag), as it would
+            # cross Linux's NAT. (TURN/TLS needs a client context the UA lacks.)
+            ice=self._gather_config(index, seed + 5, tls=False),
             ice_config=IceConfig(rng=seeded_rng(seed + 7)),
             rng=seeded_rng(seed),
         )
-
-    def _call_gather_config(self, index: int, seed: int) -> GatherConfig:
-        """TURN over UDP only, which gives the server-reflexive candidate too
-        (RFC 8445 §5.1.1.2: the Allocate response's XOR-MAPPED-ADDRESS).
-
-        The SDP must stay small: the INVITE the proxy forwards (its Via and
-        two Record-Routes added) must fit the lab's 1500-octet MTU, since
-        natkit's TUN NAT, like many NATs, drops IP fragments
-        (:func:`natkit.packet.decode_ipv4`) and a fragmented INVITE never
-        reaches the callee (the danger RFC 3261 §18.1.1 describes). With
-        TCP relay candidates and STUN's server-reflexive one as well, it
-        did not fit behind the symmetric NAT (one mapping per server)."""
-        config = self._gather_config(index, seed, tls=False)
-        udp = tuple(s for s in config.turn_servers if s.transport is Transport.UDP)
-        return dataclasses.replace(config, stun_servers=(), turn_servers=udp)
 
     def call(
         self,
