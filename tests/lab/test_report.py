@@ -90,5 +90,12 @@ def test_labels() -> None:
     assert label(Packet(IpProto.UDP, A, B, b"\x00")) == "UDP 1 B"
 
 
+def test_stun_over_tcp_is_labelled_framed_or_not() -> None:
+    allocate = serialize_message(StunMessage.request(0x003, b"\x02" * 12))
+    assert label(Packet(IpProto.TCP, A, B, allocate)) == "STUN Allocate"  # TURN over TCP
+    framed = len(allocate).to_bytes(2, "big") + allocate  # ICE-TCP, RFC 6544 §3
+    assert label(Packet(IpProto.TCP, A, B, framed)) == "STUN Allocate"
+
+
 def test_file_stem() -> None:
     assert file_stem("ice/full-cone+symmetric") == "ice_full-cone+symmetric"

@@ -53,8 +53,14 @@ def label(packet: Packet) -> str:
             return _tcp_flags(packet.flags)
         if len(data) >= 2 and data[0] in (0x14, 0x15, 0x16, 0x17) and data[1] == 0x03:
             return "TLS"
-        if len(data) > 2 and _stun_label(data[2:]) is not None:  # RFC 6544 framing
-            return _stun_label(data[2:]) or "STUN"
+        # TURN over TCP carries STUN unframed (RFC 8656 §3.1); ICE-TCP frames
+        # it with a 2-byte length (RFC 6544 §3), recognised by the magic cookie.
+        direct = _stun_label(data)
+        if direct is not None and not direct.startswith("STUN (3489)"):
+            return direct
+        framed = _stun_label(data[2:]) if len(data) > 2 else None
+        if framed is not None and not framed.startswith("STUN (3489)"):
+            return framed
     stun = _stun_label(data)
     if stun is not None:
         return stun
