@@ -92,6 +92,10 @@ def test_labels() -> None:
 
 def test_stun_over_tcp_is_labelled_framed_or_not() -> None:
     allocate = serialize_message(StunMessage.request(0x003, b"\x02" * 12))
+    # With an attribute, the length field is non-zero: the bytes after it must
+    # not be taken for an RFC 3489 header.
+    software = b"\x80\x22\x00\x04abcd"
+    allocate = allocate[:2] + len(software).to_bytes(2, "big") + allocate[4:] + software
     assert label(Packet(IpProto.TCP, A, B, allocate)) == "STUN Allocate"  # TURN over TCP
     framed = len(allocate).to_bytes(2, "big") + allocate  # ICE-TCP, RFC 6544 §3
     assert label(Packet(IpProto.TCP, A, B, framed)) == "STUN Allocate"
