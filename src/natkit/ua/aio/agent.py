@@ -64,7 +64,7 @@ from natkit.sdp.offer_answer import (
 from natkit.sip.aio.registration import RegistrationAgent
 from natkit.sip.aio.transport import SipTransportLayer
 from natkit.sip.flow import SipTransport, Source, Target
-from natkit.sip.message import SipMessage, SipResponse
+from natkit.sip.message import SipMessage
 from natkit.sip.registration import FlowConfig, RegistrationConfig
 from natkit.sip.uri import SipUri, Uri, parse_uri
 from natkit.ua.aio.media import CallMedia, IceChannel, MediaSource
@@ -175,31 +175,6 @@ class Call:
 ProgressHandler = Callable[[Call, str], None]
 
 
-class _SharedRegistration(RegistrationAgent):
-    """A RegistrationAgent whose transport also carries the UA's calls:
-    REGISTER responses go to the registration client, the rest to the UA."""
-
-    def __init__(
-        self,
-        stack: Stack,
-        config: RegistrationConfig,
-        deliver: Callable[[SipMessage, Source], None],
-    ) -> None:
-        self._deliver = deliver
-        super().__init__(stack, config)
-
-    def _on_message(self, message: SipMessage, source: Source) -> None:
-        if isinstance(message, SipResponse):
-            try:
-                method = message.cseq.method
-            except Exception:
-                return
-            if method == "REGISTER":
-                super()._on_message(message, source)
-                return
-        self._deliver(message, source)
-
-
 class UserAgent:
     """``async with UserAgent(stack, settings) as ua: call = await ua.call(uri)``."""
 
@@ -213,7 +188,7 @@ class UserAgent:
         self.stack = stack
         self.settings = settings
         self._on_progress = on_progress
-        self.registration: _SharedRegistration | None = None
+        self.registration: RegistrationAgent | None = None
         self.transport: SipTransportLayer | None = None
         self.core: UserAgentCore | None = None
         self.calls: dict[str, Call] = {}
@@ -249,7 +224,11 @@ class UserAgent:
                 password=s.password,
                 rng=s.rng,
             )
-            self.registration = _SharedRegistration(self.stack, reg, self._on_message)
+            # The UA's calls share the registered flows (RFC 5626 §4.3): what is
+            # not a REGISTER response comes to the UA.
+            self.registration = RegistrationAgent(
+                self.stack, reg, on_other_message=self._on_message
+            )
             self.transport = self.registration.transport
             self._make_core(local)
             await self.registration.start()
