@@ -4,6 +4,7 @@ and the one controlled re-latch (same SSRC after silence: a NAT rebinding)."""
 from __future__ import annotations
 
 from natkit.addr import Endpoint
+from natkit.errors import LocalProtocolError
 from natkit.mediarelay import (
     Component,
     LatchReason,
@@ -159,13 +160,40 @@ def test_without_strict_source_the_latch_follows_every_new_source() -> None:
     assert latched.reason is LatchReason.LOOSE
 
 
-def test_a_reoffer_opens_the_learning_window_again() -> None:
+def test_a_reoffer_that_moves_the_endpoint_opens_its_learning_window_again() -> None:
     relay = _locked()
     moved = Endpoint("198.51.100.9", 7000)
-    assert send(relay, rtp(4), moved, A_RTP, 1.0) == []
-    relay.update_call("c1", now=2.0)
-    assert send(relay, rtp(5), moved, A_RTP, 2.1) == [(rtp(5), B_SDP, B_RTP)]
+    assert send(relay, rtp(4, 0x5EED), moved, A_RTP, 1.0) == []
+    relay.update_call("c1", a=LegUpdate(remote_rtp=Endpoint("192.0.2.99", 4000)), now=2.0)
+    assert send(relay, rtp(5, 0x5EED), moved, A_RTP, 2.1) == [(rtp(5, 0x5EED), B_SDP, B_RTP)]
     assert relay.call_stats("c1").a_to_b.source == moved
+
+
+def test_a_reoffer_that_does_not_move_the_media_keeps_the_strict_latch() -> None:
+    # A session refresh, hold or codec change repeats the same SDP address:
+    # reopening the ports then would hand them to whoever sprays first (RTP
+    # bleed). Nor does a leg the update does not mention reopen.
+    relay = _locked()
+    relay.update_call("c1", a=LegUpdate(remote_rtp=A_SDP), now=2.0)
+    relay.update_call("c1", now=2.5)
+    assert send(relay, rtp(9, 0xBADBAD), ATTACKER, A_RTP, 2.6) == []
+    assert send(relay, rtp(4), A_NAT, A_RTP, 2.7) == [(rtp(4), B_SDP, B_RTP)]
+    assert relay.call_stats("c1").a_to_b.source == A_NAT
+
+
+def test_an_update_with_one_bad_leg_changes_neither() -> None:
+    relay = _locked()
+    v6 = Endpoint("2001:db8::1", 4000)
+    try:
+        relay.update_call(
+            "c1", a=LegUpdate(remote_rtp=Endpoint("192.0.2.99", 4000)), b=LegUpdate(remote_rtp=v6),
+            now=2.0,
+        )  # fmt: skip
+    except LocalProtocolError:
+        pass
+    else:
+        raise AssertionError("an IPv6 address on an IPv4 leg must be refused")
+    assert send(relay, rtp(9, 0xBADBAD), ATTACKER, A_RTP, 2.1) == []  # leg A still strict
 
 
 def test_a_reoffer_with_a_new_sdp_address_reseeds_the_leg() -> None:

@@ -134,6 +134,7 @@ class RelayPort:
         "seq_cycles",
         "seq_max",
         "seq_received",
+        "signalled",
         "ssrc",
     )
 
@@ -157,6 +158,7 @@ class RelayPort:
         self.mux = component is _MUX
         self.local = local
         self.remote = remote
+        self.signalled = remote  # the address the endpoint's SDP gave
         self.learned = False
         self.locked = False
         self.learn_deadline = now + config.learning_time
@@ -277,14 +279,20 @@ class RelayPort:
             return 0
         return self.seq_cycles + self.seq_max - self.seq_base + 1
 
-    def reopen_learning(self, remote: Endpoint | None, now: float) -> None:
-        """A re-offer: learn again for ``learning_time`` (a new SDP address re-seeds)."""
-        if remote is not None and remote != self.remote:
-            self.remote = remote
-            self.learned = False
+    def reopen_learning(self, remote: Endpoint | None, now: float) -> bool:
+        """A re-offer that gives this port's endpoint a new SDP address:
+        re-seed and learn again for ``learning_time``. The same address (or
+        none) changes nothing: a re-INVITE that does not move the media
+        (session refresh, hold, codec change) must not reopen the port to
+        whoever sprays it first (RTP bleed). Returns whether it reopened."""
+        if remote is None or remote == self.signalled:
+            return False
+        self.signalled = self.remote = remote
+        self.learned = False
         self.locked = False
         self.learn_count = 0
         self.learn_deadline = now + self._config.learning_time
+        return True
 
 
 class _Leg:
@@ -446,10 +454,13 @@ class MediaRelay:
         b: LegUpdate | None = None,
         now: float,
     ) -> None:
-        """A re-offer (or answer to one): re-seed from new SDP addresses and
-        open the learning window again on both legs (the endpoint may have
-        moved, RFC 3264 §8). The relay ports stay the same."""
+        """A re-offer (or answer to one): a leg whose SDP address changed
+        (the endpoint moved, RFC 3264 §8) is re-seeded and learns again; a
+        leg whose address is unchanged or not given keeps its strict latch.
+        Both updates are checked before either is applied. The relay ports
+        stay the same."""
         call = self._call(call_id)
+        planned: list[tuple[RelayPort, Endpoint | None]] = []
         for leg, update in ((call.a, a), (call.b, b)):
             rtp_remote = update.remote_rtp if update is not None else None
             rtcp_remote = update.remote_rtcp if update is not None else None
@@ -461,9 +472,11 @@ class MediaRelay:
                     raise LocalProtocolError(
                         f"leg {leg.side.value}: SDP address {remote} is not of its relay's family"
                     )
-            leg.rtp.reopen_learning(rtp_remote, now)
+            planned.append((leg.rtp, rtp_remote))
             if leg.rtcp is not None:
-                leg.rtcp.reopen_learning(rtcp_remote, now)
+                planned.append((leg.rtcp, rtcp_remote))
+        for port, remote in planned:
+            port.reopen_learning(remote, now)
         call.touched = now
         self.event_queue.append(CallUpdated(call_id=call_id))
 
