@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from natkit.ice.candidate import Candidate, CandidateType
 from natkit.ice.checklist import CandidatePair, CheckListSet, PairState, compute_pair_priority
-from natkit.ice.consent import choose_spares, path_key, pick_failover
+from natkit.ice.consent import choose_spares, failure_domains, path_key, pick_failover
 from tests.ice.test_agent_harness import as_remote, host, relay
 
 
@@ -109,10 +109,58 @@ def test_spares_are_the_best_valid_pair_of_each_other_path() -> None:
         p.valid_priority = p.priority
     assert path_key(direct) == path_key(direct2)
     spares = choose_spares([direct, direct2, relay1, relay2], direct)
-    assert set(map(id, spares)) == {id(relay1), id(relay2)}
+    # Every other path, and the best alternative on the selected pair's own
+    # path (a rebooted symmetric NAT's new mapping would be one).
+    assert set(map(id, spares)) == {id(relay1), id(relay2), id(direct2)}
     relay1.last_response, relay2.last_response = 10.0, 8.0
     assert pick_failover(spares, now=10.5, timeout=1.2) is relay1
     assert pick_failover(spares, now=20.0, timeout=1.2) is None
+
+
+def _valid(*pairs: CandidatePair) -> None:
+    lists = CheckListSet()
+    lists.add_list(0)
+    for p in pairs:
+        lists.add_pair(p, unfreeze=False)
+        lists.set_state(p, PairState.SUCCEEDED)
+        p.valid_priority = p.priority
+
+
+def test_with_shared_turn_servers_spares_avoid_the_selected_pairs_server() -> None:
+    # Both agents allocated on both servers T1 and T2: relays on one server,
+    # ours or the peer's, fail together.
+    t1, t2 = "198.51.100.1", "198.51.100.2"
+    selected = make_pair(0, relay(t1, 5000), relay(t1, 6000))
+    same_local = make_pair(0, relay(t1, 5000), relay(t2, 6000))
+    same_remote = make_pair(0, relay(t2, 5000), relay(t1, 6000))
+    disjoint = make_pair(0, relay(t2, 5000, pref=100), relay(t2, 6000))
+    _valid(selected, same_local, same_remote, disjoint)
+    assert path_key(selected) == (f"turn {t1}", f"turn {t1}")
+    assert failure_domains(disjoint) == {f"turn {t2}"}
+    spares = choose_spares([selected, same_local, same_remote, disjoint], selected)
+    assert spares[0] is disjoint  # first despite its lower priority
+    # T1 dies at 10.0: everything through it answered last just before.
+    selected.last_response = 9.9
+    same_local.last_response = same_remote.last_response = 9.95
+    disjoint.last_response = 10.9
+    for p in spares:
+        p.rtt = 0.02
+    assert pick_failover(spares, now=11.1, timeout=1.2, fresh=0.36, failed=selected) is disjoint
+    # A stale spare is still taken when nothing fresher is left.
+    assert pick_failover([same_local], now=11.1, timeout=1.2, fresh=0.36, failed=selected) is (
+        same_local
+    )
+
+
+def test_a_fresh_spare_beats_a_better_stale_one() -> None:
+    b = host("192.0.2.2", 1)
+    selected = make_pair(0, host("192.0.2.1", 1), b)
+    stale = make_pair(0, relay("198.51.100.1", 1), b)
+    fresh = make_pair(0, relay("198.51.100.2", 1, pref=10), b)
+    _valid(selected, stale, fresh)
+    stale.last_response, fresh.last_response = 9.0, 9.8
+    assert pick_failover([stale, fresh], now=10.0, timeout=1.2, fresh=0.36) is fresh
+    assert pick_failover([stale, fresh], now=10.0, timeout=1.2) is stale  # no freshness asked
 
 
 def test_spares_come_from_the_selected_pairs_component_only() -> None:

@@ -89,11 +89,54 @@ def test_killing_the_turn_server_in_use_moves_media_to_the_hot_spare(
 
 
 @pytest.mark.parametrize(
+    ("nat_a", "nat_b"),
+    [
+        pytest.param("symmetric", "symmetric", id="symmetric--symmetric"),
+        pytest.param("symmetric", "port-restricted-cone", id="symmetric--port-restricted"),
+    ],
+)
+def test_with_both_turn_servers_shared_a_killed_server_takes_no_spare_with_it(
+    nat_a: str, nat_b: str
+) -> None:
+    # Both agents gather from both servers: pairs through the dead server on
+    # either side fail together, and the spare chosen must not be one of them
+    # (failure domains, natkit.ice.consent), or media would wait for a second
+    # timeout and the hold-down.
+    async def main() -> None:
+        lab = await ConnectLab.build(nat_a, nat_b, turn_servers=2)
+        killed: set[str] = set()
+
+        async def kill_one_relay_in_use() -> None:
+            in_use = sorted(relay_ips(lab))
+            assert in_use
+            killed.add(in_use[0])
+            for ip, runner in zip(TURN_IPS, lab.turn_servers, strict=True):
+                if ip in killed:
+                    runner.close()
+
+        try:
+            probe, broke_at, end = await media_across(lab, kill_one_relay_in_use)
+            for side in ("a", "b"):
+                gap = probe.longest_gap(side, since=broke_at - 0.1, until=end)
+                assert gap < 2.0, (side, gap)
+                assert probe.arrivals[side][-1] > end - 0.1
+            assert not relay_ips(lab) & killed
+        finally:
+            await lab.close()
+
+    run_virtual(main)
+
+
+@pytest.mark.parametrize(
     ("nat_a", "nat_b", "rebooted", "path"),
     [
         pytest.param("full-cone", "port-restricted-cone", "nat-b", "direct", id="direct"),
         pytest.param("symmetric", "port-restricted-cone", "nat-b", "relay", id="relayed"),
         pytest.param("tandem", "full-cone", "cgn-a", "direct", id="tandem-cgn"),
+        # A symmetric NAT maps anew after its reboot: the peer learns the new
+        # mapping as a peer-reflexive candidate and moves media there.
+        pytest.param("symmetric", "port-restricted-cone", "nat-a", "relay", id="symmetric"),
+        pytest.param("symmetric", "symmetric", "nat-a", "relay", id="symmetric-both"),
     ],
 )
 def test_media_survives_a_nat_dropping_its_mappings(

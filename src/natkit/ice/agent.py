@@ -1223,7 +1223,13 @@ class IceAgent:
                     if now < holddown_end:
                         due = min(due, holddown_end)
                     else:
-                        spare = pick_failover(comp.spares, now=now, timeout=cfg.failover_timeout)
+                        spare = pick_failover(
+                            comp.spares,
+                            now=now,
+                            timeout=cfg.failover_timeout,
+                            fresh=self._spare_freshness(),
+                            failed=current,
+                        )
                         if spare is not None:
                             self._failover(st, comp, spare, now)
                             due = min(due, now)
@@ -1238,6 +1244,12 @@ class IceAgent:
             due = min(due, keep.last_sent + cfg.tr)
         if due != math.inf:
             self._due(comp, due)
+
+    def _spare_freshness(self) -> float:
+        """The longest gap between two checks of a spare: one that has not
+        answered within it (and two round trips) missed its latest check."""
+        cfg = self.config
+        return cfg.failover_check_interval * (1 + cfg.consent_jitter)
 
     def _failover(self, st: _Stream, comp: _Component, spare: CandidatePair, now: float) -> None:
         """Hot-spare switch: the controlling agent re-nominates the spare."""
@@ -1261,7 +1273,13 @@ class IceAgent:
                 stream=st.id, component=comp.id, local=pair.reported_local, remote=pair.remote
             )
         )
-        spare = pick_failover(comp.spares, now=now, timeout=self.config.failover_timeout)
+        spare = pick_failover(
+            comp.spares,
+            now=now,
+            timeout=self.config.failover_timeout,
+            fresh=self._spare_freshness(),
+            failed=pair,
+        )
         if spare is not None:
             self._failover(st, comp, spare, now)
             return
