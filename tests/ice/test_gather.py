@@ -507,3 +507,27 @@ def test_one_server_for_stun_and_turn() -> None:
     assert not [e for e in events if isinstance(e, ServerFailed)]
     gathered = [(e.candidate.type, e.server) for _, e in net.gathered()]
     assert gathered == [(HOST, None), (SRFLX, TURN), (RELAY, TURN)]
+
+
+def test_completion_waits_for_held_work_such_as_a_port_mapping_request() -> None:
+    g = Gatherer([LocalBase(address=LAN)], GatherConfig())
+    token = g.hold_completion()  # taken before start: host-only would complete at once
+    g.start(now=0.0)
+    kinds = []
+    while (event := g.next_event()) is not None:
+        kinds.append(type(event))
+    assert GatheringCompleted not in kinds and not g.completed
+    g.add_port_mapping(LAN, Endpoint("203.0.113.77", 7000), gateway=Endpoint("192.168.1.1", 5351))
+    g.release_completion(token)
+    events = []
+    while (event := g.next_event()) is not None:
+        events.append(event)
+    assert [type(e) for e in events] == [CandidateGathered, GatheringCompleted]
+    assert g.completed
+    with pytest.raises(LocalProtocolError):
+        g.hold_completion()
+
+
+def test_port_mapping_methods_are_checked() -> None:
+    with pytest.raises(ValueError, match="port_mapping"):
+        GatherConfig(port_mapping=("igd",))

@@ -257,6 +257,8 @@ class Gatherer:
         self._handed_over: set[tuple[Endpoint, Endpoint]] = set()  # (base, server) over UDP
         self._started = False
         self._completed = False
+        self._holds: set[int] = set()  # work outside the core that may add candidates
+        self._next_hold = 1
 
     # -- properties --------------------------------------------------------------
 
@@ -321,6 +323,24 @@ class Gatherer:
         self._queue.extend(self._jobs)
         self._next_start = now if self._queue else None
         self._start_due(now)
+        self._check_completed()
+
+    def hold_completion(self) -> int:
+        """Keep :class:`GatheringCompleted` back until
+        :meth:`release_completion` of the returned token: for work the
+        driver does outside the core that may still add candidates (a port
+        mapping request, :meth:`add_port_mapping`). Take holds before
+        :meth:`start` when gathering could otherwise complete at once."""
+        if self._completed:
+            raise LocalProtocolError("gathering has completed")
+        token = self._next_hold
+        self._next_hold += 1
+        self._holds.add(token)
+        return token
+
+    def release_completion(self, token: int) -> None:
+        """That work is over (whether it added a candidate or not)."""
+        self._holds.discard(token)
         self._check_completed()
 
     def add_port_mapping(
@@ -690,7 +710,7 @@ class Gatherer:
         return candidate
 
     def _check_completed(self) -> None:
-        if self._completed or not self._started or self._queue:
+        if self._completed or not self._started or self._queue or self._holds:
             return
         if all(job.done for job in self._jobs):
             self._completed = True

@@ -93,10 +93,24 @@ class GatherConfig:
     allow_link_local: bool = False
     port_range: tuple[int, int] | None = None  # the driver binds in [low, high]
     components: int = 1  # the driver opens one socket per address and component
+    # Port-mapped candidates (ECC report §6.1; RFC 6887 PCP, RFC 6886
+    # NAT-PMP, UPnP IGD): the driver asks the NAT itself to map each private
+    # IPv4 base, trying these methods in order ("pcp", "natpmp", "upnp";
+    # empty: never), each for ``port_mapping_timeout`` seconds, from
+    # ``port_mapping_gateway`` (None: the default gateway, port 5351).
+    port_mapping: tuple[str, ...] = ()
+    port_mapping_gateway: Endpoint | None = None
+    port_mapping_timeout: float = 2.0
+    port_mapping_lifetime: int = 7200
     software: str | None = "natkit"
     rng: Rng = field(default_factory=default_rng)
 
     def __post_init__(self) -> None:
+        unknown = set(self.port_mapping) - {"pcp", "natpmp", "upnp"}
+        if unknown:
+            raise ValueError(f"port_mapping methods are pcp, natpmp, upnp: not {sorted(unknown)}")
+        if self.port_mapping_timeout <= 0 or self.port_mapping_lifetime < 1:
+            raise ValueError("port_mapping_timeout > 0 and port_mapping_lifetime >= 1")
         if self.server_timeout <= 0 or self.ta < 0 or self.rto <= 0:
             raise ValueError("server_timeout and rto must be positive, ta not negative")
         if not 1 <= self.components <= 256:

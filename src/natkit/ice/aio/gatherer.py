@@ -17,6 +17,15 @@ server's own deadline and reports back to the core; received bytes go to
 ``receive_stream_data``, and what the core wants written is written after
 every call into it.
 
+Port mapping (``GatherConfig.port_mapping``): for each private IPv4 base the
+driver asks the NAT itself for a mapping of the base's port
+(:func:`natkit.nat.portmap.aio.map_port`: PCP, then NAT-PMP, then UPnP IGD,
+each within ``port_mapping_timeout``), holding gathering's completion until
+the answer (:meth:`~natkit.ice.gather.Gatherer.hold_completion`); a public
+mapping becomes a server-reflexive candidate of that base. Mappings are
+renewed at half their lifetime while the gatherer is open and deleted by
+:meth:`close`.
+
 The sockets stay open after gathering: :attr:`AsyncGatherer.sockets` (by
 base) is what the ICE agent's driver sends its checks and media from, and
 datagrams that are not gathering's (the core's ``receive_datagram`` says so)
@@ -30,9 +39,10 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
 
-from natkit.addr import Endpoint
+from natkit.addr import Endpoint, Family, ip_of
 from natkit.errors import LocalProtocolError, TransportError
 from natkit.ice.candidate import Candidate
 from natkit.ice.gather import Gatherer, TurnAllocation, select_host_addresses
@@ -45,8 +55,11 @@ from natkit.ice.gather_events import (
     TurnConnectionAbandoned,
     TurnConnectionRequested,
 )
+from natkit.nat.portmap.aio import PortMappingError, map_port, unmap_port
+from natkit.nat.portmap.mapping import PortMapping
 from natkit.net.driver import CoreTimer
 from natkit.net.stack import DatagramEndpoint, Stack, StreamConnection
+from natkit.packet import IpProto
 
 __all__ = ["AsyncGatherer", "DatagramCallback"]
 
@@ -79,6 +92,7 @@ class AsyncGatherer:
         self.sockets: dict[Endpoint, DatagramEndpoint] = {}
         self.streams: dict[int, StreamConnection] = {}
         self.failures: list[ServerFailed] = []
+        self.mappings: dict[Endpoint, PortMapping] = {}  # by base: granted by the NAT
         self.core: Gatherer | None = None
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Candidate | None] = asyncio.Queue()
@@ -152,8 +166,69 @@ class AsyncGatherer:
     def start(self) -> None:
         """Start gathering (after :meth:`open`); host candidates come at once."""
         core = self._require_core()
+        holds = [(base.address, core.hold_completion()) for base in self._mappable_bases()]
         core.start(now=self._loop.time())
         self._flush()
+        for base, token in holds:
+            self._spawn(self._map_base(base, token))
+
+    def _mappable_bases(self) -> list[LocalBase]:
+        """The bases a NAT may map: private (not global) IPv4 addresses."""
+        if not self.config.port_mapping:
+            return []
+        return [
+            b
+            for b in self._require_core().bases
+            if b.address.family is Family.IPV4 and not ip_of(b.address.host).is_global
+        ]
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _request_mapping(
+        self, base: Endpoint, previous: PortMapping | None
+    ) -> PortMapping | None:
+        cfg = self.config
+        try:
+            return await map_port(
+                self.stack,
+                cfg.port_mapping_gateway,
+                IpProto.UDP,
+                base.port,
+                lifetime=cfg.port_mapping_lifetime,
+                methods=cfg.port_mapping,
+                timeout=cfg.port_mapping_timeout,
+                local_ip=base.host,
+                previous=previous,
+                description="natkit ICE",
+            )
+        except (PortMappingError, TransportError, OSError) as exc:
+            log.info("gathering: no port mapping for %s: %s", base, exc)
+            return None
+
+    async def _map_base(self, base: Endpoint, token: int) -> None:
+        """One base's mapping (RFC 8445 §5.1.1.2 treats it as server
+        reflexive), then its renewals until close."""
+        core = self._require_core()
+        try:
+            mapping = await self._request_mapping(base, None)
+            if mapping is not None and not self._closed:
+                self.mappings[base] = mapping
+                core.add_mapping(mapping)
+        finally:
+            core.release_completion(token)
+            self._flush()
+        while mapping is not None and mapping.lifetime > 0 and not self._closed:
+            await asyncio.sleep(max(mapping.lifetime / 2, 1.0))
+            renewed = await self._request_mapping(base, mapping)
+            if renewed is None or self._closed:
+                return
+            if renewed.external != mapping.external:
+                core.add_mapping(renewed)  # the NAT moved it: a new candidate
+                self._flush()
+            self.mappings[base] = mapping = renewed
 
     async def gather(self) -> tuple[Candidate, ...]:
         """Open (if needed), start (if needed) and wait for GatheringCompleted;
@@ -227,6 +302,10 @@ class AsyncGatherer:
             self._timer.close()
         for task in list(self._tasks):
             task.cancel()
+        for mapping in list(self.mappings.values()):
+            with contextlib.suppress(PortMappingError, TransportError, OSError):
+                await unmap_port(self.stack, mapping, timeout=min(timeout, 1.0) or 0.5)
+        self.mappings.clear()
         for conn in list(self.streams.values()):
             conn.abort()
         sockets = list(self.sockets.values())
