@@ -345,3 +345,34 @@ def test_debian_clients_are_refused_behind_a_second_nat(cascaded: Gateway) -> No
     assert "returned -52 (FAILED)" in pmp.stdout
     assert "network failure" in pmp.stderr
     assert not cascaded.listed()
+
+
+@pytest.mark.parametrize("method", ["upnp", "pcp"])
+def test_ice_gathering_asks_miniupnpd_for_a_port_mapped_candidate(
+    gateway: Gateway, method: str
+) -> None:
+    """The ICE gatherer with port mapping on (GatherConfig.port_mapping):
+    miniupnpd maps the host candidate's port, the mapped address on the
+    router's WAN side is offered as a server-reflexive candidate, and
+    closing the gatherer deletes the mapping."""
+    from natkit.ice.aio.gatherer import AsyncGatherer
+    from natkit.ice.candidate import CandidateType
+    from natkit.ice.gather_config import GatherConfig, HostAddress
+
+    client = gateway.client
+
+    async def gather(stack: OsStack) -> tuple[list[tuple[str, Endpoint]], int, int]:
+        config = GatherConfig(port_mapping=(method,), port_mapping_timeout=TIMEOUT)
+        async with AsyncGatherer(stack, config) as gatherer:
+            await gatherer.open([HostAddress("lan", client.address)])
+            candidates = await gatherer.gather()
+            held = len(gatherer.mappings)
+            listed = len(gateway.listed())
+        found = [(c.type.value, c.address) for c in candidates]
+        return found, held, listed
+
+    found, held, listed_open = gateway.natkit(gather)
+    srflx = [addr for kind, addr in found if kind == CandidateType.SERVER_REFLEXIVE.value]
+    assert held == 1 and listed_open == 1
+    assert len(srflx) == 1 and srflx[0].host == gateway.wan_ip
+    assert not gateway.listed()  # deleted on close
