@@ -57,13 +57,14 @@ from natkit.ice.checklist import (
     compute_pair_priority,
 )
 from natkit.ice.config import IceConfig
-from natkit.ice.consent import choose_spares, jittered, pick_failover
+from natkit.ice.consent import choose_spares, has_fresh_spare, jittered, pick_failover
 from natkit.ice.events import (
     CandidatePairFailed,
     CandidatePairSucceeded,
     ChecksCompleted,
     ConsentLost,
     DataReceived,
+    FailoverExhausted,
     IceEvent,
     IceFailed,
     PairNominated,
@@ -135,6 +136,7 @@ class _Component:
     give_up_at: float | None = None
     switched_at: float = -math.inf
     next_due: float | None = None
+    exhausted_at: float | None = None  # when FailoverExhausted was reported
 
 
 @dataclass(slots=True, eq=False)
@@ -387,6 +389,7 @@ class IceAgent:
                 comp.next_due = self._now
             comp.selected = None
             comp.spares = []
+            comp.exhausted_at = None
             comp.first_valid_at = None
             comp.nominate_at = None
         for tid, check in list(self._checks.items()):
@@ -1220,6 +1223,7 @@ class IceAgent:
             if cfg.hot_spares and current is not None and not current.consent_lost:
                 holddown_end = comp.switched_at + cfg.failover_holddown
                 if now > current.last_response + cfg.failover_timeout:
+                    self._check_exhausted(st, comp, current, now)
                     if now < holddown_end:
                         due = min(due, holddown_end)
                     else:
@@ -1234,6 +1238,8 @@ class IceAgent:
                             self._failover(st, comp, spare, now)
                             due = min(due, now)
                 else:
+                    if comp.exhausted_at is not None and current.last_response > comp.exhausted_at:
+                        comp.exhausted_at = None  # a path answers again
                     due = min(due, current.last_response + cfg.failover_timeout + 1e-3)
         keep = comp.selected if comp.selected is not None else comp.previous
         if keep is not None and not keep.consent_lost:
@@ -1244,6 +1250,27 @@ class IceAgent:
             due = min(due, keep.last_sent + cfg.tr)
         if due != math.inf:
             self._due(comp, due)
+
+    def _check_exhausted(
+        self, st: _Stream, comp: _Component, current: CandidatePair, now: float
+    ) -> None:
+        """The selected pair is past ``failover_timeout``: with no spare that
+        answered its latest check either, report :class:`FailoverExhausted`
+        once (the application restarts ICE, RFC 8445 §9)."""
+        if comp.exhausted_at is not None:
+            return
+        if has_fresh_spare(comp.spares, now=now, fresh=self._spare_freshness()):
+            return
+        comp.exhausted_at = now
+        self._events.append(
+            FailoverExhausted(
+                stream=st.id,
+                component=comp.id,
+                local=current.reported_local,
+                remote=current.remote,
+                silent_since=current.last_response,
+            )
+        )
 
     def _spare_freshness(self) -> float:
         """The longest gap between two checks of a spare: one that has not

@@ -32,6 +32,12 @@ answered within ``failover_timeout``. The controlling agent re-nominates it
 with USE-CANDIDATE; the controlled agent switches on its own detection and
 also follows the controlling agent's nomination. A switch thus happens
 1.2-1.6 s after the path was cut, within the 2 s budget.
+
+When the selected pair is past ``failover_timeout`` and no spare answered
+its latest check (:func:`has_fresh_spare`), no known path works: the agent
+reports ``FailoverExhausted`` once per silence (RFC 8445 §9: the way back is
+an ICE restart, which the application signals). It still tries a stale
+spare, and ``ConsentLost``/``IceFailed`` still follow at the consent timeout.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ __all__ = [
     "PathKey",
     "choose_spares",
     "failure_domains",
+    "has_fresh_spare",
     "jittered",
     "path_key",
     "pick_failover",
@@ -129,11 +136,24 @@ def pick_failover(
         age = now - pair.last_response
         if age > timeout:
             continue
-        is_fresh = fresh is None or age <= fresh + 2 * max(pair.rtt, 0.0)
+        is_fresh = fresh is None or _is_fresh(pair, now=now, fresh=fresh)
         rank = (is_fresh, not (avoid & failure_domains(pair)), pair.valid_priority)
         if best_rank is None or rank > best_rank:
             best, best_rank = pair, rank
     return best
+
+
+def _is_fresh(pair: CandidatePair, *, now: float, fresh: float) -> bool:
+    """``pair`` answered its latest check: within ``fresh`` (the longest gap
+    between checks) plus two of its round trips."""
+    return pair.last_response >= 0 and now - pair.last_response <= fresh + 2 * max(pair.rtt, 0.0)
+
+
+def has_fresh_spare(spares: Iterable[CandidatePair], *, now: float, fresh: float) -> bool:
+    """Whether any usable spare answered its latest check: when none did and
+    the selected pair is silent too, every known path is down (the agent
+    reports :class:`~natkit.ice.events.FailoverExhausted`)."""
+    return any(_usable(p) and _is_fresh(p, now=now, fresh=fresh) for p in spares)
 
 
 def jittered(rng: Rng, interval: float, jitter: float) -> float:

@@ -20,6 +20,7 @@ __all__ = [
     "ChecksCompleted",
     "ConsentLost",
     "DataReceived",
+    "FailoverExhausted",
     "IceEvent",
     "IceFailed",
     "PairNominated",
@@ -112,6 +113,22 @@ class ConsentLost:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FailoverExhausted:
+    """The selected pair has been silent for ``failover_timeout`` and no hot
+    spare answered its latest check: no path of the component is known to
+    work (every one shared the failure, e.g. a symmetric NAT that rebooted
+    under relay-only paths, whose TURN allocations then die too). Reported
+    once per silence, long before :class:`ConsentLost` (30 s); the
+    application should restart ICE (RFC 8445 §9) to gather and check anew."""
+
+    stream: int
+    component: int
+    local: Candidate
+    remote: Candidate
+    silent_since: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DataReceived:
     """Application data (not STUN, RFC 7983) arrived over a pair of the component."""
 
@@ -147,6 +164,7 @@ IceEvent = (
     | ChecksCompleted
     | IceFailed
     | ConsentLost
+    | FailoverExhausted
     | DataReceived
     | RoleSwitched
     | PeerReflexiveDiscovered

@@ -53,6 +53,7 @@ from natkit.errors import NatkitError
 from natkit.ice.aio.agent import AsyncIceAgent
 from natkit.ice.candidate import Candidate, CandidateType
 from natkit.ice.config import IceConfig
+from natkit.ice.events import FailoverExhausted, IceEvent
 from natkit.ice.gather_config import GatherConfig, TurnServerSpec
 from natkit.lab.turn import REALM, TLS_HOSTNAME, lab_credentials
 from natkit.nat.box import NatBehavior, NatBox
@@ -69,6 +70,7 @@ from natkit.turn.server import TurnServerConfig
 __all__ = [
     "ConnectLab",
     "ConnectResult",
+    "IceRestart",
     "MediaProbe",
     "NAT_NAMES",
     "STUN_SERVER",
@@ -349,6 +351,12 @@ class MediaProbe:
         self.sent = {"a": 0, "b": 0}
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[None] | None = None
+        self.follow(a, b)
+
+    def follow(self, a: AsyncIceAgent, b: AsyncIceAgent) -> None:
+        """Send and receive through ``a`` and ``b`` from now on (the agents
+        that replaced the old ones in an ICE restart)."""
+        self.agents = {"a": a, "b": b}
         for side, agent in self.agents.items():
             agent.on_data = functools.partial(self._arrived, side)
 
@@ -381,6 +389,16 @@ class MediaProbe:
         return max(b - a for a, b in itertools.pairwise(edges))
 
 
+@dataclass(slots=True)
+class IceRestart:
+    """One ICE restart of :meth:`ConnectLab.restart_ice`: when it began (the
+    agent reported the failure) and when both new agents were connected."""
+
+    started: float
+    connected: float | None = None
+    error: str | None = None
+
+
 class ConnectLab:
     """The topology of the module docstring on the running virtual clock:
     :meth:`build`, then :meth:`connect`; the parts stay reachable for
@@ -396,6 +414,14 @@ class ConnectLab:
         self.turn_servers: list[TurnServerRunner] = []
         self.nat_boxes: dict[str, NatBox] = {}
         self.started_at = 0.0
+        self.restarts: list[IceRestart] = []
+        self.exhausted: list[FailoverExhausted] = []
+        self._factories: list[Callable[[], AsyncIceAgent]] = []
+        self._signalled: Callable[[Candidate], bool] | None = None
+        self._signalling_delay = 0.05
+        self._probe: MediaProbe | None = None
+        self._restarting: asyncio.Task[None] | None = None
+        self._retired: list[asyncio.Task[None]] = []
 
     @property
     def a(self) -> AsyncIceAgent:
@@ -454,15 +480,16 @@ class ConnectLab:
             )
             config = ice_config or IceConfig()
             config = dataclasses.replace(config, rng=seeded_rng(seed * 7 + 3 + i))
-            lab.agents.append(
-                AsyncIceAgent(
-                    host.stack,
-                    controlling=i == 0,
-                    config=config,
-                    gather_config=gather,
-                    tls=tls_client,
-                )
+            factory = functools.partial(
+                AsyncIceAgent,
+                host.stack,
+                controlling=i == 0,
+                config=config,
+                gather_config=gather,
+                tls=tls_client,
             )
+            lab._factories.append(factory)
+            lab.agents.append(factory())
         return lab
 
     def _nat(self, behavior: NatBehavior, name: str, n: int, seed: int, link: Link) -> Middlebox:
@@ -541,6 +568,7 @@ class ConnectLab:
         pair is read. ``signalled`` filters the candidates signalled."""
         loop = asyncio.get_running_loop()
         result = ConnectResult(self.nat_a, self.nat_b, connected=False)
+        self._signalled, self._signalling_delay = signalled, signalling_delay
         wire_signalling(self.a, self.b, delay=signalling_delay, signalled=signalled)
         self.started_at = loop.time()
         try:
@@ -559,7 +587,59 @@ class ConnectLab:
             result.data_ok = await exchange_data(self.a, self.b)
         return result
 
+    def restart_on_exhaustion(self, probe: MediaProbe | None = None) -> None:
+        """Restart ICE as soon as either agent reports
+        :class:`~natkit.ice.events.FailoverExhausted` (no hot spare
+        survived), moving ``probe`` to the new agents; the reports are kept
+        in :attr:`exhausted`, each restart in :attr:`restarts`."""
+        self._probe = probe
+        for agent in self.agents:
+            agent.on_event = self._on_agent_event
+
+    def _on_agent_event(self, event: IceEvent) -> None:
+        if not isinstance(event, FailoverExhausted):
+            return
+        self.exhausted.append(event)
+        if self._restarting is None:
+            self._restarting = asyncio.get_running_loop().create_task(self.restart_ice())
+
+    async def restart_ice(self) -> None:
+        """ICE restart (RFC 8445 §9) the way an application does it with
+        this driver: new agents on the same hosts (new credentials, a new
+        gathering, so new TURN allocations through the NATs' new
+        mappings), signalled anew and checked; the old agents close in the
+        background. Media (the probe of :meth:`restart_on_exhaustion`)
+        moves to the new agents once both are connected."""
+        loop = asyncio.get_running_loop()
+        record = IceRestart(started=loop.time())
+        self.restarts.append(record)
+        old, self.agents = self.agents, [make() for make in self._factories]
+        for agent in old:
+            agent.on_event = None
+            self._retired.append(loop.create_task(agent.close(timeout=1.0)))
+        wire_signalling(self.a, self.b, delay=self._signalling_delay, signalled=self._signalled)
+        for agent in self.agents:
+            agent.on_event = self._on_agent_event
+        try:
+            await asyncio.gather(self.a.start(), self.b.start())
+            await asyncio.gather(self.a.connect(), self.b.connect())
+        except NatkitError as exc:
+            record.error = f"{type(exc).__name__}: {exc}"
+        else:
+            record.connected = loop.time()
+            if self._probe is not None:
+                self._probe.follow(self.a, self.b)
+        finally:
+            self._restarting = None
+
     async def close(self) -> None:
+        if self._restarting is not None:
+            self._restarting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restarting
+        for task in self._retired:
+            with contextlib.suppress(NatkitError, OSError):
+                await task
         for agent in self.agents:
             with contextlib.suppress(NatkitError, OSError):
                 await agent.close(timeout=1.0)
