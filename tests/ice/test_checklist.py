@@ -6,7 +6,13 @@ from dataclasses import replace
 
 from natkit.ice.candidate import Candidate, CandidateType
 from natkit.ice.checklist import CandidatePair, CheckListSet, PairState, compute_pair_priority
-from natkit.ice.consent import choose_spares, failure_domains, path_key, pick_failover
+from natkit.ice.consent import (
+    choose_spares,
+    failure_domains,
+    has_fresh_spare,
+    path_key,
+    pick_failover,
+)
 from tests.ice.test_agent_harness import as_remote, host, relay
 
 
@@ -161,6 +167,19 @@ def test_a_fresh_spare_beats_a_better_stale_one() -> None:
     stale.last_response, fresh.last_response = 9.0, 9.8
     assert pick_failover([stale, fresh], now=10.0, timeout=1.2, fresh=0.36) is fresh
     assert pick_failover([stale, fresh], now=10.0, timeout=1.2) is stale  # no freshness asked
+
+
+def test_a_spare_is_fresh_only_if_it_answered_its_latest_check() -> None:
+    b = host("192.0.2.2", 1)
+    spare = make_pair(0, relay("198.51.100.1", 1), b)
+    _valid(spare)
+    spare.rtt = 0.05
+    assert not has_fresh_spare([spare], now=10.0, fresh=0.36)  # never answered
+    spare.last_response = 9.6
+    assert has_fresh_spare([spare], now=10.0, fresh=0.36)  # 0.4 <= 0.36 + 2 rtt
+    assert not has_fresh_spare([spare], now=10.1, fresh=0.36)
+    spare.last_response, spare.consent_lost = 10.0, True
+    assert not has_fresh_spare([spare], now=10.0, fresh=0.36)  # not usable
 
 
 def test_spares_come_from_the_selected_pairs_component_only() -> None:
