@@ -28,7 +28,8 @@ and its own check on it succeeded (§7.3.1.5).
 
 After selection the agent keeps the selected pair (and, with hot spares, the
 best pair of every other path) alive with consent checks (RFC 7675) and
-fails over as :mod:`natkit.ice.consent` describes. With hot spares the
+fails over as :mod:`natkit.ice.consent` describes (``FailoverExhausted``
+when no spare is left to fail over to). With hot spares the
 remaining checks go on after nomination, and a direct pair that succeeds
 after a relayed one was selected replaces it (the controlling agent
 re-nominates). A controlled agent with valid pairs re-checks its best one

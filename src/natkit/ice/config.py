@@ -52,7 +52,9 @@ class IceConfig:
       the best live spare when it has had no response for
       ``failover_timeout`` seconds; after a switch the next failover waits
       ``failover_holddown`` seconds (hysteresis: a lossy network must not
-      make the agents flap between paths), unless consent is lost.
+      make the agents flap between paths), unless consent is lost. When no
+      spare answered its latest check either, ``FailoverExhausted`` is
+      reported at that timeout (the application restarts ICE, RFC 8445 §9).
     - ``max_pairs``: the check list limit of §6.1.2.5 (per stream).
     """
 
