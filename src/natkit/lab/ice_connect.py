@@ -638,7 +638,7 @@ class ConnectLab:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._restarting
         for task in self._retired:
-            with contextlib.suppress(NatkitError, OSError):
+            with contextlib.suppress(NatkitError, OSError, TimeoutError):
                 await task
         for agent in self.agents:
             with contextlib.suppress(NatkitError, OSError):
