@@ -298,6 +298,11 @@ class AsyncIceAgent:
         self._loop = asyncio.get_running_loop()
         self._clock, precise = _core_clock(self._loop)
         self._timer = PreciseTimer(self.core, self._flush, self._clock, precise=precise)
+        # Inline deadlines beat a real loop's latency; on a virtual clock the
+        # loop runs a due deadline at the same instant anyway, and running it
+        # inline would only reorder callbacks of one instant (measured: the
+        # simulated relay case then took one Ta longer, 1.018 s, not 0.968 s).
+        self._run_due_inline = precise
         self._connected: asyncio.Future[None] = self._loop.create_future()
         self._candidates: asyncio.Queue[Candidate | None] = asyncio.Queue()
         self._data: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(max_queued)
@@ -460,7 +465,12 @@ class AsyncIceAgent:
                     had_event = True
                     self._on_event(event)
                 deadline = core.get_timer()
-                if deadline is not None and not self._closed and inline < _MAX_INLINE_ROUNDS:
+                if (
+                    self._run_due_inline
+                    and deadline is not None
+                    and not self._closed
+                    and inline < _MAX_INLINE_ROUNDS
+                ):
                     now = self._clock()  # sending took time: pace from now
                     if deadline <= now:
                         # Due already (the first check of a new check list, a
