@@ -30,7 +30,7 @@ def test_the_whole_matrix_runs_in_under_a_minute() -> None:
 
 def test_the_matrix_covers_every_claim_group() -> None:
     groups = {s.group for s in SCENARIOS}
-    assert groups == {"detection", "signalling", "media", "firewall", "ice", "ipv6"}
+    assert groups == {"detection", "signalling", "media", "firewall", "ice", "ipv6", "portmap"}
     names = {s.name for s in SCENARIOS}
     assert len(names) == len(SCENARIOS)
     # ECC Annex A's seven classic types and RFC 5780's nine combinations

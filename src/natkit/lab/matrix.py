@@ -112,6 +112,7 @@ def all_scenarios() -> list[Scenario]:
         matrix_ice,
         matrix_ipv6,
         matrix_media,
+        matrix_portmap,
         matrix_signalling,
         matrix_turn,
     )
@@ -123,6 +124,7 @@ def all_scenarios() -> list[Scenario]:
         *matrix_turn.scenarios(),
         *matrix_ice.scenarios(),
         *matrix_ipv6.scenarios(),
+        *matrix_portmap.scenarios(),
     ]
 
 
