@@ -55,11 +55,15 @@ class Outcome:
     bye_status: int | None
 
 
-def run_call(*, ice: bool) -> Outcome:
+def run_call(*, ice: bool, alice_public: bool = False) -> Outcome:
     async def main() -> Outcome:
         net = Internet(seed=11, default_link=Link(delay=0.01))
         server = net.add_host("natkit", [REGISTRAR_IP])
-        a = _behind_symmetric(net, "alice", 1)
+        a = (
+            net.add_host("alice", ["198.51.100.71"])
+            if alice_public
+            else _behind_symmetric(net, "alice", 1)
+        )
         b = _behind_symmetric(net, "bob", 2)
         settings = build_serve_settings(SETTINGS)
         async with ServeRunner(server.stack, settings, registration_refresh=0.5) as runner:
@@ -112,6 +116,18 @@ def test_symmetric_nats_without_ice_talk_through_the_relay() -> None:
     assert 'natkit_media_relay_call_paths_total{path="relay"} 1.0' in out.metrics
     assert "natkit_media_relay_calls 1.0" in out.metrics
     assert out.bye_status == 200 and out.relay_calls_after == 0
+
+
+def test_a_public_caller_calling_a_nated_callee_without_ice_is_relayed() -> None:
+    # The caller's SDP is true (public host), but the callee registered from
+    # behind a symmetric NAT with a private Contact: its SDP will name an
+    # address nobody reaches, so the auto policy relays on the callee's binding.
+    out = run_call(ice=False, alice_public=True)
+    assert out.relay_calls_during == 1
+    assert len(_from(out.bob_got, "alice")) >= 30
+    assert len(_from(out.alice_got, "bob")) >= 30
+    call = out.status["calls"][0]
+    assert call["path"] == "relay" and "callee NATed" in call["reason"], call
 
 
 def test_with_ice_in_the_sdp_the_relay_is_not_used() -> None:

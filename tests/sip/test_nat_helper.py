@@ -30,6 +30,7 @@ from natkit.sip.nat_helper import (
     binding_is_natted,
     binding_target,
     detect_nat,
+    detect_nat_binding,
     is_private_host,
     parse_source_text,
     route_to_binding,
@@ -855,3 +856,19 @@ def test_refresh_aor_follows_a_lookup_without_tracking_anything_new() -> None:
     assert any(at > 60.0 for _, _, at in h.first_options())  # the new expiry holds
     h.pinger.refresh_aor("aor", [elsewhere], now=h.now, wall=wall + h.now)  # "mine" removed
     assert h.pinger.binding_count == 0
+
+
+def test_a_registered_contact_is_judged_by_its_binding() -> None:
+    assert detect_nat_binding(binding()).reasons == {
+        NatReason.PRIVATE_CONTACT,
+        NatReason.CONTACT_DIFFERS,
+    }
+    public = binding(contact="<sip:alice@203.0.113.5:61000>")
+    assert not detect_nat_binding(public)
+    # Through an edge proxy the source is the edge: only a private Contact counts.
+    via_edge = binding(contact="<sip:alice@198.51.100.7:5060>", path=("<sip:edge.example;lr>",))
+    assert not detect_nat_binding(via_edge)
+    assert detect_nat_binding(binding(path=("<sip:edge.example;lr>",))).reasons == {
+        NatReason.PRIVATE_CONTACT
+    }
+    assert detect_nat_binding(binding(src=None)).reasons == {NatReason.PRIVATE_CONTACT}

@@ -18,8 +18,12 @@ failure response, the relay's idle timeout):
   ``c=`` address differs from the source. An offer with ``a=ice-ufrag``
   (session or media level, RFC 8839 §5.4) is left untouched: the user
   agents find their own path (direct media, or TURN). Otherwise, under the
-  ``auto`` policy, the call is relayed when the caller is NATed; under
-  ``always``, whenever the offer has no ICE. Relayed: one relay call per
+  ``auto`` policy, the call is relayed when the caller is NATed, or when
+  the registered contacts the INVITE goes to are (the element judges them
+  by their bindings: the Contact against the source the REGISTER came
+  from, :func:`~natkit.sip.nat_helper.detect_nat_binding`; a public caller
+  calling a NATed callee that cannot do ICE would otherwise get one-way
+  audio); under ``always``, whenever the offer has no ICE. Relayed: one relay call per
   RTP stream (``m=`` with a non-zero port) is created on the
   :class:`~natkit.mediarelay.aio.server.MediaRelayServer`, seeded with the
   caller's SDP address (the relay latches onto the real source anyway:
@@ -63,6 +67,7 @@ from natkit.sip.flow import Source
 from natkit.sip.headers import parse_name_addr
 from natkit.sip.media_hook import MediaSource
 from natkit.sip.message import SipMessage, SipRequest
+from natkit.sip.nat_helper import NatVerdict
 from natkit.sip.uri import SipUri
 
 __all__ = [
@@ -295,12 +300,19 @@ class RelayMediaHandler:
     # -- the SIP element's side -------------------------------------------------------
 
     async def offer(
-        self, message: SipMessage, source: Source, *, nat_verdict: str | None = None
+        self,
+        message: SipMessage,
+        source: Source,
+        *,
+        nat_verdict: str | None = None,
+        callee_nat: str | None = None,
     ) -> SipMessage:
         """The INVITE (or UPDATE) with SDP from the caller, as it will be
         forwarded: rewritten towards the relay when the call is relayed.
         ``nat_verdict``: the SIP element's own finding that the sender is
-        NATed (why), added to :func:`is_nated`'s."""
+        NATed (why), added to :func:`is_nated`'s; ``callee_nat``: why the
+        registered contacts the offer goes to look NATed (a public caller
+        calling a NATed callee that cannot do ICE needs the relay too)."""
         desc = _sdp_of(message)
         call_id = message.call_id
         if desc is None or self._closed:
@@ -317,6 +329,8 @@ class RelayMediaHandler:
         nated, why = is_nated(message, desc, source)
         if not nated and nat_verdict:
             nated, why = True, nat_verdict
+        if not nated and callee_nat:
+            nated, why = True, f"callee NATed ({callee_nat})"
         if not nated and self.policy != RelayPolicy.ALWAYS:
             self._choose(CallRecord(call_id, caller, callee, MediaPath.DIRECT, why,
                                     time.monotonic()))  # fmt: skip
@@ -591,7 +605,10 @@ class SipMediaHook:
         source_flow: MediaSource,
     ) -> bytes | None:
         out = await self.handler.offer(
-            message, source_flow.source, nat_verdict=_nat_verdict(source_flow)
+            message,
+            source_flow.source,
+            nat_verdict=_nat_verdict(source_flow),
+            callee_nat=_reasons_text(source_flow.target_nat),
         )
         return None if out is message else out.body
 
@@ -615,4 +632,8 @@ class SipMediaHook:
 def _nat_verdict(source_flow: MediaSource) -> str | None:
     """The SIP element's reasons to think the sender is NATed, as one string
     (``None``: it found none)."""
-    return ", ".join(sorted(str(r) for r in source_flow.nat.reasons)) or None
+    return _reasons_text(source_flow.nat)
+
+
+def _reasons_text(verdict: NatVerdict) -> str | None:
+    return ", ".join(sorted(str(r) for r in verdict.reasons)) or None

@@ -34,7 +34,7 @@ not shown to the handler.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from natkit.errors import MalformedMessageError
@@ -66,6 +66,10 @@ class MediaSource:
 
     source: Source
     nat: NatVerdict
+    target_nat: NatVerdict = field(default_factory=NatVerdict)
+    """For an offer the element routes to registered contacts: the verdict
+    on those contacts (the callee) from their bindings
+    (:func:`~natkit.sip.nat_helper.detect_nat_binding`); empty otherwise."""
 
     @property
     def natted(self) -> bool:

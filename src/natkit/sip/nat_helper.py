@@ -87,6 +87,7 @@ __all__ = [
     "binding_is_natted",
     "binding_target",
     "detect_nat",
+    "detect_nat_binding",
     "detect_nat_response",
     "is_private_host",
     "parse_source_text",
@@ -226,6 +227,22 @@ def detect_nat_response(response: SipResponse, source: Source) -> NatVerdict:
         for contact in contacts:
             reasons |= _contact_reasons(contact.uri, source)
     return NatVerdict(frozenset(reasons))
+
+
+def detect_nat_binding(binding: Binding) -> NatVerdict:
+    """Whether a registered contact is behind a NAT, for a request routed to
+    it: :func:`binding_is_natted` when the REGISTER came straight from the
+    user agent. A binding registered through an edge proxy (``path``: its
+    source is the edge) or without a source is judged by a private Contact
+    only. Never raises."""
+    if binding.source is not None and not binding.path:
+        return binding_is_natted(binding)
+    try:
+        uri = binding.uri()
+    except MalformedMessageError:
+        return NatVerdict()
+    private = isinstance(uri, SipUri) and is_private_host(uri.host)
+    return NatVerdict(frozenset({NatReason.PRIVATE_CONTACT}) if private else frozenset())
 
 
 # ----------------------------------------------------------- alias-style routing

@@ -10,13 +10,12 @@
     server 203.0.113.x  natkit serve (SIP :5060, media relay, admin :9640)
                         + natkit's UserAgent alice (in-process, in the namespace), 440 Hz
 
-baresip does no ICE and sits behind the NAT. When it calls, ``natkit
-serve`` (policy ``auto``) sees a NATed caller and anchors the call on its
-relay; when natkit's public UA calls it, ``auto`` would leave the call
-direct (docs/serve.md: only a NATed *caller* is relayed, and natkit's UA
-does not latch by default, so baresip would hear nothing), so that case
-runs with policy ``always``. Either way: both SDPs name relay ports and the
-relay latches onto baresip's NAT mapping. Both recordings must hold the
+baresip does no ICE and sits behind the NAT. ``natkit serve`` (policy
+``auto``) anchors the call on its relay either way: when baresip calls, it
+sees a NATed caller; when natkit's public UA calls baresip, it judges the
+callee by its registered binding (a private Contact registered from the
+NAT's address). Both SDPs name relay ports and the relay latches onto
+baresip's NAT mapping. Both recordings must hold the
 far tone, and ``/status.json`` must show the call relayed with packets.
 """
 
@@ -121,10 +120,9 @@ def test_call_with_baresip_behind_nat_through_serve_relay(
             sip_port=SIP_PORT,
             admin_port=ADMIN_PORT,
             domain=DOMAIN,
-            # auto relays when the caller is NATed; a public caller without
-            # ICE calling a NATed callee is relayed only with "always"
-            # (docs/serve.md: "What this does not do")
-            policy="auto" if baresip_calls else "always",
+            # auto relays a NATed caller, and a NATed callee judged by its
+            # registered binding (docs/serve.md)
+            policy="auto",
         )
     )
     argv = [*natkit_command(), "serve", "--config", str(config)]

@@ -84,7 +84,13 @@ from natkit.sip.message import (
     make_response,
     validate_request,
 )
-from natkit.sip.nat_helper import NatPinger, NatPingerConfig
+from natkit.sip.nat_helper import (
+    NatPinger,
+    NatPingerConfig,
+    NatReason,
+    NatVerdict,
+    detect_nat_binding,
+)
 from natkit.sip.nat_helper_events import NatBindingLost
 from natkit.sip.proxy import Destination, ForkingProxy, ForkTarget
 from natkit.sip.registrar import (
@@ -437,9 +443,12 @@ class SipServer:
             if self._media_backlog:  # cancelled at shutdown: nothing is left waiting
                 self._media_backlog.clear()
 
-    async def _media_message(self, message: SipMessage, source: Source) -> SipMessage:
+    async def _media_message(
+        self, message: SipMessage, source: Source, *, target_nat: NatVerdict | None = None
+    ) -> SipMessage:
         """``message`` as the media handler wants it forwarded (the
-        original when it has no SDP, the handler keeps it or fails)."""
+        original when it has no SDP, the handler keeps it or fails);
+        ``target_nat``: the verdict on the registered contacts it goes to."""
         handler = self.media_handler
         if handler is None or not carries_sdp(message):
             return message
@@ -449,6 +458,8 @@ class SipServer:
             return message
         from_tag, to_tag = dialog_tags(message)
         where = media_source(message, source)
+        if target_nat is not None:
+            where = dataclasses.replace(where, target_nat=target_nat)
         offer = isinstance(message, SipRequest) and message.method in OFFER_METHODS
         try:
             if offer:
@@ -462,11 +473,13 @@ class SipServer:
             return message
         return with_body(message, body)
 
-    async def _media_request(self, request: SipRequest, source: Source) -> SipRequest:
+    async def _media_request(
+        self, request: SipRequest, source: Source, *, target_nat: NatVerdict | None = None
+    ) -> SipRequest:
         """An INVITE, UPDATE or ACK about to be proxied, through the handler."""
         if self.media_handler is None or request.method not in ("INVITE", "UPDATE", "ACK"):
             return request
-        rewritten = await self._media_message(request, source)
+        rewritten = await self._media_message(request, source, target_nat=target_nat)
         return rewritten if isinstance(rewritten, SipRequest) else request
 
     def _media_ended(self, message: SipMessage) -> None:
@@ -785,10 +798,12 @@ class SipServer:
         dialog = self.config.record_route and _dialog_forming(request)
         targets: list[ForkTarget] = []
         by_instance: dict[str, list[Destination]] = {}
+        callee_nat: set[NatReason] = set()
         for binding in bindings:
             destinations = await self._destinations(binding, source if dialog else None)
             if not destinations:
                 continue
+            callee_nat |= detect_nat_binding(binding).reasons
             if binding.instance:
                 by_instance.setdefault(binding.instance, []).extend(destinations)
             else:
@@ -803,7 +818,9 @@ class SipServer:
             self._respond(request, txn, make_response(request, 487, to_tag=self._tag()))
             return
         if targets:
-            request = await self._media_request(request, source)
+            request = await self._media_request(
+                request, source, target_nat=NatVerdict(frozenset(callee_nat))
+            )
         self.proxy.proxy(request, txn, targets, now=self._now())
         self._pump()
 
