@@ -137,6 +137,7 @@ class CallMedia:
         self.stream: NegotiatedStream | None = None
         self.dropped = 0
         self.received_packets = 0
+        self.first_received_at: float | None = None  # loop time of the first audio packet
         self._stun: AsyncStunClient | None = None
         self._peer: Endpoint | None = None  # where RTP is accepted from, once known
         self._jitter = JitterBuffer()
@@ -329,6 +330,8 @@ class CallMedia:
             return  # telephone-event and others are not played
         self.received_packets += 1
         now = asyncio.get_running_loop().time()
+        if self.first_received_at is None:
+            self.first_received_at = now
         self._jitter.push(
             packet.sequence_number, packet.timestamp, packet.payload, now=now, ssrc=packet.ssrc
         )
