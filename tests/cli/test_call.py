@@ -76,7 +76,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             pipe.close()
 
 
-def test_call_against_answer_on_loopback_carries_both_tones(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("srtp_call", "srtp_answer", "suite"),
+    [
+        pytest.param("off", "off", None, id="rtp"),
+        pytest.param("mandatory", "optional", "AES_CM_128_HMAC_SHA1_80", id="srtp"),
+    ],
+)
+def test_call_against_answer_on_loopback_carries_both_tones(
+    tmp_path: Path, srtp_call: str, srtp_answer: str, suite: str | None
+) -> None:
     port = _free_udp_port()
     registrar = f"127.0.0.1:{port}"
     procs: list[subprocess.Popen[bytes]] = []
@@ -91,7 +100,7 @@ def test_call_against_answer_on_loopback_carries_both_tones(tmp_path: Path) -> N
         answer = subprocess.Popen(
             [*NATKIT, "answer", "--register", "sip:bob@example.org", "--password", "x",
              "--registrar", registrar, "--tone", "1000", "--record", str(tmp_path / "b.wav"),
-             "--duration", "20", "--bind", "127.0.0.1", "--json"],
+             "--duration", "20", "--bind", "127.0.0.1", "--json", "--srtp", srtp_answer],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0, env=ENV,
         )  # fmt: skip
         procs.append(answer)
@@ -99,7 +108,7 @@ def test_call_against_answer_on_loopback_carries_both_tones(tmp_path: Path) -> N
         caller = subprocess.run(
             [*NATKIT, "call", "sip:bob@example.org", "--proxy", registrar, "--tone", "440",
              "--record", str(tmp_path / "a.wav"), "--duration", "2", "--bind", "127.0.0.1",
-             "--json", "--timeout", "10"],
+             "--json", "--timeout", "10", "--srtp", srtp_call],
             capture_output=True, timeout=60, env=ENV, check=False,
         )  # fmt: skip
         assert caller.returncode == 0, caller.stdout.decode() + caller.stderr.decode()
@@ -109,6 +118,7 @@ def test_call_against_answer_on_loopback_carries_both_tones(tmp_path: Path) -> N
         result = lines[-1]
         assert result["event"] == "result" and result["established"] is True
         assert result["path"] == "sdp" and result["received_packets"] > 50
+        assert result["srtp"] == suite
         answer.wait(30)  # --calls 1: it exits after the call
         assert answer.returncode == 0
         assert contains_tone(read_wav(tmp_path / "a.wav"), 1000, min_duration=1.0)

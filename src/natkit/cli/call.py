@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 import signal
 import socket
@@ -36,6 +37,7 @@ from natkit.media.tone import dominant_frequencies
 from natkit.media.wav import WavFormatError, read_wav_frames, write_wav
 from natkit.net.loop import run
 from natkit.net.os_stack import OsStack
+from natkit.sdp.offer_answer import SrtpPolicy
 from natkit.sip.aio.resolve import SipResolver
 from natkit.sip.aio.server import literal_target
 from natkit.sip.flow import SipTransport, Target
@@ -156,6 +158,7 @@ def _result(call: Call, record: Path | None) -> dict[str, Any]:
         "established": call.established.is_set(),
         "path": None if call.path is None else call.path.value,
         "media": None if call.plan is None else call.plan.describe(),
+        "srtp": _srtp_suite(call),
         "status": None if call.end is None else call.end.status,
         "reason": None if call.end is None else call.end.reason,
         "recorded_seconds": round(len(recording) / 8000, 2),
@@ -166,11 +169,35 @@ def _result(call: Call, record: Path | None) -> dict[str, Any]:
     }
 
 
+class SrtpMode(enum.StrEnum):
+    """``--srtp``: how media is protected (RFC 4568 SDES keys, RFC 3711)."""
+
+    OFF = "off"
+    OPTIONAL = "optional"
+    MANDATORY = "mandatory"
+
+    @property
+    def policy(self) -> SrtpPolicy:
+        return {
+            SrtpMode.OFF: SrtpPolicy.NONE,
+            SrtpMode.OPTIONAL: SrtpPolicy.OPTIONAL,
+            SrtpMode.MANDATORY: SrtpPolicy.REQUIRED,
+        }[self]
+
+
+def _srtp_suite(call: Call) -> str | None:
+    """The SRTP suite the call's media used, or None (plain RTP)."""
+    media = call.media
+    stream = media.stream if media is not None else None
+    return stream.srtp.suite if stream is not None and stream.srtp is not None else None
+
+
 def _print_result(printer: _Printer, result: dict[str, Any]) -> None:
     if printer.as_json:
         printer.line(result)
         return
-    for key in ("path", "media", "status", "reason", "received_packets", "heard_hz", "record"):
+    keys = ("path", "media", "srtp", "status", "reason", "received_packets", "heard_hz", "record")
+    for key in keys:
         if result.get(key) is not None:
             _console.print(f"  {key.replace('_', ' ')}: {result[key]}")
 
@@ -204,6 +231,14 @@ def call_command(
     stun: Annotated[
         str | None, typer.Option("--stun", help="STUN server HOST:PORT for the RTP address.")
     ] = None,
+    srtp: Annotated[
+        SrtpMode,
+        typer.Option(
+            "--srtp",
+            help="SRTP with SDES keys (RFC 4568): off, optional (offer keys, fall back to "
+            "RTP) or mandatory (RTP/SAVP; refuse calls without keys).",
+        ),
+    ] = SrtpMode.OFF,
     bind: Annotated[
         str | None, typer.Option("--bind", help="Local IP[:PORT] for SIP (default: the route's).")
     ] = None,
@@ -233,6 +268,7 @@ def call_command(
                 proxy=proxy_uri,
                 password=password,
                 stun=stun_ep,
+                srtp=srtp.policy,
                 local=local,
                 timeout=timeout,
                 printer=printer,
@@ -254,6 +290,7 @@ async def _call(
     proxy: SipUri | None,
     password: str | None,
     stun: Endpoint | None,
+    srtp: SrtpPolicy,
     local: Endpoint | None,
     timeout: float,
     printer: _Printer,
@@ -271,6 +308,7 @@ async def _call(
         username=aor.user if password is not None else None,
         password=password,
         stun_server=stun,
+        srtp=srtp,
         source=source,
     )
     async with UserAgent(stack, settings, on_progress=printer.progress) as ua:
@@ -330,6 +368,14 @@ def answer_command(
     stun: Annotated[
         str | None, typer.Option("--stun", help="STUN server HOST:PORT for the RTP address.")
     ] = None,
+    srtp: Annotated[
+        SrtpMode,
+        typer.Option(
+            "--srtp",
+            help="SRTP with SDES keys (RFC 4568): off, optional (offer keys, fall back to "
+            "RTP) or mandatory (RTP/SAVP; refuse calls without keys).",
+        ),
+    ] = SrtpMode.OFF,
     bind: Annotated[
         str | None, typer.Option("--bind", help="Local IP[:PORT] for SIP (default: the route's).")
     ] = None,
@@ -357,6 +403,7 @@ def answer_command(
                 duration=duration,
                 calls=calls,
                 stun=stun_ep,
+                srtp=srtp.policy,
                 local=local,
                 printer=printer,
             )
@@ -377,6 +424,7 @@ async def _answer(
     duration: float,
     calls: int,
     stun: Endpoint | None,
+    srtp: SrtpPolicy,
     local: Endpoint | None,
     printer: _Printer,
 ) -> int:
@@ -395,6 +443,7 @@ async def _answer(
         username=aor.user,
         password=password,
         stun_server=stun,
+        srtp=srtp,
         source=source,
     )
     stop = asyncio.Event()

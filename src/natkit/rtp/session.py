@@ -234,6 +234,13 @@ class RtpSession:
 
     # -- commands ------------------------------------------------------------------------
 
+    def set_srtp(self, send: SrtpContext | None, receive: SrtpContext | None) -> None:
+        """New SRTP keys (a re-offer changed them, RFC 4568 §7.1.4): what is
+        sent from now on is protected with ``send``, what arrives must
+        unprotect with ``receive``; ``None`` is plain RTP that way."""
+        self._srtp_send = send
+        self._srtp_receive = receive
+
     def set_remote(self, rtp: Endpoint, rtcp: Endpoint | None = None) -> None:
         """Send to ``rtp`` (and RTCP to ``rtcp``: by default the RTP endpoint
         with rtcp-mux, else the next port up, RFC 3550 §11)."""

@@ -44,6 +44,7 @@ from natkit.sdp.offer_answer import (
     LocalCapabilities,
     MediaCapabilities,
     NegotiatedStream,
+    SrtpPolicy,
 )
 
 __all__ = [
@@ -121,11 +122,14 @@ def local_capabilities(
     codecs: tuple[Codec, ...] = DEFAULT_CODECS,
     rtcp_mux: bool = True,
     username: str = "natkit",
+    srtp: SrtpPolicy = SrtpPolicy.NONE,
 ) -> LocalCapabilities:
     """One audio stream on ``address`` (RFC 3264 §5): ``c=`` and ``m=``
     name it; ``a=rtcp-mux`` (RFC 5761) keeps RTCP on the same port, which is
-    the only port a STUN query learned a mapping for."""
-    stream = MediaCapabilities(port=address.port, codecs=codecs, rtcp_mux=rtcp_mux)
+    the only port a STUN query learned a mapping for. ``srtp``: SDES-keyed
+    SRTP (RFC 4568) off, offered best-effort (RTP/AVP with ``a=crypto``) or
+    required (RTP/SAVP; an offer without a usable ``a=crypto`` is refused)."""
+    stream = MediaCapabilities(port=address.port, codecs=codecs, rtcp_mux=rtcp_mux, srtp=srtp)
     return LocalCapabilities(address=address.host, media=(stream,), username=username, rng=rng)
 
 

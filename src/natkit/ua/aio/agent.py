@@ -58,6 +58,7 @@ from natkit.sdp.offer_answer import (
     Codec,
     LocalCapabilities,
     NegotiatedStream,
+    SrtpPolicy,
     answer,
     build_offer,
 )
@@ -121,7 +122,11 @@ class UserAgentSettings:
     ``latch`` follows the peer's actual RTP source (comedia, off: a natkit UA
     is symmetric itself); ``auto_answer`` answers every incoming call;
     ``ice`` (the STUN/TURN servers to gather from) offers ICE on our calls
-    and answers ICE offers with ICE, ``ice_timeout`` bounds the checks."""
+    and answers ICE offers with ICE, ``ice_timeout`` bounds the checks;
+    ``srtp`` protects media with SDES-keyed SRTP (RFC 4568, RFC 3711):
+    ``NONE`` plain RTP, ``OPTIONAL`` offers keys on RTP/AVP and uses SRTP
+    when the peer answers with keys, ``REQUIRED`` offers RTP/SAVP and
+    refuses (488) an offer without a usable ``a=crypto``."""
 
     aor: SipUri
     local_ip: str
@@ -141,6 +146,7 @@ class UserAgentSettings:
     ice: GatherConfig | None = None
     ice_config: IceConfig | None = None
     ice_timeout: float = 10.0
+    srtp: SrtpPolicy = SrtpPolicy.NONE
     rng: Rng = field(default_factory=default_rng)
 
 
@@ -331,7 +337,7 @@ class UserAgent:
 
     def _caps(self, media: CallMedia) -> LocalCapabilities:
         s = self.settings
-        return local_capabilities(media.advertised, rng=s.rng, codecs=s.codecs)
+        return local_capabilities(media.advertised, rng=s.rng, codecs=s.codecs, srtp=s.srtp)
 
     async def _open_media(self) -> CallMedia:
         s = self.settings
@@ -588,6 +594,7 @@ class UserAgent:
             call.plan = MediaPlan.of(path, media.local, media.advertised, stream)
         media.start(stream, ice=channel)
         codec = stream.codec.name if stream.codec is not None else "?"
-        text = f"established ({codec}); media {call.plan.describe()}"
+        secure = f", SRTP {stream.srtp.suite}" if stream.srtp is not None else ""
+        text = f"established ({codec}{secure}); media {call.plan.describe()}"
         self._progress(call, CallPhase.ESTABLISHED, text)
         call.established.set()

@@ -46,8 +46,9 @@ from natkit.rng import Rng
 from natkit.rtp.aio import AsyncRtpSession
 from natkit.rtp.events import RtpEvent, RtpReceived
 from natkit.rtp.session import RtpSession, RtpSessionConfig
+from natkit.rtp.srtp import SrtpContext, SrtpSuite
 from natkit.sdp.attributes import Direction
-from natkit.sdp.offer_answer import NegotiatedStream
+from natkit.sdp.offer_answer import NegotiatedStream, SrtpKeys
 from natkit.stun.aio.client import AsyncStunClient
 from natkit.stun.transaction import StunClient, StunClientConfig
 
@@ -146,6 +147,7 @@ class CallMedia:
         self._receive_pt = 0
         self._send_pt = 0
         self._ice: IceChannel | None = None
+        self._srtp_keys: SrtpKeys | None = None
 
     @classmethod
     async def open(
@@ -208,12 +210,16 @@ class CallMedia:
                 stream = dataclasses.replace(stream, remote_rtp=ice.remote, remote_rtcp=ice.remote)
             config = RtpSessionConfig(rtcp_mux=True, latch=self.latch, rng=self.rng)
             endpoint: DatagramEndpoint = ice if ice is not None else self.endpoint
+            send, receive = _srtp_contexts(stream)
             core = RtpSession(
                 config,
                 local_rtp=endpoint.local_endpoint,
                 now=asyncio.get_running_loop().time(),
                 remote_rtp=stream.remote_rtp,
+                srtp_send=send,
+                srtp_receive=receive,
             )
+            self._srtp_keys = stream.srtp
             self.session = AsyncRtpSession(core, endpoint, on_event=self._on_rtp_event)
         self.update(stream)
         if self._task is None:
@@ -235,6 +241,9 @@ class CallMedia:
             self._jitter = JitterBuffer(
                 JitterBufferConfig(silence_payload=self.codec.silence_payload())
             )
+        if self.session is not None and stream.srtp != self._srtp_keys:
+            self.session.core.set_srtp(*_srtp_contexts(stream))  # RFC 4568 §7.1.4: new keys
+            self._srtp_keys = stream.srtp
         if self.session is not None and stream.remote_rtp is not None:
             if stream.remote_rtp != self.session.core.remote_rtp:
                 self._peer = None  # the peer moved: learn its source again
@@ -335,3 +344,13 @@ class CallMedia:
         self._jitter.push(
             packet.sequence_number, packet.timestamp, packet.payload, now=now, ssrc=packet.ssrc
         )
+
+
+def _srtp_contexts(stream: NegotiatedStream) -> tuple[SrtpContext | None, SrtpContext | None]:
+    """SRTP for what we send (our key) and what we receive (the peer's), as
+    the offer/answer keyed ``stream`` (RFC 4568 §6.1); plain RTP without keys."""
+    keys = stream.srtp
+    if keys is None:
+        return None, None
+    suite = SrtpSuite(keys.suite)
+    return SrtpContext(suite, keys.local_key_salt), SrtpContext(suite, keys.remote_key_salt)
