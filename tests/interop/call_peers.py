@@ -33,6 +33,7 @@ from natkit.media.tone import RecordingCheck, check_recording, sine_tone
 from natkit.media.wav import read_wav, write_wav
 from natkit.net.netns.system import in_namespace, netns_exec_argv
 from natkit.net.os_stack import OsStack
+from natkit.sdp.offer_answer import SrtpPolicy
 from natkit.sip.uri import SipUri
 from natkit.ua.aio.agent import Call, UserAgent, UserAgentSettings
 from natkit.ua.aio.media import MediaSource
@@ -88,10 +89,12 @@ def start_baresip_caller(
     tone_hz: float = PEER_HZ,
     lifetime_s: int = 40,
     netns: str | None = None,
+    srtp: bool = False,
 ) -> sp.BaresipPeer:
     """baresip playing a tone file through aufile and dumping calls with sndfile.
 
-    ``netns``: run it inside that network namespace (``ip netns exec``)."""
+    ``netns``: run it inside that network namespace (``ip netns exec``);
+    ``srtp``: load its srtp module (accounts choose ``mediaenc=srtp-mand``)."""
     baresip = require_program("baresip", "baresip-core")
     config_dir = workdir / "baresip"
     config_dir.mkdir(parents=True, exist_ok=True)
@@ -109,6 +112,9 @@ def start_baresip_caller(
             rtp_high=rtp_low + 9,
         )
     )
+    if srtp:
+        with (config_dir / "config").open("a") as config:
+            config.write("module srtp.so\n")
     (config_dir / "accounts").write_text("".join(f"{line}\n" for line in accounts))
     (config_dir / "contacts").write_text("")
     argv = [baresip, "-4", "-f", str(config_dir), "-t", str(lifetime_s)]
@@ -165,6 +171,7 @@ def natkit_settings(
     tone_hz: float = NATKIT_HZ,
     domain: str = sp.DOMAIN,
     local_ip: str = LOOPBACK,
+    srtp: SrtpPolicy = SrtpPolicy.NONE,
 ) -> UserAgentSettings:
     return UserAgentSettings(
         aor=SipUri(scheme="sip", host=domain, user=user),
@@ -173,6 +180,7 @@ def natkit_settings(
         proxy=proxy,
         register=register,
         source=MediaSource(tone_hz=tone_hz),
+        srtp=srtp,
     )
 
 
