@@ -259,3 +259,55 @@ def test_media_survives_a_nat_rebinding_after_a_hold_by_ssrc_handover() -> None:
     # ...and after the first packet or two the media flows again, both ways.
     assert out["alice"][-45:] == list(range(55, 100))  # type: ignore[index]
     assert out["bob"][-45:] == list(range(55, 100))  # type: ignore[index]
+
+
+class _GatedStack:
+    """A stack whose second UDP bind waits for ``gate``: a create_call caught
+    half way through binding its ports."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+        self.opened: list[DatagramEndpoint] = []
+
+    async def open_udp(self, local: Endpoint, handler: object) -> DatagramEndpoint:
+        if len(self.opened) == 1:
+            self.waiting.set()
+            await self.gate.wait()
+        sock = await self.stack.open_udp(local, handler)  # type: ignore[arg-type]
+        self.opened.append(sock)
+        return sock
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.stack, name)
+
+
+async def _half_bound(how: str) -> tuple[list[bool], int, int]:
+    net = Internet(seed=4)
+    stack = _GatedStack(net.add_host("relay", RELAY_IP).stack)
+    cfg = MediaRelayConfig(port_min=40000, port_max=40007, rng=seeded_rng(1))
+    server = MediaRelayServer(stack, cfg, ipv4=RELAY_IP)  # type: ignore[arg-type]
+    await server.start()
+    free_before = server.ports.available
+    task = asyncio.ensure_future(server.create_call("c1"))
+    await stack.waiting.wait()  # the RTP socket is bound, the RTCP one not yet
+    if how == "cancel":
+        task.cancel()
+    else:
+        server.close()
+        stack.gate.set()
+    with pytest.raises((asyncio.CancelledError, LocalProtocolError)):
+        await task
+    stack.gate.set()
+    free_after = server.ports.available
+    server.close()
+    await server.wait_closed()
+    return [sock.closed for sock in stack.opened], free_before, free_after
+
+
+@pytest.mark.parametrize("how", ["cancel", "close"])
+def test_a_create_cancelled_or_closed_half_way_leaves_nothing_bound(how: str) -> None:
+    closed, free_before, free_after = run_virtual(_half_bound(how))
+    assert closed and all(closed), closed
+    assert free_after == free_before  # the port pair went back to the pool

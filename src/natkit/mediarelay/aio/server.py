@@ -164,6 +164,8 @@ class MediaRelayServer(StartedAndClosedOnExit):
         opened: list[DatagramEndpoint] = []
         try:
             setups = [await self._bind_leg(call_id, offer, opened) for offer in offers]
+            if self._closing:  # close() ran while the ports were being bound
+                raise LocalProtocolError("the media relay is closed")
             ends = self.core.create_call(call_id, a=setups[0], b=setups[1], now=self._loop.time())
         except BaseException:
             for sock in opened:
@@ -216,12 +218,16 @@ class MediaRelayServer(StartedAndClosedOnExit):
             try:
                 for local in wanted:
                     bound.append(await self._open(local))
-            except TransportError as exc:
+            except BaseException as exc:
+                # A port that would not bind, or the create cancelled half way:
+                # nothing bound here may outlive it (the caller only knows `opened`).
                 for sock in bound:
                     sock.close()
                     self._sockets.pop(sock.local_endpoint, None)
                     self._holders.pop(sock.local_endpoint, None)
                 self.ports.release(even)  # to the back of the pool
+                if not isinstance(exc, TransportError):
+                    raise
                 last = exc
                 continue
             self._pairs[call_id].append(even)
