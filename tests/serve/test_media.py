@@ -188,7 +188,13 @@ def test_without_the_relay_the_same_phones_hear_nothing() -> None:
 
 
 def _handler_case(
-    caller_ip: str, source: str, *, ice: bool, policy: str = "auto", max_calls: int = 10
+    caller_ip: str,
+    source: str,
+    *,
+    ice: bool,
+    policy: str = "auto",
+    max_calls: int = 10,
+    body: bytes | None = None,
 ) -> tuple[SipMessage, SipMessage, SipMessage, SipMessage, RelayMediaHandler, int]:
     async def main() -> tuple[SipMessage, SipMessage, SipMessage, SipMessage, RelayMediaHandler,
                               int]:  # fmt: skip
@@ -197,7 +203,7 @@ def _handler_case(
         config = MediaRelayConfig(rng=seeded_rng(1), max_calls=max_calls)
         async with MediaRelayServer(relay_host.stack, config, ipv4=RELAY_IP) as relay:
             handler = RelayMediaHandler(relay, policy=policy)
-            invite = _invite(caller_ip, sdp_body(caller_ip, RTP_PORT, ice=ice))
+            invite = _invite(caller_ip, body or sdp_body(caller_ip, RTP_PORT, ice=ice))
             offer = await handler.offer(invite, _source(Endpoint(source, 5060)))
             ok = _ok("198.51.100.20", sdp_body("198.51.100.20", RTP_PORT, ice=ice))
             answer = await handler.answer(ok, _source(Endpoint("198.51.100.20", 5060)))
@@ -339,3 +345,17 @@ def test_a_late_offer_from_a_natted_callee_is_relayed_both_ways() -> None:
     assert len([p for p in got_b if p.startswith(b"a:")]) >= 20
     assert len([p for p in got_a if p.startswith(b"b:")]) >= 20
     assert reason.startswith("late offer")
+
+
+def test_an_offer_without_an_rtp_stream_is_not_kept_as_a_relayed_call() -> None:
+    # A NATed caller offering only a port-0 stream (or nothing RTP) leaves
+    # nothing to anchor: no relay call, and nothing waiting in the call table.
+    held = sdp_body("192.168.1.2", RTP_PORT, ice=False).replace(
+        f"m=audio {RTP_PORT}".encode(), b"m=audio 0"
+    )
+    invite, offer, _, _, handler, calls = _handler_case(
+        "192.168.1.2", "203.0.113.51", ice=False, body=held
+    )
+    assert offer is invite and calls == 0
+    assert handler.paths_chosen == {MediaPath.NO_RTP: 1}
+    assert handler.calls == {}

@@ -52,7 +52,6 @@ import collections
 import contextlib
 import ipaddress
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +92,7 @@ class MediaPath:
     ICE = "direct-ice"  # the offer carries ICE: the user agents find their path
     DIRECT = "direct"  # no NAT on the caller's side (auto policy)
     UNRELAYED = "relay-unavailable"  # relay wanted, but it could not take the call
+    NO_RTP = "no-rtp"  # nothing to relay: no RTP stream with a port (T.38 over UDPTL, hold)
 
 
 @dataclass(slots=True)
@@ -114,7 +114,7 @@ class CallRecord:
     ended_by: str | None = None
     last_answer: bytes | None = None
 
-    def to_json(self, packets: int) -> dict[str, Any]:
+    def to_json(self, packets: int, now: float) -> dict[str, Any]:
         return {
             "call_id": self.call_id,
             "caller": self.caller,
@@ -125,7 +125,7 @@ class CallRecord:
             "relayed": self.path == MediaPath.RELAY,
             "packets": packets,
             "ended_by": self.ended_by,
-            "age_s": round(time.monotonic() - self.started, 1),
+            "age_s": round(now - self.started, 1),
         }
 
 
@@ -324,7 +324,7 @@ class RelayMediaHandler:
         caller, callee = _who(message, "From"), _who(message, "To")
         if has_ice(desc):
             self._choose(CallRecord(call_id, caller, callee, MediaPath.ICE, "the offer has ICE",
-                                    time.monotonic()))  # fmt: skip
+                                    self.relay.now()))  # fmt: skip
             return message
         nated, why = is_nated(message, desc, source)
         if not nated and nat_verdict:
@@ -333,10 +333,10 @@ class RelayMediaHandler:
             nated, why = True, f"callee NATed ({callee_nat})"
         if not nated and self.policy != RelayPolicy.ALWAYS:
             self._choose(CallRecord(call_id, caller, callee, MediaPath.DIRECT, why,
-                                    time.monotonic()))  # fmt: skip
+                                    self.relay.now()))  # fmt: skip
             return message
         reason = why if nated else "policy always"
-        record = CallRecord(call_id, caller, callee, MediaPath.RELAY, reason, time.monotonic())
+        record = CallRecord(call_id, caller, callee, MediaPath.RELAY, reason, self.relay.now())
         return await self._relay(record, message, desc, from_caller=True)
 
     async def _relay(
@@ -380,6 +380,12 @@ class RelayMediaHandler:
             record.state, record.ended_by = "offered", None
             self._choose(record)
             return message
+        if not record.relay_calls:
+            # No RTP stream to anchor (only port-0 or non-RTP m= lines): a
+            # record in the call table would wait for a BYE for nothing.
+            record.path, record.reason = MediaPath.NO_RTP, "no RTP stream to relay"
+            self._choose(record)
+            return message
         self._choose(record)
         log.info("call %s relayed (%s)", record.call_id, record.reason)
         if not from_caller:
@@ -395,7 +401,7 @@ class RelayMediaHandler:
         The same rules as for an offer, applied to the callee."""
         call_id = message.call_id
         caller, callee = _who(message, "From"), _who(message, "To")
-        started = time.monotonic()
+        started = self.relay.now()
         if has_ice(desc):
             self._choose(CallRecord(call_id, caller, callee, MediaPath.ICE,
                                     "the late offer has ICE", started))  # fmt: skip
@@ -510,6 +516,7 @@ class RelayMediaHandler:
     def calls_json(self) -> list[dict[str, Any]]:
         """The history, most recent first, with live packet counts."""
         out: list[dict[str, Any]] = []
+        now = self.relay.now()
         for record in reversed(self.history):
             packets = record.packets
             for relay_id in record.live:
@@ -518,7 +525,7 @@ class RelayMediaHandler:
                 except LocalProtocolError:
                     continue
                 packets += stats.a_to_b.forwarded + stats.b_to_a.forwarded
-            out.append(record.to_json(packets))
+            out.append(record.to_json(packets, now))
         return out
 
     # -- helpers ----------------------------------------------------------------------

@@ -196,6 +196,11 @@ class MediaRelayServer(StartedAndClosedOnExit):
     def call_stats(self, call_id: str) -> CallStats:
         return self.core.call_stats(call_id)
 
+    def now(self) -> float:
+        """The relay's clock: its event loop's time (virtual on the simulated
+        internet), which its idle timeouts run on."""
+        return self._loop.time()
+
     @property
     def call_count(self) -> int:
         return self.core.call_count
