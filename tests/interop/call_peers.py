@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,6 +41,9 @@ from natkit.ua.aio.media import MediaSource
 
 from . import sip_peers as sp
 from .conftest import LOOPBACK, ManagedProcess, require_program, start_process
+
+if TYPE_CHECKING:
+    from .test_sip_natkit import NatkitSip
 
 NATKIT_HZ = 440.0
 """The tone natkit's UA plays."""
@@ -246,3 +250,23 @@ def write_sipp_stream(workdir: Path, frequency: float = PEER_HZ, seconds: float 
     path = workdir / SIPP_STREAM_FILE
     path.write_bytes(encode_ulaw(sine_tone(frequency, duration=seconds, amplitude=0.5)))
     return path
+
+
+def baresip_registered(
+    workdir: Path, server: NatkitSip, user: str, *, srtp: bool = False
+) -> sp.BaresipPeer:
+    """baresip registered with Outbound at natkit sip-server ``server`` as
+    ``user``; with ``srtp``, SRTP mandatory
+    (``mediaenc=srtp-mand``)."""
+    outbound = f"sip:{server.target};transport=udp"
+    account = sp.account_line(user, sp.DOMAIN, outbound=outbound)
+    if srtp:
+        account += ";mediaenc=srtp-mand"
+    peer = start_baresip_caller(workdir, [account], srtp=srtp)
+    try:
+        aor = f"sip:{user}@{sp.DOMAIN}"
+        assert sp.wait_until(lambda: bool(server.bindings(aor)), 8), peer.process.log()
+    except BaseException:
+        peer.stop()
+        raise
+    return peer

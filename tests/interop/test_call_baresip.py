@@ -23,7 +23,7 @@ from natkit.ua.aio.agent import Call, UserAgent
 from . import call_peers as cp
 from . import sip_peers as sp
 from .conftest import LOOPBACK, free_ports, natkit_command, require_program, run_program
-from .test_sip_natkit import NatkitSip, natkit_sip_server
+from .test_sip_natkit import natkit_sip_server
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
 
@@ -35,19 +35,6 @@ def _programs() -> None:
     require_program("baresip", "baresip-core")
 
 
-def _baresip_registered(tmp_path: Path, server: NatkitSip, user: str) -> sp.BaresipPeer:
-    outbound = f"sip:{server.target};transport=udp"
-    account = sp.account_line(user, DOMAIN, outbound=outbound)
-    peer = cp.start_baresip_caller(tmp_path, [account])
-    try:
-        aor = f"sip:{user}@{DOMAIN}"
-        assert sp.wait_until(lambda: bool(server.bindings(aor)), 8), peer.process.log()
-    except BaseException:
-        peer.stop()
-        raise
-    return peer
-
-
 def _check_both(result: cp.NatkitCallResult, peer: sp.BaresipPeer) -> None:
     peer.control.wait_event("CALL_CLOSED", timeout=5)
     heard_by_baresip = cp.baresip_recording(peer)
@@ -57,7 +44,7 @@ def _check_both(result: cp.NatkitCallResult, peer: sp.BaresipPeer) -> None:
 
 def test_baresip_calls_natkit_ua_through_natkit_proxy(tmp_path: Path) -> None:
     with natkit_sip_server(tmp_path / "natkit", "--no-auth") as server:
-        peer = _baresip_registered(tmp_path, server, "bob")
+        peer = cp.baresip_registered(tmp_path, server, "bob")
         try:
             (ua_port,) = free_ports(1, hosts=(LOOPBACK,))
             settings = cp.natkit_settings(
@@ -79,7 +66,7 @@ def test_baresip_calls_natkit_ua_through_natkit_proxy(tmp_path: Path) -> None:
 
 def test_natkit_ua_calls_baresip_through_natkit_proxy(tmp_path: Path) -> None:
     with natkit_sip_server(tmp_path / "natkit", "--no-auth") as server:
-        peer = _baresip_registered(tmp_path, server, "bob")
+        peer = cp.baresip_registered(tmp_path, server, "bob")
         try:
             (ua_port,) = free_ports(1, hosts=(LOOPBACK,))
             settings = cp.natkit_settings(
@@ -103,7 +90,7 @@ def test_natkit_call_command_calls_baresip(tmp_path: Path) -> None:
     tone = cp.write_tone_wav(tmp_path / "natkit-tone.wav", cp.NATKIT_HZ)
     record = tmp_path / "heard.wav"
     with natkit_sip_server(tmp_path / "natkit", "--no-auth") as server:
-        peer = _baresip_registered(tmp_path, server, "bob")
+        peer = cp.baresip_registered(tmp_path, server, "bob")
         try:
             argv = [*natkit_command(), "call", f"sip:bob@{DOMAIN}", "--proxy", server.target]
             argv += ["--user", f"sip:alice@{DOMAIN}", "--play", str(tone)]

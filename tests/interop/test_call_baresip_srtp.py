@@ -17,7 +17,7 @@ from natkit.ua.aio.agent import Call, UserAgent
 from . import call_peers as cp
 from . import sip_peers as sp
 from .conftest import LOOPBACK, free_ports, require_program
-from .test_sip_natkit import NatkitSip, natkit_sip_server
+from .test_sip_natkit import natkit_sip_server
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
 
@@ -29,25 +29,12 @@ def _programs() -> None:
     require_program("baresip", "baresip-core")
 
 
-def _baresip_srtp(tmp_path: Path, server: NatkitSip, user: str) -> sp.BaresipPeer:
-    outbound = f"sip:{server.target};transport=udp"
-    account = sp.account_line(user, DOMAIN, outbound=outbound) + ";mediaenc=srtp-mand"
-    peer = cp.start_baresip_caller(tmp_path, [account], srtp=True)
-    try:
-        aor = f"sip:{user}@{DOMAIN}"
-        assert sp.wait_until(lambda: bool(server.bindings(aor)), 8), peer.process.log()
-    except BaseException:
-        peer.stop()
-        raise
-    return peer
-
-
 @pytest.mark.parametrize("natkit_calls", [True, False], ids=["natkit-calls", "baresip-calls"])
 def test_srtp_calls_between_baresip_and_natkit_carry_both_tones(
     tmp_path: Path, natkit_calls: bool
 ) -> None:
     with natkit_sip_server(tmp_path / "natkit", "--no-auth") as server:
-        peer = _baresip_srtp(tmp_path, server, "bob")
+        peer = cp.baresip_registered(tmp_path, server, "bob", srtp=True)
         try:
             (ua_port,) = free_ports(1, hosts=(LOOPBACK,))
             settings = cp.natkit_settings(

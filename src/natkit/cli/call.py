@@ -185,6 +185,16 @@ class SrtpMode(enum.StrEnum):
         }[self]
 
 
+SrtpOption = Annotated[
+    SrtpMode,
+    typer.Option(
+        "--srtp",
+        help="SRTP with SDES keys (RFC 4568): off, optional (offer keys, fall back to "
+        "RTP) or mandatory (RTP/SAVP; refuse calls without keys).",
+    ),
+]
+
+
 def _srtp_suite(call: Call) -> str | None:
     """The SRTP suite the call's media used, or None (plain RTP)."""
     media = call.media
@@ -231,14 +241,7 @@ def call_command(
     stun: Annotated[
         str | None, typer.Option("--stun", help="STUN server HOST:PORT for the RTP address.")
     ] = None,
-    srtp: Annotated[
-        SrtpMode,
-        typer.Option(
-            "--srtp",
-            help="SRTP with SDES keys (RFC 4568): off, optional (offer keys, fall back to "
-            "RTP) or mandatory (RTP/SAVP; refuse calls without keys).",
-        ),
-    ] = SrtpMode.OFF,
+    srtp: SrtpOption = SrtpMode.OFF,
     bind: Annotated[
         str | None, typer.Option("--bind", help="Local IP[:PORT] for SIP (default: the route's).")
     ] = None,
@@ -368,14 +371,7 @@ def answer_command(
     stun: Annotated[
         str | None, typer.Option("--stun", help="STUN server HOST:PORT for the RTP address.")
     ] = None,
-    srtp: Annotated[
-        SrtpMode,
-        typer.Option(
-            "--srtp",
-            help="SRTP with SDES keys (RFC 4568): off, optional (offer keys, fall back to "
-            "RTP) or mandatory (RTP/SAVP; refuse calls without keys).",
-        ),
-    ] = SrtpMode.OFF,
+    srtp: SrtpOption = SrtpMode.OFF,
     bind: Annotated[
         str | None, typer.Option("--bind", help="Local IP[:PORT] for SIP (default: the route's).")
     ] = None,
