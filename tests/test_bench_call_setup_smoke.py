@@ -26,7 +26,8 @@ def test_call_setup_smoke_sets_up_calls_on_every_media_path() -> None:
     assert paths["ice"]["media_path"] == ["ice"]
     assert paths["relay"]["nat"] == "symmetric"
     for path in paths.values():
-        assert path["calls"] == 2
+        assert path["calls"] == 2 and path["runs"] == 2
+        assert len(path["calls_per_wall_s_runs"]) == 2
         assert is_summary(path["setup_virtual_s"]) and is_summary(path["setup_wall_s"])
         assert 0 < path["setup_virtual_s"]["median"] < 5
         assert path["calls_per_virtual_s"] > 0 and path["calls_per_wall_s"] > 0

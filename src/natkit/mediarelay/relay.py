@@ -24,7 +24,10 @@ port, RFC 5761):
   moves the latch there (``SourceLatched`` reason LEARNED). The window
   closes (``SourceConfirmed``) after ``learning_packets`` packets in a row
   from the latched source, or at the first packet once ``learning_time``
-  has passed.
+  has passed. A port silent until the deadline latches (and locks on) the
+  first valid packet after it from any source, not only its SDP address:
+  a NATed endpoint never sends from its SDP address and a caller's first
+  packet may come after a long ringing (see docs/media-relay.md).
 * **Strict source.** After the window only the latched source is relayed;
   packets from anywhere else are dropped and counted (``dropped_foreign``):
   the RTP-bleed attack (a stranger spraying relay ports to be latched on
