@@ -15,8 +15,9 @@ the same servers, their relays on one server die together); any other local
 candidate depends on its base IP (the interface, the NAT in front of it),
 any other remote candidate on its IP. A pair's path is its (local, remote)
 domains (:func:`path_key`); the spares of a component are the best valid
-pair of each path other than the selected pair's, those sharing no domain
-with it first (:func:`choose_spares`).
+pair of each path (of the selected pair's own path too, other than itself:
+after a symmetric NAT reboots, the pair to its new mapping), those sharing
+no domain with the selected pair first (:func:`choose_spares`).
 
 Failover design: with ``hot_spares`` on, the selected pair and the spares are
 checked every ``failover_check_interval`` (0.3 s, jittered 0.8-1.2 like
