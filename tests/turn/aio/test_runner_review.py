@@ -64,11 +64,20 @@ async def test_tcp_channel_data_never_uses_the_udp_allocation_of_the_same_addres
     stack = OsStack()
     r = await _on_one_port(stack)
     peer = await Peer.open(stack, Endpoint(LO, 0))
-    udp_user = await HandClient.udp(stack, r.endpoint(UDP), local=Endpoint(LO, 0))
+    for attempt in range(10):
+        # The UDP user's ephemeral port may be taken over TCP by another
+        # program on this machine: then take another one.
+        udp_user = await HandClient.udp(stack, r.endpoint(UDP), local=Endpoint(LO, 0))
+        try:
+            tcp_user = await _stream_from(stack, r.endpoint(TCP), udp_user.local_endpoint)
+            break
+        except TransportError as exc:
+            udp_user.close()
+            if "already in use" not in str(exc) or attempt == 9:
+                raise
     try:
         await udp_user.allocate()
         await udp_user.bind_channel(0x4000, peer.endpoint)
-        tcp_user = await _stream_from(stack, r.endpoint(TCP), udp_user.local_endpoint)
         try:
             await tcp_user.allocate()  # bound no channel
             stats = r.core.stats
