@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from natkit.errors import NatkitError
-from natkit.net.loop import run
+from natkit.net.loop import run, tune_gc
 from natkit.serve.settings import (
     DEFAULT_TOML,
     ServeSettings,
@@ -122,7 +122,7 @@ def _tls(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
 async def _serve(
     settings: ServeSettings, turn_tls: ssl.SSLContext | None, sip_tls: ssl.SSLContext | None
 ) -> None:
-    from natkit.cli.turn_server import _raise_fd_limit, _tune_gc
+    from natkit.cli.turn_server import _raise_fd_limit
     from natkit.net.os_stack import OsStack
     from natkit.serve.runner import ServeRunner
 
@@ -135,7 +135,7 @@ async def _serve(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     await runner.start()
-    _tune_gc()  # as turn-server does: no full collections on the relay paths
+    tune_gc()  # as turn-server does: no full collections on the relay paths
     try:
         _print_summary(runner, settings)
         await stop.wait()

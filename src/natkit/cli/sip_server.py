@@ -31,7 +31,7 @@ from rich.console import Console
 from natkit.cli.server_options import AdminTokenOption, ConfigFileOption
 from natkit.errors import NatkitError
 from natkit.net.admin import AdminServer
-from natkit.net.loop import run
+from natkit.net.loop import run, tune_gc
 from natkit.net.os_stack import OsStack
 from natkit.sip.aio.config import (
     KEYS,
@@ -248,6 +248,7 @@ async def _serve(settings: SipServerSettings, tls: ssl.SSLContext | None) -> Non
         admin_server: AdminServer | None = None
         refresher: asyncio.Task[None] | None = None
         await server.start()
+        tune_gc()  # no full collections over the transaction and binding state
         try:
             if settings.admin is not None:
                 admin_server = AdminServer(stack, settings.admin, app, token=settings.admin_token)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -32,7 +31,7 @@ from rich.table import Table
 from natkit.cli.server_options import TOKEN_ENV, AdminTokenOption, ConfigFileOption
 from natkit.cli.turn import turn_app
 from natkit.errors import NatkitError
-from natkit.net.loop import loop_factory
+from natkit.net.loop import loop_factory, tune_gc
 from natkit.turn.aio.config import (
     ADMIN_DEFAULT,
     TurnServerSettings,
@@ -375,18 +374,6 @@ async def _credentials(
     return source, refresh, store
 
 
-def _tune_gc() -> None:
-    """Keep full garbage collections off the relay path: under allocation
-    churn, gen-2 collections of 75-160 ms that freed nothing stalled the
-    server (seen with turnutils_uclient). Objects alive after start-up are
-    frozen out of collection, and collections start less often (whatever
-    reference counting leaves is still collected, later)."""
-    gc.collect()
-    gc.freeze()
-    gen0, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(max(gen0, 50_000), max(gen1, 20), max(gen2, 100))
-
-
 def _default_store() -> str | None:
     """Without --store: the store ``natkit turn user add`` writes to by default
     ($NATKIT_STORE, else the SQLite file under $XDG_STATE_HOME), when it is
@@ -439,7 +426,7 @@ async def _serve(
         died: list[int] = []
         pidfds = [_watch_worker(loop, pid, stop, died) for pid in workers or ()]
         await runner.start()
-        _tune_gc()
+        tune_gc()
         try:
             if not quiet:
                 _print_started(settings, runner, relay_ips, config.external_ips)
