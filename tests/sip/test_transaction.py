@@ -3,6 +3,8 @@ unreliable and reliable transports, driven with explicit ``now``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from natkit.errors import LocalProtocolError
@@ -59,7 +61,7 @@ def _server(
     return layer, event.server_txn, req
 
 
-def _send_times(log: list[tuple[float, list[object]]]) -> list[float]:
+def _send_times(log: Sequence[tuple[float, Sequence[object]]]) -> list[float]:
     return [when for when, msgs in log for _ in msgs]
 
 
@@ -637,3 +639,39 @@ def test_a_completed_udp_non_invite_keeps_only_the_responses_octets() -> None:
     assert [serialize_message(m) for m in sent(layer)] == [serialize_message(ok)]
     assert run_timers(layer, until=40.0) == [(33.0, [])]  # Timer J ends it, sending nothing
     assert not layer.has_transaction(txn)
+
+
+def test_timer_j_records_end_in_order_with_the_heap_timers_around_them() -> None:
+    """Completed records wait for Timer J in a FIFO beside the timer heap:
+    they end at their own deadline, interleaved with heap timers in time
+    order, and one that ended early (transport failure) is skipped."""
+    layer = TransactionLayer()
+    ids = []
+    for i, at in enumerate((1.0, 2.0, 3.0)):
+        req = request("REGISTER", branch=f"z9hG4bK-j{i}", call_id=f"j{i}")
+        layer.receive_message(req, source(), now=at - 0.5)
+        [event] = drain(layer)
+        assert isinstance(event, RequestReceived)
+        layer.send_response(response(req, 200), now=at)
+        ids.append(event.server_txn)
+    sent(layer)
+    layer.transport_failed(ids[1], now=3.5)  # ends early: its J entry is stale
+    drain(layer)
+    options = request("OPTIONS", branch="z9hG4bK-client")
+    client = layer.send_request(options, target(), now=10.0)  # Timer F at 42.0
+    assert layer.get_timer() == pytest.approx(10.5)  # E before any J
+    ended: list[tuple[float, object]] = []
+    while (deadline := layer.get_timer()) is not None and deadline <= 40.0:
+        layer.handle_timer(now=deadline)
+        ended += [(deadline, e.txn) for e in drain(layer) if isinstance(e, TransactionTerminated)]
+    assert [(round(when, 6), txn) for when, txn in ended] == [(33.0, ids[0]), (35.0, ids[2])]
+    assert layer.has_transaction(client) and not any(layer.has_transaction(t) for t in ids)
+    # Several deadlines due at one call fire earliest first too.
+    layer2 = TransactionLayer()
+    for i in range(3):
+        req = request("REGISTER", branch=f"z9hG4bK-k{i}", call_id=f"k{i}")
+        layer2.receive_message(req, source(), now=0.0)
+        layer2.send_response(response(req, 200), now=float(i))
+    drain(layer2)
+    layer2.handle_timer(now=100.0)
+    assert layer2.transaction_count == 0 and layer2.get_timer() is None

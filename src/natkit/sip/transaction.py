@@ -162,22 +162,27 @@ class _CompletedServerTxn:
     its final response, so it keeps only that response's wire form and where
     it went. An element at 2,000 requests/s holds ~64,000 of these; full
     records (the parsed request and response) were ~4 KB each and made the
-    garbage collector's full passes long."""
+    garbage collector's full passes long. Timer J is the same for every
+    record, so the records wait in a FIFO (``TransactionLayer._completed``)
+    with their deadline, ``expires``, instead of in the timer heap: no heap
+    entry and no timer table each (~280 bytes less per record)."""
 
-    __slots__ = ("id", "merge_key", "response_key", "response_target", "state", "timers", "wire")
+    __slots__ = ("expires", "id", "merge_key", "response_key", "response_target", "state", "wire")
 
     invite = False
     reliable = False
     response_to_tag = None
 
-    def __init__(self, txn: _ServerTxn, response: SipResponse, target: Target) -> None:
+    def __init__(
+        self, txn: _ServerTxn, response: SipResponse, target: Target, expires: float
+    ) -> None:
         self.id = txn.id
         self.state = _State.COMPLETED
         self.wire = serialize_message(response)
         self.response_target: Target | None = target
         self.response_key = txn.response_key
         self.merge_key = txn.merge_key
-        self.timers: dict[str, float] = {}
+        self.expires = expires
 
     @property
     def alive(self) -> bool:
@@ -289,6 +294,8 @@ class TransactionLayer:
         self._legacy_responses: dict[tuple[str, ...], ServerTransactionId] = {}
         self._merge_index: dict[tuple[str, ...], ServerTransactionId] = {}
         self._heap = TimerHeap()
+        # Completed non-INVITE UDP server records in Timer J order (one J for all).
+        self._completed: deque[_CompletedServerTxn] = deque()
         self._outbox: list[tuple[SipMessage, Target]] = []
         self._events: deque[TransactionEvent] = deque()
 
@@ -501,16 +508,44 @@ class TransactionLayer:
 
     def get_timer(self) -> float | None:
         """The earliest deadline of any transaction timer, or None."""
-        return self._heap.next_deadline()
+        deadline = self._heap.next_deadline()
+        first = self._first_completed()
+        if first is not None and (deadline is None or first.expires < deadline):
+            return first.expires
+        return deadline
 
     def handle_timer(self, *, now: float) -> None:
         """Fire every timer due at ``now``, earliest first."""
-        while (due := self._heap.pop_due(now)) is not None:
+        heap = self._heap
+        while True:
+            first = self._first_completed()
+            deadline = heap.next_deadline()
+            if (
+                first is not None
+                and first.expires <= now
+                and (deadline is None or first.expires <= deadline)
+            ):
+                self._completed.popleft()
+                self._terminate(first)  # Timer J (§17.2.2)
+                continue
+            due = heap.pop_due(now)
+            if due is None:
+                return
             owner, name = due
             if isinstance(owner, _ClientTxn):
                 self._client_timer(owner, name, now)
-            elif isinstance(owner, _ServerTxn | _CompletedServerTxn):
+            elif isinstance(owner, _ServerTxn):
                 self._server_timer(owner, name, now)
+
+    def _first_completed(self) -> _CompletedServerTxn | None:
+        """The completed record whose Timer J is next; drops terminated ones."""
+        completed = self._completed
+        while completed:
+            first = completed[0]
+            if first.state is not _State.TERMINATED:
+                return first
+            completed.popleft()
+        return None
 
     # ------------------------------------------------------ client machines
 
@@ -812,10 +847,12 @@ class TransactionLayer:
             self._terminate(txn)
             return
         assert txn.response_target is not None  # set by _send
-        completed = _CompletedServerTxn(txn, response, txn.response_target)
+        completed = _CompletedServerTxn(
+            txn, response, txn.response_target, now + self._config.timer_j
+        )
         txn.state = _State.TERMINATED  # replaced: its timers are stale now
         self._servers[txn.id] = completed
-        self._heap.arm(completed, "J", now + self._config.timer_j)
+        self._completed.append(completed)
 
     @staticmethod
     def _to_tag(response: SipResponse) -> str | None:
@@ -824,10 +861,7 @@ class TransactionLayer:
         except MalformedMessageError:
             return None
 
-    def _server_timer(self, txn: _AnyServerTxn, name: str, now: float) -> None:
-        if not isinstance(txn, _ServerTxn):
-            self._terminate(txn)  # J, the only timer of a completed record
-            return
+    def _server_timer(self, txn: _ServerTxn, name: str, now: float) -> None:
         if name == "trying":
             if txn.state is _State.PROCEEDING and txn.last_response is None:
                 self._send_trying(txn, now)
@@ -846,7 +880,8 @@ class TransactionLayer:
 
     def _terminate(self, txn: _ClientTxn | _AnyServerTxn) -> None:
         txn.state = _State.TERMINATED
-        txn.timers.clear()
+        if not isinstance(txn, _CompletedServerTxn):
+            txn.timers.clear()
         if isinstance(txn, _ClientTxn):
             self._clients.pop(txn.id, None)
         else:
