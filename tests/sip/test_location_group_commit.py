@@ -1,4 +1,4 @@
-"""Group commit of location updates on SQLite (natkit.sip.aio.location_sqlite):
+"""Group commit of location updates on SQLite (natkit.store.sqlite_batch):
 concurrent updates share transactions, each is committed before it returns,
 in arrival order, and one failure does not take the others down."""
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from natkit.sip.aio.location_sqlite import MAX_BATCH
 from natkit.sip.location import LocationService
 from natkit.sip.registrar import Binding, BindingChanges
 from natkit.store import StoreError, open_store
 from natkit.store.sqlite import SqliteStore
+from natkit.store.sqlite_batch import MAX_BATCH
 from tests.store.fixtures import FakeClock, fake_clock_fixture
 
 __all__ = ["fake_clock_fixture"]

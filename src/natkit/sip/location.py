@@ -21,7 +21,7 @@ backend allows:
 * SQLite: the read and the write are one ``BEGIN IMMEDIATE`` transaction,
   which serializes writers on the same file across tasks *and* processes;
   updates that arrive while one runs share the next transaction (group
-  commit, :mod:`natkit.sip.aio.location_sqlite`), each answered once it is
+  commit, :mod:`natkit.store.sqlite_batch`), each answered once it is
   committed;
 * Redis: optimistic, ``WATCH`` on the AoR's key then ``MULTI``/``EXEC``; when
   another registrar or edge changed the AoR in between, the computation is
@@ -44,7 +44,7 @@ from natkit.store import MemoryStore, Store, StoreError
 from natkit.store.base import decode_document
 
 if TYPE_CHECKING:
-    from natkit.sip.aio.location_sqlite import SqliteGroupCommit
+    from natkit.store.sqlite_batch import SqliteGroupCommit
 
 __all__ = ["FLOW_NAMESPACE", "MAX_RETRIES", "NAMESPACE", "LocationService"]
 
@@ -158,19 +158,26 @@ class LocationService:
         self, aor: str, compute: Compute[_T]
     ) -> tuple[tuple[Binding, ...], _T, set[str]]:
         # Group commit: updates that arrive while a transaction runs share the
-        # next one (natkit.sip.aio.location_sqlite; same semantics, fewer hops).
-        if self._group_commit is None:
-            from natkit.sip.aio.location_sqlite import SqliteGroupCommit
-            from natkit.store.sqlite import SqliteStore
+        # next one (natkit.store.sqlite_batch; same semantics, fewer hops).
+        from natkit.store.sqlite import SqliteStore
+        from natkit.store.sqlite_batch import UNCHANGED, SqliteGroupCommit
 
+        if self._group_commit is None:
             store = self.store
             if not isinstance(store, SqliteStore):
                 raise TypeError(f"not a SqliteStore: {store!r}")
-            self._group_commit = SqliteGroupCommit(
-                store, NAMESPACE, decode=_decode, encode=_encode, now=self.now
-            )
-        after, value, changes = await self._group_commit.update(aor, compute)
-        return after, value, _flows(changes)
+            self._group_commit = SqliteGroupCommit(store, NAMESPACE)
+        now = self.now()
+
+        def on_document(doc: dict[str, Any] | None) -> tuple[Any, Any]:
+            current = _decode(doc, now)
+            changes, value = compute(current)
+            after = changes.applied_to(current)
+            result = (after, value, _flows(changes))
+            return (_encode(after) if changes else UNCHANGED), result
+
+        after, value, flows = await self._group_commit.update(aor, on_document)
+        return after, value, flows
 
     async def _update_redis(
         self, aor: str, compute: Compute[_T]
