@@ -35,7 +35,7 @@ async def open_sqlite(path: Path, clock: FakeClock) -> SqliteStore:
 async def store(tmp_path: Path, fake_clock: FakeClock) -> AsyncIterator[SqliteStore]:
     opened = await open_sqlite(tmp_path / "loc.db", fake_clock)
     yield opened
-    await opened.close()  # closing twice is harmless
+    await opened.close()
 
 
 async def test_concurrent_updates_share_transactions_and_are_committed_on_return(

@@ -176,8 +176,10 @@ class LocationService:
             result = (after, value, _flows(changes))
             return (_encode(after) if changes else UNCHANGED), result
 
-        after, value, flows = await self._group_commit.update(aor, on_document)
-        return after, value, flows
+        result: tuple[tuple[Binding, ...], _T, set[str]] = await self._group_commit.update(
+            aor, on_document
+        )
+        return result
 
     async def _update_redis(
         self, aor: str, compute: Compute[_T]
