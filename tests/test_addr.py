@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from natkit.addr import AddressClass, Endpoint, Family, address_class, parse_endpoint
+from natkit.addr import (
+    AddressClass,
+    Endpoint,
+    Family,
+    address_class,
+    canonical_ip,
+    host_of_packed,
+    parse_endpoint,
+)
 
 
 @pytest.mark.parametrize(
@@ -70,3 +78,17 @@ def test_endpoint_str_and_properties() -> None:
 )
 def test_address_class(ip: str, cls: AddressClass) -> None:
     assert address_class(ip) is cls
+
+
+def test_host_of_packed_and_canonical_ip_agree_and_reject_bad_input() -> None:
+    assert host_of_packed(bytes([192, 0, 2, 1])) == "192.0.2.1"
+    assert host_of_packed(bytes(15) + b"\x01") == "::1"
+    assert canonical_ip("[2001:DB8::0001]") == "2001:db8::1"
+    assert canonical_ip("fe80::1%eth0") == "fe80::1%eth0"
+    for bad in (b"\x01\x02\x03", bytes(5)):
+        with pytest.raises(ValueError):
+            host_of_packed(bad)
+    # A failure is not cached: the same bad text fails every time.
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            canonical_ip("999.0.0.1")

@@ -62,11 +62,22 @@ def ip_of(host: str) -> IPAddress:
     return ipaddress.ip_address(host.partition("%")[0])
 
 
+@functools.lru_cache(maxsize=65536)
 def canonical_ip(text: str) -> str:
-    """Return the canonical text form of an IP address (raises ``ValueError``)."""
+    """Return the canonical text form of an IP address (raises ``ValueError``).
+
+    Cached: SIP header parsing calls it several times per message, for the
+    few addresses a server sees over and over.
+    """
     bare, sep, scope = text.strip("[]").partition("%")
     ip = ipaddress.ip_address(bare)
     return f"{ip}{sep}{scope}"
+
+
+@functools.lru_cache(maxsize=65536)
+def host_of_packed(packed: bytes) -> str:
+    """The canonical text of a packed address: 4 bytes IPv4, 16 bytes IPv6."""
+    return str(ipaddress.ip_address(packed))
 
 
 class Endpoint(NamedTuple):

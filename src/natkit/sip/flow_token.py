@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -51,7 +50,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from natkit.addr import Endpoint
+from natkit.addr import Endpoint, host_of_packed
 from natkit.sip.flow import FlowId, SipTransport, Source
 
 __all__ = ["FlowTokenSigner", "MAX_FLOW_ID_BYTES"]
@@ -156,7 +155,7 @@ def _open(ciphers: Sequence[AESSIV], sealed: bytes) -> bytes | None:
 
 
 def _pack_endpoint(endpoint: Endpoint) -> bytes:
-    packed = ipaddress.ip_address(endpoint.host.partition("%")[0]).packed
+    packed = endpoint.packed
     return bytes((len(packed),)) + packed + endpoint.port.to_bytes(2, "big")
 
 
@@ -169,6 +168,6 @@ def _unpack_endpoint(data: bytes, offset: int) -> tuple[Endpoint | None, int]:
     end = offset + 1 + size + 2
     if end > len(data):
         return None, offset
-    ip = ipaddress.ip_address(data[offset + 1 : offset + 1 + size])
+    host = host_of_packed(data[offset + 1 : offset + 1 + size])
     port = int.from_bytes(data[end - 2 : end], "big")
-    return Endpoint(str(ip), port), end
+    return Endpoint(host, port), end

@@ -58,7 +58,6 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import re
 import ssl
@@ -79,7 +78,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError as WsLocalProtocolError
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
-from natkit.addr import Endpoint, Family
+from natkit.addr import Endpoint, Family, host_of_packed
 from natkit.errors import MalformedMessageError, TransportError
 from natkit.net.stack import DatagramEndpoint, Stack, StreamConnection, StreamListener
 from natkit.rng import Rng, default_rng
@@ -164,9 +163,9 @@ def _udp_flow_endpoints(flow: FlowId) -> tuple[Endpoint, Endpoint] | None:
         pos = 0
         for _ in range(2):
             n = raw[pos]
-            ip = ipaddress.ip_address(raw[pos + 1 : pos + 1 + n])
+            host = host_of_packed(raw[pos + 1 : pos + 1 + n])
             port = int.from_bytes(raw[pos + 1 + n : pos + 3 + n], "big")
-            out.append(Endpoint(str(ip), port))
+            out.append(Endpoint(host, port))
             pos += 3 + n
     except (ValueError, IndexError):
         return None
