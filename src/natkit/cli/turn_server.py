@@ -161,6 +161,14 @@ def turn_server_command(
         float | None,
         typer.Option(help="Close silent TCP/TLS clients that never authenticated (30 s)."),
     ] = None,
+    relay_socket_pool: Annotated[
+        int | None,
+        typer.Option(help="Released UDP relay sockets kept open for reuse (4096; 0: none)."),
+    ] = None,
+    relay_port_quarantine: Annotated[
+        float | None,
+        typer.Option(help="Seconds a released relay port rests before reuse (1.0)."),
+    ] = None,
     max_permissions: Annotated[
         int | None, typer.Option(help="Peer IPs with a permission per allocation (1000; 0: any).")
     ] = None,
@@ -221,6 +229,8 @@ def turn_server_command(
         "idle-timeout": idle_timeout,
         "max-unauthenticated-per-ip": max_unauthenticated_per_ip,
         "unauthenticated-timeout": unauthenticated_timeout,
+        "relay-socket-pool": relay_socket_pool,
+        "relay-port-quarantine": relay_port_quarantine,
         "max-permissions": max_permissions,
         "max-channels": max_channels,
         "max-peer-connections": max_peer_connections,

@@ -62,6 +62,7 @@ class _Allocations(_Timers):
             transport = abandoned[0] if abandoned is not None else _UDP
             for relay in [*relays, *held]:
                 if relay not in self._by_relay:  # never close a live relay
+                    self._released.add(relay.host, relay.port, now)
                     self._emit(RelayReleased(relay=relay, transport=transport))
             return
         pending.alive = False
@@ -236,14 +237,28 @@ class _Allocations(_Timers):
         return True
 
     def _pick_port(self, ip: str, *, even: bool, pair: bool) -> int | None:
+        """The port released longest ago, past its quarantine (its socket
+        may still be open in the driver: natkit.turn.released_ports), else a
+        random free one, never one released within the quarantine unless
+        every other port is taken (a full range is worse than a short rest)."""
         cfg = self.config
         used = self._ports.setdefault(ip, set())
         lo, hi = cfg.min_port, cfg.max_port
+        released = self._released
+        now = self._now
+        if not even:
+            port = released.take(ip, used, now)
+            if port is not None and lo <= port <= hi:
+                return port
+
+        rest = [True]  # honour the quarantine (False: the last walk)
 
         def fits(port: int) -> bool:
             if port < lo or port > hi or port in used:
                 return False
             if even and port & 1:
+                return False
+            if rest[0] and released.cooling(ip, port, now):
                 return False
             return not pair or (port + 1 <= hi and port + 1 not in used)
 
@@ -258,10 +273,11 @@ class _Allocations(_Timers):
             return None
         start = rng.randint(lo, hi)
         span = hi - lo + 1
-        for k in range(span):  # the range is nearly full: walk it once
-            port = lo + (start - lo + k) % span
-            if fits(port):
-                return port
+        for rest[0] in (True, False):  # nearly full: walk it, then again ignoring the rest
+            for k in range(span):
+                port = lo + (start - lo + k) % span
+                if fits(port):
+                    return port
         return None
 
     def _claim_port(self, relay: Endpoint) -> None:
@@ -271,6 +287,13 @@ class _Allocations(_Timers):
         used = self._ports.get(relay.host)
         if used is not None:
             used.discard(relay.port)
+
+    def _retire_relay(self, relay: Endpoint, transport: Transport) -> None:
+        """Free a relay port whose socket was open and ask the driver to
+        close (or park) it; the port rests before it is handed out again."""
+        self._release_port(relay)
+        self._released.add(relay.host, relay.port, self._now)
+        self._emit(RelayReleased(relay=relay, transport=transport))
 
     def _request_relays(self, pending: PendingAllocate, now: float) -> None:
         pending.request_id = self._next_request
@@ -437,8 +460,7 @@ class _Allocations(_Timers):
         for relay in alloc.relays:
             if self._by_relay.get(relay) is alloc:
                 del self._by_relay[relay]
-            self._release_port(relay)
-            self._emit(RelayReleased(relay=relay, transport=alloc.relay_transport))
+            self._retire_relay(relay, alloc.relay_transport)
         for perm in alloc.permissions.values():
             perm.alive = False
         alloc.permissions.clear()
@@ -463,8 +485,7 @@ class _Allocations(_Timers):
         res.alive = False
         if self._reservations.get(res.token) is res:
             del self._reservations[res.token]
-        self._release_port(res.relay)
-        self._emit(RelayReleased(relay=res.relay, transport=_UDP))
+        self._retire_relay(res.relay, _UDP)
 
     # -- Refresh (§8) ----------------------------------------------------------------
 

@@ -136,6 +136,7 @@ from natkit.turn.relaying import _PAD as _PAD  # noqa: PLC0414
 from natkit.turn.relaying import _STUN_HEAD as _STUN_HEAD  # noqa: PLC0414
 from natkit.turn.relaying import _XPEER_V4 as _XPEER_V4  # noqa: PLC0414
 from natkit.turn.relaying import _XPEER_V6_HEAD as _XPEER_V6_HEAD  # noqa: PLC0414
+from natkit.turn.released_ports import ReleasedPorts
 from natkit.turn.server_auth import _never as _never  # noqa: PLC0414
 from natkit.turn.server_auth import _Nonces, _ServerAuth
 from natkit.turn.server_base import (
@@ -241,6 +242,7 @@ class TurnServer(_Allocations, _Relaying, _TcpRelay, _ServerAuth):
         self._abandoned: dict[int, tuple[Transport, Endpoint | None]] = {}
         self._reservations: dict[bytes, Reservation] = {}
         self._ports: dict[str, set[int]] = {ip: set() for ip in config.relay_ips}
+        self._released = ReleasedPorts(config.relay_socket_pool, config.relay_port_quarantine)
         self._per_user: dict[str, int] = {}
         self._allocation_count = 0  # allocations plus pending Allocates
         self._connections: dict[int, PeerConnection] = {}

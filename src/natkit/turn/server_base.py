@@ -39,6 +39,7 @@ from natkit.turn.credentials import CredentialSource
 from natkit.turn.events import TurnServerEvent
 from natkit.turn.policy import PeerPolicy
 from natkit.turn.quota import ByteBucket
+from natkit.turn.released_ports import ReleasedPorts
 from natkit.turn.server_config import TurnServerConfig
 
 
@@ -98,6 +99,7 @@ class _ServerBase:
     _abandoned: dict[int, tuple[Transport, Endpoint | None]]
     _reservations: dict[bytes, Reservation]
     _ports: dict[str, set[int]]
+    _released: ReleasedPorts
     _per_user: dict[str, int]
     _allocation_count: int  # allocations plus pending Allocates
     _connections: dict[int, PeerConnection]

@@ -120,7 +120,8 @@ async def test_udp_allocation_relays_both_ways_by_indication_and_channel(
         peer.close()
 
 
-async def test_refresh_to_zero_closes_the_relay_socket(runner: TurnServerRunner) -> None:
+async def test_without_a_pool_refresh_to_zero_closes_the_relay_socket() -> None:
+    runner = await start(relay_socket_pool=0)
     client = await HandClient.udp(OsStack(), runner.endpoint(UDP))
     try:
         relay = await client.allocate()
@@ -135,6 +136,49 @@ async def test_refresh_to_zero_closes_the_relay_socket(runner: TurnServerRunner)
         again.close()
     finally:
         client.close()
+        runner.close()
+        await runner.wait_closed()
+
+
+async def test_a_released_relay_socket_is_parked_and_reused_after_its_quarantine() -> None:
+    runner = await start(relay_port_quarantine=0.2)
+    stack = OsStack()
+    first = await HandClient.udp(stack, runner.endpoint(UDP))
+    peer = await Peer.open(stack, Endpoint(LO, 0))
+    clients = [first]
+    try:
+        relay = await first.allocate()
+        await first.permit(peer.endpoint)
+        sock = runner.relays[relay]
+        assert (await first.refresh(0)).message_class == MessageClass.SUCCESS
+        assert runner.relays == {} and not sock.closed  # parked, still bound
+        gauges = {f.name: f.samples[0].value for f in runner.metrics_collector.collect()}
+        assert gauges["natkit_turn_relay_sockets_parked"] == 1
+        peer.send(b"late", relay)  # for the deleted allocation: read and dropped
+        # Within the quarantine the port is not handed out again.
+        second = await HandClient.udp(stack, runner.endpoint(UDP))
+        clients.append(second)
+        other = await second.allocate()
+        assert other != relay
+        other_sock = runner.relays[other]
+        await asyncio.sleep(0.25)
+        assert runner.core.stats.packets_to_clients == 0  # "late" was dropped
+        third = await HandClient.udp(stack, runner.endpoint(UDP))
+        clients.append(third)
+        assert await third.allocate() == relay
+        assert runner.relays[relay] is sock  # the same socket, not a new one
+        # The late datagram went nowhere; the new allocation relays as usual.
+        await third.permit(peer.endpoint)
+        peer.send(b"fresh", relay)
+        assert await third.next_data() == (peer.endpoint, b"fresh")
+        assert await second.refresh(0) and await third.refresh(0)
+    finally:
+        for client in clients:
+            client.close()
+        peer.close()
+        runner.close()
+        await runner.wait_closed()
+    assert sock.closed and other_sock.closed  # shutdown closes parked sockets too
 
 
 async def test_a_peer_without_permission_is_not_relayed(runner: TurnServerRunner) -> None:

@@ -238,3 +238,17 @@ def test_ports_and_numbers_in_the_file_are_type_checked() -> None:
         build_settings({"realm": "r", "deny-connect-port": [0]}, {})
     with pytest.raises(ConfigError, match="default-lifetime"):
         build_settings({"realm": "r", "default-lifetime": "long"}, {})
+
+
+def test_the_relay_socket_pool_from_flags_and_file_split_across_workers(tmp_path: Path) -> None:
+    config = build_settings({}, {"realm": "r"}).core_config(["192.0.2.1"])
+    assert (config.relay_socket_pool, config.relay_port_quarantine) == (4096, 1.0)
+    path = tmp_path / "t.toml"
+    path.write_text("relay-socket-pool = 0\nrelay-port-quarantine = 5\n")
+    config = build_settings(load_toml(path), {"realm": "r"}).core_config(["192.0.2.1"])
+    assert (config.relay_socket_pool, config.relay_port_quarantine) == (0, 5.0)
+    s = build_settings({}, {"realm": "r", "relay-socket-pool": 101, "workers": 2, "no-admin": True})
+    assert [s.for_worker(i).relay_socket_pool for i in (0, 1)] == [51, 51]
+    for bad in ({"relay-socket-pool": -1}, {"relay-port-quarantine": -0.5}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            build_settings({}, {"realm": "r", **bad})

@@ -1,6 +1,6 @@
 """TurnServerRunner unchanged on the simulated internet (virtual clock): a
 client behind a symmetric NAT relays to a public peer, allocations expire and
-their relay sockets close, and TLS on port 443 passes a web-only firewall."""
+their relay sockets are parked, then closed, and TLS on port 443 passes a web-only firewall."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from natkit.addr import Endpoint, Transport
 from natkit.nat.box import NatBox
 from natkit.nat.presets import PRESETS
 from natkit.net.sim import Internet, Link, SimHost, run_virtual
+from natkit.turn.aio.relay_pool import PARKED_IDLE
 from natkit.turn.aio.server import TurnServerRunner
 from tests.turn.aio._runner_client import HandClient, Peer
 from tests.turn.aio.test_runner import CREDENTIALS, config
@@ -67,10 +68,11 @@ def test_client_behind_a_symmetric_nat_relays_through_channels() -> None:
     assert back == (0x4000, b"reply")
 
 
-def test_expired_allocations_close_their_relay_sockets() -> None:
-    async def main() -> tuple[int, int, bool, float]:
+def test_expired_allocations_park_their_relay_sockets_then_close_them() -> None:
+    async def main() -> list[tuple[int, int, bool]]:
         _, server, _, alice = _world("full-cone")
         runner = _runner(server, [(UDP, Endpoint(SERVER_IP, 3478))])
+        seen: list[tuple[int, int, bool]] = []
         async with runner:
             clients = [
                 await HandClient.udp(alice.stack, Endpoint(SERVER_IP, 3478), Endpoint("0.0.0.0", 0))
@@ -78,15 +80,19 @@ def test_expired_allocations_close_their_relay_sockets() -> None:
             ]
             relays = [await c.allocate() for c in clients]
             socks = [runner.relays[r] for r in relays]
-            during = len(runner.relays)
-            loop = asyncio.get_running_loop()
-            start = loop.time()
-            await asyncio.sleep(601)  # virtual time: the 600 s lifetime runs out
-            return during, len(runner.relays), all(s.closed for s in socks), loop.time() - start
 
-    during, after, closed, elapsed = run_virtual(main)
-    assert (during, after, closed) == (5, 0, True)
-    assert elapsed >= 600
+            def state() -> None:
+                closed = all(s.closed for s in socks)
+                seen.append((len(runner.relays), len(runner.relay_pool), closed))
+
+            state()
+            await asyncio.sleep(601)  # virtual time: the 600 s lifetime runs out
+            state()  # parked: bound, for the next allocations
+            await asyncio.sleep(PARKED_IDLE + 1)
+            state()  # nobody took them: closed
+        return seen
+
+    assert run_virtual(main) == [(5, 0, False), (0, 5, False), (0, 0, True)]
 
 
 def test_tls_on_443_through_a_web_only_firewall(

@@ -71,6 +71,8 @@ class TurnServerSettings:
     relay_ips: tuple[str, ...] = ()
     min_port: int = 49152
     max_port: int = 65535
+    relay_socket_pool: int = 4096
+    relay_port_quarantine: float = 1.0
     allow_peers: tuple[IPNetwork, ...] = ()
     deny_peers: tuple[IPNetwork, ...] = ()
     tls_cert: Path | None = None
@@ -133,7 +135,8 @@ class TurnServerSettings:
         TCP/TLS listeners, hence every stream client and every RFC 6062
         allocation with its data connections. Each worker relays from its own
         slice of ``min-port``..``max-port``; the total ``max-allocations`` and
-        ``bps-capacity`` are split evenly (rounded up). What stays per worker:
+        ``bps-capacity`` are split evenly (rounded up), and so is
+        ``relay-socket-pool``. What stays per worker:
         the per-source-IP limits on unauthenticated answers (401, Binding),
         so one IP may get up to ``workers`` times as many."""
         n = self.workers
@@ -155,6 +158,7 @@ class TurnServerSettings:
             min_port=low,
             max_port=high,
             max_allocations=-(-self.max_allocations // n),
+            relay_socket_pool=-(-self.relay_socket_pool // n),
             bps_capacity=-(-self.bps_capacity // n),
         )
 
@@ -166,6 +170,8 @@ class TurnServerSettings:
             external_ips=self.external_map(relay_ips),
             min_port=self.min_port,
             max_port=self.max_port,
+            relay_socket_pool=self.relay_socket_pool,
+            relay_port_quarantine=self.relay_port_quarantine,
             default_lifetime=self.default_lifetime,
             max_lifetime=self.max_lifetime,
             allowed_peers=self.allow_peers,
@@ -275,6 +281,7 @@ _INT_KEYS = frozenset(
         "max-permissions",
         "max-channels",
         "max-peer-connections",
+        "relay-socket-pool",
         "workers",
     }
 )
@@ -286,6 +293,7 @@ _FLOAT_KEYS = frozenset(
         "unauthenticated-timeout",
         "binding-rate",
         "binding-burst",
+        "relay-port-quarantine",
     }
 )
 _STR_KEYS = frozenset(
@@ -410,6 +418,11 @@ def _settings(m: dict[str, Any]) -> TurnServerSettings:
         if k in m:
             if m[k] < 0:
                 raise ConfigError(f"{k}: must be 0 (no limit) or more")
+            kw[k.replace("-", "_")] = m[k]
+    for k in ("relay-socket-pool", "relay-port-quarantine"):
+        if k in m:
+            if m[k] < 0:
+                raise ConfigError(f"{k}: must be 0 (none) or more")
             kw[k.replace("-", "_")] = m[k]
     for k in ("binding-rate", "binding-burst"):
         if k in m:

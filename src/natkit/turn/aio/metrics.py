@@ -27,6 +27,7 @@ relay_bind_failures_total          counter  relay sockets that could not be open
 connections                        gauge    client TCP/TLS connections, label ``transport``
 connections_rejected_total         counter  connections over ``max_connections``
 peer_connections                   gauge    RFC 6062 peer TCP connections
+relay_sockets_parked               gauge    released UDP relay sockets kept open for reuse
 ================================  =======  ===========================================
 """
 
@@ -80,12 +81,14 @@ class TurnMetrics(Collector):
         allocations: Callable[[], int],
         connections: Callable[[], Mapping[str, int]] = dict,
         peer_connections: Callable[[], int] = lambda: 0,
+        parked_relays: Callable[[], int] = lambda: 0,
         counters: RunnerCounters | None = None,
     ) -> None:
         self._stats = stats
         self._allocations = allocations
         self._connections = connections
         self._peer_connections = peer_connections
+        self._parked_relays = parked_relays
         self.counters = counters if counters is not None else RunnerCounters()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -151,6 +154,11 @@ class TurnMetrics(Collector):
             PREFIX + "peer_connections",
             "RFC 6062 peer TCP connections now.",
             value=self._peer_connections(),
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "relay_sockets_parked",
+            "Released UDP relay sockets kept open for the next allocations.",
+            value=self._parked_relays(),
         )
 
 

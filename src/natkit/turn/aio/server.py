@@ -71,6 +71,7 @@ from natkit.net.stack import (
 )
 from natkit.stun.framing import StreamFramer
 from natkit.turn.aio.metrics import CONTENT_TYPE, RunnerCounters, TurnMetrics
+from natkit.turn.aio.relay_pool import RelaySocketPool
 from natkit.turn.credentials import CredentialSource
 from natkit.turn.events import (
     AllocationCreated,
@@ -389,6 +390,7 @@ class TurnServerRunner:
             allocations=self._allocation_count,
             connections=self._connection_counts,
             peer_connections=lambda: len(self._peers),
+            parked_relays=lambda: len(self.relay_pool),
             counters=self.counters,
         )
         self.admin: AdminServer | None = None
@@ -406,6 +408,7 @@ class TurnServerRunner:
         self._closing_sockets: list[DatagramEndpoint | StreamListener] = []
         self._loop = asyncio.get_running_loop()  # construct inside the loop that runs it
         self._timer = CoreTimer(self.core, self._flush)
+        self.relay_pool = RelaySocketPool(self._loop, config.relay_socket_pool)
         # A stack that binds UDP without awaiting (OsStack.open_udp_now) opens relay
         # sockets inline: no task and no loop iteration per allocation.
         self._open_udp_now: _OpenUdpNow | None = getattr(stack, "open_udp_now", None)
@@ -481,6 +484,7 @@ class TurnServerRunner:
             self._close_relay(relay, _UDP)
         for relay in list(self.relay_listeners):
             self._close_relay(relay, _TCP)
+        self._closing_sockets.extend(self.relay_pool.close())
         for ep in self.udp_listeners.values():
             ep.close()
             self._closing_sockets.append(ep)
@@ -678,8 +682,11 @@ class TurnServerRunner:
         try:
             for local in wanted:
                 held = self.relays.get(local)
+                if held is None:
+                    held = self.relay_pool.take(local)
                 if held is not None:
-                    opened.append((local, held))  # a reservation (RFC 8656 §14.2), now used
+                    # a reservation (RFC 8656 §14.2) now used, or a parked socket
+                    opened.append((local, held))
                     continue
                 holder = [local]
                 udp = open_now(
@@ -738,10 +745,14 @@ class TurnServerRunner:
             wanted.append(event.reserve)
         try:
             for local in wanted:
-                held = self.relays.get(local)
-                if held is not None and event.transport is _UDP:
-                    opened.append((local, held))  # a reservation (RFC 8656 §14.2), now used
-                    continue
+                if event.transport is _UDP:
+                    held = self.relays.get(local)
+                    if held is None:
+                        held = self.relay_pool.take(local)
+                    if held is not None:
+                        # a reservation (RFC 8656 §14.2) now used, or a parked socket
+                        opened.append((local, held))
+                        continue
                 if event.transport is _TCP:
                     listener = await self.stack.listen_stream(
                         local, self._peer_acceptor(local), reuse_port=True
@@ -780,6 +791,8 @@ class TurnServerRunner:
         else:
             sock = self.relays.pop(relay, None)
             self._udp.pop(relay, None)
+            if sock is not None and not self._closing and self.relay_pool.park(relay, sock):
+                return
         if sock is not None:
             sock.close()
             if self._closing:
