@@ -21,7 +21,14 @@ from natkit.rng import seeded_rng
 from natkit.sip.aio.transport import SipTransportLayer
 from natkit.sip.flow import SipTransport, Source, Target
 from natkit.sip.headers import Via, parse_name_addr
-from natkit.sip.message import Headers, SipMessage, SipRequest, make_response, parse_message
+from natkit.sip.message import (
+    Headers,
+    SipMessage,
+    SipRequest,
+    SipResponse,
+    make_response,
+    parse_message,
+)
 from natkit.sip.nat_helper import (
     NatPinger,
     NatPingerConfig,
@@ -31,6 +38,7 @@ from natkit.sip.nat_helper import (
     binding_target,
     detect_nat,
     detect_nat_binding,
+    detect_nat_response,
     is_private_host,
     parse_source_text,
     route_to_binding,
@@ -178,6 +186,34 @@ def test_detect_nat_table(
 def test_detect_nat_checks_every_contact() -> None:
     request = register("198.51.100.7:5060", "<sip:a@198.51.100.7:5060>, <sip:a@10.1.1.1>")
     assert R.PRIVATE_CONTACT in detect_nat(request, source("198.51.100.7", 5060)).reasons
+
+
+def test_a_contact_elsewhere_is_no_evidence_when_a_proxy_may_have_relayed_it() -> None:
+    ua = "<sip:alice@203.0.113.5:5060>"
+    relayed = register("198.51.100.7:5060", ua)
+    relayed.headers.add("Via", "SIP/2.0/UDP 203.0.113.5:5060;branch=z9hG4bKua")
+    assert not detect_nat(relayed, source("198.51.100.7", 5060))  # a proxy, not a NAT
+    direct = register("203.0.113.5:5060", ua)  # the same from another IP, straight
+    assert R.CONTACT_DIFFERS in detect_nat(direct, source("198.51.100.7", 5060)).reasons
+    private = register("198.51.100.7:5060", "<sip:alice@10.0.0.5:5060>")
+    private.headers.add("Via", "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKua")
+    assert detect_nat(private, source("198.51.100.7", 5060)).reasons == {R.PRIVATE_CONTACT}
+
+
+def test_a_response_is_judged_as_possibly_relayed() -> None:
+    def answer(contact: str) -> SipResponse:
+        return make_response(register("192.0.2.1:5060", "*"), 200, headers=[("Contact", contact)])
+
+    via_proxy = source("198.51.100.7", 5060)
+    assert not detect_nat_response(answer("<sip:bob@203.0.113.9:5060>"), via_proxy)
+    assert detect_nat_response(answer("<sip:bob@10.0.0.9:5060>"), via_proxy).reasons == {
+        R.PRIVATE_CONTACT
+    }
+    # The answerer's own IP at another port: a NAT rewrote the port.
+    natted = detect_nat_response(
+        answer("<sip:bob@198.51.100.7:5060>"), source("198.51.100.7", 40001)
+    )
+    assert natted.reasons == {R.CONTACT_DIFFERS}
 
 
 def test_detect_nat_never_raises_on_broken_headers() -> None:

@@ -157,7 +157,10 @@ def _uri_transport(uri: SipUri) -> SipTransport:
     return named or SipTransport.UDP
 
 
-def _contact_reasons(uri: Uri, source: Source) -> set[NatReason]:
+def _contact_reasons(uri: Uri, source: Source, *, relayed: bool = False) -> set[NatReason]:
+    """``relayed``: the message may have come through a proxy, whose address
+    the source then is: another IP in the Contact is no evidence of a NAT
+    (a private Contact, or the same IP at another port, still is)."""
     reasons: set[NatReason] = set()
     if not isinstance(uri, SipUri):
         return reasons
@@ -165,7 +168,8 @@ def _contact_reasons(uri: Uri, source: Source) -> set[NatReason]:
         reasons.add(NatReason.PRIVATE_CONTACT)
     same = _same_ip(uri.host, source.remote.host)
     if same is False:
-        reasons.add(NatReason.CONTACT_DIFFERS)
+        if not relayed:
+            reasons.add(NatReason.CONTACT_DIFFERS)
     elif same and not source.transport.reliable:
         port = uri.port or default_port(_uri_transport(uri))
         if port != source.remote.port:
@@ -196,28 +200,35 @@ def detect_nat(request: SipRequest, source: Source) -> NatVerdict:
     Looks at the top Via (its sent-by against the source address, and port
     on datagram transports, RFC 3261 §18.2.1, RFC 3581 §4; a private
     sent-by host) and every Contact (private host; address, and port on
-    datagram transports, against the source). Stamped ``received``/``rport``
-    params are ignored: the source itself is the truth they record. Headers
-    that do not parse are skipped (the element answers 400 for them), so
-    this never raises.
+    datagram transports, against the source). A request with more than one
+    Via came through a proxy (the source and top Via are that proxy's): its
+    Contacts count only when private or at the source's IP. Stamped
+    ``received``/``rport`` params are ignored: the source itself is the
+    truth they record. Headers that do not parse are skipped (the element
+    answers 400 for them), so this never raises.
     """
     reasons: set[NatReason] = set()
+    relayed = False
     with contextlib.suppress(MalformedMessageError):
         reasons |= _via_reasons(request.top_via, source)
+        relayed = len(request.vias) > 1
     try:
         contacts = request.contacts
     except MalformedMessageError:
         contacts = []
     if contacts != "*":
         for contact in contacts:
-            reasons |= _contact_reasons(contact.uri, source)
+            reasons |= _contact_reasons(contact.uri, source, relayed=relayed)
     return NatVerdict(frozenset(reasons))
 
 
 def detect_nat_response(response: SipResponse, source: Source) -> NatVerdict:
     """:func:`detect_nat` for a response from ``source``: its Contacts only
     (the top Via of a response names whoever sent the request, not the
-    answering user agent). Never raises."""
+    answering user agent), and, as a response keeps no trace of the proxies
+    it came back through, judged as possibly relayed: a private Contact, or
+    the source's IP at another port, is a NAT; another IP is not. Never
+    raises."""
     reasons: set[NatReason] = set()
     try:
         contacts = response.contacts
@@ -225,7 +236,7 @@ def detect_nat_response(response: SipResponse, source: Source) -> NatVerdict:
         contacts = []
     if contacts != "*":
         for contact in contacts:
-            reasons |= _contact_reasons(contact.uri, source)
+            reasons |= _contact_reasons(contact.uri, source, relayed=True)
     return NatVerdict(frozenset(reasons))
 
 
