@@ -19,7 +19,9 @@ times per run.
 
 Per round, for each server in turn (natkit, coturn, natkit, ...), one server
 process each: ``rate``, allocation cycles completed per second over
-``--duration`` (after ``--warmup``), with the server's CPU use and
+``--duration`` (after ``--warmup``: by default 1.5 s, longer than natkit's
+1 s relay port quarantine, so the rate is that of a server whose released
+relay sockets are being reused, its steady state), with the server's CPU use and
 allocations per server CPU-second (steadier when other work shares the
 machine).
 
@@ -526,7 +528,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5, help="interleaved rate rounds (default 5)")
     p.add_argument("--duration", type=float, default=2.0, help="measured seconds per run")
-    p.add_argument("--warmup", type=float, default=0.3, help="unmeasured seconds before each run")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=1.5,
+        help="unmeasured seconds before each run (1.5: past natkit's 1 s relay port quarantine)",
+    )
     p.add_argument("--window", type=int, default=64, help="allocations in flight (default 64)")
     p.add_argument(
         "--max-allocations", type=int, default=1_000_000, help="cap per rate run (default 1e6)"
