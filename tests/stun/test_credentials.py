@@ -269,3 +269,25 @@ def test_issuer_without_features_makes_cookieless_nonces() -> None:
     nonce = issuer.issue("2001:db8::1", now=5.0)
     assert not nonce.startswith(NONCE_COOKIE)
     assert issuer.check(nonce, "2001:db8::1", now=5.0) is NonceCheck.VALID
+
+
+def test_a_remembered_nonce_is_judged_as_a_fresh_check_would() -> None:
+    issuer = NonceIssuer(SECRET, lifetime=10.0)
+    nonce = issuer.issue("192.0.2.10", now=0.0)
+    fresh = NonceIssuer(SECRET, lifetime=10.0)  # nothing remembered
+    for client, now in [("192.0.2.10", 1.0), ("192.0.2.10", 1.0), ("192.0.2.11", 1.0)]:
+        assert issuer.check(nonce, client, now=now) is fresh.check(nonce, client, now=now)
+    assert issuer.check(nonce, "192.0.2.11", now=1.0) is NonceCheck.INVALID  # not its client
+    assert issuer.check(nonce, "192.0.2.10", now=11.0) is NonceCheck.STALE  # remembered, stale
+    tampered = nonce[:-2] + ("AA" if nonce[-2:] != "AA" else "BB")
+    assert issuer.check(tampered, "192.0.2.10", now=1.0) is NonceCheck.INVALID
+
+
+def test_the_remembered_nonces_are_bounded() -> None:
+    from natkit.stun import credentials
+
+    issuer = NonceIssuer(SECRET)
+    for i in range(credentials._VERIFIED_MAX + 10):
+        client = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+        assert issuer.check(issuer.issue(client, now=0.0), client, now=0.0) is NonceCheck.VALID
+    assert len(issuer._verified) <= credentials._VERIFIED_MAX
