@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from natkit.addr import Endpoint
-from natkit.turn.aio.relay_pool import RelaySocketPool
+from natkit.turn.aio.relay_pool import RelaySocketPool, open_file_limit, pool_capacity
 
 
 class FakeSocket:
@@ -43,3 +43,11 @@ async def test_a_pool_of_zero_keeps_nothing() -> None:
     assert len(pool) == 0 and not sock.closed  # the caller closes it
     with pytest.raises(ValueError):
         RelaySocketPool(asyncio.get_running_loop(), capacity=-1)
+
+
+def test_parked_sockets_keep_to_a_quarter_of_the_open_file_limit() -> None:
+    assert pool_capacity(4096, 1024) == 256
+    assert pool_capacity(4096, 1 << 20) == 4096
+    assert pool_capacity(4096, None) == 4096 and pool_capacity(0, 1024) == 0
+    limit = open_file_limit()
+    assert limit is None or limit > 0

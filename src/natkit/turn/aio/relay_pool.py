@@ -9,7 +9,9 @@ which has no allocation on that relay and drops it.
 
 At most ``capacity`` sockets are parked (the oldest is closed first, as
 the core forgets its oldest released port first), none longer than
-``idle`` seconds (a timer runs while any is parked).
+``idle`` seconds (a timer runs while any is parked). Parked sockets hold
+file descriptors: :func:`pool_capacity` keeps them to a quarter of the
+process's open-file limit, so they never starve live allocations.
 """
 
 from __future__ import annotations
@@ -20,10 +22,27 @@ from collections import OrderedDict
 from natkit.addr import Endpoint
 from natkit.net.stack import DatagramEndpoint
 
-__all__ = ["RelaySocketPool"]
+__all__ = ["PARKED_IDLE", "RelaySocketPool", "open_file_limit", "pool_capacity"]
 
 PARKED_IDLE = 60.0
 """Seconds a released relay socket stays open when no allocation takes it."""
+
+
+def open_file_limit() -> int | None:
+    """This process's soft RLIMIT_NOFILE (None: no limit, or no such thing here)."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def pool_capacity(requested: int, fd_limit: int | None) -> int:
+    """``requested``, at most a quarter of ``fd_limit`` open files."""
+    if fd_limit is None:
+        return requested
+    return max(0, min(requested, fd_limit // 4))
 
 
 class RelaySocketPool:

@@ -71,7 +71,7 @@ from natkit.net.stack import (
 )
 from natkit.stun.framing import StreamFramer
 from natkit.turn.aio.metrics import CONTENT_TYPE, RunnerCounters, TurnMetrics
-from natkit.turn.aio.relay_pool import RelaySocketPool
+from natkit.turn.aio.relay_pool import RelaySocketPool, open_file_limit, pool_capacity
 from natkit.turn.credentials import CredentialSource
 from natkit.turn.events import (
     AllocationCreated,
@@ -408,7 +408,9 @@ class TurnServerRunner:
         self._closing_sockets: list[DatagramEndpoint | StreamListener] = []
         self._loop = asyncio.get_running_loop()  # construct inside the loop that runs it
         self._timer = CoreTimer(self.core, self._flush)
-        self.relay_pool = RelaySocketPool(self._loop, config.relay_socket_pool)
+        self.relay_pool = RelaySocketPool(
+            self._loop, pool_capacity(config.relay_socket_pool, open_file_limit())
+        )
         # A stack that binds UDP without awaiting (OsStack.open_udp_now) opens relay
         # sockets inline: no task and no loop iteration per allocation.
         self._open_udp_now: _OpenUdpNow | None = getattr(stack, "open_udp_now", None)
