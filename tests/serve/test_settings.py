@@ -69,6 +69,8 @@ external-ip = ["203.0.113.5"]
 relay-ip = ["127.0.0.1"]
 min-port = 50000
 max-port = 50100
+relay-socket-pool = 12
+relay-port-quarantine = 2.5
 allow-peer = ["10.0.0.0/8"]
 deny-peer = ["192.0.2.0/24"]
 alternate-server = "192.0.2.9:3478"
@@ -149,6 +151,7 @@ def test_every_key_of_every_table_is_read(tmp_path: Path) -> None:
     assert t.users == (("alice", "pw"),) and t.auth_secrets == ("s3cret",)
     assert t.external_ips == ((None, "203.0.113.5"),) and t.relay_ips == ("127.0.0.1",)
     assert (t.min_port, t.max_port, t.max_allocations, t.user_quota) == (50000, 50100, 10, 2)
+    assert (t.relay_socket_pool, t.relay_port_quarantine) == (12, 2.5)
     assert (t.max_bps, t.bps_capacity, t.default_lifetime, t.max_lifetime) == (
         1000, 10000, 300.0, 600.0,
     )  # fmt: skip
