@@ -133,6 +133,14 @@ class LongTermAuthenticator:
         )
         self._md5_ok = PasswordAlgorithmParams(PasswordAlgorithm.MD5) in self._algorithms
 
+    def challenge(
+        self, request: StunMessage, code: int, client: Endpoint, *, now: float
+    ) -> Rejected:
+        """The answer to an unsigned or unverifiable ``request``: ``code``
+        (401, or 438 for a stale nonce) with REALM, a fresh NONCE for
+        ``client`` and, when the nonce announces them, PASSWORD-ALGORITHMS."""
+        return self._challenge(request, code, client, now)
+
     def _challenge(self, request: StunMessage, code: int, client: Endpoint, now: float) -> Rejected:
         resp = request.error_response(code)
         resp.add_raw(_REALM, self._realm_value)

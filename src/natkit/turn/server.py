@@ -201,6 +201,7 @@ class TurnServer(_Allocations, _Relaying, _TcpRelay, _ServerAuth):
             lifetime=config.nonce_lifetime,
             anonymous=credentials.resolves_every_userhash,
         )
+        self._challenges = {}
         self._auth = LongTermAuthenticator(
             config.realm,
             self._keys,
@@ -497,6 +498,16 @@ class TurnServer(_Allocations, _Relaying, _TcpRelay, _ServerAuth):
             return
         if method not in _TURN_METHODS:
             self._reject(msg, _error(msg, ErrorCode.BAD_REQUEST), client, local, transport, now)
+            return
+        if msg.integrity_offset < 0 and msg.integrity_sha256_offset < 0 and len(tid) == 12:
+            # Unsigned: the 401 challenge (RFC 8489 §9.2.4), as _reject would
+            # send it, from a template (server_auth); within the per-IP limit.
+            if not self._limiter.allow(client.host, now=now):
+                self.stats.rate_limited += 1
+                self.stats.dropped += 1
+                return
+            data = self._challenge_bytes(msg, client, now)
+            self._out.append(TurnDatagram(data, client, local, transport))
             return
         try:
             verdict = self._auth.check(msg, client, now=now)

@@ -13,22 +13,79 @@ with the long-term key of their USERNAME (or USERHASH); a stale nonce is
 * :class:`_Nonces`: nonces whose USERNAME-ANONYMITY bit (RFC 8489 §9.2.4)
   is announced only while every user can be found by USERHASH, asked at
   each challenge since a credential store may gain REST secrets at any
-  refresh.
+  refresh;
+* :meth:`_ServerAuth._challenge_bytes`: the 401 every client's first
+  request draws, from a template per method made by the general path
+  (the authenticator's challenge, SOFTWARE, FINGERPRINT as the request
+  had it), with the transaction ID, the nonce and the CRC written in.
+  tests/turn/test_server_challenge.py checks it byte for byte against the
+  general path.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from natkit.stun.constants import PasswordAlgorithm, SecurityFeature
+from natkit.addr import Endpoint
+from natkit.stun.constants import (
+    FINGERPRINT_XOR,
+    HEADER_LENGTH,
+    AttributeType,
+    ErrorCode,
+    MessageClass,
+    PasswordAlgorithm,
+    SecurityFeature,
+)
 from natkit.stun.credentials import NonceCheck, NonceIssuer
+from natkit.stun.message import StunMessage, serialize_message
 from natkit.turn.server_base import _ServerBase
+
+_NONCE = int(AttributeType.NONCE)
+_NOBODY = Endpoint("0.0.0.0", 0)
 
 
 class _ServerAuth(_ServerBase):
-    """The credential lookup the authenticator calls back."""
+    """The credential lookup the authenticator calls back, and the 401."""
+
+    # (method, FINGERPRINT, nonce length) -> (template, offset of the nonce)
+    _challenges: dict[tuple[int, bool, int], tuple[bytes, int]]
+
+    def _challenge_bytes(self, request: StunMessage, client: Endpoint, now: float) -> bytes:
+        """What the general path sends for an unsigned ``request`` (12-byte
+        transaction ID) from ``client``: 401 with REALM, a fresh NONCE,
+        PASSWORD-ALGORITHMS when announced, SOFTWARE, and FINGERPRINT when
+        the request had one (RFC 8489 §9.2.4, §14.7)."""
+        nonce = self._nonces.issue(client.host, now=now).encode("ascii")
+        fingerprint = request.has_fingerprint
+        key = (request.method, fingerprint, len(nonce))
+        template = self._challenges.get(key)
+        if template is None:
+            template = self._challenges[key] = self._challenge_template(*key)
+        data, at = template
+        out = bytearray(data)
+        out[8:HEADER_LENGTH] = request.transaction_id
+        out[at : at + len(nonce)] = nonce
+        if fingerprint:
+            crc = (zlib.crc32(memoryview(out)[:-8]) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
+            out[-4:] = crc.to_bytes(4, "big")
+        return bytes(out)
+
+    def _challenge_template(self, method: int, fingerprint: bool, size: int) -> tuple[bytes, int]:
+        # The general path's answer, with a placeholder no nonce, realm or
+        # SOFTWARE text can contain (0xff never occurs in UTF-8).
+        placeholder = b"\xff" * size
+        request = StunMessage(method, MessageClass.REQUEST, bytes(12))
+        resp = self._auth.challenge(request, ErrorCode.UNAUTHENTICATED, _NOBODY, now=0.0).response
+        resp.attributes = [
+            type(a)(a.type, placeholder) if a.type == _NONCE else a for a in resp.attributes
+        ]
+        if self._software is not None:
+            resp.add_raw(AttributeType.SOFTWARE, self._software)
+        data = serialize_message(resp, fingerprint=fingerprint)
+        return data, data.index(placeholder, HEADER_LENGTH)
 
     def _keys(self, username: str, algorithm: PasswordAlgorithm) -> tuple[bytes, ...]:
         clock = self.config.wallclock

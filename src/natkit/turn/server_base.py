@@ -32,7 +32,9 @@ from natkit.ratelimit import RateLimiter
 from natkit.rng import Rng
 from natkit.stun import attributes as at
 from natkit.stun.attributes import ErrorCodeValue
+from natkit.stun.auth import LongTermAuthenticator
 from natkit.stun.constants import REASON_PHRASES, AttributeType, MessageClass
+from natkit.stun.credentials import NonceIssuer
 from natkit.stun.message import Integrity, StunMessage, serialize_message, split_message_type
 from natkit.turn.allocation import Allocation, PeerConnection, PendingAllocate, Reservation
 from natkit.turn.credentials import CredentialSource
@@ -111,6 +113,8 @@ class _ServerBase:
     _limited: bool  # any byte quota at all
     _channel_max: int
     _software: bytes | None  # SOFTWARE, encoded once
+    _auth: LongTermAuthenticator
+    _nonces: NonceIssuer
 
     if TYPE_CHECKING:
         # Provided by .tcp_relay; deleting an allocation (.allocate) drops its
