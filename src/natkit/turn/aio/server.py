@@ -683,11 +683,8 @@ class TurnServerRunner:
             wanted.append(event.reserve)
         try:
             for local in wanted:
-                held = self.relays.get(local)
-                if held is None:
-                    held = self.relay_pool.take(local)
+                held = self._held_udp(local)
                 if held is not None:
-                    # a reservation (RFC 8656 §14.2) now used, or a parked socket
                     opened.append((local, held))
                     continue
                 holder = [local]
@@ -702,6 +699,12 @@ class TurnServerRunner:
             self._relays_failed(event, wanted, opened, exc)
             return
         self._relays_opened(event, opened)
+
+    def _held_udp(self, local: Endpoint) -> DatagramEndpoint | None:
+        """A UDP socket already bound at ``local``: a reservation's (RFC 8656
+        §14.2), now used, or a parked one (``relay_pool``), now taken."""
+        held = self.relays.get(local)
+        return held if held is not None else self.relay_pool.take(local)
 
     def _relays_failed(
         self,
@@ -747,14 +750,10 @@ class TurnServerRunner:
             wanted.append(event.reserve)
         try:
             for local in wanted:
-                if event.transport is _UDP:
-                    held = self.relays.get(local)
-                    if held is None:
-                        held = self.relay_pool.take(local)
-                    if held is not None:
-                        # a reservation (RFC 8656 §14.2) now used, or a parked socket
-                        opened.append((local, held))
-                        continue
+                held = self._held_udp(local) if event.transport is _UDP else None
+                if held is not None:
+                    opened.append((local, held))
+                    continue
                 if event.transport is _TCP:
                     listener = await self.stack.listen_stream(
                         local, self._peer_acceptor(local), reuse_port=True
