@@ -12,10 +12,11 @@ the event loop never waits for the disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -162,41 +163,48 @@ class SqliteStore(Store):
         )
         return {key: decode_document(doc, f"{ns}/{key}") for key, doc in rows}
 
-    async def incr(self, ns: str, key: str, amount: int = 1, ttl: float | None = None) -> int:
-        check_name(ns, key)
-        check_amount(amount)
-        expires = self._expiry(ttl)
-        # Every statement takes the lock: nothing else may join this transaction.
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction: BEGIN IMMEDIATE, COMMIT when the block ends,
+        ROLLBACK (and re-raise) on any exception. It holds the store's lock,
+        so no other statement joins it; SQLite errors become StoreError."""
         async with self._lock:
             db = self._db()
             try:
                 await db.execute("BEGIN IMMEDIATE")
                 try:
-                    rows = list(
-                        await db.execute_fetchall(
-                            "SELECT doc, count, expires FROM entries WHERE ns = ? AND key = ?",
-                            (ns, key),
-                        )
-                    )
-                    now = self.clock()
-                    if rows and (rows[0][2] is None or rows[0][2] > now):
-                        doc, count, expires = rows[0]
-                        if doc is not None:
-                            raise StoreError(f"{ns}/{key} holds a document, not a counter")
-                    else:
-                        count = 0
-                    count += amount
-                    await db.execute(
-                        "INSERT OR REPLACE INTO entries (ns, key, doc, count, expires)"
-                        " VALUES (?, ?, NULL, ?, ?)",
-                        (ns, key, count, expires),
-                    )
+                    yield db
                     await db.execute("COMMIT")
                 except BaseException:
                     await db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.url}: {exc}") from exc
+
+    async def incr(self, ns: str, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        check_name(ns, key)
+        check_amount(amount)
+        expires = self._expiry(ttl)
+        async with self.transaction() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT doc, count, expires FROM entries WHERE ns = ? AND key = ?",
+                    (ns, key),
+                )
+            )
+            now = self.clock()
+            if rows and (rows[0][2] is None or rows[0][2] > now):
+                doc, count, expires = rows[0]
+                if doc is not None:
+                    raise StoreError(f"{ns}/{key} holds a document, not a counter")
+            else:
+                count = 0
+            count += amount
+            await db.execute(
+                "INSERT OR REPLACE INTO entries (ns, key, doc, count, expires)"
+                " VALUES (?, ?, NULL, ?, ?)",
+                (ns, key, count, expires),
+            )
         return int(count)
 
     async def purge(self) -> int:

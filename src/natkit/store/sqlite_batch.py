@@ -27,7 +27,6 @@ back to the caller. It must not change the document it is given.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -104,54 +103,42 @@ class SqliteGroupCommit:
         store = self._store
         ns = self._ns
         results: list[tuple[_Update, Any, BaseException | None]] = []
-        async with store._lock:
-            db = store._db()
-            try:
-                await db.execute("BEGIN IMMEDIATE")
+        async with store.transaction() as db:
+            keys = list(dict.fromkeys(item.key for item in batch))
+            marks = ",".join("?" * len(keys))
+            rows = await db.execute_fetchall(
+                f"SELECT key, doc FROM entries WHERE ns = ? AND key IN ({marks})"
+                " AND (expires IS NULL OR expires > ?)",
+                (ns, *keys, store.clock()),
+            )
+            current: dict[str, Document | None] = dict.fromkeys(keys)
+            for key, doc in rows:
+                current[key] = decode_document(doc, f"{ns}/{key}") if doc else None
+            pending: dict[str, Any] = {}  # key -> the batch's last write
+            for item in batch:
                 try:
-                    keys = list(dict.fromkeys(item.key for item in batch))
-                    marks = ",".join("?" * len(keys))
-                    rows = await db.execute_fetchall(
-                        f"SELECT key, doc FROM entries WHERE ns = ? AND key IN ({marks})"
-                        " AND (expires IS NULL OR expires > ?)",
-                        (ns, *keys, store.clock()),
-                    )
-                    current: dict[str, Document | None] = dict.fromkeys(keys)
-                    for key, doc in rows:
-                        current[key] = decode_document(doc, f"{ns}/{key}") if doc else None
-                    pending: dict[str, Any] = {}  # key -> the batch's last write
-                    for item in batch:
-                        try:
-                            write, value = item.compute(current[item.key])
-                        except Exception as exc:  # the computation's own failure
-                            results.append((item, None, exc))
-                            continue
-                        if write is not UNCHANGED:
-                            current[item.key] = None if write is None else write[0]
-                            pending[item.key] = write
-                        results.append((item, value, None))
-                    writes = [
-                        (ns, key, encode_document(w[0]), w[1])
-                        for key, w in pending.items()
-                        if w is not None
-                    ]
-                    deletes = [(ns, key) for key, w in pending.items() if w is None]
-                    if writes:
-                        await db.executemany(
-                            "INSERT OR REPLACE INTO entries (ns, key, doc, count, expires)"
-                            " VALUES (?, ?, ?, 0, ?)",
-                            writes,
-                        )
-                    if deletes:
-                        await db.executemany(
-                            "DELETE FROM entries WHERE ns = ? AND key = ?", deletes
-                        )
-                    await db.execute("COMMIT")
-                except BaseException:
-                    await db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreError(f"{store.url}: {exc}") from exc
+                    write, value = item.compute(current[item.key])
+                except Exception as exc:  # the computation's own failure
+                    results.append((item, None, exc))
+                    continue
+                if write is not UNCHANGED:
+                    current[item.key] = None if write is None else write[0]
+                    pending[item.key] = write
+                results.append((item, value, None))
+            writes = [
+                (ns, key, encode_document(w[0]), w[1])
+                for key, w in pending.items()
+                if w is not None
+            ]
+            deletes = [(ns, key) for key, w in pending.items() if w is None]
+            if writes:
+                await db.executemany(
+                    "INSERT OR REPLACE INTO entries (ns, key, doc, count, expires)"
+                    " VALUES (?, ?, ?, 0, ?)",
+                    writes,
+                )
+            if deletes:
+                await db.executemany("DELETE FROM entries WHERE ns = ? AND key = ?", deletes)
         self.transactions += 1
         for item, value, error in results:
             if item.future.done():
