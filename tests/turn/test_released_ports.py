@@ -27,17 +27,29 @@ def test_the_oldest_port_past_its_quarantine_comes_back_first() -> None:
     assert len(ports) == 0
 
 
-def test_capacity_forgets_the_oldest_and_zero_remembers_nothing() -> None:
+def test_a_full_table_keeps_the_oldest_and_zero_remembers_nothing() -> None:
     ports = ReleasedPorts(capacity=2, quarantine=0.0)
     for port in (1, 2, 3):
-        ports.add(IP, port, now=0.0)
-    ports.add(IP, 2, now=0.0)  # released again: now the newest
-    assert [ports.take(IP, set(), now=0.0) for _ in range(3)] == [3, 2, None]
+        ports.add(IP, port, now=0.0)  # 3: the table is full, it is not remembered
+    ports.add(IP, 1, now=0.0)  # released again: now the newest
+    assert [ports.take(IP, set(), now=0.0) for _ in range(3)] == [2, 1, None]
     off = ReleasedPorts(capacity=0, quarantine=5.0)
     off.add(IP, 1, now=0.0)
     assert len(off) == 0 and not off.cooling(IP, 1, now=0.0)
     with pytest.raises(ValueError):
         ReleasedPorts(capacity=-1, quarantine=0.0)
+
+
+def test_a_churn_above_capacity_per_quarantine_still_reuses_ports() -> None:
+    # 1,000 releases a second for 10 s against room for 100: had the table
+    # forgotten its oldest, no port would ever outlast its 1 s quarantine.
+    ports = ReleasedPorts(capacity=100, quarantine=1.0)
+    taken = 0
+    for i in range(10_000):
+        now = i / 1000
+        ports.add(IP, 10_000 + i, now)
+        taken += ports.take(IP, set(), now) is not None
+    assert taken >= 800  # about capacity / quarantine per second, from the second on
 
 
 @given(

@@ -12,8 +12,12 @@ This table lets the core hand those ports out again:
   to the old allocation are not read by the new one;
 * a port released less than ``quarantine`` ago is not given out by the
   random pick either (without this table a just-released port could be);
-* at most ``capacity`` ports are remembered per relay IP (the oldest is
-  forgotten first, as the driver closes its oldest parked socket first).
+* at most ``capacity`` ports are remembered per relay IP. When the table
+  is full a newly released port is not remembered (the driver closes that
+  socket rather than parking it), so the ones kept are the oldest, the next
+  to leave quarantine. Forgetting the oldest instead would, under a churn
+  above ``capacity / quarantine`` per second, drop every port before its
+  quarantine ends: nothing would ever be reused.
 
 A remembered port that has since been claimed by a random pick is skipped.
 With ``capacity`` 0 nothing is remembered: every port is a random pick, the
@@ -48,10 +52,11 @@ class ReleasedPorts:
         released = self._by_ip.get(ip)
         if released is None:
             released = self._by_ip[ip] = OrderedDict()
+        if port in released:
+            released.move_to_end(port)  # released again: it goes to the end
+        elif len(released) >= self.capacity:
+            return  # full: keep the oldest (see the module docstring)
         released[port] = now
-        released.move_to_end(port)  # released again: it goes to the end
-        if len(released) > self.capacity:
-            released.popitem(last=False)
 
     def take(self, ip: str, used: set[int], now: float) -> int | None:
         """The port released longest ago, if it has been free for the

@@ -37,7 +37,7 @@ class TurnServerConfig:
     # Released UDP relay sockets the driver keeps open for the next allocations,
     # and how long a released port rests before it is handed out again
     # (natkit.turn.released_ports); 0 sockets: every relay socket is new.
-    relay_socket_pool: int = 4096
+    relay_socket_pool: int = 16384
     relay_port_quarantine: float = 1.0
     default_lifetime: float = 600.0
     max_lifetime: float = 3600.0

@@ -1,4 +1,4 @@
-"""The runner's pool of parked relay sockets: bounded, oldest closed first,
+"""The runner's pool of parked relay sockets: bounded, the oldest kept when full,
 everything closed at shutdown (the idle timer: test_runner_sim.py)."""
 
 from __future__ import annotations
@@ -24,16 +24,24 @@ def ep(port: int) -> Endpoint:
     return Endpoint("192.0.2.1", port)
 
 
-async def test_the_pool_is_bounded_and_closes_its_oldest_socket_first() -> None:
+async def test_a_full_pool_keeps_its_oldest_sockets_and_refuses_the_new_one() -> None:
     pool = RelaySocketPool(asyncio.get_running_loop(), capacity=2)
-    socks: list[Any] = [FakeSocket() for _ in range(3)]
-    for i, sock in enumerate(socks):
-        assert pool.park(ep(i), sock)
-    assert [s.closed for s in socks] == [True, False, False] and len(pool) == 2
-    assert ep(0) not in pool and pool.take(ep(0)) is None
-    assert pool.take(ep(2)) is socks[2] and ep(2) not in pool
-    assert pool.close() == [socks[1]] and socks[1].closed and len(pool) == 0
-    assert [s.closed for s in socks] == [True, True, False]  # the taken one: the caller's
+    socks: list[Any] = [FakeSocket() for _ in range(4)]
+    assert pool.park(ep(0), socks[0]) and pool.park(ep(1), socks[1])
+    assert not pool.park(ep(2), socks[2])  # full: the caller closes it
+    assert not socks[2].closed and ep(2) not in pool and len(pool) == 2
+    assert pool.take(ep(0)) is socks[0] and ep(0) not in pool
+    assert pool.park(ep(3), socks[3])  # room again
+    assert pool.close() == [socks[1], socks[3]] and socks[1].closed and socks[3].closed
+    assert len(pool) == 0 and not socks[0].closed  # the taken one: the caller's
+
+
+async def test_parking_a_relay_again_replaces_its_old_socket() -> None:
+    pool = RelaySocketPool(asyncio.get_running_loop(), capacity=1)
+    old: Any = FakeSocket()
+    new: Any = FakeSocket()
+    assert pool.park(ep(1), old) and pool.park(ep(1), new)
+    assert old.closed and pool.take(ep(1)) is new
 
 
 async def test_a_pool_of_zero_keeps_nothing() -> None:

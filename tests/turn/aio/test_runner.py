@@ -181,6 +181,38 @@ async def test_a_released_relay_socket_is_parked_and_reused_after_its_quarantine
     assert sock.closed and other_sock.closed  # shutdown closes parked sockets too
 
 
+async def test_a_full_pool_closes_the_socket_released_last() -> None:
+    runner = await start(relay_socket_pool=1, relay_port_quarantine=0.0)
+    stack = OsStack()
+    clients = [await HandClient.udp(stack, runner.endpoint(UDP)) for _ in range(2)]
+    try:
+        relays = [await client.allocate() for client in clients]
+        socks = [runner.relays[relay] for relay in relays]
+        for client in clients:
+            assert (await client.refresh(0)).message_class == MessageClass.SUCCESS
+        assert not socks[0].closed and socks[1].closed  # the pool holds one: the oldest
+        assert len(runner.relay_pool) == 1 and relays[0] in runner.relay_pool
+        again = await HandClient.udp(stack, runner.endpoint(UDP))
+        clients.append(again)
+        assert await again.allocate() == relays[0]  # the core hands out the parked one
+        assert runner.relays[relays[0]] is socks[0]
+    finally:
+        for client in clients:
+            client.close()
+        runner.close()
+        await runner.wait_closed()
+
+
+async def test_the_core_remembers_no_more_ports_than_the_pool_can_park(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("natkit.turn.aio.server.open_file_limit", lambda: 400)
+    runner = TurnServerRunner(
+        OsStack(), config(relay_socket_pool=16384), CREDENTIALS, listen=[(UDP, Endpoint(LO, 0))]
+    )
+    assert runner.relay_pool.capacity == 100 == runner.core.config.relay_socket_pool
+
+
 async def test_a_peer_without_permission_is_not_relayed(runner: TurnServerRunner) -> None:
     stack = OsStack()
     client = await HandClient.udp(stack, runner.endpoint(UDP))

@@ -242,7 +242,7 @@ def test_ports_and_numbers_in_the_file_are_type_checked() -> None:
 
 def test_the_relay_socket_pool_from_flags_and_file_split_across_workers(tmp_path: Path) -> None:
     config = build_settings({}, {"realm": "r"}).core_config(["192.0.2.1"])
-    assert (config.relay_socket_pool, config.relay_port_quarantine) == (4096, 1.0)
+    assert (config.relay_socket_pool, config.relay_port_quarantine) == (16384, 1.0)
     path = tmp_path / "t.toml"
     path.write_text("relay-socket-pool = 0\nrelay-port-quarantine = 5\n")
     config = build_settings(load_toml(path), {"realm": "r"}).core_config(["192.0.2.1"])

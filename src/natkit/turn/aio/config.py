@@ -71,7 +71,7 @@ class TurnServerSettings:
     relay_ips: tuple[str, ...] = ()
     min_port: int = 49152
     max_port: int = 65535
-    relay_socket_pool: int = 4096
+    relay_socket_pool: int = 16384
     relay_port_quarantine: float = 1.0
     allow_peers: tuple[IPNetwork, ...] = ()
     deny_peers: tuple[IPNetwork, ...] = ()

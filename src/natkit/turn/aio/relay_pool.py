@@ -7,9 +7,11 @@ options, bind(), the loop registration and close(). A parked socket stays
 readable: what still arrives for the old allocation goes to the core,
 which has no allocation on that relay and drops it.
 
-At most ``capacity`` sockets are parked (the oldest is closed first, as
-the core forgets its oldest released port first), none longer than
-``idle`` seconds (a timer runs while any is parked). Parked sockets hold
+At most ``capacity`` sockets are parked: when the pool is full, a newly
+released socket is closed instead (the core, likewise, does not remember
+its port), so the pool keeps the sockets that leave quarantine first.
+None is parked longer than ``idle`` seconds (a timer runs while any is
+parked). Parked sockets hold
 file descriptors: :func:`pool_capacity` keeps them to a quarter of the
 process's open-file limit, so they never starve live allocations.
 """
@@ -63,16 +65,19 @@ class RelaySocketPool:
 
     def park(self, relay: Endpoint, sock: DatagramEndpoint) -> bool:
         """Keep ``sock`` open for a later allocation on ``relay``; False
-        (and nothing kept) when the pool holds no sockets at all."""
+        (and nothing kept: the caller closes it) when the pool is full or
+        holds no sockets at all. A full pool keeps what it has, the sockets
+        parked longest ago, whose ports the core hands out next
+        (:class:`natkit.turn.released_ports.ReleasedPorts` does the same)."""
         if not self.capacity or sock.closed:
             return False
         parked = self._parked
         old = parked.pop(relay, None)
         if old is not None and old[1] is not sock:
             old[1].close()
+        if len(parked) >= self.capacity:
+            return False
         parked[relay] = (self._loop.time(), sock)
-        while len(parked) > self.capacity:
-            parked.popitem(last=False)[1][1].close()
         if self._timer is None:
             self._timer = self._loop.call_later(self.idle, self._sweep)
         return True

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -368,6 +369,11 @@ class TurnServerRunner:
             raise ValueError("a TURN server needs at least one listener")
         if tls is None and any(t is Transport.TLS for t, _ in listen):
             raise ValueError("TLS listeners need a TLS context")
+        # The pool holds at most a quarter of the open files; the core remembers
+        # no more released ports than it can hold (one socket parked per port).
+        pool = pool_capacity(config.relay_socket_pool, open_file_limit())
+        if pool != config.relay_socket_pool:
+            config = dataclasses.replace(config, relay_socket_pool=pool)
         self.stack = stack
         self.config = config
         self.core = TurnServer(config, credentials)
@@ -408,9 +414,7 @@ class TurnServerRunner:
         self._closing_sockets: list[DatagramEndpoint | StreamListener] = []
         self._loop = asyncio.get_running_loop()  # construct inside the loop that runs it
         self._timer = CoreTimer(self.core, self._flush)
-        self.relay_pool = RelaySocketPool(
-            self._loop, pool_capacity(config.relay_socket_pool, open_file_limit())
-        )
+        self.relay_pool = RelaySocketPool(self._loop, config.relay_socket_pool)
         # A stack that binds UDP without awaiting (OsStack.open_udp_now) opens relay
         # sockets inline: no task and no loop iteration per allocation.
         self._open_udp_now: _OpenUdpNow | None = getattr(stack, "open_udp_now", None)
