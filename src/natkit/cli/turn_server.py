@@ -163,7 +163,7 @@ def turn_server_command(
     ] = None,
     relay_socket_pool: Annotated[
         int | None,
-        typer.Option(help="Released UDP relay sockets kept open for reuse (4096; 0: none)."),
+        typer.Option(help="Released UDP relay sockets kept open for reuse (16384; 0: none)."),
     ] = None,
     relay_port_quarantine: Annotated[
         float | None,
