@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import struct
 import zlib
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from natkit.addr import Endpoint
 from natkit.errors import MalformedMessageError
@@ -16,6 +19,7 @@ from natkit.stun import attributes as at
 from natkit.stun.attributes import ChangeRequest, ErrorCodeValue, PasswordAlgorithmParams
 from natkit.stun.constants import (
     FINGERPRINT_XOR,
+    MAGIC_COOKIE,
     MAGIC_COOKIE_BYTES,
     AttributeType,
     MessageClass,
@@ -516,6 +520,24 @@ def test_xor_address_wire_format_matches_rfc5769(ep: Endpoint, wire: str) -> Non
     tid = bytes.fromhex("b7e7a701bc34d686fa87dfae")
     assert at.XOR_MAPPED_ADDRESS.encode(ep, tid) == bytes.fromhex(wire)
     assert at.XOR_MAPPED_ADDRESS.decode(bytes.fromhex(wire), tid) == ep
+
+
+@given(st.ip_addresses(v=4), st.integers(0, 0xFFFF), st.binary(min_size=12, max_size=12))
+def test_ipv4_xor_address_agrees_with_the_packed_form(
+    ip: ipaddress.IPv4Address, port: int, tid: bytes
+) -> None:
+    # The dotted-quad fast path against the RFC 8489 §14.2 formula on ip.packed.
+    ep = Endpoint(str(ip), port)
+    xaddr = int.from_bytes(ip.packed, "big") ^ MAGIC_COOKIE
+    expected = struct.pack("!BBHI", 0, 1, port ^ (MAGIC_COOKIE >> 16), xaddr)
+    assert at.XOR_MAPPED_ADDRESS.encode(ep, tid) == expected
+    assert at.XOR_MAPPED_ADDRESS.decode(expected, tid) == ep
+
+
+@pytest.mark.parametrize("host", ["192.0.2.256", "192.0.2", "-1.0.2.1", "192.0.2.x"])
+def test_a_host_that_is_no_ipv4_address_is_refused(host: str) -> None:
+    with pytest.raises(ValueError):
+        at.XOR_MAPPED_ADDRESS.encode(Endpoint(host, 1), TID)
 
 
 def test_ipv6_xor_address_depends_on_the_transaction_id() -> None:

@@ -38,6 +38,7 @@ _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _U64 = struct.Struct("!Q")
 _ADDR_HEAD = struct.Struct("!BBH")
+_XOR_V4 = struct.Struct("!xBHBBBB")  # XOR-MAPPED-ADDRESS, IPv4: octets XOR the cookie's
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +99,21 @@ def _decode_xor_address(value: bytes, tid: bytes) -> Endpoint:
 
 
 def _encode_xor_address(ep: Endpoint, tid: bytes) -> bytes:
-    packed = ip_of(ep.host).packed
+    host = ep.host
     xport = ep.port ^ (MAGIC_COOKIE >> 16)
-    if len(packed) == 4:
-        return _ADDR_HEAD.pack(0, Family.IPV4, xport) + _U32.pack(
-            int.from_bytes(packed, "big") ^ MAGIC_COOKIE
-        )
+    if ":" not in host:
+        # Endpoint hosts are canonical literals: a dotted quad is split here
+        # (a server answers a new client IP per Allocate, and parsing it with
+        # ipaddress costs more than this whole encoding); the struct's B
+        # fields refuse an octet outside 0-255, as XOR with a byte keeps 0-255.
+        a, b, c, d = host.split(".")
+        try:
+            return _XOR_V4.pack(
+                Family.IPV4, xport, int(a) ^ 0x21, int(b) ^ 0x12, int(c) ^ 0xA4, int(d) ^ 0x42
+            )
+        except struct.error:
+            raise ValueError(f"not an IPv4 address: {host!r}") from None
+    packed = ip_of(host).packed
     return _ADDR_HEAD.pack(0, Family.IPV6, xport) + _xor_bytes(
         packed, MAGIC_COOKIE_BYTES + tid[-12:]
     )
