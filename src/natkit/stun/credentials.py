@@ -33,6 +33,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from natkit.stun.constants import NONCE_COOKIE, PasswordAlgorithm, SecurityFeature
+from natkit.stun.keyed_mac import keyed_digest
 
 __all__ = [
     "NonceCheck",
@@ -199,7 +200,7 @@ class NonceIssuer:
         return self._prefix
 
     def _mac(self, expiry: bytes, client: str) -> str:
-        mac = hmac.digest(self.secret, expiry + client.encode(), _SHA256)[:12]
+        mac = keyed_digest(self.secret, expiry + client.encode(), "sha256")[:12]
         return binascii.b2a_base64(expiry + mac, newline=False).decode("ascii")
 
     def issue(self, client: str, *, now: float) -> str:
@@ -246,5 +247,4 @@ class NonceIssuer:
         return value
 
 
-_SHA256 = hashlib.sha256
 _VERIFIED_MAX = 16384  # verified (nonce, client) pairs remembered

@@ -46,6 +46,7 @@ from natkit.stun.constants import (
     Method,
     is_comprehension_required,
 )
+from natkit.stun.keyed_mac import keyed_digest
 
 __all__ = [
     "MAX_ATTRIBUTES",
@@ -366,11 +367,11 @@ def serialize_message(
         if integrity is Integrity.SHA1 or integrity is Integrity.BOTH:
             _set_length(out, len(out) - HEADER_LENGTH + 24)
             out += _MI_HEAD
-            out += hmac.digest(key, out[:-4], "sha1")
+            out += keyed_digest(key, out[:-4], "sha1")
         if integrity is Integrity.SHA256 or integrity is Integrity.BOTH:
             _set_length(out, len(out) - HEADER_LENGTH + 36)
             out += _MI256_HEAD
-            out += hmac.digest(key, out[:-4], "sha256")
+            out += keyed_digest(key, out[:-4], "sha256")
     if fingerprint:
         if len(tid) == 16:
             raise ValueError("RFC 3489 messages cannot carry FINGERPRINT")
@@ -399,10 +400,10 @@ def verify_integrity(msg: StunMessage, key: bytes) -> bool:
     if msg.integrity_sha256_offset >= 0:
         off = msg.integrity_sha256_offset
         alen = int.from_bytes(raw[off + 2 : off + 4], "big")
-        mac = hmac.digest(key, _mac_input(raw, off, alen), "sha256")[:alen]
+        mac = keyed_digest(key, _mac_input(raw, off, alen), "sha256")[:alen]
         return hmac.compare_digest(mac, raw[off + 4 : off + 4 + alen])
     if msg.integrity_offset >= 0:
         off = msg.integrity_offset
-        mac = hmac.digest(key, _mac_input(raw, off, 20), "sha1")
+        mac = keyed_digest(key, _mac_input(raw, off, 20), "sha1")
         return hmac.compare_digest(mac, raw[off + 4 : off + 24])
     return False
