@@ -53,6 +53,8 @@ __all__ = [
     "Attribute",
     "Integrity",
     "StunMessage",
+    "encode_attribute",
+    "encode_message",
     "is_stun_message",
     "message_type",
     "parse_message",
@@ -358,11 +360,49 @@ def serialize_message(
         )
         out += tid
     elif len(tid) == 16:
+        if fingerprint:
+            raise ValueError("RFC 3489 messages cannot carry FINGERPRINT")
         out = bytearray(_TYPE.pack(message_type(msg.method, msg.message_class), 0))
         out += tid
     else:
         raise ValueError("transaction ID must be 12 bytes (16 for RFC 3489)")
     _append_attrs(out, msg.attributes, padding)
+    return _sign(out, key, integrity, fingerprint)
+
+
+def encode_attribute(spec: AttrSpec[T], value: T, transaction_id: bytes) -> bytes:
+    """One attribute as it goes on the wire: type, length, value, zero padding."""
+    data = spec.encode(value, transaction_id)
+    n = len(data)
+    return _ATTR_HEAD.pack(spec.type, n) + data + _ZERO_PADS[-n & 3]
+
+
+def encode_message(
+    msg_type: int,
+    transaction_id: bytes,
+    attributes: bytes,
+    *,
+    key: bytes | None = None,
+    integrity: Integrity = Integrity.SHA1,
+    fingerprint: bool = False,
+) -> bytes:
+    """:func:`serialize_message` for a message whose attributes are already
+    encoded (``attributes``: the concatenated output of
+    :func:`encode_attribute`), with the same integrity and FINGERPRINT
+    handling; for answers a server writes many times a second, without a
+    :class:`StunMessage` in between. ``transaction_id``: 12 bytes."""
+    if len(transaction_id) != 12:
+        raise ValueError("transaction ID must be 12 bytes")
+    out = bytearray(_TYPE_COOKIE.pack(msg_type, 0, MAGIC_COOKIE))
+    out += transaction_id
+    out += attributes
+    return _sign(out, key, integrity, fingerprint)
+
+
+def _sign(out: bytearray, key: bytes | None, integrity: Integrity, fingerprint: bool) -> bytes:
+    """Append MESSAGE-INTEGRITY(-SHA256) and FINGERPRINT to ``out`` (a header
+    and attributes), each over what precedes it (RFC 8489 §14.5-14.7), and
+    set the header's length."""
     if key is not None:
         if integrity is Integrity.SHA1 or integrity is Integrity.BOTH:
             _set_length(out, len(out) - HEADER_LENGTH + 24)
@@ -373,8 +413,6 @@ def serialize_message(
             out += _MI256_HEAD
             out += keyed_digest(key, out[:-4], "sha256")
     if fingerprint:
-        if len(tid) == 16:
-            raise ValueError("RFC 3489 messages cannot carry FINGERPRINT")
         _set_length(out, len(out) - HEADER_LENGTH + 8)
         crc = (zlib.crc32(out) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
         out += _FP_HEAD

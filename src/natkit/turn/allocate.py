@@ -21,13 +21,14 @@ its relay sockets, permissions, channels and RFC 6062 connections.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from typing import TypeVar
 
 from natkit.addr import Endpoint, Family, Transport
 from natkit.stun import attributes as at
 from natkit.stun.constants import AttributeType, ErrorCode, MessageClass, Method
-from natkit.stun.message import StunMessage
+from natkit.stun.message import StunMessage, encode_attribute, message_type
 from natkit.turn import attributes as tat
 from natkit.turn.allocation import Allocation, PendingAllocate, Reservation
 from natkit.turn.attributes import FAMILIES, AddressErrorCode, TransportProtocol
@@ -411,12 +412,13 @@ class _Allocations(_Timers):
             self._by_relay[relay] = alloc
         self._by_id[alloc.allocation_id] = alloc
         self._arm(alloc, alloc.expires)
-        resp = StunMessage(Method.ALLOCATE, MessageClass.SUCCESS, pending.transaction_id)
-        for relay in advertised:
-            resp.add(at.XOR_RELAYED_ADDRESS, relay)
+        # RFC 8656 §7.3 success: XOR-RELAYED-ADDRESS (one per family), LIFETIME,
+        # RESERVATION-TOKEN, XOR-MAPPED-ADDRESS; encoded here, not via a StunMessage.
+        tid = pending.transaction_id
+        parts = [encode_attribute(at.XOR_RELAYED_ADDRESS, relay, tid) for relay in advertised]
         if pending.address_error is not None:
-            resp.add(tat.ADDRESS_ERROR_CODE, pending.address_error)
-        resp.add(at.LIFETIME, int(pending.lifetime))
+            parts.append(encode_attribute(tat.ADDRESS_ERROR_CODE, pending.address_error, tid))
+        parts.append(_LIFETIME_HEAD + _U32.pack(int(pending.lifetime)))
         if pending.reserve is not None:
             token = b""
             while not token or token in self._reservations:
@@ -424,10 +426,12 @@ class _Allocations(_Timers):
             res = Reservation(token, pending.reserve, now + _RESERVATION_LIFETIME)
             self._reservations[token] = res
             self._arm(res, res.timer_at)
-            resp.add(tat.RESERVATION_TOKEN, token)
-        resp.add(at.XOR_MAPPED_ADDRESS, ft.client)
-        data = self._send(
-            resp,
+            parts.append(encode_attribute(tat.RESERVATION_TOKEN, token, tid))
+        parts.append(encode_attribute(at.XOR_MAPPED_ADDRESS, ft.client, tid))
+        data = self._send_encoded(
+            _ALLOCATE_SUCCESS,
+            tid,
+            b"".join(parts),
             ft.client,
             ft.server,
             ft.transport,
@@ -500,16 +504,13 @@ class _Allocations(_Timers):
             self._answer(ctx, _error(msg, ErrorCode.PEER_ADDRESS_FAMILY_MISMATCH))
             return
         requested = msg.get(at.LIFETIME)
-        resp = msg.success()
         if requested == 0:
             self._delete(alloc, "refreshed to zero")
-            resp.add(at.LIFETIME, 0)
-            self._answer(ctx, resp, remember=False)
+            self._answer_encoded(ctx, _REFRESH_SUCCESS, _LIFETIME_ZERO, remember=False)
             return
         lifetime = self._lifetime(requested)
         self._set_expiry(alloc, now + lifetime)
-        resp.add(at.LIFETIME, int(lifetime))
-        self._answer(ctx, resp)
+        self._answer_encoded(ctx, _REFRESH_SUCCESS, _LIFETIME_HEAD + _U32.pack(int(lifetime)))
 
 
 def _decoded(raw: dict[int, bytes], spec: at.AttrSpec[_T], tid: bytes) -> _T | None:
@@ -527,6 +528,11 @@ def _has_family(alloc: Allocation, family: int) -> bool:
 
 
 _DONT_FRAGMENT = int(AttributeType.DONT_FRAGMENT)
+_ALLOCATE_SUCCESS = message_type(Method.ALLOCATE, MessageClass.SUCCESS)
+_REFRESH_SUCCESS = message_type(Method.REFRESH, MessageClass.SUCCESS)
+_U32 = struct.Struct("!I")
+_LIFETIME_HEAD = struct.pack("!HH", AttributeType.LIFETIME, 4)  # RFC 8656 §18.4: seconds, 32 bits
+_LIFETIME_ZERO = _LIFETIME_HEAD + bytes(4)
 _T = TypeVar("_T")
 _RELAY_ATTEMPTS = 4  # the first try and three other ports before 508
 _RANDOM_PORT_TRIES = 64

@@ -98,7 +98,7 @@ from natkit.ratelimit import RateLimiter
 from natkit.stun import attributes as at
 from natkit.stun.auth import LongTermAuthenticator, Rejected
 from natkit.stun.constants import AttributeType, ErrorCode, MessageClass, Method
-from natkit.stun.message import StunMessage, parse_message
+from natkit.stun.message import StunMessage, encode_attribute, parse_message
 
 # Every ``X as X`` below re-exports a name that lived in this module before
 # it was split into the modules of TurnServer's parts.
@@ -258,6 +258,9 @@ class TurnServer(_Allocations, _Relaying, _TcpRelay, _ServerAuth):
         # SOFTWARE, encoded once (a value over 763 bytes fails here, not per answer).
         self._software = (
             None if config.software is None else at.SOFTWARE.encode(config.software, b"")
+        )
+        self._software_attr = (
+            b"" if config.software is None else encode_attribute(at.SOFTWARE, config.software, b"")
         )
 
     # -- inputs from the driver ------------------------------------------------------

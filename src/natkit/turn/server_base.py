@@ -35,7 +35,13 @@ from natkit.stun.attributes import ErrorCodeValue
 from natkit.stun.auth import LongTermAuthenticator
 from natkit.stun.constants import REASON_PHRASES, AttributeType, MessageClass
 from natkit.stun.credentials import NonceIssuer
-from natkit.stun.message import Integrity, StunMessage, serialize_message, split_message_type
+from natkit.stun.message import (
+    Integrity,
+    StunMessage,
+    encode_message,
+    serialize_message,
+    split_message_type,
+)
 from natkit.turn.allocation import Allocation, PeerConnection, PendingAllocate, Reservation
 from natkit.turn.credentials import CredentialSource
 from natkit.turn.events import TurnServerEvent
@@ -113,6 +119,7 @@ class _ServerBase:
     _limited: bool  # any byte quota at all
     _channel_max: int
     _software: bytes | None  # SOFTWARE, encoded once
+    _software_attr: bytes  # the same as a whole attribute (b"": none)
     _auth: LongTermAuthenticator
     _nonces: NonceIssuer
 
@@ -139,6 +146,51 @@ class _ServerBase:
         if remember and alloc is not None and alloc.alive:
             alloc.last_tid = ctx.msg.transaction_id
             alloc.last_response = data
+
+    def _answer_encoded(
+        self, ctx: _Request, msg_type: int, attributes: bytes, *, remember: bool = True
+    ) -> None:
+        """:meth:`_answer` for a success whose attributes are already encoded."""
+        data = self._send_encoded(
+            msg_type,
+            ctx.msg.transaction_id,
+            attributes,
+            ctx.client,
+            ctx.local,
+            ctx.transport,
+            ctx.key,
+            ctx.integrity,
+            ctx.msg.has_fingerprint,
+        )
+        alloc = ctx.alloc
+        if remember and alloc is not None and alloc.alive:
+            alloc.last_tid = ctx.msg.transaction_id
+            alloc.last_response = data
+
+    def _send_encoded(
+        self,
+        msg_type: int,
+        tid: bytes,
+        attributes: bytes,
+        remote: Endpoint,
+        local: Endpoint,
+        transport: Transport,
+        key: bytes,
+        integrity: Integrity | None,
+        fingerprint: bool,
+    ) -> bytes:
+        """:meth:`_send` for a signed response from encoded attributes (the
+        frequent successes: no :class:`StunMessage` built for them)."""
+        data = encode_message(
+            msg_type,
+            tid,
+            attributes + self._software_attr,
+            key=key,
+            integrity=integrity or Integrity.SHA1,
+            fingerprint=fingerprint,
+        )
+        self._out.append(TurnDatagram(data, remote, local, transport))
+        return data
 
     def _send(
         self,
