@@ -2,7 +2,7 @@
 (``encode_message``), not through a StunMessage: byte for byte what
 ``serialize_message`` makes of the same attributes, with the client's key,
 its integrity (SHA-1 or SHA-256), SOFTWARE and FINGERPRINT when the request
-had one (RFC 8489 §14.5-14.7, RFC 8656 §7.3, §8)."""
+had one (RFC 8489 §14.5-14.7, RFC 8656 §7.2, §8)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def test_the_encoded_successes_are_the_general_paths_bytes(
         answers += c.responses(c.send_raw(data, now))
     assert len(answers) == 3
     types = [a.type for a in answers[0].attributes if a.type in ORDER]
-    assert types == sorted(types, key=ORDER.index)  # RFC 8656 §7.3's order, as before
+    assert types == sorted(types, key=ORDER.index)  # RFC 8656 §7.2's order, as before
     assert types.count(AttributeType.XOR_RELAYED_ADDRESS) == (2 if extra == "dual" else 1)
     assert (AttributeType.RESERVATION_TOKEN in types) == (extra == "even-port-r")
     for answer in answers:

@@ -412,7 +412,7 @@ class _Allocations(_Timers):
             self._by_relay[relay] = alloc
         self._by_id[alloc.allocation_id] = alloc
         self._arm(alloc, alloc.expires)
-        # RFC 8656 §7.3 success: XOR-RELAYED-ADDRESS (one per family), LIFETIME,
+        # RFC 8656 §7.2 success: XOR-RELAYED-ADDRESS (one per family), LIFETIME,
         # RESERVATION-TOKEN, XOR-MAPPED-ADDRESS; encoded here, not via a StunMessage.
         tid = pending.transaction_id
         parts = [encode_attribute(at.XOR_RELAYED_ADDRESS, relay, tid) for relay in advertised]
@@ -531,7 +531,7 @@ _DONT_FRAGMENT = int(AttributeType.DONT_FRAGMENT)
 _ALLOCATE_SUCCESS = message_type(Method.ALLOCATE, MessageClass.SUCCESS)
 _REFRESH_SUCCESS = message_type(Method.REFRESH, MessageClass.SUCCESS)
 _U32 = struct.Struct("!I")
-_LIFETIME_HEAD = struct.pack("!HH", AttributeType.LIFETIME, 4)  # RFC 8656 §18.4: seconds, 32 bits
+_LIFETIME_HEAD = struct.pack("!HH", AttributeType.LIFETIME, 4)  # RFC 8656 §18.2: seconds, 32 bits
 _LIFETIME_ZERO = _LIFETIME_HEAD + bytes(4)
 _T = TypeVar("_T")
 _RELAY_ATTEMPTS = 4  # the first try and three other ports before 508

@@ -142,10 +142,8 @@ class _ServerBase:
             ctx.integrity,
             ctx.msg.has_fingerprint,
         )
-        alloc = ctx.alloc
-        if remember and alloc is not None and alloc.alive:
-            alloc.last_tid = ctx.msg.transaction_id
-            alloc.last_response = data
+        if remember:
+            self._remember_answer(ctx, data)
 
     def _answer_encoded(
         self, ctx: _Request, msg_type: int, attributes: bytes, *, remember: bool = True
@@ -162,8 +160,14 @@ class _ServerBase:
             ctx.integrity,
             ctx.msg.has_fingerprint,
         )
+        if remember:
+            self._remember_answer(ctx, data)
+
+    @staticmethod
+    def _remember_answer(ctx: _Request, data: bytes) -> None:
+        """Keep the answer on the allocation: a retransmission gets these bytes."""
         alloc = ctx.alloc
-        if remember and alloc is not None and alloc.alive:
+        if alloc is not None and alloc.alive:
             alloc.last_tid = ctx.msg.transaction_id
             alloc.last_response = data
 
