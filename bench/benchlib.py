@@ -218,6 +218,22 @@ def machine() -> dict[str, Any]:
     }
 
 
+def interpreter(python: str | None) -> dict[str, Any]:
+    """What runs natkit's server: the interpreter's path and version, and
+    whether it runs on a shared libpython (a pyenv default build does, with
+    no PGO/LTO; Debian's /usr/bin/python3.11 has the interpreter linked in,
+    built with PGO and LTO: the same code is ~15-25% faster on it;
+    bench/README.md, "Which Python"). Linux: read from /proc/self/maps."""
+    exe = python or sys.executable
+    probe = (
+        "import json, sys; maps = open('/proc/self/maps').read();"
+        " print(json.dumps({'version': sys.version.split()[0],"
+        " 'shared_libpython': 'libpython' in maps}))"
+    )
+    out = subprocess.run([exe, "-c", probe], capture_output=True, text=True, check=True)
+    return {"executable": exe, **json.loads(out.stdout)}
+
+
 def emit(result: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
     sys.stdout.flush()

@@ -64,6 +64,7 @@ from benchlib import (
     emit,
     fail,
     free_udp_ports,
+    interpreter,
     machine,
     ratio,
     running,
@@ -120,13 +121,13 @@ CHALLENGE, ALLOCATING, DELETING, HELD = range(4)
 STATE_NAMES = ("allocate-401", "allocate", "refresh-0", "held")
 
 
-def make_server(name: str, port: int, workdir: Path) -> Server:
+def make_server(name: str, port: int, workdir: Path, python: str | None = None) -> Server:
     low, high = RELAY_PORTS
     host = HOSTS[name]
     parallel = 2 if name.endswith(("-w2", "-t2")) else 1
     if name.startswith("natkit"):
         server = natkit_server(
-            port, workdir, min_port=low, max_port=high, host=host, workers=parallel
+            port, workdir, min_port=low, max_port=high, host=host, workers=parallel, python=python
         )
     else:
         server = coturn_server(
@@ -423,7 +424,10 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="natkit-bench-") as tmp:
         workdir = Path(tmp)
         ports = free_udp_ports(list(HOSTS.values()), len(names))
-        servers = [make_server(n, p, workdir / n) for n, p in zip(names, ports, strict=True)]
+        servers = [
+            make_server(n, p, workdir / n, args.natkit_python)
+            for n, p in zip(names, ports, strict=True)
+        ]
         with running(servers):
             for _ in range(args.rounds):
                 for server in servers:  # interleaved: A B A B ...
@@ -437,7 +441,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 if name not in MEMORY_SERVERS:
                     continue
                 (port,) = free_udp_ports([HOSTS[name]], 1)
-                fresh = make_server(name, port, workdir / f"{name}-memory-{index}")
+                fresh = make_server(
+                    name, port, workdir / f"{name}-memory-{index}", args.natkit_python
+                )
                 with running([fresh]):
                     memory_pids[name].append(fresh.pid)
                     warm = argparse.Namespace(**{**vars(args), "max_allocations": WARM_CYCLES})
@@ -508,6 +514,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "memory_rounds": args.memory_rounds,
             "relay_ports": list(RELAY_PORTS),
             "source_pool": str(SOURCE_POOL),
+            "natkit_python": interpreter(args.natkit_python),
         },
         "machine": {**before, "loadavg_after": machine()["loadavg"]},
         "servers": results,
@@ -542,6 +549,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory-rounds", type=int, default=3, help="memory rounds (default 3)")
     p.add_argument("--hold-timeout", type=float, default=60.0, help="bound on each memory phase")
     p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset")
+    p.add_argument(
+        "--natkit-python",
+        help="interpreter that runs natkit's server, with natkit installed (default: this one)",
+    )
     p.add_argument("--smoke", action="store_true", help="one short round (CI)")
     args = p.parse_args(argv)
     if args.smoke:

@@ -48,6 +48,7 @@ from benchlib import (
     emit,
     fail,
     free_udp_ports,
+    interpreter,
     machine,
     ratio,
     running,
@@ -62,10 +63,12 @@ CONTENDED_BELOW = 0.9  # the generator busy-polls; less CPU than this means it w
 SETTLE_S = 0.2  # pause between runs, so a server's backlog from one cannot spill into the next
 
 
-def make_server(name: str, port: int, workdir: Path, coturn_threads: int) -> Server:
+def make_server(
+    name: str, port: int, workdir: Path, coturn_threads: int, python: str | None = None
+) -> Server:
     low, high = PORT_RANGES[name]
     if name == "natkit":
-        return natkit_server(port, workdir, min_port=low, max_port=high)
+        return natkit_server(port, workdir, min_port=low, max_port=high, python=python)
     return coturn_server(port, workdir, min_port=low, max_port=high, threads=coturn_threads)
 
 
@@ -202,7 +205,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         exe = compile_c("turnrelay.c", workdir)
         ports = free_udp_ports([HOST], len(names))
         servers = [
-            make_server(n, p, workdir / n, args.coturn_threads)
+            make_server(n, p, workdir / n, args.coturn_threads, args.natkit_python)
             for n, p in zip(names, ports, strict=True)
         ]
         with running_pinned(servers, args.server_cpus):
@@ -333,6 +336,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "coturn_relay_threads": args.coturn_threads,
             "server_cpus": sorted(args.server_cpus),
             "generator_cpus": sorted(args.generator_cpus),
+            "natkit_python": interpreter(args.natkit_python),
         },
         "machine": {**before, "loadavg_after": machine()["loadavg"]},
         "servers": results,
@@ -383,6 +387,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-duration", type=float, default=2.0, help="seconds of it")
     p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset")
     p.add_argument("--coturn-threads", type=int, default=1, help="coturn relay-threads")
+    p.add_argument(
+        "--natkit-python",
+        help="interpreter that runs natkit's server, with natkit installed (default: this one)",
+    )
     p.add_argument(
         "--server-cpus",
         type=parse_cpus,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import os
 import secrets
 import socket
 import struct
@@ -249,12 +250,15 @@ def natkit_server(
     max_port: int,
     host: str = HOST,
     workers: int = 1,
+    python: str | None = None,
 ) -> Server:
     """``natkit turn-server`` on UDP only, the same user, realm and peer allow-list,
     no RFC 6062 relaying (like coturn's config here); ``workers`` > 1 adds
-    ``--workers`` (that many processes on one UDP port, SO_REUSEPORT)."""
+    ``--workers`` (that many processes on one UDP port, SO_REUSEPORT).
+    ``python``: the interpreter to run it with (default: this one's), one
+    with natkit installed (see bench/README.md, "Which Python")."""
     argv = [
-        sys.executable,
+        os.path.abspath(python) if python else sys.executable,  # the server runs in workdir
         "-m",
         "natkit.cli.main",
         "turn-server",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -37,8 +38,11 @@ def _require(*programs: str) -> None:
 
 
 def _run_smoke(script: str) -> dict[str, Any]:
+    # natkit's server on a named interpreter (this one), spelled relative to
+    # our working directory: the server starts in a directory of its own.
+    python = os.path.relpath(sys.executable)
     proc = subprocess.run(
-        [sys.executable, str(BENCH / script), "--smoke"],
+        [sys.executable, str(BENCH / script), "--smoke", "--natkit-python", python],
         capture_output=True,
         text=True,
         timeout=SMOKE_TIMEOUT,
@@ -46,6 +50,12 @@ def _run_smoke(script: str) -> dict[str, Any]:
     )
     assert proc.returncode == 0, proc.stderr
     result: dict[str, Any] = json.loads(proc.stdout)
+    assert result["params"]["natkit_python"] == {
+        "executable": python,
+        "version": platform.python_version(),
+        "shared_libpython": result["params"]["natkit_python"]["shared_libpython"],
+    }
+    assert isinstance(result["params"]["natkit_python"]["shared_libpython"], bool)
     return result
 
 
