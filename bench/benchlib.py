@@ -196,6 +196,25 @@ def running(servers: Sequence[Server]) -> Iterator[Sequence[Server]]:
             server.stop()
 
 
+@contextlib.contextmanager
+def running_pinned(servers: Sequence[Server], cpus: set[int]) -> Iterator[Sequence[Server]]:
+    """Start ``servers`` on ``cpus`` (every thread they make inherits it), then unpin ourselves."""
+    everything = os.sched_getaffinity(0)
+    try:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        with running(servers):
+            os.sched_setaffinity(0, everything)
+            yield servers
+    finally:
+        os.sched_setaffinity(0, everything)
+
+
+def parse_cpus(text: str) -> set[int]:
+    """``"0,1"`` -> {0, 1} (a --server-cpus style option)."""
+    return {int(x) for x in text.split(",") if x}
+
+
 def summary(values: Sequence[float], digits: int = 6) -> dict[str, Any]:
     """Per-run values plus their median, min and max (never a single timing)."""
     return {

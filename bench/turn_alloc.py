@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
+import os
 import secrets
 import select
 import socket
@@ -66,8 +67,9 @@ from benchlib import (
     free_udp_ports,
     interpreter,
     machine,
+    parse_cpus,
     ratio,
-    running,
+    running_pinned,
     summary,
 )
 from turnlib import (
@@ -347,6 +349,7 @@ def rate_run(server: Server, sources: Sources, args: argparse.Namespace) -> dict
             "server_cpu_util": round(server_cpu / elapsed, 3),
             "client_cpu_util": round(client_cpu / elapsed, 3),
             "allocations_per_server_cpu_s": round(done / server_cpu, 1) if server_cpu else None,
+            "server_affinity": sorted(proc.cpu_affinity()),
         }
     finally:
         driver.close()
@@ -428,7 +431,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             make_server(n, p, workdir / n, args.natkit_python)
             for n, p in zip(names, ports, strict=True)
         ]
-        with running(servers):
+        if args.client_cpus:
+            os.sched_setaffinity(0, args.client_cpus)
+        with running_pinned(servers, args.server_cpus):
             for _ in range(args.rounds):
                 for server in servers:  # interleaved: A B A B ...
                     runs[server.name].append(rate_run(server, sources, args))
@@ -444,7 +449,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 fresh = make_server(
                     name, port, workdir / f"{name}-memory-{index}", args.natkit_python
                 )
-                with running([fresh]):
+                with running_pinned([fresh], args.server_cpus):
                     memory_pids[name].append(fresh.pid)
                     warm = argparse.Namespace(**{**vars(args), "max_allocations": WARM_CYCLES})
                     warm.warmup, warm.duration = 0.0, 30.0
@@ -515,6 +520,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "relay_ports": list(RELAY_PORTS),
             "source_pool": str(SOURCE_POOL),
             "natkit_python": interpreter(args.natkit_python),
+            "server_cpus": sorted(args.server_cpus),
+            "client_cpus": sorted(args.client_cpus),
         },
         "machine": {**before, "loadavg_after": machine()["loadavg"]},
         "servers": results,
@@ -549,6 +556,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory-rounds", type=int, default=3, help="memory rounds (default 3)")
     p.add_argument("--hold-timeout", type=float, default=60.0, help="bound on each memory phase")
     p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset")
+    p.add_argument(
+        "--server-cpus",
+        type=parse_cpus,
+        default=set(),
+        help="pin the servers to these CPUs, e.g. 1: one core each, threads and all"
+        " (default: no pinning)",
+    )
+    p.add_argument(
+        "--client-cpus",
+        type=parse_cpus,
+        default=set(),
+        help="pin the client to these CPUs, e.g. 0 (default: no pinning)",
+    )
     p.add_argument(
         "--natkit-python",
         help="interpreter that runs natkit's server, with natkit installed (default: this one)",

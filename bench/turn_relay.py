@@ -27,7 +27,6 @@ Prints one JSON object; ``--smoke`` is a seconds-long run for CI.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import secrets
@@ -35,7 +34,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +48,9 @@ from benchlib import (
     free_udp_ports,
     interpreter,
     machine,
+    parse_cpus,
     ratio,
-    running,
+    running_pinned,
     summary,
 )
 from turnlib import HOST, Allocation, allocate, coturn_server, natkit_server, set_buffers
@@ -70,20 +69,6 @@ def make_server(
     if name == "natkit":
         return natkit_server(port, workdir, min_port=low, max_port=high, python=python)
     return coturn_server(port, workdir, min_port=low, max_port=high, threads=coturn_threads)
-
-
-@contextlib.contextmanager
-def running_pinned(servers: list[Server], cpus: set[int]) -> Iterator[list[Server]]:
-    """Start ``servers`` on ``cpus`` (every thread they make inherits it), then unpin ourselves."""
-    everything = os.sched_getaffinity(0)
-    try:
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-        with running(servers):
-            os.sched_setaffinity(0, everything)
-            yield servers
-    finally:
-        os.sched_setaffinity(0, everything)
 
 
 class Load:
@@ -354,10 +339,6 @@ def parse_rates(text: str) -> list[float]:
     if not rates or rates[0] <= 0 or rates[-1] > 1_000_000:
         raise argparse.ArgumentTypeError("rates must be in (0, 1e6]")
     return rates
-
-
-def parse_cpus(text: str) -> set[int]:
-    return {int(x) for x in text.split(",") if x}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

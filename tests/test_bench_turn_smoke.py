@@ -37,12 +37,12 @@ def _require(*programs: str) -> None:
     pytest.skip(message)
 
 
-def _run_smoke(script: str) -> dict[str, Any]:
+def _run_smoke(script: str, *extra: str) -> dict[str, Any]:
     # natkit's server on a named interpreter (this one), spelled relative to
     # our working directory: the server starts in a directory of its own.
     python = os.path.relpath(sys.executable)
     proc = subprocess.run(
-        [sys.executable, str(BENCH / script), "--smoke", "--natkit-python", python],
+        [sys.executable, str(BENCH / script), "--smoke", "--natkit-python", python, *extra],
         capture_output=True,
         text=True,
         timeout=SMOKE_TIMEOUT,
@@ -109,7 +109,14 @@ def test_turn_relay_smoke_relays_without_loss_and_reports_latency() -> None:
 @pytest.mark.timeout(SMOKE_TIMEOUT + 30)
 def test_turn_alloc_smoke_allocates_deletes_and_measures_memory() -> None:
     _require("turnserver")
-    result = _run_smoke("turn_alloc.py")
+    # Pinned: the servers (every thread) to one CPU, the client to another.
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, client_cpu = cpus[-1], cpus[0]
+    result = _run_smoke(
+        "turn_alloc.py", "--server-cpus", str(server_cpu), "--client-cpus", str(client_cpu)
+    )
+    assert result["params"]["server_cpus"] == [server_cpu]
+    assert result["params"]["client_cpus"] == [client_cpu]
     assert result["benchmark"] == "turn_alloc"
     assert result["smoke"] is True
     # natkit and coturn as configured alike; natkit --workers 2 and coturn
@@ -121,6 +128,7 @@ def test_turn_alloc_smoke_allocates_deletes_and_measures_memory() -> None:
             assert _is_summary(server[key]), (name, key)
         assert server["rate"]["median"] > 0, name
         assert server["failed"] == 0, (name, [r["errors"] for r in server["runs"]])
+        assert all(r["server_affinity"] == [server_cpu] for r in server["runs"]), name
     for name in ("natkit", "coturn"):  # memory rounds run single-process servers
         server = result["servers"][name]
         assert _is_summary(server["bytes_per_allocation"]), name
