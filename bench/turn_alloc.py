@@ -38,6 +38,12 @@ Relay ports: 10000-32767 (below the ephemeral range, so no client socket can
 take one) on a relay address of each server's own, 127.0.0.1 for natkit and
 127.0.0.2 for coturn, so 10,000 allocations fit in either.
 
+``--server-cpus 1 --client-cpus 0`` gives every server (all its threads)
+one core and the client the other: coturn's one relay thread then shares
+its core with its listener and authentication threads, as natkit's one
+process does with everything it runs. ``--natkit-python`` runs natkit's
+server on another interpreter (bench/README.md, "Which Python").
+
 Prints one JSON object; ``--smoke`` is a seconds-long run for CI.
 """
 
@@ -530,6 +536,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "target": {
             "natkit/coturn_at_least": 1.0,
             "met": None if target is None else target >= 1.0,
+            "one_core_per_server": len(args.server_cpus) == 1,
             # the same target for two processes against two relay threads
             "natkit-w2/coturn-t2_met": None
             if ratios.get("natkit-w2/coturn-t2_rate") is None

@@ -117,6 +117,7 @@ def test_turn_alloc_smoke_allocates_deletes_and_measures_memory() -> None:
     )
     assert result["params"]["server_cpus"] == [server_cpu]
     assert result["params"]["client_cpus"] == [client_cpu]
+    assert result["target"]["one_core_per_server"] is True
     assert result["benchmark"] == "turn_alloc"
     assert result["smoke"] is True
     # natkit and coturn as configured alike; natkit --workers 2 and coturn
