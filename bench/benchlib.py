@@ -7,6 +7,7 @@ sleeps). Results are plain dicts printed as one JSON object.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -213,6 +214,27 @@ def running_pinned(servers: Sequence[Server], cpus: set[int]) -> Iterator[Sequen
 def parse_cpus(text: str) -> set[int]:
     """``"0,1"`` -> {0, 1} (a --server-cpus style option)."""
     return {int(x) for x in text.split(",") if x}
+
+
+def add_server_arguments(p: argparse.ArgumentParser, load: str) -> None:
+    """``--natkit-python``, ``--server-cpus`` and ``--LOAD-cpus`` (the TURN
+    benchmarks: which interpreter runs natkit, and where servers and load run)."""
+    p.add_argument(
+        "--natkit-python",
+        help="interpreter that runs natkit's server, with natkit installed (default: this one)",
+    )
+    p.add_argument(
+        "--server-cpus",
+        type=parse_cpus,
+        default=set(),
+        help="pin the servers (every thread) to these CPUs, e.g. 1 (default: no pinning)",
+    )
+    p.add_argument(
+        f"--{load}-cpus",
+        type=parse_cpus,
+        default=set(),
+        help=f"pin the {load} to these CPUs, e.g. 0 (default: no pinning)",
+    )
 
 
 def summary(values: Sequence[float], digits: int = 6) -> dict[str, Any]:

@@ -68,12 +68,12 @@ import psutil
 from benchlib import (
     BenchError,
     Server,
+    add_server_arguments,
     emit,
     fail,
     free_udp_ports,
     interpreter,
     machine,
-    parse_cpus,
     ratio,
     running_pinned,
     summary,
@@ -563,23 +563,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory-rounds", type=int, default=3, help="memory rounds (default 3)")
     p.add_argument("--hold-timeout", type=float, default=60.0, help="bound on each memory phase")
     p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset")
-    p.add_argument(
-        "--server-cpus",
-        type=parse_cpus,
-        default=set(),
-        help="pin the servers to these CPUs, e.g. 1: one core each, threads and all"
-        " (default: no pinning)",
-    )
-    p.add_argument(
-        "--client-cpus",
-        type=parse_cpus,
-        default=set(),
-        help="pin the client to these CPUs, e.g. 0 (default: no pinning)",
-    )
-    p.add_argument(
-        "--natkit-python",
-        help="interpreter that runs natkit's server, with natkit installed (default: this one)",
-    )
+    add_server_arguments(p, "client")
     p.add_argument("--smoke", action="store_true", help="one short round (CI)")
     args = p.parse_args(argv)
     if args.smoke:

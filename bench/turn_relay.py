@@ -42,13 +42,13 @@ import psutil
 from benchlib import (
     BenchError,
     Server,
+    add_server_arguments,
     compile_c,
     emit,
     fail,
     free_udp_ports,
     interpreter,
     machine,
-    parse_cpus,
     ratio,
     running_pinned,
     summary,
@@ -368,22 +368,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-duration", type=float, default=2.0, help="seconds of it")
     p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset")
     p.add_argument("--coturn-threads", type=int, default=1, help="coturn relay-threads")
-    p.add_argument(
-        "--natkit-python",
-        help="interpreter that runs natkit's server, with natkit installed (default: this one)",
-    )
-    p.add_argument(
-        "--server-cpus",
-        type=parse_cpus,
-        default=set(),
-        help="pin the servers to these CPUs, e.g. 0 (default: no pinning)",
-    )
-    p.add_argument(
-        "--generator-cpus",
-        type=parse_cpus,
-        default=set(),
-        help="pin the load generator to these CPUs, e.g. 1 (default: no pinning)",
-    )
+    add_server_arguments(p, "generator")
     p.add_argument("--smoke", action="store_true", help="one short round (CI)")
     args = p.parse_args(argv)
     if args.smoke:
