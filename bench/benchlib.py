@@ -263,7 +263,7 @@ def interpreter(python: str | None) -> dict[str, Any]:
     """What runs natkit's server: the interpreter's path and version, and
     whether it runs on a shared libpython (a pyenv default build does, with
     no PGO/LTO; Debian's /usr/bin/python3.11 has the interpreter linked in,
-    and the same code ran ~15-25% faster on it;
+    and the same code took 15-29% less time on it;
     bench/README.md, "Which Python"). Linux: read from /proc/self/maps."""
     exe = python or sys.executable
     probe = (
